@@ -1,0 +1,250 @@
+"""The one typed config: every setting of the app, validated once when the app is built.
+
+Values come from `build_app` args (Serve YAML `args:` or `serve run graph:build_app key=value`, dotted
+keys for nesting), then from `GRAPHRAG_*` environment variables (nested with `__`, e.g.
+`GRAPHRAG_VECTOR__QDRANT_URL`), then from the defaults below. Secrets are `SecretStr`: never logged.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deployments.models import MAX_HOPS, MAX_TOP_K
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedderConfig(_Section):
+    model_name: str = "all-MiniLM-L6-v2"
+    # An OpenAI-compatible /v1/embeddings endpoint replaces the in-process model when set.
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "text-embedding-3-small"
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (@serve.batch).")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
+    request_chunk_size: int = Field(256, ge=1, description="Texts per handle call when embedding many.")
+
+
+class VectorConfig(_Section):
+    # Qdrant server URL; when unset the embedded engine (qdrant-edge-py) stores under `path`.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    path: str | None = None  # default: <data_dir>/qdrant
+    timeout_s: float = Field(10.0, gt=0)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.qdrant_url
+
+
+class GraphConfig(_Section):
+    # Neo4j-protocol Bolt URI; when unset the app starts ArcadeDB's Bolt server itself.
+    bolt_uri: str | None = None
+    user: str = "root"
+    password: SecretStr = SecretStr("graphrag-embedded")
+    database: str | None = None
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = Field(0, ge=0, le=65535, description="0 picks a free port when the app is built.")
+    path: str | None = None  # default: <data_dir>/arcadedb
+    max_hops: int = Field(2, ge=0, le=MAX_HOPS)
+    max_nodes: int = Field(50, ge=1, le=1000)
+    max_edges: int = Field(200, ge=1, le=5000)
+    max_chunks: int = Field(30, ge=1, le=500)
+    query_timeout_s: float = Field(5.0, gt=0)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.bolt_uri
+
+
+class RerankerConfig(_Section):
+    # TEI / Cohere / Jina-style POST {url} with {query, texts}; when unset, the embedded scorer.
+    url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = None  # sent as "model" for Cohere/Jina-style APIs
+    timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(32, ge=1)
+
+
+class ChatConfig(_Section):
+    # OpenAI-compatible base URL (".../v1"); when unset, extractive answers.
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(512, ge=1)
+    max_attempts: int = Field(4, ge=1, le=10)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(8.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0, description="Bound on all attempts together.")
+    max_passages: int = Field(6, ge=1, le=50)
+
+
+class RetrievalConfig(_Section):
+    top_k: int = Field(8, ge=1, le=MAX_TOP_K)
+    candidates: int = Field(30, ge=1, le=500, description="Hits per stage fed to fusion and the reranker.")
+    rrf_k: int = Field(60, ge=1)
+    vector_timeout_s: float = Field(5.0, gt=0)
+    graph_timeout_s: float = Field(5.0, gt=0)
+    rerank_timeout_s: float = Field(10.0, gt=0)
+    chat_timeout_s: float = Field(90.0, gt=0)
+    ingest_timeout_s: float = Field(600.0, gt=0)
+
+
+class ChunkingConfig(_Section):
+    max_words: int = Field(160, ge=16, le=2000)
+    overlap_words: int = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> "ChunkingConfig":
+        if self.overlap_words >= self.max_words:
+            raise ValueError("chunking.overlap_words must be smaller than chunking.max_words")
+        return self
+
+
+class DeploymentOptions(_Section):
+    """Ray Serve options of one deployment (see `serve.deployment`)."""
+
+    num_replicas: int | None = Field(None, ge=1)
+    autoscaling_config: dict[str, Any] | None = None
+    max_ongoing_requests: int = Field(100, ge=1)
+    max_queued_requests: int = Field(-1, ge=-1)
+    # No CPU reserved by default, so the whole graph fits one small node; set num_cpus on clusters.
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
+    health_check_period_s: float | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "DeploymentOptions":
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set num_replicas or autoscaling_config, not both")
+        return self
+
+    def max_replicas(self) -> int:
+        if self.autoscaling_config is not None:
+            return int(self.autoscaling_config.get("max_replicas", 1))
+        return self.num_replicas or 1
+
+    def serve_options(self) -> dict[str, Any]:
+        opts = self.model_dump(exclude_none=True)
+        if self.num_replicas is None and self.autoscaling_config is None:
+            opts["num_replicas"] = 1
+        return opts
+
+
+class DeploymentsConfig(_Section):
+    ingress: DeploymentOptions = DeploymentOptions(max_ongoing_requests=200)
+    embedder: DeploymentOptions = DeploymentOptions(max_ongoing_requests=64)
+    vector: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
+    graph: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
+    bolt_server: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100, health_check_period_s=2.0)
+    reranker: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
+    chat: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
+
+
+class AppConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GRAPHRAG_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: str = "data"
+    embedder: EmbedderConfig = EmbedderConfig()
+    vector: VectorConfig = VectorConfig()
+    graph: GraphConfig = GraphConfig()
+    reranker: RerankerConfig = RerankerConfig()
+    chat: ChatConfig = ChatConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    chunking: ChunkingConfig = ChunkingConfig()
+    deployments: DeploymentsConfig = DeploymentsConfig()
+    # When chat fails: answer extractively (and report `degraded`), or 503 naming the stage.
+    chat_fallback_extractive: bool = True
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        # Replicas may run in another working directory: resolve once, here.
+        return str(Path(v).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "AppConfig":
+        if self.vector.embedded:
+            self.vector.path = self.vector.path or str(Path(self.data_dir) / "qdrant")
+            if self.deployments.vector.max_replicas() > 1:
+                raise ValueError(
+                    "the embedded Qdrant store has exactly one owner process: deployments.vector must keep "
+                    "one replica; set vector.qdrant_url to a Qdrant server to scale it"
+                )
+        if self.graph.embedded:
+            self.graph.path = self.graph.path or str(Path(self.data_dir) / "arcadedb")
+            _require_loopback(self.graph.embedded_host)
+            if self.graph.embedded_port == 0:
+                self.graph.embedded_port = free_port(self.graph.embedded_host)
+            if self.deployments.bolt_server.max_replicas() > 1:
+                raise ValueError("the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica")
+        return self
+
+    @property
+    def bolt_uri(self) -> str:
+        if self.graph.bolt_uri:
+            return self.graph.bolt_uri
+        return f"bolt://{self.graph.embedded_host}:{self.graph.embedded_port}"
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any] | None = None) -> "AppConfig":
+        """Build from `build_app` args; `a.b=c` dotted keys become nested sections."""
+        return cls(**nest_dotted(args or {}))
+
+    def describe(self) -> dict[str, Any]:
+        """The config without secrets, for logs and /readyz."""
+        return self.model_dump(mode="json")
+
+
+def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"config key {key!r} conflicts with a value set for {part!r}")
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _require_loopback(host: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ValueError(f"embedded services bind to loopback only, not {host!r}")
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL safe to log: credentials stripped."""
+    if not url:
+        return url
+    parts = urlparse(url)
+    if parts.username or parts.password:
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return parts._replace(netloc=netloc).geturl()
+    return url

@@ -1,0 +1,258 @@
+"""Wire models: every request and response body, and the payloads passed between deployments."""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Hard bounds of the API; the config may only tighten them.
+MAX_QUERY_CHARS = 2_000
+MAX_TOP_K = 100
+MAX_HOPS = 3
+MAX_DOCUMENTS_PER_INGEST = 256
+MAX_DOCUMENT_CHARS = 200_000
+MAX_DOC_ID_CHARS = 256
+COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DEFAULT_COLLECTION = "default"
+
+Scalar = str | int | float | bool
+Source = Literal["vector", "graph"]
+Stage = Literal["embed", "vector", "graph", "rerank", "chat", "ingest"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _non_blank(value: str, what: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty or only white space")
+    return value
+
+
+# ---- requests ---------------------------------------------------------------------------------
+
+
+class Document(_Strict):
+    id: str = Field(min_length=1, max_length=MAX_DOC_ID_CHARS, description="Stable document id; re-ingesting it replaces it.")
+    text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)
+    metadata: dict[str, Scalar | list[Scalar] | None] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if any(ord(ch) < 32 for ch in v):
+            raise ValueError("document id must not contain control characters")
+        return _non_blank(v, "document id")
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return _non_blank(v, "document text")
+
+
+class IngestRequest(_Strict):
+    collection: str = Field(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
+    documents: list[Document] = Field(min_length=1, max_length=MAX_DOCUMENTS_PER_INGEST)
+
+    @field_validator("documents")
+    @classmethod
+    def _unique_ids(cls, docs: list[Document]) -> list[Document]:
+        seen: set[str] = set()
+        for doc in docs:
+            if doc.id in seen:
+                raise ValueError(f"document id {doc.id!r} appears twice in one request")
+            seen.add(doc.id)
+        return docs
+
+
+class RetrieveRequest(_Strict):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    collection: str = Field(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Hits returned; config default when absent.")
+    max_hops: int | None = Field(None, ge=0, le=MAX_HOPS, description="Graph expansion depth; 0 = linked entities only.")
+    filter: dict[str, Scalar] = Field(default_factory=dict, description="Metadata equality filter on the vector stage.")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        return _non_blank(v, "query")
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_keys(cls, v: dict[str, Scalar]) -> dict[str, Scalar]:
+        for key in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key):
+                raise ValueError(f"filter key {key!r} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}")
+        return v
+
+
+class AnswerRequest(RetrieveRequest):
+    pass
+
+
+# ---- pieces shared by stages ------------------------------------------------------------------
+
+
+class Chunk(BaseModel):
+    chunk_id: str
+    doc_id: str
+    index: int
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Entity(BaseModel):
+    key: str  # normalized name: the linking key
+    name: str
+    type: str
+
+
+class Relation(BaseModel):
+    source: str  # entity key
+    target: str  # entity key
+    type: str
+    weight: float = 1.0
+
+
+class Extraction(BaseModel):
+    """Entities and relations found in one chunk."""
+
+    chunk_id: str
+    entities: list[Entity] = Field(default_factory=list)
+    relations: list[Relation] = Field(default_factory=list)
+
+
+class GraphNode(BaseModel):
+    id: str
+    name: str
+    type: str
+    hops: int = 0  # distance from an entity linked in the query
+
+
+class GraphEdge(BaseModel):
+    source: str
+    target: str
+    type: str
+    weight: float = 1.0
+
+
+class Subgraph(BaseModel):
+    nodes: list[GraphNode] = Field(default_factory=list)
+    edges: list[GraphEdge] = Field(default_factory=list)
+
+
+class ScoredChunk(BaseModel):
+    """A chunk a stage found, with that stage's own score."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    score: float
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Span(BaseModel):
+    """When a stage ran: wall-clock epoch seconds, so spans from different processes line up."""
+
+    start: float
+    end: float
+
+
+class VectorResult(BaseModel):
+    hits: list[ScoredChunk]
+    embed: Span
+
+
+class GraphResult(BaseModel):
+    chunks: list[ScoredChunk]
+    subgraph: Subgraph
+    linked: list[str] = Field(default_factory=list)  # entity keys linked from the query
+
+
+class RerankResult(BaseModel):
+    scores: list[float]  # one per input text, same order
+    scorer: str  # which scorer produced them, e.g. "tei:<url>" or "embedded-dense-lexical"
+
+
+class ChatResult(BaseModel):
+    answer: str
+    model: str
+
+
+# ---- responses --------------------------------------------------------------------------------
+
+
+class Hit(BaseModel):
+    chunk_id: str
+    doc_id: str
+    text: str
+    score: float
+    sources: list[Source]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageTiming(BaseModel):
+    start_ms: float = Field(description="Offset from the request's start.")
+    duration_ms: float
+
+
+class Timings(BaseModel):
+    embed: StageTiming | None = None
+    vector: StageTiming | None = None
+    graph: StageTiming | None = None
+    rerank: StageTiming | None = None
+    chat: StageTiming | None = None
+    total: StageTiming | None = None
+
+
+class Degraded(BaseModel):
+    stage: Stage
+    error: str
+
+
+class RetrieveResponse(BaseModel):
+    query: str
+    collection: str
+    hits: list[Hit]
+    graph: Subgraph
+    timings: Timings
+    degraded: list[Degraded] = Field(default_factory=list)
+    reranker: str | None = Field(None, description="The scorer that ordered the hits; null if reranking was skipped.")
+
+
+class Citation(BaseModel):
+    n: int
+    chunk_id: str
+    doc_id: str
+
+
+class AnswerResponse(RetrieveResponse):
+    answer: str
+    citations: list[Citation]
+    model: str
+
+
+class IngestResponse(BaseModel):
+    collection: str
+    documents: int
+    chunks: int
+    entities: int
+    relations: int
+    timings: dict[str, StageTiming]
+
+
+class StageHealth(BaseModel):
+    ok: bool
+    backend: str
+    error: str | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    stages: dict[str, StageHealth]
+
+
+class ErrorResponse(BaseModel):
+    detail: Any
