@@ -72,6 +72,7 @@ class RerankerConfig(_Section):
     model: str | None = None  # sent as "model" for Cohere/Jina-style APIs
     timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(32, ge=1)
+    dense_weight: float = Field(0.7, ge=0, le=1, description="Embedded scorer: dense share; the rest is lexical.")
 
 
 class ChatConfig(_Section):

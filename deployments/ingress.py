@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -12,8 +12,10 @@ from ray.serve.handle import DeploymentHandle
 from deployments.config import AppConfig
 from deployments.errors import CollectionNotFound, StageError
 from deployments.models import (
+    COLLECTION_PATTERN,
     AnswerRequest,
     AnswerResponse,
+    CollectionStats,
     ErrorResponse,
     IngestRequest,
     IngestResponse,
@@ -39,12 +41,13 @@ app = FastAPI(
 
 @app.exception_handler(StageError)
 async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
-    return JSONResponse(status_code=503, content={"detail": str(exc), "stage": exc.stage})
+    # Built from the fields: str() of an error raised in another replica carries its remote traceback.
+    return JSONResponse(status_code=503, content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage})
 
 
 @app.exception_handler(CollectionNotFound)
 async def _collection_missing(request: Request, exc: CollectionNotFound) -> JSONResponse:
-    return JSONResponse(status_code=404, content={"detail": str(exc)})
+    return JSONResponse(status_code=404, content={"detail": CollectionNotFound(exc.collection).args[0]})
 
 
 @app.exception_handler(Exception)
@@ -71,6 +74,8 @@ def stages_from_handles(
         graph_upsert=graph.upsert.remote,
         vector_delete=vector.delete_documents.remote,
         graph_delete=graph.delete_documents.remote,
+        vector_count=vector.count.remote,
+        graph_counts=graph.counts.remote,
         pings={
             "embedder": embedder.ping.remote,
             "vector": vector.ping.remote,
@@ -106,6 +111,10 @@ class Ingress:
     @app.post("/v1/ingest", response_model=IngestResponse, responses={503: _ERRORS[503]})
     async def ingest(self, req: IngestRequest) -> IngestResponse:
         return await self.pipeline.ingest(req)
+
+    @app.get("/v1/collections/{collection}", response_model=CollectionStats, responses={404: _ERRORS[404]})
+    async def collection_stats(self, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:
+        return await self.pipeline.stats(collection)
 
     @app.get("/healthz")
     async def healthz(self) -> dict:

@@ -243,6 +243,14 @@ class IngestResponse(BaseModel):
     timings: dict[str, StageTiming]
 
 
+class CollectionStats(BaseModel):
+    collection: str
+    points: int = Field(description="Chunks stored in the vector store.")
+    chunks: int = Field(description="Chunk nodes in the graph store.")
+    entities: int
+    relations: int
+
+
 class StageHealth(BaseModel):
     ok: bool
     backend: str

@@ -21,6 +21,7 @@ from deployments.models import (
     AnswerResponse,
     ChatResult,
     Chunk,
+    CollectionStats,
     Citation,
     Degraded,
     GraphResult,
@@ -55,6 +56,8 @@ class Stages:
     graph_upsert: Callable[[str, list[Chunk]], Awaitable[dict]]
     vector_delete: Callable[[str, list[str]], Awaitable[int]]
     graph_delete: Callable[[str, list[str]], Awaitable[int]]
+    vector_count: Callable[[str], Awaitable[int]]
+    graph_counts: Callable[[str], Awaitable[dict]]
     pings: dict[str, Callable[[], Awaitable[str]]]
 
 
@@ -232,6 +235,10 @@ class Pipeline:
         for store, result in zip(("vector", "graph"), results):
             if isinstance(result, BaseException) and not isinstance(result, CollectionNotFound):
                 log.error("could not remove documents %s from the %s store after a failed ingest: %s", doc_ids, store, result)
+
+    async def stats(self, collection: str) -> CollectionStats:
+        points, counts = await asyncio.gather(self.stages.vector_count(collection), self.stages.graph_counts(collection))
+        return CollectionStats(collection=collection, points=points, **{k: int(counts.get(k, 0)) for k in ("chunks", "entities", "relations")})
 
     async def ready(self, timeout: float = 3.0) -> dict[str, StageHealth]:
         async def check(name: str, ping: Callable[[], Awaitable[str]]) -> tuple[str, StageHealth]:

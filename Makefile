@@ -1,0 +1,32 @@
+# The two commands: `make demo` (set up, serve the embedded default, ingest, answer) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+# torch first: 2.13.0 is the CPU build on local disk; letting a dependency pick torch pulls GBs of CUDA.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) graph.py demo --config configs/local.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -v -ra
+
+clean:
+	rm -rf data .pytest_cache

@@ -1,0 +1,294 @@
+"""Chat stage: answers a question from numbered passages and graph facts with [n] citations, through an
+OpenAI-compatible API (with our own bounded retry loop) or, without an LLM, extractively."""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import random
+import re
+import time
+from collections import Counter
+from typing import Any, Mapping, Protocol
+
+import openai
+from ray import serve
+
+from deployments.config import ChatConfig, redact_url
+from deployments.errors import StageError, StageUnavailable
+from deployments.models import ChatResult
+from deployments.reranker import terms
+
+logger = logging.getLogger(__name__)
+STAGE = "chat"
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered passages and the knowledge-graph facts given by the user. "
+    "Cite every statement with the number of the passage it comes from in square brackets, like [1] or [2][3]. "
+    "Do not use outside knowledge. If the passages and facts do not contain the answer, say that you do not know."
+)
+
+
+class ChatBackend(Protocol):
+    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult: ...
+    async def ping(self) -> str: ...
+    async def aclose(self) -> None: ...
+
+
+def build_messages(query: str, passages: list[str], facts: list[str]) -> list[dict[str, str]]:
+    numbered = "\n".join(f"[{i}] {' '.join(p.split())}" for i, p in enumerate(passages, 1)) or "(none)"
+    fact_lines = "\n".join(f"- {f}" for f in facts) or "(none)"
+    user = f"Passages:\n{numbered}\n\nGraph facts:\n{fact_lines}\n\nQuestion: {query}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def parse_citations(answer: str, n_passages: int) -> list[int]:
+    """The passage numbers cited as [n] (or [n, m]) that exist, in order of first appearance."""
+    seen: list[int] = []
+    for group in _CITATION.findall(answer):
+        for part in group.split(","):
+            n = int(part)
+            if 1 <= n <= n_passages and n not in seen:
+                seen.append(n)
+    return seen
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date; None if absent."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+class OpenAIChat:
+    """An OpenAI-compatible chat completions API. The SDK's own retries are off (max_retries=0): this class
+    retries 429, 5xx, connection errors and unparseable replies with jittered exponential backoff, honours
+    Retry-After, and stops at `max_attempts` or when the next wait would pass the `timeout_s` budget."""
+
+    def __init__(self, config: ChatConfig):
+        if not config.base_url:
+            raise ValueError("OpenAIChat needs chat.base_url")
+        self.config = config
+        self.name = f"openai:{redact_url(config.base_url)}"
+        self._client: openai.AsyncOpenAI | None = None
+
+    def _openai(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            # A placeholder key for servers that need none; never fall back to OPENAI_API_KEY from the environment,
+            # which would send that key to whatever base_url is configured.
+            key = self.config.api_key.get_secret_value() if self.config.api_key else "unused"
+            self._client = openai.AsyncOpenAI(
+                base_url=self.config.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s
+            )
+        return self._client
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
+        return cap * random.uniform(0.5, 1.0)  # jitter spreads out replicas that failed together
+
+    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+        cfg = self.config
+        messages = build_messages(query, passages[: cfg.max_passages], facts)
+        start = time.monotonic()
+        deadline = start + cfg.timeout_s
+        last = "no attempt made"
+        unreachable = False
+        attempt = 0
+        while attempt < cfg.max_attempts:
+            attempt += 1
+            # Every wait below is checked against the deadline, so some budget is left here.
+            remaining = max(deadline - time.monotonic(), 0.001)
+            retry_after: float | None = None
+            try:
+                # The SDK timeout is per read; asyncio.timeout bounds the whole attempt.
+                async with asyncio.timeout(remaining):
+                    resp = await self._openai().chat.completions.create(
+                        model=cfg.model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=cfg.temperature,
+                        max_tokens=cfg.max_tokens,
+                        timeout=remaining,
+                    )
+                return self._result(resp)
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status != 429 and status < 500:
+                    raise StageError(
+                        STAGE, f"{self.name} rejected the request with HTTP {status} (not retried): {_message(exc)}"
+                    ) from exc
+                last, unreachable = f"HTTP {status}: {_message(exc)}", False
+                retry_after = parse_retry_after(exc.response.headers)
+            except (openai.APITimeoutError, TimeoutError):
+                last, unreachable = f"timed out after {time.monotonic() - start:.1f}s", True
+            except openai.APIConnectionError as exc:
+                last, unreachable = f"connection failed: {exc.__cause__ or exc}", True
+            except (ValueError, openai.APIResponseValidationError) as exc:  # a 2xx body that is not JSON or not a completion
+                last, unreachable = f"unparseable response: {exc}", False
+            if attempt >= cfg.max_attempts:
+                break
+            delay = retry_after * random.uniform(1.0, 1.1) if retry_after is not None else self._backoff(attempt)
+            if time.monotonic() + delay >= deadline:
+                wait = f"Retry-After {retry_after:.1f}s" if retry_after is not None else f"backoff {delay:.2f}s"
+                last += f"; the next {wait} would pass the {cfg.timeout_s}s budget"
+                break
+            logger.warning("chat attempt %d/%d failed (%s); retrying in %.2fs", attempt, cfg.max_attempts, last, delay)
+            await asyncio.sleep(delay)
+        error = StageUnavailable if unreachable else StageError
+        raise error(
+            STAGE,
+            f"{self.name} failed after {attempt} attempt(s) in {time.monotonic() - start:.1f}s "
+            f"(max {cfg.max_attempts}, budget {cfg.timeout_s}s); last error: {last}",
+        )
+
+    def _result(self, resp: Any) -> ChatResult:
+        if not getattr(resp, "choices", None):
+            raise StageError(STAGE, f"{self.name} returned no choices")
+        content = resp.choices[0].message.content
+        if not content or not content.strip():
+            reason = resp.choices[0].finish_reason
+            raise StageError(STAGE, f"{self.name} returned an empty answer (finish_reason={reason})")
+        return ChatResult(answer=content.strip(), model=resp.model or self.config.model)
+
+    async def ping(self) -> str:
+        try:
+            await self._openai().models.list(timeout=min(self.config.timeout_s, 5.0))
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                raise StageError(STAGE, f"{self.name} rejected the credentials (HTTP {exc.status_code})") from exc
+            if exc.status_code >= 500:
+                raise StageUnavailable(STAGE, f"{self.name} answered HTTP {exc.status_code}") from exc
+            # Some compatible servers have no /models: any other HTTP answer still proves reachability.
+        except (openai.APIConnectionError, ValueError) as exc:
+            raise StageUnavailable(STAGE, f"{self.name} unreachable: {exc.__cause__ or exc}") from exc
+        return f"{self.name} model {self.config.model}"
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("error") or body
+    return str(body or exc.message)[:300]
+
+
+# ---- extractive ------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+MAX_SENTENCE_CHARS = 400
+
+
+def _sentences(text: str) -> list[str]:
+    out = []
+    for s in _SENTENCE_END.split(text):
+        s = " ".join(s.split())
+        if len(s) > MAX_SENTENCE_CHARS:
+            s = s[:MAX_SENTENCE_CHARS].rsplit(" ", 1)[0] + "…"
+        if s:
+            out.append(s)
+    return out
+
+
+def _cite(sentence: str, n: int) -> str:
+    if sentence[-1] in ".!?":
+        return f"{sentence[:-1]} [{n}]{sentence[-1]}"
+    return f"{sentence} [{n}]."
+
+
+class ExtractiveChat:
+    """No LLM: picks the sentences of the top passages that share the most (rarest) query terms and quotes
+    them with [n] markers; deterministic."""
+
+    def __init__(self, max_passages: int = 6, max_sentences: int = 3, max_facts: int = 3):
+        self.max_passages = max_passages
+        self.max_sentences = max_sentences
+        self.max_facts = max_facts
+
+    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+        return ChatResult(answer=self.compose(query, passages, facts), model="extractive")
+
+    def compose(self, query: str, passages: list[str], facts: list[str]) -> str:
+        passages = passages[: self.max_passages]
+        if not passages:
+            return "No passages were retrieved for this question."
+        q = set(terms(query))
+        split = [_sentences(p) for p in passages]
+        # Rarer query terms (fewer passages contain them) weigh more.
+        df = Counter(t for p in passages for t in set(terms(p)) if t in q)
+        idf = {t: math.log(1 + len(passages) / df[t]) for t in df}
+        candidates = []  # (score, passage index, sentence index, sentence)
+        seen: set[str] = set()
+        for pi, sentences in enumerate(split):
+            for si, s in enumerate(sentences):
+                key = s.lower()
+                if key in seen:  # overlapping chunks repeat sentences
+                    continue
+                seen.add(key)
+                score = sum(idf.get(t, 0.0) for t in set(terms(s)) & q)
+                if score > 0:
+                    candidates.append((score, pi, si, s))
+        best = sorted(candidates, key=lambda c: (-c[0], c[1], c[2]))[: self.max_sentences]
+        best.sort(key=lambda c: (c[1], c[2]))  # read in passage order
+        if best:
+            answer = " ".join(_cite(s, pi + 1) for _, pi, _, s in best)
+        else:
+            first = split[0][0] if split[0] else passages[0].strip()
+            answer = f"No passage states this directly; the most relevant passage says: {_cite(first, 1)}"
+        related = [f for f in facts if q & set(terms(f))][: self.max_facts]
+        if related:
+            answer += " Related graph facts: " + "; ".join(related) + "."
+        return answer
+
+    async def ping(self) -> str:
+        return "extractive (no LLM)"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_chat(config: ChatConfig) -> ChatBackend:
+    if config.base_url:
+        return OpenAIChat(config)
+    return ExtractiveChat(max_passages=config.max_passages)
+
+
+@serve.deployment
+class Chat:
+    """Serve wrapper: `answer(query, passages, facts) -> ChatResult`, `ping() -> str`."""
+
+    def __init__(self, config: ChatConfig):
+        self._impl = make_chat(config)
+
+    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+        return await self._impl.answer(query, passages, facts)
+
+    async def ping(self) -> str:
+        return await self._impl.ping()
+
+    async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
+        await self._impl.aclose()

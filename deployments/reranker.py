@@ -1,0 +1,252 @@
+"""Rerank stage: scores the fused candidates against the query, with an HTTP reranker (TEI / Cohere / Jina)
+or, offline, our own embedded dense + lexical scorer."""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import Any, Awaitable, Callable, Protocol
+
+import httpx
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import RerankerConfig, redact_url
+from deployments.errors import StageError, StageUnavailable
+from deployments.models import RerankResult
+
+Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+STAGE = "rerank"
+EMBEDDED_SCORER = "embedded-dense-lexical"
+
+# Small on purpose: only words that carry no topic. Shared with the extractive chat.
+STOP_WORDS = frozenset(
+    """a an and are as at be been but by can could did do does for from had has have how i if in into is it its
+    me my no not of on or our she he so than that the their them then there these they this those to was we were
+    what when where which who whom whose why will with would you your about after before also any all just
+    tell know please""".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased content words, lightly stemmed (plural -s/-ies) so "companies" meets "company"."""
+    out = []
+    for word in _WORD.findall(text.lower()):
+        if len(word) < 2 or word in STOP_WORDS:
+            continue
+        if len(word) > 4 and word.endswith("ies"):
+            word = word[:-3] + "y"
+        elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+            word = word[:-1]
+        out.append(word)
+    return out
+
+
+class RerankBackend(Protocol):
+    """What the Serve wrapper delegates to."""
+
+    async def rerank(self, query: str, texts: list[str]) -> RerankResult: ...
+    async def ping(self) -> str: ...
+    async def aclose(self) -> None: ...
+
+
+# ---- HTTP reranker ---------------------------------------------------------------------------
+
+
+class HttpReranker:
+    """A reranking service over HTTP.
+
+    Without `config.model` it speaks TEI: POST {query, texts, truncate} -> [{index, score}].
+    With `config.model` it speaks the Cohere / Jina API: POST {model, query, documents, top_n} ->
+    {results: [{index, relevance_score}]}. Either response shape is accepted whichever was sent, since
+    several servers (Infinity, vLLM) answer TEI-style paths with Cohere-style bodies.
+    """
+
+    def __init__(self, config: RerankerConfig):
+        if not config.url:
+            raise ValueError("HttpReranker needs reranker.url")
+        self.config = config
+        self.url = config.url
+        self.scorer = f"http:{redact_url(config.url)}"
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = {"Accept": "application/json"}
+            if self.config.api_key is not None:
+                headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
+            n = self.config.max_connections
+            self._client = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(self.config.timeout_s),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            )
+        return self._client
+
+    def _payload(self, query: str, texts: list[str]) -> dict[str, Any]:
+        if self.config.model:
+            return {"model": self.config.model, "query": query, "documents": texts, "top_n": len(texts)}
+        # truncate: over-long passages are cut to the model's window instead of failing the whole batch.
+        return {"query": query, "texts": texts, "truncate": True}
+
+    async def rerank(self, query: str, texts: list[str]) -> RerankResult:
+        if not texts:
+            return RerankResult(scores=[], scorer=self.scorer)
+        try:
+            resp = await self._http().post(self.url, json=self._payload(query, texts))
+        except httpx.TimeoutException as exc:
+            raise StageUnavailable(STAGE, f"reranker {self.scorer} timed out after {self.config.timeout_s}s") from exc
+        except httpx.HTTPError as exc:
+            raise StageUnavailable(STAGE, f"reranker {self.scorer} unreachable: {type(exc).__name__}: {exc}") from exc
+        if not resp.is_success:
+            raise StageError(STAGE, f"reranker {self.scorer} answered HTTP {resp.status_code}: {resp.text[:200]!r}")
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise StageError(STAGE, f"reranker {self.scorer} answered with invalid JSON: {resp.text[:200]!r}") from exc
+        return RerankResult(scores=self._parse(body, len(texts)), scorer=self.scorer)
+
+    def _parse(self, body: Any, n: int) -> list[float]:
+        """Scores in input order from either response shape; anything incomplete is an error, never a guess."""
+        if isinstance(body, dict) and isinstance(body.get("results"), list):
+            items, key = body["results"], "relevance_score"
+        elif isinstance(body, list):
+            items, key = body, "score"
+        else:
+            raise StageError(STAGE, f"reranker {self.scorer} answered an unknown shape: {str(body)[:200]!r}")
+        scores: list[float | None] = [None] * n
+        for item in items:
+            try:
+                index = item["index"]
+                score = float(item[key] if key in item else item["score"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StageError(STAGE, f"reranker {self.scorer} answered a malformed item: {str(item)[:200]!r}") from exc
+            if not isinstance(index, int) or not 0 <= index < n or scores[index] is not None:
+                raise StageError(STAGE, f"reranker {self.scorer} answered a bad or repeated index {index!r} for {n} texts")
+            if not math.isfinite(score):
+                raise StageError(STAGE, f"reranker {self.scorer} answered a non-finite score for text {index}")
+            scores[index] = score
+        missing = [i for i, s in enumerate(scores) if s is None]
+        if missing:
+            raise StageError(STAGE, f"reranker {self.scorer} scored {n - len(missing)} of {n} texts (missing {missing[:10]})")
+        return [s for s in scores if s is not None]
+
+    async def ping(self) -> str:
+        # A GET proves the service answers without paying for a rerank; 405/404 still mean "reachable".
+        try:
+            resp = await self._http().get(self.url)
+        except httpx.HTTPError as exc:
+            raise StageUnavailable(STAGE, f"reranker {self.scorer} unreachable: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code in (401, 403):
+            raise StageError(STAGE, f"reranker {self.scorer} rejected the credentials (HTTP {resp.status_code})")
+        if resp.status_code >= 500:
+            raise StageUnavailable(STAGE, f"reranker {self.scorer} answered HTTP {resp.status_code}")
+        return self.scorer
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+# ---- embedded scorer -------------------------------------------------------------------------
+
+
+def _bm25(query_terms: list[str], docs: list[list[str]], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
+    """BM25 of each doc for the query, with document frequencies taken over the candidate set itself."""
+    n = len(docs)
+    avg_len = max(sum(len(d) for d in docs) / n, 1.0)
+    df = Counter(t for d in docs for t in set(d))
+    counts = [Counter(d) for d in docs]
+    scores = np.zeros(n)
+    for term in set(query_terms):
+        if not df[term]:
+            continue
+        idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+        for i, c in enumerate(counts):
+            tf = c[term]
+            if tf:
+                scores[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(docs[i]) / avg_len))
+    return scores
+
+
+def _min_max(x: np.ndarray, constant: float) -> np.ndarray:
+    span = float(x.max() - x.min())
+    if span < 1e-12:  # no spread, no ranking signal: a flat value instead of dividing by zero
+        return np.full_like(x, constant)
+    return (x - x.min()) / span
+
+
+class EmbeddedScorer:
+    """Our own offline scorer (not a cross-encoder): cosine of query and passage embeddings fused with BM25
+    over the candidate set; each signal min-max normalized, then `dense_weight * dense + (1 - w) * lexical`."""
+
+    scorer = EMBEDDED_SCORER
+
+    def __init__(self, embed: Embed, dense_weight: float = 0.7):
+        if not 0 <= dense_weight <= 1:
+            raise ValueError("dense_weight must be within [0, 1]")
+        self._embed = embed
+        self.dense_weight = dense_weight
+
+    async def _vectors(self, texts: list[str]) -> np.ndarray:
+        try:
+            vectors = np.asarray(await self._embed(texts), dtype=np.float32)
+        except StageError:
+            raise
+        except Exception as exc:
+            raise StageError(STAGE, f"{self.scorer} could not embed: {type(exc).__name__}: {exc}") from exc
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise StageError(STAGE, f"{self.scorer}: the embedder returned shape {vectors.shape} for {len(texts)} texts")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    async def rerank(self, query: str, texts: list[str]) -> RerankResult:
+        if not texts:
+            return RerankResult(scores=[], scorer=self.scorer)
+        vectors = await self._vectors([query, *texts])
+        cosine = vectors[1:] @ vectors[0]
+        lexical = _bm25(terms(query), [terms(t) for t in texts])
+        dense_n = _min_max(cosine, constant=float(np.clip(cosine[0], 0, 1)))
+        lexical_n = _min_max(lexical, constant=1.0 if lexical[0] > 0 else 0.0)
+        fused = self.dense_weight * dense_n + (1 - self.dense_weight) * lexical_n
+        return RerankResult(scores=[round(float(s), 6) for s in fused], scorer=self.scorer)
+
+    async def ping(self) -> str:
+        await self._vectors(["ping"])
+        return f"{self.scorer} (dense weight {self.dense_weight})"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_reranker(config: RerankerConfig, embed: Embed | None = None) -> RerankBackend:
+    if config.url:
+        return HttpReranker(config)
+    if embed is None:
+        raise ValueError("the embedded scorer needs an embed callable (no reranker.url is set)")
+    return EmbeddedScorer(embed, config.dense_weight)
+
+
+@serve.deployment
+class Reranker:
+    """Serve wrapper: `rerank(query, texts) -> RerankResult`, `ping() -> str`."""
+
+    def __init__(self, config: RerankerConfig, embedder: DeploymentHandle | None = None):
+        embed: Embed | None = None
+        if embedder is not None:
+            async def embed(texts: list[str]) -> list[list[float]]:
+                return await embedder.embed.remote(texts)
+
+        self._impl = make_reranker(config, embed)
+
+    async def rerank(self, query: str, texts: list[str]) -> RerankResult:
+        return await self._impl.rerank(query, texts)
+
+    async def ping(self) -> str:
+        return await self._impl.ping()
+
+    async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
+        await self._impl.aclose()

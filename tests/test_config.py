@@ -1,0 +1,42 @@
+import pytest
+from pydantic import ValidationError
+
+from deployments.config import AppConfig, redact_url
+
+
+def test_dotted_args_nest_and_coerce():
+    cfg = AppConfig.from_args({"retrieval.top_k": "5", "graph.max_hops": "1", "data_dir": "/tmp/x"})
+    assert cfg.retrieval.top_k == 5 and cfg.graph.max_hops == 1
+    assert cfg.vector.path == "/tmp/x/qdrant" and cfg.graph.path == "/tmp/x/arcadedb"
+    assert cfg.graph.embedded_port > 0 and cfg.bolt_uri.startswith("bolt://127.0.0.1:")
+
+
+def test_embedded_vector_store_keeps_one_replica():
+    with pytest.raises(ValidationError, match="one owner process"):
+        AppConfig.from_args({"deployments": {"vector": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}}})
+    cfg = AppConfig.from_args({"vector.qdrant_url": "http://qdrant:6333", "deployments": {"vector": {"autoscaling_config": {"max_replicas": 3}}}})
+    assert cfg.deployments.vector.serve_options()["autoscaling_config"]["max_replicas"] == 3
+
+
+def test_embedded_services_bind_loopback_only():
+    with pytest.raises(ValidationError, match="loopback"):
+        AppConfig.from_args({"graph.embedded_host": "0.0.0.0"})
+
+
+def test_secrets_stay_out_of_descriptions_and_env_is_read(monkeypatch):
+    monkeypatch.setenv("GRAPHRAG_CHAT__API_KEY", "sk-very-secret")
+    monkeypatch.setenv("GRAPHRAG_CHAT__BASE_URL", "http://llm:8080/v1")
+    cfg = AppConfig.from_args({})
+    assert cfg.chat.base_url == "http://llm:8080/v1"
+    assert cfg.chat.api_key.get_secret_value() == "sk-very-secret"
+    assert "sk-very-secret" not in repr(cfg) and "sk-very-secret" not in str(cfg.describe())
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ValidationError, match="retrival"):
+        AppConfig.from_args({"retrival.top_k": 3})
+
+
+def test_redact_url():
+    assert redact_url("http://user:pw@host:6333/x") == "http://host:6333/x"
+    assert redact_url("http://host/x") == "http://host/x"
