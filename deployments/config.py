@@ -31,6 +31,8 @@ class EmbedderConfig(_Section):
     max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (@serve.batch).")
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
     request_chunk_size: int = Field(256, ge=1, description="Texts per handle call when embedding many.")
+    num_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads; default: the CPUs this process may use.")
+    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
 
 
 class VectorConfig(_Section):
@@ -39,6 +41,10 @@ class VectorConfig(_Section):
     qdrant_api_key: SecretStr | None = None
     path: str | None = None  # default: <data_dir>/qdrant
     timeout_s: float = Field(10.0, gt=0)
+    embed_batch_size: int = Field(256, ge=1, description="Chunk texts per embed call when upserting.")
+    optimize_every_points: int = Field(
+        1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
+    )
 
     @property
     def embedded(self) -> bool:
@@ -59,6 +65,7 @@ class GraphConfig(_Section):
     max_edges: int = Field(200, ge=1, le=5000)
     max_chunks: int = Field(30, ge=1, le=500)
     query_timeout_s: float = Field(5.0, gt=0)
+    write_timeout_s: float = Field(120.0, gt=0, description="Bound on one upsert/delete transaction.")
 
     @property
     def embedded(self) -> bool:

@@ -134,15 +134,9 @@ class HttpReranker:
         return [s for s in scores if s is not None]
 
     async def ping(self) -> str:
-        # A GET proves the service answers without paying for a rerank; 405/404 still mean "reachable".
-        try:
-            resp = await self._http().get(self.url)
-        except httpx.HTTPError as exc:
-            raise StageUnavailable(STAGE, f"reranker {self.scorer} unreachable: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code in (401, 403):
-            raise StageError(STAGE, f"reranker {self.scorer} rejected the credentials (HTTP {resp.status_code})")
-        if resp.status_code >= 500:
-            raise StageUnavailable(STAGE, f"reranker {self.scorer} answered HTTP {resp.status_code}")
+        # A one-text rerank, not a bare GET: it also proves the credentials and the request/response shape
+        # (TEI answers GET with 405 before any auth check). Costs one tiny call per readiness probe.
+        await self.rerank("ping", ["ping"])
         return self.scorer
 
     async def aclose(self) -> None:

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -228,6 +228,7 @@ class OpenAIProtocolServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
+        sock.listen(128)  # connections queue from now on, so READY is true before uvicorn starts accepting
         print(f"READY {self.root_url}", flush=True)
         server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1))
         server.run(sockets=[sock])

