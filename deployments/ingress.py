@@ -1,5 +1,4 @@
 """The HTTP front: FastAPI routes on a Serve ingress deployment. Routes stay thin; logic is in `Pipeline`."""
-from __future__ import annotations
 
 import logging
 import uuid

@@ -1,0 +1,106 @@
+from deployments.extraction import (
+    ENTITY_TYPES,
+    MAX_ENTITIES_PER_CHUNK,
+    RELATION_TYPE,
+    STOP_WORDS,
+    extract,
+    normalize_name,
+    query_keys,
+)
+from deployments.models import Chunk
+
+
+def chunk(text: str, chunk_id: str = "d#0") -> Chunk:
+    return Chunk(chunk_id=chunk_id, doc_id="d", index=0, text=text)
+
+
+def by_key(ex):
+    return {e.key: e for e in ex.entities}
+
+
+def test_normalize_name():
+    assert normalize_name("  The   Bank-of-England ") == "the bank of england"
+    assert normalize_name("U.S.A.") == "usa"
+    assert normalize_name("O’Brien") == "obrien"
+    assert normalize_name("ＮＥＯ４Ｊ") == "neo4j"  # NFKC folds full-width forms
+    assert normalize_name("Straße") == "strasse"  # casefold, not lower
+    assert normalize_name("«Graph»/RAG!") == "graph rag"
+    assert normalize_name("`) DETACH DELETE n //") == "detach delete n"
+    assert normalize_name("...") == ""
+
+
+def test_named_spans_acronyms_and_quoted_terms():
+    ex = extract(chunk(
+        'The Bank of England raised rates. Andrew Bailey said the MPC voted. The "quantitative tightening" plan continues. '
+        "Officials met at the Federal Reserve."
+    ))
+    found = by_key(ex)
+    assert found["bank of england"].type == "ENTITY" and found["bank of england"].name == "Bank of England"
+    assert found["andrew bailey"].type == "ENTITY"
+    assert found["mpc"].type == "ACRONYM" and found["mpc"].name == "MPC"
+    assert found["quantitative tightening"].type == "TERM"
+    assert found["federal reserve"].type == "ENTITY"
+    # Sentence-initial grammar is not an entity.
+    assert "the" not in found and "officials" not in found and "the bank of england" not in found
+    assert all(e.type in ENTITY_TYPES for e in ex.entities)
+    assert all(e.key == normalize_name(e.name) for e in ex.entities)
+
+
+def test_frequent_phrases_become_concepts_and_stop_words_never_do():
+    ex = extract(chunk(
+        "Graph databases store relations. The graph databases scale well. Some people like cats. "
+        "These graph databases are fast."
+    ))
+    found = by_key(ex)
+    assert found["graph databases"].type == "CONCEPT"
+    assert "cats" not in found  # seen once
+    assert not (set(found) & STOP_WORDS)
+
+
+def test_relations_count_shared_sentences():
+    ex = extract(chunk(
+        "Alice Smith met Bob Jones in Paris. Alice Smith and Bob Jones wrote a paper. Carol King stayed home."
+    ))
+    rels = {(r.source, r.target): r for r in ex.relations}
+    assert rels[("alice smith", "bob jones")].weight == 2.0
+    assert rels[("alice smith", "paris")].weight == 1.0
+    assert all(r.type == RELATION_TYPE for r in ex.relations)
+    assert all(r.source < r.target for r in ex.relations)
+    # Carol King shares no sentence with anyone.
+    assert not any("carol king" in (r.source, r.target) for r in ex.relations)
+    assert "carol king" in by_key(ex)
+
+
+def test_deterministic_and_capped():
+    names = " ".join(f"Person{i} Name{i} met Company{i} Group{i}." for i in range(40))
+    first, second = extract(chunk(names)), extract(chunk(names))
+    assert first == second
+    assert len(first.entities) == MAX_ENTITIES_PER_CHUNK
+    kept = {e.key for e in first.entities}
+    assert all(r.source in kept and r.target in kept for r in first.relations)
+
+
+def test_no_entities_in_plain_lowercase_text():
+    ex = extract(chunk("it was a quiet day and nothing much happened at all."))
+    assert ex.entities == [] and ex.relations == []
+    assert ex.chunk_id == "d#0"
+
+
+def test_query_keys():
+    keys = query_keys("What did the Bank of England say about Graph Databases?")
+    assert "bank of england" in keys
+    assert "graph databases" in keys and "graph database" in keys  # singular variant
+    assert "england" in keys and "bank" in keys
+    assert not any(k.split()[0] in STOP_WORDS or k.split()[-1] in STOP_WORDS for k in keys)
+    assert "of england" not in keys and "the" not in keys
+    assert all(1 <= len(k.split()) <= 4 for k in keys)
+    assert len(keys) == len(set(keys))
+    assert query_keys("what is the?") == []
+    # Keys are normalized exactly like entity names, so linking matches extraction.
+    assert query_keys("ＮＥＯ４Ｊ") == [normalize_name("Neo4j")]
+
+
+def test_possessives_and_repeated_heading_words_split_names():
+    found = by_key(extract(chunk("ArcadeDB ArcadeDB is a database. It serves ArcadeDB's Bolt plugin to Neo4j drivers.")))
+    assert "arcadedb" in found and "bolt" in found
+    assert "arcadedb arcadedb" not in found and "arcadedbs bolt" not in found and "arcadedb bolt" not in found
