@@ -1,6 +1,6 @@
 """A real ArcadeDB Bolt server for tests: one per session, on a free loopback port in a temporary folder.
 
-Use it from a test module with `from arcadedb_fixture import arcadedb_server, bolt_uri, graph_config  # noqa: F401`.
+Registered in tests/conftest.py, so any test can ask for `arcadedb_server`, `bolt_uri` or `graph_config`.
 """
 from __future__ import annotations
 

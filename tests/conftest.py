@@ -7,3 +7,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# One real ArcadeDB Bolt server per test session, shared by every module that asks for it.
+from tests.arcadedb_fixture import arcadedb_server, bolt_uri, graph_config  # noqa: E402,F401

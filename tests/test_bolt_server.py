@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from arcadedb_fixture import TEST_PASSWORD, make_graph_config
+from tests.arcadedb_fixture import TEST_PASSWORD, make_graph_config
 from neo4j import GraphDatabase
 from pydantic import SecretStr
 

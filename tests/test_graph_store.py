@@ -1,7 +1,6 @@
 import asyncio
 
 import pytest
-from arcadedb_fixture import arcadedb_server, bolt_uri, graph_config  # noqa: F401
 from neo4j import AsyncGraphDatabase
 
 from deployments.config import GraphConfig, free_port

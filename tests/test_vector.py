@@ -1,0 +1,282 @@
+import asyncio
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from ray import serve
+from ray.serve.exceptions import RayServeException
+
+from deployments.config import AppConfig, EmbedderConfig, VectorConfig
+from deployments.embedder import Embedder, SentenceTransformerEmbedder
+from deployments.errors import CollectionNotFound, StageError, StageUnavailable
+from deployments.models import Chunk
+from deployments.vector import (
+    EdgeVectorStore,
+    ServerVectorStore,
+    StoredPoint,
+    Vector,
+    VectorService,
+    chunk_payload,
+    make_vector_store,
+    point_id,
+)
+
+DIM = 8
+
+
+def unit(*hot: float) -> list[float]:
+    """A DIM-d unit vector from its first coordinates."""
+    v = np.zeros(DIM, dtype=np.float32)
+    v[: len(hot)] = hot
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def points(collection: str, doc_id: str, n: int, metadata: dict | None = None, axis: int = 0) -> list[StoredPoint]:
+    out = []
+    for i in range(n):
+        chunk = Chunk(chunk_id=f"{doc_id}#{i}", doc_id=doc_id, index=i, text=f"{doc_id} chunk {i}", metadata=metadata or {})
+        vec = np.full(DIM, 0.01, dtype=np.float32)
+        vec[axis] = 1.0
+        vec[(axis + 1 + i) % DIM] += 0.1 * (i + 1)  # distinct vectors per chunk
+        out.append(StoredPoint(point_id(collection, chunk.chunk_id), (vec / np.linalg.norm(vec)).tolist(), chunk_payload(collection, chunk)))
+    return out
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+async def store(request, tmp_path):
+    s = EdgeVectorStore(tmp_path / "qdrant") if request.param == "edge" else ServerVectorStore(":memory:")
+    yield s
+    await s.aclose()
+
+
+# ---- the VectorStore contract, on both engines --------------------------------------------------
+
+
+async def test_missing_collection_is_reported_not_empty(store):
+    assert await store.exists("nothing") is False
+    with pytest.raises(CollectionNotFound):
+        await store.search("nothing", unit(1), 5, {})
+    with pytest.raises(CollectionNotFound):
+        await store.count("nothing")
+    assert await store.delete_documents("nothing", ["d"]) == 0  # deleting from nowhere is a no-op
+    with pytest.raises(ValueError):
+        await store.exists("../escape")
+
+
+async def test_upsert_search_payload_and_scores(store):
+    await store.create("c", DIM)
+    assert await store.exists("c")
+    written = await store.replace_documents("c", ["a", "b"], points("c", "a", 3, {"lang": "en"}, axis=0) + points("c", "b", 2, {"lang": "de"}, axis=4))
+    assert written == 5 and await store.count("c") == 5
+    hits = await store.search("c", unit(0, 0, 0, 0, 1), 3, {})
+    assert [h.doc_id for h in hits[:2]] == ["b", "b"]
+    assert hits[0].score > hits[-1].score and 0.9 < hits[0].score <= 1.0001
+    top = hits[0]
+    assert top.chunk_id.startswith("b#") and top.text.startswith("b chunk") and top.metadata == {"lang": "de"}
+    assert len(await store.search("c", unit(1), 100, {})) == 5
+
+
+async def test_metadata_filter_matches_by_equality(store):
+    await store.create("f", DIM)
+    await store.replace_documents("f", ["x", "y", "z"], (
+        points("f", "x", 2, {"lang": "en", "year": 2020, "draft": True, "score": 0.5, "tags": ["ai", "graphs"]})
+        + points("f", "y", 2, {"lang": "de", "year": 2021, "draft": False, "score": 1.5, "tags": ["ai"]})
+        + points("f", "z", 1, {})
+    ))
+    q = unit(1)
+
+    async def docs(flt):
+        return {h.doc_id for h in await store.search("f", q, 10, flt)}
+
+    assert await docs({"lang": "en"}) == {"x"}
+    assert await docs({"year": 2021}) == {"y"}
+    assert await docs({"draft": True}) == {"x"}
+    assert await docs({"score": 1.5}) == {"y"}
+    assert await docs({"tags": "graphs"}) == {"x"}  # a list matches when it contains the value
+    assert await docs({"tags": "ai", "lang": "de"}) == {"y"}  # conditions combine with AND
+    assert await docs({"lang": "fr"}) == set()
+    assert await docs({}) == {"x", "y", "z"}
+
+
+async def test_reupsert_replaces_and_shrinking_doc_leaves_no_stale_chunks(store):
+    await store.create("r", DIM)
+    await store.replace_documents("r", ["a", "b"], points("r", "a", 4) + points("r", "b", 2, axis=3))
+    await store.replace_documents("r", ["a"], points("r", "a", 4))
+    assert await store.count("r") == 6  # same ids: replaced, not duplicated
+    await store.replace_documents("r", ["a"], points("r", "a", 1))  # document a shrank to one chunk
+    assert await store.count("r") == 3
+    chunk_ids = {h.chunk_id for h in await store.search("r", unit(1), 10, {})}
+    assert chunk_ids == {"a#0", "b#0", "b#1"}
+
+
+async def test_refused_replacement_keeps_the_previous_version(store):
+    await store.create("v", DIM)
+    await store.replace_documents("v", ["a"], points("v", "a", 2))
+    wrong = [StoredPoint(point_id("v", "a#0"), [1.0] * (DIM + 1), {"doc_id": "a"})]
+    with pytest.raises((StageError, ValueError), match="dimension"):
+        await store.replace_documents("v", ["a"], wrong)
+    assert await store.count("v") == 2
+    assert {h.chunk_id for h in await store.search("v", unit(1), 5, {})} == {"a#0", "a#1"}
+
+
+async def test_delete_documents_counts_removed_points(store):
+    await store.create("d", DIM)
+    await store.replace_documents("d", ["a", "b", "c"], points("d", "a", 3) + points("d", "b", 2) + points("d", "c", 1))
+    assert await store.delete_documents("d", ["a", "c", "never-ingested"]) == 4
+    assert await store.count("d") == 2
+    assert {h.doc_id for h in await store.search("d", unit(1), 10, {})} == {"b"}
+    assert await store.delete_documents("d", ["a"]) == 0
+
+
+async def test_create_never_recreates_an_existing_collection(store):
+    await store.create("k", DIM)
+    await store.replace_documents("k", ["a"], points("k", "a", 2))
+    await store.create("k", DIM)
+    assert await store.count("k") == 2
+    assert "qdrant" in await store.ping()
+
+
+def test_point_ids_are_deterministic_per_collection():
+    assert point_id("c", "doc#1") == point_id("c", "doc#1")
+    assert point_id("c", "doc#1") != point_id("other", "doc#1")
+
+
+# ---- engine specifics ---------------------------------------------------------------------------
+
+
+async def test_edge_store_persists_across_reopen(tmp_path):
+    s = EdgeVectorStore(tmp_path)
+    await s.create("p", DIM)
+    await s.replace_documents("p", ["a"], points("p", "a", 3))
+    await s.aclose()
+    reopened = EdgeVectorStore(tmp_path)
+    try:
+        assert await reopened.exists("p") and await reopened.count("p") == 3
+        assert (await reopened.search("p", unit(1), 1, {}))[0].doc_id == "a"
+        assert "1 collections" in await reopened.ping()
+    finally:
+        await reopened.aclose()
+
+
+async def test_edge_store_builds_hnsw_after_enough_writes(tmp_path):
+    s = EdgeVectorStore(tmp_path, optimize_every_points=100, indexing_threshold_kb=1)
+    try:
+        await s.create("h", DIM)
+        await s.replace_documents("h", ["a"], points("h", "a", 60))
+        assert s._shards["h"].info().indexed_vectors_count == 0  # below the optimize trigger
+        await s.replace_documents("h", ["b"], points("h", "b", 60, axis=2))
+        assert s._shards["h"].info().indexed_vectors_count > 0
+        assert await s.count("h") == 120
+        assert (await s.search("h", unit(0, 0, 1), 1, {}))[0].doc_id == "b"
+    finally:
+        await s.aclose()
+
+
+async def test_unreachable_qdrant_server_raises_instead_of_missing():
+    s = ServerVectorStore("http://127.0.0.1:9", timeout=2)  # nothing listens on port 9
+    service = VectorService(VectorConfig(qdrant_url="http://127.0.0.1:9"), embed=None, dimension=None, store=s)
+    try:
+        with pytest.raises(StageUnavailable):
+            await s.exists("c")
+        with pytest.raises(StageUnavailable):
+            await service.search("c", "query", 3, {})  # not CollectionNotFound: we cannot tell
+        with pytest.raises(StageUnavailable):
+            await service.ping()
+    finally:
+        await s.aclose()
+
+
+def test_store_follows_config(tmp_path):
+    cfg = AppConfig(data_dir=str(tmp_path))
+    assert isinstance(make_vector_store(cfg.vector), EdgeVectorStore)
+    assert isinstance(make_vector_store(VectorConfig(qdrant_url="http://127.0.0.1:6333")), ServerVectorStore)
+
+
+# ---- VectorService with the real MiniLM embedder ------------------------------------------------
+
+DOCS = {
+    "cats": "Cats are small domesticated felines. A content cat purrs and kneads with its paws.",
+    "rates": "The central bank raised interest rates by half a point to bring inflation down.",
+    "volcano": "Mount Etna erupted again, sending lava flows and an ash cloud over Sicily.",
+}
+
+
+@pytest.fixture(scope="module")
+async def minilm():
+    emb = SentenceTransformerEmbedder(EmbedderConfig())
+    yield emb
+    await emb.aclose()
+
+
+@pytest.fixture
+async def service(store, minilm):
+    svc = VectorService(VectorConfig(embed_batch_size=2), embed=minilm.embed, dimension=minilm.dimension, store=store)
+    yield svc
+
+
+async def test_service_semantic_search_finds_the_right_chunk(service):
+    chunks = [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t, metadata={"topic": d}) for d, t in DOCS.items()]
+    assert await service.upsert("kb", chunks) == 3
+    assert await service.count("kb") == 3
+    before = time.time()
+    result = await service.search("kb", "Which pet makes a purring sound?", 2, {})
+    assert result.hits[0].doc_id == "cats" and result.hits[0].score > result.hits[1].score
+    assert before <= result.embed.start <= result.embed.end <= time.time()
+    result = await service.search("kb", "monetary policy and inflation", 3, {"topic": "volcano"})
+    assert [h.doc_id for h in result.hits] == ["volcano"]
+    # Re-ingesting a document with fewer chunks replaces it.
+    assert await service.upsert("kb", [Chunk(chunk_id="cats#0", doc_id="cats", index=0, text="Dogs bark.")]) == 1
+    assert await service.count("kb") == 3
+    assert await service.delete_documents("kb", ["cats"]) == 1
+    assert await service.count("kb") == 2
+
+
+async def test_service_missing_collection_raises_collection_not_found(service):
+    with pytest.raises(CollectionNotFound, match="nope"):
+        await service.search("nope", "anything", 5, {})
+    assert await service.upsert("nope", []) == 0
+    assert await service.store.exists("nope") is False  # an empty upsert does not create it
+
+
+async def test_service_creates_collection_with_embedder_dimension(service, minilm):
+    chunks = [Chunk(chunk_id=f"long#{i}", doc_id="long", index=i, text=f"sentence number {i}") for i in range(5)]
+    assert await service.upsert("dims", chunks) == 5  # 3 embed calls of <= 2 texts
+    hits = (await service.search("dims", "sentence number 3", 1, {})).hits
+    assert hits[0].chunk_id == "long#3"
+    with pytest.raises((StageError, ValueError), match="dimension"):  # the collection refuses other dimensions
+        await service.store.replace_documents("dims", ["x"], [StoredPoint(point_id("dims", "x#0"), unit(1), {"doc_id": "x"})])
+
+
+# ---- the Serve deployments together, in local testing mode --------------------------------------
+
+
+@pytest.fixture
+def local_replica_context(monkeypatch):
+    """Ray 2.60's local testing mode sets no replica context, but @serve.batch reads max_ongoing_requests from it."""
+    real = serve.get_replica_context
+
+    def get_replica_context():
+        try:
+            return real()
+        except RayServeException:
+            return SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))
+
+    monkeypatch.setattr(serve, "get_replica_context", get_replica_context)
+
+
+async def test_vector_deployment_embeds_through_the_embedder_handle(tmp_path, local_replica_context):
+    cfg = AppConfig(data_dir=str(tmp_path))
+    app = Vector.bind(cfg.vector, Embedder.bind(cfg.embedder))
+    handle = serve.run(app, name="vector-test", route_prefix=None, _local_testing_mode=True)
+    chunks = [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t) for d, t in DOCS.items()]
+    assert await handle.upsert.remote("kb", chunks) == 3
+    results = await asyncio.gather(
+        handle.search.remote("kb", "lava and ash", 1, {}),
+        handle.search.remote("kb", "feline pets", 1, {}),
+    )
+    assert [r.hits[0].doc_id for r in results] == ["volcano", "cats"]
+    with pytest.raises(CollectionNotFound):
+        await handle.search.remote("missing", "x", 1, {})
+    assert "qdrant-edge" in await handle.ping.remote()
+    await handle.aclose.remote()
