@@ -87,7 +87,7 @@ def test_ingest_retrieve_answer_with_citations(api, ingested, llm):
     resp = api.post("/v1/answer", json={"collection": COLLECTION, "query": "What does Qdrant Edge embed inside an application process?"})
     assert resp.status_code == 200, resp.text
     answer = resp.json()
-    assert answer["model"] == "test-model" and answer["citations"], answer
+    assert answer["model"] == "test-model-testdouble" and answer["citations"], answer
     chunk_ids = {h["chunk_id"]: h["doc_id"] for h in answer["hits"]}
     ingested_docs = {d["id"] for d in docs}
     for c in answer["citations"]:
@@ -124,7 +124,7 @@ def test_chat_429_then_success_honours_retry_after(api, ingested, llm):
     resp = api.post("/v1/answer", json={"collection": COLLECTION, "query": "What is GraphRAG?"})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["model"] == "test-model" and body["degraded"] == []
+    assert body["model"] == "test-model-testdouble" and body["degraded"] == []
     calls = llm.requests("chat")[before:]
     assert [c.status for c in calls] == [429, 200]
     assert calls[1].mono - calls[0].mono >= 1.0
