@@ -36,7 +36,7 @@ def build_graph(config: AppConfig) -> Application:
         graph = Graph.options(**d.graph.serve_options()).bind(config.graph, config.bolt_uri, bolt)
     else:
         graph = Graph.options(**d.graph.serve_options()).bind(config.graph, config.bolt_uri, None)
-    reranker = Reranker.options(**d.reranker.serve_options()).bind(config.reranker, embedder)
+    reranker = Reranker.options(**d.reranker.serve_options()).bind(config.reranker, embedder, vector)
     chat = Chat.options(**d.chat.serve_options()).bind(config.chat)
     return Ingress.options(**d.ingress.serve_options()).bind(config, embedder, vector, graph, reranker, chat)
 

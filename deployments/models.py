@@ -163,12 +163,21 @@ class Span(BaseModel):
 class VectorResult(BaseModel):
     hits: list[ScoredChunk]
     embed: Span
+    query_vector: list[float] | None = None  # reused by the embedded reranker
 
 
 class GraphResult(BaseModel):
     chunks: list[ScoredChunk]
     subgraph: Subgraph
     linked: list[str] = Field(default_factory=list)  # entity keys linked from the query
+
+
+class RerankHints(BaseModel):
+    """What the request already knows about the texts; scorers that can use it skip work (HTTP rerankers ignore it)."""
+
+    collection: str
+    chunk_ids: list[str]  # one per text
+    query_vector: list[float] | None = None
 
 
 class RerankResult(BaseModel):

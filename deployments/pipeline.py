@@ -28,6 +28,7 @@ from deployments.models import (
     Hit,
     IngestRequest,
     IngestResponse,
+    RerankHints,
     RerankResult,
     RetrieveRequest,
     RetrieveResponse,
@@ -50,7 +51,7 @@ class Stages:
 
     vector_search: Callable[[str, str, int, dict], Awaitable[VectorResult]]
     graph_search: Callable[[str, str, int, int], Awaitable[GraphResult]]
-    rerank: Callable[[str, list[str]], Awaitable[RerankResult]]
+    rerank: Callable[[str, list[str], RerankHints], Awaitable[RerankResult]]
     chat: Callable[[str, list[str], list[str]], Awaitable[ChatResult]]
     vector_upsert: Callable[[str, list[Chunk]], Awaitable[int]]
     graph_upsert: Callable[[str, list[Chunk]], Awaitable[dict]]
@@ -150,8 +151,13 @@ class Pipeline:
         ]
         scorer = None
         if hits:
+            hints = RerankHints(
+                collection=req.collection,
+                chunk_ids=[h.chunk_id for h in hits],
+                query_vector=vec.query_vector if vec is not None else None,
+            )
             rer, rer_err, timings.rerank = await _run_stage(
-                "rerank", self.stages.rerank(req.query, [h.text for h in hits]), cfg.rerank_timeout_s, clock
+                "rerank", self.stages.rerank(req.query, [h.text for h in hits], hints), cfg.rerank_timeout_s, clock
             )
             if rer_err:
                 degraded.append(rer_err)  # keep the fused order
@@ -160,6 +166,7 @@ class Pipeline:
                 for hit, score in zip(hits, rer.scores, strict=True):
                     hit.score = float(score)
                 hits.sort(key=lambda h: h.score, reverse=True)
+        timings.total = clock.timing(clock.t0, time.time())
         return RetrieveResponse(
             query=req.query,
             collection=req.collection,

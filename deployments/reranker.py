@@ -2,6 +2,7 @@
 or, offline, our own embedded dense + lexical scorer."""
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
@@ -14,9 +15,11 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import RerankerConfig, redact_url
 from deployments.errors import StageError, StageUnavailable
-from deployments.models import RerankResult
+from deployments.models import RerankHints, RerankResult
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
+log = logging.getLogger("graphrag.reranker")
 STAGE = "rerank"
 EMBEDDED_SCORER = "embedded-dense-lexical"
 
@@ -47,7 +50,7 @@ def terms(text: str) -> list[str]:
 class RerankBackend(Protocol):
     """What the Serve wrapper delegates to."""
 
-    async def rerank(self, query: str, texts: list[str]) -> RerankResult: ...
+    async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult: ...
     async def ping(self) -> str: ...
     async def aclose(self) -> None: ...
 
@@ -91,7 +94,7 @@ class HttpReranker:
         # truncate: over-long passages are cut to the model's window instead of failing the whole batch.
         return {"query": query, "texts": texts, "truncate": True}
 
-    async def rerank(self, query: str, texts: list[str]) -> RerankResult:
+    async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult:
         if not texts:
             return RerankResult(scores=[], scorer=self.scorer)
         try:
@@ -179,10 +182,11 @@ class EmbeddedScorer:
 
     scorer = EMBEDDED_SCORER
 
-    def __init__(self, embed: Embed, dense_weight: float = 0.7):
+    def __init__(self, embed: Embed, dense_weight: float = 0.7, fetch_vectors: FetchVectors | None = None):
         if not 0 <= dense_weight <= 1:
             raise ValueError("dense_weight must be within [0, 1]")
         self._embed = embed
+        self._fetch = fetch_vectors
         self.dense_weight = dense_weight
 
     async def _vectors(self, texts: list[str]) -> np.ndarray:
@@ -197,10 +201,29 @@ class EmbeddedScorer:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
-    async def rerank(self, query: str, texts: list[str]) -> RerankResult:
+    async def _known_vectors(self, texts: list[str], hints: RerankHints | None) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
+        """Vectors computed earlier in the request (the query's) or stored at ingest (the passages')."""
+        query_vec = np.asarray(hints.query_vector, dtype=np.float32) if hints and hints.query_vector else None
+        stored: dict[str, list[float]] = {}
+        if hints and hints.chunk_ids and self._fetch is not None:
+            try:
+                stored = await self._fetch(hints.collection, hints.chunk_ids)
+            except Exception as exc:  # stored vectors only save work: embed instead, and say so
+                log.warning("%s: stored vectors unavailable, embedding the passages: %s", self.scorer, exc)
+        ids = hints.chunk_ids if hints and hints.chunk_ids else [None] * len(texts)
+        return query_vec, [np.asarray(stored[c], dtype=np.float32) if c in stored else None for c in ids]
+
+    async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult:
         if not texts:
             return RerankResult(scores=[], scorer=self.scorer)
-        vectors = await self._vectors([query, *texts])
+        query_vec, passage_vecs = await self._known_vectors(texts, hints)
+        missing = ([query] if query_vec is None else []) + [t for t, v in zip(texts, passage_vecs) if v is None]
+        computed = list(await self._vectors(missing)) if missing else []
+        if query_vec is None:
+            query_vec = computed.pop(0)
+        filled = iter(computed)
+        vectors = np.stack([query_vec] + [v if v is not None else next(filled) for v in passage_vecs])
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         cosine = vectors[1:] @ vectors[0]
         lexical = _bm25(terms(query), [terms(t) for t in texts])
         dense_n = _min_max(cosine, constant=float(np.clip(cosine[0], 0, 1)))
@@ -216,28 +239,32 @@ class EmbeddedScorer:
         return None
 
 
-def make_reranker(config: RerankerConfig, embed: Embed | None = None) -> RerankBackend:
+def make_reranker(config: RerankerConfig, embed: Embed | None = None, fetch_vectors: FetchVectors | None = None) -> RerankBackend:
     if config.url:
         return HttpReranker(config)
     if embed is None:
         raise ValueError("the embedded scorer needs an embed callable (no reranker.url is set)")
-    return EmbeddedScorer(embed, config.dense_weight)
+    return EmbeddedScorer(embed, config.dense_weight, fetch_vectors)
 
 
 @serve.deployment
 class Reranker:
     """Serve wrapper: `rerank(query, texts) -> RerankResult`, `ping() -> str`."""
 
-    def __init__(self, config: RerankerConfig, embedder: DeploymentHandle | None = None):
+    def __init__(self, config: RerankerConfig, embedder: DeploymentHandle | None = None, vector: DeploymentHandle | None = None):
         embed: Embed | None = None
+        fetch: FetchVectors | None = None
         if embedder is not None:
             async def embed(texts: list[str]) -> list[list[float]]:
                 return await embedder.embed.remote(texts)
+        if vector is not None:
+            async def fetch(collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+                return await vector.vectors.remote(collection, chunk_ids)
 
-        self._impl = make_reranker(config, embed)
+        self._impl = make_reranker(config, embed, fetch)
 
-    async def rerank(self, query: str, texts: list[str]) -> RerankResult:
-        return await self._impl.rerank(query, texts)
+    async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult:
+        return await self._impl.rerank(query, texts, hints)
 
     async def ping(self) -> str:
         return await self._impl.ping()

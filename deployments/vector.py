@@ -88,6 +88,9 @@ class VectorStore(Protocol):
     async def count(self, collection: str) -> int:
         """Raises CollectionNotFound for a missing collection."""
 
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        """Stored vectors by chunk id; ids that are not stored are absent."""
+
     async def ping(self) -> str: ...
 
     async def aclose(self) -> None: ...
@@ -272,6 +275,12 @@ class EdgeVectorStore:
         shard = await self._shard(collection)
         return await self._engine(collection, shard.count, qe.CountRequest(exact=True))
 
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        shard = await self._shard(collection)
+        ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]
+        records = await self._engine(collection, shard.retrieve, ids, True, True)
+        return {r.payload["chunk_id"]: list(r.vector) for r in records}
+
     async def ping(self) -> str:
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
         collections = sum(1 for p in self.path.iterdir() if (p / "edge_config.json").exists())
@@ -452,6 +461,13 @@ class ServerVectorStore:
             raise
         return result.count
 
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        await self._require(collection)
+        records = await self._call("retrieve", self._get_client().retrieve(
+            collection, ids=[point_id(collection, c) for c in chunk_ids], with_payload=["chunk_id"], with_vectors=True
+        ))
+        return {r.payload["chunk_id"]: list(r.vector) for r in records}
+
     async def ping(self) -> str:
         collections = await self._call("get_collections", self._get_client().get_collections())
         return f"{self.name} ({len(collections.collections)} collections)"
@@ -503,7 +519,7 @@ class VectorService:
         vectors = await self._embed([query])
         embed_span = Span(start=start, end=time.time())
         hits = await self.store.search(collection, vectors[0], top_k, filter or {})
-        return VectorResult(hits=hits, embed=embed_span)
+        return VectorResult(hits=hits, embed=embed_span, query_vector=vectors[0])
 
     async def _embed_all(self, texts: list[str]) -> list[list[float]]:
         size = self.config.embed_batch_size
@@ -540,6 +556,11 @@ class VectorService:
     async def count(self, collection: str) -> int:
         _check_collection(collection)
         return await self.store.count(collection)
+
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        """The stored vectors of these chunks (the embedded reranker reuses them instead of re-embedding)."""
+        _check_collection(collection)
+        return await self.store.vectors(collection, list(chunk_ids))
 
     async def ping(self) -> str:
         return await self.store.ping()

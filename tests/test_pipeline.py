@@ -53,7 +53,8 @@ class FakeStages:
         await self._stage("graph", self.graph_delay)
         return GraphResult(chunks=[chunk("c#0"), chunk("a#0")], subgraph=Subgraph())
 
-    async def rerank(self, query, texts):
+    async def rerank(self, query, texts, hints):
+        self.hints = hints
         await self._stage("rerank", 0)
         # Reverse the fused order so the test can see the reranker decided.
         return RerankResult(scores=[float(i) for i in range(len(texts))], scorer="test-scorer")
@@ -124,6 +125,7 @@ async def test_fusion_merges_sources_and_reranker_orders():
     assert by_id["c#0"].sources == ["graph"]
     assert [h.score for h in resp.hits] == sorted((h.score for h in resp.hits), reverse=True)
     assert resp.reranker == "test-scorer" and resp.degraded == []
+    assert resp.timings.total is not None
 
 
 def test_rrf_rewards_agreement():

@@ -8,6 +8,7 @@ import pytest
 
 from deployments.config import RerankerConfig, free_port
 from deployments.errors import StageError, StageUnavailable
+from deployments.models import RerankHints
 from deployments.reranker import EmbeddedScorer, HttpReranker, make_reranker, terms
 from tests.openai_server import OpenAIProtocolServer
 
@@ -178,3 +179,24 @@ async def test_make_reranker(minilm_embed):
     assert isinstance(make_reranker(RerankerConfig(dense_weight=0.5), minilm_embed), EmbeddedScorer)
     with pytest.raises(ValueError):
         make_reranker(RerankerConfig())
+
+
+async def test_embedded_scorer_reuses_stored_and_query_vectors(minilm_embed):
+    texts = ["Marie Curie was born in Warsaw.", "Photosynthesis happens in plants.", "A passage stored nowhere."]
+    vectors = await minilm_embed(["Where was Curie born?", *texts])
+    embedded: list[list[str]] = []
+
+    async def counting_embed(batch: list[str]) -> list[list[float]]:
+        embedded.append(batch)
+        return await minilm_embed(batch)
+
+    async def fetch(collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        assert collection == "c"
+        return {"a#0": vectors[1], "b#0": vectors[2]}  # c#0 is not stored
+
+    scorer = EmbeddedScorer(counting_embed, fetch_vectors=fetch)
+    hints = RerankHints(collection="c", chunk_ids=["a#0", "b#0", "c#0"], query_vector=vectors[0])
+    with_hints = await scorer.rerank("Where was Curie born?", texts, hints)
+    assert embedded == [["A passage stored nowhere."]]  # only what was not known
+    without = await EmbeddedScorer(minilm_embed).rerank("Where was Curie born?", texts)
+    assert with_hints.scores == pytest.approx(without.scores, abs=1e-4)

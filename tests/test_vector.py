@@ -77,6 +77,15 @@ async def test_upsert_search_payload_and_scores(store):
     assert len(await store.search("c", unit(1), 100, {})) == 5
 
 
+async def test_stored_vectors_by_chunk_id(store):
+    await store.create("c", DIM)
+    written = points("c", "a", 2)
+    await store.replace_documents("c", ["a"], written)
+    got = await store.vectors("c", ["a#1", "a#0", "missing#0"])
+    assert set(got) == {"a#0", "a#1"}
+    assert np.allclose(got["a#1"], written[1].vector, atol=1e-5)
+
+
 async def test_metadata_filter_matches_by_equality(store):
     await store.create("f", DIM)
     await store.replace_documents("f", ["x", "y", "z"], (
