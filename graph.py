@@ -88,6 +88,7 @@ def main() -> None:
 def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bool) -> None:
     """Serves the app, ingests configs/sample/*.md over HTTP, prints one cited answer, keeps serving."""
     import json
+    import signal
     import time
     from pathlib import Path
 
@@ -97,6 +98,13 @@ def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bo
 
     print(f"starting Ray Serve and the graphrag app on http://{host}:{port} ...", flush=True)
     base = start_local(args, host, port)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # Both signals stop cleanly (a shell that starts us in the background leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         with httpx.Client(base_url=base, timeout=300) as client:
             docs = [
@@ -122,7 +130,7 @@ def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bo
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
-        pass
+        print("stopping ...", flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
