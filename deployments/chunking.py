@@ -7,10 +7,29 @@ from deployments.config import ChunkingConfig
 from deployments.models import Chunk, Document
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n|\n(?=\s*#)|(?<=\n)(?=\s*#)")
+_BREAK = "\n"  # token marking the end of a paragraph or heading: kept as a line break in chunk text
+_END = "\x00"  # token marking a sentence end: a place to close a window
 
 
-def _sentences(text: str) -> list[list[str]]:
-    return [s.split() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+def _tokens(text: str) -> list[str]:
+    """Words, with sentence and paragraph ends as marker tokens. A heading line is a paragraph of its own."""
+    tokens: list[str] = []
+    for paragraph in _PARAGRAPH_BREAK.split(text.strip()):
+        lines = paragraph.strip().splitlines()
+        units = [lines[0]] + [" ".join(lines[1:])] if lines and lines[0].lstrip().startswith("#") else [" ".join(lines)]
+        for unit in units:
+            sentences = [s.split() for s in _SENTENCE_END.split(unit.strip()) if s.strip()]
+            for sentence in sentences:
+                tokens += [*sentence, _END]
+            if sentences:
+                tokens.append(_BREAK)
+    return tokens
+
+
+def _text(tokens: list[str]) -> str:
+    text = " ".join(t for t in tokens if t != _END)
+    return text.replace(f" {_BREAK} ", _BREAK).replace(f" {_BREAK}", "").replace(_BREAK, "\n").strip()
 
 
 def chunk_document(doc: Document, config: ChunkingConfig) -> list[Chunk]:
@@ -19,26 +38,30 @@ def chunk_document(doc: Document, config: ChunkingConfig) -> list[Chunk]:
     Each window after the first starts with the last `overlap_words` words of the previous one, so a fact
     split across a boundary is still whole in one chunk. Chunk ids are `<doc_id>#<n>`: stable across re-ingests.
     """
-    step_words: list[str] = []
-    for sentence in _sentences(doc.text):
-        step_words.extend(sentence)
-        step_words.append("\x00")  # sentence boundary marker
     windows: list[list[str]] = []
     current: list[str] = []
-    for token in step_words:
-        if token == "\x00":
-            if len(current) >= config.max_words * 0.75:
-                windows.append(current)
-                current = current[-config.overlap_words :] if config.overlap_words else []
+    words = 0
+
+    def close() -> None:
+        nonlocal current, words
+        windows.append(current)
+        kept = [t for t in current if t not in (_END, _BREAK)][-config.overlap_words :] if config.overlap_words else []
+        current, words = list(kept), len(kept)
+
+    for token in _tokens(doc.text):
+        if token in (_END, _BREAK):
+            current.append(token)
+            if token == _END and words >= config.max_words * 0.75:
+                close()
             continue
         current.append(token)
-        if len(current) >= config.max_words:
-            windows.append(current)
-            current = current[-config.overlap_words :] if config.overlap_words else []
-    tail_is_new = current and (not windows or len(current) > config.overlap_words)
-    if tail_is_new:
+        words += 1
+        if words >= config.max_words:
+            close()
+    if words > (config.overlap_words if windows else 0):
         windows.append(current)
+    texts = [_text(w) for w in windows]
     return [
-        Chunk(chunk_id=f"{doc.id}#{n}", doc_id=doc.id, index=n, text=" ".join(words), metadata=dict(doc.metadata))
-        for n, words in enumerate(windows)
+        Chunk(chunk_id=f"{doc.id}#{n}", doc_id=doc.id, index=n, text=text, metadata=dict(doc.metadata))
+        for n, text in enumerate(t for t in texts if t)
     ]

@@ -23,3 +23,9 @@ def test_long_sentence_is_cut_and_short_doc_is_one_chunk():
 def test_metadata_is_copied_per_chunk():
     chunks = chunk_document(Document(id="d", text="a. " * 400, metadata={"lang": "en"}), ChunkingConfig(max_words=50, overlap_words=5))
     assert len(chunks) > 1 and all(c.metadata == {"lang": "en"} for c in chunks)
+
+
+def test_headings_and_paragraphs_stay_on_their_own_lines():
+    text = "# Title here\nFirst paragraph. It has two sentences.\n\nSecond paragraph\nwraps a line."
+    (chunk,) = chunk_document(Document(id="d", text=text), ChunkingConfig())
+    assert chunk.text == "# Title here\nFirst paragraph. It has two sentences.\nSecond paragraph wraps a line."
