@@ -1,0 +1,229 @@
+"""Load benchmarks, one run, one machine: the Serve graph against a synchronous baseline and an asyncio
+monolith over the same SIMULATED stages; orchestration cost with zero-latency stages; embedder and ingest
+throughput against the raw model. Prints figures, writes benchmarks/results/performance.json and PNG plots.
+
+    python -m benchmarks.performance            # full run (~5 min on 2 cores)
+    python -m benchmarks.performance --quick    # smaller counts, for a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+from benchmarks.loadgen import RunResult, closed_loop, open_loop, percentile
+from benchmarks.simulated import Latencies
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+
+
+def _free_port() -> int:
+    from deployments.config import free_port
+
+    return free_port()
+
+
+def _wait(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"{url}/v1/answer", json={"query": "warm-up"}, timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def payload(n: int) -> dict:
+    return {"query": f"simulated question {n}", "top_k": 3}
+
+
+def efficiency(run: RunResult, latencies: Latencies, p: float) -> float:
+    """Percentile p of end-to-end latency / critical path, per request (nan for zero-latency stages)."""
+    if latencies.critical_path("") == 0:
+        return float("nan")
+    ratios = sorted(s.latency / latencies.critical_path(s.query) for s in run.samples if s.status == 200)
+    return round(percentile(ratios, p), 4)
+
+
+async def sweep(url: str, levels: list[int], per_level: int, latencies: Latencies, label: str) -> dict[int, RunResult]:
+    runs = {}
+    for c in levels:
+        n = max(per_level, 2 * c) if c > 1 else max(20, per_level // 4)
+        run = await closed_loop(f"{url}/v1/answer", payload, c, n)
+        runs[c] = run
+        s = run.summary()
+        print(f"  {label:9s} c={c:<4d} qps={s['qps']:7.1f} p50={s['p50_ms']:7.1f} p95={s['p95_ms']:7.1f} status={s['status']} "
+              f"e2e/critical p50={efficiency(run, latencies, 50):.3f} p95={efficiency(run, latencies, 95):.3f} loadgen_cpu={s['loadgen_cpu_share']:.2f}", flush=True)
+    return runs
+
+
+def run_baseline(system: str, latencies: Latencies, levels: list[int], per_level: int) -> dict[int, RunResult]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.simulated", system, "--port", str(port), "--latencies", latencies.model_dump_json()], cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(url)
+        return asyncio.run(sweep(url, levels, per_level, latencies, system))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: str = "serve", open_rate: float = 0.0) -> tuple[dict[int, RunResult], RunResult | None]:
+    from ray import serve
+
+    from benchmarks.simulated import build_serve_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_serve_app(latencies), name=f"sim-{label}", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url)
+        runs = asyncio.run(sweep(url, levels, per_level, latencies, label))
+        poisson = None
+        if open_rate:
+            poisson = asyncio.run(open_loop(f"{url}/v1/answer", payload, open_rate, 20))
+            s = poisson.summary()
+            print(f"  {label:9s} open rate={open_rate}/s qps={s['qps']} p50={s['p50_ms']} p95={s['p95_ms']} p99={s['p99_ms']} status={s['status']}", flush=True)
+        return runs, poisson
+    finally:
+        serve.shutdown()
+
+
+def embedder_and_ingest(n_texts: int) -> dict:
+    """Raw in-process MiniLM vs the Embedder deployment (concurrent handle calls) vs /v1/ingest, in texts/s."""
+    import tempfile
+
+    from ray import serve
+
+    from deployments.config import EmbedderConfig
+    from deployments.embedder import SentenceTransformerEmbedder
+    from graph import build_app
+
+    texts = [f"Passage {i} about {' '.join(f'topic{(i * j) % 97}' for j in range(100))}." for i in range(n_texts)]
+    raw = SentenceTransformerEmbedder(EmbedderConfig())
+    asyncio.run(raw.embed(texts[:32]))  # load and warm
+    t = time.perf_counter()
+    asyncio.run(raw.embed(texts))
+    raw_tps = n_texts / (time.perf_counter() - t)
+    asyncio.run(raw.aclose())
+    del raw
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    data = tempfile.mkdtemp(prefix="graphrag-bench-")
+    serve.run(build_app({"data_dir": data, "chunking": {"max_words": 200, "overlap_words": 0}}), name="perf-real", route_prefix="/")
+    try:
+        embedder = serve.get_deployment_handle("Embedder", app_name="perf-real")
+        embedder.embed.remote(texts[:32]).result()
+
+        async def concurrent_calls() -> float:
+            t = time.perf_counter()
+            await asyncio.gather(*(embedder.embed.remote(texts[i : i + 8]) for i in range(0, n_texts, 8)))
+            return n_texts / (time.perf_counter() - t)
+
+        deployment_tps = asyncio.run(concurrent_calls())
+        docs = [{"id": f"d{i}", "text": text} for i, text in enumerate(texts)]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+            client.post("/v1/ingest", json={"collection": "warm", "documents": docs[:8]}).raise_for_status()
+            t = time.perf_counter()
+            chunks = 0
+            for i in range(0, n_texts, 64):
+                chunks += client.post("/v1/ingest", json={"collection": "bench", "documents": docs[i : i + 64]}).raise_for_status().json()["chunks"]
+            ingest_tps = chunks / (time.perf_counter() - t)
+    finally:
+        serve.shutdown()
+    out = {"raw_texts_per_s": round(raw_tps, 1), "deployment_texts_per_s": round(deployment_tps, 1), "ingest_chunks_per_s": round(ingest_tps, 1)}
+    print(f"  embedder: {out}", flush=True)
+    return out
+
+
+def plot(series: dict[str, dict[int, RunResult]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_qps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, runs in series.items():
+        levels = sorted(runs)
+        summaries = [runs[c].summary() for c in levels]
+        ax_qps.plot(levels, [s["qps"] for s in summaries], marker="o", label=name)
+        ax_lat.plot(levels, [s["p95_ms"] for s in summaries], marker="o", label=f"{name} p95")
+    ax_qps.set(xscale="log", xlabel="concurrency", ylabel="QPS", title="QPS vs concurrency (simulated stages)")
+    ax_lat.set(xscale="log", xlabel="concurrency", ylabel="ms", title="p95 latency vs concurrency")
+    for ax in (ax_qps, ax_lat):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sigma", type=float, default=0.0, help="lognormal spread of the simulated latencies")
+    parser.add_argument("--skip-real", action="store_true", help="skip the embedder/ingest measurements")
+    args = parser.parse_args()
+    os.environ.update(ENV)
+    levels = [1, 8, 50, 128] if args.quick else [1, 8, 32, 50, 128]
+    per_level = 128 if args.quick else 384
+    latencies = Latencies(sigma=args.sigma)
+    load_before = os.getloadavg()
+
+    print("simulated stages (vector 300 ms, graph 500 ms, rerank 50 ms, chat 100 ms):", flush=True)
+    sync_runs = run_baseline("sync", latencies, levels, per_level)
+    monolith_runs = run_baseline("monolith", latencies, levels, per_level)
+
+    import ray
+
+    ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
+    try:
+        serve_runs, poisson = run_serve(latencies, levels, per_level, open_rate=40.0)
+        print("zero-latency stages (orchestration cost):", flush=True)
+        noop_runs, _ = run_serve(Latencies.zero(), [50], 1500 if not args.quick else 400, label="serve-noop")
+        real = {} if args.skip_real else embedder_and_ingest(256 if args.quick else 512)
+    finally:
+        ray.shutdown()
+
+    qps = lambda runs, c: runs[c].summary()["qps"]  # noqa: E731
+    results = {
+        "fanout_efficiency": {"c1_p50": efficiency(serve_runs[1], latencies, 50), "c50_p95": efficiency(serve_runs[50], latencies, 95)},
+        "qps_vs_sync_c128": round(qps(serve_runs, 128) / qps(sync_runs, 128), 3),
+        "qps_vs_monolith_c128": round(qps(serve_runs, 128) / qps(monolith_runs, 128), 3),
+        "noop_qps": qps(noop_runs, 50),
+        "noop_cpu_ms_per_request": round(2000 / qps(noop_runs, 50), 2),
+        "embedder_efficiency": round(real["deployment_texts_per_s"] / real["raw_texts_per_s"], 3) if real else None,
+        "ingest_efficiency": round(real["ingest_chunks_per_s"] / real["raw_texts_per_s"], 3) if real else None,
+        "embedder": real,
+        "latencies_ms": latencies.model_dump(),
+        "systems": {
+            name: {str(c): r.summary() for c, r in runs.items()}
+            for name, runs in (("sync", sync_runs), ("monolith", monolith_runs), ("serve", serve_runs), ("serve_noop", noop_runs))
+        },
+        "serve_open_loop": poisson.summary() if poisson else None,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "command": "python -m benchmarks.performance" + (" --quick" if args.quick else "") + (f" --sigma {args.sigma}" if args.sigma else ""),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "performance.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot({"sync": sync_runs, "monolith": monolith_runs, "serve": serve_runs}, RESULTS / "performance.png")
+    print(json.dumps({k: v for k, v in results.items() if k not in ("systems", "serve_open_loop")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

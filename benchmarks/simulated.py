@@ -1,0 +1,216 @@
+"""SIMULATED stages for load benchmarks: each stage only sleeps for a latency drawn from a configured
+distribution and returns placeholder evidence. No model, no store: they measure orchestration, nothing else.
+
+The latency of a stage for a request is a deterministic function of (stage, query), so the load generator
+can compute each request's critical path, max(vector, graph) + rerank + chat, without trusting the server.
+
+Three systems over the same simulated stages:
+- `sync`     the shape before the async refactor: blocking calls one after another in a FastAPI `def` route
+             (Starlette's default thread pool);
+- `monolith` one asyncio process: the project's own Pipeline (vector and graph gathered) over in-process stages;
+- `serve`    the real Ingress + Pipeline of graph.py, with each simulated stage its own Serve deployment.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from deployments.models import (
+    AnswerRequest,
+    ChatResult,
+    GraphResult,
+    RerankResult,
+    ScoredChunk,
+    Span,
+    Subgraph,
+    VectorResult,
+)
+
+STAGES = ("vector", "graph", "rerank", "chat")
+
+
+class Latencies(BaseModel):
+    """Median latency per stage in ms, and the lognormal spread (0: constant)."""
+
+    vector: float = 300.0
+    graph: float = 500.0
+    rerank: float = 50.0
+    chat: float = 100.0
+    sigma: float = 0.0
+
+    def seconds(self, stage: str, query: str) -> float:
+        median = getattr(self, stage) / 1000.0
+        if self.sigma == 0 or median == 0:
+            return median
+        return median * math.exp(self.sigma * random.Random(f"{stage}:{query}").gauss(0.0, 1.0))
+
+    def critical_path(self, query: str) -> float:
+        s = self.seconds
+        return max(s("vector", query), s("graph", query)) + s("rerank", query) + s("chat", query)
+
+    @classmethod
+    def zero(cls) -> "Latencies":
+        return cls(vector=0, graph=0, rerank=0, chat=0)
+
+
+def _hits(source: str, n: int = 3) -> list[ScoredChunk]:
+    return [ScoredChunk(chunk_id=f"sim-{source}-{i}#0", doc_id=f"sim-{source}-{i}", text=f"simulated {source} passage {i}", score=1.0 / (i + 1)) for i in range(n)]
+
+
+@dataclass
+class SimulatedStages:
+    """Async simulated stages (the monolith and the Serve deployments share them)."""
+
+    latencies: Latencies = field(default_factory=Latencies)
+
+    async def _sleep(self, stage: str, query: str) -> None:
+        delay = self.latencies.seconds(stage, query)
+        if delay:
+            await asyncio.sleep(delay)
+
+    async def vector_search(self, collection: str, query: str, top_k: int, filter: dict | None = None) -> VectorResult:
+        start = time.time()
+        await self._sleep("vector", query)
+        return VectorResult(hits=_hits("vector"), embed=Span(start=start, end=start))
+
+    async def graph_search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
+        await self._sleep("graph", query)
+        return GraphResult(chunks=_hits("graph"), subgraph=Subgraph())
+
+    async def rerank(self, query: str, texts: list[str], hints=None) -> RerankResult:
+        await self._sleep("rerank", query)
+        return RerankResult(scores=[1.0 / (i + 1) for i in range(len(texts))], scorer="simulated")
+
+    async def chat(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+        await self._sleep("chat", query)
+        return ChatResult(answer="simulated answer [1]", model="simulated")
+
+    async def ping(self) -> str:
+        return "simulated"
+
+
+# ---- the three systems -------------------------------------------------------------------------
+
+
+def sync_app(latencies: Latencies):
+    """Blocking stages one after another in a `def` route: each request holds a pool thread throughout."""
+    from fastapi import FastAPI
+
+    app = FastAPI(title="simulated sync baseline")
+
+    def stage(name: str, query: str) -> tuple[float, float]:
+        start = time.time()
+        time.sleep(latencies.seconds(name, query))
+        return start, time.time()
+
+    @app.post("/v1/answer")
+    def answer(req: AnswerRequest) -> dict:
+        t0 = time.time()
+        spans = {name: stage(name, req.query) for name in STAGES}
+        timings = {n: {"start_ms": (s - t0) * 1000, "duration_ms": (e - s) * 1000} for n, (s, e) in spans.items()}
+        return {"query": req.query, "answer": "simulated answer [1]", "model": "simulated", "timings": timings}
+
+    return app
+
+
+def _pipeline_config():
+    from deployments.config import AppConfig
+
+    return AppConfig.from_args({"data_dir": "/tmp/graphrag-simulated", "chat_fallback_extractive": False})
+
+
+def monolith_app(latencies: Latencies):
+    """One asyncio process: the same Pipeline as the Serve ingress, with the stages as in-process coroutines."""
+    from fastapi import FastAPI
+
+    from deployments.models import AnswerResponse
+    from deployments.pipeline import Pipeline, Stages
+
+    sim = SimulatedStages(latencies)
+
+    async def unused(*args, **kwargs):
+        raise NotImplementedError("not simulated")
+
+    pipeline = Pipeline(
+        _pipeline_config(),
+        Stages(
+            vector_search=sim.vector_search, graph_search=sim.graph_search, rerank=sim.rerank, chat=sim.chat,
+            vector_upsert=unused, graph_upsert=unused, vector_delete=unused, graph_delete=unused,
+            vector_count=unused, graph_counts=unused, pings={"simulated": sim.ping},
+        ),
+    )
+    app = FastAPI(title="simulated asyncio monolith")
+
+    @app.post("/v1/answer", response_model=AnswerResponse)
+    async def answer(req: AnswerRequest) -> AnswerResponse:
+        return await pipeline.answer(req)
+
+    return app
+
+
+# One Serve deployment per simulated stage, answering the method names the Ingress calls on each handle.
+def _deployments():
+    from ray import serve
+
+    class SimulatedVector(SimulatedStages):
+        async def search(self, collection: str, query: str, top_k: int, filter: dict | None = None) -> VectorResult:
+            return await self.vector_search(collection, query, top_k, filter)
+
+    class SimulatedGraph(SimulatedStages):
+        async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
+            return await self.graph_search(collection, query, max_hops, limit)
+
+    class SimulatedReranker(SimulatedStages):
+        pass
+
+    class SimulatedChat(SimulatedStages):
+        async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+            return await self.chat(query, passages, facts)
+
+    return {
+        name: serve.deployment(cls, name=cls.__name__)
+        for name, cls in zip(STAGES, (SimulatedVector, SimulatedGraph, SimulatedReranker, SimulatedChat))
+    }
+
+
+def build_serve_app(latencies: Latencies, options: dict | None = None):
+    """The real Ingress (FastAPI on Serve) over one Serve deployment per simulated stage.
+
+    `options`: deployment options per stage name and "ingress" (DeploymentOptions fields).
+    """
+    from deployments.config import DeploymentOptions
+    from deployments.ingress import Ingress
+
+    opts = options or {}
+
+    def serve_options(name: str) -> dict:
+        return DeploymentOptions(**opts.get(name, {"max_ongoing_requests": 1000})).serve_options()
+
+    bound = {name: d.options(**serve_options(name)).bind(latencies) for name, d in _deployments().items()}
+    # The embedder handle only serves /readyz: the simulated vector stage answers its ping.
+    return Ingress.options(**serve_options("ingress")).bind(
+        _pipeline_config(), bound["vector"], bound["vector"], bound["graph"], bound["rerank"], bound["chat"]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve one SIMULATED baseline system (sync or monolith) with uvicorn.")
+    parser.add_argument("system", choices=["sync", "monolith"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latencies", default="{}", help="JSON for Latencies, e.g. '{\"sigma\": 0.2}'")
+    args = parser.parse_args()
+    import uvicorn
+
+    latencies = Latencies.model_validate_json(args.latencies)
+    app = sync_app(latencies) if args.system == "sync" else monolith_app(latencies)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
