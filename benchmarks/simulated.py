@@ -199,6 +199,63 @@ def build_serve_app(latencies: Latencies, options: dict | None = None):
     )
 
 
+class _CapacityLimited:
+    """A simulated stage whose replica serves at most `capacity` requests at once, like a CPU-bound backend:
+    beyond that, requests wait, latency grows, and Serve's autoscaler sees the queue."""
+
+    def __init__(self, latencies: Latencies, capacity: int):
+        self.sim = SimulatedStages(latencies)
+        self.slots = asyncio.Semaphore(capacity)
+
+    async def _limited(self, call):
+        async with self.slots:
+            return await call
+
+
+def build_autoscale_app(args: dict):
+    """Serve builder for autoscaling experiments (configs/autoscale-*.yaml): simulated stages, each with a
+    per-replica capacity and its own autoscaling_config. `args.load_profile` is read by benchmarks/autoscale.py."""
+    from ray import serve
+
+    from deployments.config import DeploymentOptions
+    from deployments.ingress import Ingress
+
+    latencies = Latencies(**args.get("latencies", {}))
+    capacity = {stage: int(args.get("capacity", {}).get(stage, 1000)) for stage in STAGES}
+    options = args.get("deployments", {})
+
+    class AutoscaleVector(_CapacityLimited):
+        async def search(self, collection, query, top_k, filter=None):
+            return await self._limited(self.sim.vector_search(collection, query, top_k, filter))
+
+        async def ping(self) -> str:
+            return "simulated"
+
+    class AutoscaleGraph(_CapacityLimited):
+        async def search(self, collection, query, max_hops, limit):
+            return await self._limited(self.sim.graph_search(collection, query, max_hops, limit))
+
+    class AutoscaleReranker(_CapacityLimited):
+        async def rerank(self, query, texts, hints=None):
+            return await self._limited(self.sim.rerank(query, texts, hints))
+
+    class AutoscaleChat(_CapacityLimited):
+        async def answer(self, query, passages, facts):
+            return await self._limited(self.sim.chat(query, passages, facts))
+
+    def serve_options(name: str) -> dict:
+        return DeploymentOptions(**options.get(name, {"max_ongoing_requests": 1000})).serve_options()
+
+    classes = dict(zip(STAGES, (AutoscaleVector, AutoscaleGraph, AutoscaleReranker, AutoscaleChat)))
+    bound = {
+        name: serve.deployment(cls, name=f"Simulated{name.title()}").options(**serve_options(name)).bind(latencies, capacity[name])
+        for name, cls in classes.items()
+    }
+    return Ingress.options(**serve_options("ingress")).bind(
+        _pipeline_config(), bound["vector"], bound["vector"], bound["graph"], bound["rerank"], bound["chat"]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve one SIMULATED baseline system (sync or monolith) with uvicorn.")
     parser.add_argument("system", choices=["sync", "monolith"])
