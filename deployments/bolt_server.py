@@ -19,6 +19,7 @@ from collections import deque
 from pathlib import Path
 
 from deployments.config import GraphConfig, _require_loopback, free_port
+from deployments.observability import configure_logging
 
 log = logging.getLogger("graphrag.bolt_server")
 
@@ -284,6 +285,7 @@ class BoltServer:
     """Owns the embedded Bolt server child: one replica, restarted by Serve when the child dies."""
 
     def __init__(self, config: GraphConfig):
+        configure_logging()
         self.server = EmbeddedBoltServer(config)
         self.server.start()
 

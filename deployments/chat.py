@@ -10,18 +10,21 @@ import random
 import re
 import time
 from collections import Counter
-from typing import Any, Mapping, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Mapping, Protocol, TypeVar
 
 import openai
 from ray import serve
 
 from deployments.config import ChatConfig, redact_url
 from deployments.errors import StageError, StageUnavailable
-from deployments.models import ChatResult
+from deployments.observability import configure_logging
+from deployments.models import ChatDelta, ChatResult
 from deployments.reranker import terms
 
 logger = logging.getLogger(__name__)
 STAGE = "chat"
+T = TypeVar("T")
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages and the knowledge-graph facts given by the user. "
@@ -32,6 +35,7 @@ SYSTEM_PROMPT = (
 
 class ChatBackend(Protocol):
     async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult: ...
+    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]: ...
     async def ping(self) -> str: ...
     async def aclose(self) -> None: ...
 
@@ -109,8 +113,61 @@ class OpenAIChat:
         return cap * random.uniform(0.5, 1.0)  # jitter spreads out replicas that failed together
 
     async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+        messages = build_messages(query, passages[: self.config.max_passages], facts)
+
+        async def attempt(remaining: float) -> ChatResult:
+            resp = await self._openai().chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=self.config.temperature,
+                max_tokens=self.config.max_tokens,
+                timeout=remaining,
+            )
+            return self._result(resp)
+
+        return await self._with_retries(attempt)
+
+    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+        """The first piece of a streamed answer, and the rest. Retries (like `answer`) only until the first piece:
+        once text has been sent on, a failure ends the stream with a StageError."""
+        messages = build_messages(query, passages[: self.config.max_passages], facts)
+
+        async def attempt(remaining: float) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+            stream = await self._openai().chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=self.config.temperature,
+                max_tokens=self.config.max_tokens,
+                timeout=remaining,
+                stream=True,
+            )
+            pieces = self._pieces(stream)
+            try:
+                first = await anext(pieces)
+            except StopAsyncIteration:
+                raise StageError(STAGE, f"{self.name} streamed an empty answer") from None
+            except BaseException:
+                await pieces.aclose()
+                raise
+            return first, pieces
+
+        return await self._with_retries(attempt)
+
+    async def _pieces(self, stream: Any) -> AsyncIterator[ChatDelta]:
+        try:
+            async for chunk in stream:
+                if not chunk.choices:  # e.g. a usage-only chunk
+                    continue
+                content = chunk.choices[0].delta.content
+                if content:
+                    yield ChatDelta(content=content, model=chunk.model or self.config.model)
+        except openai.APIError as exc:
+            raise StageError(STAGE, f"{self.name} broke off the stream: {exc}") from exc
+        finally:
+            await stream.close()  # closes the HTTP response: the provider stops generating
+
+    async def _with_retries(self, attempt_once: Callable[[float], Awaitable[T]]) -> T:
         cfg = self.config
-        messages = build_messages(query, passages[: cfg.max_passages], facts)
         start = time.monotonic()
         deadline = start + cfg.timeout_s
         last = "no attempt made"
@@ -124,14 +181,7 @@ class OpenAIChat:
             try:
                 # The SDK timeout is per read; asyncio.timeout bounds the whole attempt.
                 async with asyncio.timeout(remaining):
-                    resp = await self._openai().chat.completions.create(
-                        model=cfg.model,
-                        messages=messages,  # type: ignore[arg-type]
-                        temperature=cfg.temperature,
-                        max_tokens=cfg.max_tokens,
-                        timeout=remaining,
-                    )
-                return self._result(resp)
+                    return await attempt_once(remaining)
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 if status != 429 and status < 500:
@@ -232,6 +282,16 @@ class ExtractiveChat:
     async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
         return ChatResult(answer=self.compose(query, passages, facts), model="extractive")
 
+    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+        """The composed answer in word-sized pieces (it is computed at once; streaming keeps one wire format)."""
+        pieces = [ChatDelta(content=p, model="extractive") for p in split_for_streaming(self.compose(query, passages, facts))]
+
+        async def rest() -> AsyncIterator[ChatDelta]:
+            for piece in pieces[1:]:
+                yield piece
+
+        return pieces[0], rest()
+
     def compose(self, query: str, passages: list[str], facts: list[str]) -> str:
         passages = passages[: self.max_passages]
         if not passages:
@@ -271,7 +331,51 @@ class ExtractiveChat:
         return None
 
 
+def split_for_streaming(text: str) -> list[str]:
+    """Word-sized pieces that join back to `text` exactly."""
+    return re.findall(r"\s*\S+", text) or [text]
+
+
+class FallbackChat:
+    """A chain of providers tried in order: the next one when the one before fails after its own retries
+    (before the first streamed piece; once text is under way there is no switching)."""
+
+    def __init__(self, providers: list[OpenAIChat]):
+        self.providers = providers
+        self.name = " -> ".join(p.name for p in providers)
+
+    async def _first_success(self, call: Callable[[OpenAIChat], Awaitable[T]]) -> T:
+        failures = []
+        for provider in self.providers:
+            try:
+                return await call(provider)
+            except StageError as exc:
+                failures.append(f"{provider.name}: {exc.reason}")
+                logger.warning("chat provider %s failed, trying the next one: %s", provider.name, exc.reason)
+        raise StageUnavailable(STAGE, f"all {len(self.providers)} chat providers failed: " + " | ".join(failures))
+
+    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+        return await self._first_success(lambda p: p.answer(query, passages, facts))
+
+    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+        return await self._first_success(lambda p: p.open_stream(query, passages, facts))
+
+    async def ping(self) -> str:
+        # Ready when any provider is: the chain answers as long as one does.
+        return await self._first_success(lambda p: p.ping())
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            await provider.aclose()
+
+
 def make_chat(config: ChatConfig) -> ChatBackend:
+    if config.base_url and config.fallbacks:
+        providers = [OpenAIChat(config)] + [
+            OpenAIChat(config.model_copy(update={"base_url": f.base_url, "api_key": f.api_key, "model": f.model, "fallbacks": []}))
+            for f in config.fallbacks
+        ]
+        return FallbackChat(providers)
     if config.base_url:
         return OpenAIChat(config)
     return ExtractiveChat(max_passages=config.max_passages)
@@ -282,10 +386,18 @@ class Chat:
     """Serve wrapper: `answer(query, passages, facts) -> ChatResult`, `ping() -> str`."""
 
     def __init__(self, config: ChatConfig):
+        configure_logging()
         self._impl = make_chat(config)
 
     async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
         return await self._impl.answer(query, passages, facts)
+
+    async def answer_stream(self, query: str, passages: list[str], facts: list[str]) -> AsyncIterator[ChatDelta]:
+        """Streamed through a `stream=True` handle; cancelling the caller's generator closes the provider's stream."""
+        first, rest = await self._impl.open_stream(query, passages, facts)
+        yield first
+        async for piece in rest:
+            yield piece
 
     async def ping(self) -> str:
         return await self._impl.ping()

@@ -7,6 +7,7 @@ keys for nesting), then from `GRAPHRAG_*` environment variables (nested with `__
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deployments.models import MAX_HOPS, MAX_TOP_K
+from deployments.models import MAX_HOPS, MAX_TOP_K, RetrievalMode
 
 
 class _Section(BaseModel):
@@ -45,10 +46,57 @@ class VectorConfig(_Section):
     optimize_every_points: int = Field(
         1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
     )
+    # BM25 document weights, written at ingest (changing them affects documents ingested afterwards only).
+    bm25_k1: float = Field(1.2, gt=0)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    bm25_avg_len: float = Field(256.0, gt=0, description="Expected document length in terms (after stop words).")
 
     @property
     def embedded(self) -> bool:
         return not self.qdrant_url
+
+
+class ExtractionProvider(_Section):
+    """One OpenAI-compatible chat endpoint that extracts entities and relations as JSON."""
+
+    name: str | None = Field(None, description="Shown in results and logs; default: model@host.")
+    base_url: str  # ".../v1"
+    api_key: SecretStr | None = None
+    model: str
+    timeout_s: float = Field(60.0, gt=0, description="Bound on one provider's attempt (repair included).")
+    json_mode: bool = Field(True, description='Send response_format={"type": "json_object"}.')
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.model}@{urlparse(self.base_url).netloc or self.base_url}"
+
+
+# Entity types the LLM may use; anything else is normalized to one of them (or to the last, OTHER).
+DEFAULT_ENTITY_TYPES = ["PERSON", "ORGANIZATION", "LOCATION", "EVENT", "WORK", "PRODUCT", "DATE", "CONCEPT", "OTHER"]
+
+
+class ExtractionConfig(_Section):
+    """LLM extraction: the providers race per chunk, the first valid result wins. No provider: offline extraction."""
+
+    providers: list[ExtractionProvider] = Field(default_factory=list)
+    max_concurrent_providers: int = Field(3, ge=1, le=16, description="Providers in flight at once for one chunk.")
+    max_concurrent_chunks: int = Field(4, ge=1, le=64, description="Chunks extracted at once by one graph replica.")
+    min_entities: int = Field(1, ge=0, description="A result with fewer entities (after normalization) is a failure.")
+    min_relations: int = Field(0, ge=0)
+    entity_types: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITY_TYPES), min_length=1)
+    max_entities: int = Field(40, ge=1, le=500, description="Per chunk; the rest are dropped.")
+    max_relations: int = Field(80, ge=0, le=2000)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(2048, ge=64)
+    fallback_offline: bool = Field(True, description="When every provider fails: offline extraction (else the ingest fails).")
+
+    @field_validator("entity_types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,31}", t):
+                raise ValueError(f"entity type {t!r} must match [A-Z][A-Z0-9_]{{0,31}}")
+        return v
 
 
 class GraphConfig(_Section):
@@ -66,6 +114,11 @@ class GraphConfig(_Section):
     max_chunks: int = Field(30, ge=1, le=500)
     query_timeout_s: float = Field(5.0, gt=0)
     write_timeout_s: float = Field(120.0, gt=0, description="Bound on one upsert/delete transaction.")
+    extraction: ExtractionConfig = ExtractionConfig()
+    # POST /v1/graph/query: user Cypher, run in a read transaction under these bounds.
+    user_query_timeout_s: float = Field(5.0, gt=0, le=300)
+    user_query_max_rows: int = Field(1000, ge=1, le=100_000)
+    entity_neighbours: int = Field(50, ge=1, le=1000, description="GET /v1/graph/entities/{name}: neighbours returned.")
 
     @property
     def embedded(self) -> bool:
@@ -80,6 +133,17 @@ class RerankerConfig(_Section):
     timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(32, ge=1)
     dense_weight: float = Field(0.7, ge=0, le=1, description="Embedded scorer: dense share; the rest is lexical.")
+    # 0 by default: on HotpotQA-100 (benchmarks/hotpotqa_recall.py) the graph-search score as a rerank signal
+    # lowered Recall@2 (0.75 -> 0.72); the graph helps through its candidates and retrieval.link_weight instead.
+    graph_weight: float = Field(0.0, ge=0, description="Embedded scorer: weight added for the graph score (hybrid+graph).")
+
+
+class ChatProvider(_Section):
+    """A further OpenAI-compatible chat provider, tried when the ones before it fail."""
+
+    base_url: str
+    api_key: SecretStr | None = None
+    model: str
 
 
 class ChatConfig(_Section):
@@ -87,6 +151,8 @@ class ChatConfig(_Section):
     base_url: str | None = None
     api_key: SecretStr | None = None
     model: str = "gpt-4o-mini"
+    # Tried in order after `base_url` fails (each with its own retries); needs `base_url`.
+    fallbacks: list[ChatProvider] = Field(default_factory=list)
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(512, ge=1)
     max_attempts: int = Field(4, ge=1, le=10)
@@ -95,11 +161,39 @@ class ChatConfig(_Section):
     timeout_s: float = Field(60.0, gt=0, description="Bound on all attempts together.")
     max_passages: int = Field(6, ge=1, le=50)
 
+    @model_validator(mode="after")
+    def _fallbacks_need_primary(self) -> "ChatConfig":
+        if self.fallbacks and not self.base_url:
+            raise ValueError("chat.fallbacks needs chat.base_url (the first provider)")
+        return self
+
+
+class FusionWeights(_Section):
+    """Weight of each retrieval source in fusion (and in the embedded reranker's blend)."""
+
+    vector: float = Field(1.0, ge=0, description="Dense (embedding) hits.")
+    lexical: float = Field(1.0, ge=0, description="BM25 hits.")
+    graph: float = Field(0.2, ge=0, description="Graph-reached chunks.")
+
 
 class RetrievalConfig(_Section):
     top_k: int = Field(8, ge=1, le=MAX_TOP_K)
     candidates: int = Field(30, ge=1, le=500, description="Hits per stage fed to fusion and the reranker.")
+    # hybrid (dense + BM25, reranked by the embedded scorer) measured best on SciFact's train queries (README).
+    mode: RetrievalMode = Field("hybrid", description="Default of a request's `mode`.")
+    fusion: Literal["rrf", "weighted"] = Field(
+        "rrf", description="rrf: weighted reciprocal rank fusion; weighted: weighted sum of min-max normalized scores."
+    )
+    weights: FusionWeights = FusionWeights()
     rrf_k: int = Field(60, ge=1)
+    link_weight: float = Field(
+        0.3, ge=0, le=5,
+        description="After reranking, candidates tied to the top `link_seeds` hits by a specific entity (not named in "
+        "the query) that one of them is about gain up to this share of the score range: the second hop of a "
+        "multi-hop question. 0 = off.",
+    )
+    link_seeds: int = Field(1, ge=1, le=10)
+    rerank: bool = Field(True, description="Rerank the fused candidates (reranker.url, else the embedded scorer).")
     vector_timeout_s: float = Field(5.0, gt=0)
     graph_timeout_s: float = Field(5.0, gt=0)
     rerank_timeout_s: float = Field(10.0, gt=0)
@@ -125,6 +219,8 @@ class DeploymentOptions(_Section):
     autoscaling_config: dict[str, Any] | None = None
     max_ongoing_requests: int = Field(100, ge=1)
     max_queued_requests: int = Field(-1, ge=-1)
+    # What callers get when the queue is full: {status_code: 503|429, retry_after_s: seconds} (Serve's BackpressureConfig).
+    backpressure_config: dict[str, Any] | None = None
     # No CPU reserved by default, so the whole graph fits one small node; set num_cpus on clusters.
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
     health_check_period_s: float | None = None
@@ -157,6 +253,28 @@ class DeploymentsConfig(_Section):
     chat: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
 
 
+class AuthConfig(_Section):
+    """API keys, stored as SHA-256 hex digests only (`python -m deployments.auth hash` prints one)."""
+
+    api_key_hashes: list[str] = Field(default_factory=list, description="Empty: no key required.")
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _hex_digests(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if len(h) != 64 or any(c not in "0123456789abcdef" for c in h.lower()):
+                raise ValueError("auth.api_key_hashes holds SHA-256 hex digests (64 hex characters), never the keys")
+        return [h.lower() for h in v]
+
+
+class LimitsConfig(_Section):
+    # 64 MiB admits the largest valid ingest (256 documents of 200,000 characters).
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Whole-request bound; the graph is cancelled and 504 returned.")
+    ingest_request_timeout_s: float = Field(660.0, gt=0, description="The same bound for POST /v1/ingest.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s of an unavailable or overloaded stage.")
+
+
 class AppConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRAPHRAG_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -173,6 +291,8 @@ class AppConfig(BaseSettings):
     deployments: DeploymentsConfig = DeploymentsConfig()
     # When chat fails: answer extractively (and report `degraded`), or 503 naming the stage.
     chat_fallback_extractive: bool = True
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("data_dir")
     @classmethod

@@ -16,6 +16,7 @@ from ray import serve
 
 from deployments.config import EmbedderConfig, redact_url
 from deployments.errors import StageError, StageUnavailable
+from deployments.observability import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ class Embedder:
     """Embeds lists of texts; texts of concurrent calls share one model call (up to max_batch_size texts)."""
 
     async def __init__(self, config: EmbedderConfig):
+        configure_logging()
         self.config = config
         self.backend = make_embedder(config)
         # Batched per instance rather than with a class-level @serve.batch: the batch settings come straight from

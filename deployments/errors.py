@@ -27,3 +27,25 @@ class CollectionNotFound(Exception):
 
     def __reduce__(self):
         return (type(self), (self.collection,))
+
+
+class BadRequest(Exception):
+    """The request is well-formed JSON but cannot be run as asked, e.g. a refused graph query (HTTP 400)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.reason,))
+
+
+class NotFound(Exception):
+    """A named document or entity does not exist (HTTP 404)."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+    def __reduce__(self):
+        return (type(self), (self.what,))

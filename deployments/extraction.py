@@ -83,7 +83,7 @@ class _Found:
 _TYPE_RANK = {t: i for i, t in enumerate(ENTITY_TYPES)}
 
 
-def _sentences(text: str) -> list[str]:
+def split_sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_SPLIT.split(text) if s.strip()]
 
 
@@ -126,7 +126,7 @@ def extract(chunk: Chunk) -> Extraction:
     Two entities are related when they appear in the same sentence of the chunk; the weight counts those
     sentences. Sentence windows keep the graph sparse enough for multi-hop expansion.
     """
-    sentences = [_WORD.findall(s) for s in _sentences(chunk.text)]
+    sentences = [_WORD.findall(s) for s in split_sentences(chunk.text)]
     # Capitalized words seen after a sentence's first word: real names, not sentence-initial grammar.
     midsentence = {tok for toks in sentences for tok in toks[1:] if _is_capitalized(tok)}
     found: dict[str, _Found] = {}
@@ -147,7 +147,7 @@ def extract(chunk: Chunk) -> Extraction:
         item.count += 1
         position += 1
 
-    raw_sentences = _sentences(chunk.text)
+    raw_sentences = split_sentences(chunk.text)
     for s_idx, tokens in enumerate(sentences):
         for token in tokens:
             if _is_acronym(token):
@@ -192,7 +192,10 @@ def extract(chunk: Chunk) -> Extraction:
     ranked = sorted(found.items(), key=lambda kv: (kv[1].type == "CONCEPT", -kv[1].count, kv[1].first))
     kept = dict(ranked[:MAX_ENTITIES_PER_CHUNK])
     entities = [
-        Entity(key=key, name=max(item.surfaces.items(), key=lambda s: (s[1], -len(s[0])))[0], type=item.type)
+        Entity(
+            key=key, name=max(item.surfaces.items(), key=lambda s: (s[1], -len(s[0])))[0], type=item.type,
+            lead=0 in item.sentences,
+        )  # fmt: skip
         for key, item in kept.items()
     ]
 

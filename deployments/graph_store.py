@@ -3,14 +3,18 @@ store (the embedded ArcadeDB Bolt server or Neo4j), searched by entity linking p
 from __future__ import annotations
 
 import asyncio
+import base64
+import inspect
 import json
 import logging
+import math
 import random
 import re
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, unit_of_work
+from neo4j.graph import Node, Path, Relationship
 from neo4j.exceptions import (
     AuthError,
     DriverError,
@@ -23,9 +27,24 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import GraphConfig, redact_url
-from deployments.errors import StageError, StageUnavailable
-from deployments.extraction import extract, query_keys
-from deployments.models import MAX_HOPS, Chunk, Extraction, GraphEdge, GraphNode, GraphResult, ScoredChunk, Subgraph
+from deployments.cypher_guard import UnsafeQuery, check_read_only
+from deployments.errors import BadRequest, NotFound, StageError, StageUnavailable
+from deployments.extraction import normalize_name, query_keys
+from deployments.llm_extraction import make_extractor
+from deployments.models import (
+    MAX_HOPS,
+    Chunk,
+    EntityResponse,
+    Extraction,
+    GraphEdge,
+    GraphNode,
+    GraphQueryResponse,
+    GraphResult,
+    RelationProvenance,
+    ScoredChunk,
+    Subgraph,
+)
+from deployments.observability import configure_logging
 
 log = logging.getLogger("graphrag.graph")
 
@@ -74,11 +93,12 @@ class GraphService:
         self,
         config: GraphConfig,
         uri: str | Callable[[], Awaitable[str]],
-        extractor: Callable[[Chunk], Extraction] = extract,
+        extractor: Callable[[Chunk], Extraction | Awaitable[Extraction]] | None = None,
     ):
         self.config = config
         self._uri = uri
-        self._extract = extractor
+        # Offline by default; the LLM provider race when graph.extraction.providers is set.
+        self._extract = extractor if extractor is not None else make_extractor(config.extraction)
         self._driver: AsyncDriver | None = None
         self._resolved_uri: str | None = None
         self._lock = asyncio.Lock()
@@ -110,6 +130,16 @@ class GraphService:
         driver, self._driver = self._driver, None
         if driver is not None:
             await driver.close()
+        close = getattr(self._extract, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def _extract_all(self, chunks: list[Chunk]) -> list[Extraction]:
+        """Extractions in chunk order; an async extractor (the LLM race) bounds its own concurrency."""
+        results = [self._extract(chunk) for chunk in chunks]
+        if any(inspect.isawaitable(r) for r in results):
+            results = await asyncio.gather(*(_awaited(r) for r in results))
+        return list(results)
 
     def _where(self) -> str:
         return redact_url(self._resolved_uri) or "the Bolt server"
@@ -189,14 +219,17 @@ class GraphService:
         entities: dict[str, dict] = {}
         chunk_rows = []
         added: Counter[tuple[str, str, str]] = Counter()
-        extractions = [self._extract(chunk) for chunk in chunks]
+        extractions = await self._extract_all(chunks)
         for chunk, ex in zip(chunks, extractions):
             keys = []
+            lead = set()
             for e in ex.entities:
                 if not e.key:
                     continue
                 entities.setdefault(e.key, {"key": e.key, "name": e.name, "type": e.type})
                 keys.append(e.key)
+                if e.lead:
+                    lead.add(e.key)
             keys = sorted(set(keys))
             rels = _chunk_relations(ex, set(keys))
             for (s, t, typ), w in rels.items():
@@ -210,6 +243,7 @@ class GraphService:
                     # Property values must be primitives: the metadata map travels as JSON.
                     "metadata": json.dumps(chunk.metadata, sort_keys=True, default=str),
                     "keys": keys,
+                    "lead": sorted(lead),  # the entities the chunk is about (its first sentence names them)
                     # What this chunk added to RELATED weights, so replacing or deleting it can take it back.
                     "rel_src": [s for s, _, _ in rels],
                     "rel_tgt": [t for _, t, _ in rels],
@@ -228,7 +262,7 @@ class GraphService:
             )  # fmt: skip
             await tx.run(
                 f"UNWIND $rows AS row CREATE (c:{CHUNK} {{id: row.id, doc_id: row.doc_id, collection: $collection, "
-                "idx: row.idx, text: row.text, metadata: row.metadata, keys: row.keys, rel_src: row.rel_src, "
+                "idx: row.idx, text: row.text, metadata: row.metadata, keys: row.keys, lead: row.lead, rel_src: row.rel_src, "
                 "rel_tgt: row.rel_tgt, rel_type: row.rel_type, rel_w: row.rel_w}) "
                 f"WITH c, row UNWIND row.keys AS key MATCH (e:{ENTITY} {{collection: $collection, key: key}}) "
                 f"CREATE (c)-[:{MENTIONS}]->(e)",
@@ -238,7 +272,13 @@ class GraphService:
             await _drop_orphans(tx, collection, sorted(old_keys - entities.keys()))
 
         await self._run(True, work, self.config.write_timeout_s)
-        return {"chunks": len(chunk_rows), "entities": len(entity_rows), "relations": len({(s, t) for s, t, _ in added})}
+        return {
+            "chunks": len(chunk_rows),
+            "entities": len(entity_rows),
+            "relations": len({(s, t) for s, t, _ in added}),
+            "extractors": dict(Counter(ex.extractor for ex in extractions)),
+            "dropped_relations": sum(ex.dropped_relations for ex in extractions),
+        }
 
     async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
         """Removes these documents' chunks, their mentions and what they added to the graph; returns chunks removed."""
@@ -271,7 +311,8 @@ class GraphService:
     async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
         """Chunks mentioning entities linked from the query or reached from them within `max_hops` RELATED hops.
 
-        A chunk scores the sum of 1/(1+hops) over the entities it mentions (linked entities count 1).
+        A chunk scores the sum of its mentioned entities' weights: a linked entity weighs its specificity (fewer
+        chunks mentioning it, more weight), a reached one its tie to the linked ones, specificity and depth.
         No linked entity is a legitimate empty result.
         """
         hops = int(max_hops)
@@ -294,50 +335,23 @@ class GraphService:
             ).data()
             if not linked:
                 return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
+            kept = set(longest_matches([row["key"] for row in linked]))
+            linked = [row for row in linked if row["key"] in kept]
             nodes = {row["key"]: GraphNode(id=row["key"], name=row["name"], type=row["type"], hops=0) for row in linked}
-            # Breadth-first, one single-hop query per level: ArcadeDB runs a variable-length pattern
-            # (-[:RELATED*1..n]-) as a depth-first enumeration of every path, which took 2.4 s at 3 hops
-            # on a 2k-entity test graph (180k paths) where three index-seek + expand levels take milliseconds.
-            # Each level keeps the neighbours most strongly tied to the frontier, within max_nodes.
-            frontier = list(nodes)
-            for depth in range(1, hops + 1):
-                room = cfg.max_nodes - len(nodes)
-                if room <= 0 or not frontier:
-                    break
-                level = await (
-                    await tx.run(
-                        f"MATCH (s:{ENTITY})-[r:{RELATED}]-(x:{ENTITY}) "
-                        "WHERE s.key IN $frontier AND s.collection = $collection AND NOT x.key IN $seen "
-                        "RETURN x.key AS key, x.name AS name, x.type AS type, sum(r.weight) AS strength "
-                        "ORDER BY strength DESC, key LIMIT $room",
-                        frontier=frontier, seen=list(nodes), collection=collection, room=room,
-                    )  # fmt: skip
-                ).data()
-                frontier = []
-                for row in level:
-                    if row["key"] not in nodes:
-                        nodes[row["key"]] = GraphNode(id=row["key"], name=row["name"], type=row["type"], hops=depth)
-                        frontier.append(row["key"])
+            # A linked entity weighs by its specificity: "film" (in hundreds of chunks) adds little, a name a lot.
+            mentions = await _mention_counts(tx, collection, list(nodes))
+            weights = await _expand(
+                tx, collection, nodes, hops, cfg.max_nodes, {k: specificity(mentions.get(k, 1)) for k in nodes}
+            )
             node_keys = list(nodes)
-            edges = [
-                GraphEdge(source=row["s"], target=row["t"], type=row["type"], weight=row["w"])
-                for row in await (
-                    await tx.run(
-                        f"MATCH (a:{ENTITY})-[r:{RELATED}]->(b:{ENTITY}) "
-                        "WHERE a.key IN $keys AND a.collection = $collection AND b.key IN $keys "
-                        "RETURN a.key AS s, b.key AS t, r.type AS type, r.weight AS w "
-                        "ORDER BY w DESC, s, t LIMIT $max_edges",
-                        keys=node_keys, collection=collection, max_edges=cfg.max_edges,
-                    )  # fmt: skip
-                ).data()
-            ]
+            edges = await _edges_among(tx, collection, node_keys, cfg.max_edges)
             # Scored in the store (a parameter map looked up per mention), so only the top chunks' text travels.
             rows = await (
                 await tx.run(
                     f"MATCH (e:{ENTITY})<-[:{MENTIONS}]-(c:{CHUNK}) WHERE e.key IN $keys AND e.collection = $collection "
                     "WITH c, sum($weights[e.key]) AS score ORDER BY score DESC, c.id LIMIT $limit "
                     "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata, score",
-                    keys=node_keys, weights={k: 1.0 / (1 + n.hops) for k, n in nodes.items()},
+                    keys=node_keys, weights=weights,
                     collection=collection, limit=limit,
                 )  # fmt: skip
             ).data()
@@ -352,6 +366,123 @@ class GraphService:
             return GraphResult(chunks=chunks, subgraph=Subgraph(nodes=ordered, edges=edges), linked=[r["key"] for r in linked])
 
         return await self._run(False, work, self.config.query_timeout_s)
+
+    async def links(self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]) -> dict[str, float]:
+        """How strongly each of `chunk_ids` is tied to the seed chunks: the summed specificity of the entities
+        one is about (names in its first sentence) and the other mentions, leaving out entities the query
+        names (those tie every candidate to the topic, not to the seeds). A passage about what the best
+        passage mentions scores high: the second hop of a multi-hop question. Chunks with no tie are absent."""
+        seeds = sorted(set(seed_ids))
+        candidates = sorted(set(chunk_ids) - set(seeds))
+        if not seeds or not candidates:
+            return {}
+        exclude = set(query_keys(query))
+
+        async def work(tx: AsyncManagedTransaction) -> dict[str, float]:
+            rows = await (
+                await tx.run(
+                    f"MATCH (s:{CHUNK})-[:{MENTIONS}]->(e:{ENTITY})<-[:{MENTIONS}]-(c:{CHUNK}) "
+                    "WHERE s.id IN $seeds AND s.collection = $collection AND c.id IN $candidates "
+                    "AND c.collection = $collection "
+                    "RETURN c.id AS id, c.lead AS c_lead, s.lead AS s_lead, collect(DISTINCT e.key) AS keys",
+                    seeds=seeds, candidates=candidates, collection=collection,
+                )  # fmt: skip
+            ).data()
+            shared: dict[str, set[str]] = {}
+            for row in rows:
+                about = set(row["c_lead"] or []) | set(row["s_lead"] or [])
+                keys = {k for k in row["keys"] if k in about and k not in exclude}
+                if keys:
+                    shared.setdefault(row["id"], set()).update(keys)
+            mentions = await _mention_counts(tx, collection, sorted({k for keys in shared.values() for k in keys}))
+            return {cid: sum(specificity(mentions.get(k, 1)) for k in keys) for cid, keys in shared.items()}
+
+        return await self._run(False, work, self.config.query_timeout_s)
+
+    async def query(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
+        """A user's read-only Cypher: statically checked (the guard ArcadeDB needs), then run in a READ
+        transaction (the guard Neo4j enforces) under the user-query timeout; at most the row cap is returned."""
+        try:
+            check_read_only(cypher)
+        except UnsafeQuery as exc:
+            raise BadRequest(f"query refused: {exc}") from None
+        cap = min(max_rows or self.config.user_query_max_rows, self.config.user_query_max_rows)
+
+        async def work(tx: AsyncManagedTransaction) -> GraphQueryResponse:
+            try:
+                result = await tx.run(cypher, parameters or {})
+                records = await result.fetch(cap + 1)  # one more than the cap tells whether rows were cut
+                columns = list(result.keys())
+            except Neo4jError as exc:
+                if (exc.code or "").startswith("Neo.ClientError.Statement"):
+                    raise BadRequest(f"the graph store rejected the query: {exc.message or exc.code}"[:1000]) from None
+                raise
+            rows = [[_jsonable(value) for value in record.values()] for record in records[:cap]]
+            return GraphQueryResponse(columns=columns, rows=rows, truncated=len(records) > cap, row_cap=cap)
+
+        return await self._run(False, work, self.config.user_query_timeout_s)
+
+    async def entity(self, collection: str, name: str, hops: int = 1) -> EntityResponse:
+        """An entity (looked up by its normalized name) with its neighbourhood, bounded by `entity_neighbours`
+        nodes and `max_edges` edges, and the documents and chunks that support it and its relations."""
+        key = normalize_name(name)
+        if not key:
+            raise BadRequest(f"entity name {name!r} has no letters or digits")
+        if not 1 <= int(hops) <= MAX_HOPS:
+            raise BadRequest(f"hops must be within 1..{MAX_HOPS}")
+        cfg = self.config
+
+        async def work(tx: AsyncManagedTransaction) -> EntityResponse | None:
+            row = await (
+                await tx.run(
+                    f"MATCH (e:{ENTITY}) WHERE e.key = $key AND e.collection = $collection "
+                    "RETURN e.key AS key, e.name AS name, e.type AS type",
+                    key=key, collection=collection,
+                )  # fmt: skip
+            ).single()
+            if row is None:
+                return None
+            center = GraphNode(id=row["key"], name=row["name"], type=row["type"], hops=0)
+            nodes = {center.id: center}
+            await _expand(tx, collection, nodes, int(hops), cfg.entity_neighbours + 1)
+            edges = await _edges_among(tx, collection, list(nodes), cfg.max_edges)
+            # Provenance: the chunks mentioning the entity hold what each added to its relations.
+            mentions = await (
+                await tx.run(
+                    f"MATCH (e:{ENTITY})<-[:{MENTIONS}]-(c:{CHUNK}) WHERE e.key = $key AND e.collection = $collection "
+                    "RETURN c.id AS id, c.doc_id AS doc_id, c.rel_src AS s, c.rel_tgt AS t, c.rel_type AS type "
+                    "ORDER BY c.doc_id, c.id LIMIT $limit",
+                    key=key, collection=collection, limit=cfg.max_chunks,
+                )  # fmt: skip
+            ).data()
+            support: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+            for m in mentions:
+                for s, t, typ in zip(m["s"] or [], m["t"] or [], m["type"] or []):
+                    if key in (s, t):
+                        support.setdefault((s, t, typ), []).append((m["doc_id"], m["id"]))
+            relations = [
+                RelationProvenance(
+                    source=e.source, target=e.target, type=e.type, weight=e.weight,
+                    doc_ids=sorted({d for d, _ in support.get((e.source, e.target, e.type), [])}),
+                    chunk_ids=sorted({c for _, c in support.get((e.source, e.target, e.type), [])}),
+                )  # fmt: skip
+                for e in edges
+                if key in (e.source, e.target)
+            ]
+            return EntityResponse(
+                collection=collection,
+                entity=center,
+                doc_ids=sorted({m["doc_id"] for m in mentions}),
+                chunk_ids=[m["id"] for m in mentions],
+                neighbours=sorted((n for n in nodes.values() if n.id != key), key=lambda n: (n.hops, n.id)),
+                edges=edges,
+                relations=relations,
+            )
+
+        found = await self._run(False, work, self.config.query_timeout_s)
+        if found is None:
+            raise NotFound(f"no entity {name!r} (key {key!r}) in collection {collection!r}")
+        return found
 
 
 # ---- transaction pieces -------------------------------------------------------------------------
@@ -426,6 +557,84 @@ async def _apply_weights(
         )  # fmt: skip
 
 
+async def _expand(
+    tx: AsyncManagedTransaction, collection: str, nodes: dict[str, GraphNode], hops: int, max_nodes: int,
+    weights: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Adds to `nodes` (the seeds, hops 0) the entities reached within `hops` RELATED hops, at most `max_nodes`
+    in all; returns every node's weight (seeds: `weights`, default 1).
+
+    Breadth-first, one single-hop query per level: ArcadeDB runs a variable-length pattern
+    (-[:RELATED*1..n]-) as a depth-first enumeration of every path, which took 2.4 s at 3 hops
+    on a 2k-entity test graph (180k paths) where three index-seek + expand levels take milliseconds.
+    Each level keeps the neighbours most strongly tied to the frontier, each tie counted with the weight of
+    the frontier entity; a kept neighbour weighs its tie (relative to the level's strongest) times its own
+    specificity, over 1 + its depth, so a hub reached from a generic seed adds little.
+    """
+    weights = dict(weights or {key: 1.0 for key in nodes})
+    frontier = list(nodes)
+    for depth in range(1, hops + 1):
+        room = max_nodes - len(nodes)
+        if room <= 0 or not frontier:
+            break
+        level = await (
+            await tx.run(
+                f"MATCH (s:{ENTITY})-[r:{RELATED}]-(x:{ENTITY}) "
+                "WHERE s.key IN $frontier AND s.collection = $collection AND NOT x.key IN $seen "
+                "RETURN x.key AS key, x.name AS name, x.type AS type, sum(r.weight * $w[s.key]) AS strength "
+                "ORDER BY strength DESC, key LIMIT $room",
+                frontier=frontier, seen=list(nodes), collection=collection, room=room,
+                w={k: weights[k] for k in frontier},
+            )  # fmt: skip
+        ).data()
+        level = [row for row in level if row["key"] not in nodes and row["strength"] > 0]
+        if not level:
+            break
+        mentions = await _mention_counts(tx, collection, [row["key"] for row in level])
+        strongest = max(row["strength"] for row in level)
+        frontier = []
+        for row in level:
+            nodes[row["key"]] = GraphNode(id=row["key"], name=row["name"], type=row["type"], hops=depth)
+            weights[row["key"]] = specificity(mentions.get(row["key"], 1)) * row["strength"] / strongest / (1 + depth)
+            frontier.append(row["key"])
+    return weights
+
+
+def specificity(mentions: int) -> float:
+    """An entity's weight from how many chunks mention it: 1 for a single chunk, falling slowly for hubs."""
+    return 1.0 / (1.0 + math.log(max(1, mentions)))
+
+
+def longest_matches(keys: list[str]) -> list[str]:
+    """Linked keys without those inside a longer linked key ("nolan" goes when "christopher nolan" links)."""
+    padded = [f" {k} " for k in keys]
+    return [k for k, p in zip(keys, padded) if not any(p in other and p != other for other in padded)]
+
+
+async def _mention_counts(tx: AsyncManagedTransaction, collection: str, keys: list[str]) -> dict[str, int]:
+    rows = await (
+        await tx.run(
+            f"MATCH (e:{ENTITY})<-[m:{MENTIONS}]-() WHERE e.key IN $keys AND e.collection = $collection "
+            "RETURN e.key AS key, count(m) AS n",
+            keys=keys, collection=collection,
+        )  # fmt: skip
+    ).data()
+    return {row["key"]: int(row["n"]) for row in rows}
+
+
+async def _edges_among(tx: AsyncManagedTransaction, collection: str, keys: list[str], max_edges: int) -> list[GraphEdge]:
+    rows = await (
+        await tx.run(
+            f"MATCH (a:{ENTITY})-[r:{RELATED}]->(b:{ENTITY}) "
+            "WHERE a.key IN $keys AND a.collection = $collection AND b.key IN $keys "
+            "RETURN a.key AS s, b.key AS t, r.type AS type, r.weight AS w "
+            "ORDER BY w DESC, s, t LIMIT $max_edges",
+            keys=keys, collection=collection, max_edges=max_edges,
+        )  # fmt: skip
+    ).data()
+    return [GraphEdge(source=row["s"], target=row["t"], type=row["type"], weight=row["w"]) for row in rows]
+
+
 async def _drop_orphans(tx: AsyncManagedTransaction, collection: str, keys: list[str]) -> None:
     """Entities no chunk mentions any more are gone with their last chunk."""
     if keys:
@@ -434,6 +643,37 @@ async def _drop_orphans(tx: AsyncManagedTransaction, collection: str, keys: list
             f"AND NOT (e)<-[:{MENTIONS}]-() DETACH DELETE e",
             keys=keys, collection=collection,
         )  # fmt: skip
+
+
+async def _awaited(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _jsonable(value: Any) -> Any:
+    """A Bolt value as JSON: nodes, relationships and paths as maps; temporal and spatial values as text."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Node):
+        return {"id": value.element_id, "labels": sorted(value.labels), "properties": {k: _jsonable(v) for k, v in value.items()}}
+    if isinstance(value, Relationship):
+        return {
+            "id": value.element_id, "type": value.type,
+            "start": value.start_node.element_id if value.start_node is not None else None,
+            "end": value.end_node.element_id if value.end_node is not None else None,
+            "properties": {k: _jsonable(v) for k, v in value.items()},
+        }  # fmt: skip
+    if isinstance(value, Path):
+        return {"nodes": [_jsonable(n) for n in value.nodes], "relationships": [_jsonable(r) for r in value.relationships]}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
+    iso = getattr(value, "iso_format", None)
+    return iso() if callable(iso) else str(value)
 
 
 def _metadata(raw: Any) -> dict:
@@ -455,6 +695,7 @@ class Graph(GraphService):
     deployment) is asked once, lazily, for the URI of the server it runs."""
 
     def __init__(self, config: GraphConfig, uri: str | None = None, bolt: DeploymentHandle | None = None):
+        configure_logging()
         if uri is None and config.bolt_uri:
             uri = config.bolt_uri
         if uri is None:

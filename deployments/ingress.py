@@ -1,17 +1,36 @@
 """The HTTP front: FastAPI routes on a Serve ingress deployment. Routes stay thin; logic is in `Pipeline`."""
 
+import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import AppConfig
-from deployments.errors import CollectionNotFound, StageError
+from deployments.auth import OPEN_PATHS, ApiKeyAuth
+from deployments.config import AppConfig, LimitsConfig
+from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
+from deployments.http_guards import HttpGuards
+from deployments.observability import StageMetrics, configure_logging
+from deployments.openai_api import (
+    MODEL_ID,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelCard,
+    ModelList,
+    answer_events_sse,
+    completion_chunks_sse,
+    to_completion,
+)
 from deployments.models import (
     COLLECTION_PATTERN,
+    DEFAULT_COLLECTION,
+    MAX_HOPS,
     AnswerRequest,
     AnswerResponse,
     CollectionStats,
@@ -23,6 +42,8 @@ from deployments.models import (
     RetrieveResponse,
 )
 from deployments.pipeline import Pipeline, Stages
+from deployments.models import StreamDone
+from deployments.models import DeleteResponse, EntityResponse, GraphQueryRequest, GraphQueryResponse
 
 log = logging.getLogger("graphrag.ingress")
 
@@ -31,22 +52,100 @@ _ERRORS = {
     503: {"model": ErrorResponse, "description": "A required stage is unavailable; `stage` names it."},
 }
 
+# Each event's `data` is one JSON object (StreamReferences, StreamDelta, StreamDone or StreamError for /v1/answer;
+# OpenAI's chat.completion.chunk for /v1/chat/completions), and the last is the literal `[DONE]`.
+_SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+_STREAMED = {200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}, "description": (
+    "JSON, or with `stream: true` Server-Sent Events: each `data:` is one JSON event (references first, then "
+    "the answer in pieces, then the whole response or an error), the last is `[DONE]`.")}}
+# Statuses any route may answer, from the guards in front of every route or from Serve's load shedding.
+_COMMON_ERRORS = {
+    "400": "The body is not valid JSON.",
+    "401": "Missing or invalid API key (when `auth.api_key_hashes` is set).",
+    "413": "Request body larger than `limits.max_body_bytes`.",
+    "422": "Invalid request: the offending field is named.",
+    "429": "Overloaded (Serve backpressure configured with 429); retry after `Retry-After` seconds.",
+    "503": "Overloaded or a required stage unavailable; `Retry-After` says when to retry.",
+    "504": "The request passed `limits.request_timeout_s` and was cancelled.",
+}
+
 app = FastAPI(
     title="graphrag-serve",
     version="0.1.0",
     description="GraphRAG question answering: dense vector and knowledge-graph retrieval, fused, reranked, answered with citations.",
 )
 
+# The replica's constructor sets `app.state.guards` (auth, limits) and `app.state.metrics`; handlers read them from
+# the serving app (`request.app`), never from module globals: Serve ships this module's app to the replica by value.
+app.add_middleware(HttpGuards)
+
+
+def _openapi() -> dict:
+    """The generated schema, plus what the guards add to every route: the API key and the common error statuses."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update({
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    })
+    error_schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    components.setdefault("schemas", {}).setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if path not in OPEN_PATHS:
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            responses = operation.setdefault("responses", {})
+            for status, description in _COMMON_ERRORS.items():
+                if status == "422" and status in responses:
+                    continue
+                responses.setdefault(status, {"description": description, "content": {"application/json": {"schema": error_schema}}})
+    app.openapi_schema = schema
+    return schema
+
+
+app.openapi = _openapi
+
+
+def _retry_after(request: Request) -> dict[str, str]:
+    guards: tuple[ApiKeyAuth, LimitsConfig] | None = getattr(request.app.state, "guards", None)
+    return {"Retry-After": str(guards[1].retry_after_s)} if guards else {}
+
 
 @app.exception_handler(StageError)
 async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
+    metrics: StageMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.record_error(exc.stage, exc.reason, request.url.path)
     # Built from the fields: str() of an error raised in another replica carries its remote traceback.
-    return JSONResponse(status_code=503, content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage})
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage},
+        headers=_retry_after(request),
+    )
+
+
+@app.exception_handler(BackPressureError)
+async def _backpressure(request: Request, exc: BackPressureError) -> JSONResponse:
+    # A downstream deployment's queue is full (its max_queued_requests): shed the request now.
+    headers = {"Retry-After": str(int(exc.retry_after_s))} if exc.retry_after_s is not None else _retry_after(request)
+    return JSONResponse(status_code=exc.status_code, content={"detail": f"overloaded: {exc.message}"}, headers=headers)
 
 
 @app.exception_handler(CollectionNotFound)
 async def _collection_missing(request: Request, exc: CollectionNotFound) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": CollectionNotFound(exc.collection).args[0]})
+
+
+@app.exception_handler(NotFound)
+async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": exc.what})
+
+
+@app.exception_handler(BadRequest)
+async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+    return JSONResponse(status_code=400, content={"detail": exc.reason})
 
 
 @app.exception_handler(Exception)
@@ -57,6 +156,38 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": f"internal error (id {error_id})"})
 
 
+def cancelling(method: Callable) -> Callable:
+    """A handle method whose call is cancelled downstream when the awaiting task is (client gone, timeout):
+    awaiting a DeploymentResponse does not cancel the remote request by itself."""
+
+    async def call(*args):
+        response = method.remote(*args)
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+
+    return call
+
+
+def cancelling_stream(method: Callable) -> Callable:
+    """The same for a streaming handle method: closing or cancelling the iterator cancels the remote generator."""
+
+    async def call(*args) -> AsyncIterator:
+        stream = method.remote(*args)
+        finished = False
+        try:
+            async for item in stream:
+                yield item
+            finished = True
+        finally:
+            if not finished:
+                stream.cancel()
+
+    return call
+
+
 def stages_from_handles(
     embedder: DeploymentHandle,
     vector: DeploymentHandle,
@@ -65,23 +196,27 @@ def stages_from_handles(
     chat: DeploymentHandle,
 ) -> Stages:
     return Stages(
-        vector_search=vector.search.remote,
-        graph_search=graph.search.remote,
-        rerank=reranker.rerank.remote,
-        chat=chat.answer.remote,
-        vector_upsert=vector.upsert.remote,
-        graph_upsert=graph.upsert.remote,
-        vector_delete=vector.delete_documents.remote,
-        graph_delete=graph.delete_documents.remote,
-        vector_count=vector.count.remote,
-        graph_counts=graph.counts.remote,
+        vector_search=cancelling(vector.search),
+        graph_search=cancelling(graph.search),
+        rerank=cancelling(reranker.rerank),
+        chat=cancelling(chat.answer),
+        vector_upsert=cancelling(vector.upsert),
+        graph_upsert=cancelling(graph.upsert),
+        vector_delete=cancelling(vector.delete_documents),
+        graph_delete=cancelling(graph.delete_documents),
+        vector_count=cancelling(vector.count),
+        graph_counts=cancelling(graph.counts),
+        graph_query=cancelling(graph.query),
+        graph_entity=cancelling(graph.entity),
+        graph_links=cancelling(graph.links),
         pings={
-            "embedder": embedder.ping.remote,
-            "vector": vector.ping.remote,
-            "graph": graph.ping.remote,
-            "reranker": reranker.ping.remote,
-            "chat": chat.ping.remote,
+            "embedder": cancelling(embedder.ping),
+            "vector": cancelling(vector.ping),
+            "graph": cancelling(graph.ping),
+            "reranker": cancelling(reranker.ping),
+            "chat": cancelling(chat.ping),
         },
+        chat_stream=cancelling_stream(chat.options(stream=True).answer_stream),
     )
 
 
@@ -97,23 +232,82 @@ class Ingress:
         reranker: DeploymentHandle,
         chat: DeploymentHandle,
     ):
+        configure_logging()
+        self.config = config
         self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat))
+        self.metrics = app.state.metrics = StageMetrics()
+        app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
+
+    async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
+        # The first event (after retrieval and the chat's first piece) is awaited here, before any byte is
+        # sent, so a failure up to then still answers with its own status (404, 503).
+        first = await anext(events)
+
+        async def observed() -> AsyncIterator:
+            yield first
+            async for event in events:
+                if isinstance(event, StreamDone):
+                    self.metrics.record_retrieval(event)
+                yield event
+
+        return StreamingResponse(to_sse(observed()), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/v1/retrieve", response_model=RetrieveResponse, responses=_ERRORS)
     async def retrieve(self, req: RetrieveRequest) -> RetrieveResponse:
-        return await self.pipeline.retrieve(req)
+        resp = await self.pipeline.retrieve(req)
+        self.metrics.record_retrieval(resp)
+        return resp
 
-    @app.post("/v1/answer", response_model=AnswerResponse, responses=_ERRORS)
-    async def answer(self, req: AnswerRequest) -> AnswerResponse:
-        return await self.pipeline.answer(req)
+    @app.post("/v1/answer", response_model=AnswerResponse, responses={**_ERRORS, **_STREAMED})
+    async def answer(self, req: AnswerRequest) -> AnswerResponse | StreamingResponse:
+        if req.stream:
+            return await self._streamed(self.pipeline.answer_stream(req), answer_events_sse)
+        resp = await self.pipeline.answer(req)
+        self.metrics.record_retrieval(resp)
+        return resp
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**_ERRORS, **_STREAMED})
+    async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
+        """OpenAI-compatible: the last user message is the question; retrieval runs behind it."""
+        passages = self.config.chat.max_passages
+        if req.stream:
+            return await self._streamed(
+                self.pipeline.answer_stream(req.to_answer_request()), lambda events: completion_chunks_sse(events, passages)
+            )
+        resp = await self.pipeline.answer(req.to_answer_request())
+        self.metrics.record_retrieval(resp)
+        return to_completion(resp, passages)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=MODEL_ID)])
 
     @app.post("/v1/ingest", response_model=IngestResponse, responses={503: _ERRORS[503]})
     async def ingest(self, req: IngestRequest) -> IngestResponse:
-        return await self.pipeline.ingest(req)
+        resp = await self.pipeline.ingest(req)
+        self.metrics.record_ingest(resp)
+        return resp
 
     @app.get("/v1/collections/{collection}", response_model=CollectionStats, responses={404: _ERRORS[404]})
     async def collection_stats(self, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:
         return await self.pipeline.stats(collection)
+
+    @app.delete("/v1/documents/{doc_id:path}", response_model=DeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    async def delete_document(self, doc_id: str, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)) -> DeleteResponse:
+        return await self.pipeline.delete_document(collection, doc_id)
+
+    @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503]})
+    async def graph_query(self, req: GraphQueryRequest) -> GraphQueryResponse:
+        return await self.pipeline.graph_query(req)
+
+    @app.get("/v1/graph/entities/{name:path}", response_model=EntityResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    async def graph_entity(
+        self,
+        name: str,
+        collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN),
+        hops: int = Query(1, ge=1, le=MAX_HOPS),
+    ) -> EntityResponse:
+        return await self.pipeline.graph_entity(collection, name, hops)
 
     @app.get("/healthz")
     async def healthz(self) -> dict:

@@ -17,12 +17,15 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_COLLECTION = "default"
 
 Scalar = str | int | float | bool
-Source = Literal["vector", "graph"]
-Stage = Literal["embed", "vector", "graph", "rerank", "chat", "ingest"]
+Source = Literal["vector", "lexical", "graph"]  # "vector": dense (embedding) search; "lexical": BM25
+Stage = Literal["embed", "vector", "lexical", "graph", "rerank", "chat", "ingest"]
+# Which retrieval sources are fused: dense only, BM25 only, both, or both plus graph-reached chunks.
+RetrievalMode = Literal["dense", "lexical", "hybrid", "hybrid+graph"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no coercion (0 is not false, "5" is not 5), so a malformed request is a 422, never silently reinterpreted.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _non_blank(value: str, what: str) -> str:
@@ -72,6 +75,11 @@ class RetrieveRequest(_Strict):
     collection: str = Field(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Hits returned; config default when absent.")
     max_hops: int | None = Field(None, ge=0, le=MAX_HOPS, description="Graph expansion depth; 0 = linked entities only.")
+    use_graph: bool = Field(True, description="Run the graph stage; false = the vector stage alone (for comparisons).")
+    mode: RetrievalMode | None = Field(
+        None, description="Sources fused: dense, lexical (BM25), hybrid (both), hybrid+graph; config default when absent."
+    )
+    rerank: bool | None = Field(None, description="Rerank the fused candidates; config default (retrieval.rerank) when absent.")
     filter: dict[str, Scalar] = Field(default_factory=dict, description="Metadata equality filter on the vector stage.")
 
     @field_validator("query")
@@ -89,7 +97,9 @@ class RetrieveRequest(_Strict):
 
 
 class AnswerRequest(RetrieveRequest):
-    pass
+    stream: bool = Field(
+        False, description="Server-Sent Events: a `references` event, `delta` events with the answer, a `done` event."
+    )
 
 
 # ---- pieces shared by stages ------------------------------------------------------------------
@@ -107,6 +117,7 @@ class Entity(BaseModel):
     key: str  # normalized name: the linking key
     name: str
     type: str
+    lead: bool = False  # named in the chunk's first sentence (or heading): what the chunk is about
 
 
 class Relation(BaseModel):
@@ -122,6 +133,9 @@ class Extraction(BaseModel):
     chunk_id: str
     entities: list[Entity] = Field(default_factory=list)
     relations: list[Relation] = Field(default_factory=list)
+    extractor: str = "offline"  # the provider whose result this is (LLM extraction), or "offline"
+    failures: dict[str, str] = Field(default_factory=dict)  # provider -> why it did not win
+    dropped_relations: int = 0  # relations dropped in normalization (an endpoint missing, a self-loop)
 
 
 class GraphNode(BaseModel):
@@ -162,8 +176,10 @@ class Span(BaseModel):
 
 class VectorResult(BaseModel):
     hits: list[ScoredChunk]
-    embed: Span
+    embed: Span | None = None  # None when no query embedding was needed (lexical mode)
     query_vector: list[float] | None = None  # reused by the embedded reranker
+    lexical_hits: list[ScoredChunk] | None = None  # BM25 hits; None when not asked for or not possible
+    lexical_error: str | None = None  # why lexical hits were asked for but not searched
 
 
 class GraphResult(BaseModel):
@@ -178,6 +194,8 @@ class RerankHints(BaseModel):
     collection: str
     chunk_ids: list[str]  # one per text
     query_vector: list[float] | None = None
+    # Per retrieval source ("vector", "lexical", "graph"), its own score of each text; None where it missed it.
+    signals: dict[str, list[float | None]] = Field(default_factory=dict)
 
 
 class RerankResult(BaseModel):
@@ -187,6 +205,13 @@ class RerankResult(BaseModel):
 
 class ChatResult(BaseModel):
     answer: str
+    model: str
+
+
+class ChatDelta(BaseModel):
+    """One streamed piece of an answer."""
+
+    content: str
     model: str
 
 
@@ -229,6 +254,7 @@ class RetrieveResponse(BaseModel):
     timings: Timings
     degraded: list[Degraded] = Field(default_factory=list)
     reranker: str | None = Field(None, description="The scorer that ordered the hits; null if reranking was skipped.")
+    mode: RetrievalMode | None = Field(None, description="The retrieval mode that ran.")
 
 
 class Citation(BaseModel):
@@ -243,6 +269,35 @@ class AnswerResponse(RetrieveResponse):
     model: str
 
 
+# ---- streamed answers (POST /v1/answer with stream: true; each one SSE `data:` line) ----------
+
+
+class StreamReferences(RetrieveResponse):
+    """First event: the passages the answer will cite as [n] (hit n-1), before any answer text."""
+
+    type: Literal["references"] = "references"
+    model: str = Field(description="The model that is answering.")
+
+
+class StreamDelta(BaseModel):
+    type: Literal["delta"] = "delta"
+    content: str
+
+
+class StreamDone(AnswerResponse):
+    """Last event: the whole response, as the non-streamed call returns it."""
+
+    type: Literal["done"] = "done"
+
+
+class StreamError(BaseModel):
+    """Sent instead of `done` when the answer broke off after it had started."""
+
+    type: Literal["error"] = "error"
+    stage: str
+    detail: str
+
+
 class IngestResponse(BaseModel):
     collection: str
     documents: int
@@ -250,6 +305,10 @@ class IngestResponse(BaseModel):
     entities: int
     relations: int
     timings: dict[str, StageTiming]
+    extractors: dict[str, int] = Field(
+        default_factory=dict, description="Chunks per extractor that produced their graph (an LLM provider, or offline)."
+    )
+    dropped_relations: int = Field(0, description="Extracted relations dropped in normalization (a missing endpoint).")
 
 
 class CollectionStats(BaseModel):
@@ -273,3 +332,55 @@ class ReadyResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: Any
+
+
+# ---- graph endpoints and document deletion --------------------------------------------------------
+
+MAX_GRAPH_QUERY_CHARS = 20_000
+
+
+class GraphQueryRequest(_Strict):
+    query: str = Field(min_length=1, max_length=MAX_GRAPH_QUERY_CHARS, description="One read-only Cypher statement.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Query parameters ($name); values only, never code.")
+    max_rows: int | None = Field(None, ge=1, description="Rows returned at most; the server's cap applies anyway.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _param_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key):
+                raise ValueError(f"parameter name {key!r} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}")
+        return v
+
+
+class GraphQueryResponse(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool = Field(description="More rows existed than were returned (the row cap).")
+    row_cap: int
+
+
+class RelationProvenance(BaseModel):
+    source: str
+    target: str
+    type: str
+    weight: float
+    doc_ids: list[str]
+    chunk_ids: list[str]
+
+
+class EntityResponse(BaseModel):
+    collection: str
+    entity: GraphNode
+    doc_ids: list[str] = Field(description="Documents whose chunks mention the entity (capped).")
+    chunk_ids: list[str]
+    neighbours: list[GraphNode]
+    edges: list[GraphEdge]
+    relations: list[RelationProvenance] = Field(description="The entity's own relations with the chunks that support them.")
+
+
+class DeleteResponse(BaseModel):
+    collection: str
+    doc_id: str
+    points: int = Field(description="Points removed from the vector store.")
+    chunks: int = Field(description="Chunk nodes removed from the graph store.")

@@ -8,22 +8,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from deployments.chat import ExtractiveChat, parse_citations
 from deployments.chunking import chunk_document
 from deployments.config import AppConfig
-from deployments.errors import CollectionNotFound, StageError, StageUnavailable
+from deployments.errors import CollectionNotFound, NotFound, StageError, StageUnavailable
 from deployments.models import (
     AnswerRequest,
     AnswerResponse,
+    ChatDelta,
     ChatResult,
     Chunk,
     CollectionStats,
     Citation,
     Degraded,
+    DeleteResponse,
+    EntityResponse,
+    GraphQueryRequest,
+    GraphQueryResponse,
     GraphResult,
     Hit,
     IngestRequest,
@@ -36,6 +41,10 @@ from deployments.models import (
     Span,
     StageHealth,
     StageTiming,
+    StreamDelta,
+    StreamDone,
+    StreamError,
+    StreamReferences,
     Subgraph,
     Timings,
     VectorResult,
@@ -60,6 +69,11 @@ class Stages:
     vector_count: Callable[[str], Awaitable[int]]
     graph_counts: Callable[[str], Awaitable[dict]]
     pings: dict[str, Callable[[], Awaitable[str]]]
+    graph_query: Callable[[str, dict, int | None], Awaitable[GraphQueryResponse]] | None = None
+    graph_entity: Callable[[str, str, int], Awaitable[EntityResponse]] | None = None
+    graph_links: Callable[[str, str, list[str], list[str]], Awaitable[dict[str, float]]] | None = None
+    # Streamed answers; without it a streamed answer is the whole chat answer in one piece.
+    chat_stream: Callable[[str, list[str], list[str]], AsyncIterator[ChatDelta]] | None = None
 
 
 class _Clock:
@@ -94,13 +108,60 @@ async def _run_stage(stage: str, call: Awaitable[T], timeout: float, clock: _Clo
         return None, Degraded(stage=stage, error=_reason(exc, timeout)), clock.timing(start, time.time())
 
 
-def reciprocal_rank_fusion(ranked: dict[str, list[ScoredChunk]], k: int) -> list[tuple[ScoredChunk, float, list[str]]]:
-    """Fuses ranked lists by RRF: score(d) = sum over lists of 1 / (k + rank). Returns (chunk, score, sources)."""
+async def _no_pieces() -> AsyncIterator[ChatDelta]:
+    return
+    yield
+
+
+async def _close(stream: AsyncIterator) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+Fused = list[tuple[ScoredChunk, float, list[str]]]
+
+
+def reciprocal_rank_fusion(ranked: dict[str, list[ScoredChunk]], k: int, weights: dict[str, float] | None = None) -> Fused:
+    """Fuses ranked lists by RRF: score(d) = sum over lists of weight / (k + rank). Returns (chunk, score, sources)."""
     fused: dict[str, list] = {}
     for source, chunks in ranked.items():
+        weight = 1.0 if weights is None else weights.get(source, 1.0)
         for rank, chunk in enumerate(chunks, start=1):
             entry = fused.setdefault(chunk.chunk_id, [chunk, 0.0, []])
-            entry[1] += 1.0 / (k + rank)
+            entry[1] += weight / (k + rank)
+            entry[2].append(source)
+    return sorted((tuple(e) for e in fused.values()), key=lambda e: e[1], reverse=True)
+
+
+def source_scores(ranked: dict[str, list[ScoredChunk]], chunk_ids: list[str]) -> dict[str, list[float | None]]:
+    """Each source's own score of each chunk (None where that source did not find it), for the reranker."""
+    out = {}
+    for source, chunks in ranked.items():
+        by_id = {c.chunk_id: c.score for c in chunks}
+        out[source] = [by_id.get(c) for c in chunk_ids]
+    return out
+
+
+def min_max(scores: list[float]) -> list[float]:
+    """Scores mapped onto [0, 1] by the list's own range; a list without spread maps to 1 (all equally good)."""
+    if not scores:
+        return []
+    low, high = min(scores), max(scores)
+    if high - low < 1e-12:
+        return [1.0] * len(scores)
+    return [(s - low) / (high - low) for s in scores]
+
+
+def weighted_score_fusion(ranked: dict[str, list[ScoredChunk]], weights: dict[str, float]) -> Fused:
+    """Fuses by scores: each list min-max normalized, then sum of weight × normalized score (a list that misses a
+    chunk adds 0: it ranked it below its own last hit). Unlike RRF it keeps how far apart the scores are."""
+    fused: dict[str, list] = {}
+    for source, chunks in ranked.items():
+        weight = weights.get(source, 1.0)
+        for chunk, score in zip(chunks, min_max([c.score for c in chunks])):
+            entry = fused.setdefault(chunk.chunk_id, [chunk, 0.0, []])
+            entry[1] += weight * score
             entry[2].append(source)
     return sorted((tuple(e) for e in fused.values()), key=lambda e: e[1], reverse=True)
 
@@ -128,33 +189,49 @@ class Pipeline:
         top_k = req.top_k or cfg.top_k
         candidates = max(cfg.candidates, top_k)
         hops = self.config.graph.max_hops if req.max_hops is None else req.max_hops
-        # The two retrieval stages run concurrently; neither waits for the other (or for the query embedding).
-        (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await asyncio.gather(
-            _run_stage("vector", self.stages.vector_search(req.collection, req.query, candidates, req.filter), cfg.vector_timeout_s, clock),
-            _run_stage("graph", self.stages.graph_search(req.collection, req.query, hops, candidates), cfg.graph_timeout_s, clock),
-        )
+        mode = req.mode or cfg.mode
+        use_graph = mode == "hybrid+graph" and req.use_graph
+        # The retrieval stages run concurrently; neither waits for the other (or for the query embedding).
+        # Dense and lexical hits come from the vector stage in one call; modes without the graph never call it.
+        vector_call = self.stages.vector_search(req.collection, req.query, candidates, req.filter, mode)
+        if use_graph:
+            (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await asyncio.gather(
+                _run_stage("vector", vector_call, cfg.vector_timeout_s, clock),
+                _run_stage("graph", self._graph_search(req, hops, candidates), cfg.graph_timeout_s, clock),
+            )
+        else:
+            (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await _run_stage("vector", vector_call, cfg.vector_timeout_s, clock), (None, None, None)
         degraded = [d for d in (vec_err, grf_err) if d]
         if vec_err and grf_err:
             raise StageUnavailable("vector+graph", f"vector: {vec_err.error}; graph: {grf_err.error}")
+        if vec_err and not use_graph:
+            raise StageUnavailable("vector", vec_err.error)
         timings = Timings(vector=vec_t, graph=grf_t)
+        ranked: dict[str, list[ScoredChunk]] = {}
         if vec is not None:
-            timings.embed = clock.timing(vec.embed.start, vec.embed.end)
-        ranked = {}
-        if vec is not None:
-            ranked["vector"] = vec.hits
+            if vec.embed is not None:
+                timings.embed = clock.timing(vec.embed.start, vec.embed.end)
+            if mode != "lexical":
+                ranked["vector"] = vec.hits
+            if vec.lexical_hits is not None:
+                ranked["lexical"] = vec.lexical_hits
+            if vec.lexical_error:
+                degraded.append(Degraded(stage="lexical", error=vec.lexical_error))
         if grf is not None:
             ranked["graph"] = grf.chunks
-        fused = reciprocal_rank_fusion(ranked, cfg.rrf_k)[:candidates]
+        fused = self._fuse(ranked)[:candidates]
         hits = [
             Hit(chunk_id=c.chunk_id, doc_id=c.doc_id, text=c.text, score=score, sources=sources, metadata=c.metadata)
             for c, score, sources in fused
         ]
         scorer = None
-        if hits:
+        rerank = cfg.rerank if req.rerank is None else req.rerank
+        if hits and rerank:
             hints = RerankHints(
                 collection=req.collection,
                 chunk_ids=[h.chunk_id for h in hits],
                 query_vector=vec.query_vector if vec is not None else None,
+                signals=source_scores(ranked, [h.chunk_id for h in hits]),
             )
             rer, rer_err, timings.rerank = await _run_stage(
                 "rerank", self.stages.rerank(req.query, [h.text for h in hits], hints), cfg.rerank_timeout_s, clock
@@ -166,6 +243,8 @@ class Pipeline:
                 for hit, score in zip(hits, rer.scores, strict=True):
                     hit.score = float(score)
                 hits.sort(key=lambda h: h.score, reverse=True)
+        if use_graph and grf is not None:
+            await self._link_boost(req, hits, degraded, clock)
         timings.total = clock.timing(clock.t0, time.time())
         return RetrieveResponse(
             query=req.query,
@@ -175,7 +254,45 @@ class Pipeline:
             timings=timings,
             degraded=degraded,
             reranker=scorer,
+            mode=mode,
         )
+
+    def _fuse(self, ranked: dict[str, list[ScoredChunk]]) -> Fused:
+        cfg = self.config.retrieval
+        weights = cfg.weights.model_dump()
+        if cfg.fusion == "rrf":
+            return reciprocal_rank_fusion(ranked, cfg.rrf_k, weights)
+        return weighted_score_fusion(ranked, weights)
+
+    async def _link_boost(self, req: RetrieveRequest, hits: list[Hit], degraded: list[Degraded], clock: _Clock) -> None:
+        """Raises the candidates tied through specific entities to the best hits (GraphService.links), by up to
+        `link_weight` of the score range, and re-sorts: the second hop of a multi-hop question rarely resembles
+        the question itself, but the passage that answers its first hop names it."""
+        cfg = self.config.retrieval
+        n_seeds = cfg.link_seeds
+        if cfg.link_weight <= 0 or self.stages.graph_links is None or len(hits) <= n_seeds:
+            return
+        seeds = [h.chunk_id for h in hits[:n_seeds]]
+        call = self.stages.graph_links(req.collection, req.query, seeds, [h.chunk_id for h in hits[n_seeds:]])
+        links, err, _ = await _run_stage("graph", call, cfg.graph_timeout_s, clock)
+        if err:
+            degraded.append(err)  # keep the reranked order
+            return
+        if not links:
+            return
+        strongest = max(links.values())
+        spread = (max(h.score for h in hits) - min(h.score for h in hits)) or 1.0
+        # A second hop stays behind the hits that lead to it: it never passes the lowest seed.
+        ceiling = min(h.score for h in hits[:n_seeds]) - 1e-6
+        for hit in hits[n_seeds:]:
+            if links.get(hit.chunk_id, 0.0) > 0:
+                hit.score = min(hit.score + cfg.link_weight * spread * links[hit.chunk_id] / strongest, max(hit.score, ceiling))
+        hits.sort(key=lambda h: h.score, reverse=True)
+
+    async def _graph_search(self, req: RetrieveRequest, hops: int, candidates: int) -> GraphResult:
+        if not req.use_graph:
+            return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
+        return await self.stages.graph_search(req.collection, req.query, hops, candidates)
 
     async def answer(self, req: AnswerRequest) -> AnswerResponse:
         clock = _Clock()
@@ -208,6 +325,77 @@ class Pipeline:
             model=result.model,
         )
 
+    async def answer_stream(self, req: AnswerRequest) -> AsyncIterator[StreamReferences | StreamDelta | StreamDone | StreamError]:
+        """`answer`, streamed: the references, the answer in pieces, then the whole response (or an error event).
+
+        Retrieval and the chat's first piece complete before the first event, so their failures still raise
+        (an HTTP error status); a chat failure there falls back to the extractive answer like `answer` does."""
+        clock = _Clock()
+        retrieved = await self._retrieve(req, clock)
+        passages = retrieved.hits[: self.config.chat.max_passages]
+        texts = [h.text for h in passages]
+        facts = graph_facts(retrieved.graph)
+        degraded = list(retrieved.degraded)
+        timeout = self.config.retrieval.chat_timeout_s
+        start = time.time()
+        if not passages:
+            first, rest = ChatDelta(content="No ingested passage matches this question.", model="none"), _no_pieces()
+        else:
+            try:
+                first, rest = await asyncio.wait_for(self._open_chat_stream(req.query, texts, facts), timeout)
+            except CollectionNotFound:
+                raise
+            except Exception as exc:
+                error = _reason(exc, timeout)
+                log.warning("stage chat failed: %s", error)
+                if not self.config.chat_fallback_extractive:
+                    raise StageUnavailable("chat", error) from exc
+                degraded.append(Degraded(stage="chat", error=error))
+                first, rest = await self.extractive.open_stream(req.query, texts, facts)
+        yield StreamReferences(**retrieved.model_dump(exclude={"degraded"}), degraded=degraded, model=first.model)
+        parts = [first.content]
+        yield StreamDelta(content=first.content)
+        try:
+            while True:
+                try:  # the chat timeout bounds the whole answer; never wrap a yield in a timeout
+                    piece = await asyncio.wait_for(anext(rest), max(start + timeout - time.time(), 0.001))
+                except StopAsyncIteration:
+                    break
+                parts.append(piece.content)
+                yield StreamDelta(content=piece.content)
+        except Exception as exc:  # the answer broke off after it had started: say so, never end it silently
+            error = _reason(exc, timeout)
+            log.warning("stage chat failed mid-stream: %s", error)
+            yield StreamError(stage="chat", detail=f"the answer broke off: {error}")
+            return
+        finally:
+            await _close(rest)
+        answer = "".join(parts)
+        if passages:
+            retrieved.timings.chat = clock.timing(start, time.time())
+        retrieved.timings.total = clock.timing(clock.t0, time.time())
+        citations = [
+            Citation(n=n, chunk_id=passages[n - 1].chunk_id, doc_id=passages[n - 1].doc_id)
+            for n in parse_citations(answer, len(passages))
+        ]
+        yield StreamDone(
+            **retrieved.model_dump(exclude={"degraded"}), degraded=degraded, answer=answer, citations=citations, model=first.model
+        )
+
+    async def _open_chat_stream(self, query: str, texts: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+        if self.stages.chat_stream is None:
+            result = await self.stages.chat(query, texts, facts)
+            return ChatDelta(content=result.answer, model=result.model), _no_pieces()
+        stream = self.stages.chat_stream(query, texts, facts)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            raise StageError("chat", "the chat stream ended before any text") from None
+        except BaseException:
+            await _close(stream)
+            raise
+        return first, stream
+
     async def ingest(self, req: IngestRequest) -> IngestResponse:
         """Writes every document to both stores or to neither: on a failure, what was written is removed."""
         clock = _Clock()
@@ -231,6 +419,8 @@ class Pipeline:
             entities=int(graph_counts.get("entities", 0)),
             relations=int(graph_counts.get("relations", 0)),
             timings={"vector": vec_t, "graph": grf_t, "total": clock.timing(clock.t0, time.time())},
+            extractors={str(k): int(v) for k, v in (graph_counts.get("extractors") or {}).items()},
+            dropped_relations=int(graph_counts.get("dropped_relations", 0)),
         )
 
     async def _remove_everywhere(self, collection: str, doc_ids: list[str]) -> None:
@@ -242,6 +432,29 @@ class Pipeline:
         for store, result in zip(("vector", "graph"), results):
             if isinstance(result, BaseException) and not isinstance(result, CollectionNotFound):
                 log.error("could not remove documents %s from the %s store after a failed ingest: %s", doc_ids, store, result)
+
+    async def delete_document(self, collection: str, doc_id: str) -> DeleteResponse:
+        """Removes a document from both stores: its points, chunks, mentions, and the entities and relations
+        no other document supports. 404 when neither store holds it; 503 when a store failed (a retry finishes)."""
+        results = await asyncio.gather(
+            self.stages.vector_delete(collection, [doc_id]),
+            self.stages.graph_delete(collection, [doc_id]),
+            return_exceptions=True,
+        )
+        failed = [(store, r) for store, r in zip(("vector", "graph"), results) if isinstance(r, BaseException)]
+        if failed:
+            reasons = "; ".join(f"{store}: {_reason(r, 0)}" for store, r in failed)
+            raise StageUnavailable("+".join(store for store, _ in failed), f"delete of {doc_id!r} failed ({reasons}); retry the request")
+        points, chunks = (int(r) for r in results)
+        if points == 0 and chunks == 0:
+            raise NotFound(f"document {doc_id!r} not found in collection {collection!r}")
+        return DeleteResponse(collection=collection, doc_id=doc_id, points=points, chunks=chunks)
+
+    async def graph_query(self, req: GraphQueryRequest) -> GraphQueryResponse:
+        return await self.stages.graph_query(req.query, req.parameters, req.max_rows)
+
+    async def graph_entity(self, collection: str, name: str, hops: int) -> EntityResponse:
+        return await self.stages.graph_entity(collection, name, hops)
 
     async def stats(self, collection: str) -> CollectionStats:
         points, counts = await asyncio.gather(self.stages.vector_count(collection), self.stages.graph_counts(collection))

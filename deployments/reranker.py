@@ -16,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.config import RerankerConfig, redact_url
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import RerankHints, RerankResult
+from deployments.observability import configure_logging
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
@@ -176,18 +177,41 @@ def _min_max(x: np.ndarray, constant: float) -> np.ndarray:
     return (x - x.min()) / span
 
 
+def _found_scores(scores: list[float | None]) -> np.ndarray:
+    """A retrieval source's scores (BM25, graph: 0 = no evidence) over its best, so within [0, 1]; 0 for the
+    texts it did not find (they ranked below its last hit)."""
+    best = max((s for s in scores if s is not None), default=0.0)
+    if best <= 0:
+        return np.zeros(len(scores))
+    return np.array([max(s, 0.0) / best if s is not None else 0.0 for s in scores])
+
+
 class EmbeddedScorer:
-    """Our own offline scorer (not a cross-encoder): cosine of query and passage embeddings fused with BM25
-    over the candidate set; each signal min-max normalized, then `dense_weight * dense + (1 - w) * lexical`."""
+    """Our own offline scorer (not a cross-encoder): a weighted blend of min-max normalized signals.
+
+    With the retrieval sources' scores in the hints (`RerankHints.signals`), it blends exactly the sources the
+    request used: the raw dense cosine (recomputed for every candidate from the stored vectors, so a chunk only
+    BM25 or the graph found still gets its dense score), Qdrant's BM25 (collection-wide IDF) over the best BM25
+    score (0 where BM25 missed the chunk) and the graph score over the best graph score. Weights: `dense_weight`
+    and `1 - dense_weight` share dense vs lexical, `graph_weight` is added for graph; the sum is divided by the
+    weights used. Raw cosine with max-scaled BM25 beat min-max scaling of both and RRF on SciFact's train
+    queries (nDCG@10 0.742 vs 0.737 and 0.715; README, "Retrieval quality"). Without signals (a caller that passes
+    none), the older blend: min-max cosine and BM25 over the candidate set, `dense_weight * dense + (1 - w) * lexical`.
+    """
 
     scorer = EMBEDDED_SCORER
 
-    def __init__(self, embed: Embed, dense_weight: float = 0.7, fetch_vectors: FetchVectors | None = None):
+    def __init__(
+        self, embed: Embed, dense_weight: float = 0.7, fetch_vectors: FetchVectors | None = None, graph_weight: float = 0.0
+    ):
         if not 0 <= dense_weight <= 1:
             raise ValueError("dense_weight must be within [0, 1]")
+        if graph_weight < 0:
+            raise ValueError("graph_weight must be >= 0")
         self._embed = embed
         self._fetch = fetch_vectors
         self.dense_weight = dense_weight
+        self.graph_weight = graph_weight
 
     async def _vectors(self, texts: list[str]) -> np.ndarray:
         try:
@@ -216,6 +240,27 @@ class EmbeddedScorer:
     async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult:
         if not texts:
             return RerankResult(scores=[], scorer=self.scorer)
+        signals = hints.signals if hints is not None else {}
+        if not signals:
+            return await self._rerank_own_signals(query, texts, hints)
+        for source, scores in signals.items():
+            if len(scores) != len(texts):
+                raise StageError(STAGE, f"{self.scorer}: {len(scores)} {source} scores for {len(texts)} texts")
+        blend: list[tuple[float, np.ndarray]] = []
+        if "vector" in signals:
+            blend.append((self.dense_weight, await self._cosine(query, texts, hints)))
+        if "lexical" in signals:
+            blend.append((1 - self.dense_weight, _found_scores(signals["lexical"])))
+        if "graph" in signals:
+            blend.append((self.graph_weight, _found_scores(signals["graph"])))
+        total = sum(w for w, _ in blend)
+        if total <= 0:  # every used source weighs 0: keep the retrieval order
+            blend, total = [(1.0, np.linspace(1.0, 0.0, len(texts)))], 1.0
+        fused = sum(w * x for w, x in blend) / total
+        return RerankResult(scores=[round(float(s), 6) for s in fused], scorer=self.scorer)
+
+    async def _cosine(self, query: str, texts: list[str], hints: RerankHints | None) -> np.ndarray:
+        """Cosine of the query with each text, from vectors already known where possible."""
         query_vec, passage_vecs = await self._known_vectors(texts, hints)
         missing = ([query] if query_vec is None else []) + [t for t, v in zip(texts, passage_vecs) if v is None]
         computed = list(await self._vectors(missing)) if missing else []
@@ -224,7 +269,10 @@ class EmbeddedScorer:
         filled = iter(computed)
         vectors = np.stack([query_vec] + [v if v is not None else next(filled) for v in passage_vecs])
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        cosine = vectors[1:] @ vectors[0]
+        return vectors[1:] @ vectors[0]
+
+    async def _rerank_own_signals(self, query: str, texts: list[str], hints: RerankHints | None) -> RerankResult:
+        cosine = await self._cosine(query, texts, hints)
         lexical = _bm25(terms(query), [terms(t) for t in texts])
         dense_n = _min_max(cosine, constant=float(np.clip(cosine[0], 0, 1)))
         lexical_n = _min_max(lexical, constant=1.0 if lexical[0] > 0 else 0.0)
@@ -233,7 +281,7 @@ class EmbeddedScorer:
 
     async def ping(self) -> str:
         await self._vectors(["ping"])
-        return f"{self.scorer} (dense weight {self.dense_weight})"
+        return f"{self.scorer} (dense weight {self.dense_weight}, graph weight {self.graph_weight})"
 
     async def aclose(self) -> None:
         return None
@@ -244,7 +292,7 @@ def make_reranker(config: RerankerConfig, embed: Embed | None = None, fetch_vect
         return HttpReranker(config)
     if embed is None:
         raise ValueError("the embedded scorer needs an embed callable (no reranker.url is set)")
-    return EmbeddedScorer(embed, config.dense_weight, fetch_vectors)
+    return EmbeddedScorer(embed, config.dense_weight, fetch_vectors, config.graph_weight)
 
 
 @serve.deployment
@@ -252,6 +300,7 @@ class Reranker:
     """Serve wrapper: `rerank(query, texts) -> RerankResult`, `ping() -> str`."""
 
     def __init__(self, config: RerankerConfig, embedder: DeploymentHandle | None = None, vector: DeploymentHandle | None = None):
+        configure_logging()
         embed: Embed | None = None
         fetch: FetchVectors | None = None
         if embedder is not None:

@@ -1,9 +1,10 @@
-"""Vector stage: chunk embeddings in Qdrant (an embedded qdrant-edge shard per collection, or a Qdrant server),
-searched by query embedding with metadata equality filters."""
+"""Vector stage: chunk embeddings and BM25 sparse vectors in Qdrant (an embedded qdrant-edge shard per collection,
+or a Qdrant server), searched densely (query embedding) and lexically (BM25), with metadata equality filters."""
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import logging
 import math
 import re
@@ -19,7 +20,9 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import VectorConfig, redact_url
 from deployments.errors import CollectionNotFound, StageError, StageUnavailable
-from deployments.models import COLLECTION_PATTERN, Chunk, Scalar, ScoredChunk, Span, VectorResult
+from deployments.lexical import LEXICAL_VECTOR, LexicalEncoder, SparseTerms
+from deployments.models import COLLECTION_PATTERN, Chunk, RetrievalMode, Scalar, ScoredChunk, Span, VectorResult
+from deployments.observability import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,19 @@ class StoredPoint:
     id: str
     vector: list[float]
     payload: dict[str, Any]
+    sparse: SparseTerms | None = None  # BM25 terms; dropped for a collection created without the lexical vector
+
+
+def _dense(vector: Any) -> list[float]:
+    """The dense vector of a record: a plain list, or the default ("") entry next to the sparse one."""
+    return list(vector[""] if isinstance(vector, dict) else vector)
+
+
+def no_lexical_index(collection: str) -> str:
+    return (
+        f"collection {collection!r} was created without the lexical (BM25 sparse) vector; lexical and hybrid "
+        "retrieval need it: re-ingest its documents into a new collection"
+    )
 
 
 @runtime_checkable
@@ -74,7 +90,10 @@ class VectorStore(Protocol):
         """False only when the store says the collection is missing; raises if it cannot tell."""
 
     async def create(self, collection: str, dimension: int) -> None:
-        """Create a cosine collection unless it already exists (never recreates)."""
+        """Create a collection (cosine dense vector, IDF-weighted sparse LEXICAL_VECTOR) unless it exists (never recreates)."""
+
+    async def has_lexical(self, collection: str) -> bool:
+        """Whether the collection has the sparse LEXICAL_VECTOR (collections created before it do not)."""
 
     async def replace_documents(self, collection: str, doc_ids: list[str], points: list[StoredPoint]) -> int:
         """Make `points` the only points of `doc_ids`; returns the points written."""
@@ -84,6 +103,9 @@ class VectorStore(Protocol):
 
     async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
         """Raises CollectionNotFound for a missing collection."""
+
+    async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        """BM25 over the sparse vector. Raises CollectionNotFound for a missing collection."""
 
     async def count(self, collection: str) -> int:
         """Raises CollectionNotFound for a missing collection."""
@@ -112,6 +134,7 @@ class EdgeVectorStore:
         self.indexing_threshold_kb = indexing_threshold_kb  # None: the engine default (10 MB per segment)
         self._shards: dict[str, Any] = {}
         self._unoptimized: dict[str, int] = {}  # points written since the last optimize, per collection
+        self._lexical: dict[str, bool] = {}  # whether each collection has the sparse vector (fixed at creation)
         self._lock = asyncio.Lock()
 
     def _dir(self, collection: str) -> Path:
@@ -168,7 +191,11 @@ class EdgeVectorStore:
                 if self.indexing_threshold_kb is not None
                 else None
             )
-            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine), optimizers=optimizers)
+            config = qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+                sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                optimizers=optimizers,
+            )
 
             def create() -> Any:
                 directory.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +207,27 @@ class EdgeVectorStore:
 
             self._shards[collection] = await asyncio.to_thread(create)
             self._unoptimized[collection] = 0
-            log.info("created qdrant-edge collection %s (%d-d, cosine) in %s", collection, dimension, directory)
+            self._lexical[collection] = True
+            log.info("created qdrant-edge collection %s (%d-d cosine + BM25 sparse) in %s", collection, dimension, directory)
+
+    async def has_lexical(self, collection: str) -> bool:
+        if collection not in self._lexical:  # the engine does not expose its config: read the file it writes
+            path = self._dir(collection) / "edge_config.json"
+            if not path.exists():
+                raise CollectionNotFound(collection)
+            config = json.loads(await asyncio.to_thread(path.read_text))
+            self._lexical[collection] = LEXICAL_VECTOR in (config.get("sparse_vectors") or {})
+        return self._lexical[collection]
+
+    @staticmethod
+    def _point(p: StoredPoint, lexical: bool) -> Any:
+        import qdrant_edge as qe
+
+        if lexical and p.sparse is not None:
+            vector: Any = {"": p.vector, LEXICAL_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values)}
+        else:
+            vector = p.vector
+        return qe.Point(id=uuid.UUID(p.id), vector=vector, payload=p.payload)
 
     @staticmethod
     def _doc_filter(doc_ids: list[str], keep: list[str] | None = None) -> Any:
@@ -227,14 +274,13 @@ class EdgeVectorStore:
 
         async with self._lock:
             shard = await self._open(collection)
+            lexical = await self.has_lexical(collection)
 
             def write() -> int:
                 # Insert first, then drop the documents' other (stale) points: readers never see a document
                 # vanish, and a refused insert leaves the previous version in place.
                 if points:
-                    shard.update(qe.UpdateOperation.upsert_points(
-                        [qe.Point(id=uuid.UUID(p.id), vector=p.vector, payload=p.payload) for p in points]
-                    ))
+                    shard.update(qe.UpdateOperation.upsert_points([self._point(p, lexical) for p in points]))
                 if doc_ids:
                     stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
                     shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
@@ -269,6 +315,17 @@ class EdgeVectorStore:
         points = await self._engine(collection, shard.query, request)
         return [_scored(p.payload, p.score) for p in points]
 
+    async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        if not terms.indices:  # only stop words: nothing can match
+            return []
+        query = qe.Query.Nearest(qe.SparseVector(terms.indices, terms.values), using=LEXICAL_VECTOR)
+        request = qe.QueryRequest(limit=limit, query=query, filter=self._filter(filter), with_payload=True)
+        points = await self._engine(collection, shard.query, request)
+        return [_scored(p.payload, p.score) for p in points]
+
     async def count(self, collection: str) -> int:
         import qdrant_edge as qe
 
@@ -279,7 +336,7 @@ class EdgeVectorStore:
         shard = await self._shard(collection)
         ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]
         records = await self._engine(collection, shard.retrieve, ids, True, True)
-        return {r.payload["chunk_id"]: list(r.vector) for r in records}
+        return {r.payload["chunk_id"]: _dense(r.vector) for r in records}
 
     async def ping(self) -> str:
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
@@ -310,6 +367,7 @@ class ServerVectorStore:
         self.timeout = timeout
         self._client: Any = None
         self._known: set[str] = set()  # collections seen to exist: saves a round trip per search
+        self._lexical: dict[str, bool] = {}  # whether each collection has the sparse vector (fixed at creation)
         self._create_lock = asyncio.Lock()
 
     @property
@@ -362,6 +420,7 @@ class ServerVectorStore:
         gone = getattr(cause, "status_code", None) == 404 or (isinstance(exc, ValueError) and "not found" in str(exc))
         if gone:
             self._known.discard(collection)
+            self._lexical.pop(collection, None)
         return gone
 
     async def create(self, collection: str, dimension: int) -> None:
@@ -373,7 +432,9 @@ class ServerVectorStore:
             client = self._get_client()
             try:
                 await self._call("create_collection", client.create_collection(
-                    collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+                    collection,
+                    vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+                    sparse_vectors_config={LEXICAL_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 ))
             except StageError as exc:
                 if getattr(exc.__cause__, "status_code", None) != 409:  # 409: another replica created it first
@@ -383,7 +444,28 @@ class ServerVectorStore:
                     collection, "doc_id", models.PayloadSchemaType.KEYWORD
                 ))
             self._known.add(collection)
-            log.info("created Qdrant collection %s (%d-d, cosine) on %s", collection, dimension, self.name)
+            log.info("created Qdrant collection %s (%d-d cosine + BM25 sparse) on %s", collection, dimension, self.name)
+
+    async def has_lexical(self, collection: str) -> bool:
+        if collection not in self._lexical:
+            await self._require(collection)
+            try:
+                info = await self._call("get_collection", self._get_client().get_collection(collection))
+            except (StageError, ValueError) as exc:
+                if self._missing(collection, exc):
+                    raise CollectionNotFound(collection) from exc
+                raise
+            self._lexical[collection] = LEXICAL_VECTOR in (info.config.params.sparse_vectors or {})
+        return self._lexical[collection]
+
+    @staticmethod
+    def _point(p: StoredPoint, lexical: bool) -> Any:
+        from qdrant_client import models
+
+        if lexical and p.sparse is not None:
+            sparse = models.SparseVector(indices=p.sparse.indices, values=p.sparse.values)
+            return models.PointStruct(id=p.id, vector={"": p.vector, LEXICAL_VECTOR: sparse}, payload=p.payload)
+        return models.PointStruct(id=p.id, vector=p.vector, payload=p.payload)
 
     @staticmethod
     def _doc_filter(doc_ids: list[str], keep: list[str] | None = None) -> Any:
@@ -415,10 +497,11 @@ class ServerVectorStore:
 
         await self._require(collection)
         client = self._get_client()
+        lexical = await self.has_lexical(collection)
         # Insert first, then drop the documents' other (stale) points: readers never see a document vanish,
         # and a refused insert leaves the previous version in place.
         for start in range(0, len(points), _UPSERT_BATCH):
-            batch = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points[start : start + _UPSERT_BATCH]]
+            batch = [self._point(p, lexical) for p in points[start : start + _UPSERT_BATCH]]
             await self._call("upsert", client.upsert(collection, points=batch, wait=True))
         if doc_ids:
             stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
@@ -451,6 +534,23 @@ class ServerVectorStore:
             raise
         return [_scored(p.payload, p.score) for p in result.points]
 
+    async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        from qdrant_client import models
+
+        await self._require(collection)
+        if not terms.indices:  # only stop words: nothing can match
+            return []
+        try:
+            result = await self._call("query_points", self._get_client().query_points(
+                collection, query=models.SparseVector(indices=terms.indices, values=terms.values), using=LEXICAL_VECTOR,
+                limit=limit, query_filter=self._filter(filter), with_payload=True,
+            ))
+        except (StageError, ValueError) as exc:
+            if self._missing(collection, exc):
+                raise CollectionNotFound(collection) from exc
+            raise
+        return [_scored(p.payload, p.score) for p in result.points]
+
     async def count(self, collection: str) -> int:
         await self._require(collection)
         try:
@@ -466,7 +566,7 @@ class ServerVectorStore:
         records = await self._call("retrieve", self._get_client().retrieve(
             collection, ids=[point_id(collection, c) for c in chunk_ids], with_payload=["chunk_id"], with_vectors=True
         ))
-        return {r.payload["chunk_id"]: list(r.vector) for r in records}
+        return {r.payload["chunk_id"]: _dense(r.vector) for r in records}
 
     async def ping(self) -> str:
         collections = await self._call("get_collections", self._get_client().get_collections())
@@ -491,7 +591,7 @@ def make_vector_store(config: VectorConfig) -> VectorStore:
 
 
 class VectorService:
-    """Embeds (via the embedder stage) and stores/searches chunks in one VectorStore."""
+    """Embeds (via the embedder stage) and BM25-encodes chunks, stores and searches them in one VectorStore."""
 
     def __init__(
         self,
@@ -504,6 +604,7 @@ class VectorService:
         self._embed = embed
         self._dimension = dimension
         self._store = store
+        self.lexical = LexicalEncoder(config.bm25_k1, config.bm25_b, config.bm25_avg_len)
 
     @property
     def store(self) -> VectorStore:
@@ -511,15 +612,42 @@ class VectorService:
             self._store = make_vector_store(self.config)
         return self._store
 
-    async def search(self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None) -> VectorResult:
+    async def search(
+        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense"
+    ) -> VectorResult:
+        """Dense hits (query embedding) and/or lexical hits (BM25), as `mode` asks, searched concurrently.
+
+        A collection without the sparse vector cannot answer lexically: `lexical_error` says so (never an empty
+        list that would pass for "no match"); asked for lexical hits alone, that is an error.
+        """
         _check_collection(collection)
         if not await self.store.exists(collection):  # 404 before spending an embedding on it
             raise CollectionNotFound(collection)
-        start = time.time()
-        vectors = await self._embed([query])
-        embed_span = Span(start=start, end=time.time())
-        hits = await self.store.search(collection, vectors[0], top_k, filter or {})
-        return VectorResult(hits=hits, embed=embed_span, query_vector=vectors[0])
+        filter = filter or {}
+        dense_wanted, lexical_wanted = mode != "lexical", mode != "dense"
+        lexical_error = None
+        if lexical_wanted and not await self.store.has_lexical(collection):
+            lexical_wanted, lexical_error = False, no_lexical_index(collection)
+            if not dense_wanted:
+                raise StageError("lexical", lexical_error)
+
+        async def dense() -> tuple[list[ScoredChunk], Span | None, list[float] | None]:
+            if not dense_wanted:
+                return [], None, None
+            start = time.time()
+            vectors = await self._embed([query])
+            span = Span(start=start, end=time.time())
+            return await self.store.search(collection, vectors[0], top_k, filter), span, vectors[0]
+
+        async def lexical() -> list[ScoredChunk] | None:
+            if not lexical_wanted:
+                return None
+            return await self.store.search_lexical(collection, self.lexical.query(query), top_k, filter)
+
+        (hits, embed_span, query_vector), lexical_hits = await asyncio.gather(dense(), lexical())
+        return VectorResult(
+            hits=hits, lexical_hits=lexical_hits, lexical_error=lexical_error, embed=embed_span, query_vector=query_vector
+        )
 
     async def _embed_all(self, texts: list[str]) -> list[list[float]]:
         size = self.config.embed_batch_size
@@ -544,7 +672,15 @@ class VectorService:
         vectors = await self._embed_all([c.text for c in chunks])
         if not await self.store.exists(collection):
             await self.store.create(collection, await self._dimension())
-        points = [StoredPoint(point_id(collection, c.chunk_id), v, chunk_payload(collection, c)) for c, v in zip(chunks, vectors)]
+        sparse: list[SparseTerms | None] = [None] * len(chunks)
+        if await self.store.has_lexical(collection):
+            sparse = await asyncio.to_thread(lambda: [self.lexical.document(c.text) for c in chunks])
+        else:  # still searchable densely; every lexical or hybrid search of it reports why it is not lexical
+            log.warning("%s", no_lexical_index(collection))
+        points = [
+            StoredPoint(point_id(collection, c.chunk_id), v, chunk_payload(collection, c), s)
+            for c, v, s in zip(chunks, vectors, sparse)
+        ]
         doc_ids = sorted({c.doc_id for c in chunks})
         return await self.store.replace_documents(collection, doc_ids, points)
 
@@ -575,6 +711,7 @@ class Vector(VectorService):
     """The vector stage as a Serve deployment; embeds through the Embedder deployment."""
 
     def __init__(self, config: VectorConfig, embedder: DeploymentHandle):
+        configure_logging()
         super().__init__(
             config,
             embed=lambda texts: embedder.embed.remote(texts),

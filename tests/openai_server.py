@@ -63,6 +63,7 @@ class Fault:
     delay: float = 0.0
     invalid_json: bool = False
     body: Any = None  # error body; an OpenAI-style error by default
+    content: str | None = None  # chat: reply with this assistant message content instead of the default answer
 
 
 @dataclass
@@ -75,6 +76,7 @@ class RecordedRequest:
     mono: float  # monotonic clock of the server process: use for gaps
     status: int | None = None
     fault: dict[str, Any] | None = None
+    disconnected: bool = False  # the client went away (e.g. cancelled) before the reply was sent
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,13 +293,20 @@ class OpenAIProtocolServer:
             self._records.append(record)
             fault = self._faults[path].popleft() if self._faults[path] else None
         record.fault = asdict(fault) if fault else None
+        request.scope["testdouble.record"] = record
         response = await self._respond(request, body, handler, fault)
         record.status = response.status_code
         return response
 
     async def _respond(self, request: Request, body: Any, handler: Callable[[Any], Any], fault: Fault | None) -> Response:
         if fault and fault.delay:
-            await asyncio.sleep(fault.delay)
+            # Sleep in steps, watching the connection: a client that cancels is recorded as disconnected.
+            deadline = time.monotonic() + fault.delay
+            while (left := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(0.05, left))
+                if await request.is_disconnected():
+                    self._mark_disconnected(request)
+                    return Response(status_code=499)
         if fault and fault.status:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
             return _error(fault.status, f"scripted fault: HTTP {fault.status}", headers, fault.body)
@@ -308,9 +317,24 @@ class OpenAIProtocolServer:
         if request.method == "POST" and not isinstance(body, dict):
             return _error(400, "the body must be a JSON object")
         try:
+            if fault and fault.content is not None and isinstance(body, dict) and "messages" in body:
+                return self._scripted_chat(body, fault.content)
             return handler(body)
         except (KeyError, TypeError, ValueError) as exc:
             return _error(400, f"bad request: {exc!r}")
+
+    def _mark_disconnected(self, request: Request) -> None:
+        record = request.scope.get("testdouble.record")
+        if record is not None:
+            record.disconnected = True
+
+    def _scripted_chat(self, body: dict[str, Any], content: str) -> Response:
+        return JSONResponse({
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": self._served_model(str(body["model"])),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": len(words(content)), "total_tokens": len(words(content))},
+        })
 
     # ---- protocol handlers ---------------------------------------------------------------------
 

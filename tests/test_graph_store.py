@@ -46,7 +46,7 @@ async def test_ping(graph):
 
 async def test_upsert_counts_and_reupsert_is_idempotent(graph, graph_config, collection):  # noqa: F811
     written = await graph.upsert(collection, chunks_of(DOCS))
-    assert written == {"chunks": 3, "entities": 4, "relations": 3}
+    assert written == {"chunks": 3, "entities": 4, "relations": 3, "extractors": {"offline": 3}, "dropped_relations": 0}
     counts = await graph.counts(collection)
     assert counts == {"chunks": 3, "entities": 4, "relations": 3}
     weights = await raw(

@@ -76,12 +76,15 @@ def test_ingest_retrieve_answer_with_citations(api, ingested, llm):
     assert ingested["documents"] == len(docs) and ingested["chunks"] >= len(docs)
     assert ingested["entities"] > 0 and ingested["relations"] > 0
 
-    resp = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": "Which database ships a Bolt protocol plugin?", "top_k": 5})
+    query = {"collection": COLLECTION, "query": "Which database ships a Bolt protocol plugin?", "top_k": 5}
+    resp = api.post("/v1/retrieve", json=query)  # the default mode: hybrid
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["degraded"] == [] and len(body["hits"]) == 5
     assert body["hits"][0]["doc_id"] == "arcadedb"
     assert body["reranker"] == "embedded-dense-lexical"
+    body = api.post("/v1/retrieve", json={**query, "mode": "hybrid+graph"}).json()
+    assert body["degraded"] == [] and {"arcadedb", "neo4j"} <= {h["doc_id"] for h in body["hits"][:2]}
     assert any("graph" in h["sources"] for h in body["hits"]) and body["graph"]["nodes"]
 
     resp = api.post("/v1/answer", json={"collection": COLLECTION, "query": "What does Qdrant Edge embed inside an application process?"})
@@ -107,7 +110,8 @@ def test_reingest_replaces_not_duplicates(api, ingested):
 
 
 def test_vector_and_graph_stages_overlap(api, ingested):
-    body = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": "How does Ray Serve scale each deployment?"}).json()
+    query = {"collection": COLLECTION, "query": "How does Ray Serve scale each deployment?", "mode": "hybrid+graph"}
+    body = api.post("/v1/retrieve", json=query).json()
     t = body["timings"]
     vector = (t["vector"]["start_ms"], t["vector"]["start_ms"] + t["vector"]["duration_ms"])
     graph = (t["graph"]["start_ms"], t["graph"]["start_ms"] + t["graph"]["duration_ms"])
@@ -161,11 +165,24 @@ def test_graph_store_stopped_degrades_then_recovers(api, ingested):
     bolt = serve.get_deployment_handle("BoltServer", app_name="graphrag-itest")
     pid = bolt.info.remote().result()["pid"]
     os.kill(pid, signal.SIGKILL)
-    resp = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": "Which database ships a Bolt protocol plugin?"})
+    query = {"collection": COLLECTION, "query": "Which database ships a Bolt protocol plugin?", "mode": "hybrid+graph"}
+    resp = api.post("/v1/retrieve", json=query)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert [d["stage"] for d in body["degraded"]] == ["graph"], body["degraded"]
-    assert body["hits"] and all(h["sources"] == ["vector"] for h in body["hits"])
+    assert body["hits"] and all("graph" not in h["sources"] for h in body["hits"])
     # Serve's health check notices the dead server and restarts it on the same port and data folder.
     wait_ready(api, "graph")
     assert api.get(f"/v1/collections/{COLLECTION}").json() == before  # nothing lost
+
+
+def test_retrieval_modes_over_http(api, ingested):
+    query = "Which engine is written in Rust?"
+    for mode, allowed in {"dense": {"vector"}, "lexical": {"lexical"}, "hybrid": {"vector", "lexical"}}.items():
+        body = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query, "mode": mode}).json()
+        assert body["mode"] == mode and body["hits"] and body["degraded"] == [], body
+        assert set().union(*(h["sources"] for h in body["hits"])) <= allowed, mode
+        assert body["timings"]["graph"] is None and body["graph"] == {"nodes": [], "edges": []}  # never called
+    assert api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query}).json()["mode"] == "hybrid"
+    resp = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query, "mode": "semantic"})
+    assert resp.status_code == 422 and "mode" in resp.text

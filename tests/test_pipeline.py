@@ -45,9 +45,12 @@ class FakeStages:
         if name in self.fail:
             raise self.fail[name]
 
-    async def vector_search(self, collection, query, top_k, filt):
+    async def vector_search(self, collection, query, top_k, filt, mode="dense"):
+        self.modes = [*getattr(self, "modes", []), mode]
         await self._stage("vector", self.vector_delay)
-        return VectorResult(hits=[chunk("a#0"), chunk("b#0")], embed=Span(start=time.time(), end=time.time()))
+        lexical = getattr(self, "lexical_hits", None) if mode != "dense" else None
+        hits = [chunk("a#0"), chunk("b#0")] if mode != "lexical" else []
+        return VectorResult(hits=hits, lexical_hits=lexical, embed=Span(start=time.time(), end=time.time()))
 
     async def graph_search(self, collection, query, hops, limit):
         await self._stage("graph", self.graph_delay)
@@ -104,7 +107,8 @@ class FakeStages:
 
 
 def make(fake: FakeStages, **args) -> Pipeline:
-    return Pipeline(AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", **args}), fake.stages())
+    # These tests are about the vector + graph fan-out: the mode that runs both (the default is "hybrid").
+    return Pipeline(AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph", **args}), fake.stages())
 
 
 async def test_vector_and_graph_run_concurrently():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from deployments.config import RerankerConfig, free_port
@@ -200,3 +201,32 @@ async def test_embedded_scorer_reuses_stored_and_query_vectors(minilm_embed):
     assert embedded == [["A passage stored nowhere."]]  # only what was not known
     without = await EmbeddedScorer(minilm_embed).rerank("Where was Curie born?", texts)
     assert with_hints.scores == pytest.approx(without.scores, abs=1e-4)
+
+
+async def test_embedded_scorer_blends_the_retrieval_signals(minilm_embed):
+    texts = ["Marie Curie was born in Warsaw.", "Photosynthesis happens in plants.", "Warsaw is the capital of Poland."]
+    query = "Where was Curie born?"
+    calls: list[list[str]] = []
+
+    async def counting_embed(batch: list[str]) -> list[list[float]]:
+        calls.append(batch)
+        return await minilm_embed(batch)
+
+    # Lexical alone: Qdrant's BM25 scores over the best one, 0 for the text BM25 missed.
+    hints = RerankHints(collection="c", chunk_ids=["a", "b", "c"], signals={"lexical": [9.0, None, 3.0]})
+    lexical = await EmbeddedScorer(counting_embed).rerank(query, texts, hints)
+    assert lexical.scores == pytest.approx([1.0, 0.0, 1 / 3], abs=1e-5) and calls == []  # no embedding needed
+    # Dense + lexical: every text gets its raw cosine, even those only BM25 found.
+    hints.signals = {"vector": [0.8, None, None], "lexical": [9.0, None, 3.0]}
+    cosine = (await EmbeddedScorer(counting_embed, dense_weight=1.0).rerank(query, texts, hints)).scores
+    vectors = np.asarray(await minilm_embed([query, *texts]))
+    assert cosine == pytest.approx(list(vectors[1:] @ vectors[0]), abs=1e-4) and len(calls) == 1
+    blend = await EmbeddedScorer(counting_embed, dense_weight=0.5).rerank(query, texts, hints)
+    assert blend.scores == pytest.approx([0.5 * cosine[0] + 0.5, 0.5 * cosine[1], 0.5 * cosine[2] + 0.5 / 3], abs=1e-4)
+    # A graph signal counts with graph_weight, the blend is divided by the weights used.
+    hints.signals = {"vector": [0.8, None, None], "lexical": [9.0, None, 3.0], "graph": [None, 2.0, None]}
+    with_graph = await EmbeddedScorer(counting_embed, dense_weight=0.5, graph_weight=1.0).rerank(query, texts, hints)
+    assert with_graph.scores[1] == pytest.approx((0.5 * cosine[1] + 1.0) / 2.0, abs=1e-4)  # weights 0.5 + 0.5 + 1
+    hints.signals = {"lexical": [1.0]}
+    with pytest.raises(StageError, match="1 lexical scores for 3 texts"):
+        await EmbeddedScorer(counting_embed).rerank(query, texts, hints)

@@ -1,0 +1,251 @@
+"""Fault tolerance and load shedding of the real app under load (a local Ray, the embedded engines, the
+OpenAI-protocol test double as chat and TEI reranker, each in its own process).
+
+    python -m benchmarks.fault_tolerance
+
+Scenarios, each with figures printed and written to benchmarks/results/fault_tolerance.json:
+  replica_kill      a Graph replica (of 2) killed mid-load: failed requests (non-200) and time until it is back
+  stages_down       graph store killed, reranker down, chat down: /v1/retrieve 200 + degraded, /v1/answer extractive
+  chat_required     chat down with chat_fallback_extractive=false: /v1/answer 503 naming the stage
+  chat_429          the chat provider answers 429 + Retry-After: waited for, then answered
+  fallback_chain    the first chat provider fails: the next one answers
+  overload          4x the ingress capacity (max_ongoing + max_queued): fast 503 + Retry-After, admitted p95 kept
+The machine may be shared: the 1-minute load average is recorded with each scenario.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+               "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+import httpx  # noqa: E402
+
+from benchmarks.loadgen import closed_loop, open_loop, percentile  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+APP = "graphrag-ft"
+QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
+           "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
+# Ingress capacity: requests in flight + queued at the proxy; beyond it Serve sheds with 503 + Retry-After.
+INGRESS_ONGOING, INGRESS_QUEUED = 4, 4
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def payload(n: int) -> dict:
+    return {"collection": "ft", "query": QUERIES[n % len(QUERIES)], "top_k": 5}
+
+
+def summary(run) -> dict:
+    s = run.summary()
+    s.pop("stage_p50_ms", None)
+    return s
+
+
+def replica_states(deployment: str) -> list[str]:
+    from ray import serve
+
+    status = serve.status().applications[APP].deployments[deployment]
+    return [state for state, n in status.replica_states.items() for _ in range(n)]
+
+
+def graph_replica_actor_names() -> list[str]:
+    import ray
+
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith(f"SERVE_REPLICA::{APP}#Graph#"))
+
+
+async def replica_kill(base: str) -> dict:
+    import ray
+
+    names = graph_replica_actor_names()
+    victim = names[0]
+
+    async def kill_later() -> float:
+        await asyncio.sleep(8)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        return time.monotonic()
+
+    killer = asyncio.create_task(kill_later())
+    run = await closed_loop(f"{base}/v1/retrieve", payload, concurrency=4, requests=100_000, max_wall_s=30)
+    killed_at = await killer
+    # Back: Serve replaces the dead replica; wait until two RUNNING replicas again, with a new one among them.
+    while time.monotonic() - killed_at < 180:
+        names_now = graph_replica_actor_names()
+        if replica_states("Graph").count("RUNNING") == 2 and victim not in names_now and len(names_now) == 2:
+            break
+        await asyncio.sleep(0.5)
+    back_s = time.monotonic() - killed_at
+    failed = [s for s in run.samples if s.status != 200]
+    return {
+        "killed": victim, "replicas_before": names, "replicas_after": graph_replica_actor_names(),
+        "replica_back_after_s": round(back_s, 1), "load": summary(run),
+        "failed_requests": len(failed), "failed_pct": round(100 * len(failed) / max(len(run.samples), 1), 3),
+        "load_average_1m": load(),
+    }
+
+
+def degraded_stages(resp: httpx.Response) -> list[str]:
+    return [d["stage"] for d in resp.json().get("degraded", [])] if resp.status_code == 200 else []
+
+
+def stages_down(api: httpx.Client, aux) -> dict:
+    from ray import serve
+
+    out = {}
+    q = {"collection": "ft", "query": QUERIES[0]}
+    pid = serve.get_deployment_handle("BoltServer", app_name=APP).info.remote().result()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    r = api.post("/v1/retrieve", json=q)
+    out["graph_store_killed"] = {"retrieve_status": r.status_code, "degraded": degraded_stages(r)}
+    aux.stop()  # the reranker and chat endpoints go away
+    r = api.post("/v1/retrieve", json=q)
+    out["graph_store_and_reranker_down"] = {"retrieve_status": r.status_code, "degraded": degraded_stages(r)}
+    r = api.post("/v1/answer", json=q)
+    body = r.json()
+    out["graph_store_reranker_chat_down"] = {
+        "answer_status": r.status_code, "degraded": degraded_stages(r), "model": body.get("model"),
+        "citations": len(body.get("citations", [])),
+    }
+    out["load_average_1m"] = load()
+    return out
+
+
+def chat_429(api: httpx.Client, primary) -> dict:
+    primary.fault("chat", status=429, retry_after=2)
+    t0 = time.monotonic()
+    r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[1]})
+    calls = primary.requests("chat")[-2:]
+    return {
+        "status": r.status_code, "model": r.json().get("model"), "degraded": degraded_stages(r),
+        "provider_statuses": [c.status for c in calls], "retry_after_s": 2,
+        "waited_s": round(calls[-1].mono - calls[0].mono, 2), "answer_latency_s": round(time.monotonic() - t0, 2),
+        "bound_s": "chat.timeout_s=20", "load_average_1m": load(),
+    }
+
+
+def fallback_chain(api: httpx.Client, primary, second) -> dict:
+    primary.fault("chat", status=500, times=3)  # every attempt (chat.max_attempts=3) of the first provider
+    r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[2]})
+    return {
+        "status": r.status_code, "model": r.json().get("model"), "degraded": degraded_stages(r),
+        "primary_statuses": [c.status for c in primary.requests("chat")[-3:]],
+        "second_provider_calls": len(second.requests("chat")), "load_average_1m": load(),
+    }
+
+
+async def overload(base: str) -> dict:
+    """Capacity = the throughput at max_ongoing_requests concurrent requests; then Poisson arrivals at 4x it."""
+    at_capacity = await closed_loop(f"{base}/v1/retrieve", payload, concurrency=INGRESS_ONGOING, requests=10_000, max_wall_s=25)
+    rate = at_capacity.summary()["qps"]
+    over = await open_loop(f"{base}/v1/retrieve", payload, rate=4 * rate, duration_s=25, timeout_s=60)
+    shed = sorted(s.latency for s in over.samples if s.status in (429, 503))
+    admitted = sorted(s.latency for s in over.samples if s.status == 200)
+    async with httpx.AsyncClient(timeout=30) as client:
+        probes = await asyncio.gather(*(client.post(f"{base}/v1/retrieve", json=payload(i)) for i in range(8 * INGRESS_ONGOING)))
+    rejected = [p for p in probes if p.status_code in (429, 503)]
+    return {
+        "capacity": {"max_ongoing_requests": INGRESS_ONGOING, "max_queued_requests": INGRESS_QUEUED, "qps": rate},
+        "at_capacity": summary(at_capacity), "offered_qps_4x": round(4 * rate, 2), "at_4x": summary(over),
+        "shed_pct": round(100 * len(shed) / max(len(over.samples), 1), 1),
+        "shed_p50_ms": round(percentile(shed, 50) * 1000, 1) if shed else None,
+        "shed_p95_ms": round(percentile(shed, 95) * 1000, 1) if shed else None,
+        "admitted_p95_ms": round(percentile(admitted, 95) * 1000, 1) if admitted else None,
+        "burst_probe": {"sent": len(probes), "rejected": len(rejected),
+                        "retry_after": sorted({p.headers.get("retry-after") for p in rejected}, key=str)},
+        "load_average_1m": load(),
+    }
+
+
+def chat_required(tmp: str) -> dict:
+    """A second app: chat down and chat_fallback_extractive=false → /v1/answer 503 naming the chat stage."""
+    from ray import serve
+
+    from deployments.config import free_port
+    from graph import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})  # the running proxy keeps its port
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    serve.run(build_app({"data_dir": f"{tmp}/strict", "chat": {"base_url": dead, "max_attempts": 1, "timeout_s": 5},
+                         "chat_fallback_extractive": False}), name="graphrag-ft-strict", route_prefix="/strict")
+    return {"route_prefix": "/strict", "chat_base_url": dead}
+
+
+def main() -> None:
+    import ray
+    from ray import serve
+
+    from deployments.config import free_port
+    from graph import start_local
+    from tests.openai_server import OpenAIProtocolServer, OpenAIProtocolServerProcess
+    from tests.test_integration import sample_documents
+
+    results: dict = {"started_load_average": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="graphrag-ft-") as tmp, OpenAIProtocolServer() as primary, \
+            OpenAIProtocolServer(model_suffix="-second") as second, OpenAIProtocolServerProcess() as aux:
+        args = {
+            "data_dir": f"{tmp}/data",
+            "chat": {"base_url": primary.base_url, "model": "primary", "max_attempts": 3, "backoff_base_s": 0.1,
+                     "timeout_s": 20, "fallbacks": [{"base_url": second.base_url, "model": "second"}]},
+            "deployments": {
+                "ingress": {"max_ongoing_requests": INGRESS_ONGOING, "max_queued_requests": INGRESS_QUEUED,
+                            "backpressure_config": {"status_code": 503, "retry_after_s": 1}},
+                "graph": {"num_replicas": 2, "max_ongoing_requests": 100},
+                "bolt_server": {"num_replicas": 1, "health_check_period_s": 1.0},
+            },
+        }
+        try:
+            base = start_local(args, port=free_port(), name=APP)
+            api = httpx.Client(base_url=base, timeout=120)
+            assert api.post("/v1/ingest", json={"collection": "ft", "documents": sample_documents()}).status_code == 200
+            print("overload ...", flush=True)
+            results["overload"] = asyncio.run(overload(base))
+            print(json.dumps(results["overload"]), flush=True)
+            print("replica_kill ...", flush=True)
+            results["replica_kill"] = asyncio.run(replica_kill(base))
+            print(json.dumps(results["replica_kill"]), flush=True)
+            results["chat_429"] = chat_429(api, primary)
+            print(json.dumps(results["chat_429"]), flush=True)
+            results["fallback_chain"] = fallback_chain(api, primary, second)
+            print(json.dumps(results["fallback_chain"]), flush=True)
+            # The remaining scenarios break endpoints: a reranker and chat that then disappear.
+            serve.run(__import__("graph").build_app({**args, "reranker": {"url": f"{aux.root_url}/rerank"},
+                                                     "chat": {"base_url": aux.base_url, "model": "aux", "max_attempts": 2,
+                                                              "backoff_base_s": 0.1, "timeout_s": 5}}),
+                      name=APP, route_prefix="/")
+            r = api.post("/v1/retrieve", json={"collection": "ft", "query": QUERIES[0]})
+            results["reranker_endpoint_up"] = {"status": r.status_code, "reranker": r.json().get("reranker")}
+            results["stages_down"] = stages_down(api, aux)
+            print(json.dumps(results["stages_down"]), flush=True)
+            serve.delete(APP)
+            strict = chat_required(tmp)
+            strict_api = httpx.Client(base_url=f"{base}{strict['route_prefix']}", timeout=120)
+            strict_api.post("/v1/ingest", json={"collection": "ft", "documents": sample_documents()[:2]}).raise_for_status()
+            r = strict_api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[0]})
+            results["chat_required"] = {"answer_status": r.status_code, "stage": r.json().get("stage"),
+                                        "retry_after": r.headers.get("retry-after"), "detail": r.json().get("detail", "")[:200],
+                                        "load_average_1m": load()}
+            print(json.dumps(results["chat_required"]), flush=True)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "fault_tolerance.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

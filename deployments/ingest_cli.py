@@ -1,0 +1,295 @@
+"""`graphrag-ingest`: ingest a folder (md, txt, html) or a BEIR corpus.jsonl(.gz) through the HTTP API.
+
+    graphrag-ingest docs/ --url http://127.0.0.1:8000 --collection demo
+    graphrag-ingest corpus.jsonl.gz --collection scifact --batch-size 64
+
+Documents go in batches to POST /v1/ingest. A state file (in --state-dir, default ~/.cache/graphrag-ingest,
+never the repository) records each ingested document's content hash after every successful batch, so an
+unchanged document is skipped and a run that was interrupted resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import html
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deployments.models import DEFAULT_COLLECTION, MAX_DOCUMENT_CHARS, MAX_DOCUMENTS_PER_INGEST
+
+FOLDER_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm"}
+DEFAULT_STATE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "graphrag-ingest"
+MAX_BATCH_CHARS = 4_000_000  # keeps one request body well under what a proxy would refuse
+RETRY_STATUSES = {429, 502, 503, 504}
+
+
+# ---- reading documents ---------------------------------------------------------------------------
+
+
+class _TextOfHtml(HTMLParser):
+    """Visible text of an HTML page: script/style dropped, block elements end lines."""
+
+    _SKIP = {"script", "style", "noscript", "template", "head"}
+    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in self._SKIP:
+            self._skip += 1
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in self._SKIP and self._skip:
+            self._skip -= 1
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        elif not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    """(title, text) of an HTML document."""
+    parser = _TextOfHtml()
+    parser.feed(markup)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return " ".join(parser.title.split()), html.unescape("\n".join(line for line in lines if line))
+
+
+def read_folder(root: Path) -> Iterator[dict]:
+    """Every md/txt/html file under `root` (sorted, hidden entries skipped); the id is the relative path."""
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or path.suffix.lower() not in FOLDER_SUFFIXES or any(p.startswith(".") for p in rel.parts):
+            continue
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        metadata: dict[str, Any] = {"source": rel.as_posix()}
+        if path.suffix.lower() in {".html", ".htm"}:
+            title, raw = html_to_text(raw)
+            if title:
+                metadata["title"] = title
+                raw = f"{title}\n\n{raw}"
+        yield {"id": rel.as_posix(), "text": raw, "metadata": metadata}
+
+
+def read_beir_corpus(path: Path) -> Iterator[dict]:
+    """BEIR corpus lines {"_id", "title", "text", "metadata"?}: the title leads the text, as BEIR evaluates it."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                doc_id = str(row["_id"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{n}: not a BEIR corpus line ({type(exc).__name__}: {exc})") from exc
+            title = str(row.get("title") or "").strip()
+            text = str(row.get("text") or "")
+            metadata = {k: v for k, v in (row.get("metadata") or {}).items() if isinstance(v, (str, int, float, bool))}
+            if title:
+                metadata["title"] = title
+            yield {"id": doc_id, "text": f"{title}\n\n{text}" if title else text, "metadata": metadata}
+
+
+def read_source(path: Path) -> Iterator[dict]:
+    if path.is_dir():
+        return read_folder(path)
+    if re.search(r"\.jsonl(\.gz)?$", path.name):
+        return read_beir_corpus(path)
+    raise ValueError(f"{path}: expected a folder or a BEIR corpus.jsonl(.gz)")
+
+
+def content_hash(doc: dict) -> str:
+    payload = json.dumps({"text": doc["text"], "metadata": doc.get("metadata") or {}}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# ---- state ----------------------------------------------------------------------------------------
+
+
+class IngestState:
+    """doc id -> content hash of what the server holds, for one (server, collection); saved atomically."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.hashes: dict[str, str] = {}
+        if path is not None and path.exists():
+            try:
+                self.hashes = dict(json.loads(path.read_text())["hashes"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"the state file {path} is not valid ({exc}); delete it to re-ingest everything") from exc
+
+    @staticmethod
+    def for_target(state_dir: Path, url: str, collection: str) -> "IngestState":
+        name = hashlib.sha256(f"{url.rstrip('/')}\n{collection}".encode()).hexdigest()[:16]
+        return IngestState(state_dir / f"{collection}-{name}.json")
+
+    def unchanged(self, doc_id: str, digest: str) -> bool:
+        return self.hashes.get(doc_id) == digest
+
+    def record(self, digests: dict[str, str]) -> None:
+        self.hashes.update(digests)
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"hashes": self.hashes}))
+        tmp.replace(self.path)  # an interruption leaves the previous state, never half a file
+
+
+# ---- ingesting ------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestReport:
+    sent: int = 0
+    skipped_unchanged: int = 0
+    skipped_invalid: list[str] = field(default_factory=list)
+    chunks: int = 0
+    entities: int = 0
+    relations: int = 0
+    seconds: float = 0.0
+
+
+class IngestError(RuntimeError):
+    pass
+
+
+def _batches(docs: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    chars = 0
+    for doc in docs:
+        if batch and (len(batch) >= size or chars + len(doc["text"]) > MAX_BATCH_CHARS):
+            yield batch
+            batch, chars = [], 0
+        batch.append(doc)
+        chars += len(doc["text"])
+    if batch:
+        yield batch
+
+
+def _post(client: httpx.Client, collection: str, batch: list[dict], attempts: int) -> dict:
+    for attempt in range(1, attempts + 1):
+        try:
+            resp = client.post("/v1/ingest", json={"collection": collection, "documents": batch})
+        except httpx.TransportError as exc:
+            if attempt == attempts:
+                raise IngestError(f"cannot reach the server: {type(exc).__name__}: {exc}") from exc
+        else:
+            if resp.status_code == 200:
+                return resp.json()
+            if resp.status_code not in RETRY_STATUSES or attempt == attempts:
+                raise IngestError(f"POST /v1/ingest answered {resp.status_code}: {resp.text[:500]}")
+        time.sleep(min(30.0, 2.0**attempt))
+    raise AssertionError("unreachable")
+
+
+def ingest(
+    client: httpx.Client,
+    collection: str,
+    docs: Iterable[dict],
+    state: IngestState,
+    batch_size: int = 32,
+    attempts: int = 4,
+    progress: bool = True,
+    total: int | None = None,
+) -> IngestReport:
+    """Sends the changed documents in batches; the state is saved after each batch the server accepted."""
+    from tqdm import tqdm
+
+    report = IngestReport()
+    started = time.perf_counter()
+    size = max(1, min(batch_size, MAX_DOCUMENTS_PER_INGEST))
+
+    def todo() -> Iterator[dict]:
+        seen: set[str] = set()
+        for doc in docs:
+            text = doc["text"]
+            if doc["id"] in seen or not text.strip() or len(text) > MAX_DOCUMENT_CHARS:
+                report.skipped_invalid.append(doc["id"])  # duplicate id, empty, or over the API's limit
+                bar.update(1)
+                continue
+            seen.add(doc["id"])
+            digest = content_hash(doc)
+            if state.unchanged(doc["id"], digest):
+                report.skipped_unchanged += 1
+                bar.update(1)
+                continue
+            yield {**doc, "_hash": digest}
+
+    with tqdm(total=total, unit="doc", disable=not progress, file=sys.stderr, desc=f"ingest {collection}") as bar:
+        for batch in _batches(todo(), size):
+            body = [{k: v for k, v in d.items() if k != "_hash"} for d in batch]
+            result = _post(client, collection, body, attempts)
+            state.record({d["id"]: d["_hash"] for d in batch})
+            report.sent += len(batch)
+            report.chunks += int(result.get("chunks", 0))
+            report.entities += int(result.get("entities", 0))
+            report.relations += int(result.get("relations", 0))
+            bar.update(len(batch))
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="graphrag-ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="a folder of .md/.txt/.html files, or a BEIR corpus.jsonl(.gz)")
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the graphrag-serve base URL")
+    parser.add_argument("--collection", default=DEFAULT_COLLECTION)
+    parser.add_argument("--batch-size", type=int, default=32, help=f"documents per request (at most {MAX_DOCUMENTS_PER_INGEST})")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the resume/skip state lives")
+    parser.add_argument("--no-state", action="store_true", help="send every document and record nothing")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    parser.add_argument("--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="bearer token (default: $GRAPHRAG_API_KEY)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    try:
+        docs = list(read_source(args.source))
+    except (OSError, ValueError) as exc:
+        print(f"graphrag-ingest: {exc}", file=sys.stderr)
+        return 2
+    state = IngestState(None) if args.no_state else IngestState.for_target(args.state_dir, args.url, args.collection)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    try:
+        with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
+            report = ingest(client, args.collection, docs, state, args.batch_size, progress=not args.no_progress, total=len(docs))
+    except IngestError as exc:
+        print(f"graphrag-ingest: {exc}; documents already accepted are recorded, run again to resume", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("graphrag-ingest: interrupted; run again to resume", file=sys.stderr)
+        return 130
+    print(json.dumps({"collection": args.collection, **report.__dict__}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Multi-hop link boost: GraphService.links against ArcadeDB, and how the pipeline applies it."""
+from __future__ import annotations
+
+import pytest
+
+from deployments.errors import NotFound, StageUnavailable
+from deployments.graph_store import GraphService, longest_matches, specificity
+from deployments.models import RetrieveRequest
+from tests.test_graph_store import DOCS, chunks_of
+from tests.test_pipeline import FakeStages, make
+
+
+@pytest.fixture
+async def graph(graph_config):  # noqa: F811
+    service = GraphService(graph_config, graph_config.bolt_uri)
+    yield service
+    await service.aclose()
+
+
+async def test_links_count_shared_entities_the_query_does_not_name(graph, request):
+    collection = request.node.name[:64]
+    await graph.upsert(collection, chunks_of(DOCS))
+    # d3 (the best hit) names Bob Jones; d2 is about him too: the tie the question never states.
+    links = await graph.links(collection, "Where did the engineer move after retiring?", ["d3#0"], ["d1#0", "d2#0"])
+    assert set(links) == {"d2#0"} and links["d2#0"] == pytest.approx(specificity(2))
+    # Named in the query, Bob Jones ties every candidate to the topic, not to the seed: no link.
+    assert await graph.links(collection, "Where did Bob Jones move?", ["d3#0"], ["d1#0", "d2#0"]) == {}
+    assert await graph.links(collection, "anything", ["d3#0"], ["d3#0"]) == {}
+
+
+def test_specificity_and_longest_match():
+    assert specificity(1) == 1.0 and specificity(10) > specificity(100) > 0
+    assert longest_matches(["nolan", "christopher nolan", "film", "north carolina", "carolina"]) == [
+        "christopher nolan", "film", "north carolina"]
+
+
+class LinkedStages(FakeStages):
+    def __init__(self, links=None, fail=None):
+        super().__init__()
+        self.links, self.link_fail, self.link_calls = links or {}, fail, []
+
+    async def graph_links(self, collection, query, seeds, chunk_ids):
+        self.link_calls.append((seeds, chunk_ids))
+        if self.link_fail:
+            raise self.link_fail
+        return self.links
+
+    def stages(self):
+        stages = super().stages()
+        stages.graph_links = self.graph_links
+        return stages
+
+
+async def test_pipeline_raises_linked_candidates_after_rerank():
+    # The fake reranker scores the fused list 0, 1, 2: c#0 (2) > b#0 (1) > a#0 (0) (fused order a, c, b).
+    fake = LinkedStages(links={"a#0": 3.0})
+    resp = await make(fake, retrieval={"link_weight": 0.6}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    seeds, rest = fake.link_calls[0]
+    assert len(seeds) == 1 and seeds[0] == resp.hits[0].chunk_id and seeds[0] not in rest
+    # a#0 gained 0.6 × the score range (2): 0 + 1.2 > b#0's 1.
+    assert [h.chunk_id for h in resp.hits][1:] == ["a#0", "b#0"] and resp.degraded == []
+    # However strong the tie, a linked hit stays behind the seed that leads to it.
+    strong = LinkedStages(links={"a#0": 3.0})
+    resp = await make(strong, retrieval={"link_weight": 5}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    assert [h.chunk_id for h in resp.hits] == ["c#0", "a#0", "b#0"] and resp.hits[1].score < resp.hits[0].score
+
+    off = LinkedStages(links={"a#0": 3.0})
+    resp = await make(off, retrieval={"link_weight": 0}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    assert off.link_calls == [] and [h.chunk_id for h in resp.hits][-1] == "a#0"
+    no_graph = LinkedStages(links={"a#0": 3.0})
+    await make(no_graph).retrieve(RetrieveRequest(query="q", mode="hybrid+graph", use_graph=False))
+    await make(no_graph).retrieve(RetrieveRequest(query="q", mode="hybrid"))
+    assert no_graph.link_calls == []
+
+
+async def test_pipeline_link_failure_is_degraded_not_fatal():
+    fake = LinkedStages(fail=StageUnavailable("graph", "down"))
+    resp = await make(fake).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    assert [d.stage for d in resp.degraded] == ["graph"] and "down" in resp.degraded[0].error
+    assert [h.chunk_id for h in resp.hits] == ["c#0", "b#0", "a#0"]  # the reranked order stays
+
+
+async def test_pipeline_delete_document_404_and_both_stores():
+    fake = LinkedStages()
+    fake.stored = {"vector": {"d"}, "graph": {"d"}}
+    pipeline = make(fake)
+    resp = await pipeline.delete_document("default", "d")
+    assert (resp.points, resp.chunks) == (1, 1) and fake.stored == {"vector": set(), "graph": set()}
+
+    async def none(collection, doc_ids):
+        return 0
+
+    pipeline.stages.vector_delete = pipeline.stages.graph_delete = none
+    with pytest.raises(NotFound, match="'d'"):
+        await pipeline.delete_document("default", "d")
+
+    async def down(collection, doc_ids):
+        raise StageUnavailable("graph", "refused")
+
+    pipeline.stages.graph_delete = down
+    with pytest.raises(StageUnavailable, match="refused"):
+        await pipeline.delete_document("default", "d")
+
+
+async def test_links_need_an_entity_one_side_is_about(graph, request):
+    collection = request.node.name[:64]
+    docs = {
+        "seed": "Alice Smith wrote Blue Harbour. Years later she toured Paris.",
+        "about": "Blue Harbour is a novel. It sold well.",  # about what the seed mentions
+        "passing": "Zed Quinn paints. He once toured Paris too.",  # shares Paris, which neither is about
+    }
+    await graph.upsert(collection, chunks_of(docs))
+    links = await graph.links(collection, "Who wrote the novel?", ["seed#0"], ["about#0", "passing#0"])
+    assert set(links) == {"about#0"}
+
+
+def test_lead_entities_are_the_first_sentences():
+    from deployments.config import ExtractionConfig
+    from deployments.extraction import extract
+    from deployments.llm_extraction import LLMGraph, normalize
+    from deployments.models import Chunk
+
+    ex = extract(Chunk(chunk_id="c", doc_id="d", index=0, text="Blue Harbour\n\nAlice Smith wrote it. Bob Jones read it."))
+    assert {e.key for e in ex.entities if e.lead} == {"blue harbour"}
+    graph = LLMGraph.model_validate({"entities": [{"name": "Blue Harbour"}, {"name": "Bob Jones"}]})
+    assert [e.lead for e in normalize(graph, "c", ExtractionConfig(), "Blue Harbour").entities] == [True, False]
