@@ -115,7 +115,7 @@ def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bo
             ingest = client.post("/v1/ingest", json={"collection": "demo", "documents": docs})
             ingest.raise_for_status()
             print(f"ingested {json.dumps(ingest.json())} in {time.perf_counter() - started:.1f}s", flush=True)
-            answer = client.post("/v1/answer", json={"collection": "demo", "query": question, "top_k": 5})
+            answer = client.post("/v1/answer", json={"collection": "demo", "query": question, "top_k": 5, "mode": "hybrid+graph"})
             answer.raise_for_status()
             body = answer.json()
             print(f"\nQ: {question}\nA ({body['model']}): {body['answer']}\n")
