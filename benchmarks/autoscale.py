@@ -45,7 +45,7 @@ async def drive(url: str, steps: list[list[float]], app_name: str, sample_every:
             await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
             status = 0
             try:
-                async with session.post(f"{url}/v1/answer", json={"query": f"autoscale question {n}", "top_k": 3}) as resp:
+                async with session.post(f"{url}/v1/answer", json={"query": f"autoscale question {n}", "top_k": 3, "mode": "hybrid+graph"}) as resp:
                     await resp.read()
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError):

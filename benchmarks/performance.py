@@ -37,7 +37,7 @@ def _wait(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.post(f"{url}/v1/answer", json={"query": "warm-up"}, timeout=10).status_code == 200:
+            if httpx.post(f"{url}/v1/answer", json=payload(-1), timeout=10).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -46,7 +46,7 @@ def _wait(url: str, timeout: float = 120) -> None:
 
 
 def payload(n: int) -> dict:
-    return {"query": f"simulated question {n}", "top_k": 3}
+    return {"query": f"simulated question {n}", "top_k": 3, "mode": "hybrid+graph"}
 
 
 def efficiency(run: RunResult, latencies: Latencies, p: float) -> float:

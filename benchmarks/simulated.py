@@ -74,7 +74,7 @@ class SimulatedStages:
         if delay:
             await asyncio.sleep(delay)
 
-    async def vector_search(self, collection: str, query: str, top_k: int, filter: dict | None = None) -> VectorResult:
+    async def vector_search(self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid") -> VectorResult:
         start = time.time()
         await self._sleep("vector", query)
         return VectorResult(hits=_hits("vector"), embed=Span(start=start, end=start))
@@ -82,6 +82,9 @@ class SimulatedStages:
     async def graph_search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
         await self._sleep("graph", query)
         return GraphResult(chunks=_hits("graph"), subgraph=Subgraph())
+
+    async def links(self, collection: str, query: str, seeds: list[str], candidates: list[str]) -> dict[str, float]:
+        return {}  # the entity-link boost's lookup: no simulated latency, but a real hop in the Serve graph
 
     async def rerank(self, query: str, texts: list[str], hints=None) -> RerankResult:
         await self._sleep("rerank", query)
@@ -142,7 +145,7 @@ def monolith_app(latencies: Latencies):
         Stages(
             vector_search=sim.vector_search, graph_search=sim.graph_search, rerank=sim.rerank, chat=sim.chat,
             vector_upsert=unused, graph_upsert=unused, vector_delete=unused, graph_delete=unused,
-            vector_count=unused, graph_counts=unused, pings={"simulated": sim.ping},
+            vector_count=unused, graph_counts=unused, pings={"simulated": sim.ping}, graph_links=sim.links,
         ),
     )
     app = FastAPI(title="simulated asyncio monolith")
@@ -159,8 +162,8 @@ def _deployments():
     from ray import serve
 
     class SimulatedVector(SimulatedStages):
-        async def search(self, collection: str, query: str, top_k: int, filter: dict | None = None) -> VectorResult:
-            return await self.vector_search(collection, query, top_k, filter)
+        async def search(self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid") -> VectorResult:
+            return await self.vector_search(collection, query, top_k, filter, mode)
 
     class SimulatedGraph(SimulatedStages):
         async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
@@ -225,8 +228,8 @@ def build_autoscale_app(args: dict):
     options = args.get("deployments", {})
 
     class AutoscaleVector(_CapacityLimited):
-        async def search(self, collection, query, top_k, filter=None):
-            return await self._limited(self.sim.vector_search(collection, query, top_k, filter))
+        async def search(self, collection, query, top_k, filter=None, mode="hybrid"):
+            return await self._limited(self.sim.vector_search(collection, query, top_k, filter, mode))
 
         async def ping(self) -> str:
             return "simulated"
@@ -234,6 +237,9 @@ def build_autoscale_app(args: dict):
     class AutoscaleGraph(_CapacityLimited):
         async def search(self, collection, query, max_hops, limit):
             return await self._limited(self.sim.graph_search(collection, query, max_hops, limit))
+
+        async def links(self, collection, query, seeds, candidates):
+            return await self.sim.links(collection, query, seeds, candidates)
 
     class AutoscaleReranker(_CapacityLimited):
         async def rerank(self, query, texts, hints=None):
