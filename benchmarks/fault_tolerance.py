@@ -33,6 +33,8 @@ from benchmarks.loadgen import closed_loop, open_loop, percentile  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 APP = "graphrag-ft"
+# Every request uses the graph stage, so graph failures are exercised (the default mode skips it).
+GRAPH_MODE = "hybrid+graph"
 QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
            "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
 # Ingress capacity: requests in flight + queued at the proxy; beyond it Serve sheds with 503 + Retry-After.
@@ -44,7 +46,7 @@ def load() -> float:
 
 
 def payload(n: int) -> dict:
-    return {"collection": "ft", "query": QUERIES[n % len(QUERIES)], "top_k": 5}
+    return {"collection": "ft", "query": QUERIES[n % len(QUERIES)], "top_k": 5, "mode": GRAPH_MODE}
 
 
 def summary(run) -> dict:
@@ -105,7 +107,7 @@ def stages_down(api: httpx.Client, aux) -> dict:
     from ray import serve
 
     out = {}
-    q = {"collection": "ft", "query": QUERIES[0]}
+    q = {"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE}
     pid = serve.get_deployment_handle("BoltServer", app_name=APP).info.remote().result()["pid"]
     os.kill(pid, signal.SIGKILL)
     r = api.post("/v1/retrieve", json=q)
@@ -126,7 +128,7 @@ def stages_down(api: httpx.Client, aux) -> dict:
 def chat_429(api: httpx.Client, primary) -> dict:
     primary.fault("chat", status=429, retry_after=2)
     t0 = time.monotonic()
-    r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[1]})
+    r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[1], "mode": GRAPH_MODE})
     calls = primary.requests("chat")[-2:]
     return {
         "status": r.status_code, "model": r.json().get("model"), "degraded": degraded_stages(r),
@@ -138,7 +140,7 @@ def chat_429(api: httpx.Client, primary) -> dict:
 
 def fallback_chain(api: httpx.Client, primary, second) -> dict:
     primary.fault("chat", status=500, times=3)  # every attempt (chat.max_attempts=3) of the first provider
-    r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[2]})
+    r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[2], "mode": GRAPH_MODE})
     return {
         "status": r.status_code, "model": r.json().get("model"), "degraded": degraded_stages(r),
         "primary_statuses": [c.status for c in primary.requests("chat")[-3:]],
@@ -226,7 +228,7 @@ def main() -> None:
                                                      "chat": {"base_url": aux.base_url, "model": "aux", "max_attempts": 2,
                                                               "backoff_base_s": 0.1, "timeout_s": 5}}),
                       name=APP, route_prefix="/")
-            r = api.post("/v1/retrieve", json={"collection": "ft", "query": QUERIES[0]})
+            r = api.post("/v1/retrieve", json={"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE})
             results["reranker_endpoint_up"] = {"status": r.status_code, "reranker": r.json().get("reranker")}
             results["stages_down"] = stages_down(api, aux)
             print(json.dumps(results["stages_down"]), flush=True)
@@ -234,7 +236,7 @@ def main() -> None:
             strict = chat_required(tmp)
             strict_api = httpx.Client(base_url=f"{base}{strict['route_prefix']}", timeout=120)
             strict_api.post("/v1/ingest", json={"collection": "ft", "documents": sample_documents()[:2]}).raise_for_status()
-            r = strict_api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[0]})
+            r = strict_api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE})
             results["chat_required"] = {"answer_status": r.status_code, "stage": r.json().get("stage"),
                                         "retry_after": r.headers.get("retry-after"), "detail": r.json().get("detail", "")[:200],
                                         "load_average_1m": load()}
