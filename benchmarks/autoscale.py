@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import time
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from benchmarks import use_local_env
 from benchmarks.loadgen import percentile
 
 RESULTS = Path(__file__).parent / "results"
@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a Serve config whose args hold load_profile: [[rate, seconds], ...]")
     args = parser.parse_args()
-    os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"})
+    use_local_env()
     import ray
     from ray import serve
 

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-               "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}.items():
-    os.environ.setdefault(_k, _v)
+from benchmarks import use_local_env  # noqa: E402
+
+use_local_env()
 
 import httpx  # noqa: E402
 

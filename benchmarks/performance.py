@@ -19,12 +19,12 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks import use_local_env
 from benchmarks.loadgen import RunResult, closed_loop, open_loop, percentile
 from benchmarks.simulated import Latencies
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
 
 
 def _free_port() -> int:
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.0, help="lognormal spread of the simulated latencies")
     parser.add_argument("--skip-real", action="store_true", help="skip the embedder/ingest measurements")
     args = parser.parse_args()
-    os.environ.update(ENV)
+    use_local_env()
     levels = [1, 8, 50, 128] if args.quick else [1, 8, 32, 50, 128]
     per_level = 128 if args.quick else 384
     latencies = Latencies(sigma=args.sigma)
