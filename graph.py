@@ -54,12 +54,16 @@ def load_serve_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def start_local(args: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, name: str = "graphrag") -> str:
-    """Starts a local Ray (loopback, no dashboard) and the app behind Serve's HTTP proxy; returns its base URL."""
+    """Starts a local Ray (loopback, no dashboard) and the app behind Serve's HTTP ingress (HAProxy on Ray's
+    throughput-optimized data plane unless GRAPHRAG_SERVE_THROUGHPUT=0); returns its base URL."""
     import os
 
     import ray
     from ray import serve
 
+    from deployments.throughput import use_throughput_env
+
+    use_throughput_env()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

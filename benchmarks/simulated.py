@@ -17,6 +17,7 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -182,18 +183,24 @@ def _deployments():
     }
 
 
+def _serve_options(options: dict) -> Callable[[str], dict]:
+    """Serve options per simulated stage ("vector", "graph", "rerank", "chat", "ingress"), with the app's own
+    defaults (DeploymentsConfig: access logs on the ingress only); unset stages get max_ongoing_requests 1000."""
+    from deployments.config import DeploymentsConfig
+
+    names = {"rerank": "reranker"}
+    config = DeploymentsConfig(**{names.get(s, s): options.get(s, {"max_ongoing_requests": 1000}) for s in (*STAGES, "ingress")})
+    return lambda stage: getattr(config, names.get(stage, stage)).serve_options()
+
+
 def build_serve_app(latencies: Latencies, options: dict | None = None):
     """The real Ingress (FastAPI on Serve) over one Serve deployment per simulated stage.
 
     `options`: deployment options per stage name and "ingress" (DeploymentOptions fields).
     """
-    from deployments.config import DeploymentOptions
     from deployments.ingress import Ingress
 
-    opts = options or {}
-
-    def serve_options(name: str) -> dict:
-        return DeploymentOptions(**opts.get(name, {"max_ongoing_requests": 1000})).serve_options()
+    serve_options = _serve_options(options or {})
 
     bound = {name: d.options(**serve_options(name)).bind(latencies) for name, d in _deployments().items()}
     # The embedder handle only serves /readyz: the simulated vector stage answers its ping.
@@ -220,7 +227,6 @@ def build_autoscale_app(args: dict):
     per-replica capacity and its own autoscaling_config. `args.load_profile` is read by benchmarks/autoscale.py."""
     from ray import serve
 
-    from deployments.config import DeploymentOptions
     from deployments.ingress import Ingress
 
     latencies = Latencies(**args.get("latencies", {}))
@@ -249,8 +255,7 @@ def build_autoscale_app(args: dict):
         async def answer(self, query, passages, facts):
             return await self._limited(self.sim.chat(query, passages, facts))
 
-    def serve_options(name: str) -> dict:
-        return DeploymentOptions(**options.get(name, {"max_ongoing_requests": 1000})).serve_options()
+    serve_options = _serve_options(options)
 
     classes = dict(zip(STAGES, (AutoscaleVector, AutoscaleGraph, AutoscaleReranker, AutoscaleChat)))
     bound = {

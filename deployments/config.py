@@ -224,6 +224,8 @@ class DeploymentOptions(_Section):
     # No CPU reserved by default, so the whole graph fits one small node; set num_cpus on clusters.
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
     health_check_period_s: float | None = None
+    # Serve's LoggingConfig, e.g. {enable_access_log: false}; unset: see DeploymentsConfig._access_logs.
+    logging_config: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> "DeploymentOptions":
@@ -251,6 +253,16 @@ class DeploymentsConfig(_Section):
     bolt_server: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100, health_check_period_s=2.0)
     reranker: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
     chat: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
+
+    @model_validator(mode="after")
+    def _access_logs(self) -> "DeploymentsConfig":
+        """Serve writes an access-log line per call in every replica; the ingress's lines are the HTTP requests,
+        the stages' only repeat them per hop (about 5% of a stage call's CPU), so stages default to none."""
+        for name in type(self).model_fields:
+            options: DeploymentOptions = getattr(self, name)
+            if options.logging_config is None:
+                options.logging_config = {"enable_access_log": name == "ingress"}
+        return self
 
 
 class AuthConfig(_Section):

@@ -219,3 +219,35 @@ def test_stage_metrics_are_exported_for_prometheus(api):
             break
         time.sleep(2)
     assert all(any(w in l for l in latency) for w in wanted), "\n".join(latency)[:3000]
+
+
+def _listeners() -> dict[int, tuple[str, str]]:
+    """Listening TCP sockets on this machine: inode → (local address in /proc/net hex, owner's command line)."""
+    sockets = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A":  # LISTEN
+                sockets[int(fields[9])] = fields[1].rsplit(":", 1)[0]
+    owners = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            for fd in (proc / "fd").iterdir():
+                target = str(fd.readlink())
+                if target.startswith("socket:[") and int(target[8:-1]) in sockets:
+                    owners[int(target[8:-1])] = (sockets[int(target[8:-1])], cmd)
+        except OSError:
+            continue
+    return owners
+
+
+def test_every_listener_of_the_app_binds_loopback(api):
+    """The fast path (HAProxy ingress, gRPC between replicas) is on, and none of Ray's, Serve's or HAProxy's
+    listeners takes every interface: Ray 2.60 binds replica gRPC to [::] and HAProxy's stats/metrics to *."""
+    ours = {inode: (addr, cmd) for inode, (addr, cmd) in _listeners().items() if any(k in cmd for k in ("ray", "haproxy", "arcadedb"))}
+    assert any("haproxy" in cmd for _, cmd in ours.values()), "HAProxy ingress is not running"
+    everywhere = {"00000000", "00000000000000000000000000000000"}
+    assert not [cmd[:80] for addr, cmd in ours.values() if addr in everywhere]
