@@ -83,7 +83,15 @@ def main() -> None:
     demo.add_argument("--config", default="configs/local.yaml")
     demo.add_argument("--question", default="Which engine stores the knowledge graph, and which protocol does the graph stage use to reach it?")
     demo.add_argument("--no-wait", action="store_true", help="exit after the answer instead of serving until Ctrl-C")
+    sub.add_parser("env", help="print the exports of Ray Serve's fast path, for `ray start` / `serve run` shells")
     opts = parser.parse_args()
+    if opts.command == "env":
+        import shlex
+
+        from deployments.throughput import throughput_env
+
+        print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in throughput_env().items()))
+        return
 
     args, http = load_serve_config(opts.config)
     run_demo(args, http.get("host", "127.0.0.1"), int(http.get("port", 8000)), opts.question, wait=not opts.no_wait)

@@ -14,5 +14,10 @@ LOCAL_ENV = {
 
 
 def use_local_env() -> None:
+    """The environment above, plus the app's shipped data plane (deployments/throughput.py; opt out with
+    GRAPHRAG_SERVE_THROUGHPUT=0): benchmarks measure what users run."""
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
+    from deployments.throughput import use_throughput_env
+
+    use_throughput_env()

@@ -108,7 +108,10 @@ def stages_down(api: httpx.Client, aux) -> dict:
 
     out = {}
     q = {"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE}
-    pid = serve.get_deployment_handle("BoltServer", app_name=APP).info.remote().result()["pid"]
+    async def bolt_pid() -> int:  # handles route on the caller's event loop on Serve's fast path
+        return (await serve.get_deployment_handle("BoltServer", app_name=APP).info.remote())["pid"]
+
+    pid = asyncio.run(bolt_pid())
     os.kill(pid, signal.SIGKILL)
     r = api.post("/v1/retrieve", json=q)
     out["graph_store_killed"] = {"retrieve_status": r.status_code, "degraded": degraded_stages(r)}

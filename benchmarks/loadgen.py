@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import resource
 import time
@@ -35,6 +36,7 @@ class RunResult:
     wall_s: float
     samples: list[Sample] = field(default_factory=list)
     loadgen_cpu_s: float = 0.0
+    extra_ok: int = 0  # uncounted warm-up requests that completed inside the measured window (throughput only)
 
     def summary(self) -> dict:
         ok = [s for s in self.samples if s.status == 200]
@@ -49,7 +51,7 @@ class RunResult:
             "level": self.level,
             "requests": len(self.samples),
             "ok": len(ok),
-            "qps": round(len(ok) / self.wall_s, 2) if self.wall_s else 0.0,
+            "qps": round((len(ok) + self.extra_ok) / self.wall_s, 2) if self.wall_s else 0.0,
             "p50_ms": _ms(percentile(lat, 50)),
             "p95_ms": _ms(percentile(lat, 95)),
             "p99_ms": _ms(percentile(lat, 99)),
@@ -58,6 +60,39 @@ class RunResult:
             "loadgen_cpu_s": round(self.loadgen_cpu_s, 2),
             "loadgen_cpu_share": round(self.loadgen_cpu_s / self.wall_s, 3) if self.wall_s else 0.0,
         }
+
+
+def process_cpu(match: tuple[str, ...] = ("ray", "haproxy")) -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of this user's processes whose command line contains one of `match` (Linux /proc):
+    pid → (command line, user+system seconds). Two snapshots give each server process's share of a run."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(bytes(1), b" ").decode(errors="replace").strip()
+            if not any(m in cmd for m in match):
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(entry)] = (cmd, (int(fields[11]) + int(fields[12])) / tick)
+        except OSError:
+            continue
+    return out
+
+
+def cpu_ms_per_request(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], requests: int) -> dict[str, float]:
+    """CPU milliseconds per request by process name (Ray's process titles: `ray::ServeReplica:app:Ingress`, ...)."""
+    per: dict[str, float] = {}
+    for pid, (cmd, cpu) in after.items():
+        if pid in before:
+            name = cmd.split()[0].rsplit("/", 1)[-1] if not cmd.startswith("ray::") else cmd.split()[0]
+            per[name] = per.get(name, 0.0) + (cpu - before[pid][1]) * 1000 / max(requests, 1)
+    return {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.01}
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -94,25 +129,40 @@ async def _send(session: aiohttp.ClientSession, url: str, body: dict, intended: 
     return Sample(intended, latency, status, body.get("query", ""), timings)
 
 
-async def closed_loop(url: str, payload: Payload, concurrency: int, requests: int, timeout_s: float = 60, max_wall_s: float = 120, keep_timings: bool = True) -> RunResult:
-    """`concurrency` workers share `requests` requests; stops early after `max_wall_s`."""
+async def closed_loop(url: str, payload: Payload, concurrency: int, requests: int, timeout_s: float = 60, max_wall_s: float = 120, keep_timings: bool = True, ramp_s: float = 0.0) -> RunResult:
+    """`concurrency` workers share `requests` counted requests; stops early after `max_wall_s`.
+
+    With `ramp_s`, worker i starts at i·ramp_s/concurrency and requests sent before the ramp ends are not
+    counted (nor in the wall time): a synchronized start of many clients is a burst, not the steady state."""
     counter = iter(range(requests))
+    warmup = iter(range(-1, -1_000_000, -1))
     samples: list[Sample] = []
-    deadline = time.monotonic() + max_wall_s
+    late_warmups: list[Sample] = []
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        start = time.monotonic()
+        measured_from = start + ramp_s
+        deadline = measured_from + max_wall_s
 
-        async def worker() -> None:
+        async def worker(i: int) -> None:
+            await asyncio.sleep(i * ramp_s / concurrency)
+            while time.monotonic() < measured_from:
+                sample = await _send(session, url, payload(next(warmup)), time.monotonic(), False)
+                if sample.status == 200 and time.monotonic() >= measured_from:
+                    late_warmups.append(sample)  # finished inside the measured window: part of its throughput
             for n in counter:
                 if time.monotonic() > deadline:
                     return
                 now = time.monotonic()
                 samples.append(await _send(session, url, payload(n), now, keep_timings))
 
-        cpu0, t0 = _cpu(), time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu0 = _cpu()
+        tasks = [asyncio.ensure_future(worker(i)) for i in range(concurrency)]
+        await asyncio.sleep(max(0.0, measured_from - time.monotonic()))
+        cpu0, t0 = (_cpu(), time.monotonic()) if ramp_s else (cpu0, start)
+        await asyncio.gather(*tasks)
         wall, cpu = time.monotonic() - t0, _cpu() - cpu0
-    return RunResult("closed", concurrency, wall, samples, cpu)
+    return RunResult("closed", concurrency, wall, samples, cpu, extra_ok=len(late_warmups))
 
 
 async def open_loop(url: str, payload: Payload, rate: float, duration_s: float, timeout_s: float = 30, seed: int = 7, keep_timings: bool = True) -> RunResult:

@@ -20,10 +20,13 @@ from pathlib import Path
 import httpx
 
 from benchmarks import use_local_env
-from benchmarks.loadgen import RunResult, closed_loop, open_loop, percentile
+from benchmarks.loadgen import RunResult, closed_loop, cpu_ms_per_request, open_loop, percentile, process_cpu
 from benchmarks.simulated import Latencies
 
 RESULTS = Path(__file__).parent / "results"
+# Closed-loop workers start staggered over this many seconds, and what they send meanwhile is not counted: the
+# steady state at a concurrency, not the burst of all clients starting at once (loadgen.closed_loop).
+RAMP_S = 1.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,7 +64,7 @@ async def sweep(url: str, levels: list[int], per_level: int, latencies: Latencie
     runs = {}
     for c in levels:
         n = max(per_level, 2 * c) if c > 1 else max(20, per_level // 4)
-        run = await closed_loop(f"{url}/v1/answer", payload, c, n)
+        run = await closed_loop(f"{url}/v1/answer", payload, c, n, ramp_s=RAMP_S)
         runs[c] = run
         s = run.summary()
         print(f"  {label:9s} c={c:<4d} qps={s['qps']:7.1f} p50={s['p50_ms']:7.1f} p95={s['p95_ms']:7.1f} status={s['status']} "
@@ -81,7 +84,9 @@ def run_baseline(system: str, latencies: Latencies, levels: list[int], per_level
         proc.wait(timeout=30)
 
 
-def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: str = "serve", open_rate: float = 0.0) -> tuple[dict[int, RunResult], RunResult | None]:
+def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: str = "serve", open_rate: float = 0.0, cpu: dict | None = None) -> tuple[dict[int, RunResult], RunResult | None]:
+    """Sweeps the Serve graph over simulated stages; `cpu` (if given) receives CPU-ms per request by process for
+    the last level."""
     from ray import serve
 
     from benchmarks.simulated import build_serve_app
@@ -92,7 +97,14 @@ def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: st
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(url)
-        runs = asyncio.run(sweep(url, levels, per_level, latencies, label))
+        asyncio.run(closed_loop(f"{url}/v1/answer", payload, levels[-1], 2 * levels[-1]))  # warm every hop
+        runs = asyncio.run(sweep(url, levels[:-1], per_level, latencies, label)) if len(levels) > 1 else {}
+        before = process_cpu()
+        runs |= asyncio.run(sweep(url, levels[-1:], per_level, latencies, label))
+        if cpu is not None:
+            cpu.update(cpu_ms_per_request(before, process_cpu(), len(runs[levels[-1]].samples)))
+            cpu["loadgen"] = round(runs[levels[-1]].loadgen_cpu_s * 1000 / len(runs[levels[-1]].samples), 2)
+            print(f"  {label:9s} CPU-ms per request by process: {cpu}", flush=True)
         poisson = None
         if open_rate:
             poisson = asyncio.run(open_loop(f"{url}/v1/answer", payload, open_rate, 20))
@@ -101,6 +113,28 @@ def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: st
         return runs, poisson
     finally:
         serve.shutdown()
+
+
+def noop_run(requests: int) -> dict:
+    """One no-op run (concurrency 50) in this process's Ray: QPS and CPU-ms per request by process."""
+    import ray
+
+    ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
+    try:
+        cpu: dict = {}
+        runs, _ = run_serve(Latencies.zero(), [50], requests, label="serve-noop", cpu=cpu)
+    finally:
+        ray.shutdown()
+    return {"qps": runs[50].summary()["qps"], "p50_ms": runs[50].summary()["p50_ms"], "cpu_ms_per_request": round(sum(cpu.values()), 2), "cpu_ms_by_process": cpu}
+
+
+def noop_default_data_plane(requests: int) -> dict:
+    """`noop_run` on Serve's default data plane, in a fresh process: Ray reads the data-plane switches at start."""
+    from deployments.throughput import OPT_OUT, throughput_env
+
+    env = {k: v for k, v in os.environ.items() if k not in throughput_env()} | {OPT_OUT: "0"}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.performance", "--noop-only", str(requests)], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def embedder_and_ingest(n_texts: int) -> dict:
@@ -128,9 +162,10 @@ def embedder_and_ingest(n_texts: int) -> dict:
     serve.run(build_app({"data_dir": data, "chunking": {"max_words": 200, "overlap_words": 0}}), name="perf-real", route_prefix="/")
     try:
         embedder = serve.get_deployment_handle("Embedder", app_name="perf-real")
-        embedder.embed.remote(texts[:32]).result()
 
+        # Inside an event loop: on the fast path (RAY_SERVE_THROUGHPUT_OPTIMIZED) a handle routes on the caller's loop.
         async def concurrent_calls() -> float:
+            await embedder.embed.remote(texts[:32])  # warm
             t = time.perf_counter()
             await asyncio.gather(*(embedder.embed.remote(texts[i : i + 8]) for i in range(0, n_texts, 8)))
             return n_texts / (time.perf_counter() - t)
@@ -177,8 +212,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sigma", type=float, default=0.0, help="lognormal spread of the simulated latencies")
     parser.add_argument("--skip-real", action="store_true", help="skip the embedder/ingest measurements")
+    parser.add_argument("--noop-only", type=int, metavar="N", help=argparse.SUPPRESS)  # one no-op run, JSON on stdout
     args = parser.parse_args()
     use_local_env()
+    if args.noop_only:
+        print(json.dumps(noop_run(args.noop_only)))
+        return
     levels = [1, 8, 50, 128] if args.quick else [1, 8, 32, 50, 128]
     per_level = 128 if args.quick else 384
     latencies = Latencies(sigma=args.sigma)
@@ -194,10 +233,14 @@ def main() -> None:
     try:
         serve_runs, poisson = run_serve(latencies, levels, per_level, open_rate=40.0)
         print("zero-latency stages (orchestration cost):", flush=True)
-        noop_runs, _ = run_serve(Latencies.zero(), [50], 1500 if not args.quick else 400, label="serve-noop")
+        noop_cpu: dict = {}
+        noop_runs, _ = run_serve(Latencies.zero(), [50], 3000 if not args.quick else 600, label="serve-noop", cpu=noop_cpu)
         real = {} if args.skip_real else embedder_and_ingest(256 if args.quick else 512)
     finally:
         ray.shutdown()
+    print("the same no-op graph on Ray Serve's default data plane (Python proxy, actor calls):", flush=True)
+    default_plane = noop_default_data_plane(3000 if not args.quick else 600)
+    print(f"  serve-default-plane qps={default_plane['qps']} CPU-ms per request by process: {default_plane['cpu_ms_per_request']}", flush=True)
 
     qps = lambda runs, c: runs[c].summary()["qps"]  # noqa: E731
     results = {
@@ -205,7 +248,10 @@ def main() -> None:
         "qps_vs_sync_c128": round(qps(serve_runs, 128) / qps(sync_runs, 128), 3),
         "qps_vs_monolith_c128": round(qps(serve_runs, 128) / qps(monolith_runs, 128), 3),
         "noop_qps": qps(noop_runs, 50),
-        "noop_cpu_ms_per_request": round(2000 / qps(noop_runs, 50), 2),
+        "noop_cpu_ms_per_request": round(sum(noop_cpu.values()), 2),
+        "noop_cpu_ms_by_process": noop_cpu,
+        "noop_default_data_plane": default_plane,
+        "noop_fast_path_speedup": round(qps(noop_runs, 50) / default_plane["qps"], 2),
         "embedder_efficiency": round(real["deployment_texts_per_s"] / real["raw_texts_per_s"], 3) if real else None,
         "ingest_efficiency": round(real["ingest_chunks_per_s"] / real["raw_texts_per_s"], 3) if real else None,
         "embedder": real,

@@ -115,3 +115,4 @@ def bundled_haproxy() -> str:
     if not os.access(binary, os.X_OK):
         raise FileNotFoundError(f"no HAProxy binary at {binary}: reinstall ray[serve]")
     return binary
+
