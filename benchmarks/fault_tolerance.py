@@ -104,12 +104,18 @@ def degraded_stages(resp: httpx.Response) -> list[str]:
 
 
 def stages_down(api: httpx.Client, aux) -> dict:
-    from ray import serve
+    from ray.serve.handle import DeploymentHandle
 
     out = {}
     q = {"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE}
-    async def bolt_pid() -> int:  # handles route on the caller's event loop on Serve's fast path
-        return (await serve.get_deployment_handle("BoltServer", app_name=APP).info.remote())["pid"]
+    async def bolt_pid() -> int:
+        # On Serve's fast path a handle routes on its caller's event loop: an uncached handle (serve.shutdown
+        # would shut a cached one down on this loop after asyncio.run closed it), shut down on its own loop.
+        handle = DeploymentHandle("BoltServer", APP)
+        try:
+            return (await handle.info.remote())["pid"]
+        finally:
+            await handle.shutdown_async()
 
     pid = asyncio.run(bolt_pid())
     os.kill(pid, signal.SIGKILL)
