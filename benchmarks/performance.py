@@ -102,7 +102,7 @@ def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: st
         before = process_cpu()
         runs |= asyncio.run(sweep(url, levels[-1:], per_level, latencies, label))
         if cpu is not None:
-            cpu.update(cpu_ms_per_request(before, process_cpu(), len(runs[levels[-1]].samples)))
+            cpu.update(cpu_ms_per_request(before, process_cpu(), len(runs[levels[-1]].samples) + runs[levels[-1]].extra_ok))
             cpu["loadgen"] = round(runs[levels[-1]].loadgen_cpu_s * 1000 / len(runs[levels[-1]].samples), 2)
             print(f"  {label:9s} CPU-ms per request by process: {cpu}", flush=True)
         poisson = None
