@@ -175,11 +175,23 @@ def graph_facts(subgraph: Subgraph, limit: int = 20) -> list[str]:
     return facts
 
 
+def _citations(answer: str, passages: list[Hit]) -> list[Citation]:
+    """The [n] markers of an answer that point at a passage given to the chat stage (passage n-1)."""
+    return [Citation(n=n, chunk_id=passages[n - 1].chunk_id, doc_id=passages[n - 1].doc_id) for n in parse_citations(answer, len(passages))]
+
+
+def _retrieved_fields(retrieved: RetrieveResponse) -> dict:
+    """The retrieval's fields as they are, for a response that extends it (AnswerResponse, StreamDone): no
+    dump-and-rebuild of hits and subgraph per request. Not for an event sent before `timings` changes again."""
+    return {name: value for name, value in retrieved if name != "degraded"}
+
+
 class Pipeline:
     def __init__(self, config: AppConfig, stages: Stages):
         self.config = config
         self.stages = stages
         self.extractive = ExtractiveChat()
+        self.fusion_weights = config.retrieval.weights.model_dump()  # per source, read on every request
 
     async def retrieve(self, req: RetrieveRequest) -> RetrieveResponse:
         return await self._retrieve(req, _Clock())
@@ -259,10 +271,9 @@ class Pipeline:
 
     def _fuse(self, ranked: dict[str, list[ScoredChunk]]) -> Fused:
         cfg = self.config.retrieval
-        weights = cfg.weights.model_dump()
         if cfg.fusion == "rrf":
-            return reciprocal_rank_fusion(ranked, cfg.rrf_k, weights)
-        return weighted_score_fusion(ranked, weights)
+            return reciprocal_rank_fusion(ranked, cfg.rrf_k, self.fusion_weights)
+        return weighted_score_fusion(ranked, self.fusion_weights)
 
     async def _link_boost(self, req: RetrieveRequest, hits: list[Hit], degraded: list[Degraded], clock: _Clock) -> None:
         """Raises the candidates tied through specific entities to the best hits (GraphService.links), by up to
@@ -294,13 +305,15 @@ class Pipeline:
             return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
         return await self.stages.graph_search(req.collection, req.query, hops, candidates)
 
-    async def answer(self, req: AnswerRequest) -> AnswerResponse:
-        clock = _Clock()
+    async def _retrieve_for_answer(self, req: AnswerRequest, clock: _Clock) -> tuple[RetrieveResponse, list[Hit], list[str], list[str], list[Degraded]]:
+        """Retrieval, then what the chat stage gets: the passages (and their texts) and the graph's facts."""
         retrieved = await self._retrieve(req, clock)
         passages = retrieved.hits[: self.config.chat.max_passages]
-        texts = [h.text for h in passages]
-        facts = graph_facts(retrieved.graph)
-        degraded = list(retrieved.degraded)
+        return retrieved, passages, [h.text for h in passages], graph_facts(retrieved.graph), list(retrieved.degraded)
+
+    async def answer(self, req: AnswerRequest) -> AnswerResponse:
+        clock = _Clock()
+        retrieved, passages, texts, facts, degraded = await self._retrieve_for_answer(req, clock)
         if not passages:
             result = ChatResult(answer="No ingested passage matches this question.", model="none")
         else:
@@ -312,16 +325,12 @@ class Pipeline:
                     raise StageUnavailable("chat", chat_err.error)
                 degraded.append(chat_err)
                 result = await self.extractive.answer(req.query, texts, facts)
-        citations = [
-            Citation(n=n, chunk_id=passages[n - 1].chunk_id, doc_id=passages[n - 1].doc_id)
-            for n in parse_citations(result.answer, len(passages))
-        ]
         retrieved.timings.total = clock.timing(clock.t0, time.time())
         return AnswerResponse(
-            **retrieved.model_dump(exclude={"degraded"}),
+            **_retrieved_fields(retrieved),
             degraded=degraded,
             answer=result.answer,
-            citations=citations,
+            citations=_citations(result.answer, passages),
             model=result.model,
         )
 
@@ -331,11 +340,7 @@ class Pipeline:
         Retrieval and the chat's first piece complete before the first event, so their failures still raise
         (an HTTP error status); a chat failure there falls back to the extractive answer like `answer` does."""
         clock = _Clock()
-        retrieved = await self._retrieve(req, clock)
-        passages = retrieved.hits[: self.config.chat.max_passages]
-        texts = [h.text for h in passages]
-        facts = graph_facts(retrieved.graph)
-        degraded = list(retrieved.degraded)
+        retrieved, passages, texts, facts, degraded = await self._retrieve_for_answer(req, clock)
         timeout = self.config.retrieval.chat_timeout_s
         start = time.time()
         if not passages:
@@ -374,12 +379,8 @@ class Pipeline:
         if passages:
             retrieved.timings.chat = clock.timing(start, time.time())
         retrieved.timings.total = clock.timing(clock.t0, time.time())
-        citations = [
-            Citation(n=n, chunk_id=passages[n - 1].chunk_id, doc_id=passages[n - 1].doc_id)
-            for n in parse_citations(answer, len(passages))
-        ]
         yield StreamDone(
-            **retrieved.model_dump(exclude={"degraded"}), degraded=degraded, answer=answer, citations=citations, model=first.model
+            **_retrieved_fields(retrieved), degraded=degraded, answer=answer, citations=_citations(answer, passages), model=first.model
         )
 
     async def _open_chat_stream(self, query: str, texts: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
