@@ -56,17 +56,12 @@ def load_serve_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def start_local(args: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, name: str = "graphrag") -> str:
     """Starts a local Ray (loopback, no dashboard) and the app behind Serve's HTTP ingress (HAProxy on Ray's
     throughput-optimized data plane unless GRAPHRAG_SERVE_THROUGHPUT=0); returns its base URL."""
-    import os
-
     import ray
     from ray import serve
 
-    from deployments.throughput import use_throughput_env
+    from deployments.local_env import use_local_env
 
-    use_throughput_env()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    use_local_env()
     if not ray.is_initialized():
         ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
