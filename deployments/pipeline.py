@@ -38,7 +38,6 @@ from deployments.models import (
     RetrieveRequest,
     RetrieveResponse,
     ScoredChunk,
-    Span,
     StageHealth,
     StageTiming,
     StreamDelta,

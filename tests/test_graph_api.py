@@ -7,12 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import ray
-from ray import serve
 
-from deployments.config import free_port
 from deployments.ingest_cli import IngestError, IngestState, ingest, main as ingest_main, read_source
-from graph import start_local
+from tests.local_app import local_app
 from tests.test_cypher_guard import WRITES
 
 pytestmark = pytest.mark.integration
@@ -23,13 +20,9 @@ COLLECTION = "graphapi"
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    port = free_port()
     args = {"data_dir": str(tmp_path_factory.mktemp("graphrag-graphapi")), "graph": {"user_query_max_rows": 50}}
-    base = start_local(args, port=port, name="graphrag-graphapi")
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with local_app(args, "graphrag-graphapi") as base, httpx.Client(base_url=base, timeout=120) as client:
         yield client
-    serve.shutdown()
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

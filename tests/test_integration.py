@@ -9,11 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
-from deployments.config import free_port
-from graph import start_local
+from tests.local_app import local_app
 from tests.openai_server import OpenAIProtocolServer
 
 pytestmark = pytest.mark.integration
@@ -34,17 +32,13 @@ def llm():
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, llm):
-    port = free_port()
     args = {
         "data_dir": str(tmp_path_factory.mktemp("graphrag-data")),
         "chat": {"base_url": llm.base_url, "api_key": "test-key", "model": "test-model", "backoff_base_s": 0.1},
         "deployments": {"bolt_server": {"num_replicas": 1, "health_check_period_s": 1.0}},
     }
-    base = start_local(args, port=port, name="graphrag-itest")
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with local_app(args, "graphrag-itest") as base, httpx.Client(base_url=base, timeout=120) as client:
         yield client
-    serve.shutdown()
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,9 @@ import httpx
 import openai
 import pytest
 import ray
-from ray import serve
 
 from deployments.auth import hash_key
-from deployments.config import free_port
-from graph import start_local
+from tests.local_app import local_app
 from tests.openai_server import OpenAIProtocolServer
 from tests.test_integration import sample_documents
 
@@ -44,10 +42,8 @@ def base_url(tmp_path_factory, llms):
         "auth": {"api_key_hashes": [hash_key(KEY)]},
         "limits": {"max_body_bytes": BODY_LIMIT, "request_timeout_s": REQUEST_TIMEOUT_S},
     }
-    base = start_local(args, port=free_port(), name="graphrag-prod-itest")
-    yield base
-    serve.shutdown()
-    ray.shutdown()
+    with local_app(args, "graphrag-prod-itest") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
