@@ -16,8 +16,7 @@ class Vector(VectorService):
 
     def __init__(self, config: VectorConfig, embedder: DeploymentHandle):
         configure_logging()
-        remote = Remote(embedder)
-        super().__init__(config, embed=remote.embed, dimension=remote.dimension)
+        super().__init__(config, Remote(embedder))  # type: ignore[arg-type]
 
     async def __del__(self) -> None:
         await self.aclose()
