@@ -38,7 +38,6 @@ class EmbedderConfig(_Section):
     openai_model: str = "text-embedding-3-small"
     max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (the embedder batches concurrent calls up to this).")
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
-    request_chunk_size: int = Field(256, ge=1, description="Texts per handle call when embedding many.")
     num_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads; default: the CPUs this process may use.")
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
 
@@ -113,7 +112,9 @@ class GraphConfig(_Section):
     password: SecretStr = SecretStr("graphrag-embedded")
     database: str | None = None
     embedded_host: str = "127.0.0.1"
-    embedded_port: int = Field(0, ge=0, le=65535, description="0 picks a free port when the app is built.")
+    embedded_port: int = Field(
+        0, ge=0, le=65535, description="0: the BoltServer deployment picks a free port (kept across its restarts) and reports it."
+    )
     path: str | None = None  # default: <data_dir>/arcadedb
     max_hops: int = Field(2, ge=0, le=MAX_HOPS)
     max_nodes: int = Field(50, ge=1, le=1000)
@@ -331,26 +332,14 @@ class AppConfig(BaseSettings):
         if self.graph.embedded:
             self.graph.path = self.graph.path or str(Path(self.data_dir) / "arcadedb")
             _require_loopback(self.graph.embedded_host)
-            if self.graph.embedded_port == 0:
-                self.graph.embedded_port = free_port(self.graph.embedded_host)
             if self.deployments.bolt_server.max_replicas() > 1:
                 raise ValueError("the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica")
         return self
-
-    @property
-    def bolt_uri(self) -> str:
-        if self.graph.bolt_uri:
-            return self.graph.bolt_uri
-        return f"bolt://{self.graph.embedded_host}:{self.graph.embedded_port}"
 
     @classmethod
     def from_args(cls, args: dict[str, Any] | None = None) -> "AppConfig":
         """Build from `build_app` args; `a.b=c` dotted keys become nested sections."""
         return cls(**nest_dotted(args or {}))
-
-    def describe(self) -> dict[str, Any]:
-        """The config without secrets, for logs and /readyz."""
-        return self.model_dump(mode="json")
 
 
 def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:

@@ -75,7 +75,11 @@ class RetrieveRequest(_Strict):
     collection: str = Field(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Hits returned; config default when absent.")
     max_hops: int | None = Field(None, ge=0, le=MAX_HOPS, description="Graph expansion depth; 0 = linked entities only.")
-    use_graph: bool = Field(True, description="Run the graph stage; false = the vector stage alone (for comparisons).")
+    use_graph: bool = Field(
+        True,
+        deprecated="use `mode` (hybrid instead of hybrid+graph): false only left the graph out of hybrid+graph",
+        description="Deprecated: `mode` says which stages run. false = hybrid+graph without the graph stage.",
+    )
     mode: RetrievalMode | None = Field(
         None, description="Sources fused: dense, lexical (BM25), hybrid (both), hybrid+graph; config default when absent."
     )

@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -155,3 +156,20 @@ def test_embedded_server_refuses_non_loopback_and_non_root(tmp_path):
         EmbeddedBoltServer(make_graph_config(tmp_path, embedded_host="0.0.0.0"))
     with pytest.raises(ValueError, match="root"):
         EmbeddedBoltServer(make_graph_config(tmp_path, user="neo4j"))
+
+
+def test_the_deployment_picks_the_port_and_keeps_it_across_restarts(tmp_path):
+    from deployments.config import AppConfig, free_port
+    from deployments.graph.bolt_deployment import PORT_FILE, server_port
+
+    config = AppConfig.from_args({"data_dir": str(tmp_path)}).graph
+    assert config.embedded_port == 0  # nothing chosen (nor bound) while the config was validated
+    port = server_port(config)
+    assert port > 0 and (Path(config.path) / PORT_FILE).read_text() == str(port)
+    assert server_port(config) == port  # a restarted replica listens where the Graph replicas already connect
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert server_port(config) != port  # unless something else holds it now
+    fixed = free_port()
+    assert server_port(config.model_copy(update={"embedded_port": fixed})) == fixed

@@ -211,22 +211,5 @@ async def test_unreachable_server_raises_stage_unavailable(graph_config):  # noq
         await service.aclose()
 
 
-async def test_uri_resolved_lazily_from_callable(graph_config):  # noqa: F811
-    calls = []
-
-    async def resolve() -> str:
-        calls.append(1)
-        return graph_config.bolt_uri
-
-    service = GraphService(graph_config, resolve)
-    try:
-        assert calls == []
-        await service.ping()
-        await service.counts("x")
-        assert calls == [1]
-    finally:
-        await service.aclose()
-
-
 def test_config_is_a_graph_config(graph_config):  # noqa: F811
     assert isinstance(graph_config, GraphConfig) and not graph_config.embedded

@@ -131,30 +131,31 @@ async def test_http_ping_and_empty_input(srv):
 
 async def test_embedded_scorer_ranks_relevant_passage_first(minilm_embed):
     scorer = EmbeddedScorer(minilm_embed, dense_weight=0.7)
+    query = "In which city was Marie Curie born?"
     texts = [
         "The stock market closed higher on Friday after strong earnings reports.",
         "Photosynthesis converts light energy into chemical energy in plants.",
         "Marie Curie was born in Warsaw, Poland, in 1867 and later moved to Paris.",
         "Warsaw has many parks and a famous old town.",
     ]
-    result = await scorer.rerank("In which city was Marie Curie born?", texts)
-    assert result.scorer == "embedded-dense-lexical"
-    assert len(result.scores) == len(texts) and all(0.0 <= s <= 1.0 for s in result.scores)
+    result = await scorer.rerank(query, texts)  # no retrieval signals: the dense cosine alone
+    assert result.scorer == "embedded-dense-lexical" and len(result.scores) == len(texts)
     assert max(range(len(texts)), key=result.scores.__getitem__) == 2
-    assert result.scores[2] == pytest.approx(1.0)  # best on both normalized signals
     assert result.scores[3] > result.scores[0]  # shares "Warsaw"-ness with the query topic
+    vectors = np.asarray(await minilm_embed([query, *texts]))
+    assert result.scores == pytest.approx(list(vectors[1:] @ vectors[0]), abs=1e-4)
     assert "dense weight 0.7" in await scorer.ping()
 
 
-async def test_embedded_scorer_weights_change_the_blend(minilm_embed):
+async def test_without_signals_the_weights_apply_to_the_cosine_alone(minilm_embed):
     texts = ["curie curie curie", "The physicist who discovered polonium and radium."]
     query = "Who was Curie?"
-    lexical = await EmbeddedScorer(minilm_embed, dense_weight=0.0).rerank(query, texts)
-    assert lexical.scores == [1.0, 0.0]  # BM25 only: the text with the term wins
-    dense = await EmbeddedScorer(minilm_embed, dense_weight=1.0).rerank(query, texts)
-    assert sorted(dense.scores) == [0.0, 1.0]  # min-max normalized cosine
-    single = await EmbeddedScorer(minilm_embed).rerank(query, ["Marie Curie"])
-    assert len(single.scores) == 1 and 0.0 < single.scores[0] <= 1.0
+    vectors = np.asarray(await minilm_embed([query, *texts]))
+    for weight in (0.5, 1.0):
+        scores = (await EmbeddedScorer(minilm_embed, dense_weight=weight).rerank(query, texts)).scores
+        assert scores == pytest.approx(list(vectors[1:] @ vectors[0]), abs=1e-4)
+    # The only source weighs 0: the retrieval order stays.
+    assert (await EmbeddedScorer(minilm_embed, dense_weight=0.0).rerank(query, texts)).scores == [1.0, 0.0]
 
 
 async def test_embedded_scorer_reports_embedder_failure():

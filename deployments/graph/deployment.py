@@ -9,28 +9,21 @@ from deployments.graph.service import GraphService
 from deployments.handles import Remote
 from deployments.observability import configure_logging
 
-# ---- the Serve deployment ----------------------------------------------------------------------
-
 
 @serve.deployment
 class Graph(GraphService):
-    """The graph stage. `uri` is the Bolt URI (AppConfig.bolt_uri); without it, `bolt` (the BoltServer
-    deployment) is asked once, lazily, for the URI of the server it runs."""
+    """The graph stage. Its Bolt URI is `graph.bolt_uri` (Neo4j), else the one the embedded Bolt server
+    deployment (`bolt`) reports, asked once when the replica starts."""
 
-    def __init__(self, config: GraphConfig, uri: str | None = None, bolt: DeploymentHandle | None = None):
+    async def __init__(self, config: GraphConfig, bolt: DeploymentHandle | None = None):
         configure_logging()
-        if uri is None and config.bolt_uri:
+        if config.bolt_uri:
             uri = config.bolt_uri
-        if uri is None:
-            if bolt is None:
-                raise ValueError("Graph needs a Bolt URI or the BoltServer deployment handle")
-
-            async def ask_bolt() -> str:
-                return (await Remote(bolt).info())["uri"]
-
-            super().__init__(config, ask_bolt)
+        elif bolt is not None:
+            uri = (await Remote(bolt).info())["uri"]
         else:
-            super().__init__(config, uri)
+            raise ValueError("Graph needs graph.bolt_uri or the BoltServer deployment's handle")
+        super().__init__(config, uri)
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
         await self.aclose()

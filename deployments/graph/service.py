@@ -72,38 +72,28 @@ class GraphService:
     def __init__(
         self,
         config: GraphConfig,
-        uri: str | Callable[[], Awaitable[str]],
+        uri: str,
         extractor: Callable[[Chunk], Extraction | Awaitable[Extraction]] | None = None,
     ):
         self.config = config
-        self._uri = uri
+        self.uri = uri
         # Offline by default; the LLM provider race when graph.extraction.providers is set.
         self._extract = extractor if extractor is not None else make_extractor(config.extraction)
         self._driver: AsyncDriver | None = None
-        self._resolved_uri: str | None = None
-        self._lock = asyncio.Lock()
         self._schema_done = False
 
     # ---- connection -----------------------------------------------------------------------------
 
-    async def _get_driver(self) -> AsyncDriver:
-        if self._driver is not None:
-            return self._driver
-        async with self._lock:
-            if self._driver is None:
-                try:
-                    uri = self._uri if isinstance(self._uri, str) else await self._uri()
-                except Exception as exc:
-                    raise StageUnavailable("graph", f"could not get the Bolt server's URI: {type(exc).__name__}: {exc}") from exc
-                self._resolved_uri = uri
-                self._driver = AsyncGraphDatabase.driver(
-                    uri,
-                    auth=(self.config.user, self.config.password.get_secret_value()),
-                    connection_timeout=min(5.0, self.config.query_timeout_s),
-                    connection_acquisition_timeout=self.config.query_timeout_s,
-                    # Retries are ours (_run): a refused connection should fail fast, not for 30 s.
-                    max_transaction_retry_time=0,
-                )
+    def _get_driver(self) -> AsyncDriver:
+        if self._driver is None:  # created lazily: the server may come up after this replica
+            self._driver = AsyncGraphDatabase.driver(
+                self.uri,
+                auth=(self.config.user, self.config.password.get_secret_value()),
+                connection_timeout=min(5.0, self.config.query_timeout_s),
+                connection_acquisition_timeout=self.config.query_timeout_s,
+                # Retries are ours (_run): a refused connection should fail fast, not for 30 s.
+                max_transaction_retry_time=0,
+            )
         return self._driver
 
     async def aclose(self) -> None:
@@ -122,13 +112,13 @@ class GraphService:
         return list(results)
 
     def _where(self) -> str:
-        return redact_url(self._resolved_uri) or "the Bolt server"
+        return redact_url(self.uri) or "the Bolt server"
 
     async def _run(self, write: bool, work: Callable[[AsyncManagedTransaction], Awaitable[Any]], timeout: float) -> Any:
         """Runs `work` in one managed transaction with a deadline; driver errors become stage errors."""
 
         async def attempt_all() -> Any:
-            driver = await self._get_driver()
+            driver = self._get_driver()
             await self._ensure_schema(driver)
             tx_work = unit_of_work(timeout=timeout)(work)
             attempt = 0

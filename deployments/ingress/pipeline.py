@@ -33,7 +33,6 @@ from deployments.models import (
     EntityResponse,
     GraphQueryRequest,
     GraphQueryResponse,
-    GraphResult,
     Hit,
     IngestRequest,
     IngestResponse,
@@ -181,14 +180,14 @@ class Pipeline:
         candidates = max(cfg.candidates, top_k)
         hops = self.config.graph.max_hops if req.max_hops is None else req.max_hops
         mode = req.mode or cfg.mode
-        use_graph = mode == "hybrid+graph" and req.use_graph
+        use_graph = mode == "hybrid+graph" and req.use_graph  # use_graph (deprecated): false = leave the graph out
         # The retrieval stages run concurrently; neither waits for the other (or for the query embedding).
         # Dense and lexical hits come from the vector stage in one call; modes without the graph never call it.
         vector_call = self.stages.vector.search(req.collection, req.query, candidates, req.filter, mode)
         if use_graph:
             (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await asyncio.gather(
                 _run_stage("vector", vector_call, cfg.vector_timeout_s, clock),
-                _run_stage("graph", self._graph_search(req, hops, candidates), cfg.graph_timeout_s, clock),
+                _run_stage("graph", self.stages.graph.search(req.collection, req.query, hops, candidates), cfg.graph_timeout_s, clock),
             )
         else:
             (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await _run_stage("vector", vector_call, cfg.vector_timeout_s, clock), (None, None, None)
@@ -278,11 +277,6 @@ class Pipeline:
             if links.get(hit.chunk_id, 0.0) > 0:
                 hit.score = min(hit.score + cfg.link_weight * spread * links[hit.chunk_id] / strongest, max(hit.score, ceiling))
         hits.sort(key=lambda h: h.score, reverse=True)
-
-    async def _graph_search(self, req: RetrieveRequest, hops: int, candidates: int) -> GraphResult:
-        if not req.use_graph:
-            return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
-        return await self.stages.graph.search(req.collection, req.query, hops, candidates)
 
     async def _retrieve_for_answer(self, req: AnswerRequest, clock: _Clock) -> tuple[RetrieveResponse, list[Hit], list[str], list[str], list[Degraded]]:
         """Retrieval, then what the chat stage gets: the passages (and their texts) and the graph's facts."""

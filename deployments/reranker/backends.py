@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import Counter
 from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
@@ -151,31 +150,6 @@ class HttpReranker:
 # ---- embedded scorer -------------------------------------------------------------------------
 
 
-def _bm25(query_terms: list[str], docs: list[list[str]], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
-    """BM25 of each doc for the query, with document frequencies taken over the candidate set itself."""
-    n = len(docs)
-    avg_len = max(sum(len(d) for d in docs) / n, 1.0)
-    df = Counter(t for d in docs for t in set(d))
-    counts = [Counter(d) for d in docs]
-    scores = np.zeros(n)
-    for term in set(query_terms):
-        if not df[term]:
-            continue
-        idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
-        for i, c in enumerate(counts):
-            tf = c[term]
-            if tf:
-                scores[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(docs[i]) / avg_len))
-    return scores
-
-
-def _min_max(x: np.ndarray, constant: float) -> np.ndarray:
-    span = float(x.max() - x.min())
-    if span < 1e-12:  # no spread, no ranking signal: a flat value instead of dividing by zero
-        return np.full_like(x, constant)
-    return (x - x.min()) / span
-
-
 def _found_scores(scores: list[float | None]) -> np.ndarray:
     """A retrieval source's scores (BM25, graph: 0 = no evidence) over its best, so within [0, 1]; 0 for the
     texts it did not find (they ranked below its last hit)."""
@@ -186,16 +160,15 @@ def _found_scores(scores: list[float | None]) -> np.ndarray:
 
 
 class EmbeddedScorer:
-    """Our own offline scorer (not a cross-encoder): a weighted blend of min-max normalized signals.
+    """Our own offline scorer (not a cross-encoder): a weighted blend of the retrieval sources' signals.
 
     With the retrieval sources' scores in the hints (`RerankHints.signals`), it blends exactly the sources the
     request used: the raw dense cosine (recomputed for every candidate from the stored vectors, so a chunk only
     BM25 or the graph found still gets its dense score), Qdrant's BM25 (collection-wide IDF) over the best BM25
     score (0 where BM25 missed the chunk) and the graph score over the best graph score. Weights: `dense_weight`
     and `1 - dense_weight` share dense vs lexical, `graph_weight` is added for graph; the sum is divided by the
-    weights used. Raw cosine with max-scaled BM25 beat min-max scaling of both and RRF on SciFact's train
-    queries (nDCG@10 0.742 vs 0.737 and 0.715; README, "Retrieval quality"). Without signals (a caller that passes
-    none), the older blend: min-max cosine and BM25 over the candidate set, `dense_weight * dense + (1 - w) * lexical`.
+    weights used. Raw cosine with max-scaled BM25 beat min-max weighted scores and RRF on SciFact's train queries
+    (figures in benchmarks/README.md, "Retrieval quality"). Without signals, the dense cosine alone.
     """
 
     scorer = EMBEDDED_SCORER
@@ -239,9 +212,8 @@ class EmbeddedScorer:
     async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult:
         if not texts:
             return RerankResult(scores=[], scorer=self.scorer)
-        signals = hints.signals if hints is not None else {}
-        if not signals:
-            return await self._rerank_own_signals(query, texts, hints)
+        # Without the retrieval's signals (a caller that passes none), the dense cosine alone.
+        signals = (hints.signals if hints is not None else None) or {"vector": [None] * len(texts)}
         for source, scores in signals.items():
             if len(scores) != len(texts):
                 raise StageError(STAGE, f"{self.scorer}: {len(scores)} {source} scores for {len(texts)} texts")
@@ -269,14 +241,6 @@ class EmbeddedScorer:
         vectors = np.stack([query_vec] + [v if v is not None else next(filled) for v in passage_vecs])
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors[1:] @ vectors[0]
-
-    async def _rerank_own_signals(self, query: str, texts: list[str], hints: RerankHints | None) -> RerankResult:
-        cosine = await self._cosine(query, texts, hints)
-        lexical = _bm25(terms(query), [terms(t) for t in texts])
-        dense_n = _min_max(cosine, constant=float(np.clip(cosine[0], 0, 1)))
-        lexical_n = _min_max(lexical, constant=1.0 if lexical[0] > 0 else 0.0)
-        fused = self.dense_weight * dense_n + (1 - self.dense_weight) * lexical_n
-        return RerankResult(scores=[round(float(s), 6) for s in fused], scorer=self.scorer)
 
     async def ping(self) -> str:
         await self._vectors(["ping"])
