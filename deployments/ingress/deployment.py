@@ -46,7 +46,7 @@ from deployments.models import (
     RetrieveResponse,
     StreamDone,
 )
-from deployments.observability import StageMetrics, configure_logging
+from deployments.observability import StageMetrics, configure_logging, current_request_id
 
 log = logging.getLogger("graphrag.ingress")
 
@@ -153,10 +153,15 @@ async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
 
 @app.exception_handler(Exception)
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the log under an id; the client gets the id, never the trace.
-    error_id = uuid.uuid4().hex[:12]
-    log.exception("unhandled error %s on %s", error_id, request.url.path)
-    return JSONResponse(status_code=500, content={"detail": f"internal error (id {error_id})"})
+    # A bug, not a stage failure (those are `degraded` or 503): the traceback goes to the log under the request
+    # id (every log line carries it); the client gets the id, never the trace.
+    request_id = current_request_id() or request.headers.get("x-request-id") or uuid.uuid4().hex
+    log.error("unhandled error on %s (request id %s)", request.url.path, request_id, exc_info=exc)
+    return JSONResponse(
+        status_code=500,
+        content={"detail": f"internal error (request id {request_id})", "request_id": request_id},
+        headers={"X-Request-ID": request_id},
+    )
 
 
 def cancelling(method: Callable) -> Callable:

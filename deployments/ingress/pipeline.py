@@ -19,6 +19,7 @@ from deployments.errors import (
     NotFound,
     StageError,
     StageUnavailable,
+    is_stage_failure,
 )
 from deployments.ingress.chunking import chunk_document
 from deployments.models import (
@@ -53,6 +54,7 @@ from deployments.models import (
     Timings,
     VectorResult,
 )
+from deployments.observability import current_request_id
 
 log = logging.getLogger("graphrag.pipeline")
 T = TypeVar("T")
@@ -105,9 +107,9 @@ async def _run_stage(stage: str, call: Awaitable[T], timeout: float, clock: _Clo
     try:
         result = await asyncio.wait_for(call, timeout)
         return result, None, clock.timing(start, time.time())
-    except CollectionNotFound:
-        raise
-    except Exception as exc:  # reported as degraded, never swallowed
+    except Exception as exc:  # a stage failure is reported as degraded; anything else (a bug, a 404) propagates
+        if not is_stage_failure(exc):
+            raise
         log.warning("stage %s failed: %s", stage, _reason(exc, timeout))
         return None, Degraded(stage=stage, error=_reason(exc, timeout)), clock.timing(start, time.time())
 
@@ -352,9 +354,9 @@ class Pipeline:
         else:
             try:
                 first, rest = await asyncio.wait_for(self._open_chat_stream(req.query, texts, facts), timeout)
-            except CollectionNotFound:
-                raise
             except Exception as exc:
+                if not is_stage_failure(exc):
+                    raise
                 error = _reason(exc, timeout)
                 log.warning("stage chat failed: %s", error)
                 if not self.config.chat_fallback_extractive:
@@ -373,8 +375,12 @@ class Pipeline:
                 parts.append(piece.content)
                 yield StreamDelta(content=piece.content)
         except Exception as exc:  # the answer broke off after it had started: say so, never end it silently
-            error = _reason(exc, timeout)
-            log.warning("stage chat failed mid-stream: %s", error)
+            if is_stage_failure(exc):
+                error = _reason(exc, timeout)
+                log.warning("stage chat failed mid-stream: %s", error)
+            else:  # a bug: the status is already sent, so the event carries the id the log has the traceback under
+                error = f"internal error (request id {current_request_id() or '-'})"
+                log.exception("unexpected error mid-stream")
             yield StreamError(stage="chat", detail=f"the answer broke off: {error}")
             return
         finally:
@@ -407,10 +413,16 @@ class Pipeline:
         timeout = self.config.retrieval.ingest_timeout_s
         chunks = [c for doc in req.documents for c in chunk_document(doc, self.config.chunking)]
         doc_ids = [doc.id for doc in req.documents]
-        (n_points, vec_err, vec_t), (graph_counts, grf_err, grf_t) = await asyncio.gather(
+        runs = await asyncio.gather(
             _run_stage("vector", self.stages.vector_upsert(req.collection, chunks), timeout, clock),
             _run_stage("graph", self.stages.graph_upsert(req.collection, chunks), timeout, clock),
+            return_exceptions=True,  # both writes end before anything is removed, even when one raised
         )
+        raised = [r for r in runs if isinstance(r, BaseException)]
+        if raised:  # not a stage failure (a bug): still all-or-nothing, then the error itself (a 500)
+            await self._remove_everywhere(req.collection, doc_ids)
+            raise raised[0]
+        (n_points, vec_err, vec_t), (graph_counts, grf_err, grf_t) = runs
         failed = [e for e in (vec_err, grf_err) if e]
         if failed:
             await self._remove_everywhere(req.collection, doc_ids)
@@ -447,6 +459,9 @@ class Pipeline:
             return_exceptions=True,
         )
         failed = [(store, r) for store, r in zip(("vector", "graph"), results) if isinstance(r, BaseException)]
+        for _, error in failed:
+            if not is_stage_failure(error):
+                raise error
         if failed:
             reasons = "; ".join(f"{store}: {_reason(r, 0)}" for store, r in failed)
             raise StageUnavailable("+".join(store for store, _ in failed), f"delete of {doc_id!r} failed ({reasons}); retry the request")
