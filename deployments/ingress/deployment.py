@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
@@ -16,6 +17,7 @@ from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth
 from deployments.ingress.http_guards import HttpGuards
+from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
 from deployments.ingress.openai_api import (
     MODEL_ID,
     ChatCompletion,
@@ -81,6 +83,9 @@ app = FastAPI(
 # The replica's constructor sets `app.state.guards` (auth, limits) and `app.state.metrics`; handlers read them from
 # the serving app (`request.app`), never from module globals: Serve ships this module's app to the replica by value.
 app.add_middleware(HttpGuards)
+# Strict JSON bodies (no NaN, no lone surrogates) and 422s that echo only an excerpt of the input.
+app.router.route_class = StrictJSONRoute
+app.add_exception_handler(RequestValidationError, request_validation_error)
 
 
 def _openapi() -> dict:
