@@ -328,6 +328,9 @@ class StageHealth(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     stages: dict[str, StageHealth]
+    auth: Literal["open", "api_keys"] = Field(
+        description="open: no API key configured, every caller may do everything (local use only); api_keys: keys with scopes."
+    )
 
 
 class ErrorResponse(BaseModel):

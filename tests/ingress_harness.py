@@ -33,7 +33,7 @@ def ingress_client(stages: Stages, monkeypatch, args: dict | None = None, raise_
     ingress = object.__new__(_TestIngress)
     ingress.config, ingress.pipeline, ingress.metrics = config, Pipeline(config, stages), _NoMetrics()
     monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
-    monkeypatch.setattr(app.state, "guards", (ApiKeyAuth(config.auth.api_key_hashes), config.limits), raising=False)
+    monkeypatch.setattr(app.state, "guards", (ApiKeyAuth(config.auth), config.limits), raising=False)
     monkeypatch.setattr(app.state, "metrics", None, raising=False)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     yield httpx.AsyncClient(transport=transport, base_url="http://ingress")

@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
-from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth
+from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection
 from deployments.ingress.http_guards import HttpGuards
 from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
 from deployments.ingress.openai_api import (
@@ -66,7 +66,8 @@ _STREAMED = {200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}, "de
 # Statuses any route may answer, from the guards in front of every route or from Serve's load shedding.
 _COMMON_ERRORS = {
     "400": "The body is not valid JSON.",
-    "401": "Missing or invalid API key (when `auth.api_key_hashes` is set).",
+    "401": "Missing or invalid API key (when API keys are configured).",
+    "403": "The API key lacks the scope (read, write, admin) or the collection the request needs.",
     "413": "Request body larger than `limits.max_body_bytes`.",
     "422": "Invalid request: the offending field is named.",
     "429": "Overloaded (Serve backpressure configured with 429); retry after `Retry-After` seconds.",
@@ -132,6 +133,25 @@ async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
         content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage},
         headers=_retry_after(request),
     )
+
+
+@app.exception_handler(Forbidden)
+async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+    return JSONResponse(status_code=403, content={"detail": exc.reason})
+
+
+def _allow(request: Request, collection: str | None) -> None:
+    """403 unless the request's key may use `collection` (None: the request reads every collection)."""
+    guarded = getattr(request.app.state, "guards", None) is not None
+    state = request.scope.get("state")
+    if collection is None:
+        grant = (state or {}).get("grant")
+        if grant is not None and grant.collections is not None:
+            raise Forbidden("this API key is limited to some collections; this request reads every collection")
+        if grant is None and guarded:
+            raise Forbidden("no API key grant for this request")
+        return
+    authorize_collection(state, collection, guarded)
 
 
 @app.exception_handler(BackPressureError)
@@ -249,7 +269,9 @@ class Ingress:
         self.config = config
         self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat))
         self.metrics = app.state.metrics = StageMetrics()
-        app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
+        app.state.guards = (ApiKeyAuth(config.auth), config.limits)
+        if config.auth.open:
+            log.warning("no API key configured: open mode, every caller may read, write and query every collection (local use only)")
 
     async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
         # The first event (after retrieval and the chat's first piece) is awaited here, before any byte is
@@ -266,13 +288,15 @@ class Ingress:
         return StreamingResponse(to_sse(observed()), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/v1/retrieve", response_model=RetrieveResponse, responses=_ERRORS)
-    async def retrieve(self, req: RetrieveRequest) -> RetrieveResponse:
+    async def retrieve(self, req: RetrieveRequest, request: Request) -> RetrieveResponse:
+        _allow(request, req.collection)
         resp = await self.pipeline.retrieve(req)
         self.metrics.record_retrieval(resp)
         return resp
 
     @app.post("/v1/answer", response_model=AnswerResponse, responses={**_ERRORS, **_STREAMED})
-    async def answer(self, req: AnswerRequest) -> AnswerResponse | StreamingResponse:
+    async def answer(self, req: AnswerRequest, request: Request) -> AnswerResponse | StreamingResponse:
+        _allow(request, req.collection)
         if req.stream:
             return await self._streamed(self.pipeline.answer_stream(req), answer_events_sse)
         resp = await self.pipeline.answer(req)
@@ -280,8 +304,9 @@ class Ingress:
         return resp
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**_ERRORS, **_STREAMED})
-    async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
+    async def chat_completions(self, req: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
         """OpenAI-compatible: the last user message is the question; retrieval runs behind it."""
+        _allow(request, req.to_answer_request().collection)
         passages = self.config.chat.max_passages
         if req.stream:
             return await self._streamed(
@@ -296,30 +321,38 @@ class Ingress:
         return ModelList(data=[ModelCard(id=MODEL_ID)])
 
     @app.post("/v1/ingest", response_model=IngestResponse, responses={503: _ERRORS[503]})
-    async def ingest(self, req: IngestRequest) -> IngestResponse:
+    async def ingest(self, req: IngestRequest, request: Request) -> IngestResponse:
+        _allow(request, req.collection)
         resp = await self.pipeline.ingest(req)
         self.metrics.record_ingest(resp)
         return resp
 
     @app.get("/v1/collections/{collection}", response_model=CollectionStats, responses={404: _ERRORS[404]})
-    async def collection_stats(self, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:
+    async def collection_stats(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:
+        _allow(request, collection)
         return await self.pipeline.stats(collection)
 
     @app.delete("/v1/documents/{doc_id:path}", response_model=DeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
-    async def delete_document(self, doc_id: str, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)) -> DeleteResponse:
+    async def delete_document(
+        self, doc_id: str, request: Request, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
+    ) -> DeleteResponse:
+        _allow(request, collection)
         return await self.pipeline.delete_document(collection, doc_id)
 
     @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503]})
-    async def graph_query(self, req: GraphQueryRequest) -> GraphQueryResponse:
+    async def graph_query(self, req: GraphQueryRequest, request: Request) -> GraphQueryResponse:
+        _allow(request, None)  # admin scope (the guard), and a key that is not limited to collections
         return await self.pipeline.graph_query(req)
 
     @app.get("/v1/graph/entities/{name:path}", response_model=EntityResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
     async def graph_entity(
         self,
         name: str,
+        request: Request,
         collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN),
         hops: int = Query(1, ge=1, le=MAX_HOPS),
     ) -> EntityResponse:
+        _allow(request, collection)
         return await self.pipeline.graph_entity(collection, name, hops)
 
     @app.get("/healthz")
@@ -329,5 +362,5 @@ class Ingress:
     @app.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
     async def readyz(self) -> JSONResponse:
         stages = await self.pipeline.ready()
-        body = ReadyResponse(ready=all(s.ok for s in stages.values()), stages=stages)
+        body = ReadyResponse(ready=all(s.ok for s in stages.values()), stages=stages, auth="open" if self.config.auth.open else "api_keys")
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())
