@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import uuid
+from pathlib import Path as PathLib
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Path, Query, Request
@@ -14,7 +15,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
-from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
+from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, is_stage_failure
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection
 from deployments.ingress.http_guards import HttpGuards
 from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
@@ -28,6 +29,7 @@ from deployments.ingress.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
+from deployments.ingress.intents import IntentLog
 from deployments.ingress.pipeline import Pipeline, Stages
 from deployments.models import (
     COLLECTION_PATTERN,
@@ -44,9 +46,11 @@ from deployments.models import (
     IngestRequest,
     IngestResponse,
     ReadyResponse,
+    RepairResponse,
     RetrieveRequest,
     RetrieveResponse,
     StreamDone,
+    VerifyResponse,
 )
 from deployments.observability import StageMetrics, configure_logging, current_request_id
 
@@ -189,6 +193,19 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def recover_until_done(pipeline: Pipeline, attempts: int = 30, delay_s: float = 2.0) -> None:
+    """`Pipeline.recover`, retried while the stores start up (a stage failure); a bug is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await pipeline.recover()
+            return
+        except Exception as exc:
+            if not is_stage_failure(exc) or attempt == attempts:
+                log.error("could not roll back interrupted ingests: %s", exc, exc_info=exc)
+                raise
+            await asyncio.sleep(delay_s)
+
+
 def cancelling(method: Callable) -> Callable:
     """A handle method whose call is cancelled downstream when the awaiting task is (client gone, timeout):
     awaiting a DeploymentResponse does not cancel the remote request by itself."""
@@ -250,6 +267,9 @@ def stages_from_handles(
             "chat": cancelling(chat.ping),
         },
         chat_stream=cancelling_stream(chat.options(stream=True).answer_stream),
+        vector_chunk_ids=cancelling(vector.chunk_ids),
+        graph_chunk_ids=cancelling(graph.chunk_ids),
+        graph_orphans=cancelling(graph.orphan_entities),
     )
 
 
@@ -267,7 +287,10 @@ class Ingress:
     ):
         configure_logging()
         self.config = config
-        self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat))
+        intents = IntentLog(PathLib(config.data_dir) / "intents")
+        self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat), intents)
+        # Roll back what a crashed predecessor left half-written, before this replica writes anything itself.
+        self.recovery = asyncio.get_running_loop().create_task(recover_until_done(self.pipeline))
         self.metrics = app.state.metrics = StageMetrics()
         app.state.guards = (ApiKeyAuth(config.auth), config.limits)
         if config.auth.open:
@@ -320,9 +343,18 @@ class Ingress:
     async def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=MODEL_ID)])
 
+    async def _recovered(self) -> None:
+        # Writes wait for the start-up roll-back (deployments/ingress/intents.py); a failed one fails them too.
+        recovery = getattr(self, "recovery", None)
+        if recovery is not None and not recovery.done():
+            await asyncio.shield(recovery)
+        elif recovery is not None:
+            recovery.result()
+
     @app.post("/v1/ingest", response_model=IngestResponse, responses={503: _ERRORS[503]})
     async def ingest(self, req: IngestRequest, request: Request) -> IngestResponse:
         _allow(request, req.collection)
+        await self._recovered()
         resp = await self.pipeline.ingest(req)
         self.metrics.record_ingest(resp)
         return resp
@@ -337,7 +369,22 @@ class Ingress:
         self, doc_id: str, request: Request, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
     ) -> DeleteResponse:
         _allow(request, collection)
+        await self._recovered()
         return await self.pipeline.delete_document(collection, doc_id)
+
+    @app.get("/v1/collections/{collection}/verify", response_model=VerifyResponse, responses={503: _ERRORS[503]})
+    async def verify_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> VerifyResponse:
+        """Store consistency: per document the same chunks in both stores, no entity without a chunk, no
+        interrupted ingest pending. `graphrag-ingest --verify` calls it."""
+        _allow(request, collection)
+        return await self.pipeline.verify(collection)
+
+    @app.post("/v1/collections/{collection}/repair", response_model=RepairResponse, responses={503: _ERRORS[503]})
+    async def repair_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> RepairResponse:
+        """Removes from both stores the documents the stores disagree on (re-ingest them) and orphan entities."""
+        _allow(request, collection)
+        await self._recovered()
+        return await self.pipeline.repair(collection)
 
     @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503]})
     async def graph_query(self, req: GraphQueryRequest, request: Request) -> GraphQueryResponse:
