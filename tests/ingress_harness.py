@@ -1,5 +1,5 @@
 """The ingress's FastAPI app over HTTP without Ray: the real routes, exception handlers and guards, with the
-pipeline over plain stage objects (tests/test_pipeline.py's FakeStages), served in-process by an ASGI client."""
+pipeline over plain stage objects (tests/fakes.py's FakeStages), served in-process by an ASGI client."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,7 +12,8 @@ from ray import serve
 from deployments.config import AppConfig
 from deployments.ingress.auth import ApiKeyAuth
 from deployments.ingress.deployment import Ingress, app
-from deployments.ingress.pipeline import Pipeline, Stages
+from deployments.ingress.pipeline import Pipeline
+from deployments.stages import Stages
 
 
 class _NoMetrics:

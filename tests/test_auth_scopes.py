@@ -9,7 +9,7 @@ from deployments.ingress.auth import ROUTE_SCOPES, hash_key, required_scope
 from deployments.ingress.deployment import app
 from deployments.models import GraphQueryResponse
 from tests.ingress_harness import ingress_client
-from tests.test_pipeline import FakeStages
+from tests.fakes import FakeStages
 
 KEYS = {
     "legacy": None,  # auth.api_key_hashes: full access
@@ -30,7 +30,7 @@ class Stages(FakeStages):
 
     def stages(self):
         stages = super().stages()
-        stages.graph_query = self.graph_query
+        stages.graph.query = self.graph_query
         return stages
 
 

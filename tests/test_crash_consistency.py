@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from types import SimpleNamespace
 
 from deployments.config import AppConfig
 from deployments.ingress.intents import IntentLog
-from deployments.ingress.pipeline import Pipeline, Stages
+from deployments.ingress.pipeline import Pipeline
 from deployments.models import Document, IngestRequest
+from deployments.stages import Stages
 from tests.ingress_harness import ingress_client
 
 
@@ -75,11 +77,13 @@ class Stores:
             raise AssertionError("not used here")
 
         return Stages(
-            vector_search=unused, graph_search=unused, rerank=unused, chat=unused,
-            vector_upsert=self.vector_upsert, graph_upsert=self.graph_upsert,
-            vector_delete=self.vector_delete, graph_delete=self.graph_delete,
-            vector_count=unused, graph_counts=unused, pings={},
-            vector_chunk_ids=self.vector_chunk_ids, graph_chunk_ids=self.graph_chunk_ids, graph_orphans=self.graph_orphans,
+            embedder=SimpleNamespace(ping=unused),
+            vector=SimpleNamespace(search=unused, upsert=self.vector_upsert, delete_documents=self.vector_delete,
+                                   count=unused, chunk_ids=self.vector_chunk_ids, ping=unused),
+            graph=SimpleNamespace(search=unused, upsert=self.graph_upsert, delete_documents=self.graph_delete,
+                                  counts=unused, chunk_ids=self.graph_chunk_ids, orphan_entities=self.graph_orphans, ping=unused),
+            reranker=SimpleNamespace(rerank=unused, ping=unused),
+            chat=SimpleNamespace(answer=unused, answer_stream=unused, ping=unused),
         )
 
 

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from tests.ingress_harness import ingress_client
-from tests.test_pipeline import FakeStages
+from tests.fakes import FakeStages
 
 
 async def test_bug_in_a_stage_is_a_500_with_the_request_id_and_a_logged_traceback(monkeypatch, caplog):

@@ -3,8 +3,8 @@
 import asyncio
 import logging
 import uuid
-from pathlib import Path as PathLib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path as PathLib
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, is_stage_failure
+from deployments.handles import stages_from_handles
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection
 from deployments.ingress.http_guards import HttpGuards
 from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
@@ -30,7 +31,7 @@ from deployments.ingress.openai_api import (
     to_completion,
 )
 from deployments.ingress.intents import IntentLog
-from deployments.ingress.pipeline import Pipeline, Stages
+from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
     COLLECTION_PATTERN,
     DEFAULT_COLLECTION,
@@ -204,73 +205,6 @@ async def recover_until_done(pipeline: Pipeline, attempts: int = 30, delay_s: fl
                 log.error("could not roll back interrupted ingests: %s", exc, exc_info=exc)
                 raise
             await asyncio.sleep(delay_s)
-
-
-def cancelling(method: Callable) -> Callable:
-    """A handle method whose call is cancelled downstream when the awaiting task is (client gone, timeout):
-    awaiting a DeploymentResponse does not cancel the remote request by itself."""
-
-    async def call(*args):
-        response = method.remote(*args)
-        try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
-
-    return call
-
-
-def cancelling_stream(method: Callable) -> Callable:
-    """The same for a streaming handle method: closing or cancelling the iterator cancels the remote generator."""
-
-    async def call(*args) -> AsyncIterator:
-        stream = method.remote(*args)
-        finished = False
-        try:
-            async for item in stream:
-                yield item
-            finished = True
-        finally:
-            if not finished:
-                stream.cancel()
-
-    return call
-
-
-def stages_from_handles(
-    embedder: DeploymentHandle,
-    vector: DeploymentHandle,
-    graph: DeploymentHandle,
-    reranker: DeploymentHandle,
-    chat: DeploymentHandle,
-) -> Stages:
-    return Stages(
-        vector_search=cancelling(vector.search),
-        graph_search=cancelling(graph.search),
-        rerank=cancelling(reranker.rerank),
-        chat=cancelling(chat.answer),
-        vector_upsert=cancelling(vector.upsert),
-        graph_upsert=cancelling(graph.upsert),
-        vector_delete=cancelling(vector.delete_documents),
-        graph_delete=cancelling(graph.delete_documents),
-        vector_count=cancelling(vector.count),
-        graph_counts=cancelling(graph.counts),
-        graph_query=cancelling(graph.query),
-        graph_entity=cancelling(graph.entity),
-        graph_links=cancelling(graph.links),
-        pings={
-            "embedder": cancelling(embedder.ping),
-            "vector": cancelling(vector.ping),
-            "graph": cancelling(graph.ping),
-            "reranker": cancelling(reranker.ping),
-            "chat": cancelling(chat.ping),
-        },
-        chat_stream=cancelling_stream(chat.options(stream=True).answer_stream),
-        vector_chunk_ids=cancelling(vector.chunk_ids),
-        graph_chunk_ids=cancelling(graph.chunk_ids),
-        graph_orphans=cancelling(graph.orphan_entities),
-    )
 
 
 @serve.deployment
