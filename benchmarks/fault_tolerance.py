@@ -3,8 +3,13 @@ OpenAI-protocol test double as chat and TEI reranker, each in its own process).
 
     python -m benchmarks.fault_tolerance
 
-Scenarios, each with figures printed and written to benchmarks/results/fault_tolerance.json:
-  replica_kill      a Graph replica (of 2) killed mid-load: failed requests (non-200) and time until it is back
+Scenarios, each with figures printed and written to benchmarks/results/fault_tolerance.json. Every answer is
+counted as ok (200, every stage), degraded (200 with `degraded`) or failed (anything else), separately:
+  graph_replica_kill  a Graph replica (of 2) killed mid-load: outcomes before/after the kill, how long answers
+                      were impaired, the replacement time (polled from the kill on, during the load)
+  vector_replica_kill the single embedded Vector replica (Qdrant Edge's owner) killed mid-load, default mode:
+                      how long retrieve is unavailable, replacement time, and that no point or chunk was lost
+  bolt_server_kill    the BoltServer replica (the embedded ArcadeDB) killed mid-load, hybrid+graph: the same
   stages_down       graph store killed, reranker down, chat down: /v1/retrieve 200 + degraded, /v1/answer extractive
   chat_required     chat down with chat_fallback_extractive=false: /v1/answer 503 naming the stage
   chat_429          the chat provider answers 429 + Retry-After: waited for, then answered
@@ -28,7 +33,7 @@ use_local_env()
 
 import httpx  # noqa: E402
 
-from benchmarks.loadgen import closed_loop, open_loop, percentile  # noqa: E402
+from benchmarks.loadgen import closed_loop, open_loop, outcomes, percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,45 +67,98 @@ def replica_states(deployment: str) -> list[str]:
     return [state for state, n in status.replica_states.items() for _ in range(n)]
 
 
-def graph_replica_actor_names() -> list[str]:
+def replica_actor_names(deployment: str) -> list[str]:
     import ray
 
     return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["name"].startswith(f"SERVE_REPLICA::{APP}#Graph#"))
+                  if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#"))
 
 
-async def replica_kill(base: str) -> dict:
+async def poll_replacement(deployment: str, victim: str, replicas: int, killed_at: float, limit_s: float = 180) -> float | None:
+    """Seconds from the kill until `replicas` RUNNING replicas again, the victim not among them; polled from the
+    moment of the kill, concurrently with the load (None: not within `limit_s`)."""
+    while time.monotonic() - killed_at < limit_s:
+        names, states = await asyncio.gather(asyncio.to_thread(replica_actor_names, deployment), asyncio.to_thread(replica_states, deployment))
+        if states.count("RUNNING") == replicas and victim not in names and len(names) == replicas:
+            return round(time.monotonic() - killed_at, 1)
+        await asyncio.sleep(0.25)
+    return None
+
+
+def impact(samples: list, killed_at: float) -> dict:
+    """ok / degraded / failed before and after the kill, and how long requests were impaired after it."""
+    before = [s for s in samples if s.intended + s.latency < killed_at]
+    after = [s for s in samples if s.intended + s.latency >= killed_at]
+    impaired = [s.intended + s.latency - killed_at for s in after if s.outcome != "ok"]
+    failed = [s.intended + s.latency - killed_at for s in after if s.outcome == "failed"]
+    degraded_stages = sorted({stage for s in after for stage in (s.degraded or [])})
+    return {
+        "before_kill": outcomes(before), "after_kill": outcomes(after), "degraded_stages": degraded_stages,
+        # From the kill to the last answer that was not a full success (degraded or failed) / that failed.
+        "impaired_for_s": round(max(impaired), 1) if impaired else 0.0,
+        "unavailable_for_s": round(max(failed), 1) if failed else 0.0,
+        "first_ok_after_kill_s": next((round(s.intended + s.latency - killed_at, 1) for s in sorted(after, key=lambda s: s.intended + s.latency) if s.outcome == "ok" and s.intended >= killed_at), None),
+    }
+
+
+async def kill_under_load(base: str, deployment: str, replicas: int, mode: str, kill_after_s: float = 8, load_s: float = 60) -> dict:
+    """A replica of `deployment` killed (ray.kill, no restart by Ray: Serve replaces it) `kill_after_s` into a
+    closed-loop load of /v1/retrieve; the replacement is polled from the kill on, during the load."""
     import ray
 
-    names = graph_replica_actor_names()
+    names = replica_actor_names(deployment)
     victim = names[0]
 
-    async def kill_later() -> float:
-        await asyncio.sleep(8)
+    def body(n: int) -> dict:
+        return {**payload(n), "mode": mode}
+
+    async def kill_later() -> tuple[float, float | None]:
+        await asyncio.sleep(kill_after_s)
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-        return time.monotonic()
+        killed_at = time.monotonic()
+        return killed_at, await poll_replacement(deployment, victim, replicas, killed_at)
 
     killer = asyncio.create_task(kill_later())
-    run = await closed_loop(f"{base}/v1/retrieve", payload, concurrency=4, requests=100_000, max_wall_s=30)
-    killed_at = await killer
-    # Back: Serve replaces the dead replica; wait until two RUNNING replicas again, with a new one among them.
-    while time.monotonic() - killed_at < 180:
-        names_now = graph_replica_actor_names()
-        if replica_states("Graph").count("RUNNING") == 2 and victim not in names_now and len(names_now) == 2:
-            break
-        await asyncio.sleep(0.5)
-    back_s = time.monotonic() - killed_at
-    failed = [s for s in run.samples if s.status != 200]
+    run = await closed_loop(f"{base}/v1/retrieve", body, concurrency=4, requests=100_000, max_wall_s=load_s)
+    killed_at, replaced_s = await killer
     return {
-        "killed": victim, "replicas_before": names, "replicas_after": graph_replica_actor_names(),
-        "replica_back_after_s": round(back_s, 1), "load": summary(run),
-        "failed_requests": len(failed), "failed_pct": round(100 * len(failed) / max(len(run.samples), 1), 3),
+        "deployment": deployment, "replicas": replicas, "mode": mode, "killed": victim, "replicas_before": names,
+        "replicas_after": replica_actor_names(deployment), "replaced_after_s": replaced_s,
+        "load_s": load_s, "kill_after_s": kill_after_s, "load": summary(run), **impact(run.samples, killed_at),
         "load_average_1m": load(),
     }
 
 
+def store_state(api: httpx.Client) -> dict:
+    stats = api.get("/v1/collections/ft").json()
+    verify = api.get("/v1/collections/ft/verify").json()
+    return {"stats": stats, "consistent": verify.get("consistent")}
+
+
+async def store_replica_kill(base: str, api: httpx.Client, deployment: str, mode: str) -> dict:
+    """The single replica owning an embedded store killed under load: how long retrieve is impaired or
+    unavailable, when Serve has replaced it, and that the store lost nothing (counts and consistency)."""
+    before = await asyncio.to_thread(store_state, api)
+    result = await kill_under_load(base, deployment, 1, mode)
+    deadline = time.monotonic() + 120  # if the replacement outlasted the load: wait for it before comparing
+    while time.monotonic() < deadline:
+        r = await asyncio.to_thread(api.post, "/v1/retrieve", json={**payload(0), "mode": mode})
+        if r.status_code == 200 and not r.json().get("degraded"):
+            break
+        await asyncio.sleep(1)
+    after = await asyncio.to_thread(store_state, api)
+    result.update(store_before=before, store_after=after, data_lost=before["stats"] != after["stats"] or not after["consistent"])
+    return result
+
+
 def degraded_stages(resp: httpx.Response) -> list[str]:
     return [d["stage"] for d in resp.json().get("degraded", [])] if resp.status_code == 200 else []
+
+
+def outcome(resp: httpx.Response) -> str:
+    if resp.status_code != 200:
+        return "failed"
+    return "degraded" if degraded_stages(resp) else "ok"
 
 
 def stages_down(api: httpx.Client, aux) -> dict:
@@ -120,14 +178,14 @@ def stages_down(api: httpx.Client, aux) -> dict:
     pid = asyncio.run(bolt_pid())
     os.kill(pid, signal.SIGKILL)
     r = api.post("/v1/retrieve", json=q)
-    out["graph_store_killed"] = {"retrieve_status": r.status_code, "degraded": degraded_stages(r)}
+    out["graph_store_killed"] = {"retrieve_status": r.status_code, "outcome": outcome(r), "degraded": degraded_stages(r)}
     aux.stop()  # the reranker and chat endpoints go away
     r = api.post("/v1/retrieve", json=q)
-    out["graph_store_and_reranker_down"] = {"retrieve_status": r.status_code, "degraded": degraded_stages(r)}
+    out["graph_store_and_reranker_down"] = {"retrieve_status": r.status_code, "outcome": outcome(r), "degraded": degraded_stages(r)}
     r = api.post("/v1/answer", json=q)
     body = r.json()
     out["graph_store_reranker_chat_down"] = {
-        "answer_status": r.status_code, "degraded": degraded_stages(r), "model": body.get("model"),
+        "answer_status": r.status_code, "outcome": outcome(r), "degraded": degraded_stages(r), "model": body.get("model"),
         "citations": len(body.get("citations", [])),
     }
     out["load_average_1m"] = load()
@@ -140,7 +198,7 @@ def chat_429(api: httpx.Client, primary) -> dict:
     r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[1], "mode": GRAPH_MODE})
     calls = primary.requests("chat")[-2:]
     return {
-        "status": r.status_code, "model": r.json().get("model"), "degraded": degraded_stages(r),
+        "status": r.status_code, "outcome": outcome(r), "model": r.json().get("model"), "degraded": degraded_stages(r),
         "provider_statuses": [c.status for c in calls], "retry_after_s": 2,
         "waited_s": round(calls[-1].mono - calls[0].mono, 2), "answer_latency_s": round(time.monotonic() - t0, 2),
         "bound_s": "chat.timeout_s=20", "load_average_1m": load(),
@@ -151,7 +209,7 @@ def fallback_chain(api: httpx.Client, primary, second) -> dict:
     primary.fault("chat", status=500, times=3)  # every attempt (chat.max_attempts=3) of the first provider
     r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[2], "mode": GRAPH_MODE})
     return {
-        "status": r.status_code, "model": r.json().get("model"), "degraded": degraded_stages(r),
+        "status": r.status_code, "outcome": outcome(r), "model": r.json().get("model"), "degraded": degraded_stages(r),
         "primary_statuses": [c.status for c in primary.requests("chat")[-3:]],
         "second_provider_calls": len(second.requests("chat")), "load_average_1m": load(),
     }
@@ -225,9 +283,14 @@ def main() -> None:
             print("overload ...", flush=True)
             results["overload"] = asyncio.run(overload(base))
             print(json.dumps(results["overload"]), flush=True)
-            print("replica_kill ...", flush=True)
-            results["replica_kill"] = asyncio.run(replica_kill(base))
-            print(json.dumps(results["replica_kill"]), flush=True)
+            for name, scenario in (
+                ("graph_replica_kill", lambda: kill_under_load(base, "Graph", 2, GRAPH_MODE)),
+                ("vector_replica_kill", lambda: store_replica_kill(base, api, "Vector", "hybrid")),
+                ("bolt_server_kill", lambda: store_replica_kill(base, api, "BoltServer", GRAPH_MODE)),
+            ):
+                print(f"{name} ...", flush=True)
+                results[name] = asyncio.run(scenario())
+                print(json.dumps(results[name]), flush=True)
             results["chat_429"] = chat_429(api, primary)
             print(json.dumps(results["chat_429"]), flush=True)
             results["fallback_chain"] = fallback_chain(api, primary, second)
@@ -246,7 +309,7 @@ def main() -> None:
             strict_api = httpx.Client(base_url=f"{base}{strict['route_prefix']}", timeout=120)
             strict_api.post("/v1/ingest", json={"collection": "ft", "documents": sample_documents()[:2]}).raise_for_status()
             r = strict_api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE})
-            results["chat_required"] = {"answer_status": r.status_code, "stage": r.json().get("stage"),
+            results["chat_required"] = {"answer_status": r.status_code, "outcome": outcome(r), "stage": r.json().get("stage"),
                                         "retry_after": r.headers.get("retry-after"), "detail": r.json().get("detail", "")[:200],
                                         "load_average_1m": load()}
             print(json.dumps(results["chat_required"]), flush=True)

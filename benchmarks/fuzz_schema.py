@@ -4,7 +4,8 @@
 
 Every operation gets up to `max-examples` generated requests (valid and invalid, examples, coverage and
 fuzzing phases); the checks are: no 5xx, every status/content type/header/body as the schema documents it,
-invalid data rejected with a 4xx, and auth not ignored. Prints the figures and writes
+invalid data rejected with a 4xx, and auth not ignored. Then hand-written bodies that generated cases miss
+(NaN, Infinity, 1e400, lone surrogates; a document over the size limit) must all answer a short 4xx. Prints the figures and writes
 benchmarks/results/fuzz_schema.json; exits non-zero on any failure.
 """
 from __future__ import annotations
@@ -64,6 +65,49 @@ def run_schemathesis(base: str, key: str, max_examples: int, seed: int, report_d
     }
 
 
+# JSON that Python's parser accepts but that is not valid JSON text or Unicode, which generated cases miss:
+# non-finite numbers and lone UTF-16 surrogates, in every JSON-body operation; and a document just over the
+# size limit, whose 422 must not echo it back.
+_BAD_VALUES = ["NaN", "Infinity", "-Infinity", "1e400", '"\\ud800"', '"a\\udfffb"', '"\\ude00\\ud83d"']
+_MALFORMED_TEMPLATES = {
+    "/v1/retrieve": ['{"collection": "x", "query": "rust", "top_k": V}', '{"collection": "x", "query": V}',
+                     '{"query": "rust", "filter": {"year": V}}'],
+    "/v1/answer": ['{"collection": "x", "query": "rust", "top_k": V}', '{"query": V, "stream": true}'],
+    "/v1/chat/completions": ['{"model": "m", "messages": [{"role": "user", "content": V}]}',
+                             '{"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": V}'],
+    "/v1/ingest": ['{"documents": [{"id": V, "text": "t"}]}', '{"documents": [{"id": "a", "text": V}]}',
+                   '{"documents": [{"id": "a", "text": "t", "metadata": {"k": V}}]}'],
+    "/v1/graph/query": ['{"query": "RETURN $p AS p", "parameters": {"p": V}}', '{"query": V}'],
+}
+
+
+def run_malformed(base: str, key: str) -> dict:
+    """Posts the hand-written malformed bodies; every answer must be a 4xx with a JSON body, and a 422 for a
+    200,001-character document must stay short."""
+    import httpx
+
+    statuses: Counter[str] = Counter()
+    failures = []
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        for path, templates in _MALFORMED_TEMPLATES.items():
+            for template in templates:
+                for value in _BAD_VALUES:
+                    body = template.replace("V", value).encode()
+                    resp = client.post(path, content=body)
+                    statuses[str(resp.status_code)] += 1
+                    if not 400 <= resp.status_code < 500:
+                        failures.append(f"{path} {body[:120]!r}: {resp.status_code} {resp.text[:200]}")
+        big = {"documents": [{"id": "big", "text": "a" * 200_001}]}
+        resp = client.post("/v1/ingest", content=json.dumps(big).encode())
+        statuses[str(resp.status_code)] += 1
+        if resp.status_code != 422 or len(resp.content) > 2_000:
+            failures.append(f"/v1/ingest 200,001-character document: {resp.status_code}, {len(resp.content)} bytes")
+    return {"requests": sum(statuses.values()), "statuses": dict(sorted(statuses.items())),
+            "server_errors_5xx": sum(n for s, n in statuses.items() if s.startswith("5")),
+            "oversized_document_422_bytes": len(resp.content), "failures": failures}
+
+
 def _interactions(event: dict):
     """Request/response pairs recorded in one NDJSON event (schemathesis' ScenarioFinished events)."""
     for value in event.values():
@@ -118,6 +162,7 @@ def main() -> None:
             resp.raise_for_status()
             report = Path(opts.report_dir) if opts.report_dir else Path(tmp) / "report"
             result = run_schemathesis(base, KEY, opts.max_examples, opts.seed, report)
+            result["malformed_json"] = run_malformed(base, KEY)
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -126,7 +171,7 @@ def main() -> None:
     (RESULTS / "fuzz_schema.json").write_text(json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2))
     print(result.pop("output"))
     print(json.dumps(result, indent=2))
-    ok = result["exit_code"] == 0 and not result["failures"] and result["server_errors_5xx"] == 0
+    ok = result["exit_code"] == 0 and not result["failures"] and result["server_errors_5xx"] == 0 and not result["malformed_json"]["failures"]
     sys.exit(0 if ok and result["requests"] >= 1000 else 1)
 
 

@@ -27,6 +27,14 @@ class Sample:
     status: int  # HTTP status, or 0 for a client-side error (connection refused, timeout)
     query: str
     timings: dict | None = None
+    degraded: list[str] | None = None  # stages a 200 listed in `degraded` (kept with the timings)
+
+    @property
+    def outcome(self) -> str:
+        """ok: a 200 with every stage; degraded: a 200 without some stage; failed: anything else."""
+        if self.status != 200:
+            return "failed"
+        return "degraded" if self.degraded else "ok"
 
 
 @dataclass
@@ -56,10 +64,17 @@ class RunResult:
             "p95_ms": _ms(percentile(lat, 95)),
             "p99_ms": _ms(percentile(lat, 99)),
             "status": dict(Counter(str(s.status) for s in self.samples)),
+            "outcomes": outcomes(self.samples),
             "stage_p50_ms": {k: round(percentile(sorted(v), 50), 1) for k, v in stages.items()},
             "loadgen_cpu_s": round(self.loadgen_cpu_s, 2),
             "loadgen_cpu_share": round(self.loadgen_cpu_s / self.wall_s, 3) if self.wall_s else 0.0,
         }
+
+
+def outcomes(samples: list[Sample]) -> dict[str, int]:
+    """ok / degraded / failed counts (a 200 with `degraded` is not a full success)."""
+    counts = Counter(s.outcome for s in samples)
+    return {k: counts.get(k, 0) for k in ("ok", "degraded", "failed")}
 
 
 def process_cpu(match: tuple[str, ...] = ("ray", "haproxy")) -> dict[int, tuple[str, float]]:
@@ -123,10 +138,12 @@ async def _send(session: aiohttp.ClientSession, url: str, body: dict, intended: 
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return Sample(intended, time.monotonic() - intended, 0, body.get("query", ""))
     latency = time.monotonic() - intended
-    timings = None
+    timings = degraded = None
     if keep_timings and status == 200:
-        timings = json.loads(raw).get("timings")
-    return Sample(intended, latency, status, body.get("query", ""), timings)
+        answer = json.loads(raw)
+        timings = answer.get("timings")
+        degraded = [d["stage"] for d in answer.get("degraded") or []]
+    return Sample(intended, latency, status, body.get("query", ""), timings, degraded)
 
 
 async def closed_loop(url: str, payload: Payload, concurrency: int, requests: int, timeout_s: float = 60, max_wall_s: float = 120, keep_timings: bool = True, ramp_s: float = 0.0) -> RunResult:

@@ -49,3 +49,46 @@ class NotFound(Exception):
 
     def __reduce__(self):
         return (type(self), (self.what,))
+
+
+def _transport_failures() -> tuple[type[BaseException], ...]:
+    """How a stage's failure arrives through Serve handles when it is not our own StageError: the replica died
+    or is unreachable, its queue is full, Ray or gRPC could not carry the call."""
+    try:
+        import grpc
+        from ray import exceptions as ray_errors
+        from ray.serve import exceptions as serve_errors
+    except ImportError:  # plain-asyncio use without Ray
+        return ()
+    return (
+        ray_errors.RayActorError,  # ActorDiedError, ActorUnavailableError
+        ray_errors.RaySystemError,
+        ray_errors.WorkerCrashedError,
+        ray_errors.NodeDiedError,
+        ray_errors.LocalRayletDiedError,
+        ray_errors.ObjectLostError,
+        ray_errors.OutOfMemoryError,
+        ray_errors.ObjectStoreFullError,
+        ray_errors.TaskUnschedulableError,
+        ray_errors.ActorUnschedulableError,
+        ray_errors.TaskCancelledError,  # the replica cancelled it (e.g. shutting down); our own cancel is CancelledError
+        serve_errors.BackPressureError,
+        serve_errors.DeploymentUnavailableError,
+        serve_errors.ReplicaUnavailableError,
+        grpc.RpcError,  # the throughput-optimized data plane's transport
+    )
+
+
+# Timeouts and connection errors (OSError covers ConnectionError and TimeoutError) are the backend's fault too.
+_STAGE_FAILURES: tuple[type[BaseException], ...] = (StageError, TimeoutError, OSError, *_transport_failures())
+
+
+def is_stage_failure(exc: BaseException) -> bool:
+    """True when a stage failed (timeout, unreachable backend, replica gone, the stage's own StageError): the
+    request may go on without it (`degraded`) or answer 503. False for anything else, e.g. a TypeError in our code,
+    raised here or in a replica (a RayTaskError whose cause is the TypeError): that is a bug, answered with a 500."""
+    if isinstance(exc, _STAGE_FAILURES):
+        return True
+    # A RayTaskError that Ray could not turn into an instance of its cause's class keeps the cause aside.
+    cause = getattr(exc, "cause", None)
+    return isinstance(cause, BaseException) and cause is not exc and is_stage_failure(cause)

@@ -2,6 +2,8 @@
 
     graphrag-ingest docs/ --url http://127.0.0.1:8000 --collection demo
     graphrag-ingest corpus.jsonl.gz --collection scifact --batch-size 64
+    graphrag-ingest --verify --collection demo            # after a crash: do both stores agree? (exit 3 if not)
+    graphrag-ingest --repair --collection demo            # remove what they disagree on, then re-run the ingest
 
 Documents go in batches to POST /v1/ingest. A state file (in --state-dir, default ~/.cache/graphrag-ingest,
 never the repository) records each ingested document's content hash after every successful batch, so an
@@ -262,9 +264,30 @@ def ingest(
     return report
 
 
+def check_consistency(client: httpx.Client, collection: str, repair: bool) -> int:
+    """Prints the server's consistency report (GET /v1/collections/C/verify, or POST .../repair); 0 when the
+    stores agree, 3 when they do not, 1 when the server could not tell."""
+    try:
+        resp = client.post(f"/v1/collections/{collection}/repair") if repair else client.get(f"/v1/collections/{collection}/verify")
+    except httpx.TransportError as exc:
+        print(f"graphrag-ingest: cannot reach the server: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if resp.status_code != 200:
+        print(f"graphrag-ingest: {resp.request.method} {resp.request.url.path} answered {resp.status_code}: {resp.text[:500]}", file=sys.stderr)
+        return 1
+    body = resp.json()
+    print(json.dumps(body, indent=2))
+    report = body["after"] if repair else body
+    if repair and body["removed_documents"]:
+        print(f"graphrag-ingest: removed {body['removed_documents']} documents from both stores: re-run the ingest", file=sys.stderr)
+    return 0 if report["consistent"] else 3
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphrag-ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="a folder of .md/.txt/.html files, or a BEIR corpus.jsonl(.gz)")
+    parser.add_argument("source", type=Path, nargs="?", help="a folder of .md/.txt/.html files, or a BEIR corpus.jsonl(.gz)")
+    parser.add_argument("--verify", action="store_true", help="check that both stores hold the same chunks per document (no ingest)")
+    parser.add_argument("--repair", action="store_true", help="remove the documents the stores disagree on and orphan entities (no ingest)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the graphrag-serve base URL")
     parser.add_argument("--collection", default=DEFAULT_COLLECTION)
     parser.add_argument("--batch-size", type=int, default=32, help=f"documents per request (at most {MAX_DOCUMENTS_PER_INGEST})")
@@ -274,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="bearer token (default: $GRAPHRAG_API_KEY)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    if args.verify or args.repair:
+        with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
+            return check_consistency(client, args.collection, args.repair)
+    if args.source is None:
+        parser.error("a source is required (or --verify / --repair)")
 
     try:
         docs = list(read_source(args.source))
@@ -281,7 +310,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"graphrag-ingest: {exc}", file=sys.stderr)
         return 2
     state = IngestState(None) if args.no_state else IngestState.for_target(args.state_dir, args.url, args.collection)
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
         with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
             report = ingest(client, args.collection, docs, state, args.batch_size, progress=not args.no_progress, total=len(docs))

@@ -332,6 +332,9 @@ class StageHealth(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     stages: dict[str, StageHealth]
+    auth: Literal["open", "api_keys"] = Field(
+        description="open: no API key configured, every caller may do everything (local use only); api_keys: keys with scopes."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -388,3 +391,31 @@ class DeleteResponse(BaseModel):
     doc_id: str
     points: int = Field(description="Points removed from the vector store.")
     chunks: int = Field(description="Chunk nodes removed from the graph store.")
+
+
+# ---- store consistency (GET /v1/collections/{c}/verify, POST /v1/collections/{c}/repair) -----------
+
+MAX_LISTED_IDS = 100  # document ids / entity keys listed in a report; the counts are always whole
+
+
+class VerifyResponse(BaseModel):
+    collection: str
+    consistent: bool = Field(description="Every document has the same chunks in both stores, no entity lacks a chunk, no intent is pending.")
+    documents: int = Field(description="Documents in either store.")
+    vector_chunks: int
+    graph_chunks: int
+    only_in_vector: int = Field(description="Documents with points but no chunk nodes.")
+    only_in_graph: int = Field(description="Documents with chunk nodes but no points.")
+    mismatched: int = Field(description="Documents in both stores with different chunk ids.")
+    orphan_entities: int = Field(description="Entities no chunk mentions.")
+    pending_intents: int = Field(description="Interrupted ingests/deletes of this collection not rolled back yet.")
+    inconsistent_doc_ids: list[str] = Field(description=f"The affected document ids (at most {MAX_LISTED_IDS}).")
+    orphan_entity_keys: list[str] = Field(description=f"At most {MAX_LISTED_IDS}.")
+
+
+class RepairResponse(BaseModel):
+    collection: str
+    removed_doc_ids: list[str] = Field(description=f"Documents removed from both stores: re-ingest them (at most {MAX_LISTED_IDS} listed).")
+    removed_documents: int
+    removed_orphan_entities: int
+    after: VerifyResponse

@@ -213,3 +213,15 @@ async def test_unreachable_server_raises_stage_unavailable(graph_config):  # noq
 
 def test_config_is_a_graph_config(graph_config):  # noqa: F811
     assert isinstance(graph_config, GraphConfig) and not graph_config.embedded
+
+
+async def test_chunk_ids_and_orphan_entities(graph, graph_config, collection):  # noqa: F811
+    await graph.upsert(collection, chunks_of(DOCS))
+    assert await graph.chunk_ids(collection) == {"d1#0": "d1", "d2#0": "d2", "d3#0": "d3"}
+    assert await graph.orphan_entities(collection) == []
+    # An entity left without its chunk (what a half-applied write could leave): found, then removed on request.
+    await raw(graph_config, "MATCH (c:Chunk {collection: $c, id: 'd3#0'}) DETACH DELETE c", c=collection)
+    orphans = await graph.orphan_entities(collection)
+    assert orphans == [normalize_name("Paris")]
+    assert await graph.orphan_entities(collection, remove=True) == orphans
+    assert await graph.orphan_entities(collection) == [] and await graph.chunk_ids(collection) == {"d1#0": "d1", "d2#0": "d2"}

@@ -69,7 +69,7 @@ async def test_unknown_collection_propagates():
 
 async def test_reranker_failure_keeps_fused_order():
     fake = FakeStages()
-    fake.fail["rerank"] = RuntimeError("tei down")
+    fake.fail["rerank"] = StageUnavailable("rerank", "tei down")
     resp = await make(fake).retrieve(RetrieveRequest(query="q"))
     assert resp.reranker is None and resp.degraded[0].stage == "rerank"
     assert resp.hits[0].chunk_id == "a#0"  # found by both stages: first by RRF
@@ -108,3 +108,71 @@ async def test_ready_reports_each_stage():
     stages = await make(FakeStages()).ready()
     assert stages["vector"].ok and stages["vector"].backend == "fine"
     assert not stages["graph"].ok and "refused" in stages["graph"].error
+
+
+def _remote(cause: BaseException) -> BaseException:
+    """The exception a Serve handle raises when the replica's code raised `cause` (Ray's RayTaskError, made an
+    instance of the cause's class as Serve does)."""
+    from ray.exceptions import RayTaskError
+
+    return RayTaskError("Graph.search", "Traceback (most recent call last):\n  ...", cause).as_instanceof_cause()
+
+
+def _stage_failures() -> list[BaseException]:
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    return [
+        ConnectionError("refused"), TimeoutError("slow"), StageUnavailable("graph", "bolt down"),
+        _remote(StageUnavailable("graph", "bolt down")), ActorDiedError(), ActorUnavailableError("gone", None),
+        BackPressureError(num_queued_requests=10, max_queued_requests=10), DeploymentUnavailableError("Graph"),
+        _remote(ConnectionError("refused inside the replica")),
+    ]
+
+
+@pytest.mark.parametrize("failure", _stage_failures(), ids=lambda e: type(e).__name__)
+async def test_stage_failures_degrade(failure):
+    fake = FakeStages()
+    fake.fail["graph"] = failure
+    resp = await make(fake).retrieve(RetrieveRequest(query="q"))
+    assert [d.stage for d in resp.degraded] == ["graph"]
+    assert {h.chunk_id for h in resp.hits} == {"a#0", "b#0"}
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), AttributeError("no attribute 'hits'"), KeyError("x"),
+                                 _remote(TypeError("remote bug")), _remote(ValueError("remote bug"))],
+                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("stage", ["vector", "graph", "rerank", "chat"])
+async def test_programming_errors_are_not_degraded_but_raised(stage, bug):
+    fake = FakeStages()
+    fake.fail[stage] = bug
+    with pytest.raises(type(bug)):
+        await make(fake).answer(AnswerRequest(query="q"))
+
+
+async def test_programming_error_in_first_streamed_piece_is_raised():
+    fake = FakeStages()
+    fake.fail["chat"] = TypeError("bug")
+    with pytest.raises(TypeError):
+        async for _ in make(fake).answer_stream(AnswerRequest(query="q")):
+            pass
+
+
+async def test_ingest_bug_in_one_store_still_removes_both_then_raises():
+    fake = FakeStages()
+    fake.fail["graph"] = TypeError("bug in graph upsert")
+    req = IngestRequest(documents=[Document(id="d1", text="One. Two.")])
+    with pytest.raises(TypeError):
+        await make(fake).ingest(req)
+    assert fake.stored == {"vector": set(), "graph": set()}, "a failed ingest left documents behind"
+
+
+async def test_delete_bug_is_raised_not_a_503():
+    fake = FakeStages()
+
+    async def broken(collection, doc_ids):
+        raise TypeError("bug in delete")
+
+    fake.graph_delete = broken
+    with pytest.raises(TypeError):
+        await make(fake).delete_document("default", "d1")

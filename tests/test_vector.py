@@ -269,3 +269,11 @@ async def test_vector_deployment_embeds_through_the_embedder_handle(tmp_path):
         await handle.search.remote("missing", "x", 1, {})
     assert "qdrant-edge" in await handle.ping.remote()
     await handle.aclose.remote()
+
+
+async def test_chunk_ids_list_every_point_with_its_document(store):
+    assert await store.chunk_ids("never-created") == {}
+    await store.create("l", DIM)
+    await store.replace_documents("l", ["a", "b"], points("l", "a", 3) + points("l", "b", 1))
+    listed = await store.chunk_ids("l")
+    assert sorted(listed.values()) == ["a", "a", "a", "b"] and len(listed) == await store.count("l")

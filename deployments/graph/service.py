@@ -278,6 +278,32 @@ class GraphService:
 
         return await self._run(False, work, self.config.query_timeout_s)
 
+    async def chunk_ids(self, collection: str) -> dict[str, str]:
+        """Every chunk id with its document id (the consistency check)."""
+
+        async def work(tx: AsyncManagedTransaction) -> dict[str, str]:
+            rows = await (await tx.run(
+                f"MATCH (c:{CHUNK}) WHERE c.collection = $collection RETURN c.id AS id, c.doc_id AS doc_id", collection=collection
+            )).data()
+            return {row["id"]: row["doc_id"] for row in rows}
+
+        return await self._run(False, work, self.config.write_timeout_s)
+
+    async def orphan_entities(self, collection: str, remove: bool = False) -> list[str]:
+        """Keys of entities no chunk mentions (a consistent graph has none); with `remove`, they are deleted."""
+
+        async def work(tx: AsyncManagedTransaction) -> list[str]:
+            rows = await (await tx.run(
+                f"MATCH (e:{ENTITY}) WHERE e.collection = $collection AND NOT (e)<-[:{MENTIONS}]-() RETURN e.key AS key",
+                collection=collection,
+            )).data()
+            keys = sorted(row["key"] for row in rows)
+            if remove:
+                await _drop_orphans(tx, collection, keys)
+            return keys
+
+        return await self._run(remove, work, self.config.write_timeout_s)
+
     async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
         """Chunks mentioning entities linked from the query or reached from them within `max_hops` RELATED hops.
 

@@ -1,10 +1,13 @@
 """The HTTP front: FastAPI routes on a Serve ingress deployment. Routes stay thin; logic is in `Pipeline`."""
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path as PathLib
 
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
@@ -12,10 +15,11 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
-from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
+from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, is_stage_failure
 from deployments.handles import stages_from_handles
-from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth
+from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection
 from deployments.ingress.http_guards import HttpGuards
+from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
 from deployments.ingress.openai_api import (
     MODEL_ID,
     ChatCompletion,
@@ -26,6 +30,7 @@ from deployments.ingress.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
+from deployments.ingress.intents import IntentLog
 from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
     COLLECTION_PATTERN,
@@ -42,11 +47,13 @@ from deployments.models import (
     IngestRequest,
     IngestResponse,
     ReadyResponse,
+    RepairResponse,
     RetrieveRequest,
     RetrieveResponse,
     StreamDone,
+    VerifyResponse,
 )
-from deployments.observability import StageMetrics, configure_logging
+from deployments.observability import StageMetrics, configure_logging, current_request_id
 
 log = logging.getLogger("graphrag.ingress")
 
@@ -64,7 +71,8 @@ _STREAMED = {200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}, "de
 # Statuses any route may answer, from the guards in front of every route or from Serve's load shedding.
 _COMMON_ERRORS = {
     "400": "The body is not valid JSON.",
-    "401": "Missing or invalid API key (when `auth.api_key_hashes` is set).",
+    "401": "Missing or invalid API key (when API keys are configured).",
+    "403": "The API key lacks the scope (read, write, admin) or the collection the request needs.",
     "413": "Request body larger than `limits.max_body_bytes`.",
     "422": "Invalid request: the offending field is named.",
     "429": "Overloaded (Serve backpressure configured with 429); retry after `Retry-After` seconds.",
@@ -81,6 +89,9 @@ app = FastAPI(
 # The replica's constructor sets `app.state.guards` (auth, limits) and `app.state.metrics`; handlers read them from
 # the serving app (`request.app`), never from module globals: Serve ships this module's app to the replica by value.
 app.add_middleware(HttpGuards)
+# Strict JSON bodies (no NaN, no lone surrogates) and 422s that echo only an excerpt of the input.
+app.router.route_class = StrictJSONRoute
+app.add_exception_handler(RequestValidationError, request_validation_error)
 
 
 def _openapi() -> dict:
@@ -129,6 +140,25 @@ async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
     )
 
 
+@app.exception_handler(Forbidden)
+async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+    return JSONResponse(status_code=403, content={"detail": exc.reason})
+
+
+def _allow(request: Request, collection: str | None) -> None:
+    """403 unless the request's key may use `collection` (None: the request reads every collection)."""
+    guarded = getattr(request.app.state, "guards", None) is not None
+    state = request.scope.get("state")
+    if collection is None:
+        grant = (state or {}).get("grant")
+        if grant is not None and grant.collections is not None:
+            raise Forbidden("this API key is limited to some collections; this request reads every collection")
+        if grant is None and guarded:
+            raise Forbidden("no API key grant for this request")
+        return
+    authorize_collection(state, collection, guarded)
+
+
 @app.exception_handler(BackPressureError)
 async def _backpressure(request: Request, exc: BackPressureError) -> JSONResponse:
     # A downstream deployment's queue is full (its max_queued_requests): shed the request now.
@@ -153,10 +183,28 @@ async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
 
 @app.exception_handler(Exception)
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the log under an id; the client gets the id, never the trace.
-    error_id = uuid.uuid4().hex[:12]
-    log.exception("unhandled error %s on %s", error_id, request.url.path)
-    return JSONResponse(status_code=500, content={"detail": f"internal error (id {error_id})"})
+    # A bug, not a stage failure (those are `degraded` or 503): the traceback goes to the log under the request
+    # id (every log line carries it); the client gets the id, never the trace.
+    request_id = current_request_id() or request.headers.get("x-request-id") or uuid.uuid4().hex
+    log.error("unhandled error on %s (request id %s)", request.url.path, request_id, exc_info=exc)
+    return JSONResponse(
+        status_code=500,
+        content={"detail": f"internal error (request id {request_id})", "request_id": request_id},
+        headers={"X-Request-ID": request_id},
+    )
+
+
+async def recover_until_done(pipeline: Pipeline, attempts: int = 30, delay_s: float = 2.0) -> None:
+    """`Pipeline.recover`, retried while the stores start up (a stage failure); a bug is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await pipeline.recover()
+            return
+        except Exception as exc:
+            if not is_stage_failure(exc) or attempt == attempts:
+                log.error("could not roll back interrupted ingests: %s", exc, exc_info=exc)
+                raise
+            await asyncio.sleep(delay_s)
 
 
 @serve.deployment
@@ -173,9 +221,14 @@ class Ingress:
     ):
         configure_logging()
         self.config = config
-        self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat))
+        intents = IntentLog(PathLib(config.data_dir) / "intents")
+        self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat), intents)
+        # Roll back what a crashed predecessor left half-written, before this replica writes anything itself.
+        self.recovery = asyncio.get_running_loop().create_task(recover_until_done(self.pipeline))
         self.metrics = app.state.metrics = StageMetrics()
-        app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
+        app.state.guards = (ApiKeyAuth(config.auth), config.limits)
+        if config.auth.open:
+            log.warning("no API key configured: open mode, every caller may read, write and query every collection (local use only)")
 
     async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
         # The first event (after retrieval and the chat's first piece) is awaited here, before any byte is
@@ -192,13 +245,15 @@ class Ingress:
         return StreamingResponse(to_sse(observed()), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/v1/retrieve", response_model=RetrieveResponse, responses=_ERRORS)
-    async def retrieve(self, req: RetrieveRequest) -> RetrieveResponse:
+    async def retrieve(self, req: RetrieveRequest, request: Request) -> RetrieveResponse:
+        _allow(request, req.collection)
         resp = await self.pipeline.retrieve(req)
         self.metrics.record_retrieval(resp)
         return resp
 
     @app.post("/v1/answer", response_model=AnswerResponse, responses={**_ERRORS, **_STREAMED})
-    async def answer(self, req: AnswerRequest) -> AnswerResponse | StreamingResponse:
+    async def answer(self, req: AnswerRequest, request: Request) -> AnswerResponse | StreamingResponse:
+        _allow(request, req.collection)
         if req.stream:
             return await self._streamed(self.pipeline.answer_stream(req), answer_events_sse)
         resp = await self.pipeline.answer(req)
@@ -206,8 +261,9 @@ class Ingress:
         return resp
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**_ERRORS, **_STREAMED})
-    async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
+    async def chat_completions(self, req: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
         """OpenAI-compatible: the last user message is the question; retrieval runs behind it."""
+        _allow(request, req.to_answer_request().collection)
         passages = self.config.chat.max_passages
         if req.stream:
             return await self._streamed(
@@ -221,31 +277,63 @@ class Ingress:
     async def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=MODEL_ID)])
 
+    async def _recovered(self) -> None:
+        # Writes wait for the start-up roll-back (deployments/ingress/intents.py); a failed one fails them too.
+        recovery = getattr(self, "recovery", None)
+        if recovery is not None and not recovery.done():
+            await asyncio.shield(recovery)
+        elif recovery is not None:
+            recovery.result()
+
     @app.post("/v1/ingest", response_model=IngestResponse, responses={503: _ERRORS[503]})
-    async def ingest(self, req: IngestRequest) -> IngestResponse:
+    async def ingest(self, req: IngestRequest, request: Request) -> IngestResponse:
+        _allow(request, req.collection)
+        await self._recovered()
         resp = await self.pipeline.ingest(req)
         self.metrics.record_ingest(resp)
         return resp
 
     @app.get("/v1/collections/{collection}", response_model=CollectionStats, responses={404: _ERRORS[404]})
-    async def collection_stats(self, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:
+    async def collection_stats(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:
+        _allow(request, collection)
         return await self.pipeline.stats(collection)
 
     @app.delete("/v1/documents/{doc_id:path}", response_model=DeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
-    async def delete_document(self, doc_id: str, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)) -> DeleteResponse:
+    async def delete_document(
+        self, doc_id: str, request: Request, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
+    ) -> DeleteResponse:
+        _allow(request, collection)
+        await self._recovered()
         return await self.pipeline.delete_document(collection, doc_id)
 
+    @app.get("/v1/collections/{collection}/verify", response_model=VerifyResponse, responses={503: _ERRORS[503]})
+    async def verify_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> VerifyResponse:
+        """Store consistency: per document the same chunks in both stores, no entity without a chunk, no
+        interrupted ingest pending. `graphrag-ingest --verify` calls it."""
+        _allow(request, collection)
+        return await self.pipeline.verify(collection)
+
+    @app.post("/v1/collections/{collection}/repair", response_model=RepairResponse, responses={503: _ERRORS[503]})
+    async def repair_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> RepairResponse:
+        """Removes from both stores the documents the stores disagree on (re-ingest them) and orphan entities."""
+        _allow(request, collection)
+        await self._recovered()
+        return await self.pipeline.repair(collection)
+
     @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503]})
-    async def graph_query(self, req: GraphQueryRequest) -> GraphQueryResponse:
+    async def graph_query(self, req: GraphQueryRequest, request: Request) -> GraphQueryResponse:
+        _allow(request, None)  # admin scope (the guard), and a key that is not limited to collections
         return await self.pipeline.graph_query(req)
 
     @app.get("/v1/graph/entities/{name:path}", response_model=EntityResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
     async def graph_entity(
         self,
         name: str,
+        request: Request,
         collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN),
         hops: int = Query(1, ge=1, le=MAX_HOPS),
     ) -> EntityResponse:
+        _allow(request, collection)
         return await self.pipeline.graph_entity(collection, name, hops)
 
     @app.get("/healthz")
@@ -255,5 +343,5 @@ class Ingress:
     @app.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
     async def readyz(self) -> JSONResponse:
         stages = await self.pipeline.ready()
-        body = ReadyResponse(ready=all(s.ok for s in stages.values()), stages=stages)
+        body = ReadyResponse(ready=all(s.ok for s in stages.values()), stages=stages, auth="open" if self.config.auth.open else "api_keys")
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())

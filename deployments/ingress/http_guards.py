@@ -15,7 +15,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 
 from deployments.config import LimitsConfig
-from deployments.ingress.auth import ApiKeyAuth
+from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, scope_refusal
 
 log = logging.getLogger("graphrag.http")
 
@@ -43,7 +43,8 @@ class _BodyTooLarge(HTTPException):
 
 
 class HttpGuards:
-    """One ASGI layer: 401 without a valid key, 413 over the body limit, 504 past the request timeout."""
+    """One ASGI layer: 401 without a valid key, 403 without the route's scope, 413 over the body limit, 504 past
+    the request timeout."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -59,11 +60,18 @@ class HttpGuards:
         auth, limits = current
         headers = _headers(scope)
         path = scope.get("path", "")
-        if auth.requires_key(path):
-            reason = auth.check(headers)
-            if reason is not None:
-                await send_json(send, 401, {"detail": reason}, {"WWW-Authenticate": "Bearer"})
+        if path not in OPEN_PATHS:
+            grant = auth.authenticate(headers)  # full access in open mode (no keys configured)
+            if isinstance(grant, str):
+                await send_json(send, 401, {"detail": grant}, {"WWW-Authenticate": "Bearer"})
                 return
+            refusal = scope_refusal(grant, scope.get("method", ""), path)
+            if refusal is not None:
+                log.warning("key %s refused: %s", grant.name, refusal)
+                await send_json(send, 403, {"detail": refusal})
+                return
+            # The routes check the collection they parse against it (auth.authorize_collection).
+            scope.setdefault("state", {})["grant"] = grant
         too_large = f"request body larger than {limits.max_body_bytes} bytes (limits.max_body_bytes)"
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:

@@ -6,9 +6,11 @@ ingress builds them over deployment handles. It never sees HTTP objects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from deployments.chat.backends import ExtractiveChat, parse_citations
@@ -18,8 +20,10 @@ from deployments.errors import (
     NotFound,
     StageError,
     StageUnavailable,
+    is_stage_failure,
 )
 from deployments.ingress.chunking import chunk_document
+from deployments.ingress.intents import Intent, IntentLog, owner_alive
 from deployments.stages import Stages
 from deployments.models import (
     AnswerRequest,
@@ -36,6 +40,8 @@ from deployments.models import (
     Hit,
     IngestRequest,
     IngestResponse,
+    MAX_LISTED_IDS,
+    RepairResponse,
     RerankHints,
     RetrieveRequest,
     RetrieveResponse,
@@ -48,7 +54,9 @@ from deployments.models import (
     StreamReferences,
     Subgraph,
     Timings,
+    VerifyResponse,
 )
+from deployments.observability import current_request_id
 
 log = logging.getLogger("graphrag.pipeline")
 T = TypeVar("T")
@@ -79,9 +87,9 @@ async def _run_stage(stage: str, call: Awaitable[T], timeout: float, clock: _Clo
     try:
         result = await asyncio.wait_for(call, timeout)
         return result, None, clock.timing(start, time.time())
-    except CollectionNotFound:
-        raise
-    except Exception as exc:  # reported as degraded, never swallowed
+    except Exception as exc:  # a stage failure is reported as degraded; anything else (a bug, a 404) propagates
+        if not is_stage_failure(exc):
+            raise
         log.warning("stage %s failed: %s", stage, _reason(exc, timeout))
         return None, Degraded(stage=stage, error=_reason(exc, timeout)), clock.timing(start, time.time())
 
@@ -164,10 +172,56 @@ def _retrieved_fields(retrieved: RetrieveResponse) -> dict:
     return {name: value for name, value in retrieved if name != "degraded"}
 
 
+def _by_document(chunk_docs: dict[str, str]) -> dict[str, set[str]]:
+    docs: dict[str, set[str]] = {}
+    for chunk_id, doc_id in chunk_docs.items():
+        docs.setdefault(doc_id, set()).add(chunk_id)
+    return docs
+
+
+@dataclass
+class _Consistency:
+    vector: dict[str, set[str]]  # doc id -> chunk ids
+    graph: dict[str, set[str]]
+    orphans: list[str]
+    pending: list[Intent]
+
+    @property
+    def only_in_vector(self) -> list[str]:
+        return sorted(self.vector.keys() - self.graph.keys())
+
+    @property
+    def only_in_graph(self) -> list[str]:
+        return sorted(self.graph.keys() - self.vector.keys())
+
+    @property
+    def mismatched(self) -> list[str]:
+        return sorted(d for d in self.vector.keys() & self.graph.keys() if self.vector[d] != self.graph[d])
+
+    def report(self, collection: str) -> VerifyResponse:
+        bad = sorted({*self.only_in_vector, *self.only_in_graph, *self.mismatched})
+        return VerifyResponse(
+            collection=collection,
+            consistent=not bad and not self.orphans and not self.pending,
+            documents=len(self.vector.keys() | self.graph.keys()),
+            vector_chunks=sum(map(len, self.vector.values())),
+            graph_chunks=sum(map(len, self.graph.values())),
+            only_in_vector=len(self.only_in_vector),
+            only_in_graph=len(self.only_in_graph),
+            mismatched=len(self.mismatched),
+            orphan_entities=len(self.orphans),
+            pending_intents=len(self.pending),
+            inconsistent_doc_ids=bad[:MAX_LISTED_IDS],
+            orphan_entity_keys=self.orphans[:MAX_LISTED_IDS],
+        )
+
+
 class Pipeline:
-    def __init__(self, config: AppConfig, stages: Stages):
+    def __init__(self, config: AppConfig, stages: Stages, intents: IntentLog | None = None):
         self.config = config
         self.stages = stages
+        # Write-ahead intent records of ingests and deletes (deployments/ingress/intents.py); None: not kept.
+        self.intents = intents
         self.extractive = ExtractiveChat()
         self.fusion_weights = config.retrieval.weights.model_dump()  # per source, read on every request
 
@@ -321,9 +375,9 @@ class Pipeline:
         else:
             try:
                 first, rest = await asyncio.wait_for(self._open_chat_stream(req.query, texts, facts), timeout)
-            except CollectionNotFound:
-                raise
             except Exception as exc:
+                if not is_stage_failure(exc):
+                    raise
                 error = _reason(exc, timeout)
                 log.warning("stage chat failed: %s", error)
                 if not self.config.chat_fallback_extractive:
@@ -342,8 +396,12 @@ class Pipeline:
                 parts.append(piece.content)
                 yield StreamDelta(content=piece.content)
         except Exception as exc:  # the answer broke off after it had started: say so, never end it silently
-            error = _reason(exc, timeout)
-            log.warning("stage chat failed mid-stream: %s", error)
+            if is_stage_failure(exc):
+                error = _reason(exc, timeout)
+                log.warning("stage chat failed mid-stream: %s", error)
+            else:  # a bug: the status is already sent, so the event carries the id the log has the traceback under
+                error = f"internal error (request id {current_request_id() or '-'})"
+                log.exception("unexpected error mid-stream")
             yield StreamError(stage="chat", detail=f"the answer broke off: {error}")
             return
         finally:
@@ -368,21 +426,33 @@ class Pipeline:
         return first, stream
 
     async def ingest(self, req: IngestRequest) -> IngestResponse:
-        """Writes every document to both stores or to neither: on a failure, what was written is removed."""
+        """Writes every document to both stores or to neither: on a failure, what was written is removed. A crash
+        of the process mid-way leaves an intent record that the next start rolls back (`recover`)."""
         clock = _Clock()
         timeout = self.config.retrieval.ingest_timeout_s
         chunks = [c for doc in req.documents for c in chunk_document(doc, self.config.chunking)]
         doc_ids = [doc.id for doc in req.documents]
-        (n_points, vec_err, vec_t), (graph_counts, grf_err, grf_t) = await asyncio.gather(
-            _run_stage("vector", self.stages.vector.upsert(req.collection, chunks), timeout, clock),
-            _run_stage("graph", self.stages.graph.upsert(req.collection, chunks), timeout, clock),
-        )
-        failed = [e for e in (vec_err, grf_err) if e]
-        if failed:
-            await self._remove_everywhere(req.collection, doc_ids)
-            stage = "+".join(e.stage for e in failed)
-            reasons = "; ".join(f"{e.stage}: {e.error}" for e in failed)
-            raise StageUnavailable(stage, f"ingest failed ({reasons}); the documents were removed from every store, retry the request")
+        async with self._intent("ingest", req.collection, doc_ids):
+            try:
+                runs = await asyncio.gather(
+                    _run_stage("vector", self.stages.vector.upsert(req.collection, chunks), timeout, clock),
+                    _run_stage("graph", self.stages.graph.upsert(req.collection, chunks), timeout, clock),
+                    return_exceptions=True,  # both writes end before anything is removed, even when one raised
+                )
+            except asyncio.CancelledError:  # client gone or request timeout: undo what may have been written
+                await asyncio.shield(self._remove_everywhere(req.collection, doc_ids))
+                raise
+            raised = [r for r in runs if isinstance(r, BaseException)]
+            if raised:  # not a stage failure (a bug): still all-or-nothing, then the error itself (a 500)
+                await self._remove_everywhere(req.collection, doc_ids)
+                raise raised[0]
+            (n_points, vec_err, vec_t), (graph_counts, grf_err, grf_t) = runs
+            failed = [e for e in (vec_err, grf_err) if e]
+            if failed:
+                await self._remove_everywhere(req.collection, doc_ids)
+                stage = "+".join(e.stage for e in failed)
+                reasons = "; ".join(f"{e.stage}: {e.error}" for e in failed)
+                raise StageUnavailable(stage, f"ingest failed ({reasons}); the documents were removed from every store, retry the request")
         return IngestResponse(
             collection=req.collection,
             documents=len(req.documents),
@@ -394,25 +464,100 @@ class Pipeline:
             dropped_relations=int(graph_counts.get("dropped_relations", 0)),
         )
 
-    async def _remove_everywhere(self, collection: str, doc_ids: list[str]) -> None:
+    @contextlib.asynccontextmanager
+    async def _intent(self, action: str, collection: str, doc_ids: list[str]) -> AsyncIterator[None]:
+        """An intent record for the block's store writes; it outlives the block only if the process dies in it.
+        A failure the block handles (compensated, or reported for a retry) ends the record too."""
+        if self.intents is None:
+            yield
+            return
+        path = await asyncio.to_thread(self.intents.begin, action, collection, doc_ids)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.intents.end, path)
+
+    async def _remove_everywhere(self, collection: str, doc_ids: list[str]) -> bool:
         results = await asyncio.gather(
             self.stages.vector.delete_documents(collection, doc_ids),
             self.stages.graph.delete_documents(collection, doc_ids),
             return_exceptions=True,
         )
+        removed = True
         for store, result in zip(("vector", "graph"), results):
             if isinstance(result, BaseException) and not isinstance(result, CollectionNotFound):
-                log.error("could not remove documents %s from the %s store after a failed ingest: %s", doc_ids, store, result)
+                removed = False
+                log.error("could not remove documents %s from the %s store after a failed ingest: %s; "
+                          "GET /v1/collections/%s/verify lists them", doc_ids, store, result, collection)
+        return removed
+
+    async def _remove_strictly(self, collection: str, doc_ids: list[str]) -> None:
+        """Removes documents from both stores or raises (the caller keeps what it would have cleaned up)."""
+        for result in await asyncio.gather(
+            self.stages.vector.delete_documents(collection, doc_ids), self.stages.graph.delete_documents(collection, doc_ids), return_exceptions=True
+        ):
+            if isinstance(result, BaseException):
+                raise result
+
+    async def recover(self) -> list[Intent]:
+        """Rolls back the ingests and deletes a dead process left half-done (its intent records): their documents
+        are removed from both stores, then the records. Raises when a store fails; the records stay for a retry."""
+        if self.intents is None:
+            return []
+        done = []
+        for intent in await asyncio.to_thread(self.intents.orphaned):
+            await self._remove_strictly(intent.collection, intent.doc_ids)
+            await asyncio.to_thread(self.intents.end, intent.path)
+            log.warning("rolled back an interrupted %s of %d documents in collection %s (%s): re-run it",
+                        intent.action, len(intent.doc_ids), intent.collection, intent.path.name)
+            done.append(intent)
+        return done
+
+    async def _consistency(self, collection: str, remove_orphans: bool = False) -> _Consistency:
+        vector, graph, orphans = await asyncio.gather(
+            self.stages.vector.chunk_ids(collection), self.stages.graph.chunk_ids(collection),
+            self.stages.graph.orphan_entities(collection, remove_orphans),
+        )
+        pending = [] if self.intents is None else await asyncio.to_thread(self.intents.pending)
+        return _Consistency(_by_document(vector), _by_document(graph), list(orphans), [i for i in pending if i.collection == collection])
+
+    async def verify(self, collection: str) -> VerifyResponse:
+        """Compares the stores: per document, the same chunk ids in both; no entity without a chunk mentioning it."""
+        return (await self._consistency(collection)).report(collection)
+
+    async def repair(self, collection: str) -> RepairResponse:
+        """Removes from both stores every document the stores disagree on (re-ingest them) and the entities no chunk
+        mentions; documents of an ingest still running (a live intent record) are left alone."""
+        await self.recover()
+        before = await self._consistency(collection)
+        in_flight = {d for i in before.pending if owner_alive(i.owner) for d in i.doc_ids}
+        bad = sorted({*before.only_in_vector, *before.only_in_graph, *before.mismatched} - in_flight)
+        for start in range(0, len(bad), 256):
+            await self._remove_strictly(collection, bad[start : start + 256])
+        orphans = (await self._consistency(collection, remove_orphans=True)).orphans
+        if bad or orphans:
+            log.warning("repair of collection %s removed %d documents (re-ingest them) and %d orphan entities", collection, len(bad), len(orphans))
+        return RepairResponse(
+            collection=collection,
+            removed_doc_ids=bad[:MAX_LISTED_IDS],
+            removed_documents=len(bad),
+            removed_orphan_entities=len(orphans),
+            after=await self.verify(collection),
+        )
 
     async def delete_document(self, collection: str, doc_id: str) -> DeleteResponse:
         """Removes a document from both stores: its points, chunks, mentions, and the entities and relations
         no other document supports. 404 when neither store holds it; 503 when a store failed (a retry finishes)."""
-        results = await asyncio.gather(
-            self.stages.vector.delete_documents(collection, [doc_id]),
-            self.stages.graph.delete_documents(collection, [doc_id]),
-            return_exceptions=True,
-        )
+        async with self._intent("delete", collection, [doc_id]):
+            results = await asyncio.gather(
+                self.stages.vector.delete_documents(collection, [doc_id]),
+                self.stages.graph.delete_documents(collection, [doc_id]),
+                return_exceptions=True,
+            )
         failed = [(store, r) for store, r in zip(("vector", "graph"), results) if isinstance(r, BaseException)]
+        for _, error in failed:
+            if not is_stage_failure(error):
+                raise error
         if failed:
             reasons = "; ".join(f"{store}: {_reason(r, 0)}" for store, r in failed)
             raise StageUnavailable("+".join(store for store, _ in failed), f"delete of {doc_id!r} failed ({reasons}); retry the request")

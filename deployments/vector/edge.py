@@ -245,6 +245,25 @@ class EdgeVectorStore:
         shard = await self._shard(collection)
         return await self._engine(collection, shard.count, qe.CountRequest(exact=True))
 
+    async def chunk_ids(self, collection: str) -> dict[str, str]:
+        import qdrant_edge as qe
+
+        if not await self.exists(collection):
+            return {}
+        shard = await self._shard(collection)
+
+        def scroll_all() -> dict[str, str]:
+            out: dict[str, str] = {}
+            offset = None
+            while True:
+                request = qe.ScrollRequest(offset=offset, limit=1024, with_payload=["chunk_id", "doc_id"], with_vector=False)
+                records, offset = shard.scroll(request)
+                out.update((r.payload["chunk_id"], r.payload["doc_id"]) for r in records)
+                if offset is None or not records:
+                    return out
+
+        return await self._engine(collection, scroll_all)
+
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         shard = await self._shard(collection)
         ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]

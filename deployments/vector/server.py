@@ -235,6 +235,20 @@ class ServerVectorStore:
             raise
         return result.count
 
+    async def chunk_ids(self, collection: str) -> dict[str, str]:
+        if not await self.exists(collection):
+            return {}
+        client = self._get_client()
+        out: dict[str, str] = {}
+        offset = None
+        while True:
+            records, offset = await self._call("scroll", client.scroll(
+                collection, limit=1024, offset=offset, with_payload=["chunk_id", "doc_id"], with_vectors=False
+            ))
+            out.update((r.payload["chunk_id"], r.payload["doc_id"]) for r in records)
+            if offset is None or not records:
+                return out
+
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         await self._require(collection)
         records = await self._call("retrieve", self._get_client().retrieve(

@@ -150,6 +150,11 @@ class VectorService:
         _check_collection(collection)
         return await self.store.count(collection)
 
+    async def chunk_ids(self, collection: str) -> dict[str, str]:
+        """Every stored chunk id with its document id (the consistency check); {} for a missing collection."""
+        _check_collection(collection)
+        return await self.store.chunk_ids(collection)
+
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         """The stored vectors of these chunks (the embedded reranker reuses them instead of re-embedding)."""
         _check_collection(collection)

@@ -98,6 +98,10 @@ class VectorStore(Protocol):
     async def count(self, collection: str) -> int:
         """Raises CollectionNotFound for a missing collection."""
 
+    async def chunk_ids(self, collection: str) -> dict[str, str]:
+        """Every stored chunk id with its document id; {} when the collection does not exist."""
+        ...
+
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         """Stored vectors by chunk id; ids that are not stored are absent."""
 
