@@ -13,7 +13,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
-from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
+from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, StageTimeout
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth
 from deployments.ingress.http_guards import HttpGuards
 from deployments.ingress.openai_api import (
@@ -122,6 +122,8 @@ async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
     if metrics is not None:
         metrics.record_error(exc.stage, exc.reason, request.url.path)
     # Built from the fields: str() of an error raised in another replica carries its remote traceback.
+    if isinstance(exc, StageTimeout):  # the backend was too slow for this request, and was stopped: a gateway timeout
+        return JSONResponse(status_code=504, content={"detail": f"{exc.stage} stage timed out: {exc.reason}", "stage": exc.stage})
     return JSONResponse(
         status_code=503,
         content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage},
@@ -299,7 +301,7 @@ class Ingress:
     async def delete_document(self, doc_id: str, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)) -> DeleteResponse:
         return await self.pipeline.delete_document(collection, doc_id)
 
-    @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503]})
+    @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503], 504: {"model": ErrorResponse, "description": "The query ran longer than `graph.user_query_timeout_s` and was stopped."}})
     async def graph_query(self, req: GraphQueryRequest) -> GraphQueryResponse:
         return await self.pipeline.graph_query(req)
 
