@@ -49,6 +49,22 @@ class BoltServerError(RuntimeError):
 # ---- the child process -------------------------------------------------------------------------
 
 
+# No file or URL reads from Cypher, whoever asks (the reader's group could not read files anyway). JVM-wide
+# settings: the engine reads them from the global configuration, not from the server's.
+LOAD_CSV_OFF = {"arcadedb.opencypher.loadCsv.allowFileUrls": False, "arcadedb.opencypher.loadCsv.allowRemoteUrls": False}
+
+
+def _no_load_csv() -> None:
+    import jpype  # noqa: PLC0415
+
+    GlobalConfiguration = jpype.JClass("com.arcadedb.GlobalConfiguration")
+    for key, value in LOAD_CSV_OFF.items():
+        setting = GlobalConfiguration.findByKey(key)
+        if setting is None:
+            raise BoltServerError(f"ArcadeDB has no setting {key}: cannot switch LOAD CSV off")
+        setting.setValue(value)
+
+
 def _secure(server, database: str, root_password: str, reader_password: str) -> None:
     """Sets both passwords (also on a folder made by an older version with another root password), gives the
     reader user a group that may read records of `database` and nothing else, and stops the HTTP listener."""
@@ -127,10 +143,8 @@ def _serve(args: argparse.Namespace, password: str, reader_password: str) -> int
         "bolt_host": args.host,
         "bolt_defaultDatabase": args.database,
         "server_logsDirectory": str(data / "log"),
-        # No file or URL reads from Cypher, whoever asks (the reader's group could not read files anyway).
-        "opencypher_loadCsv_allowFileUrls": False,
-        "opencypher_loadCsv_allowRemoteUrls": False,
     }
+    _no_load_csv()
     # A replica restarted by Serve may find the previous owner still releasing the port or the folder's
     # lock for a moment: retry the start until the deadline.
     deadline = time.monotonic() + args.start_retry_s

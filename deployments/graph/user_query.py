@@ -131,7 +131,7 @@ class UserQueries:
                 # The guard let it through; the store's read-only user did not: the second barrier held.
                 log.warning("user query passed the static guard but the store refused it: %s", code)
                 raise BadRequest(f"query refused by the graph store (read-only user): {message}"[:1000]) from None
-            if code.startswith("Neo.ClientError.Statement"):
+            if code.startswith("Neo.ClientError."):  # syntax, semantics, schema: the query's fault
                 raise BadRequest(f"the graph store rejected the query: {message}"[:1000]) from None
             raise StageError("graph", f"{code}: {message}"[:1000]) from None
         except (DriverError, OSError) as exc:
