@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.arcadedb_fixture import external_config, make_graph_config
+from tests.arcadedb_fixture import make_graph_config
 from neo4j import GraphDatabase
 from neo4j.exceptions import AuthError
 
@@ -80,9 +80,11 @@ async def test_lifecycle_health_stop_and_restart(tmp_path):
         with GraphDatabase.driver(server.uri, auth=server.credentials.root) as driver:
             records, _, _ = driver.execute_query("SHOW CONSTRAINTS", database_="graphrag")
             assert {"entity_key", "chunk_id"} <= {r["name"] for r in records}
-        graph = GraphService(external_config(server), server.uri)
+        # As in the app: the stage's config has no URI or password; it reads the data folder's credentials.
+        graph = GraphService(config, server.uri)
         await graph.upsert("c", [Chunk(chunk_id="d#0", doc_id="d", index=0, text="Alice Smith met Bob Jones.")])
         assert "ArcadeDB" in await graph.ping()
+        assert (await graph.query("MATCH (e:Entity) RETURN count(e) AS n")).rows == [[2]]  # as the read-only user
 
         # The child dies: the health check says so, and the graph stage raises a clear error, not an empty result.
         os.kill(server.pid, signal.SIGKILL)
