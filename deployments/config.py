@@ -109,7 +109,13 @@ class GraphConfig(_Section):
     # Neo4j-protocol Bolt URI; when unset the app starts ArcadeDB's Bolt server itself.
     bolt_uri: str | None = None
     user: str = "root"
-    password: SecretStr = SecretStr("graphrag-embedded")
+    # Credentials of an external server (`bolt_uri`). The embedded server has none here: its passwords are random,
+    # made per data folder at its first start (deployments/graph/credentials.py).
+    password: SecretStr | None = None
+    # POST /v1/graph/query runs as this user on an external server, in READ sessions: on Neo4j, a user with the
+    # built-in `reader` role only. Unset: user queries are refused on an external server.
+    reader_user: str | None = None
+    reader_password: SecretStr | None = None
     database: str | None = None
     embedded_host: str = "127.0.0.1"
     embedded_port: int = Field(
@@ -126,11 +132,25 @@ class GraphConfig(_Section):
     # POST /v1/graph/query: user Cypher, run in a read transaction under these bounds.
     user_query_timeout_s: float = Field(5.0, gt=0, le=300)
     user_query_max_rows: int = Field(1000, ge=1, le=100_000)
+    user_query_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Bound on the rows' JSON size; the rest is cut (`truncated`)."
+    )
     entity_neighbours: int = Field(50, ge=1, le=1000, description="GET /v1/graph/entities/{name}: neighbours returned.")
 
     @property
     def embedded(self) -> bool:
         return not self.bolt_uri
+
+    @model_validator(mode="after")
+    def _embedded_credentials(self) -> "GraphConfig":
+        if self.embedded and (self.password is not None or self.reader_user or self.reader_password is not None):
+            raise ValueError(
+                "graph.password, graph.reader_user and graph.reader_password are for an external server (graph.bolt_uri); "
+                "the embedded server's passwords are random, kept in its data folder"
+            )
+        if (self.reader_user is None) != (self.reader_password is None):
+            raise ValueError("set graph.reader_user and graph.reader_password together")
+        return self
 
 
 class RerankerConfig(_Section):

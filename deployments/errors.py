@@ -18,6 +18,10 @@ class StageUnavailable(StageError):
     """The stage's backend cannot be reached (connection refused, timed out, stopped)."""
 
 
+class StageTimeout(StageUnavailable):
+    """The stage's backend did not finish the work within its time bound, and was told to stop (HTTP 504)."""
+
+
 class CollectionNotFound(Exception):
     """A search named a collection nothing was ever ingested into (HTTP 404)."""
 

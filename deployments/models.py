@@ -363,8 +363,9 @@ class GraphQueryRequest(_Strict):
 class GraphQueryResponse(BaseModel):
     columns: list[str]
     rows: list[list[Any]]
-    truncated: bool = Field(description="More rows existed than were returned (the row cap).")
+    truncated: bool = Field(description="More rows existed than were returned (the row cap or the byte cap).")
     row_cap: int
+    byte_cap: int = Field(description="Bound on the JSON size of `rows` (graph.user_query_max_bytes).")
 
 
 class RelationProvenance(BaseModel):

@@ -12,19 +12,20 @@ from pydantic import SecretStr
 from deployments.graph.bolt_server import EmbeddedBoltServer
 from deployments.config import GraphConfig, free_port
 
-TEST_PASSWORD = "test-graph-password"
+# The session server's user-query timeout (its reaper's limit): short, so timeout tests stay short.
+USER_QUERY_TIMEOUT_S = 2.0
 
 
 def make_graph_config(path, **overrides) -> GraphConfig:
     """A GraphConfig for an embedded server under `path` on a free port."""
-    values = {"path": str(path), "embedded_port": free_port(), "password": SecretStr(TEST_PASSWORD)}
+    values = {"path": str(path), "embedded_port": free_port()}
     values.update(overrides)
     return GraphConfig(**values)
 
 
 @pytest.fixture(scope="session")
 def arcadedb_server(tmp_path_factory) -> Iterator[EmbeddedBoltServer]:
-    server = EmbeddedBoltServer(make_graph_config(tmp_path_factory.mktemp("arcadedb")))
+    server = EmbeddedBoltServer(make_graph_config(tmp_path_factory.mktemp("arcadedb"), user_query_timeout_s=USER_QUERY_TIMEOUT_S))
     server.start()
     try:
         yield server
@@ -39,5 +40,15 @@ def bolt_uri(arcadedb_server: EmbeddedBoltServer) -> str:
 
 @pytest.fixture(scope="session")
 def graph_config(arcadedb_server: EmbeddedBoltServer) -> GraphConfig:
-    """The server's config as a GraphService sees it: the URI set (so not `embedded`), same credentials."""
-    return arcadedb_server.config.model_copy(update={"bolt_uri": arcadedb_server.uri})
+    """The server's config as a GraphService sees it: the URI set (so not `embedded`)."""
+    return external_config(arcadedb_server)
+
+
+def external_config(server: EmbeddedBoltServer) -> GraphConfig:
+    """`server`'s config as an external server's: its URI, and the data folder's credentials (root for the app,
+    the read-only user for user queries)."""
+    creds = server.credentials
+    return server.config.model_copy(update={
+        "bolt_uri": server.uri, "password": SecretStr(creds.root_password),
+        "reader_user": creds.reader[0], "reader_password": SecretStr(creds.reader_password),
+    })  # fmt: skip

@@ -1,6 +1,8 @@
+import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -8,12 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.arcadedb_fixture import TEST_PASSWORD, make_graph_config
+from tests.arcadedb_fixture import make_graph_config
 from neo4j import GraphDatabase
-from pydantic import SecretStr
+from neo4j.exceptions import AuthError
 
 from deployments.graph.bolt_deployment import BoltServer
 from deployments.graph.bolt_server import BoltServerError, EmbeddedBoltServer
+from deployments.graph.credentials import credentials_path, load_or_create
 from deployments.errors import StageUnavailable
 from deployments.graph.service import GraphService
 from deployments.models import Chunk
@@ -63,10 +66,11 @@ async def test_lifecycle_health_stop_and_restart(tmp_path):
         assert server.alive()
         deployment.check_health()
 
-        # The password never reaches the child's command line or environment.
+        # The passwords never reach the child's command line or environment.
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{server.pid}/environ").read_bytes()
-        assert TEST_PASSWORD.encode() not in cmdline and TEST_PASSWORD.encode() not in environ
+        for secret in (server.credentials.root_password, server.credentials.reader_password):
+            assert secret.encode() not in cmdline and secret.encode() not in environ
         assert b"deployments.graph.bolt_server" in cmdline
 
         # Bolt listens on loopback only.
@@ -74,12 +78,14 @@ async def test_lifecycle_health_stop_and_restart(tmp_path):
         assert addresses and addresses <= LOOPBACK
 
         # The schema exists (created over Bolt at start), and data written through it persists a restart.
-        with GraphDatabase.driver(server.uri, auth=("root", TEST_PASSWORD)) as driver:
+        with GraphDatabase.driver(server.uri, auth=server.credentials.root) as driver:
             records, _, _ = driver.execute_query("SHOW CONSTRAINTS", database_="graphrag")
             assert {"entity_key", "chunk_id"} <= {r["name"] for r in records}
-        graph = GraphService(config.model_copy(update={"bolt_uri": server.uri}), server.uri)
+        # As in the app: the stage's config has no URI or password; it reads the data folder's credentials.
+        graph = GraphService(config, server.uri)
         await graph.upsert("c", [Chunk(chunk_id="d#0", doc_id="d", index=0, text="Alice Smith met Bob Jones.")])
         assert "ArcadeDB" in await graph.ping()
+        assert (await graph.query("MATCH (e:Entity) RETURN count(e) AS n")).rows == [[2]]  # as the read-only user
 
         # The child dies: the health check says so, and the graph stage raises a clear error, not an empty result.
         os.kill(server.pid, signal.SIGKILL)
@@ -104,11 +110,6 @@ async def test_lifecycle_health_stop_and_restart(tmp_path):
         assert not server.alive() and wait_gone(pid, 1)
         assert "ArcadeDB Server is down" in server.output_tail()  # SIGTERM stopped ArcadeDB cleanly
 
-        # The folder keeps the root password it was created with: another one is a clear error, fast.
-        wrong = EmbeddedBoltServer(config.model_copy(update={"password": SecretStr("another-password")}))
-        with pytest.raises(BoltServerError, match="refused the configured password"):
-            wrong.start()
-        assert not wrong.alive()
     finally:
         server.stop()
 
@@ -124,7 +125,7 @@ def test_child_exits_when_its_parent_dies(tmp_path):
         print(server.pid, flush=True)
         time.sleep(600)
     """)
-    dump = config.model_dump_json().replace('"**********"', f'"{TEST_PASSWORD}"')
+    dump = config.model_dump_json()
     parent = subprocess.Popen(
         [sys.executable, "-c", script], cwd=PROJECT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -145,9 +146,10 @@ def test_child_exits_when_its_parent_dies(tmp_path):
 
 
 def test_failed_start_reports_the_child_output(tmp_path):
-    server = EmbeddedBoltServer(make_graph_config(tmp_path / "graph", password=SecretStr("short")))
-    with pytest.raises(BoltServerError, match="at least 8 characters"):
+    server = EmbeddedBoltServer(make_graph_config(tmp_path / "graph"), heap="not-a-size")
+    with pytest.raises(BoltServerError, match="exited with code") as info:
         server.start()
+    assert "not-a-size" in str(info.value)  # the child's own words
     assert not server.alive()
 
 
@@ -173,3 +175,62 @@ def test_the_deployment_picks_the_port_and_keeps_it_across_restarts(tmp_path):
         assert server_port(config) != port  # unless something else holds it now
     fixed = free_port()
     assert server_port(config.model_copy(update={"embedded_port": fixed})) == fixed
+def listening_ports(pid: int) -> set[int]:
+    """Ports of the LISTEN sockets process `pid` holds (its socket inodes matched in /proc/net/tcp{,6})."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_store_passwords_are_random_per_folder_and_bolt_is_the_only_listener(tmp_path):
+    """Issue 10, finding 4: no store password in the source; ArcadeDB's HTTP API (SQL, scripts) is not served."""
+    config = make_graph_config(tmp_path / "graph")
+    assert config.password is None  # nothing to ship: the embedded server's passwords are made per folder
+    server = EmbeddedBoltServer(config)
+    try:
+        server.start()
+        path = credentials_path(config.path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        creds = server.credentials
+        assert min(len(creds.root_password), len(creds.reader_password)) >= 32 and creds.root_password != creds.reader_password
+        assert load_or_create(tmp_path / "another").root_password != creds.root_password
+
+        assert listening_ports(server.pid) == {config.embedded_port}  # Bolt only: no HTTP listener
+        with GraphDatabase.driver(server.uri, auth=creds.root) as driver:
+            driver.verify_connectivity()
+        for guess in ("graphrag-embedded", creds.reader_password):  # the old shipped default; another user's
+            with GraphDatabase.driver(server.uri, auth=("root", guess)) as driver:
+                with pytest.raises(AuthError):
+                    driver.verify_connectivity()
+        server.stop()
+
+        # Never logged or written anywhere else in the folder (ArcadeDB keeps salted hashes).
+        for file in Path(config.path).rglob("*"):
+            if file.is_file() and file != path:
+                data = file.read_bytes()
+                assert creds.root_password.encode() not in data and creds.reader_password.encode() not in data, file
+
+        # Passwords are (re)set from the file at every start: a folder whose store knows other ones (made by an
+        # older version, or rotated by rewriting the file) serves the file's.
+        path.write_text(json.dumps({"root": "rotated-root-password", "reader": "rotated-reader-password"}))
+        server = EmbeddedBoltServer(config)
+        server.start()
+        with GraphDatabase.driver(server.uri, auth=("root", "rotated-root-password")) as driver:
+            driver.verify_connectivity()
+        with GraphDatabase.driver(server.uri, auth=creds.root) as driver:
+            with pytest.raises(AuthError):
+                driver.verify_connectivity()
+    finally:
+        server.stop()

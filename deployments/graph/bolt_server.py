@@ -2,11 +2,18 @@
 run in a child process that owns the data folder and dies with its parent.
 
 Run alone: `python -m deployments.graph.bolt_server --host 127.0.0.1 --port 7687 --data DIR` with the root password
-on standard input (its first line), never on the command line.
+and the read-only user's password on standard input (its first two lines), never on the command line.
+
+What protects the store: Bolt is the only listener (ArcadeDB's HTTP API is stopped once the server is up, no other
+protocol plugin is loaded), both passwords are random per data folder (deployments/graph/credentials.py), user
+Cypher runs as a user whose group may only read records (writes, schema changes and LOAD CSV's file access are
+refused by the engine), LOAD CSV is switched off for files and URLs, and a reaper terminates that user's queries
+once they run longer than the user-query timeout, so a query the client gave up on stops using the engine.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -19,6 +26,7 @@ from collections import deque
 from pathlib import Path
 
 from deployments.config import GraphConfig, _require_loopback, free_port
+from deployments.graph.credentials import READER_USER, ROOT_USER, StoreCredentials, load_or_create
 
 log = logging.getLogger("graphrag.bolt_server")
 
@@ -27,6 +35,8 @@ DEFAULT_HEAP = "1g"
 READY_LINE = "BOLT-SERVER-READY"
 # ArcadeDB refuses shorter root passwords.
 MIN_PASSWORD_CHARS = 8
+READER_GROUP = "graphrag_reader"
+REAPER_PERIOD_S = 0.1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,7 +49,62 @@ class BoltServerError(RuntimeError):
 # ---- the child process -------------------------------------------------------------------------
 
 
-def _serve(args: argparse.Namespace, password: str) -> int:
+# No file or URL reads from Cypher, whoever asks (the reader's group could not read files anyway). JVM-wide
+# settings: the engine reads them from the global configuration, not from the server's.
+LOAD_CSV_OFF = {"arcadedb.opencypher.loadCsv.allowFileUrls": False, "arcadedb.opencypher.loadCsv.allowRemoteUrls": False}
+
+
+def _no_load_csv() -> None:
+    import jpype  # noqa: PLC0415
+
+    GlobalConfiguration = jpype.JClass("com.arcadedb.GlobalConfiguration")
+    for key, value in LOAD_CSV_OFF.items():
+        setting = GlobalConfiguration.findByKey(key)
+        if setting is None:
+            raise BoltServerError(f"ArcadeDB has no setting {key}: cannot switch LOAD CSV off")
+        setting.setValue(value)
+
+
+def _secure(server, database: str, root_password: str, reader_password: str) -> None:
+    """Sets both passwords (also on a folder made by an older version with another root password), gives the
+    reader user a group that may read records of `database` and nothing else, and stops the HTTP listener."""
+    import jpype  # noqa: PLC0415
+
+    JSONObject = jpype.JClass("com.arcadedb.serializer.json.JSONObject")
+    java_server = server._java_server
+    security = java_server.getSecurity()
+    # No database-level access (updateSecurity, which LOAD CSV's file access also needs; updateSchema;
+    # updateDatabaseSettings), and on every type only readRecord: no create, update or delete.
+    group = {"resultSetLimit": -1, "readTimeout": -1, "access": [], "types": {"*": {"access": ["readRecord"]}}}
+    security.saveGroup(database, READER_GROUP, JSONObject(json.dumps(group)))
+    if security.existsUser(READER_USER):
+        security.updateUser(JSONObject(json.dumps({"name": READER_USER, "databases": {database: [READER_GROUP]}})))
+        security.setUserPassword(READER_USER, reader_password)
+    else:
+        security.createUser(JSONObject(json.dumps({
+            "name": READER_USER, "password": str(security.encodePassword(reader_password)),
+            "databases": {database: [READER_GROUP]},
+        })))  # fmt: skip
+    security.setUserPassword(ROOT_USER, root_password)
+    # The app speaks Bolt only; ArcadeDB's HTTP API (SQL, scripts, server commands) has no setting to stay off.
+    java_server.getHttpServer().stopService()
+
+
+def _reap_user_queries(server, limit_ms: int, stop: threading.Event) -> None:
+    """Terminates the reader user's queries running longer than `limit_ms`: ArcadeDB's Bolt server ignores the
+    transaction timeout a client sends, and a client that gives up does not stop the query."""
+    registry = server._java_server.getRunningQueries()
+    while not stop.wait(REAPER_PERIOD_S):
+        try:
+            for query in list(registry.getRunning()):
+                if str(query.getUser()) == READER_USER and query.getElapsedMillis() > limit_ms:
+                    if query.terminate("graphrag user-query timeout"):
+                        print(f"terminated user query {query.getId()} after {query.getElapsedMillis()} ms", file=sys.stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - a failed round is retried; the reaper must not die
+            print(f"user-query reaper: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+def _serve(args: argparse.Namespace, password: str, reader_password: str) -> int:
     """Runs ArcadeDB with the Bolt plugin until SIGTERM/SIGINT or the parent's death; returns the exit code."""
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -79,6 +144,7 @@ def _serve(args: argparse.Namespace, password: str) -> int:
         "bolt_defaultDatabase": args.database,
         "server_logsDirectory": str(data / "log"),
     }
+    _no_load_csv()
     # A replica restarted by Serve may find the previous owner still releasing the port or the folder's
     # lock for a moment: retry the start until the deadline.
     deadline = time.monotonic() + args.start_retry_s
@@ -98,6 +164,10 @@ def _serve(args: argparse.Namespace, password: str) -> int:
             server.get_database(args.database)
         except Exception:  # noqa: BLE001 - not there yet: create it
             server.create_database(args.database)
+        _secure(server, args.database, password, reader_password)
+        threading.Thread(
+            target=_reap_user_queries, args=(server, args.user_query_timeout_ms, stop), name="user-query-reaper", daemon=True
+        ).start()
         print(READY_LINE, flush=True)
         while not stop.wait(1.0):
             pass
@@ -115,17 +185,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="Bolt port")
     parser.add_argument("--data", required=True, help="data folder (databases, config, logs)")
     parser.add_argument("--database", default=DEFAULT_DATABASE)
-    parser.add_argument("--http-port", type=int, default=0, help="ArcadeDB's HTTP API port (always on; 0 = free port)")
+    parser.add_argument("--http-port", type=int, default=0, help="ArcadeDB's HTTP API port while starting (stopped once up; 0 = free port)")
+    parser.add_argument("--user-query-timeout-ms", type=int, default=5000, help="the read-only user's queries are terminated after this")
     parser.add_argument("--heap", default=DEFAULT_HEAP, help="JVM max heap, e.g. 1g")
     parser.add_argument("--parent-pid", type=int, default=0, help="stop when this process is no longer the parent")
     parser.add_argument("--start-retry-s", type=float, default=20.0)
     args = parser.parse_args(argv)
     _require_loopback(args.host)
     password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < MIN_PASSWORD_CHARS:
-        print(f"the root password (first line of standard input) needs at least {MIN_PASSWORD_CHARS} characters", file=sys.stderr)
+    reader_password = sys.stdin.readline().rstrip("\r\n")
+    if min(len(password), len(reader_password)) < MIN_PASSWORD_CHARS:
+        print(f"the root and reader passwords (first two lines of standard input) need at least {MIN_PASSWORD_CHARS} characters", file=sys.stderr)
         raise SystemExit(2)
-    code = _serve(args, password)
+    code = _serve(args, password, reader_password)
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip the JVM's own teardown: the server is already stopped and its non-daemon threads could hang exit.
@@ -136,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class EmbeddedBoltServer:
-    """Starts and stops the ArcadeDB Bolt server child process for `config` (user must be root)."""
+    """Starts and stops the ArcadeDB Bolt server child process for `config` (user must be root); the passwords
+    are the data folder's (made at its first start)."""
 
     def __init__(self, config: GraphConfig, heap: str = DEFAULT_HEAP, start_timeout_s: float = 90.0):
         if not config.path:
@@ -153,6 +226,13 @@ class EmbeddedBoltServer:
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen | None = None
         self._log_path = self.data / "bolt-server.out"
+        self._credentials: StoreCredentials | None = None
+
+    @property
+    def credentials(self) -> StoreCredentials:
+        if self._credentials is None:
+            self._credentials = load_or_create(self.data)
+        return self._credentials
 
     @property
     def uri(self) -> str:
@@ -176,6 +256,7 @@ class EmbeddedBoltServer:
             sys.executable, "-m", "deployments.graph.bolt_server",
             "--host", self.host, "--port", str(self.port), "--data", str(self.data),
             "--database", self.database, "--heap", self.heap, "--parent-pid", str(os.getpid()),
+            "--user-query-timeout-ms", str(max(1, round(self.config.user_query_timeout_s * 1000))),
         ]  # fmt: skip
         if self._log_path.exists():  # keep the last run's output: it may say why that child died
             self._log_path.replace(self._log_path.with_suffix(".out.prev"))
@@ -187,7 +268,8 @@ class EmbeddedBoltServer:
             )  # fmt: skip
         try:
             assert self._proc.stdin is not None
-            self._proc.stdin.write(self.config.password.get_secret_value().encode() + b"\n")
+            creds = self.credentials
+            self._proc.stdin.write(f"{creds.root_password}\n{creds.reader_password}\n".encode())
             self._proc.stdin.close()
             self._wait_ready()
             self._create_schema()
@@ -216,8 +298,7 @@ class EmbeddedBoltServer:
                             return
                 except AuthError as exc:
                     # Not transient: the data folder was created with another root password.
-                    raise BoltServerError(f"the embedded Bolt server at {self.uri} refused the configured password "
-                                          f"(the data folder {self.data} keeps the root password it was created with): {exc}") from exc
+                    raise BoltServerError(f"the embedded Bolt server at {self.uri} refused the data folder's root password: {exc}") from exc
                 except Exception as exc:  # noqa: BLE001 - retried until the deadline
                     last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2)
@@ -239,7 +320,7 @@ class EmbeddedBoltServer:
                 driver.execute_query(statement, database_=self.database)
 
     def _auth(self) -> tuple[str, str]:
-        return (self.config.user, self.config.password.get_secret_value())
+        return self.credentials.root
 
     def output_tail(self, lines: int = 40) -> str:
         try:

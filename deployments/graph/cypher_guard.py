@@ -1,13 +1,16 @@
 """Static check of user Cypher for POST /v1/graph/query: read-only statements only.
 
-The query also runs in a READ transaction, which Neo4j enforces. ArcadeDB's Bolt server does not (checked
-with ArcadeDB 26.10: CREATE, SET, DETACH DELETE and LOAD CSV all succeed inside `execute_read`), so this
-check has to hold on its own. It scans the text the way Cypher's lexer does (strings, `quoted` names,
-comments), then refuses, outside strings and quoted names: any write or admin keyword whatever its case,
-CALL of anything but a few read-only schema procedures, namespaced functions other than the built-in
-temporal/spatial ones, a second statement, and any non-ASCII character (so no look-alike letters, no
-zero-width characters splitting a keyword). It is an allow-list where it can be: the statement must start
-with a read clause.
+The first of the barriers (user_query.py): a statement it lets through still runs as the store's read-only
+user, in a READ session, so a write it misses is refused by the engine. It scans the text the way Cypher's
+lexer does (strings, `quoted` names, comments), then refuses, outside strings and quoted names: any write or
+admin keyword whatever its case, CALL of anything but a few read-only schema procedures, namespaced functions
+other than the built-in temporal/spatial ones, a second statement, and any character but printable ASCII,
+space, tab, CR and LF (so no look-alike letters, no zero-width characters splitting a keyword); and `file:`
+URLs anywhere. It is an allow-list where it can be: the statement must start with a read clause.
+
+A `//` comment ends at the first character any lexer may take for a line end (CR, LF, U+2028, U+2029, U+0085,
+form feed, vertical tab), never later than the engine's: the text after it is checked as code, so a comment
+cannot hide what the engine runs.
 """
 from __future__ import annotations
 
@@ -45,6 +48,13 @@ class Token:
     text: str
 
 
+# Where a `//` comment may end: ArcadeDB's and Neo4j's lexers end it at CR or LF; the others are line ends
+# elsewhere (Java, Unicode), ended here too so that no lexer can see code the guard took for a comment.
+LINE_TERMINATORS = frozenset("\n\r\u2028\u2029\u0085\x0c\x0b")
+WHITESPACE = frozenset(" \t\r\n")
+_COMMENT_END = re.compile("[" + "".join(sorted(LINE_TERMINATORS)) + "]")
+_FILE_URL = re.compile(r"\s*file\s*:", re.IGNORECASE)
+
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"[0-9][0-9A-Za-z_.]*")
 
@@ -55,11 +65,11 @@ def tokens(query: str) -> list[Token]:
     i, n = 0, len(query)
     while i < n:
         ch = query[i]
-        if ch in " \t\r\n":
+        if ch in WHITESPACE:
             i += 1
         elif query.startswith("//", i):
-            end = query.find("\n", i)
-            i = n if end < 0 else end + 1
+            end = _COMMENT_END.search(query, i + 2)
+            i = n if end is None else end.start()  # the terminator itself is lexed as code (only CR/LF pass)
         elif query.startswith("/*", i):
             end = query.find("*/", i + 2)
             if end < 0:
@@ -71,6 +81,8 @@ def tokens(query: str) -> list[Token]:
                 j += 2 if query[j] == "\\" else 1
             if j >= n:
                 raise UnsafeQuery("unterminated string literal")
+            if _FILE_URL.match(query, i + 1):
+                raise UnsafeQuery("file: URLs are not allowed")
             out.append(Token("string", query[i + 1 : j]))
             i = j + 1
         elif ch == "`":

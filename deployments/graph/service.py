@@ -22,9 +22,10 @@ from neo4j.exceptions import (
 
 from deployments.config import GraphConfig, redact_url
 from deployments.errors import BadRequest, NotFound, StageError, StageUnavailable
-from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
+from deployments.graph.credentials import CredentialsError, admin_auth
 from deployments.graph.extraction import normalize_name, query_keys
 from deployments.graph.llm_extraction import make_extractor
+from deployments.graph.user_query import UserQueries
 from deployments.graph.schema import (
     _CONFLICT_ATTEMPTS,
     _CONNECT_ATTEMPTS,
@@ -42,7 +43,6 @@ from deployments.graph.transactions import (
     _drop_orphans,
     _edges_among,
     _expand,
-    _jsonable,
     _mention_counts,
     _metadata,
     _remove_chunks,
@@ -81,14 +81,22 @@ class GraphService:
         self._extract = extractor if extractor is not None else make_extractor(config.extraction)
         self._driver: AsyncDriver | None = None
         self._schema_done = False
+        self._user_queries = UserQueries(config, self._resolve_uri)
 
     # ---- connection -----------------------------------------------------------------------------
 
+    async def _resolve_uri(self) -> str:
+        return self.uri
+
     def _get_driver(self) -> AsyncDriver:
         if self._driver is None:  # created lazily: the server may come up after this replica
+            try:
+                auth = admin_auth(self.config)
+            except CredentialsError as exc:
+                raise StageUnavailable("graph", str(exc)) from None
             self._driver = AsyncGraphDatabase.driver(
                 self.uri,
-                auth=(self.config.user, self.config.password.get_secret_value()),
+                auth=auth,
                 connection_timeout=min(5.0, self.config.query_timeout_s),
                 connection_acquisition_timeout=self.config.query_timeout_s,
                 # Retries are ours (_run): a refused connection should fail fast, not for 30 s.
@@ -100,6 +108,7 @@ class GraphService:
         driver, self._driver = self._driver, None
         if driver is not None:
             await driver.close()
+        await self._user_queries.aclose()
         close = getattr(self._extract, "aclose", None)
         if close is not None:
             await close()
@@ -396,27 +405,8 @@ class GraphService:
         return await self._run(False, work, self.config.query_timeout_s)
 
     async def query(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
-        """A user's read-only Cypher: statically checked (the guard ArcadeDB needs), then run in a READ
-        transaction (the guard Neo4j enforces) under the user-query timeout; at most the row cap is returned."""
-        try:
-            check_read_only(cypher)
-        except UnsafeQuery as exc:
-            raise BadRequest(f"query refused: {exc}") from None
-        cap = min(max_rows or self.config.user_query_max_rows, self.config.user_query_max_rows)
-
-        async def work(tx: AsyncManagedTransaction) -> GraphQueryResponse:
-            try:
-                result = await tx.run(cypher, parameters or {})
-                records = await result.fetch(cap + 1)  # one more than the cap tells whether rows were cut
-                columns = list(result.keys())
-            except Neo4jError as exc:
-                if (exc.code or "").startswith("Neo.ClientError.Statement"):
-                    raise BadRequest(f"the graph store rejected the query: {exc.message or exc.code}"[:1000]) from None
-                raise
-            rows = [[_jsonable(value) for value in record.values()] for record in records[:cap]]
-            return GraphQueryResponse(columns=columns, rows=rows, truncated=len(records) > cap, row_cap=cap)
-
-        return await self._run(False, work, self.config.user_query_timeout_s)
+        """A user's read-only Cypher, as the store's read-only user under the user-query bounds (user_query.py)."""
+        return await self._user_queries.run(cypher, parameters, max_rows)
 
     async def entity(self, collection: str, name: str, hops: int = 1) -> EntityResponse:
         """An entity (looked up by its normalized name) with its neighbourhood, bounded by `entity_neighbours`

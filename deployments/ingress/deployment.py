@@ -15,7 +15,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
-from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, is_stage_failure
+from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, StageTimeout, is_stage_failure
 from deployments.handles import stages_from_handles
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection
 from deployments.ingress.http_guards import HttpGuards
@@ -133,6 +133,8 @@ async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
     if metrics is not None:
         metrics.record_error(exc.stage, exc.reason, request.url.path)
     # Built from the fields: str() of an error raised in another replica carries its remote traceback.
+    if isinstance(exc, StageTimeout):  # the backend was too slow for this request, and was stopped: a gateway timeout
+        return JSONResponse(status_code=504, content={"detail": f"{exc.stage} stage timed out: {exc.reason}", "stage": exc.stage})
     return JSONResponse(
         status_code=503,
         content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage},
@@ -320,7 +322,7 @@ class Ingress:
         await self._recovered()
         return await self.pipeline.repair(collection)
 
-    @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503]})
+    @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503], 504: {"model": ErrorResponse, "description": "The query ran longer than `graph.user_query_timeout_s` and was stopped."}})
     async def graph_query(self, req: GraphQueryRequest, request: Request) -> GraphQueryResponse:
         _allow(request, None)  # admin scope (the guard), and a key that is not limited to collections
         return await self.pipeline.graph_query(req)

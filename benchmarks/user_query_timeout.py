@@ -1,0 +1,79 @@
+"""Issue 10, finding 2: does a timed-out user query stop using the store? Runs the finding's query through
+GraphService.query against a fresh embedded ArcadeDB and samples the server process's CPU (/proc/<pid>/stat,
+all its threads) in 0.5 s windows from the moment the client got its timeout.
+
+    python -m benchmarks.user_query_timeout [--timeout 5] [--after 10]
+
+Writes benchmarks/results/user_query_timeout.json. CPU figures are noisy on a shared machine: compare the
+windows of one run (busy while the query runs, ~0 once it is stopped), not runs with each other.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from deployments.config import GraphConfig, free_port
+from deployments.errors import StageError, StageTimeout
+from deployments.graph.bolt_server import EmbeddedBoltServer
+from deployments.graph.service import GraphService
+
+QUERY = "UNWIND range(1,1000) AS a UNWIND range(1,1000) AS b UNWIND range(1,40) AS c RETURN count(*)"
+RESULTS = Path(__file__).resolve().parent / "results" / "user_query_timeout.json"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(timeout_s: float, after_s: float) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        server = EmbeddedBoltServer(GraphConfig(path=folder, embedded_port=free_port(), user_query_timeout_s=timeout_s))
+        server.start()
+        graph = GraphService(server.config, server.uri)  # as the app: credentials from the data folder
+        try:
+            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+            try:
+                await graph.query(QUERY)
+                outcome = "finished"
+            except StageTimeout:
+                outcome = "504 (StageTimeout)"
+            except StageError as exc:
+                outcome = f"503 ({exc.reason})"
+            answered_s = time.monotonic() - t0
+            cpu_until_answer = cpu_seconds(server.pid) - cpu0
+            windows = []
+            for _ in range(int(after_s / 0.5)):
+                c = cpu_seconds(server.pid)
+                await asyncio.sleep(0.5)
+                windows.append(round((cpu_seconds(server.pid) - c) / 0.5, 3))
+        finally:
+            await graph.aclose()
+            server.stop()
+    return {
+        "query": QUERY, "user_query_timeout_s": timeout_s, "outcome": outcome, "answered_after_s": round(answered_s, 2),
+        "server_cpu_s_until_answer": round(cpu_until_answer, 2),
+        "server_cpu_cores_per_0.5s_window_after_answer": windows,
+        "server_busy_windows_after_answer": sum(1 for w in windows if w > 0.2),
+        "load_average": os.getloadavg(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--after", type=float, default=10.0, help="seconds sampled after the answer")
+    args = parser.parse_args()
+    result = asyncio.run(measure(args.timeout, args.after))
+    print(json.dumps(result, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
