@@ -32,6 +32,11 @@ class _Section(BaseModel):
 
 class EmbedderConfig(_Section):
     model_name: str = "all-MiniLM-L6-v2"
+    # In-process runtime of the local weights: ONNX Runtime (exported from the weights at first start, cached in
+    # `cache_dir`; 2-3x the questions/s of torch at the same vectors, README "Performance") or torch itself.
+    backend: Literal["onnx", "torch"] = "onnx"
+    cache_dir: str | None = None  # default: <data_dir>/models
+    onnx_allow_spinning: bool = Field(False, description="ONNX Runtime threads spin while idle (a core each, even when other processes need it).")
     # An OpenAI-compatible /v1/embeddings endpoint replaces the in-process model when set.
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
@@ -39,7 +44,7 @@ class EmbedderConfig(_Section):
     max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (@serve.batch).")
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
     request_chunk_size: int = Field(256, ge=1, description="Texts per handle call when embedding many.")
-    num_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads; default: the CPUs this process may use.")
+    num_threads: int | None = Field(None, ge=1, le=64, description="torch / ONNX Runtime intra-op threads; default: the CPUs this process may use.")
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
 
 
@@ -321,6 +326,7 @@ class AppConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve(self) -> "AppConfig":
+        self.embedder.cache_dir = self.embedder.cache_dir or str(Path(self.data_dir) / "models")
         if self.vector.embedded:
             self.vector.path = self.vector.path or str(Path(self.data_dir) / "qdrant")
             if self.deployments.vector.max_replicas() > 1:
