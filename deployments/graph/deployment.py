@@ -6,6 +6,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import GraphConfig
 from deployments.graph.service import GraphService
+from deployments.handles import Remote
 from deployments.observability import configure_logging
 
 # ---- the Serve deployment ----------------------------------------------------------------------
@@ -25,7 +26,7 @@ class Graph(GraphService):
                 raise ValueError("Graph needs a Bolt URI or the BoltServer deployment handle")
 
             async def ask_bolt() -> str:
-                return (await bolt.info.remote())["uri"]
+                return (await Remote(bolt).info())["uri"]
 
             super().__init__(config, ask_bolt)
         else:

@@ -8,6 +8,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import RerankerConfig
+from deployments.handles import Remote
 from deployments.models import RerankHints, RerankResult
 from deployments.observability import configure_logging
 from deployments.reranker.backends import make_reranker
@@ -26,15 +27,8 @@ class Reranker:
 
     def __init__(self, config: RerankerConfig, embedder: DeploymentHandle | None = None, vector: DeploymentHandle | None = None):
         configure_logging()
-        embed: Embed | None = None
-        fetch: FetchVectors | None = None
-        if embedder is not None:
-            async def embed(texts: list[str]) -> list[list[float]]:
-                return await embedder.embed.remote(texts)
-        if vector is not None:
-            async def fetch(collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
-                return await vector.vectors.remote(collection, chunk_ids)
-
+        embed: Embed | None = Remote(embedder).embed if embedder is not None else None
+        fetch: FetchVectors | None = Remote(vector).vectors if vector is not None else None
         self._impl = make_reranker(config, embed, fetch)
 
     async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult:
