@@ -55,6 +55,9 @@ class VectorConfig(_Section):
     path: str | None = None  # default: <data_dir>/qdrant
     timeout_s: float = Field(10.0, gt=0)
     embed_batch_size: int = Field(256, ge=1, description="Chunk texts per embed call when upserting.")
+    hit_vectors: bool | None = Field(
+        None, description="Searches return their hits' stored vectors (for the embedded reranker); default: on when no reranker.url is set."
+    )
     optimize_every_points: int = Field(
         1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
     )
@@ -327,6 +330,8 @@ class AppConfig(BaseSettings):
     @model_validator(mode="after")
     def _resolve(self) -> "AppConfig":
         self.embedder.cache_dir = self.embedder.cache_dir or str(Path(self.data_dir) / "models")
+        if self.vector.hit_vectors is None:  # only the embedded scorer uses them
+            self.vector.hit_vectors = not self.reranker.url
         if self.vector.embedded:
             self.vector.path = self.vector.path or str(Path(self.data_dir) / "qdrant")
             if self.deployments.vector.max_replicas() > 1:
