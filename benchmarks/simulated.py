@@ -5,8 +5,11 @@ The latency of a stage for a request is a deterministic function of (stage, quer
 can compute each request's critical path, max(vector, graph) + rerank + chat, without trusting the server.
 
 Three systems over the same simulated stages:
-- `sync`     the shape before the async refactor: blocking calls one after another in a FastAPI `def` route
-             (Starlette's default thread pool);
+- `sync`     the shape before the async refactor: blocking calls one after another in a FastAPI `def` route,
+             in AnyIO's default pool of 40 threads: at 950 ms per request that pool alone caps it near 42
+             requests/s, whatever the concurrency;
+- `sync-wide` the same with a thread pool at least as large as the concurrency (`--threads`), so a ratio
+             against it measures the fan-out, not the thread cap;
 - `monolith` one asyncio process: the project's own Pipeline (vector and graph gathered) over in-process stages;
 - `serve`    the real Ingress + Pipeline of graph.py, with each simulated stage its own Serve deployment.
 """
@@ -118,11 +121,19 @@ SIMULATED = dict(zip(STAGES, (SimulatedVector, SimulatedGraph, SimulatedReranker
 # ---- the three systems -------------------------------------------------------------------------
 
 
-def sync_app(latencies: Latencies):
-    """Blocking stages one after another in a `def` route: each request holds a pool thread throughout."""
+def sync_app(latencies: Latencies, threads: int | None = None):
+    """Blocking stages one after another in a `def` route: each request holds a pool thread throughout.
+    `threads`: the size of AnyIO's thread pool, which runs `def` routes (default 40)."""
     from fastapi import FastAPI
 
     app = FastAPI(title="simulated sync baseline")
+
+    if threads is not None:
+        @app.on_event("startup")
+        async def widen_pool() -> None:
+            import anyio.to_thread
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
 
     def stage(name: str, query: str) -> tuple[float, float]:
         start = time.time()
@@ -239,14 +250,18 @@ def build_autoscale_app(args: dict):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve one SIMULATED baseline system (sync or monolith) with uvicorn.")
-    parser.add_argument("system", choices=["sync", "monolith"])
+    parser.add_argument("system", choices=["sync", "sync-wide", "monolith"])
+    parser.add_argument("--threads", type=int, default=256, help="sync-wide: AnyIO's thread pool size")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latencies", default="{}", help="JSON for Latencies, e.g. '{\"sigma\": 0.2}'")
     args = parser.parse_args()
     import uvicorn
 
     latencies = Latencies.model_validate_json(args.latencies)
-    app = sync_app(latencies) if args.system == "sync" else monolith_app(latencies)
+    if args.system == "monolith":
+        app = monolith_app(latencies)
+    else:
+        app = sync_app(latencies, args.threads if args.system == "sync-wide" else None)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

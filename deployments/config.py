@@ -32,13 +32,18 @@ class _Section(BaseModel):
 
 class EmbedderConfig(_Section):
     model_name: str = "all-MiniLM-L6-v2"
+    # In-process runtime of the local weights: ONNX Runtime (exported from the weights at first start, cached in
+    # `cache_dir`; 2-3x the questions/s of torch at the same vectors, README "Performance") or torch itself.
+    backend: Literal["onnx", "torch"] = "onnx"
+    cache_dir: str | None = None  # default: <data_dir>/models
+    onnx_allow_spinning: bool = Field(False, description="ONNX Runtime threads spin while idle (a core each, even when other processes need it).")
     # An OpenAI-compatible /v1/embeddings endpoint replaces the in-process model when set.
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str = "text-embedding-3-small"
     max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (the embedder batches concurrent calls up to this).")
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
-    num_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads; default: the CPUs this process may use.")
+    num_threads: int | None = Field(None, ge=1, le=64, description="torch / ONNX Runtime intra-op threads; default: the CPUs this process may use.")
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
 
 
@@ -49,6 +54,9 @@ class VectorConfig(_Section):
     path: str | None = None  # default: <data_dir>/qdrant
     timeout_s: float = Field(10.0, gt=0)
     embed_batch_size: int = Field(256, ge=1, description="Chunk texts per embed call when upserting.")
+    hit_vectors: bool | None = Field(
+        None, description="Searches return their hits' stored vectors (for the embedded reranker); default: on when no reranker.url is set."
+    )
     optimize_every_points: int = Field(
         1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
     )
@@ -395,6 +403,9 @@ class AppConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve(self) -> "AppConfig":
+        self.embedder.cache_dir = self.embedder.cache_dir or str(Path(self.data_dir) / "models")
+        if self.vector.hit_vectors is None:  # only the embedded scorer uses them
+            self.vector.hit_vectors = not self.reranker.url
         if self.vector.embedded:
             self.vector.path = self.vector.path or str(Path(self.data_dir) / "qdrant")
             if self.deployments.vector.max_replicas() > 1:

@@ -61,7 +61,10 @@ async def test_minilm_concurrent_calls_keep_their_own_results(minilm):
 
 
 def test_make_embedder_picks_the_backend_from_config():
-    assert isinstance(make_embedder(EmbedderConfig()), SentenceTransformerEmbedder)
+    from deployments.embedder.onnx_backend import OnnxEmbedder
+
+    assert isinstance(make_embedder(EmbedderConfig()), OnnxEmbedder)
+    assert isinstance(make_embedder(EmbedderConfig(backend="torch")), SentenceTransformerEmbedder)
     remote = make_embedder(EmbedderConfig(openai_base_url="http://user:pw@127.0.0.1:9/v1"))
     assert isinstance(remote, OpenAIEmbedder)
     assert "pw" not in remote.name  # credentials never reach names shown in /readyz or logs

@@ -165,3 +165,17 @@ async def test_service_reports_a_collection_without_lexical_vector(service):
 
 def test_point_ids_stay_uuids():
     assert uuid.UUID(point_id("c", "d#0"))
+
+
+async def test_service_search_returns_the_hits_stored_vectors_when_asked(service):
+    await service.upsert("kb", chunks())
+    plain = await service.search("kb", "ATP in muscle", 3, {}, "hybrid")
+    assert plain.hit_vectors is None  # off unless configured (the app turns it on for the embedded reranker)
+    service.config = VectorConfig(hit_vectors=True)
+    hybrid = await service.search("kb", "ATP in muscle", 3, {}, "hybrid")
+    found = {h.chunk_id for h in [*hybrid.hits, *hybrid.lexical_hits]}
+    carried = hybrid.hit_vectors.unpack()
+    assert set(carried) == found  # dense and BM25-only hits alike
+    stored = await service.store.vectors("kb", sorted(found))
+    for chunk_id, vector in carried.items():
+        assert np.allclose(vector, stored[chunk_id], atol=1e-6)

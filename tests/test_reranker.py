@@ -9,7 +9,7 @@ import pytest
 
 from deployments.config import RerankerConfig, free_port
 from deployments.errors import StageError, StageUnavailable
-from deployments.models import RerankHints
+from deployments.models import PackedVectors, RerankHints
 from deployments.reranker.backends import EmbeddedScorer, HttpReranker, make_reranker, terms
 from tests.openai_server import OpenAIProtocolServer
 
@@ -250,3 +250,43 @@ async def test_reranker_service_embeds_through_the_embedder_stage(minilm_embed):
     assert max(range(3), key=result.scores.__getitem__) == 1 and result.scorer == "embedded-dense-lexical"
     assert embedded and embedded[0][0] == QUERY
     await service.aclose()
+
+
+async def test_embedded_scorer_uses_the_vectors_that_came_with_the_hits(minilm_embed):
+    """Hybrid retrieval: the hits carry their stored vectors, so the scorer calls neither the vector stage (to
+    fetch them) nor the embedder; only a chunk that came without one (found by the graph alone) is fetched."""
+    texts = ["Marie Curie was born in Warsaw.", "Photosynthesis happens in plants.", "Warsaw is in Poland."]
+    query = "Where was Curie born?"
+    vectors = await minilm_embed([query, *texts])
+    fetched: list[list[str]] = []
+    embedded: list[list[str]] = []
+
+    async def fetch(collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        fetched.append(chunk_ids)
+        return {"c#0": vectors[3]}
+
+    async def counting_embed(batch: list[str]) -> list[list[float]]:
+        embedded.append(batch)
+        return await minilm_embed(batch)
+
+    scorer = EmbeddedScorer(counting_embed, fetch_vectors=fetch)
+    signals = {"vector": [0.8, 0.1, None], "lexical": [3.0, None, 1.0]}
+    carried = PackedVectors.pack({"a#0": vectors[1], "b#0": vectors[2], "c#0": vectors[3]})
+    hints = RerankHints(collection="c", chunk_ids=["a#0", "b#0", "c#0"], query_vector=vectors[0], vectors=carried, signals=signals)
+    result = await scorer.rerank(query, texts, hints)
+    assert fetched == [] and embedded == []
+    reference = await EmbeddedScorer(minilm_embed).rerank(query, texts, RerankHints(collection="c", chunk_ids=["a#0", "b#0", "c#0"], signals=signals))
+    assert result.scores == pytest.approx(reference.scores, abs=1e-4)
+    # A chunk the graph alone found has no carried vector: only it is fetched.
+    hints.vectors = PackedVectors.pack({"a#0": vectors[1], "b#0": vectors[2]})
+    again = await scorer.rerank(query, texts, hints)
+    assert fetched == [["c#0"]] and embedded == [] and again.scores == pytest.approx(result.scores, abs=1e-5)
+
+
+def test_packed_vectors_round_trip():
+    vectors = {"a": [1.0, 0.0, 0.5], "b": [0.25, -1.0, 2.0]}
+    packed = PackedVectors.pack(vectors)
+    assert packed.dim == 3 and len(packed.data) == 2 * 3 * 4
+    restored = PackedVectors.model_validate(packed.model_dump()).unpack()
+    assert list(restored) == ["a", "b"] and np.allclose(restored["b"], vectors["b"])
+    assert PackedVectors.pack({}).unpack() == {}

@@ -210,7 +210,13 @@ class OpenAIEmbedder:
 
 
 def make_embedder(config: EmbedderConfig) -> EmbeddingBackend:
-    """The one place that picks the backend: an OpenAI-compatible endpoint when configured, else MiniLM in-process."""
-    backend = OpenAIEmbedder if config.openai_base_url else SentenceTransformerEmbedder
-    return backend(config)
+    """The one place that picks the backend: an OpenAI-compatible endpoint when configured, else MiniLM in-process
+    on `embedder.backend` (ONNX Runtime or torch)."""
+    if config.openai_base_url:
+        return OpenAIEmbedder(config)
+    if config.backend == "onnx":
+        from deployments.embedder.onnx_backend import OnnxEmbedder
+
+        return OnnxEmbedder(config)
+    return SentenceTransformerEmbedder(config)
 

@@ -275,6 +275,7 @@ class Pipeline:
                 collection=req.collection,
                 chunk_ids=[h.chunk_id for h in hits],
                 query_vector=vec.query_vector if vec is not None else None,
+                vectors=vec.hit_vectors if vec is not None else None,
                 signals=source_scores(ranked, [h.chunk_id for h in hits]),
             )
             rer, rer_err, timings.rerank = await _run_stage(

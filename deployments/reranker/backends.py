@@ -200,10 +200,12 @@ class EmbeddedScorer:
     async def _known_vectors(self, texts: list[str], hints: RerankHints | None) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
         """Vectors computed earlier in the request (the query's) or stored at ingest (the passages')."""
         query_vec = np.asarray(hints.query_vector, dtype=np.float32) if hints and hints.query_vector else None
-        stored: dict[str, list[float]] = {}
-        if hints and hints.chunk_ids and self._fetch is not None:
+        # The vectors that came with the hits first; only the rest (chunks the graph alone found) are fetched.
+        stored: dict[str, Any] = hints.vectors.unpack() if hints and hints.vectors else {}
+        missing = [c for c in hints.chunk_ids if c not in stored] if hints else []
+        if missing and self._fetch is not None:
             try:
-                stored = await self._fetch(hints.collection, hints.chunk_ids)
+                stored.update(await self._fetch(hints.collection, missing))
             except Exception as exc:  # stored vectors only save work: embed instead, and say so
                 log.warning("%s: stored vectors unavailable, embedding the passages: %s", self.scorer, exc)
         ids = hints.chunk_ids if hints and hints.chunk_ids else [None] * len(texts)

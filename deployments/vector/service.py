@@ -12,6 +12,7 @@ from deployments.stages import EmbedderStage
 from deployments.models import (
     COLLECTION_PATTERN,
     Chunk,
+    PackedVectors,
     RetrievalMode,
     Scalar,
     ScoredChunk,
@@ -102,8 +103,18 @@ class VectorService:
             return await self.store.search_lexical(collection, self.lexical.query(query), top_k, filter)
 
         (hits, embed_span, query_vector), lexical_hits = await asyncio.gather(dense(), lexical())
+        hit_vectors = None
+        if self.config.hit_vectors:
+            # One lookup in the store this replica already holds, instead of a call back from the reranker.
+            ids = list(dict.fromkeys(h.chunk_id for h in [*hits, *(lexical_hits or [])]))
+            hit_vectors = PackedVectors.pack(await self.store.vectors(collection, ids)) if ids else PackedVectors()
         return VectorResult(
-            hits=hits, lexical_hits=lexical_hits, lexical_error=lexical_error, embed=embed_span, query_vector=query_vector
+            hits=hits,
+            lexical_hits=lexical_hits,
+            lexical_error=lexical_error,
+            embed=embed_span,
+            query_vector=query_vector,
+            hit_vectors=hit_vectors,
         )
 
     async def _embed_all(self, texts: list[str]) -> list[list[float]]:
