@@ -38,6 +38,7 @@ from deployments.models import Document  # noqa: E402
 from deployments.vector.lexical import LexicalEncoder  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "hotpotqa-100"
+SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
 CACHE = ROOT / "benchmarks" / ".cache"
 SPLITS = {"dev": range(0, 50), "test": range(50, 100), "all": range(0, 100)}
 KS = (2, 5)
@@ -103,21 +104,45 @@ def top(scores: np.ndarray, n: int) -> list[int]:
     return [int(i) for i in idx[np.argsort(-scores[idx], kind="stable")] if scores[i] > 0 or True]
 
 
+def scifact_docs() -> tuple[list[Document], list[dict]]:
+    """SciFact as benchmarks/scifact.py ingests it (title, blank line, abstract); queries of both splits with qrels."""
+    import gzip
+
+    from benchmarks.scifact import load_queries
+
+    docs = []
+    with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as f:
+        for line in f:
+            row = json.loads(line)
+            title, text = row.get("title", "").strip(), row["text"].strip()
+            docs.append(Document(id=str(row["_id"]), text=f"{title}\n\n{text}" if title else text, metadata={}))
+    questions = []
+    for split in ("train", "test"):
+        queries, qrels = load_queries(SCIFACT, split)
+        questions += [{"question": text, "qrels": qrels[qid], "split": split} for qid, text in queries.items()]
+    return docs, questions
+
+
 class Corpus:
-    def __init__(self, layout: str):
-        corpus = json.loads((DATASET / "hotpotqa_train_corpus.json").read_text())
-        self.questions = json.loads((DATASET / "hotpotqa_train.json").read_text())
-        cfg = ChunkingConfig()
+    def __init__(self, layout: str, dataset: str = "hotpotqa"):
         self.chunks = []
-        for title, sentences in corpus.items():
-            doc = Document(id=title, text=passage_text(title, sentences, layout), metadata={})
+        if dataset == "scifact":
+            docs, self.questions = scifact_docs()
+            cfg = ChunkingConfig(max_words=512, overlap_words=64)  # benchmarks/scifact.py APP_ARGS
+            layout = "scifact"
+        else:
+            corpus = json.loads((DATASET / "hotpotqa_train_corpus.json").read_text())
+            self.questions = json.loads((DATASET / "hotpotqa_train.json").read_text())
+            cfg = ChunkingConfig()
+            docs = [Document(id=t, text=passage_text(t, s, layout), metadata={}) for t, s in corpus.items()]
+        for doc in docs:
             self.chunks.extend(chunk_document(doc, cfg))
         self.doc_of = [c.doc_id for c in self.chunks]
         started = time.perf_counter()
         self.extractions = [extract(c) for c in self.chunks]
         self.extract_s = time.perf_counter() - started
-        self.vectors = embed([c.text for c in self.chunks], f"hotpot-{layout}")
-        self.qvectors = embed([q["question"] for q in self.questions], "hotpot-questions")
+        self.vectors = embed([c.text for c in self.chunks], f"{dataset}-{layout}")
+        self.qvectors = embed([q["question"] for q in self.questions], f"{dataset}-questions")
         self.bm25 = Bm25([c.text for c in self.chunks])
         self.index = CollectionIndex()
         self.index.upsert(

@@ -16,8 +16,20 @@ class Graph(GraphService):
     """The graph stage. `uri` is the Bolt URI (AppConfig.bolt_uri); without it, `bolt` (the BoltServer
     deployment) is asked once, lazily, for the URI of the server it runs."""
 
-    def __init__(self, config: GraphConfig, uri: str | None = None, bolt: DeploymentHandle | None = None):
+    def __init__(
+        self,
+        config: GraphConfig,
+        uri: str | None = None,
+        bolt: DeploymentHandle | None = None,
+        embedder: DeploymentHandle | None = None,
+        vector: DeploymentHandle | None = None,
+    ):
         configure_logging()
+        # The in-memory index seeds its walk with the query's vector (Embedder) and the passages' (Vector stage).
+        stages = {
+            "embed": (lambda texts: embedder.embed.remote(texts)) if embedder is not None else None,
+            "fetch_vectors": (lambda collection, ids: vector.vectors.remote(collection, ids)) if vector is not None else None,
+        }
         if uri is None and config.bolt_uri:
             uri = config.bolt_uri
         if uri is None:
@@ -27,9 +39,9 @@ class Graph(GraphService):
             async def ask_bolt() -> str:
                 return (await bolt.info.remote())["uri"]
 
-            super().__init__(config, ask_bolt)
+            super().__init__(config, ask_bolt, **stages)
         else:
-            super().__init__(config, uri)
+            super().__init__(config, uri, **stages)
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
         await self.aclose()

@@ -126,6 +126,9 @@ class CollectionIndex:
     def __len__(self) -> int:
         return len(self._chunks)
 
+    def chunk_ids(self) -> set[str]:
+        return set(self._chunks)
+
     @property
     def has_vectors(self) -> bool:
         return bool(self._vectors)
@@ -200,10 +203,14 @@ class CollectionIndex:
     def search(self, query: str, limit: int, query_vector: list[float] | np.ndarray | None = None, hops: int | None = None) -> SearchResult:
         """Chunks ranked by the mass a walk from the query's most similar passages (and linked entities) brings.
 
-        Without a query vector (or stored passage vectors) the walk starts at the linked entities alone.
+        Without a query vector (or stored passage vectors), or with hops = 0, the walk starts at the linked
+        entities alone; hops caps the passage -> entity -> passage steps at `params.hops`.
         """
         self.ensure_built()
         params = self.params
+        steps = params.hops if hops is None else min(hops, params.hops)
+        if steps <= 0:
+            query_vector, steps = None, 1
         n_p = len(self._order)
         linked = self.link(query)
         if n_p == 0:
@@ -227,7 +234,6 @@ class CollectionIndex:
             seed_e[:] = 0
         if not seed_p.any() and not seed_e.any():
             return SearchResult(chunks=[], linked=linked)
-        steps = params.hops if hops is None else max(1, hops)
         e = self._to_entities @ seed_p + seed_e
         entity_mass = e.copy()
         p = self._to_passages @ e
