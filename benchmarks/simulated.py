@@ -17,13 +17,13 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 
 from pydantic import BaseModel
 
 from deployments.models import (
     AnswerRequest,
+    ChatDelta,
     ChatResult,
     GraphResult,
     RerankResult,
@@ -64,39 +64,55 @@ def _hits(source: str, n: int = 3) -> list[ScoredChunk]:
     return [ScoredChunk(chunk_id=f"sim-{source}-{i}#0", doc_id=f"sim-{source}-{i}", text=f"simulated {source} passage {i}", score=1.0 / (i + 1)) for i in range(n)]
 
 
-@dataclass
-class SimulatedStages:
-    """Async simulated stages (the monolith and the Serve deployments share them)."""
+class SimulatedStage:
+    """One simulated stage: sleeps its latency, answers placeholders. The same objects serve the monolith
+    in-process and the Serve app as deployments (their methods are the stage interfaces of deployments.stages)."""
 
-    latencies: Latencies = field(default_factory=Latencies)
+    def __init__(self, latencies: Latencies | None = None):
+        self.latencies = latencies or Latencies()
 
     async def _sleep(self, stage: str, query: str) -> None:
         delay = self.latencies.seconds(stage, query)
         if delay:
             await asyncio.sleep(delay)
 
-    async def vector_search(self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid") -> VectorResult:
+    async def ping(self) -> str:
+        return "simulated"
+
+
+class SimulatedVector(SimulatedStage):
+    async def search(self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid") -> VectorResult:
         start = time.time()
         await self._sleep("vector", query)
         return VectorResult(hits=_hits("vector"), embed=Span(start=start, end=start))
 
-    async def graph_search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
+
+class SimulatedGraph(SimulatedStage):
+    async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
         await self._sleep("graph", query)
         return GraphResult(chunks=_hits("graph"), subgraph=Subgraph())
 
     async def links(self, collection: str, query: str, seeds: list[str], candidates: list[str]) -> dict[str, float]:
         return {}  # the entity-link boost's lookup: no simulated latency, but a real hop in the Serve graph
 
+
+class SimulatedReranker(SimulatedStage):
     async def rerank(self, query: str, texts: list[str], hints=None) -> RerankResult:
         await self._sleep("rerank", query)
         return RerankResult(scores=[1.0 / (i + 1) for i in range(len(texts))], scorer="simulated")
 
-    async def chat(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
+
+class SimulatedChat(SimulatedStage):
+    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
         await self._sleep("chat", query)
         return ChatResult(answer="simulated answer [1]", model="simulated")
 
-    async def ping(self) -> str:
-        return "simulated"
+    async def answer_stream(self, query: str, passages: list[str], facts: list[str]) -> AsyncIterator[ChatDelta]:
+        result = await self.answer(query, passages, facts)
+        yield ChatDelta(content=result.answer, model=result.model)
+
+
+SIMULATED = dict(zip(STAGES, (SimulatedVector, SimulatedGraph, SimulatedReranker, SimulatedChat)))
 
 
 # ---- the three systems -------------------------------------------------------------------------
@@ -133,22 +149,16 @@ def monolith_app(latencies: Latencies):
     """One asyncio process: the same Pipeline as the Serve ingress, with the stages as in-process coroutines."""
     from fastapi import FastAPI
 
+    from deployments.ingress.pipeline import Pipeline
     from deployments.models import AnswerResponse
-    from deployments.ingress.pipeline import Pipeline, Stages
+    from deployments.stages import Stages
 
-    sim = SimulatedStages(latencies)
-
-    async def unused(*args, **kwargs):
-        raise NotImplementedError("not simulated")
-
-    pipeline = Pipeline(
-        _pipeline_config(),
-        Stages(
-            vector_search=sim.vector_search, graph_search=sim.graph_search, rerank=sim.rerank, chat=sim.chat,
-            vector_upsert=unused, graph_upsert=unused, vector_delete=unused, graph_delete=unused,
-            vector_count=unused, graph_counts=unused, pings={"simulated": sim.ping}, graph_links=sim.links,
-        ),
+    vector = SimulatedVector(latencies)
+    # Only /v1/answer is served: the embedder is asked for nothing but a ping, which the vector stage answers.
+    stages = Stages(
+        embedder=vector, vector=vector, graph=SimulatedGraph(latencies), reranker=SimulatedReranker(latencies), chat=SimulatedChat(latencies)
     )
+    pipeline = Pipeline(_pipeline_config(), stages)
     app = FastAPI(title="simulated asyncio monolith")
 
     @app.post("/v1/answer", response_model=AnswerResponse)
@@ -158,29 +168,11 @@ def monolith_app(latencies: Latencies):
     return app
 
 
-# One Serve deployment per simulated stage, answering the method names the Ingress calls on each handle.
+# One Serve deployment per simulated stage: the Ingress reaches the same classes over handles.
 def _deployments():
     from ray import serve
 
-    class SimulatedVector(SimulatedStages):
-        async def search(self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid") -> VectorResult:
-            return await self.vector_search(collection, query, top_k, filter, mode)
-
-    class SimulatedGraph(SimulatedStages):
-        async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
-            return await self.graph_search(collection, query, max_hops, limit)
-
-    class SimulatedReranker(SimulatedStages):
-        pass
-
-    class SimulatedChat(SimulatedStages):
-        async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
-            return await self.chat(query, passages, facts)
-
-    return {
-        name: serve.deployment(cls, name=cls.__name__)
-        for name, cls in zip(STAGES, (SimulatedVector, SimulatedGraph, SimulatedReranker, SimulatedChat))
-    }
+    return {name: serve.deployment(cls, name=cls.__name__) for name, cls in SIMULATED.items()}
 
 
 def _serve_options(options: dict) -> Callable[[str], dict]:
@@ -214,12 +206,12 @@ class _CapacityLimited:
     beyond that, requests wait, latency grows, and Serve's autoscaler sees the queue."""
 
     def __init__(self, latencies: Latencies, capacity: int):
-        self.sim = SimulatedStages(latencies)
         self.slots = asyncio.Semaphore(capacity)
+        super().__init__(latencies)
 
-    async def _limited(self, call):
+    async def _sleep(self, stage: str, query: str) -> None:
         async with self.slots:
-            return await call
+            await super()._sleep(stage, query)
 
 
 def build_autoscale_app(args: dict):
@@ -233,31 +225,9 @@ def build_autoscale_app(args: dict):
     capacity = {stage: int(args.get("capacity", {}).get(stage, 1000)) for stage in STAGES}
     options = args.get("deployments", {})
 
-    class AutoscaleVector(_CapacityLimited):
-        async def search(self, collection, query, top_k, filter=None, mode="hybrid"):
-            return await self._limited(self.sim.vector_search(collection, query, top_k, filter, mode))
-
-        async def ping(self) -> str:
-            return "simulated"
-
-    class AutoscaleGraph(_CapacityLimited):
-        async def search(self, collection, query, max_hops, limit):
-            return await self._limited(self.sim.graph_search(collection, query, max_hops, limit))
-
-        async def links(self, collection, query, seeds, candidates):
-            return await self.sim.links(collection, query, seeds, candidates)
-
-    class AutoscaleReranker(_CapacityLimited):
-        async def rerank(self, query, texts, hints=None):
-            return await self._limited(self.sim.rerank(query, texts, hints))
-
-    class AutoscaleChat(_CapacityLimited):
-        async def answer(self, query, passages, facts):
-            return await self._limited(self.sim.chat(query, passages, facts))
-
     serve_options = _serve_options(options)
 
-    classes = dict(zip(STAGES, (AutoscaleVector, AutoscaleGraph, AutoscaleReranker, AutoscaleChat)))
+    classes = {name: type(f"Autoscale{cls.__name__}", (_CapacityLimited, cls), {}) for name, cls in SIMULATED.items()}
     bound = {
         name: serve.deployment(cls, name=f"Simulated{name.title()}").options(**serve_options(name)).bind(latencies, capacity[name])
         for name, cls in classes.items()

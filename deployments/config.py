@@ -36,7 +36,7 @@ class EmbedderConfig(_Section):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str = "text-embedding-3-small"
-    max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (@serve.batch).")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (the embedder batches concurrent calls up to this).")
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
     request_chunk_size: int = Field(256, ge=1, description="Texts per handle call when embedding many.")
     num_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads; default: the CPUs this process may use.")

@@ -258,3 +258,35 @@ async def test_subprocess_test_double_is_scripted_over_http():
         assert result.answer.endswith("[1]") and result.model == "gpt-4o-mini-testdouble"
         proc.reset()
         assert proc.requests() == [] and proc.pending_faults("chat") == 0
+
+
+async def test_chat_service_streams_the_backend_and_closes_it_when_the_caller_stops():
+    from deployments.chat.service import ChatService
+
+    closed = []
+
+    class Backend(ExtractiveChat):
+        async def open_stream(self, query, passages, facts):
+            # Like OpenAIChat: the provider's stream is open once the first piece is read from it.
+            first, rest = await super().open_stream(query, passages, facts)
+
+            async def provider():
+                try:
+                    yield first
+                    async for piece in rest:
+                        yield piece
+                finally:
+                    closed.append(True)
+
+            pieces = provider()
+            return await anext(pieces), pieces
+
+    service = ChatService(ChatConfig(), Backend())
+    passages = ["Qdrant is a vector search engine written in Rust. It stores points."]
+    whole = (await service.answer("Which engine is written in Rust?", passages, [])).answer
+    assert "".join([p.content async for p in service.answer_stream("Which engine is written in Rust?", passages, [])]) == whole
+    stream = service.answer_stream("Which engine is written in Rust?", passages, [])
+    await anext(stream)
+    await stream.aclose()  # the caller went away after the first piece
+    assert closed == [True, True]
+    assert await service.ping() == "extractive (no LLM)"

@@ -1,15 +1,12 @@
 import asyncio
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from ray import serve
-from ray.serve.exceptions import RayServeException
 
 from deployments.config import EmbedderConfig
-from deployments.embedder.deployment import Embedder
 from deployments.embedder.backends import OpenAIEmbedder, SentenceTransformerEmbedder, make_embedder, resolve_model_path
+from deployments.embedder.service import EmbedderService
 from deployments.errors import StageError, StageUnavailable
 from tests.openai_server import OpenAIProtocolServer
 
@@ -111,51 +108,90 @@ async def test_openai_embedder_raises_on_errors_never_returns_empty(openai_srv):
     await closed.aclose()
 
 
-@pytest.fixture
-def local_replica_context(monkeypatch):
-    """Ray 2.60's local testing mode sets no replica context, but @serve.batch reads max_ongoing_requests from it
-    when its queue is created: supply the one field it reads (a real replica has the full context)."""
-    real = serve.get_replica_context
+class CountingBackend:
+    """An embedding backend that records the texts of each model call (vectors: [len(text), index])."""
 
-    def get_replica_context():
-        try:
-            return real()
-        except RayServeException:
-            return SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))
+    def __init__(self, fail: Exception | None = None, delay: float = 0.0):
+        self.calls: list[list[str]] = []
+        self.fail, self.delay = fail, delay
 
-    monkeypatch.setattr(serve, "get_replica_context", get_replica_context)
+    async def embed(self, texts):
+        self.calls.append(list(texts))
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise self.fail
+        return [[float(len(t)), float(i)] for i, t in enumerate(texts)]
+
+    async def dimension(self):
+        return 2
+
+    async def warmup(self):
+        return None
+
+    async def ping(self):
+        return "counting"
+
+    async def aclose(self):
+        return None
 
 
-async def test_embedder_deployment_batches_concurrent_calls(local_replica_context):
-    config = EmbedderConfig(max_batch_size=16, batch_wait_timeout_s=0.05)
-    handle = serve.run(Embedder.bind(config), name="embedder-test", route_prefix=None, _local_testing_mode=True)
-    reference = SentenceTransformerEmbedder(config)
+async def test_embedder_service_batches_concurrent_calls_without_ray():
+    backend = CountingBackend(delay=0.01)
+    service = EmbedderService(EmbedderConfig(max_batch_size=16, batch_wait_timeout_s=0.05), backend)
     try:
-        calls = [[f"call {c} text {i} about subject {c * i % 7}" for i in range(c % 5)] for c in range(12)]
+        calls = [[f"call {c} text {i}" for i in range(c % 5)] for c in range(12)]
         calls.append([f"a long call, text {i}" for i in range(40)])  # larger than max_batch_size: split
-        results = await asyncio.gather(*(handle.embed.remote(texts) for texts in calls))
+        results = await asyncio.gather(*(service.embed(texts) for texts in calls))
         for texts, vectors in zip(calls, results):
-            assert len(vectors) == len(texts)
-            if texts:
-                assert np.allclose(vectors, await reference.embed(texts), atol=1e-4)
-        stats = await handle.stats.remote()
-        total = sum(len(t) for t in calls)
-        assert stats["texts"] == total
-        # Texts of several calls shared model calls: fewer model calls than non-empty calls (13 pieces).
-        assert stats["batches"] < len([t for t in calls if t])
-        assert await handle.dimension.remote() == 384
-        assert "384-d" in await handle.ping.remote()
+            assert [v[0] for v in vectors] == [float(len(t)) for t in texts]  # each call gets its own vectors back
+        assert sorted(t for call in backend.calls for t in call) == sorted(t for call in calls for t in call)
+        assert all(len(call) <= 16 for call in backend.calls)
+        # Texts of several calls shared model calls: fewer model calls than non-empty pieces (11 + 3).
+        assert len(backend.calls) < 14
+        assert await service.stats() == {"batches": len(backend.calls), "texts": sum(len(c) for c in calls)}
+        assert await service.dimension() == 2 and await service.ping() == "counting"
     finally:
-        await reference.aclose()
+        await service.aclose()
 
 
-async def test_embedder_deployment_embeds_a_query_once_for_concurrent_callers(local_replica_context):
-    """The vector and the graph stage embed the same query at the same time: one model input, same vector."""
-    config = EmbedderConfig(max_batch_size=16, batch_wait_timeout_s=0.01)
-    handle = serve.run(Embedder.bind(config), name="embedder-shared-test", route_prefix=None, _local_testing_mode=True)
-    query = "Which engine is written in Rust?"
-    first, second = await asyncio.gather(handle.embed.remote([query]), handle.embed.remote([query]))
-    assert first == second
-    again = await handle.embed.remote([query])  # later: from the cache
-    assert again == first
-    assert (await handle.stats.remote())["texts"] == 1
+async def test_embedder_service_reports_model_errors_to_every_caller_and_goes_on():
+    backend = CountingBackend(fail=StageUnavailable("embed", "model gone"))
+    service = EmbedderService(EmbedderConfig(max_batch_size=8, batch_wait_timeout_s=0.05), backend)
+    try:
+        results = await asyncio.gather(service.embed(["a"]), service.embed(["b", "c"]), return_exceptions=True)
+        assert all(isinstance(r, StageUnavailable) for r in results)
+        backend.fail = None
+        assert len(await service.embed(["d"])) == 1  # the batcher survived the failed batch
+    finally:
+        await service.aclose()
+
+
+async def test_a_cancelled_caller_is_left_out_of_its_batch():
+    backend = CountingBackend(delay=0.2)
+    service = EmbedderService(EmbedderConfig(max_batch_size=4, batch_wait_timeout_s=0.05), backend)
+    try:
+        first = asyncio.ensure_future(service.embed(["running"]))
+        await asyncio.sleep(0.1)  # the first batch runs (0.2 s); the next ones wait for it
+        gone = asyncio.ensure_future(service.embed(["cancelled"]))
+        kept = asyncio.ensure_future(service.embed(["kept"]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        assert len(await kept) == 1 and len(await first) == 1
+        assert ["cancelled"] not in backend.calls and all("cancelled" not in call for call in backend.calls)
+    finally:
+        await service.aclose()
+
+
+async def test_a_query_embedded_by_two_stages_at_once_is_one_model_input():
+    """The vector and the graph stage embed the same query at the same moment: one model input, the same vector."""
+    backend = CountingBackend(delay=0.01)
+    service = EmbedderService(EmbedderConfig(max_batch_size=8, batch_wait_timeout_s=0.01), backend)
+    try:
+        query = "Which engine is written in Rust?"
+        first, second = await asyncio.gather(service.embed([query]), service.embed([query]))
+        assert first == second
+        assert await service.embed([query]) == first  # later: from the cache
+        assert sum(len(call) for call in backend.calls) == 1
+        assert await service.embed(["another"]) != first
+    finally:
+        await service.aclose()

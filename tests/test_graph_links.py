@@ -8,7 +8,7 @@ from deployments.graph.service import GraphService
 from deployments.graph.transactions import longest_matches, specificity
 from deployments.models import RetrieveRequest
 from tests.test_graph_store import DOCS, chunks_of
-from tests.test_pipeline import FakeStages, make
+from tests.fakes import FakeStages, make
 
 
 @pytest.fixture
@@ -45,11 +45,6 @@ class LinkedStages(FakeStages):
         if self.link_fail:
             raise self.link_fail
         return self.links
-
-    def stages(self):
-        stages = super().stages()
-        stages.graph_links = self.graph_links
-        return stages
 
 
 async def test_pipeline_raises_linked_candidates_after_rerank():
@@ -91,14 +86,14 @@ async def test_pipeline_delete_document_404_and_both_stores():
     async def none(collection, doc_ids):
         return 0
 
-    pipeline.stages.vector_delete = pipeline.stages.graph_delete = none
+    pipeline.stages.vector.delete_documents = pipeline.stages.graph.delete_documents = none
     with pytest.raises(NotFound, match="'d'"):
         await pipeline.delete_document("default", "d")
 
     async def down(collection, doc_ids):
         raise StageUnavailable("graph", "refused")
 
-    pipeline.stages.graph_delete = down
+    pipeline.stages.graph.delete_documents = down
     with pytest.raises(StageUnavailable, match="refused"):
         await pipeline.delete_document("default", "d")
 

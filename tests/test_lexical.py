@@ -3,6 +3,7 @@ vector service, and collections created before the sparse vector existed."""
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -128,7 +129,7 @@ async def service(store, minilm):
         calls.append(texts)
         return await minilm.embed(texts)
 
-    svc = VectorService(VectorConfig(), embed=embed, dimension=minilm.dimension, store=store)
+    svc = VectorService(VectorConfig(), SimpleNamespace(embed=embed, dimension=minilm.dimension), store=store)
     svc.embed_calls = calls
     yield svc
 

@@ -1,114 +1,12 @@
 """Pipeline logic without Ray: fan-out concurrency, fusion, degradation, all-or-nothing ingest."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
-from deployments.config import AppConfig
 from deployments.errors import CollectionNotFound, StageUnavailable
-from deployments.models import (
-    AnswerRequest,
-    ChatResult,
-    Document,
-    GraphResult,
-    IngestRequest,
-    RerankResult,
-    RetrieveRequest,
-    ScoredChunk,
-    Span,
-    Subgraph,
-    VectorResult,
-)
-from deployments.ingress.pipeline import Pipeline, Stages, reciprocal_rank_fusion
-
-
-def chunk(cid: str, text: str = "", score: float = 1.0) -> ScoredChunk:
-    return ScoredChunk(chunk_id=cid, doc_id=cid.split("#")[0], text=text or f"text of {cid}", score=score)
-
-
-class FakeStages:
-    """Records what the pipeline asked of each stage; behaviour set per test."""
-
-    def __init__(self, vector_delay=0.0, graph_delay=0.0):
-        self.vector_delay, self.graph_delay = vector_delay, graph_delay
-        self.spans: dict[str, tuple[float, float]] = {}
-        self.fail: dict[str, Exception] = {}
-        self.stored: dict[str, set[str]] = {"vector": set(), "graph": set()}
-        self.chat_answer = "Answer from the first passage [1] and the second [2]."
-
-    async def _stage(self, name, delay):
-        start = time.time()
-        await asyncio.sleep(delay)
-        self.spans[name] = (start, time.time())
-        if name in self.fail:
-            raise self.fail[name]
-
-    async def vector_search(self, collection, query, top_k, filt, mode="dense"):
-        self.modes = [*getattr(self, "modes", []), mode]
-        await self._stage("vector", self.vector_delay)
-        lexical = getattr(self, "lexical_hits", None) if mode != "dense" else None
-        hits = [chunk("a#0"), chunk("b#0")] if mode != "lexical" else []
-        return VectorResult(hits=hits, lexical_hits=lexical, embed=Span(start=time.time(), end=time.time()))
-
-    async def graph_search(self, collection, query, hops, limit):
-        await self._stage("graph", self.graph_delay)
-        return GraphResult(chunks=[chunk("c#0"), chunk("a#0")], subgraph=Subgraph())
-
-    async def rerank(self, query, texts, hints):
-        self.hints = hints
-        await self._stage("rerank", 0)
-        # Reverse the fused order so the test can see the reranker decided.
-        return RerankResult(scores=[float(i) for i in range(len(texts))], scorer="test-scorer")
-
-    async def chat(self, query, passages, facts):
-        await self._stage("chat", 0)
-        return ChatResult(answer=self.chat_answer, model="test-llm")
-
-    async def vector_upsert(self, collection, chunks):
-        await self._stage("vector", 0)
-        self.stored["vector"] |= {c.doc_id for c in chunks}
-        return len(chunks)
-
-    async def graph_upsert(self, collection, chunks):
-        await self._stage("graph", 0)
-        self.stored["graph"] |= {c.doc_id for c in chunks}
-        return {"entities": 3, "relations": 2}
-
-    async def vector_delete(self, collection, doc_ids):
-        self.stored["vector"] -= set(doc_ids)
-        return 1
-
-    async def graph_delete(self, collection, doc_ids):
-        self.stored["graph"] -= set(doc_ids)
-        return 1
-
-    async def count(self, collection):
-        return len(self.stored["vector"])
-
-    async def counts(self, collection):
-        return {"chunks": len(self.stored["graph"]), "entities": 3, "relations": 2}
-
-    async def ok(self):
-        return "fine"
-
-    async def down(self):
-        raise ConnectionError("refused")
-
-    def stages(self) -> Stages:
-        return Stages(
-            vector_search=self.vector_search, graph_search=self.graph_search, rerank=self.rerank, chat=self.chat,
-            vector_upsert=self.vector_upsert, graph_upsert=self.graph_upsert,
-            vector_delete=self.vector_delete, graph_delete=self.graph_delete,
-            vector_count=self.count, graph_counts=self.counts,
-            pings={"vector": self.ok, "graph": self.down},
-        )
-
-
-def make(fake: FakeStages, **args) -> Pipeline:
-    # These tests are about the vector + graph fan-out: the mode that runs both (the default is "hybrid").
-    return Pipeline(AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph", **args}), fake.stages())
+from deployments.models import AnswerRequest, Document, IngestRequest, RetrieveRequest
+from deployments.ingress.pipeline import reciprocal_rank_fusion
+from tests.fakes import FakeStages, chunk, make
 
 
 async def test_vector_and_graph_run_concurrently():

@@ -230,3 +230,22 @@ async def test_embedded_scorer_blends_the_retrieval_signals(minilm_embed):
     hints.signals = {"lexical": [1.0]}
     with pytest.raises(StageError, match="1 lexical scores for 3 texts"):
         await EmbeddedScorer(counting_embed).rerank(query, texts, hints)
+
+
+async def test_reranker_service_embeds_through_the_embedder_stage(minilm_embed):
+    from types import SimpleNamespace
+
+    from deployments.reranker.service import RerankerService
+
+    embedded: list[list[str]] = []
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        embedded.append(texts)
+        return await minilm_embed(texts)
+
+    service = RerankerService(RerankerConfig(dense_weight=1.0), embedder=SimpleNamespace(embed=embed))
+    hints = RerankHints(collection="c", chunk_ids=["a", "b", "c"], signals={"vector": [0.1, 0.2, 0.3]})
+    result = await service.rerank(QUERY, TEXTS, hints)
+    assert max(range(3), key=result.scores.__getitem__) == 1 and result.scorer == "embedded-dense-lexical"
+    assert embedded and embedded[0][0] == QUERY
+    await service.aclose()

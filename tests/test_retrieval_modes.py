@@ -7,7 +7,7 @@ import pytest
 from deployments.errors import StageUnavailable
 from deployments.models import RetrieveRequest
 from deployments.ingress.pipeline import min_max, reciprocal_rank_fusion, source_scores, weighted_score_fusion
-from tests.test_pipeline import FakeStages, chunk, make
+from tests.fakes import FakeStages, chunk, make
 
 
 def lexical_fake() -> FakeStages:

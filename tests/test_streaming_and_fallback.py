@@ -11,7 +11,7 @@ from deployments.config import AppConfig, ChatConfig
 from deployments.errors import StageUnavailable
 from deployments.models import AnswerRequest, ChatDelta, StreamDelta, StreamDone, StreamError, StreamReferences
 from tests.openai_server import OpenAIProtocolServer
-from tests.test_pipeline import FakeStages, make
+from tests.fakes import FakeStages, make
 
 PASSAGES = ["Marie Curie was born in Warsaw in 1867. She studied physics in Paris.", "The Eiffel Tower is in Paris."]
 QUESTION = "Where was Marie Curie born?"
@@ -126,11 +126,6 @@ class StreamingFake(FakeStages):
                 yield ChatDelta(content=p, model="stream-llm")
         finally:
             self.closed = True
-
-    def stages(self):
-        stages = super().stages()
-        stages.chat_stream = self.chat_stream
-        return stages
 
 
 async def events_of(pipeline, req) -> list:

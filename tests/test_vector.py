@@ -1,11 +1,9 @@
 import asyncio
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from ray import serve
-from ray.serve.exceptions import RayServeException
 
 from deployments.config import AppConfig, EmbedderConfig, VectorConfig
 from deployments.embedder.deployment import Embedder
@@ -180,7 +178,7 @@ async def test_edge_store_builds_hnsw_after_enough_writes(tmp_path):
 
 async def test_unreachable_qdrant_server_raises_instead_of_missing():
     s = ServerVectorStore("http://127.0.0.1:9", timeout=2)  # nothing listens on port 9
-    service = VectorService(VectorConfig(qdrant_url="http://127.0.0.1:9"), embed=None, dimension=None, store=s)
+    service = VectorService(VectorConfig(qdrant_url="http://127.0.0.1:9"), embedder=None, store=s)
     try:
         with pytest.raises(StageUnavailable):
             await s.exists("c")
@@ -216,7 +214,7 @@ async def minilm():
 
 @pytest.fixture
 async def service(store, minilm):
-    svc = VectorService(VectorConfig(embed_batch_size=2), embed=minilm.embed, dimension=minilm.dimension, store=store)
+    svc = VectorService(VectorConfig(embed_batch_size=2), minilm, store=store)
     yield svc
 
 
@@ -256,21 +254,7 @@ async def test_service_creates_collection_with_embedder_dimension(service, minil
 # ---- the Serve deployments together, in local testing mode --------------------------------------
 
 
-@pytest.fixture
-def local_replica_context(monkeypatch):
-    """Ray 2.60's local testing mode sets no replica context, but @serve.batch reads max_ongoing_requests from it."""
-    real = serve.get_replica_context
-
-    def get_replica_context():
-        try:
-            return real()
-        except RayServeException:
-            return SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))
-
-    monkeypatch.setattr(serve, "get_replica_context", get_replica_context)
-
-
-async def test_vector_deployment_embeds_through_the_embedder_handle(tmp_path, local_replica_context):
+async def test_vector_deployment_embeds_through_the_embedder_handle(tmp_path):
     cfg = AppConfig(data_dir=str(tmp_path))
     app = Vector.bind(cfg.vector, Embedder.bind(cfg.embedder))
     handle = serve.run(app, name="vector-test", route_prefix=None, _local_testing_mode=True)

@@ -1,6 +1,6 @@
 """Embedder stage: turns texts into unit-length vectors, in-process (MiniLM) or via an OpenAI-compatible endpoint.
 
-The Serve deployment batches texts from concurrent calls into one model call with `@serve.batch`.
+EmbedderService (service.py) batches texts from concurrent calls into one model call (batching.py).
 """
 from __future__ import annotations
 

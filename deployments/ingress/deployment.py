@@ -1,6 +1,5 @@
 """The HTTP front: FastAPI routes on a Serve ingress deployment. Routes stay thin; logic is in `Pipeline`."""
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
+from deployments.handles import stages_from_handles
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth
 from deployments.ingress.http_guards import HttpGuards
 from deployments.ingress.openai_api import (
@@ -26,7 +26,7 @@ from deployments.ingress.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
-from deployments.ingress.pipeline import Pipeline, Stages
+from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
     COLLECTION_PATTERN,
     DEFAULT_COLLECTION,
@@ -157,70 +157,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     error_id = uuid.uuid4().hex[:12]
     log.exception("unhandled error %s on %s", error_id, request.url.path)
     return JSONResponse(status_code=500, content={"detail": f"internal error (id {error_id})"})
-
-
-def cancelling(method: Callable) -> Callable:
-    """A handle method whose call is cancelled downstream when the awaiting task is (client gone, timeout):
-    awaiting a DeploymentResponse does not cancel the remote request by itself."""
-
-    async def call(*args):
-        response = method.remote(*args)
-        try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
-
-    return call
-
-
-def cancelling_stream(method: Callable) -> Callable:
-    """The same for a streaming handle method: closing or cancelling the iterator cancels the remote generator."""
-
-    async def call(*args) -> AsyncIterator:
-        stream = method.remote(*args)
-        finished = False
-        try:
-            async for item in stream:
-                yield item
-            finished = True
-        finally:
-            if not finished:
-                stream.cancel()
-
-    return call
-
-
-def stages_from_handles(
-    embedder: DeploymentHandle,
-    vector: DeploymentHandle,
-    graph: DeploymentHandle,
-    reranker: DeploymentHandle,
-    chat: DeploymentHandle,
-) -> Stages:
-    return Stages(
-        vector_search=cancelling(vector.search),
-        graph_search=cancelling(graph.search),
-        rerank=cancelling(reranker.rerank),
-        chat=cancelling(chat.answer),
-        vector_upsert=cancelling(vector.upsert),
-        graph_upsert=cancelling(graph.upsert),
-        vector_delete=cancelling(vector.delete_documents),
-        graph_delete=cancelling(graph.delete_documents),
-        vector_count=cancelling(vector.count),
-        graph_counts=cancelling(graph.counts),
-        graph_query=cancelling(graph.query),
-        graph_entity=cancelling(graph.entity),
-        graph_links=cancelling(graph.links),
-        pings={
-            "embedder": cancelling(embedder.ping),
-            "vector": cancelling(vector.ping),
-            "graph": cancelling(graph.ping),
-            "reranker": cancelling(reranker.ping),
-            "chat": cancelling(chat.ping),
-        },
-        chat_stream=cancelling_stream(chat.options(stream=True).answer_stream),
-    )
 
 
 @serve.deployment

@@ -1,7 +1,7 @@
 """Request logic behind the ingress: concurrent fan-out, fusion, rerank, answer, ingest.
 
-Plain asyncio over injected stage callables, so it runs and is tested without Ray; the ingress wires it
-to deployment handles. It never sees HTTP objects.
+Plain asyncio over the typed stage interfaces (deployments.stages), so it runs and is tested without Ray; the
+ingress builds them over deployment handles. It never sees HTTP objects.
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from deployments.chat.backends import ExtractiveChat, parse_citations
@@ -21,12 +20,12 @@ from deployments.errors import (
     StageUnavailable,
 )
 from deployments.ingress.chunking import chunk_document
+from deployments.stages import Stages
 from deployments.models import (
     AnswerRequest,
     AnswerResponse,
     ChatDelta,
     ChatResult,
-    Chunk,
     Citation,
     CollectionStats,
     Degraded,
@@ -39,7 +38,6 @@ from deployments.models import (
     IngestRequest,
     IngestResponse,
     RerankHints,
-    RerankResult,
     RetrieveRequest,
     RetrieveResponse,
     ScoredChunk,
@@ -51,33 +49,10 @@ from deployments.models import (
     StreamReferences,
     Subgraph,
     Timings,
-    VectorResult,
 )
 
 log = logging.getLogger("graphrag.pipeline")
 T = TypeVar("T")
-
-
-@dataclass
-class Stages:
-    """The calls the pipeline makes, one per stage method (deployment handles in the app, plain objects in tests)."""
-
-    vector_search: Callable[[str, str, int, dict], Awaitable[VectorResult]]
-    graph_search: Callable[[str, str, int, int], Awaitable[GraphResult]]
-    rerank: Callable[[str, list[str], RerankHints], Awaitable[RerankResult]]
-    chat: Callable[[str, list[str], list[str]], Awaitable[ChatResult]]
-    vector_upsert: Callable[[str, list[Chunk]], Awaitable[int]]
-    graph_upsert: Callable[[str, list[Chunk]], Awaitable[dict]]
-    vector_delete: Callable[[str, list[str]], Awaitable[int]]
-    graph_delete: Callable[[str, list[str]], Awaitable[int]]
-    vector_count: Callable[[str], Awaitable[int]]
-    graph_counts: Callable[[str], Awaitable[dict]]
-    pings: dict[str, Callable[[], Awaitable[str]]]
-    graph_query: Callable[[str, dict, int | None], Awaitable[GraphQueryResponse]] | None = None
-    graph_entity: Callable[[str, str, int], Awaitable[EntityResponse]] | None = None
-    graph_links: Callable[[str, str, list[str], list[str]], Awaitable[dict[str, float]]] | None = None
-    # Streamed answers; without it a streamed answer is the whole chat answer in one piece.
-    chat_stream: Callable[[str, list[str], list[str]], AsyncIterator[ChatDelta]] | None = None
 
 
 class _Clock:
@@ -209,7 +184,7 @@ class Pipeline:
         use_graph = mode == "hybrid+graph" and req.use_graph
         # The retrieval stages run concurrently; neither waits for the other (or for the query embedding).
         # Dense and lexical hits come from the vector stage in one call; modes without the graph never call it.
-        vector_call = self.stages.vector_search(req.collection, req.query, candidates, req.filter, mode)
+        vector_call = self.stages.vector.search(req.collection, req.query, candidates, req.filter, mode)
         if use_graph:
             (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await asyncio.gather(
                 _run_stage("vector", vector_call, cfg.vector_timeout_s, clock),
@@ -250,7 +225,7 @@ class Pipeline:
                 signals=source_scores(ranked, [h.chunk_id for h in hits]),
             )
             rer, rer_err, timings.rerank = await _run_stage(
-                "rerank", self.stages.rerank(req.query, [h.text for h in hits], hints), cfg.rerank_timeout_s, clock
+                "rerank", self.stages.reranker.rerank(req.query, [h.text for h in hits], hints), cfg.rerank_timeout_s, clock
             )
             if rer_err:
                 degraded.append(rer_err)  # keep the fused order
@@ -285,10 +260,10 @@ class Pipeline:
         the question itself, but the passage that answers its first hop names it."""
         cfg = self.config.retrieval
         n_seeds = cfg.link_seeds
-        if cfg.link_weight <= 0 or self.stages.graph_links is None or len(hits) <= n_seeds:
+        if cfg.link_weight <= 0 or len(hits) <= n_seeds:
             return
         seeds = [h.chunk_id for h in hits[:n_seeds]]
-        call = self.stages.graph_links(req.collection, req.query, seeds, [h.chunk_id for h in hits[n_seeds:]])
+        call = self.stages.graph.links(req.collection, req.query, seeds, [h.chunk_id for h in hits[n_seeds:]])
         links, err, _ = await _run_stage("graph", call, cfg.graph_timeout_s, clock)
         if err:
             degraded.append(err)  # keep the reranked order
@@ -307,7 +282,7 @@ class Pipeline:
     async def _graph_search(self, req: RetrieveRequest, hops: int, candidates: int) -> GraphResult:
         if not req.use_graph:
             return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
-        return await self.stages.graph_search(req.collection, req.query, hops, candidates)
+        return await self.stages.graph.search(req.collection, req.query, hops, candidates)
 
     async def _retrieve_for_answer(self, req: AnswerRequest, clock: _Clock) -> tuple[RetrieveResponse, list[Hit], list[str], list[str], list[Degraded]]:
         """Retrieval, then what the chat stage gets: the passages (and their texts) and the graph's facts."""
@@ -322,7 +297,7 @@ class Pipeline:
             result = ChatResult(answer="No ingested passage matches this question.", model="none")
         else:
             result, chat_err, retrieved.timings.chat = await _run_stage(
-                "chat", self.stages.chat(req.query, texts, facts), self.config.retrieval.chat_timeout_s, clock
+                "chat", self.stages.chat.answer(req.query, texts, facts), self.config.retrieval.chat_timeout_s, clock
             )
             if chat_err:
                 if not self.config.chat_fallback_extractive:
@@ -388,10 +363,7 @@ class Pipeline:
         )
 
     async def _open_chat_stream(self, query: str, texts: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
-        if self.stages.chat_stream is None:
-            result = await self.stages.chat(query, texts, facts)
-            return ChatDelta(content=result.answer, model=result.model), _no_pieces()
-        stream = self.stages.chat_stream(query, texts, facts)
+        stream = self.stages.chat.answer_stream(query, texts, facts)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -408,8 +380,8 @@ class Pipeline:
         chunks = [c for doc in req.documents for c in chunk_document(doc, self.config.chunking)]
         doc_ids = [doc.id for doc in req.documents]
         (n_points, vec_err, vec_t), (graph_counts, grf_err, grf_t) = await asyncio.gather(
-            _run_stage("vector", self.stages.vector_upsert(req.collection, chunks), timeout, clock),
-            _run_stage("graph", self.stages.graph_upsert(req.collection, chunks), timeout, clock),
+            _run_stage("vector", self.stages.vector.upsert(req.collection, chunks), timeout, clock),
+            _run_stage("graph", self.stages.graph.upsert(req.collection, chunks), timeout, clock),
         )
         failed = [e for e in (vec_err, grf_err) if e]
         if failed:
@@ -430,8 +402,8 @@ class Pipeline:
 
     async def _remove_everywhere(self, collection: str, doc_ids: list[str]) -> None:
         results = await asyncio.gather(
-            self.stages.vector_delete(collection, doc_ids),
-            self.stages.graph_delete(collection, doc_ids),
+            self.stages.vector.delete_documents(collection, doc_ids),
+            self.stages.graph.delete_documents(collection, doc_ids),
             return_exceptions=True,
         )
         for store, result in zip(("vector", "graph"), results):
@@ -442,8 +414,8 @@ class Pipeline:
         """Removes a document from both stores: its points, chunks, mentions, and the entities and relations
         no other document supports. 404 when neither store holds it; 503 when a store failed (a retry finishes)."""
         results = await asyncio.gather(
-            self.stages.vector_delete(collection, [doc_id]),
-            self.stages.graph_delete(collection, [doc_id]),
+            self.stages.vector.delete_documents(collection, [doc_id]),
+            self.stages.graph.delete_documents(collection, [doc_id]),
             return_exceptions=True,
         )
         failed = [(store, r) for store, r in zip(("vector", "graph"), results) if isinstance(r, BaseException)]
@@ -456,13 +428,13 @@ class Pipeline:
         return DeleteResponse(collection=collection, doc_id=doc_id, points=points, chunks=chunks)
 
     async def graph_query(self, req: GraphQueryRequest) -> GraphQueryResponse:
-        return await self.stages.graph_query(req.query, req.parameters, req.max_rows)
+        return await self.stages.graph.query(req.query, req.parameters, req.max_rows)
 
     async def graph_entity(self, collection: str, name: str, hops: int) -> EntityResponse:
-        return await self.stages.graph_entity(collection, name, hops)
+        return await self.stages.graph.entity(collection, name, hops)
 
     async def stats(self, collection: str) -> CollectionStats:
-        points, counts = await asyncio.gather(self.stages.vector_count(collection), self.stages.graph_counts(collection))
+        points, counts = await asyncio.gather(self.stages.vector.count(collection), self.stages.graph.counts(collection))
         return CollectionStats(collection=collection, points=points, **{k: int(counts.get(k, 0)) for k in ("chunks", "entities", "relations")})
 
     async def ready(self, timeout: float = 3.0) -> dict[str, StageHealth]:
@@ -473,4 +445,4 @@ class Pipeline:
             except Exception as exc:
                 return name, StageHealth(ok=False, backend="unknown", error=_reason(exc, timeout))
 
-        return dict(await asyncio.gather(*(check(n, p) for n, p in self.stages.pings.items())))
+        return dict(await asyncio.gather(*(check(n, p) for n, p in self.stages.pings().items())))

@@ -5,10 +5,10 @@ import asyncio
 import logging
 import re
 import time
-from typing import Awaitable, Callable
 
 from deployments.config import VectorConfig
 from deployments.errors import CollectionNotFound, StageError
+from deployments.stages import EmbedderStage
 from deployments.models import (
     COLLECTION_PATTERN,
     Chunk,
@@ -55,13 +55,11 @@ class VectorService:
     def __init__(
         self,
         config: VectorConfig,
-        embed: Callable[[list[str]], Awaitable[list[list[float]]]],
-        dimension: Callable[[], Awaitable[int]],
+        embedder: EmbedderStage,
         store: VectorStore | None = None,
     ):
         self.config = config
-        self._embed = embed
-        self._dimension = dimension
+        self.embedder = embedder
         self._store = store
         self.lexical = LexicalEncoder(config.bm25_k1, config.bm25_b, config.bm25_avg_len)
 
@@ -94,7 +92,7 @@ class VectorService:
             if not dense_wanted:
                 return [], None, None
             start = time.time()
-            vectors = await self._embed([query])
+            vectors = await self.embedder.embed([query])
             span = Span(start=start, end=time.time())
             return await self.store.search(collection, vectors[0], top_k, filter), span, vectors[0]
 
@@ -115,7 +113,7 @@ class VectorService:
 
         async def one(part: list[str]) -> list[list[float]]:
             async with gate:
-                return await self._embed(part)
+                return await self.embedder.embed(part)
 
         parts = await asyncio.gather(*(one(texts[i : i + size]) for i in range(0, len(texts), size)))
         vectors = [v for part in parts for v in part]
@@ -130,7 +128,7 @@ class VectorService:
             return 0
         vectors = await self._embed_all([c.text for c in chunks])
         if not await self.store.exists(collection):
-            await self.store.create(collection, await self._dimension())
+            await self.store.create(collection, await self.embedder.dimension())
         sparse: list[SparseTerms | None] = [None] * len(chunks)
         if await self.store.has_lexical(collection):
             sparse = await asyncio.to_thread(lambda: [self.lexical.document(c.text) for c in chunks])

@@ -1,0 +1,99 @@
+"""What each stage offers its callers, as typed interfaces (no Ray here).
+
+The ingress's `Pipeline` and the stages that call another stage (vector → embedder, reranker → embedder and
+vector) depend on these protocols only. The same `Stages` is built over deployment handles in the app
+(`deployments.handles.stages_from_handles`) and over in-process services in tests and the benchmarks' monolith:
+one construction, two transports.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from deployments.models import (
+    ChatDelta,
+    ChatResult,
+    Chunk,
+    EntityResponse,
+    GraphQueryResponse,
+    GraphResult,
+    RerankHints,
+    RerankResult,
+    RetrievalMode,
+    Scalar,
+    VectorResult,
+)
+
+
+class EmbedderStage(Protocol):
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+    async def dimension(self) -> int: ...
+
+    async def ping(self) -> str: ...
+
+
+class VectorStage(Protocol):
+    async def search(
+        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense"
+    ) -> VectorResult: ...
+
+    async def upsert(self, collection: str, chunks: list[Chunk]) -> int: ...
+
+    async def delete_documents(self, collection: str, doc_ids: list[str]) -> int: ...
+
+    async def count(self, collection: str) -> int: ...
+
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]: ...
+
+    async def ping(self) -> str: ...
+
+
+class GraphStage(Protocol):
+    async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult: ...
+
+    async def links(self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]) -> dict[str, float]: ...
+
+    async def upsert(self, collection: str, chunks: list[Chunk]) -> dict: ...
+
+    async def delete_documents(self, collection: str, doc_ids: list[str]) -> int: ...
+
+    async def counts(self, collection: str) -> dict: ...
+
+    async def query(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse: ...
+
+    async def entity(self, collection: str, name: str, hops: int = 1) -> EntityResponse: ...
+
+    async def ping(self) -> str: ...
+
+
+class RerankerStage(Protocol):
+    async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult: ...
+
+    async def ping(self) -> str: ...
+
+
+class ChatStage(Protocol):
+    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult: ...
+
+    def answer_stream(self, query: str, passages: list[str], facts: list[str]) -> AsyncIterator[ChatDelta]:
+        """The answer in pieces; closing the iterator early closes the provider's stream."""
+        ...
+
+    async def ping(self) -> str: ...
+
+
+@dataclass
+class Stages:
+    """The stages the ingress's pipeline calls."""
+
+    embedder: EmbedderStage
+    vector: VectorStage
+    graph: GraphStage
+    reranker: RerankerStage
+    chat: ChatStage
+
+    def pings(self) -> dict[str, Any]:
+        """Each stage's readiness check, by stage name (the keys of /readyz)."""
+        return {name: getattr(self, name).ping for name in ("embedder", "vector", "graph", "reranker", "chat")}
