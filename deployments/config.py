@@ -113,6 +113,33 @@ class ExtractionConfig(_Section):
         return v
 
 
+class GraphIndexConfig(_Section):
+    """The Graph replicas' in-memory passage–entity index (deployments/graph/index.py) and its walk.
+
+    Walk settings chosen on HotpotQA-100 questions 0–49 only (benchmarks/graph_eval.py --grid)."""
+
+    enabled: bool = Field(True, description="Search the in-memory index; false: the Cypher search in the store.")
+    check_interval_ms: float = Field(200.0, ge=0, le=60_000, description="A replica checks the store's version at most this often.")
+    passage_seeds: int = Field(1, ge=0, le=100, description="Passages most similar to the query that start the walk (0: entities only).")
+    entity_seed_weight: float = Field(0.0, ge=0, description="Restart mass on the query's linked entities, vs 1 on the seed passages.")
+    lead_weight: float = Field(10.0, ge=0, description="Entity -> passage: a passage naming the entity in its first sentence weighs 1 + this.")
+    idf_power: float = Field(1.0, ge=0, description="Passage -> entity: an entity weighs idf ** this.")
+    seed_temperature: float = Field(0.05, gt=0)
+    damping: float = Field(0.5, gt=0, le=1, description="Weight of each further hop's mass (max_hops > 1).")
+    query_vectors: bool = Field(True, description="Embed the query in the Graph replica to seed passages (needs the embedder).")
+
+    def params(self) -> "PPRParamsLike":
+        from deployments.graph.index import PPRParams
+
+        return PPRParams(
+            damping=self.damping, entity_seed_weight=self.entity_seed_weight, passage_seeds=self.passage_seeds,
+            seed_temperature=self.seed_temperature, lead_weight=self.lead_weight, idf_power=self.idf_power,
+        )  # fmt: skip
+
+
+PPRParamsLike = Any
+
+
 class GraphConfig(_Section):
     # Neo4j-protocol Bolt URI; when unset the app starts ArcadeDB's Bolt server itself.
     bolt_uri: str | None = None
@@ -137,6 +164,7 @@ class GraphConfig(_Section):
     query_timeout_s: float = Field(5.0, gt=0)
     write_timeout_s: float = Field(120.0, gt=0, description="Bound on one upsert/delete transaction.")
     extraction: ExtractionConfig = ExtractionConfig()
+    index: GraphIndexConfig = GraphIndexConfig()
     # POST /v1/graph/query: user Cypher, run in a read transaction under these bounds.
     user_query_timeout_s: float = Field(5.0, gt=0, le=300)
     user_query_max_rows: int = Field(1000, ge=1, le=100_000)

@@ -183,3 +183,18 @@ async def test_a_cancelled_caller_is_left_out_of_its_batch():
         assert ["cancelled"] not in backend.calls and all("cancelled" not in call for call in backend.calls)
     finally:
         await service.aclose()
+
+
+async def test_a_query_embedded_by_two_stages_at_once_is_one_model_input():
+    """The vector and the graph stage embed the same query at the same moment: one model input, the same vector."""
+    backend = CountingBackend(delay=0.01)
+    service = EmbedderService(EmbedderConfig(max_batch_size=8, batch_wait_timeout_s=0.01), backend)
+    try:
+        query = "Which engine is written in Rust?"
+        first, second = await asyncio.gather(service.embed([query]), service.embed([query]))
+        assert first == second
+        assert await service.embed([query]) == first  # later: from the cache
+        assert sum(len(call) for call in backend.calls) == 1
+        assert await service.embed(["another"]) != first
+    finally:
+        await service.aclose()

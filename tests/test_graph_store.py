@@ -21,9 +21,14 @@ def chunks_of(docs: dict[str, str], **meta) -> list[Chunk]:
     return [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t, metadata={"source": d, **meta}) for d, t in docs.items()]
 
 
+def store_search(config):
+    """These tests cover the Cypher search in the store (graph.index.enabled: false); tests/test_graph_index.py the index."""
+    return config.model_copy(update={"index": config.index.model_copy(update={"enabled": False})})
+
+
 @pytest.fixture
 async def graph(graph_config):  # noqa: F811
-    service = GraphService(graph_config, graph_config.bolt_uri)
+    service = GraphService(store_search(graph_config), graph_config.bolt_uri)
     yield service
     await service.aclose()
 
@@ -105,7 +110,7 @@ async def test_search_links_entities_and_expands_hops(graph, collection):
 
 
 async def test_search_caps_nodes_and_edges(graph_config, collection):  # noqa: F811
-    capped = GraphService(graph_config.model_copy(update={"max_nodes": 2, "max_edges": 1}), graph_config.bolt_uri)
+    capped = GraphService(store_search(graph_config).model_copy(update={"max_nodes": 2, "max_edges": 1}), graph_config.bolt_uri)
     try:
         await capped.upsert(collection, chunks_of(DOCS))
         result = await capped.search(collection, "Alice Smith", 3, 10)

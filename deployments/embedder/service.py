@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
 from deployments.config import EmbedderConfig
 from deployments.embedder.backends import EmbeddingBackend, make_embedder
 from deployments.embedder.batching import MicroBatcher
+
+_SHARED_MAX_CHARS = 2000  # a single short text (a query) is shared between concurrent callers ...
+_SHARED_CACHE = 1024  # ... and the last this many are kept
 
 
 class EmbedderService:
@@ -17,6 +21,9 @@ class EmbedderService:
         self._batcher = MicroBatcher(self._embed_calls, config.max_batch_size, config.batch_wait_timeout_s)
         self._batches = 0
         self._texts = 0
+        # One query is embedded for the vector and the graph stage at the same moment: the second call awaits
+        # the first one's result (or takes it from this small cache) instead of embedding the text again.
+        self._recent: OrderedDict[str, asyncio.Future] = OrderedDict()
 
     async def warmup(self) -> None:
         await self.backend.warmup()
@@ -24,10 +31,30 @@ class EmbedderService:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
+        if len(texts) == 1 and len(texts[0]) <= _SHARED_MAX_CHARS:
+            return [await self._embed_shared(texts[0])]
         # A batch holds at most max_batch_size texts: a bigger call goes in batch-sized pieces.
         step = self.config.max_batch_size
         parts = await asyncio.gather(*(self._batcher(texts[i : i + step]) for i in range(0, len(texts), step)))
         return [vector for part in parts for vector in part]
+
+    async def _embed_shared(self, text: str) -> list[float]:
+        future = self._recent.get(text)
+        if future is None or (future.done() and (future.cancelled() or future.exception() is not None)):
+            future = asyncio.ensure_future(self._batcher([text]))
+            future.waiters = 0  # type: ignore[attr-defined]
+            self._recent[text] = future
+            while len(self._recent) > _SHARED_CACHE:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(text)
+        future.waiters += 1  # type: ignore[attr-defined]
+        try:
+            return (await asyncio.shield(future))[0]
+        finally:
+            future.waiters -= 1  # type: ignore[attr-defined]
+            if future.waiters == 0 and not future.done():
+                future.cancel()  # every caller is gone: leave the text out of its batch
 
     async def _embed_calls(self, calls: list[list[str]]) -> list[list[list[float]]]:
         """One model call for the texts of many calls; results split back per call."""

@@ -15,7 +15,13 @@ class Graph(GraphService):
     """The graph stage. Its Bolt URI is `graph.bolt_uri` (Neo4j), else the one the embedded Bolt server
     deployment (`bolt`) reports, asked once when the replica starts."""
 
-    async def __init__(self, config: GraphConfig, bolt: DeploymentHandle | None = None):
+    async def __init__(
+        self,
+        config: GraphConfig,
+        bolt: DeploymentHandle | None = None,
+        embedder: DeploymentHandle | None = None,
+        vector: DeploymentHandle | None = None,
+    ):
         configure_logging()
         if config.bolt_uri:
             uri = config.bolt_uri
@@ -23,7 +29,13 @@ class Graph(GraphService):
             uri = (await Remote(bolt).info())["uri"]
         else:
             raise ValueError("Graph needs graph.bolt_uri or the BoltServer deployment's handle")
-        super().__init__(config, uri)
+        # The in-memory index seeds its walk with the query's vector (Embedder) and the passages' (Vector stage).
+        super().__init__(
+            config,
+            uri,
+            embed=Remote(embedder).embed if embedder is not None else None,
+            fetch_vectors=Remote(vector).vectors if vector is not None else None,
+        )
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
         await self.aclose()

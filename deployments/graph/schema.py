@@ -22,6 +22,9 @@ CHUNK = _checked("Chunk", _LABEL)
 ENTITY = _checked("Entity", _LABEL)
 MENTIONS = _checked("MENTIONS", _REL_TYPE)
 RELATED = _checked("RELATED", _REL_TYPE)  # the relation's own type (e.g. CO_OCCURS) is a property: data
+# A collection's write counter and its change log, read by the Graph replicas' in-memory indexes (live_index.py).
+VERSION = _checked("GraphVersion", _LABEL)
+CHANGE = _checked("GraphChange", _LABEL)
 
 # Uniqueness of (key, collection) and (id, collection) is what makes concurrent MERGEs safe: without it two
 # transactions each create the same entity (seen with ArcadeDB's optimistic MVCC); with it the later commit
@@ -31,6 +34,8 @@ SCHEMA = (
     f"CREATE CONSTRAINT entity_key IF NOT EXISTS FOR (e:{ENTITY}) REQUIRE (e.key, e.collection) IS UNIQUE",
     f"CREATE CONSTRAINT chunk_id IF NOT EXISTS FOR (c:{CHUNK}) REQUIRE (c.id, c.collection) IS UNIQUE",
     f"CREATE INDEX chunk_doc_id IF NOT EXISTS FOR (c:{CHUNK}) ON (c.doc_id)",
+    f"CREATE CONSTRAINT graph_version IF NOT EXISTS FOR (v:{VERSION}) REQUIRE v.collection IS UNIQUE",
+    f"CREATE INDEX graph_change IF NOT EXISTS FOR (g:{CHANGE}) ON (g.collection, g.version)",
 )
 
 # Attempts at one transaction after a dropped connection, and after a write conflict.

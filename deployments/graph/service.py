@@ -24,6 +24,8 @@ from deployments.config import GraphConfig, redact_url
 from deployments.errors import BadRequest, NotFound, StageError, StageUnavailable
 from deployments.graph.credentials import CredentialsError, admin_auth
 from deployments.graph.extraction import normalize_name, query_keys
+from deployments.graph.index import CollectionIndex
+from deployments.graph.live_index import FetchVectors, LiveIndexes, bump_version
 from deployments.graph.llm_extraction import make_extractor
 from deployments.graph.user_query import UserQueries
 from deployments.graph.schema import (
@@ -54,6 +56,7 @@ from deployments.models import (
     Chunk,
     EntityResponse,
     Extraction,
+    GraphEdge,
     GraphNode,
     GraphQueryResponse,
     GraphResult,
@@ -74,9 +77,21 @@ class GraphService:
         config: GraphConfig,
         uri: str,
         extractor: Callable[[Chunk], Extraction | Awaitable[Extraction]] | None = None,
+        embed: Callable[[list[str]], Awaitable[list[list[float]]]] | None = None,
+        fetch_vectors: FetchVectors | None = None,
     ):
         self.config = config
         self.uri = uri
+        # Searches run on an in-memory index of each collection (graph.index), kept current from the store.
+        self._embed = embed if config.index.query_vectors else None
+        self._live = (
+            LiveIndexes(
+                lambda work: self._run(False, work, config.query_timeout_s), config.index.params(),
+                config.index.check_interval_ms / 1000, fetch_vectors if config.index.query_vectors else None,
+            )  # fmt: skip
+            if config.index.enabled
+            else None
+        )
         # Offline by default; the LLM provider race when graph.extraction.providers is set.
         self._extract = extractor if extractor is not None else make_extractor(config.extraction)
         self._driver: AsyncDriver | None = None
@@ -233,6 +248,7 @@ class GraphService:
         entity_rows = list(entities.values())
 
         async def work(tx: AsyncManagedTransaction) -> None:
+            await bump_version(tx, collection, doc_ids)  # first: concurrent writers of a collection conflict here and retry
             removed, old_keys = await _remove_chunks(tx, collection, doc_ids)
             await tx.run(
                 f"UNWIND $rows AS row MERGE (e:{ENTITY} {{collection: $collection, key: row.key}}) "
@@ -266,6 +282,8 @@ class GraphService:
 
         async def work(tx: AsyncManagedTransaction) -> int:
             removed, old_keys = await _remove_chunks(tx, collection, sorted(set(doc_ids)))
+            if removed.total_chunks:
+                await bump_version(tx, collection, doc_ids)
             await _apply_weights(tx, collection, Counter(), removed)
             await _drop_orphans(tx, collection, sorted(old_keys))
             return removed.total_chunks
@@ -324,6 +342,8 @@ class GraphService:
         if not 0 <= hops <= MAX_HOPS:
             raise ValueError(f"max_hops must be within 0..{MAX_HOPS}, not {max_hops}")
         limit = max(1, min(int(limit), self.config.max_chunks))
+        if self._live is not None:
+            return await self._index_search(collection, query, hops, limit)
         keys = query_keys(query)
         if not keys:
             return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
@@ -371,6 +391,34 @@ class GraphService:
             return GraphResult(chunks=chunks, subgraph=Subgraph(nodes=ordered, edges=edges), linked=[r["key"] for r in linked])
 
         return await self._run(False, work, self.config.query_timeout_s)
+
+    async def _index_search(self, collection: str, query: str, hops: int, limit: int) -> GraphResult:
+        """The search on this replica's in-memory index: a walk from the passages most similar to the query (its
+        vector from the embedder, concurrently with the index's version check) to the passages about the
+        entities they mention (index.py)."""
+        seeded = self._embed is not None and hops > 0 and self.config.index.passage_seeds > 0
+        if seeded:
+            index, vectors = await asyncio.gather(self._live.get(collection), self._embed([query]))
+            vector = vectors[0]
+        else:
+            index, vector = await self._live.get(collection), None
+        found = index.search(query, limit, vector, hops=hops)
+        chunks = [
+            ScoredChunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text=c.text, score=score, metadata=_metadata(c.metadata))
+            for c, score in found.chunks
+        ]
+        return GraphResult(chunks=chunks, subgraph=_subgraph(found, self.config.max_nodes, self.config.max_edges), linked=found.linked)
+
+    def index_of(self, collection: str) -> CollectionIndex | None:
+        """This replica's index of the collection, as last refreshed (tests, stats)."""
+        return self._live.cached(collection) if self._live is not None else None
+
+    async def index_stats(self, collection: str) -> dict:
+        """The collection's index on this replica, brought up to date: version, sizes (benchmarks, tests)."""
+        if self._live is None:
+            raise BadRequest("graph.index.enabled is false")
+        index = await self._live.get(collection)
+        return {"version": index.version, **index.stats()}
 
     async def links(self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]) -> dict[str, float]:
         """How strongly each of `chunk_ids` is tied to the seed chunks: the summed specificity of the entities
@@ -471,3 +519,17 @@ class GraphService:
         return found
 
 
+def _subgraph(found, max_nodes: int, max_edges: int) -> Subgraph:
+    """The linked (hops 0) and most reached (hops 1) entities, tied where one of the found chunks mentions both."""
+    nodes = [GraphNode(id=k, name=k, type="ENTITY", hops=0) for k in found.linked]
+    nodes += [GraphNode(id=k, name=k, type="ENTITY", hops=1) for k in found.reached]
+    nodes = nodes[:max_nodes]
+    keys = {n.id for n in nodes}
+    together: Counter[tuple[str, str]] = Counter()
+    for chunk, _ in found.chunks:
+        present = sorted(keys.intersection(chunk.keys))
+        for i, a in enumerate(present):
+            for b in present[i + 1 :]:
+                together[(a, b)] += 1
+    edges = [GraphEdge(source=a, target=b, type="CO_OCCURS", weight=float(n)) for (a, b), n in together.most_common(max_edges)]
+    return Subgraph(nodes=nodes, edges=edges)

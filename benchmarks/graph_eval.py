@@ -1,0 +1,299 @@
+"""Offline harness for graph retrieval on HotpotQA-100 (no Ray, no stores): the same chunking, extractor,
+MiniLM embedder, BM25 tokenizer, fusion and embedded-scorer blend as the server, computed in one process so
+that variants can be compared in seconds.
+
+    python benchmarks/graph_eval.py --split dev            # tune: questions 0-49 only, grid over PPR settings
+    python benchmarks/graph_eval.py --split test --params '{"damping": 0.5}' --graph-weight 0.3
+
+Methods (Recall@2/@5 of the supporting passages among the first distinct documents):
+  dense, lexical, hybrid   as the server: dense top-N ∥ BM25 top-N, RRF, then 0.7·cosine + 0.3·BM25/best
+  ppr                      CollectionIndex.search (deployments/graph/index.py) as a third source: its top-N join
+                           the RRF candidates (weight `weights.graph`), its score joins the blend (`graph_weight`)
+Corpus embeddings are cached under benchmarks/.cache/ (git-ignored). Writes benchmarks/results/graph-eval-<split>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deployments.config import ChunkingConfig  # noqa: E402
+from deployments.graph.extraction import extract  # noqa: E402
+from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
+from deployments.ingress.chunking import chunk_document  # noqa: E402
+from deployments.models import Document  # noqa: E402
+from deployments.vector.lexical import LexicalEncoder  # noqa: E402
+
+DATASET = ROOT.parent / "shared" / "datasets" / "hotpotqa-100"
+SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
+CACHE = ROOT / "benchmarks" / ".cache"
+SPLITS = {"dev": range(0, 50), "test": range(50, 100), "all": range(0, 100)}
+KS = (2, 5)
+
+
+def passage_text(title: str, sentences: list[str], layout: str) -> str:
+    body = "".join(sentences).strip()
+    if layout == "blank-line":  # as benchmarks/hotpotqa_recall.py ingests it
+        return f"{title}\n\n{body}"
+    if layout == "no-title":
+        return body
+    return f"{title}. {body}"  # "inline": the title runs into the text
+
+
+def embed(texts: list[str], tag: str) -> np.ndarray:
+    """MiniLM vectors (unit length) as the embedded embedder computes them, cached by content."""
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = CACHE / f"{tag}-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    from sentence_transformers import SentenceTransformer
+
+    from deployments.embedder.backends import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
+    vecs = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs)
+    return vecs
+
+
+class Bm25:
+    """Qdrant's BM25 (the server's tokenizer and document weights, IDF over the whole collection)."""
+
+    def __init__(self, texts: list[str]):
+        enc = LexicalEncoder()
+        self.enc = enc
+        docs = [enc.document(t) for t in texts]
+        df: Counter[int] = Counter(i for d in docs for i in set(d.indices))
+        n = len(texts)
+        self.idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        self.postings: dict[int, list[tuple[int, float]]] = {}
+        for row, d in enumerate(docs):
+            for i, v in zip(d.indices, d.values):
+                self.postings.setdefault(i, []).append((row, v))
+        self.n = n
+        self._seen: dict[str, np.ndarray] = {}
+
+    def scores(self, query: str) -> np.ndarray:
+        if query in self._seen:
+            return self._seen[query]
+        out = np.zeros(self.n, dtype=np.float32)
+        q = self.enc.query(query)
+        for i, v in zip(q.indices, q.values):
+            for row, w in self.postings.get(i, []):
+                out[row] += v * w * self.idf[i]
+        self._seen[query] = out
+        return out
+
+
+def top(scores: np.ndarray, n: int) -> list[int]:
+    idx = np.argpartition(-scores, min(n, len(scores) - 1))[:n]
+    return [int(i) for i in idx[np.argsort(-scores[idx], kind="stable")] if scores[i] > 0 or True]
+
+
+def scifact_docs() -> tuple[list[Document], list[dict]]:
+    """SciFact as benchmarks/scifact.py ingests it (title, blank line, abstract); queries of both splits with qrels."""
+    import gzip
+
+    from benchmarks.scifact import load_queries
+
+    docs = []
+    with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as f:
+        for line in f:
+            row = json.loads(line)
+            title, text = row.get("title", "").strip(), row["text"].strip()
+            docs.append(Document(id=str(row["_id"]), text=f"{title}\n\n{text}" if title else text, metadata={}))
+    questions = []
+    for split in ("train", "test"):
+        queries, qrels = load_queries(SCIFACT, split)
+        questions += [{"question": text, "qrels": qrels[qid], "split": split} for qid, text in queries.items()]
+    return docs, questions
+
+
+class Corpus:
+    def __init__(self, layout: str, dataset: str = "hotpotqa"):
+        self.chunks = []
+        if dataset == "scifact":
+            docs, self.questions = scifact_docs()
+            cfg = ChunkingConfig(max_words=512, overlap_words=64)  # benchmarks/scifact.py APP_ARGS
+            layout = "scifact"
+        else:
+            corpus = json.loads((DATASET / "hotpotqa_train_corpus.json").read_text())
+            self.questions = json.loads((DATASET / "hotpotqa_train.json").read_text())
+            cfg = ChunkingConfig()
+            docs = [Document(id=t, text=passage_text(t, s, layout), metadata={}) for t, s in corpus.items()]
+        for doc in docs:
+            self.chunks.extend(chunk_document(doc, cfg))
+        self.doc_of = [c.doc_id for c in self.chunks]
+        started = time.perf_counter()
+        self.extractions = [extract(c) for c in self.chunks]
+        self.extract_s = time.perf_counter() - started
+        self.vectors = embed([c.text for c in self.chunks], f"{dataset}-{layout}")
+        self.qvectors = embed([q["question"] for q in self.questions], f"{dataset}-questions")
+        self.bm25 = Bm25([c.text for c in self.chunks])
+        self.index = CollectionIndex()
+        self.index.upsert(
+            [IndexedChunk(c.chunk_id, c.doc_id, c.text, "{}", tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead)) for c, ex in zip(self.chunks, self.extractions)],
+            [v for v in self.vectors],
+        )
+        self.pos = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+
+
+def rrf(lists: dict[str, list[int]], weights: dict[str, float], k: int = 60) -> list[int]:
+    fused: dict[int, float] = {}
+    for name, ids in lists.items():
+        for rank, i in enumerate(ids, start=1):
+            fused[i] = fused.get(i, 0.0) + weights.get(name, 1.0) / (k + rank)
+    return sorted(fused, key=lambda i: -fused[i])
+
+
+def found(scores: dict[int, float], ids: list[int]) -> np.ndarray:
+    best = max(scores.values(), default=0.0)
+    if best <= 0:
+        return np.zeros(len(ids))
+    return np.array([max(scores.get(i, 0.0), 0.0) / best for i in ids])
+
+
+def ranking(c: Corpus, qi: int, method: str, cfg: dict) -> list[str]:
+    q = c.questions[qi]
+    cos = c.vectors @ c.qvectors[qi]
+    n = cfg.get("candidates", 30)
+    if method == "dense":
+        order = top(cos, n)
+    elif method == "lexical":
+        order = top(c.bm25.scores(q["question"]), n)
+    else:
+        lex = c.bm25.scores(q["question"])
+        lists = {"vector": top(cos, n), "lexical": [i for i in top(lex, n) if lex[i] > 0]}
+        graph: dict[int, float] = {}
+        if method == "ppr":
+            params = PPRParams(**cfg.get("params", {}))
+            if c.index.params != params:
+                c.index.configure(params)
+            res = c.index.search(q["question"], n, c.qvectors[qi])
+            graph = {c.pos[ch.chunk_id]: s for ch, s in res.chunks}
+            lists["graph"] = list(graph)
+        cands = rrf(lists, {"vector": 1.0, "lexical": 1.0, "graph": cfg.get("fusion_graph", 0.2)})[:n]
+        lex_found = {i: float(lex[i]) for i in lists["lexical"]}
+        blend = 0.7 * cos[cands] + 0.3 * found(lex_found, cands)
+        gw = cfg.get("graph_weight", 0.0) if method == "ppr" else 0.0
+        if gw > 0:
+            blend = (blend + gw * found(graph, cands)) / (1 + gw)
+        order = [cands[i] for i in np.argsort(-blend, kind="stable")]
+    out: list[str] = []
+    for i in order:
+        if c.doc_of[i] not in out:
+            out.append(c.doc_of[i])
+    return out
+
+
+def evaluate(c: Corpus, qids: range, method: str, cfg: dict | None = None) -> dict:
+    cfg = cfg or {}
+    sums = {k: 0.0 for k in KS}
+    for qi in qids:
+        gold = {t for t, _ in c.questions[qi]["supporting_facts"]}
+        ranked = ranking(c, qi, method, cfg)
+        for k in KS:
+            sums[k] += len(gold & set(ranked[:k])) / len(gold)
+    return {f"recall@{k}": round(sums[k] / len(qids), 4) for k in KS}
+
+
+def coverage(c: Corpus, qids: range) -> dict:
+    """Linking coverage: questions with >= 1 linked entity; gold passages mentioning a linked or reached entity."""
+    with_link = gold_total = gold_linked = gold_reached = 0
+    keys_of = {c.chunks[i].doc_id: set() for i in range(len(c.chunks))}
+    for ch, ex in zip(c.chunks, c.extractions):
+        keys_of[ch.doc_id].update(e.key for e in ex.entities)
+    for qi in qids:
+        q = c.questions[qi]
+        res = c.index.search(q["question"], 30, c.qvectors[qi])  # with the settings evaluated last
+        linked = set(res.linked)
+        with_link += bool(linked)
+        for title in {t for t, _ in q["supporting_facts"]}:
+            gold_total += 1
+            gold_linked += bool(keys_of.get(title, set()) & linked)
+            gold_reached += bool(keys_of.get(title, set()) & (linked | set(res.reached)))
+    return {
+        "questions_with_linked_entity": round(with_link / len(qids), 3),
+        "gold_passages_mentioning_linked": round(gold_linked / gold_total, 3),
+        "gold_passages_mentioning_linked_or_reached": round(gold_reached / gold_total, 3),
+    }
+
+
+GRID = {
+    "lead_weight": [0.0, 3.0, 10.0],
+    "idf_power": [0.0, 1.0],
+    "entity_seed_weight": [0.0, 0.3],
+    "passage_seeds": [1, 3, 5],
+    "graph_weight": [0.3, 0.6, 1.0],
+    "fusion_graph": [0.2, 1.0],
+}
+PARAM_KEYS = ("lead_weight", "idf_power", "entity_seed_weight", "passage_seeds")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--split", choices=list(SPLITS), default="dev")
+    ap.add_argument("--layout", choices=["blank-line", "inline", "no-title"], default="blank-line")
+    ap.add_argument("--grid", action="store_true", help="search GRID (use on dev only)")
+    ap.add_argument("--params", default="{}", help="PPRParams fields as JSON")
+    ap.add_argument("--graph-weight", type=float, default=0.6)
+    ap.add_argument("--fusion-graph", type=float, default=1.0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if args.grid and args.split != "dev":
+        sys.exit("tune on dev only")
+    t0 = time.perf_counter()
+    c = Corpus(args.layout)
+    qids = SPLITS[args.split]
+    print(f"corpus {len(c.chunks)} chunks, extraction {c.extract_s:.1f}s, ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    results: dict = {m: evaluate(c, qids, m) for m in ("dense", "lexical", "hybrid")}
+    base_params = json.loads(args.params)
+    chosen = {"params": base_params, "graph_weight": args.graph_weight, "fusion_graph": args.fusion_graph}
+    if args.grid:
+        trials = []
+        keys = list(GRID)
+        for values in itertools.product(*(GRID[k] for k in keys)):
+            v = dict(zip(keys, values))
+            cfg = {
+                "params": {**base_params, **{k: v[k] for k in PARAM_KEYS}},
+                "graph_weight": v["graph_weight"], "fusion_graph": v["fusion_graph"],
+            }
+            r = evaluate(c, qids, "ppr", cfg)
+            trials.append({**cfg, **r})
+        trials.sort(key=lambda t: (-t["recall@5"], -t["recall@2"]))  # the target is R@5
+        results["grid_top10"] = trials[:10]
+        results["grid_trials"] = len(trials)
+        best = trials[0]
+        chosen = {k: best[k] for k in ("params", "graph_weight", "fusion_graph")}
+    results["ppr"] = evaluate(c, qids, "ppr", chosen)
+    results["ppr_settings"] = {**chosen, "params": asdict(replace(PPRParams(), **chosen["params"]))}
+    results["linking"] = coverage(c, qids)
+    out = {
+        "split": args.split, "questions": f"{qids.start}-{qids.stop - 1}", "layout": args.layout,
+        "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **results,
+    }
+    path = args.out or ROOT / "benchmarks" / "results" / f"graph-eval-{args.layout}-{args.split}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "grid_top10"}, indent=2))
+    if args.grid:
+        for t in results["grid_top10"]:
+            print(t)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Keeps each Graph replica's in-memory CollectionIndex current with the graph store.
+
+Every write transaction (GraphService.upsert / delete_documents) bumps the collection's version on a
+`GraphVersion` node, stamps the chunks it creates with that version (`seq`) and logs the documents it replaced
+or removed on a `GraphChange` node — in the same transaction, so a replica that sees version v also sees
+everything written up to v. A replica checks the version at most every `index_check_ms` (one tiny read), and on
+a change reads only what changed since its own version: it drops the touched documents and adds their current
+chunks. Passage vectors come from the vector stage (`fetch_vectors`); a chunk whose vector is not there yet
+(the vector write runs beside the graph write) is fetched again on the next check.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from neo4j import AsyncManagedTransaction
+
+from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams
+from deployments.graph.schema import CHANGE, CHUNK, VERSION
+
+log = logging.getLogger("graphrag.graph.index")
+
+RunRead = Callable[[Callable[[AsyncManagedTransaction], Awaitable[Any]]], Awaitable[Any]]
+FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
+_VECTOR_BATCH = 1024  # chunk ids per vector fetch
+
+
+async def bump_version(tx: AsyncManagedTransaction, collection: str, doc_ids: list[str]) -> int:
+    """Inside a write transaction: the collection's next version, and the documents this write touches."""
+    row = await (
+        await tx.run(
+            f"MERGE (v:{VERSION} {{collection: $collection}}) ON CREATE SET v.version = 1 "
+            "ON MATCH SET v.version = v.version + 1 RETURN v.version AS version",
+            collection=collection,
+        )  # fmt: skip
+    ).single()
+    version = int(row["version"])
+    await tx.run(
+        f"CREATE (:{CHANGE} {{collection: $collection, version: $version, doc_ids: $doc_ids}})",
+        collection=collection, version=version, doc_ids=sorted(set(doc_ids)),
+    )  # fmt: skip
+    return version
+
+
+async def read_version(tx: AsyncManagedTransaction, collection: str) -> int:
+    row = await (
+        await tx.run(f"MATCH (v:{VERSION}) WHERE v.collection = $collection RETURN v.version AS version", collection=collection)
+    ).single()
+    return int(row["version"]) if row is not None else 0
+
+
+async def read_changes(tx: AsyncManagedTransaction, collection: str, since: int) -> tuple[int, list[str], list[dict]]:
+    """(version, documents touched after `since`, their current chunk rows); since = 0 reads every chunk."""
+    version = await read_version(tx, collection)
+    touched: list[str] = []
+    if since > 0:
+        rows = await (
+            await tx.run(
+                f"MATCH (g:{CHANGE}) WHERE g.collection = $collection AND g.version > $since RETURN g.doc_ids AS doc_ids",
+                collection=collection, since=since,
+            )  # fmt: skip
+        ).data()
+        touched = sorted({d for row in rows for d in row["doc_ids"] or []})
+        if not touched:
+            return version, [], []
+        where = "c.collection = $collection AND c.doc_id IN $doc_ids"
+    else:
+        where = "c.collection = $collection"
+    chunks = await (
+        await tx.run(
+            f"MATCH (c:{CHUNK}) WHERE {where} "
+            "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata, c.keys AS keys, c.lead AS lead",
+            collection=collection, doc_ids=touched,
+        )  # fmt: skip
+    ).data()
+    return version, touched, chunks
+
+
+def _indexed(row: dict) -> IndexedChunk:
+    return IndexedChunk(
+        chunk_id=row["id"], doc_id=row["doc_id"], text=row["text"] or "", metadata=row["metadata"] or "{}",
+        keys=tuple(row["keys"] or ()), lead=tuple(row["lead"] or ()),
+    )  # fmt: skip
+
+
+class LiveIndexes:
+    """One CollectionIndex per collection, built from the store on first use and patched from its change log."""
+
+    def __init__(self, read: RunRead, params: PPRParams, check_interval_s: float, fetch_vectors: FetchVectors | None = None):
+        self._read = read
+        self._params = params
+        self._interval = check_interval_s
+        self._fetch = fetch_vectors
+        self._indexes: dict[str, CollectionIndex] = {}
+        self._checked: dict[str, float] = {}
+        self._missing_vectors: dict[str, set[str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def cached(self, collection: str) -> CollectionIndex | None:
+        return self._indexes.get(collection)
+
+    async def get(self, collection: str) -> CollectionIndex:
+        """The collection's index, at most `check_interval_s` behind the store."""
+        index = self._indexes.get(collection)
+        if index is not None and time.monotonic() - self._checked.get(collection, 0.0) < self._interval:
+            return index
+        lock = self._locks.setdefault(collection, asyncio.Lock())
+        async with lock:
+            index = self._indexes.get(collection)
+            if index is None or time.monotonic() - self._checked.get(collection, 0.0) >= self._interval:
+                index = await self._refresh(collection, index)
+        return index
+
+    async def _refresh(self, collection: str, index: CollectionIndex | None) -> CollectionIndex:
+        checked = time.monotonic()
+        if index is not None:
+            version = await self._read(lambda tx: read_version(tx, collection))
+            if version == index.version:
+                self._checked[collection] = checked
+                await self._fill_vectors(collection, index, set())
+                return index
+        since = index.version if index is not None else 0
+        started = time.perf_counter()
+        version, touched, rows = await self._read(lambda tx: read_changes(tx, collection, since))
+        if index is None or version < since:  # first use, or the store was reset: build from scratch
+            index = CollectionIndex(self._params)
+            if since:
+                version, touched, rows = await self._read(lambda tx: read_changes(tx, collection, 0))
+        index.remove_docs(touched)
+        index.upsert([_indexed(r) for r in rows])
+        index.version = version
+        self._indexes[collection] = index
+        self._checked[collection] = checked
+        await self._fill_vectors(collection, index, {r["id"] for r in rows})
+        index.ensure_built()
+        log.info(
+            "graph index %s at version %d: %d chunks (+%d rows, %d documents touched) in %.1f ms",
+            collection, version, len(index), len(rows), len(touched), 1000 * (time.perf_counter() - started),
+        )  # fmt: skip
+        return index
+
+    async def _fill_vectors(self, collection: str, index: CollectionIndex, new_ids: set[str]) -> None:
+        if self._fetch is None:
+            return
+        wanted = sorted((self._missing_vectors.get(collection, set()) | new_ids) & index.chunk_ids())
+        if not wanted:
+            self._missing_vectors.pop(collection, None)
+            return
+        found: dict[str, list[float]] = {}
+        try:
+            for i in range(0, len(wanted), _VECTOR_BATCH):
+                found.update(await self._fetch(collection, wanted[i : i + _VECTOR_BATCH]))
+        except Exception as exc:  # vectors only add passage seeds: search on with entity seeds, fetch again later
+            log.warning("graph index %s: passage vectors unavailable (%s: %s); retrying on the next check", collection, type(exc).__name__, exc)
+        index.set_vectors(found)
+        self._missing_vectors[collection] = set(wanted) - set(found)

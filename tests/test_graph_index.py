@@ -1,0 +1,155 @@
+"""The Graph replicas' in-memory index: the walk (no store), and its build and upkeep from a real ArcadeDB store
+with two GraphService instances standing for two Graph replicas."""
+import asyncio
+
+import numpy as np
+import pytest
+
+from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams
+from deployments.graph.service import GraphService
+from deployments.models import Chunk
+
+
+def chunk(cid: str, keys: tuple[str, ...], lead: tuple[str, ...] = (), text: str = "") -> IndexedChunk:
+    return IndexedChunk(chunk_id=f"{cid}#0", doc_id=cid, text=text or cid, metadata="{}", keys=keys, lead=lead)
+
+
+# q is like the question; it mentions "nolan", which `about_nolan` is about and `mentions_nolan` only names.
+ROWS = [
+    chunk("q", ("inception", "nolan"), lead=("inception",)),
+    chunk("about_nolan", ("nolan", "london"), lead=("nolan",)),
+    chunk("mentions_nolan", ("nolan", "batman"), lead=("batman",)),
+    chunk("unrelated", ("paris",), lead=("paris",)),
+]
+VECTORS = {"q": [1.0, 0.0, 0.0], "about_nolan": [0.0, 1.0, 0.0], "mentions_nolan": [0.0, 0.9, 0.1], "unrelated": [0.0, 0.0, 1.0]}
+
+
+def index_of(rows=ROWS, **params) -> CollectionIndex:
+    index = CollectionIndex(PPRParams(**params))
+    index.upsert(rows, [VECTORS.get(r.doc_id) for r in rows])
+    return index
+
+
+def test_walk_from_the_most_similar_passage_reaches_the_passage_about_what_it_mentions():
+    found = index_of(passage_seeds=1).search("anything", 10, query_vector=[1.0, 0.0, 0.0])
+    ids = [c.doc_id for c, _ in found.chunks]
+    assert ids.index("about_nolan") < ids.index("mentions_nolan")  # lead weight: about beats mentions
+    assert "unrelated" not in ids  # no shared entity, no mass
+    assert "nolan" in found.reached
+
+
+def test_without_lead_weight_about_and_mentions_tie():
+    found = dict((c.doc_id, s) for c, s in index_of(passage_seeds=1, lead_weight=0.0).search("x", 10, [1.0, 0.0, 0.0]).chunks)
+    assert found["about_nolan"] == pytest.approx(found["mentions_nolan"])
+
+
+def test_entity_seeds_without_a_vector_and_with_hops_zero():
+    index = index_of()
+    assert set(index.link("Where does Nolan live, in London?")) == {"nolan", "london"}
+    by_entities = [c.doc_id for c, _ in index.search("Where is Paris?", 10).chunks]
+    assert by_entities == ["unrelated"]
+    # hops = 0: the vector is ignored, only passages mentioning linked entities
+    assert [c.doc_id for c, _ in index.search("Where is Paris?", 10, [1.0, 0.0, 0.0], hops=0).chunks] == ["unrelated"]
+    assert index.search("no known words here", 10).chunks == []
+
+
+def test_remove_and_replace_documents():
+    index = index_of(passage_seeds=1)
+    assert index.remove_docs(["about_nolan"]) == 1
+    ids = [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks]
+    assert "about_nolan" not in ids and "mentions_nolan" in ids
+    index.upsert([chunk("unrelated", ("paris", "nolan"), lead=("nolan",))], [VECTORS["unrelated"]])
+    index.remove_docs([])  # no-op
+    ids = [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks]
+    assert ids.index("unrelated") < ids.index("mentions_nolan")  # now about nolan
+    assert index.stats()["chunks"] == 3
+
+
+def test_empty_index():
+    assert CollectionIndex().search("Nolan", 5, np.ones(3)).chunks == []
+
+
+# ---- against the store: build, upkeep on ingest and delete, two replicas ------------------------------------------
+
+
+DOCS = {
+    "d1": "Alice Smith founded Acme Corp in a garage.",
+    "d2": "Acme Corp later hired Bob Jones as chief engineer.",
+    "d3": "Bob Jones moved to Paris after retiring.",
+}
+
+
+def chunks_of(docs: dict[str, str]) -> list[Chunk]:
+    return [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t, metadata={"source": d}) for d, t in docs.items()]
+
+
+@pytest.fixture
+def collection(request) -> str:
+    return request.node.name[:64]
+
+
+@pytest.fixture
+async def replicas(graph_config):
+    """Two Graph replicas over one store; each checks the store's version at most every 50 ms."""
+    config = graph_config.model_copy(update={"index": graph_config.index.model_copy(update={"check_interval_ms": 50.0})})
+    a, b = GraphService(config, config.bolt_uri), GraphService(config, config.bolt_uri)
+    yield a, b
+    await a.aclose()
+    await b.aclose()
+
+
+async def doc_ids(service: GraphService, collection: str, query: str) -> set[str]:
+    return {c.doc_id for c in (await service.search(collection, query, 1, 10)).chunks}
+
+
+async def test_index_built_from_the_store_and_kept_current_on_both_replicas(replicas, collection):
+    a, b = replicas
+    await a.upsert(collection, chunks_of({"d1": DOCS["d1"], "d2": DOCS["d2"]}))
+    # b has never seen the collection: its first search builds the index from the store
+    assert await doc_ids(b, collection, "Who is Bob Jones?") == {"d2"}
+    version = (await b.index_stats(collection))["version"]
+    assert version >= 1
+
+    await a.upsert(collection, chunks_of({"d3": DOCS["d3"]}))  # ingest through replica a ...
+    await asyncio.sleep(0.06)  # ... visible on b within its check interval
+    assert await doc_ids(b, collection, "Who is Bob Jones?") == {"d2", "d3"}
+    stats = await b.index_stats(collection)
+    assert stats["version"] == version + 1 and stats["chunks"] == 3
+
+    assert await a.delete_documents(collection, ["d2"]) == 1  # delete through a
+    await asyncio.sleep(0.06)
+    assert await doc_ids(b, collection, "Who is Bob Jones?") == {"d3"}
+    assert await doc_ids(a, collection, "Who is Bob Jones?") == {"d3"}  # and on the writer itself
+    assert (await b.index_stats(collection))["chunks"] == 2
+
+    # re-ingesting a document replaces its chunks in the index too
+    await b.upsert(collection, chunks_of({"d3": "Bob Jones moved to Rome after retiring."}))
+    await asyncio.sleep(0.06)
+    text = {c.doc_id: c.text for c in (await a.search(collection, "Bob Jones", 1, 10)).chunks}
+    assert text == {"d3": "Bob Jones moved to Rome after retiring."}
+
+
+async def test_passage_seeds_use_the_query_vector_and_the_stored_passage_vectors(graph_config, collection):
+    """With an embedder and the vector stage's vectors, the walk starts at the most similar passage (d1) and
+    reaches d2, the passage about Acme Corp, which d1 mentions; the query names neither."""
+    vectors = {"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]}
+    fetched: list[list[str]] = []
+
+    async def fetch(coll: str, ids: list[str]) -> dict[str, list[float]]:
+        fetched.append(list(ids))
+        return {i: vectors[i] for i in ids if i in vectors}
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0] for _ in texts]
+
+    docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
+    service = GraphService(graph_config, graph_config.bolt_uri, embed=embed, fetch_vectors=fetch)
+    try:
+        await service.upsert(collection, chunks_of(docs))
+        result = await service.search(collection, "what garage story?", 1, 10)
+        ids = [c.doc_id for c in result.chunks]
+        assert ids[:2] == ["d1", "d2"]
+        assert sorted(fetched[0]) == ["d1#0", "d2#0", "d3#0"]
+        assert "acme corp" in {n.id for n in result.subgraph.nodes}
+    finally:
+        await service.aclose()
