@@ -9,8 +9,11 @@ import hmac
 import sys
 from collections.abc import Mapping
 
-# Open even when keys are configured: load balancers and orchestrators probe them without credentials.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+from deployments.ui.paths import UI_OPEN_PATHS
+
+# Open even when keys are configured: load balancers and orchestrators probe them without credentials; the web
+# page's static files (no data) load without a key so that the user can type it there.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"}) | UI_OPEN_PATHS
 
 
 def hash_key(key: str) -> str:

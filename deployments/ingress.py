@@ -44,6 +44,8 @@ from deployments.models import (
 from deployments.pipeline import Pipeline, Stages
 from deployments.models import StreamDone
 from deployments.models import DeleteResponse, EntityResponse, GraphQueryRequest, GraphQueryResponse
+from deployments.ui.routes import add_ui
+from deployments.ui.stats import WindowedStageMetrics
 
 log = logging.getLogger("graphrag.ingress")
 
@@ -78,6 +80,7 @@ app = FastAPI(
 # The replica's constructor sets `app.state.guards` (auth, limits) and `app.state.metrics`; handlers read them from
 # the serving app (`request.app`), never from module globals: Serve ships this module's app to the replica by value.
 app.add_middleware(HttpGuards)
+add_ui(app)  # the web page at /ui/ and GET /v1/stats
 
 
 def _openapi() -> dict:
@@ -235,7 +238,7 @@ class Ingress:
         configure_logging()
         self.config = config
         self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat))
-        self.metrics = app.state.metrics = StageMetrics()
+        self.metrics = app.state.metrics = WindowedStageMetrics()
         app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
 
     async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
