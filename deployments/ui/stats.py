@@ -113,6 +113,13 @@ class WindowedStageMetrics(StageMetrics):
         self.window.record_retrieval(resp)
 
 
+def _enum_name(value: Any, default: str) -> str:
+    """Serve's details hold its enums (ReplicaState.RUNNING, ...), whose str() is the qualified name."""
+    if value is None:
+        return default
+    return str(getattr(value, "value", value))
+
+
 def replicas_from_details(details: dict[str, Any], app_name: str) -> list[dict[str, Any]]:
     """Per deployment of one application, from Serve's controller details (`serve.status` in full): its status,
     replicas per state, running and target replicas, and the autoscaling bounds when it autoscales."""
@@ -121,13 +128,13 @@ def replicas_from_details(details: dict[str, Any], app_name: str) -> list[dict[s
     for name, dep in (app.get("deployments") or {}).items():
         states: dict[str, int] = {}
         for replica in dep.get("replicas") or []:
-            state = str(replica.get("state", "UNKNOWN"))
+            state = _enum_name(replica.get("state"), "UNKNOWN")
             states[state] = states.get(state, 0) + 1
         config = dep.get("deployment_config") or {}
         autoscaling = config.get("autoscaling_config") or None
         rows.append({
             "deployment": name,
-            "status": str(dep.get("status", "UNKNOWN")),
+            "status": _enum_name(dep.get("status"), "UNKNOWN"),
             "running": states.get("RUNNING", 0),
             "target": dep.get("target_num_replicas"),
             "states": states,

@@ -100,9 +100,11 @@ def test_windowed_metrics_feed_prometheus_and_the_window():
 
 
 def test_replicas_from_serve_details():
+    from ray.serve._private.common import ReplicaState  # Serve's details hold its enums, not their names
+
     details = {"applications": {"graphrag": {"deployments": {
         "Vector": {"status": "UPSCALING", "target_num_replicas": 3, "message": "scaling up",
-                   "replicas": [{"state": "RUNNING"}, {"state": "RUNNING"}, {"state": "STARTING"}],
+                   "replicas": [{"state": ReplicaState.RUNNING}, {"state": "RUNNING"}, {"state": ReplicaState.STARTING}],
                    "deployment_config": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}}},
         "Chat": {"status": "HEALTHY", "target_num_replicas": 1, "replicas": [{"state": "RUNNING"}], "deployment_config": {}},
     }}, "other": {"deployments": {"X": {}}}}}

@@ -88,6 +88,8 @@ function showBanner(text, kind = "error") {
   b.textContent = text;
   b.className = `banner ${kind === "info" ? "info" : ""}`;
   b.hidden = false;
+  clearTimeout(state.bannerTimer);
+  if (kind === "info") state.bannerTimer = setTimeout(hideBanner, 6000);
 }
 function hideBanner() { $("banner").hidden = true; }
 
@@ -292,7 +294,7 @@ function setResult(r, final) {
 // ---- Timing -------------------------------------------------------------------------------------------
 
 function niceStep(total) {
-  const raw = total / 6;
+  const raw = total / 8;
   const pow = 10 ** Math.floor(Math.log10(raw || 1));
   return [1, 2, 5, 10].map((m) => m * pow).find((s) => s >= raw) || pow * 10;
 }
@@ -314,7 +316,7 @@ function drawWaterfall(container, r, { compact }) {
     }) : null;
     const row = el("div", { class: `wf-row${bad ? " degraded" : ""}`, "data-stage": s },
       el("span", { class: "wf-label" }, s, bad && !compact ? " ⚠" : ""),
-      el("div", { class: "wf-track" }, bar),
+      el("div", { class: "wf-track", style: compact ? {} : { backgroundSize: `${(niceStep(end) / end) * 100}% 100%` } }, bar),
       el("span", { class: "wf-ms" }, t ? (compact ? fmtMs(t.duration_ms) : `+${fmtMs(t.start_ms)} · ${fmtMs(t.duration_ms)}`) : "failed"));
     return compact || !bad ? row : [row, el("div", { class: "wf-row" }, el("span"), el("div", { class: "wf-error" }, `degraded — ${bad}`))];
   }).flat();
@@ -323,6 +325,11 @@ function drawWaterfall(container, r, { compact }) {
     const ticks = [];
     for (let v = 0; v <= end + 1e-9; v += step) ticks.push(el("span", { style: { left: `${(v / end) * 100}%` } }, fmtMs(v)));
     rows.push(el("div", { class: "wf-axis" }, el("span"), el("div", { class: "ticks" }, ticks), el("span")));
+    if (timings.vector && timings.graph) {
+      const from = Math.max(timings.vector.start_ms, timings.graph.start_ms);
+      const to = Math.min(timings.vector.start_ms + timings.vector.duration_ms, timings.graph.start_ms + timings.graph.duration_ms);
+      if (to > from) rows.push(el("div", { class: "wf-caption" }, el("b", {}, "vector ∥ graph"), ` ran at the same time for ${fmtMs(to - from)}`));
+    }
   }
   container.replaceChildren(...rows);
 }
@@ -366,8 +373,11 @@ function ensureCy() {
   return state.cy;
 }
 
-function runLayout(cy) {
-  cy.layout({ name: "cose", animate: false, randomize: false, nodeRepulsion: () => 9000, idealEdgeLength: () => 70, padding: 30 }).run();
+function runLayout(cy, randomize) {
+  cy.layout({
+    name: "cose", animate: false, randomize, nodeDimensionsIncludeLabels: true, padding: 30, numIter: 2500,
+    nodeRepulsion: () => 60000, idealEdgeLength: () => 110, edgeElasticity: () => 60, gravity: 0.4, componentSpacing: 80,
+  }).run();
   cy.fit(undefined, 30);
 }
 
@@ -382,9 +392,14 @@ function drawGraph() {
   const linked = g.nodes.filter((n) => n.hops === 0).length;
   $("graph-status").textContent = g.nodes.length ? `${g.nodes.length} entities · ${g.edges.length} relations · ${linked} linked by the question` : "";
   // Draw after the view is laid out, so the canvas has its size.
-  requestAnimationFrame(() => { cy.resize(); runLayout(cy); });
+  requestAnimationFrame(() => { cy.resize(); runLayout(cy, true); });
   state.graphLoaded = true;
   $("entity").replaceChildren(el("span", { class: "muted" }, "Click an entity to load its neighbourhood."));
+}
+
+function nameOf(id) {
+  const n = state.cy && state.cy.getElementById(id);
+  return n && n.nonempty() ? n.data("name") : id;
 }
 
 async function loadEntity(node) {
@@ -405,13 +420,14 @@ async function loadEntity(node) {
     self.connectedEdges().addClass("focus");
     cy.$(":selected").unselect();
     self.select();
-    if (fresh.length) runLayout(cy);
+    if (fresh.length) runLayout(cy, false);
     $("graph-status").textContent = `${cy.nodes().length} entities · ${cy.edges().length} relations`;
     box.replaceChildren(
       el("h3", {}, e.entity.name),
       el("div", { class: "kv" }, `${e.entity.type} · ${e.neighbours.length} neighbours · ${fresh.length} added to the drawing`),
       el("strong", {}, "Relations"),
-      el("ul", {}, e.relations.slice(0, 25).map((r) => el("li", {}, `${r.source} — ${r.target} `, el("span", { class: "rel-type" }, `${r.type} ×${r.weight}`)))),
+      el("ul", {}, e.relations.slice(0, 25).map((r) => el("li", {}, `${nameOf(r.source)} — ${nameOf(r.target)} `,
+        el("span", { class: "rel-type" }, `${r.type.toLowerCase().replace(/_/g, " ")} ×${r.weight}`)))),
       el("strong", {}, "Mentioned in"),
       el("ul", {}, e.doc_ids.map((d) => el("li", {}, d))),
     );
@@ -516,30 +532,44 @@ async function deleteDocument(collection, doc) {
 
 // ---- Stages -------------------------------------------------------------------------------------------
 
-function sparkline(values, { bars = false, width = 150, height = 26 } = {}) {
+// A small SVG chart, newest value at the right; `slots` fixes the time scale while the history is still short.
+function sparkline(values, { bars = false, width = 180, height = 28, zero = false, slots = 0 } = {}) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
-  const max = Math.max(...values.map((v) => v || 0), 1e-9);
-  const step = width / Math.max(values.length, 1);
+  const max = Math.max(...values.map((v) => v || 0), zero ? 1 : 1e-9);
+  const n = Math.max(values.length, slots, 1);
+  const step = width / n;
+  const offset = n - values.length; // empty slots on the left
+  const base = document.createElementNS(ns, "line");
+  base.setAttribute("x1", 0); base.setAttribute("x2", width); base.setAttribute("y1", height - 0.5); base.setAttribute("y2", height - 0.5);
+  base.setAttribute("class", "base");
+  svg.append(base);
   if (bars) {
     values.forEach((v, i) => {
       if (!v) return;
       const r = document.createElementNS(ns, "rect");
       const h = Math.max(1, (v / max) * (height - 2));
-      r.setAttribute("x", (i * step).toFixed(1)); r.setAttribute("width", Math.max(step - 1, 1).toFixed(1));
+      r.setAttribute("x", ((i + offset) * step).toFixed(1)); r.setAttribute("width", Math.max(step - 1, 1).toFixed(1));
       r.setAttribute("y", (height - h).toFixed(1)); r.setAttribute("height", h.toFixed(1));
       svg.append(r);
     });
   } else {
-    const pts = values.map((v, i) => (v === null ? null : `${(i * step + step / 2).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`));
+    const pts = values.map((v, i) => (v === null ? null : `${((i + offset) * step + step / 2).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`));
     // Gaps (no request in a bucket) split the line.
     let run = [];
     const flush = () => { if (run.length) { const p = document.createElementNS(ns, "polyline"); p.setAttribute("points", run.join(" ")); svg.append(p); } run = []; };
     for (const p of pts) { if (p === null) flush(); else run.push(p); }
     flush();
+    for (const p of pts) {
+      if (p === null) continue;
+      const [cx, cy] = p.split(",");
+      const c = document.createElementNS(ns, "circle");
+      c.setAttribute("cx", cx); c.setAttribute("cy", cy); c.setAttribute("r", 1.8);
+      svg.append(c);
+    }
   }
   const title = document.createElementNS(ns, "title");
   title.textContent = `max ${bars ? max : fmtMs(max)}`;
@@ -552,7 +582,11 @@ async function refreshStats() {
     const s = await api("GET", "v1/stats");
     const rep = s.replicas;
     $("stages-status").textContent = rep.error ? rep.error : `application ${rep.app} · updated ${new Date().toLocaleTimeString()}`;
+    const history = state.replicaHistory || (state.replicaHistory = {});
     $("replicas").replaceChildren(...rep.deployments.map((d) => {
+      const h = history[d.deployment] || (history[d.deployment] = []);
+      h.push(d.running);
+      if (h.length > 150) h.shift(); // 5 minutes at one poll per 2 s
       const pending = Math.max(0, (d.target ?? d.running) - d.running);
       const a = d.autoscaling;
       return el("tr", { "data-deployment": d.deployment },
@@ -562,7 +596,8 @@ async function refreshStats() {
           Array.from({ length: Math.min(pending, 16) }, () => el("i", { class: "pending" }))), el("span", { class: "running" }, d.running)),
         el("td", {}, d.target ?? "—"),
         el("td", {}, a ? `${a.min_replicas}–${a.max_replicas}, target ${a.target_ongoing_requests} ongoing` : "fixed"),
-        el("td", { class: "muted" }, Object.entries(d.states).map(([k, v]) => `${k} ${v}`).join(", ")));
+        el("td", { class: "muted" }, Object.entries(d.states).map(([k, v]) => `${k} ${v}`).join(", ")),
+        el("td", {}, sparkline(h, { bars: true, width: 150, height: 22, zero: true, slots: 150 })));
     }));
     const st = s.stages;
     if (!st) { $("stage-stats").replaceChildren(el("tr", {}, el("td", { colspan: 9 }, "No stage window on this ingress."))); return; }
