@@ -152,8 +152,12 @@ async function loadCollections() {
   let names = [];
   try {
     names = await listCollections();
+    $("collections-error").hidden = true;
   } catch (err) {
-    if (err.status !== 401) showBanner(`Could not list the collections: ${err.message}`);
+    // Said beside the picker, not in the banner: the page stays usable (a collection can be typed at ingest).
+    const note = $("collections-error");
+    note.textContent = err.status === 401 ? "" : `Could not list the collections (${err.message}).`;
+    note.hidden = err.status === 401;
   }
   const current = state.collection || select.value || (names.includes("demo") ? "demo" : names[0]);
   select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
