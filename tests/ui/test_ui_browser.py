@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.auth import hash_key
+from deployments.ingress.auth import hash_key
 from graph import load_serve_config
 from tests.local_app import local_app
 

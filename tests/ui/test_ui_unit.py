@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deployments.auth import ApiKeyAuth, hash_key
+from deployments.ingress.auth import ApiKeyAuth, hash_key
 from deployments.config import LimitsConfig
-from deployments.http_guards import HttpGuards
+from deployments.ingress.http_guards import HttpGuards
 from deployments.models import Degraded, RetrieveResponse, StageTiming, Subgraph, Timings
 from deployments.ui.paths import STATIC_DIR, STATIC_FILES
 from deployments.ui.routes import add_ui

@@ -12,12 +12,11 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from deployments.auth import OPEN_PATHS, ApiKeyAuth
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
-from deployments.http_guards import HttpGuards
-from deployments.observability import StageMetrics, configure_logging
-from deployments.openai_api import (
+from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth
+from deployments.ingress.http_guards import HttpGuards
+from deployments.ingress.openai_api import (
     MODEL_ID,
     ChatCompletion,
     ChatCompletionRequest,
@@ -27,6 +26,7 @@ from deployments.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
+from deployments.ingress.pipeline import Pipeline, Stages
 from deployments.models import (
     COLLECTION_PATTERN,
     DEFAULT_COLLECTION,
@@ -34,16 +34,19 @@ from deployments.models import (
     AnswerRequest,
     AnswerResponse,
     CollectionStats,
+    DeleteResponse,
+    EntityResponse,
     ErrorResponse,
+    GraphQueryRequest,
+    GraphQueryResponse,
     IngestRequest,
     IngestResponse,
     ReadyResponse,
     RetrieveRequest,
     RetrieveResponse,
+    StreamDone,
 )
-from deployments.pipeline import Pipeline, Stages
-from deployments.models import StreamDone
-from deployments.models import DeleteResponse, EntityResponse, GraphQueryRequest, GraphQueryResponse
+from deployments.observability import StageMetrics, configure_logging
 from deployments.ui.routes import add_ui
 from deployments.ui.stats import WindowedStageMetrics
 
