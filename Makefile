@@ -10,9 +10,18 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean browser ui-vendor
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's headless Chromium for the web page's browser tests (tests/ui/); Playwright drives it, never downloads one.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# Refresh the page's vendored library from deployments/ui/package-lock.json (committed; the page has no build step).
+ui-vendor:
+	cd deployments/ui && npm ci --ignore-scripts --no-audit --no-fund && cp node_modules/cytoscape/dist/cytoscape.min.js static/vendor/
 
 # torch first: 2.13.0 is the CPU build on local disk; letting a dependency pick torch pulls GBs of CUDA.
 $(STAMP): pyproject.toml
@@ -25,7 +34,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) graph.py demo --config configs/local.yaml
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -v -ra
 
 clean:

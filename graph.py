@@ -133,7 +133,7 @@ def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bo
             timings = {k: v for k, v in body["timings"].items() if v}
             print("  timings (ms): " + ", ".join(f"{k} +{v['start_ms']:.0f}/{v['duration_ms']:.0f}" for k, v in timings.items()))
         if wait:
-            print(f"\nserving at {base} (curl examples in README.md); Ctrl-C to stop", flush=True)
+            print(f"\nserving at {base} (curl examples in README.md); web page: {base}/ui/ ; Ctrl-C to stop", flush=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:

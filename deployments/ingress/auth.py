@@ -18,8 +18,11 @@ from dataclasses import dataclass
 
 from deployments.config import ALL_SCOPES, AuthConfig
 
-# Open even when keys are configured: load balancers and orchestrators probe them without credentials.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+from deployments.ui.paths import UI_OPEN_PATHS
+
+# Open even when keys are configured: load balancers and orchestrators probe them without credentials; the web
+# page's static files (no data) load without a key so that the user can type it there.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"}) | UI_OPEN_PATHS
 # Any valid key may read the API's description.
 DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
@@ -32,6 +35,7 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
         ("POST", r"/v1/answer", "read"),
         ("POST", r"/v1/chat/completions", "read"),
         ("GET", r"/v1/models", "read"),
+        ("GET", r"/v1/stats", "read"),
         ("GET", r"/v1/collections/[^/]+", "read"),
         ("GET", r"/v1/collections/[^/]+/verify", "read"),
         ("POST", r"/v1/collections/[^/]+/repair", "write"),

@@ -54,6 +54,8 @@ from deployments.models import (
     VerifyResponse,
 )
 from deployments.observability import StageMetrics, configure_logging, current_request_id
+from deployments.ui.routes import add_ui
+from deployments.ui.stats import WindowedStageMetrics
 
 log = logging.getLogger("graphrag.ingress")
 
@@ -92,6 +94,7 @@ app.add_middleware(HttpGuards)
 # Strict JSON bodies (no NaN, no lone surrogates) and 422s that echo only an excerpt of the input.
 app.router.route_class = StrictJSONRoute
 app.add_exception_handler(RequestValidationError, request_validation_error)
+add_ui(app)  # the web page at /ui/ and GET /v1/stats
 
 
 def _openapi() -> dict:
@@ -227,7 +230,7 @@ class Ingress:
         self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat), intents)
         # Roll back what a crashed predecessor left half-written, before this replica writes anything itself.
         self.recovery = asyncio.get_running_loop().create_task(recover_until_done(self.pipeline))
-        self.metrics = app.state.metrics = StageMetrics()
+        self.metrics = app.state.metrics = WindowedStageMetrics()
         app.state.guards = (ApiKeyAuth(config.auth), config.limits)
         if config.auth.open:
             log.warning("no API key configured: open mode, every caller may read, write and query every collection (local use only)")
