@@ -17,6 +17,7 @@ from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
 from deployments.http_guards import HttpGuards
 from deployments.observability import StageMetrics, configure_logging
+from deployments.tracing import FastAPIInServeTrace
 from deployments.openai_api import (
     MODEL_ID,
     ChatCompletion,
@@ -69,7 +70,8 @@ _COMMON_ERRORS = {
     "504": "The request passed `limits.request_timeout_s` and was cancelled.",
 }
 
-app = FastAPI(
+# FastAPIInServeTrace: FastAPI's own spans join Ray Serve's trace of the request (deployments/tracing.py).
+app = FastAPIInServeTrace(
     title="graphrag-serve",
     version="0.1.0",
     description="GraphRAG question answering: dense vector and knowledge-graph retrieval, fused, reranked, answered with citations.",
