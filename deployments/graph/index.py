@@ -12,7 +12,6 @@ of a multi-hop question) gains, while an entity mentioned by hundreds of chunks 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

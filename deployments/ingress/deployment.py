@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path as PathLib
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -20,6 +20,7 @@ from deployments.handles import stages_from_handles
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection
 from deployments.ingress.http_guards import HttpGuards
 from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
+from deployments.tracing import FastAPIInServeTrace
 from deployments.ingress.openai_api import (
     MODEL_ID,
     ChatCompletion,
@@ -82,7 +83,8 @@ _COMMON_ERRORS = {
     "504": "The request passed `limits.request_timeout_s` and was cancelled.",
 }
 
-app = FastAPI(
+# FastAPIInServeTrace: FastAPI's own spans join Ray Serve's trace of the request (deployments/tracing.py).
+app = FastAPIInServeTrace(
     title="graphrag-serve",
     version="0.1.0",
     description="GraphRAG question answering: dense vector and knowledge-graph retrieval, fused, reranked, answered with citations.",

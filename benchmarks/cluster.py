@@ -1,0 +1,335 @@
+"""The app on a two-node Ray cluster on this machine, deployed with `serve deploy`, and a node lost under load.
+
+    python -m benchmarks.cluster                       # ~6 min on 2 shared cores → benchmarks/results/cluster.json
+
+1. A head node (`ray start --head`, 1 CPU, the `graphrag_store` resource: it holds data_dir) and a worker node
+   (1 CPU), separate raylets with their own temp folders and ports (benchmarks/ray_nodes.py).
+2. `serve deploy configs/cluster-embedded.yaml` (data_dir, ports and host rewritten into a temporary copy).
+3. Where Serve placed each replica (Serve's REST status), each node's HTTP proxy answering `/v1/answer`.
+4. Closed-loop `/v1/answer` load through the head's proxy; the worker node is killed (its raylet SIGKILLed, then
+   every other process of the node): failed and degraded requests, seconds until every deployment is healthy
+   again with all its replicas on the head, the collection's points before and after.
+5. The worker node restarted; a load step makes autoscaling add replicas: how many land on it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from benchmarks.ray_nodes import RayNode, node_env, session_pids
+from deployments.config import free_port
+from deployments.local_env import LOCAL_ENV
+from deployments.throughput import throughput_env
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "graphrag"
+COLLECTION = "cluster"
+QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
+           "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
+STATELESS = ("Ingress", "Embedder", "Reranker", "Chat")
+PINNED = ("Vector", "BoltServer", "Graph")
+
+
+def get_json(url: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def post_json(url: str, body: dict, timeout: float = 300) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+class ClusterView:
+    """Serve's own status (the dashboard's REST API) and Ray's node list."""
+
+    def __init__(self, dashboard: str):
+        self.dashboard = dashboard
+
+    def serve(self) -> dict:
+        return get_json(f"{self.dashboard}/api/serve/applications/")
+
+    def nodes(self) -> list[dict]:
+        return get_json(f"{self.dashboard}/api/v0/nodes")["data"]["result"]["result"]
+
+    def alive_nodes(self) -> list[dict]:
+        return [n for n in self.nodes() if n["state"] == "ALIVE"]
+
+    def app(self) -> dict | None:
+        return self.serve().get("applications", {}).get(APP)
+
+    def replicas_by_node(self, names: dict[str, str]) -> dict[str, dict[str, int]]:
+        """Running replicas per deployment and node (nodes named by `names`: node id → "head"/"worker"/...)."""
+        app = self.app() or {"deployments": {}}
+        out = {}
+        for deployment, details in sorted(app["deployments"].items()):
+            counts = Counter(names.get(r.get("node_id", ""), (r.get("node_id") or "?")[:8]) for r in details["replicas"] if r["state"] == "RUNNING")
+            out[deployment] = dict(sorted(counts.items()))
+        return out
+
+    def healthy_on(self, node_ids: set[str]) -> bool:
+        """The app RUNNING, every deployment HEALTHY with its target of RUNNING replicas, all on `node_ids`."""
+        app = self.app()
+        if not app or app["status"] != "RUNNING":
+            return False
+        for details in app["deployments"].values():
+            running = [r for r in details["replicas"] if r["state"] == "RUNNING"]
+            if details["status"] != "HEALTHY" or any(r.get("node_id") not in node_ids for r in running):
+                return False
+            if len(running) < max(1, details.get("target_num_replicas") or 1):
+                return False
+        return True
+
+
+def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the dashboard or the app still starting: retry until the deadline
+            last_error = exc
+        time.sleep(every_s)
+    raise TimeoutError(f"{what}: not within {timeout_s:.0f}s (last error: {last_error!r})")
+
+
+def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int) -> Path:
+    """The shipped config with this run's folder and ports, on loopback."""
+    config = yaml.safe_load(source.read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": http_port}
+    args = config["applications"][0]["args"]
+    args["data_dir"] = str(data_dir)
+    args.setdefault("graph", {})["embedded_port"] = free_port()
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+def payload(n: int) -> dict:
+    return {"collection": COLLECTION, "query": QUERIES[n % len(QUERIES)], "top_k": 5, "mode": "hybrid+graph"}
+
+
+class Load:
+    """Closed-loop /v1/answer clients; every response is recorded with its send time and outcome."""
+
+    def __init__(self, base: str, concurrency: int, timeout_s: float = 60):
+        self.base, self.concurrency, self.timeout_s = base, concurrency, timeout_s
+        self.records: list[dict] = []
+        self._stop = asyncio.Event()
+
+    async def _one(self, session: aiohttp.ClientSession, n: int) -> dict:
+        sent = time.monotonic()
+        try:
+            async with session.post(f"{self.base}/v1/answer", json=payload(n)) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return {"sent": sent, "done": time.monotonic(), "status": 0, "error": type(exc).__name__, "degraded": []}
+        degraded = [d["stage"] for d in json.loads(body).get("degraded", [])] if status == 200 else []
+        error = None if status == 200 else body[:200].decode(errors="replace")
+        return {"sent": sent, "done": time.monotonic(), "status": status, "error": error, "degraded": degraded}
+
+    async def run(self) -> None:
+        counter = iter(range(10**9))
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=self.concurrency)) as session:
+
+            async def client() -> None:
+                while not self._stop.is_set():
+                    self.records.append(await self._one(session, next(counter)))
+
+            await asyncio.gather(*(client() for _ in range(self.concurrency)))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def summarize(records: list[dict]) -> dict:
+    failed = [r for r in records if r["status"] != 200]
+    degraded = [r for r in records if r["status"] == 200 and r["degraded"]]
+    return {
+        "requests": len(records),
+        "failed": len(failed),
+        "degraded": len(degraded),
+        "failed_pct": round(100 * len(failed) / max(len(records), 1), 2),
+        "degraded_pct": round(100 * len(degraded) / max(len(records), 1), 2),
+        "statuses": dict(Counter(str(r["status"]) for r in records)),
+        "failure_reasons": dict(Counter((r["error"] or "")[:120] for r in failed)),
+        "degraded_stages": dict(Counter(s for r in degraded for s in r["degraded"])),
+    }
+
+
+async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str, concurrency: int,
+                    before_s: float, after_max_s: float, settle_s: float) -> dict:
+    load = Load(base, concurrency)
+    runner = asyncio.create_task(load.run())
+    await asyncio.sleep(before_s)
+    killed_at = time.monotonic()
+    killed = worker.kill()
+    recovery_s = None
+    while time.monotonic() - killed_at < after_max_s:
+        if await asyncio.to_thread(view.healthy_on, {head_id}):
+            recovery_s = round(time.monotonic() - killed_at, 1)
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(settle_s)  # keep the load on a while after recovery: nothing should fail any more
+    load.stop()
+    await runner
+    after = [r for r in load.records if r["sent"] >= killed_at]
+    return {
+        **summarize(load.records),
+        "recovery_s": recovery_s,
+        "load_before_kill_s": before_s,
+        "after_kill": summarize(after),
+        "failed_after_recovery": sum(1 for r in after if recovery_s and r["sent"] >= killed_at + recovery_s and r["status"] != 200),
+        "killed": killed,
+        "concurrency": concurrency,
+    }
+
+
+async def rejoin_scale_up(view: ClusterView, names: dict[str, str], new_id: str, base: str, concurrency: int,
+                          duration_s: float) -> dict:
+    """A load step after the node rejoined: the replicas autoscaling adds, and where they land."""
+    load = Load(base, concurrency)
+    runner = asyncio.create_task(load.run())
+    started = time.monotonic()
+    first_on_new_s = None
+    while time.monotonic() - started < duration_s:
+        placed = await asyncio.to_thread(view.replicas_by_node, names)
+        if first_on_new_s is None and any(c.get("rejoined", 0) for c in placed.values()):
+            first_on_new_s = round(time.monotonic() - started, 1)
+        await asyncio.sleep(1)
+    placed = await asyncio.to_thread(view.replicas_by_node, names)
+    load.stop()
+    await runner
+    return {"replicas_by_node": placed, "first_replica_on_rejoined_node_s": first_on_new_s,
+            "load": summarize(load.records), "concurrency": concurrency, "duration_s": duration_s}
+
+
+def per_proxy(ports: dict[str, int], n: int) -> dict:
+    out = {}
+    for name, port in ports.items():
+        ok = 0
+        for i in range(n):
+            try:
+                body = post_json(f"http://127.0.0.1:{port}/v1/answer", payload(i), timeout=60)
+                ok += bool(body.get("answer"))
+            except Exception:
+                pass
+        out[name] = {"port": port, "sent": n, "answered": ok}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "cluster-embedded.yaml"))
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--before-kill-s", type=float, default=30)
+    parser.add_argument("--after-max-s", type=float, default=120)
+    parser.add_argument("--settle-s", type=float, default=15)
+    parser.add_argument("--rejoin-concurrency", type=int, default=16)
+    parser.add_argument("--rejoin-s", type=float, default=45)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cluster.json"))
+    parser.add_argument("--keep", action="store_true", help="keep the run's temporary folder (logs) afterwards")
+    opts = parser.parse_args()
+
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="graphrag-cluster-"))
+    env = {**os.environ, **LOCAL_ENV, **throughput_env(),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+           # The head's fallback proxy defaults to fixed ports another Serve on this machine may hold.
+           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
+    head = RayNode("head", tmp / "head", node_env(env, worker=False), num_cpus=1, resources={"graphrag_store": 1})
+    nodes: list[RayNode] = [head]
+    result: dict = {"command": "python -m benchmarks.cluster " + " ".join(sys.argv[1:]),
+                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    "load_average_1m_before": round(os.getloadavg()[0], 2)}
+    try:
+        head.start(tmp / "head.log")
+        dashboard = f"http://127.0.0.1:{head.dashboard_port}"
+        view = ClusterView(dashboard)
+        wait_for("head node", lambda: get_json(f"{dashboard}/api/version"), 120)
+        worker_env = node_env(env, worker=True)
+        worker = RayNode("worker", tmp / "worker", worker_env, head_address=f"127.0.0.1:{head.gcs_port}", num_cpus=1)
+        nodes.append(worker)
+        worker.start(tmp / "worker.log")
+        wait_for("two nodes", lambda: len(view.alive_nodes()) == 2, 120)
+        ids = {("head" if n["is_head_node"] else "worker"): n["node_id"] for n in view.alive_nodes()}
+        names = {v: k for k, v in ids.items()}
+
+        http_port = free_port()
+        config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port)
+        t0 = time.monotonic()
+        subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(config), "--address", dashboard],
+                       env=env, check=True, cwd=ROOT)
+        wait_for("app running on both nodes", lambda: view.healthy_on(set(ids.values())), 420, every_s=2)
+        result["deploy_s"] = round(time.monotonic() - t0, 1)
+        base = f"http://127.0.0.1:{http_port}"
+        proxy_ports = {"head": http_port, "worker": int(worker_env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"])}
+        wait_for("both proxies", lambda: all(get_json(f"http://127.0.0.1:{p}/healthz", 5) for p in proxy_ports.values()), 120)
+
+        documents = [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}}
+                     for p in sorted((ROOT / "configs" / "sample").glob("*.md"))]
+        ingest = post_json(f"{base}/v1/ingest", {"collection": COLLECTION, "documents": documents}, timeout=600)
+        result["nodes"] = {name: {"node_id": node_id, "cpus": 1, "resources": {"graphrag_store": 1} if name == "head" else {}}
+                           for name, node_id in ids.items()}
+        result["replicas_by_node"] = view.replicas_by_node(names)
+        result["proxies"] = {names.get(k, k): v["status"] for k, v in view.serve().get("proxies", {}).items()}
+        result["answered_by_proxy"] = per_proxy(proxy_ports, 10)
+        points_before = get_json(f"{base}/v1/collections/{COLLECTION}")
+        print(json.dumps({k: result[k] for k in ("replicas_by_node", "proxies", "answered_by_proxy")}, indent=1), flush=True)
+
+        kill = asyncio.run(node_kill(view, worker, ids["head"], base, opts.concurrency, opts.before_kill_s,
+                                     opts.after_max_s, opts.settle_s))
+        points_after = get_json(f"{base}/v1/collections/{COLLECTION}")
+        kill.update(points_before=points_before["points"], points_after=points_after["points"],
+                    collection_before=points_before, collection_after=points_after, ingested=ingest)
+        result["node_kill"] = kill
+        result["replicas_after_kill"] = view.replicas_by_node(names)
+        print(json.dumps(kill, indent=1), flush=True)
+
+        rejoined = RayNode("rejoined", tmp / "rejoined", worker_env, head_address=f"127.0.0.1:{head.gcs_port}", num_cpus=1)
+        nodes.append(rejoined)
+        rejoined.start(tmp / "rejoined.log")
+        new_id = wait_for("rejoined node", lambda: next((n["node_id"] for n in view.alive_nodes()
+                                                         if n["node_id"] not in ids.values()), None), 120)
+        names[new_id] = "rejoined"
+        scale = asyncio.run(rejoin_scale_up(view, names, new_id, base, opts.rejoin_concurrency, opts.rejoin_s))
+        scale["answered_by_rejoined_proxy"] = per_proxy({"rejoined": proxy_ports["worker"]}, 5)["rejoined"]
+        result["rejoin"] = scale
+        result["rejoined_replicas"] = sum(c.get("rejoined", 0) for c in scale["replicas_by_node"].values())
+        result["wall_s"] = round(time.monotonic() - started, 1)
+        result["load_average_1m_after"] = round(os.getloadavg()[0], 2)
+        Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(scale, indent=1), flush=True)
+        print(f"wrote {opts.out}", flush=True)
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+        left = [pid for node in nodes for pid in session_pids(node.sid)] if all(n.proc for n in nodes) else []
+        if left:
+            print(f"processes still alive: {left}", file=sys.stderr)
+        if not opts.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}")
+
+
+if __name__ == "__main__":
+    main()
