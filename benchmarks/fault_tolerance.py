@@ -6,7 +6,7 @@ OpenAI-protocol test double as chat and TEI reranker, each in its own process).
 Scenarios, each with figures printed and written to benchmarks/results/fault_tolerance.json:
   replica_kill      a Graph replica (of 2) killed mid-load: failed requests (non-200) and time until it is back
   stages_down       graph store killed, reranker down, chat down: /v1/retrieve 200 + degraded, /v1/answer extractive
-  chat_required     chat down with chat_fallback_extractive=false: /v1/answer 503 naming the stage
+  chat_required     chat down with chat.fallback_extractive=false: /v1/answer 503 naming the stage
   chat_429          the chat provider answers 429 + Retry-After: waited for, then answered
   fallback_chain    the first chat provider fails: the next one answers
   overload          4x the ingress capacity (max_ongoing + max_queued): fast 503 + Retry-After, admitted p95 kept
@@ -181,7 +181,7 @@ async def overload(base: str) -> dict:
 
 
 def chat_required(tmp: str) -> dict:
-    """A second app: chat down and chat_fallback_extractive=false → /v1/answer 503 naming the chat stage."""
+    """A second app: chat down and chat.fallback_extractive=false → /v1/answer 503 naming the chat stage."""
     from ray import serve
 
     from deployments.config import free_port
@@ -190,8 +190,8 @@ def chat_required(tmp: str) -> dict:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})  # the running proxy keeps its port
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    serve.run(build_app({"data_dir": f"{tmp}/strict", "chat": {"base_url": dead, "max_attempts": 1, "timeout_s": 5},
-                         "chat_fallback_extractive": False}), name="graphrag-ft-strict", route_prefix="/strict")
+    chat = {"base_url": dead, "max_attempts": 1, "timeout_s": 5, "fallback_extractive": False}
+    serve.run(build_app({"data_dir": f"{tmp}/strict", "chat": chat}), name="graphrag-ft-strict", route_prefix="/strict")
     return {"route_prefix": "/strict", "chat_base_url": dead}
 
 

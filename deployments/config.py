@@ -7,6 +7,7 @@ keys for nesting), then from `GRAPHRAG_*` environment variables (nested with `__
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from pathlib import Path
@@ -24,6 +25,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.models import MAX_HOPS, MAX_TOP_K, RetrievalMode
+
+log = logging.getLogger("graphrag.config")
 
 
 class _Section(BaseModel):
@@ -168,6 +171,9 @@ class ChatConfig(_Section):
     backoff_max_s: float = Field(8.0, gt=0)
     timeout_s: float = Field(60.0, gt=0, description="Bound on all attempts together.")
     max_passages: int = Field(6, ge=1, le=50)
+    fallback_extractive: bool = Field(
+        True, description="When every provider fails: the extractive answer (listed in `degraded`), else 503 naming chat."
+    )
 
     @model_validator(mode="after")
     def _fallbacks_need_primary(self) -> "ChatConfig":
@@ -295,6 +301,10 @@ class LimitsConfig(_Section):
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s of an unavailable or overloaded stage.")
 
 
+# Old top-level key -> (section, key) it moved to.
+MOVED_KEYS = {"chat_fallback_extractive": ("chat", "fallback_extractive")}
+
+
 class AppConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRAPHRAG_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -309,10 +319,26 @@ class AppConfig(BaseSettings):
     retrieval: RetrievalConfig = RetrievalConfig()
     chunking: ChunkingConfig = ChunkingConfig()
     deployments: DeploymentsConfig = DeploymentsConfig()
-    # When chat fails: answer extractively (and report `degraded`), or 503 naming the stage.
-    chat_fallback_extractive: bool = True
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Keys that moved into a stage's section, still accepted (with a warning) under their old name."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, (section, key) in MOVED_KEYS.items():
+            if old not in data:
+                continue
+            log.warning("config key %r is deprecated: use %s.%s", old, section, key)
+            value = data.pop(old)
+            current = data.get(section) or {}
+            if isinstance(current, BaseModel):
+                current = current.model_dump()
+            data[section] = {key: value, **current}  # the new key wins when both are set
+        return data
 
     @field_validator("data_dir")
     @classmethod

@@ -40,3 +40,13 @@ def test_unknown_keys_are_refused():
 def test_redact_url():
     assert redact_url("http://user:pw@host:6333/x") == "http://host:6333/x"
     assert redact_url("http://host/x") == "http://host/x"
+
+
+def test_moved_key_is_accepted_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="graphrag.config"):
+        cfg = AppConfig.from_args({"chat_fallback_extractive": False, "chat.model": "m"})
+    assert cfg.chat.fallback_extractive is False and cfg.chat.model == "m"
+    assert "chat.fallback_extractive" in caplog.text
+    both = AppConfig.from_args({"chat_fallback_extractive": False, "chat.fallback_extractive": True})
+    assert both.chat.fallback_extractive is True  # the new key wins
+    assert AppConfig.from_args({}).chat.fallback_extractive is True

@@ -18,7 +18,8 @@ import openai
 from deployments.config import ChatConfig, redact_url
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import ChatDelta, ChatResult
-from deployments.reranker.backends import terms
+from deployments.openai_client import openai_client
+from deployments.text import split_sentences, terms
 
 logger = logging.getLogger(__name__)
 STAGE = "chat"
@@ -100,12 +101,7 @@ class OpenAIChat:
 
     def _openai(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            # A placeholder key for servers that need none; never fall back to OPENAI_API_KEY from the environment,
-            # which would send that key to whatever base_url is configured.
-            key = self.config.api_key.get_secret_value() if self.config.api_key else "unused"
-            self._client = openai.AsyncOpenAI(
-                base_url=self.config.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s
-            )
+            self._client = openai_client(self.config.base_url or "", self.config.api_key, self.config.timeout_s)
         return self._client
 
     def _backoff(self, attempt: int) -> float:
@@ -249,13 +245,12 @@ def _message(exc: openai.APIStatusError) -> str:
 
 # ---- extractive ------------------------------------------------------------------------------
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 MAX_SENTENCE_CHARS = 400
 
 
 def _sentences(text: str) -> list[str]:
     out = []
-    for s in _SENTENCE_END.split(text):
+    for s in split_sentences(text):
         s = " ".join(s.split())
         if len(s) > MAX_SENTENCE_CHARS:
             s = s[:MAX_SENTENCE_CHARS].rsplit(" ", 1)[0] + "…"

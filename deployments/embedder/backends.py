@@ -152,10 +152,10 @@ class OpenAIEmbedder:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from openai import AsyncOpenAI
+            from deployments.openai_client import openai_client
 
-            key = self.config.openai_api_key.get_secret_value() if self.config.openai_api_key else "not-needed"
-            self._client = AsyncOpenAI(base_url=self.config.openai_base_url, api_key=key, timeout=self.config.timeout_s)
+            # The SDK's own retries (2, its default) for idempotent embedding requests.
+            self._client = openai_client(self.config.openai_base_url or "", self.config.openai_api_key, self.config.timeout_s, max_retries=2)
         return self._client
 
     async def _request(self, texts: list[str]) -> np.ndarray:

@@ -23,7 +23,7 @@ from neo4j.exceptions import (
 from deployments.config import GraphConfig, redact_url
 from deployments.errors import BadRequest, NotFound, StageError, StageUnavailable
 from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
-from deployments.graph.extraction import normalize_name, query_keys
+from deployments.graph.extraction import query_keys
 from deployments.graph.llm_extraction import make_extractor
 from deployments.graph.schema import (
     _CONFLICT_ATTEMPTS,
@@ -61,6 +61,7 @@ from deployments.models import (
     ScoredChunk,
     Subgraph,
 )
+from deployments.text import normalize_name
 
 log = logging.getLogger("graphrag.graph")
 

@@ -294,9 +294,7 @@ class Pipeline:
                 "chat", self.stages.chat.answer(req.query, texts, facts), self.config.retrieval.chat_timeout_s, clock
             )
             if chat_err:
-                if not self.config.chat_fallback_extractive:
-                    raise StageUnavailable("chat", chat_err.error)
-                degraded.append(chat_err)
+                self._fall_back_from_chat(chat_err.error, degraded)
                 result = await self.extractive.answer(req.query, texts, facts)
         retrieved.timings.total = clock.timing(clock.t0, time.time())
         return AnswerResponse(
@@ -326,9 +324,7 @@ class Pipeline:
             except Exception as exc:
                 error = _reason(exc, timeout)
                 log.warning("stage chat failed: %s", error)
-                if not self.config.chat_fallback_extractive:
-                    raise StageUnavailable("chat", error) from exc
-                degraded.append(Degraded(stage="chat", error=error))
+                self._fall_back_from_chat(error, degraded)
                 first, rest = await self.extractive.open_stream(req.query, texts, facts)
         yield StreamReferences(**retrieved.model_dump(exclude={"degraded"}), degraded=degraded, model=first.model)
         parts = [first.content]
@@ -355,6 +351,13 @@ class Pipeline:
         yield StreamDone(
             **_retrieved_fields(retrieved), degraded=degraded, answer=answer, citations=_citations(answer, passages), model=first.model
         )
+
+    def _fall_back_from_chat(self, error: str, degraded: list[Degraded]) -> None:
+        """After a chat failure: the extractive answer follows, reported in `degraded`, or 503 naming the chat
+        stage when the config turns the fallback off."""
+        if not self.config.chat.fallback_extractive:
+            raise StageUnavailable("chat", error)
+        degraded.append(Degraded(stage="chat", error=error))
 
     async def _open_chat_stream(self, query: str, texts: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
         stream = self.stages.chat.answer_stream(query, texts, facts)
