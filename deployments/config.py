@@ -43,6 +43,7 @@ class EmbedderConfig(_Section):
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
     num_threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads; default: the CPUs this process may use.")
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
+    max_retries: int = Field(2, ge=0, le=10, description="Retries of a failed request to the OpenAI-compatible endpoint.")
 
 
 class VectorConfig(_Section):
@@ -125,6 +126,8 @@ class GraphConfig(_Section):
     max_chunks: int = Field(30, ge=1, le=500)
     query_timeout_s: float = Field(5.0, gt=0)
     write_timeout_s: float = Field(120.0, gt=0, description="Bound on one upsert/delete transaction.")
+    connect_attempts: int = Field(3, ge=1, le=20, description="Attempts at a transaction after a dropped connection.")
+    conflict_attempts: int = Field(12, ge=1, le=100, description="Attempts at a write after a concurrent-write conflict.")
     extraction: ExtractionConfig = ExtractionConfig()
     # POST /v1/graph/query: user Cypher, run in a read transaction under these bounds.
     user_query_timeout_s: float = Field(5.0, gt=0, le=300)
@@ -183,7 +186,8 @@ class ChatConfig(_Section):
 
 
 class FusionWeights(_Section):
-    """Weight of each retrieval source in fusion (and in the embedded reranker's blend)."""
+    """Weight of each retrieval source in the pipeline's fusion (the embedded reranker has its own weights:
+    reranker.dense_weight, reranker.graph_weight)."""
 
     vector: float = Field(1.0, ge=0, description="Dense (embedding) hits.")
     lexical: float = Field(1.0, ge=0, description="BM25 hits.")
@@ -360,6 +364,26 @@ class AppConfig(BaseSettings):
             _require_loopback(self.graph.embedded_host)
             if self.deployments.bolt_server.max_replicas() > 1:
                 raise ValueError("the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica")
+        return self
+
+    @model_validator(mode="after")
+    def _timeouts_nest(self) -> "AppConfig":
+        """Each bound ends before the one around it: a stage's own budget, then the pipeline's bound on that
+        stage, then the whole request's. The inner one decides (a degraded stage, the fallback answer); the
+        outer one only backs it up."""
+        r, limits = self.retrieval, self.limits
+        nested = [
+            ("chat.timeout_s", self.chat.timeout_s, "retrieval.chat_timeout_s", r.chat_timeout_s),
+            ("retrieval.chat_timeout_s", r.chat_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("retrieval.vector_timeout_s", r.vector_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("retrieval.graph_timeout_s", r.graph_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("retrieval.rerank_timeout_s", r.rerank_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("graph.write_timeout_s", self.graph.write_timeout_s, "retrieval.ingest_timeout_s", r.ingest_timeout_s),
+            ("retrieval.ingest_timeout_s", r.ingest_timeout_s, "limits.ingest_request_timeout_s", limits.ingest_request_timeout_s),
+        ]
+        wrong = [f"{inner} ({a:g}s) must be shorter than {outer} ({b:g}s)" for inner, a, outer, b in nested if not a < b]
+        if wrong:
+            raise ValueError("timeouts must nest: " + "; ".join(wrong))
         return self
 
     @classmethod

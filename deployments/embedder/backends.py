@@ -154,8 +154,9 @@ class OpenAIEmbedder:
         if self._client is None:
             from deployments.openai_client import openai_client
 
-            # The SDK's own retries (2, its default) for idempotent embedding requests.
-            self._client = openai_client(self.config.openai_base_url or "", self.config.openai_api_key, self.config.timeout_s, max_retries=2)
+            self._client = openai_client(
+                self.config.openai_base_url or "", self.config.openai_api_key, self.config.timeout_s, self.config.max_retries
+            )
         return self._client
 
     async def _request(self, texts: list[str]) -> np.ndarray:

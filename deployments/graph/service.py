@@ -25,16 +25,7 @@ from deployments.errors import BadRequest, NotFound, StageError, StageUnavailabl
 from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
 from deployments.graph.extraction import query_keys
 from deployments.graph.llm_extraction import make_extractor
-from deployments.graph.schema import (
-    _CONFLICT_ATTEMPTS,
-    _CONNECT_ATTEMPTS,
-    CHUNK,
-    ENTITY,
-    MENTIONS,
-    RELATED,
-    SCHEMA,
-    _is_conflict,
-)
+from deployments.graph.schema import CHUNK, ENTITY, MENTIONS, RELATED, SCHEMA, is_conflict
 from deployments.graph.transactions import (
     _apply_weights,
     _awaited,
@@ -132,14 +123,14 @@ class GraphService:
                         return await session.execute_read(tx_work)
                 except Neo4jError as exc:
                     # Concurrent writers: each round one of them commits, so retry (jittered) up to the deadline.
-                    if attempt < _CONFLICT_ATTEMPTS and (isinstance(exc, TransientError) or _is_conflict(exc)):
+                    if attempt < self.config.conflict_attempts and (isinstance(exc, TransientError) or is_conflict(exc)):
                         log.debug("graph transaction conflict, retrying (attempt %d): %s", attempt, exc.code)
                         await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
                         continue
                     raise
                 except (ServiceUnavailable, SessionExpired):
                     # A pooled connection the server dropped (restart) is replaced on the next attempt.
-                    if attempt < _CONNECT_ATTEMPTS:
+                    if attempt < self.config.connect_attempts:
                         await asyncio.sleep(0.1 * attempt)
                         continue
                     raise
