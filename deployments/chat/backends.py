@@ -26,7 +26,6 @@ STAGE = "chat"
 T = TypeVar("T")
 
 
-
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages and the knowledge-graph facts given by the user. "
     "Cite every statement with the number of the passage it comes from in square brackets, like [1] or [2][3]. "

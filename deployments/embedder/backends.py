@@ -24,8 +24,6 @@ _BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _OPENAI_MAX_INPUTS = 2048  # the OpenAI embeddings API rejects larger `input` lists
 
 
-
-
 @runtime_checkable
 class EmbeddingBackend(Protocol):
     name: str

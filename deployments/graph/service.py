@@ -57,7 +57,6 @@ from deployments.text import normalize_name
 log = logging.getLogger("graphrag.graph")
 
 
-
 class GraphService:
     """Writes chunks and their entity graph; searches it by linked entities and multi-hop expansion."""
 

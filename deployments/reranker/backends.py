@@ -20,7 +20,6 @@ STAGE = "rerank"
 EMBEDDED_SCORER = "embedded-dense-lexical"
 
 
-
 class RerankBackend(Protocol):
     """What the Serve wrapper delegates to."""
 
