@@ -5,7 +5,7 @@ import pytest
 
 from deployments.errors import CollectionNotFound, StageUnavailable
 from deployments.models import AnswerRequest, Document, IngestRequest, RetrieveRequest
-from deployments.ingress.pipeline import reciprocal_rank_fusion
+from deployments.ingress.fusion import reciprocal_rank_fusion
 from tests.fakes import FakeStages, chunk, make
 
 
