@@ -40,3 +40,18 @@ def test_unknown_keys_are_refused():
 def test_redact_url():
     assert redact_url("http://user:pw@host:6333/x") == "http://host:6333/x"
     assert redact_url("http://host/x") == "http://host/x"
+
+
+def test_graph_credentials_are_for_an_external_server_only():
+    """Issue 10, finding 4: no store password ships in the config; the embedded server's are per data folder."""
+    cfg = AppConfig.from_args({})
+    assert cfg.graph.password is None and cfg.graph.reader_user is None
+    with pytest.raises(ValidationError, match="external server"):
+        AppConfig.from_args({"graph.password": "something"})
+    with pytest.raises(ValidationError, match="together"):
+        AppConfig.from_args({"graph.bolt_uri": "bolt://neo4j:7687", "graph.password": "p", "graph.reader_user": "reader"})
+    external = AppConfig.from_args({
+        "graph.bolt_uri": "bolt://neo4j:7687", "graph.user": "neo4j", "graph.password": "p",
+        "graph.reader_user": "reader", "graph.reader_password": "r",
+    })  # fmt: skip
+    assert "r" not in str(external.describe()["graph"]["reader_password"])

@@ -178,6 +178,16 @@ def test_hidden_writes_are_refused_or_change_nothing(graph_config, monkeypatch, 
     assert snapshot(graph_config) == before, repr(query)
 
 
+async def test_an_external_server_without_a_reader_user_runs_no_user_queries(graph_config):
+    service = GraphService(graph_config.model_copy(update={"reader_user": None, "reader_password": None}), graph_config.bolt_uri)
+    try:
+        with pytest.raises(StageError, match="graph.reader_user"):
+            await service.query("RETURN 1 AS one")
+        assert await service.counts("security")  # the stage itself keeps working
+    finally:
+        await service.aclose()
+
+
 # ---- finding 2: a timed-out user query stops in the store ------------------------------------------
 
 
