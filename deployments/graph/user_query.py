@@ -134,9 +134,9 @@ class UserQueries:
         except (asyncio.TimeoutError, TimeoutError):
             raise StageTimeout("graph", f"the query did not finish within {timeout:g}s (graph.user_query_timeout_s) and was stopped") from None
         except AuthError as exc:
-            raise StageUnavailable("graph", f"{where} refused the read-only user's credentials: {exc.message}") from None
+            raise StageUnavailable("graph", f"{where} refused the read-only user's credentials: {exc.message}") from exc
         except (ServiceUnavailable, SessionExpired) as exc:
-            raise StageUnavailable("graph", f"cannot reach {where}: {exc}") from None
+            raise StageUnavailable("graph", f"cannot reach {where}: {exc}") from exc
         except Neo4jError as exc:
             code, message = exc.code or "", exc.message or exc.code or ""
             if _stopped(exc):
@@ -147,6 +147,6 @@ class UserQueries:
                 raise BadRequest(f"query refused by the graph store (read-only user): {message}"[:1000]) from None
             if code.startswith("Neo.ClientError."):  # syntax, semantics, schema: the query's fault
                 raise BadRequest(f"the graph store rejected the query: {message}"[:1000]) from None
-            raise StageError("graph", f"{code}: {message}"[:1000]) from None
+            raise StageError("graph", f"{code}: {message}"[:1000]) from exc
         except (DriverError, OSError) as exc:
-            raise StageUnavailable("graph", f"cannot reach {where}: {type(exc).__name__}: {exc}") from None
+            raise StageUnavailable("graph", f"cannot reach {where}: {type(exc).__name__}: {exc}") from exc
