@@ -226,7 +226,7 @@ async def test_user_queries_in_flight_are_bounded(graph_config):
 
 async def test_one_huge_row_is_cut_by_the_byte_cap(graph_config):
     # The finding's `RETURN range(1, 2000000)` (14.9 MB) at 1/40 of the scale (fast on a busy machine), under a
-    # cap the row is over (the HTTP test in test_graph_api.py uses 300,000).
+    # cap the row is over (the HTTP test in test_graph_api.py uses 100,000).
     service = GraphService(graph_config.model_copy(update={"user_query_max_bytes": 16384}), graph_config.bolt_uri)
     try:
         result = await service.query("RETURN range(1, 50000) AS r")
