@@ -1,11 +1,12 @@
 """Issue 10, finding 2: does a timed-out user query stop using the store? Runs the finding's query through
 GraphService.query against a fresh embedded ArcadeDB and samples the server process's CPU (/proc/<pid>/stat,
-all its threads) in 0.5 s windows from the moment the client got its timeout.
+all its threads) in 0.5 s windows from the moment the client got its timeout, and when the query left the
+store (SHOW TRANSACTIONS).
 
     python -m benchmarks.user_query_timeout [--timeout 5] [--after 10]
 
 Writes benchmarks/results/user_query_timeout.json. CPU figures are noisy on a shared machine: compare the
-windows of one run (busy while the query runs, ~0 once it is stopped), not runs with each other.
+windows of one run (busy while the query runs, ~0 once it is stopped) and when the query left the store.
 """
 from __future__ import annotations
 
@@ -31,6 +32,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def still_running(server: EmbeddedBoltServer) -> bool:
+    """Whether the store still runs the query (SHOW TRANSACTIONS as root)."""
+    from neo4j import GraphDatabase  # noqa: PLC0415
+
+    with GraphDatabase.driver(server.uri, auth=server.credentials.root) as driver:
+        records, _, _ = driver.execute_query("SHOW TRANSACTIONS", database_=server.database)
+    return any(r["currentQuery"] == QUERY for r in records)
+
+
 async def measure(timeout_s: float, after_s: float) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         server = EmbeddedBoltServer(GraphConfig(path=folder, embedded_port=free_port(), user_query_timeout_s=timeout_s))
@@ -47,11 +57,14 @@ async def measure(timeout_s: float, after_s: float) -> dict:
                 outcome = f"503 ({exc.reason})"
             answered_s = time.monotonic() - t0
             cpu_until_answer = cpu_seconds(server.pid) - cpu0
-            windows = []
+            windows, gone_after = [], None
             for _ in range(int(after_s / 0.5)):
                 c = cpu_seconds(server.pid)
                 await asyncio.sleep(0.5)
                 windows.append(round((cpu_seconds(server.pid) - c) / 0.5, 3))
+                if gone_after is None and not still_running(server):
+                    gone_after = round(time.monotonic() - t0 - answered_s, 2)
+            reaper = [line for line in server.output_tail(400).splitlines() if "terminated user query" in line]
         finally:
             await graph.aclose()
             server.stop()
@@ -59,7 +72,8 @@ async def measure(timeout_s: float, after_s: float) -> dict:
         "query": QUERY, "user_query_timeout_s": timeout_s, "outcome": outcome, "answered_after_s": round(answered_s, 2),
         "server_cpu_s_until_answer": round(cpu_until_answer, 2),
         "server_cpu_cores_per_0.5s_window_after_answer": windows,
-        "server_busy_windows_after_answer": sum(1 for w in windows if w > 0.2),
+        "server_mean_cores_from_1s_after_answer": round(sum(windows[2:]) / max(1, len(windows) - 2), 3),
+        "query_gone_from_the_store_within_s_of_answer": gone_after, "reaper": reaper,
         "load_average": os.getloadavg(),
     }  # fmt: skip
 

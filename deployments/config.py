@@ -175,6 +175,9 @@ class GraphConfig(_Section):
     # POST /v1/graph/query: user Cypher, run in a read transaction under these bounds.
     user_query_timeout_s: float = Field(5.0, gt=0, le=300)
     user_query_max_rows: int = Field(1000, ge=1, le=100_000)
+    user_query_max_concurrent: int = Field(
+        2, ge=1, le=256, description="User queries one graph replica runs at once; more get 503 (retrieval keeps the store)."
+    )
     user_query_max_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Bound on the rows' JSON size; the rest is cut (`truncated`)."
     )

@@ -13,7 +13,7 @@ from deployments.graph.bolt_server import EmbeddedBoltServer
 from deployments.config import GraphConfig, free_port
 
 # The session server's user-query timeout (its reaper's limit): short, so timeout tests stay short.
-USER_QUERY_TIMEOUT_S = 2.0
+USER_QUERY_TIMEOUT_S = 3.0
 
 
 def make_graph_config(path, **overrides) -> GraphConfig:

@@ -60,3 +60,18 @@ def test_inner_timeouts_must_end_before_the_outer_ones():
         AppConfig.from_args({"limits.request_timeout_s": 15})
     with pytest.raises(ValidationError, match="graph.write_timeout_s"):
         AppConfig.from_args({"retrieval.ingest_timeout_s": 60})
+
+
+def test_graph_credentials_are_for_an_external_server_only():
+    """Issue 10, finding 4: no store password ships in the config; the embedded server's are per data folder."""
+    cfg = AppConfig.from_args({})
+    assert cfg.graph.password is None and cfg.graph.reader_user is None
+    with pytest.raises(ValidationError, match="external server"):
+        AppConfig.from_args({"graph.password": "something"})
+    with pytest.raises(ValidationError, match="together"):
+        AppConfig.from_args({"graph.bolt_uri": "bolt://neo4j:7687", "graph.password": "p", "graph.reader_user": "reader"})
+    external = AppConfig.from_args({
+        "graph.bolt_uri": "bolt://neo4j:7687", "graph.user": "neo4j", "graph.password": "p",
+        "graph.reader_user": "reader", "graph.reader_password": "r",
+    })  # fmt: skip
+    assert external.graph.reader_password.get_secret_value() == "r" and "r" not in str(external.graph.reader_password)

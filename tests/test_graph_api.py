@@ -20,7 +20,10 @@ COLLECTION = "graphapi"
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    args = {"data_dir": str(tmp_path_factory.mktemp("graphrag-graphapi")), "graph": {"user_query_max_rows": 50}}
+    args = {
+        "data_dir": str(tmp_path_factory.mktemp("graphrag-graphapi")),
+        "graph": {"user_query_max_rows": 50, "user_query_max_bytes": 65536, "user_query_timeout_s": 5.0},
+    }
     with local_app(args, "graphrag-graphapi") as base, httpx.Client(base_url=base, timeout=120) as client:
         yield client
 
@@ -65,6 +68,38 @@ def test_graph_query_bad_input_is_422(api, body):
 def test_graph_query_syntax_error_is_400(api, ingested):
     resp = api.post("/v1/graph/query", json={"query": "MATCH (n RETURN n"})
     assert resp.status_code == 400 and "rejected" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("query", [
+    'WITH 1 AS x //\rLOAD CSV FROM "file:///etc/passwd" AS line RETURN line LIMIT 3\n',
+    "WITH 1 AS x //\rMATCH (n) DETACH DELETE n\n",
+    "WITH 1 AS x //\u2028CREATE (:Pwned)\n",
+])  # fmt: skip
+def test_graph_query_refuses_the_reported_comment_bypass(api, ingested, query):
+    """Issue 10, finding 1, as filed: a `//` comment ended by CR read /etc/passwd and wrote any collection."""
+    before = stats(api)
+    resp = api.post("/v1/graph/query", json={"query": query})
+    assert resp.status_code == 400, resp.text
+    assert "root:" not in resp.text and stats(api) == before
+
+
+def test_graph_query_timeout_is_504(api, ingested):
+    """Issue 10, finding 2: a user query past graph.user_query_timeout_s is a gateway timeout (stopped in the store:
+    tests/test_user_query_security.py)."""
+    resp = api.post("/v1/graph/query", json={
+        "query": "UNWIND range(1,1000) AS a UNWIND range(1,1000) AS b UNWIND range(1,200) AS c RETURN count(*)"})  # fmt: skip
+    assert resp.status_code == 504, resp.text
+    assert resp.json()["stage"] == "graph" and "within 5s" in resp.json()["detail"]
+
+
+def test_graph_query_response_bytes_are_capped(api, ingested):
+    """Issue 10, finding 3: one row of a 100,000-element list (0.6 MB) under the 64 KiB cap."""
+    resp = api.post("/v1/graph/query", json={"query": "RETURN range(1, 100000) AS r"})
+    assert resp.status_code == 200, resp.text
+    assert len(resp.content) < 65536 and resp.json()["truncated"] and resp.json()["byte_cap"] == 65536
+    many = api.post("/v1/graph/query", json={"query": "UNWIND range(1, 40) AS i RETURN i, reduce(s = '', j IN range(1, 200) | s + 'xxxxxxxxxx') AS pad"})
+    assert many.status_code == 200 and len(many.content) < 65536 + 1024
+    assert many.json()["truncated"] and 0 < len(many.json()["rows"]) < 40
 
 
 def test_entity_neighbourhood(api, ingested):

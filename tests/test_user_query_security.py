@@ -13,7 +13,7 @@ from neo4j import READ_ACCESS, GraphDatabase
 from neo4j.exceptions import Neo4jError
 
 import deployments.graph.user_query as user_query
-from deployments.errors import BadRequest, StageError, StageTimeout
+from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavailable
 from deployments.graph.service import GraphService
 from deployments.graph.user_query import json_size
 from tests.test_graph_store import DOCS, chunks_of
@@ -178,6 +178,16 @@ def test_hidden_writes_are_refused_or_change_nothing(graph_config, monkeypatch, 
     assert snapshot(graph_config) == before, repr(query)
 
 
+async def test_an_external_server_without_a_reader_user_runs_no_user_queries(graph_config):
+    service = GraphService(graph_config.model_copy(update={"reader_user": None, "reader_password": None}), graph_config.bolt_uri)
+    try:
+        with pytest.raises(StageError, match="graph.reader_user"):
+            await service.query("RETURN 1 AS one")
+        assert await service.counts("security")  # the stage itself keeps working
+    finally:
+        await service.aclose()
+
+
 # ---- finding 2: a timed-out user query stops in the store ------------------------------------------
 
 
@@ -197,15 +207,30 @@ async def test_timed_out_user_query_is_a_504_and_stops_in_the_store(graph, graph
     assert reader_transactions(graph_config) == []
 
 
+async def test_user_queries_in_flight_are_bounded(graph_config):
+    service = GraphService(graph_config.model_copy(update={"user_query_max_concurrent": 1}), graph_config.bolt_uri)
+    try:
+        heavy = asyncio.create_task(service.query(HEAVY))
+        await asyncio.sleep(0.3)  # the heavy query is in flight
+        with pytest.raises(StageUnavailable, match="user_query_max_concurrent"):
+            await service.query("RETURN 1 AS one")
+        with pytest.raises(StageTimeout):
+            await heavy
+        assert (await service.query("RETURN 1 AS one")).rows == [[1]]  # its slot is free again
+    finally:
+        await service.aclose()
+
+
 # ---- finding 3: a size cap besides the row cap -----------------------------------------------------
 
 
 async def test_one_huge_row_is_cut_by_the_byte_cap(graph_config):
-    # The finding's `RETURN range(1, 2000000)` (14.9 MB) at a tenth of the scale, under a cap the row is over.
-    service = GraphService(graph_config.model_copy(update={"user_query_max_bytes": 65536}), graph_config.bolt_uri)
+    # The finding's `RETURN range(1, 2000000)` (14.9 MB) at 1/40 of the scale (fast on a busy machine), under a
+    # cap the row is over (the HTTP test in test_graph_api.py uses 100,000).
+    service = GraphService(graph_config.model_copy(update={"user_query_max_bytes": 16384}), graph_config.bolt_uri)
     try:
-        result = await service.query("RETURN range(1, 200000) AS r")
-        assert result.truncated and result.rows == [] and result.byte_cap == 65536
+        result = await service.query("RETURN range(1, 50000) AS r")
+        assert result.truncated and result.rows == [] and result.byte_cap == 16384
     finally:
         await service.aclose()
 

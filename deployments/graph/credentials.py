@@ -80,17 +80,23 @@ def load(folder: str | Path) -> StoreCredentials:
         raise CredentialsError(f"cannot read {path}: {type(exc).__name__}") from None
 
 
+def _embedded(config: GraphConfig) -> StoreCredentials:
+    if not config.path:
+        raise CredentialsError("graph.path (the embedded server's data folder, which holds its credentials) is not set")
+    return load(config.path)
+
+
 def admin_auth(config: GraphConfig) -> tuple[str, str] | None:
     """What the graph stage's own reads and writes authenticate with: root on the embedded server."""
     if config.embedded:
-        return load(config.path).root
+        return _embedded(config).root
     return (config.user, config.password.get_secret_value()) if config.password is not None else None
 
 
 def reader_auth(config: GraphConfig) -> tuple[str, str] | None:
     """What user Cypher authenticates with: the read-only user; None when an external server has none configured."""
     if config.embedded:
-        return load(config.path).reader
+        return _embedded(config).reader
     if config.reader_user is None or config.reader_password is None:
         return None
     return (config.reader_user, config.reader_password.get_secret_value())

@@ -4,8 +4,9 @@ Three barriers, each enough alone for writes: the guard (cypher_guard, a 400 bef
 user (the read-only user: on the embedded ArcadeDB a group that may only read records, on Neo4j a user with the
 `reader` role), and a READ session (Neo4j refuses writes in it; ArcadeDB ignores it). Time: the transaction
 carries the user-query timeout (Neo4j stops it server-side; the embedded server's reaper terminates the
-reader's queries past it), and the client stops waiting then too (504). Size: rows and their JSON bytes are
-capped (`truncated`).
+reader's queries past it), and the client stops waiting then too (504); a replica runs at most
+`user_query_max_concurrent` at once (more get 503), so user queries cannot take the store from retrieval. Size:
+rows and their JSON bytes are capped (`truncated`).
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class UserQueries:
         self._uri = uri
         self._driver: AsyncDriver | None = None
         self._lock = asyncio.Lock()
+        self._running = 0
 
     async def _get_driver(self) -> AsyncDriver:
         if self._driver is not None:
@@ -80,6 +82,18 @@ class UserQueries:
             check_read_only(cypher)
         except UnsafeQuery as exc:
             raise BadRequest(f"query refused: {exc}") from None
+        cfg = self.config
+        if self._running >= cfg.user_query_max_concurrent:
+            raise StageUnavailable(
+                "graph", f"{self._running} user queries are running in this replica (graph.user_query_max_concurrent); retry later"
+            )
+        self._running += 1
+        try:
+            return await self._run(cypher, parameters, max_rows)
+        finally:
+            self._running -= 1
+
+    async def _run(self, cypher: str, parameters: dict[str, Any] | None, max_rows: int | None) -> GraphQueryResponse:
         cfg = self.config
         row_cap = min(max_rows or cfg.user_query_max_rows, cfg.user_query_max_rows)
         byte_cap = cfg.user_query_max_bytes
@@ -120,9 +134,9 @@ class UserQueries:
         except (asyncio.TimeoutError, TimeoutError):
             raise StageTimeout("graph", f"the query did not finish within {timeout:g}s (graph.user_query_timeout_s) and was stopped") from None
         except AuthError as exc:
-            raise StageUnavailable("graph", f"{where} refused the read-only user's credentials: {exc.message}") from None
+            raise StageUnavailable("graph", f"{where} refused the read-only user's credentials: {exc.message}") from exc
         except (ServiceUnavailable, SessionExpired) as exc:
-            raise StageUnavailable("graph", f"cannot reach {where}: {exc}") from None
+            raise StageUnavailable("graph", f"cannot reach {where}: {exc}") from exc
         except Neo4jError as exc:
             code, message = exc.code or "", exc.message or exc.code or ""
             if _stopped(exc):
@@ -133,6 +147,6 @@ class UserQueries:
                 raise BadRequest(f"query refused by the graph store (read-only user): {message}"[:1000]) from None
             if code.startswith("Neo.ClientError."):  # syntax, semantics, schema: the query's fault
                 raise BadRequest(f"the graph store rejected the query: {message}"[:1000]) from None
-            raise StageError("graph", f"{code}: {message}"[:1000]) from None
+            raise StageError("graph", f"{code}: {message}"[:1000]) from exc
         except (DriverError, OSError) as exc:
-            raise StageUnavailable("graph", f"cannot reach {where}: {type(exc).__name__}: {exc}") from None
+            raise StageUnavailable("graph", f"cannot reach {where}: {type(exc).__name__}: {exc}") from exc
