@@ -223,14 +223,19 @@ def main() -> None:
                 worker.join(at)
                 processes = app.kill()
                 worker.join(60)
+                intents_dir = Path(f"{tmp}/data/intents")
+                at_kill = [json.loads(p.read_text()) for p in intents_dir.glob("*.json")] if intents_dir.exists() else None
                 t1 = time.monotonic()
                 base = app.start()
                 restart_s = round(time.monotonic() - t1, 1)
-                intents_left = len(list(Path(f"{tmp}/data/intents").glob("*.json"))) if Path(f"{tmp}/data/intents").exists() else None
+                intents_left = len(list(intents_dir.glob("*.json"))) if intents_dir.exists() else None
                 with httpx.Client(base_url=base, timeout=120) as client:
                     cycle = {"kill_after_s": round(at, 1), "processes_killed": processes, "restart_s": restart_s,
                              "acknowledged_docs": len(state.hashes), "ingest_outcome": outcome.get("error", "finished"),
                              "after_restart": snapshot(client, "crash"), "clean_after_restart": snapshot(client, "clean"),
+                             # In-flight batches the kill interrupted (None: an app without intent records).
+                             "intent_records_at_kill": None if at_kill is None else len(at_kill),
+                             "docs_in_flight_at_kill": None if at_kill is None else sum(len(i["doc_ids"]) for i in at_kill),
                              "intent_records_after_restart": intents_left}
                 result["cycles"].append(cycle)
                 print(json.dumps(cycle), flush=True)
