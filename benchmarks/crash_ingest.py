@@ -118,7 +118,10 @@ class App:
         from deployments.config import free_port
 
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(self.code)}
+        # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101): another app on the machine
+        # would make this one fail to start, so each start takes free ones.
+        env = {**os.environ, "PYTHONPATH": str(self.code), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+               "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
         self.starts += 1
         log = open(self.log_dir / f"app-{self.starts}.log", "w")
         self.proc = subprocess.Popen([sys.executable, "-c", SERVE, self.data_dir, str(port)], cwd=self.code, env=env,
