@@ -247,3 +247,30 @@ async def test_start_up_roll_back_retries_while_the_stores_start_and_raises_a_bu
     else:
         raise AssertionError("a bug in the roll-back must not be retried silently")
     assert buggy.calls == 1
+
+
+async def test_not_ready_until_the_start_up_roll_back_is_done(monkeypatch):
+    from tests.fakes import FakeStages
+
+    fake = FakeStages()
+    fake.down = fake.ok  # every stage answers its ping
+    with ingress_client(fake.stages(), monkeypatch) as client:
+        ingress = __import__("ray").serve.get_replica_context().servable_object
+        gate = asyncio.Event()
+        ingress.recovery = asyncio.create_task(gate.wait())
+        pending = (await client.get("/readyz")).json()
+        gate.set()
+        await ingress.recovery
+        done = (await client.get("/readyz")).json()
+        ingress.recovery = asyncio.create_task(asyncio.sleep(0, result=None))
+        await ingress.recovery
+
+        async def broken():
+            raise ConnectionError("stores never came up")
+
+        ingress.recovery = asyncio.create_task(broken())
+        await asyncio.sleep(0)
+        failed = await client.get("/readyz")
+    assert (pending["recovery"], pending["ready"]) == ("pending", False)
+    assert (done["recovery"], done["ready"]) == ("done", True)
+    assert failed.status_code == 503 and failed.json()["recovery"] == "failed"
