@@ -367,6 +367,9 @@ class ReadyResponse(BaseModel):
     auth: Literal["open", "api_keys"] = Field(
         description="open: no API key configured, every caller may do everything (local use only); api_keys: keys with scopes."
     )
+    recovery: Literal["pending", "done", "failed"] = Field(
+        "done", description="The start-up roll-back of ingests a crash interrupted; not ready until it is done."
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -220,3 +220,57 @@ def test_ingest_cli_verify_exit_codes(capsys):
     finally:
         cli.httpx.Client = original
     assert "re-run the ingest" in capsys.readouterr().err
+
+
+async def test_start_up_roll_back_retries_while_the_stores_start_and_raises_a_bug(tmp_path):
+    from deployments.errors import StageUnavailable
+    from deployments.ingress.deployment import recover_until_done
+
+    class Flaky:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        async def recover(self):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+            return []
+
+    starting = Flaky([StageUnavailable("graph", "starting"), ConnectionError("refused")])
+    await recover_until_done(starting, delay_s=0)
+    assert starting.calls == 3
+    buggy = Flaky([TypeError("bug")])
+    try:
+        await recover_until_done(buggy, delay_s=0)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a bug in the roll-back must not be retried silently")
+    assert buggy.calls == 1
+
+
+async def test_not_ready_until_the_start_up_roll_back_is_done(monkeypatch):
+    from tests.fakes import FakeStages
+
+    fake = FakeStages()
+    fake.down = fake.ok  # every stage answers its ping
+    with ingress_client(fake.stages(), monkeypatch) as client:
+        ingress = __import__("ray").serve.get_replica_context().servable_object
+        gate = asyncio.Event()
+        ingress.recovery = asyncio.create_task(gate.wait())
+        pending = (await client.get("/readyz")).json()
+        gate.set()
+        await ingress.recovery
+        done = (await client.get("/readyz")).json()
+        ingress.recovery = asyncio.create_task(asyncio.sleep(0, result=None))
+        await ingress.recovery
+
+        async def broken():
+            raise ConnectionError("stores never came up")
+
+        ingress.recovery = asyncio.create_task(broken())
+        await asyncio.sleep(0)
+        failed = await client.get("/readyz")
+    assert (pending["recovery"], pending["ready"]) == ("pending", False)
+    assert (done["recovery"], done["ready"]) == ("done", True)
+    assert failed.status_code == 503 and failed.json()["recovery"] == "failed"

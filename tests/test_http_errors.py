@@ -79,3 +79,11 @@ async def test_422_echoes_only_an_excerpt_of_the_input(monkeypatch):
             assert error["loc"][:2] == ["body", "documents"] and error["msg"]
             if body is too_long:
                 assert error["input"].startswith("aaaa") and error["input"].endswith("(200001 characters)")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", "application/x-www-form-urlencoded"])
+async def test_a_body_of_another_content_type_is_a_4xx(monkeypatch, content_type):
+    with ingress_client(FakeStages().stages(), monkeypatch) as client:
+        for path in ("/v1/retrieve", "/v1/ingest"):
+            resp = await client.post(path, content=b'{"query": "q"} \xff', headers={"content-type": content_type})
+            assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text)

@@ -95,6 +95,13 @@ def test_ingest_retrieve_answer_with_citations(api, ingested, llm):
     assert cited["text"][:60] in prompt
 
 
+def test_stores_verify_consistent_and_the_roll_back_ran(api, ingested):
+    assert api.get("/readyz").json()["recovery"] == "done"
+    report = api.get(f"/v1/collections/{COLLECTION}/verify").json()
+    assert report["consistent"], report
+    assert report["documents"] == len(sample_documents()) and report["vector_chunks"] == report["graph_chunks"] == ingested["chunks"]
+
+
 def test_reingest_replaces_not_duplicates(api, ingested):
     before = api.get(f"/v1/collections/{COLLECTION}").json()
     assert before["points"] == ingested["chunks"] and before["entities"] > 0

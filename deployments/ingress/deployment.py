@@ -284,6 +284,14 @@ class Ingress:
     async def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=MODEL_ID)])
 
+    def _recovery_state(self) -> str:
+        recovery = getattr(self, "recovery", None)
+        if recovery is None:
+            return "done"
+        if not recovery.done():
+            return "pending"
+        return "failed" if recovery.cancelled() or recovery.exception() is not None else "done"
+
     async def _recovered(self) -> None:
         # Writes wait for the start-up roll-back (deployments/ingress/intents.py); a failed one fails them too.
         recovery = getattr(self, "recovery", None)
@@ -350,5 +358,9 @@ class Ingress:
     @app.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
     async def readyz(self) -> JSONResponse:
         stages = await self.pipeline.ready()
-        body = ReadyResponse(ready=all(s.ok for s in stages.values()), stages=stages, auth="open" if self.config.auth.open else "api_keys")
+        recovery = self._recovery_state()
+        body = ReadyResponse(
+            ready=all(s.ok for s in stages.values()) and recovery == "done", stages=stages,
+            auth="open" if self.config.auth.open else "api_keys", recovery=recovery,
+        )
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())

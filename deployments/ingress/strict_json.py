@@ -100,8 +100,13 @@ def excerpt(value: Any) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
         return _text_excerpt(value, EXCERPT_CHARS)
-    text = json.dumps(value, default=str, ensure_ascii=False)  # non-finite floats render as NaN: only shown as text
-    return value if len(text) <= EXCERPT_JSON_CHARS and "NaN" not in text and "Infinity" not in text and not _has_lone_surrogate(value) else _text_excerpt(text, EXCERPT_JSON_CHARS)
+    if isinstance(value, bytes | bytearray):  # a body that was not parsed as JSON (another content type)
+        return _text_excerpt(bytes(value).decode("utf-8", "backslashreplace"), EXCERPT_CHARS)
+    # Anything else as JSON text (bytes, sets, ... via str); non-finite floats render as NaN: shown as text only.
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) <= EXCERPT_JSON_CHARS and "NaN" not in text and "Infinity" not in text and not _has_lone_surrogate(text):
+        return json.loads(text)  # JSON-native from here on, whatever the input held
+    return _text_excerpt(text, EXCERPT_JSON_CHARS)
 
 
 def validation_error_body(errors: list[dict]) -> dict:
