@@ -82,6 +82,18 @@ class ClusterView:
             out[deployment] = dict(sorted(counts.items()))
         return out
 
+    def only_on(self, node_ids: set[str]) -> bool:
+        """No replica, in any state, listed on a node outside `node_ids`."""
+        app = self.app() or {"deployments": {}}
+        return all(r.get("node_id") in node_ids for d in app["deployments"].values() for r in d["replicas"]
+                   if r.get("node_id"))
+
+    def replica_nodes_by_pid(self) -> dict[int, tuple[str, str]]:
+        """Replica process id → (deployment, node id)."""
+        app = self.app() or {"deployments": {}}
+        return {r["pid"]: (name, r.get("node_id", "")) for name, d in app["deployments"].items() for r in d["replicas"]
+                if r.get("pid")}
+
     def healthy_on(self, node_ids: set[str]) -> bool:
         """The app RUNNING, every deployment HEALTHY with its target of RUNNING replicas, all on `node_ids`."""
         app = self.app()
@@ -110,11 +122,34 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
     raise TimeoutError(f"{what}: not within {timeout_s:.0f}s (last error: {last_error!r})")
 
 
-def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int) -> Path:
-    """The shipped config with this run's folder and ports, on loopback."""
+def start_worker(view: ClusterView, name: str, tmp: Path, env: dict[str, str], head_gcs: str, known: set[str],
+                 nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+    """Starts a worker node and returns it with its node id once ALIVE. On a busy machine a raylet sometimes gives up
+    waiting for its dashboard agent (a hard-coded 15 s) and exits: then it is started again, at most `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        node = RayNode(name, tmp / f"{name}-{attempt}", env, head_address=head_gcs, num_cpus=1)
+        nodes.append(node)
+        node.start(tmp / f"{name}-{attempt}.log")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and node.proc.poll() is None:
+            new = [n["node_id"] for n in view.alive_nodes() if n["node_id"] not in known]
+            if new:
+                return node, new[0], attempt
+            time.sleep(1)
+        node.stop()
+    raise RuntimeError(f"{name}: no node joined in {attempts} attempts (logs under {tmp})")
+
+
+def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trace_dir: Path) -> Path:
+    """The shipped config with this run's folder and ports, on loopback, and tracing on for requests that come with
+    a sampled `traceparent` (sampling ratio 0 for the rest: the load is not traced)."""
     config = yaml.safe_load(source.read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": http_port}
-    args = config["applications"][0]["args"]
+    config["tracing_config"] = {"enabled": True, "exporter_import_path": "deployments.tracing:span_processors",
+                                "sampling_ratio": 0.0}
+    app = config["applications"][0]
+    app.setdefault("runtime_env", {}).setdefault("env_vars", {})["GRAPHRAG_TRACE_DIR"] = str(trace_dir)
+    args = app["args"]
     args["data_dir"] = str(data_dir)
     args.setdefault("graph", {})["embedded_port"] = free_port()
     out.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -141,7 +176,7 @@ class Load:
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return {"sent": sent, "done": time.monotonic(), "status": 0, "error": type(exc).__name__, "degraded": []}
-        degraded = [d["stage"] for d in json.loads(body).get("degraded", [])] if status == 200 else []
+        degraded = [f'{d["stage"]}: {d["error"][:100]}' for d in json.loads(body).get("degraded", [])] if status == 200 else []
         error = None if status == 200 else body[:200].decode(errors="replace")
         return {"sent": sent, "done": time.monotonic(), "status": status, "error": error, "degraded": degraded}
 
@@ -171,7 +206,8 @@ def summarize(records: list[dict]) -> dict:
         "degraded_pct": round(100 * len(degraded) / max(len(records), 1), 2),
         "statuses": dict(Counter(str(r["status"]) for r in records)),
         "failure_reasons": dict(Counter((r["error"] or "")[:120] for r in failed)),
-        "degraded_stages": dict(Counter(s for r in degraded for s in r["degraded"])),
+        "degraded_stages": dict(Counter(s.split(":")[0] for r in degraded for s in r["degraded"])),
+        "degraded_reasons": dict(Counter(s for r in degraded for s in r["degraded"]).most_common(5)),
     }
 
 
@@ -182,10 +218,15 @@ async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str,
     await asyncio.sleep(before_s)
     killed_at = time.monotonic()
     killed = worker.kill()
-    recovery_s = None
+    recovery_s = node_dead_s = replicas_gone_s = None
     while time.monotonic() - killed_at < after_max_s:
+        since = round(time.monotonic() - killed_at, 1)
+        if node_dead_s is None and await asyncio.to_thread(lambda: len(view.alive_nodes()) == 1):
+            node_dead_s = since
+        if replicas_gone_s is None and await asyncio.to_thread(view.only_on, {head_id}):
+            replicas_gone_s = since
         if await asyncio.to_thread(view.healthy_on, {head_id}):
-            recovery_s = round(time.monotonic() - killed_at, 1)
+            recovery_s = since
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(settle_s)  # keep the load on a while after recovery: nothing should fail any more
@@ -195,6 +236,9 @@ async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str,
     return {
         **summarize(load.records),
         "recovery_s": recovery_s,
+        "node_seen_dead_s": node_dead_s,  # Ray's GCS marked the node DEAD (health checks)
+        "replicas_off_lost_node_s": replicas_gone_s,  # Serve lists no replica on it any more
+        "last_degraded_sent_s": round(max((r["sent"] - killed_at for r in after if r["degraded"]), default=0), 1),
         "load_before_kill_s": before_s,
         "after_kill": summarize(after),
         "failed_after_recovery": sum(1 for r in after if recovery_s and r["sent"] >= killed_at + recovery_s and r["status"] != 200),
@@ -222,6 +266,34 @@ async def rejoin_scale_up(view: ClusterView, names: dict[str, str], new_id: str,
             "load": summarize(load.records), "concurrency": concurrency, "duration_s": duration_s}
 
 
+def trace_across_nodes(view: ClusterView, names: dict[str, str], port: int, trace_dir: Path) -> dict:
+    """One traced /v1/answer (a sampled client `traceparent`) through `port`: its spans by deployment and node."""
+    from deployments.tracing import read_spans
+
+    trace_id = os.urandom(16).hex()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/answer", json.dumps(payload(0)).encode(),
+                                 {"content-type": "application/json", "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        request_id = resp.headers["x-request-id"]
+    where = view.replica_nodes_by_pid()
+    spans: list[dict] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        spans = [s for s in read_spans(trace_dir) if s["trace_id"] == trace_id]
+        if {"Ingress", "Vector", "Embedder", "Graph", "Reranker", "Chat"} <= {s["attributes"].get("deployment") for s in spans}:
+            break
+        time.sleep(1)
+    nodes_by_deployment: dict[str, set[str]] = {}
+    for span in spans:
+        deployment, node = where.get(span["pid"], ("?", ""))
+        if span["name"].startswith("replica_handle_request"):
+            nodes_by_deployment.setdefault(deployment, set()).add(names.get(node, node[:8]))
+    return {"trace_id": trace_id, "request_id": request_id, "spans": len(spans),
+            "request_id_on_replica_spans": all(s["attributes"].get("request_id") == request_id
+                                               for s in spans if s["name"].startswith("replica_handle_request")),
+            "replica_spans_by_deployment": {k: sorted(v) for k, v in sorted(nodes_by_deployment.items())}}
+
+
 def per_proxy(ports: dict[str, int], n: int) -> dict:
     out = {}
     for name, port in ports.items():
@@ -243,7 +315,7 @@ def main() -> None:
     parser.add_argument("--before-kill-s", type=float, default=30)
     parser.add_argument("--after-max-s", type=float, default=120)
     parser.add_argument("--settle-s", type=float, default=15)
-    parser.add_argument("--rejoin-concurrency", type=int, default=16)
+    parser.add_argument("--rejoin-concurrency", type=int, default=12)
     parser.add_argument("--rejoin-s", type=float, default=45)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cluster.json"))
     parser.add_argument("--keep", action="store_true", help="keep the run's temporary folder (logs) afterwards")
@@ -254,9 +326,12 @@ def main() -> None:
     env = {**os.environ, **LOCAL_ENV, **throughput_env(),
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
            # The head's fallback proxy defaults to fixed ports another Serve on this machine may hold.
-           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
+           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+           # How soon the GCS declares a silent node dead: every 1 s, 5 misses (Ray's default: every 3 s, 5 misses).
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
     head = RayNode("head", tmp / "head", node_env(env, worker=False), num_cpus=1, resources={"graphrag_store": 1})
     nodes: list[RayNode] = [head]
+    node_ids: list[str] = []
     result: dict = {"command": "python -m benchmarks.cluster " + " ".join(sys.argv[1:]),
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     "load_average_1m_before": round(os.getloadavg()[0], 2)}
@@ -266,15 +341,15 @@ def main() -> None:
         view = ClusterView(dashboard)
         wait_for("head node", lambda: get_json(f"{dashboard}/api/version"), 120)
         worker_env = node_env(env, worker=True)
-        worker = RayNode("worker", tmp / "worker", worker_env, head_address=f"127.0.0.1:{head.gcs_port}", num_cpus=1)
-        nodes.append(worker)
-        worker.start(tmp / "worker.log")
-        wait_for("two nodes", lambda: len(view.alive_nodes()) == 2, 120)
-        ids = {("head" if n["is_head_node"] else "worker"): n["node_id"] for n in view.alive_nodes()}
+        head_id = wait_for("head node id", lambda: next(n["node_id"] for n in view.alive_nodes() if n["is_head_node"]), 60)
+        worker, worker_id, attempts = start_worker(view, "worker", tmp, worker_env, f"127.0.0.1:{head.gcs_port}", {head_id}, nodes)
+        ids = {"head": head_id, "worker": worker_id}
+        result["node_start_attempts"] = {"worker": attempts}
         names = {v: k for k, v in ids.items()}
+        node_ids.extend(ids.values())
 
         http_port = free_port()
-        config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port)
+        config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port, tmp / "spans")
         t0 = time.monotonic()
         subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(config), "--address", dashboard],
                        env=env, check=True, cwd=ROOT)
@@ -292,8 +367,9 @@ def main() -> None:
         result["replicas_by_node"] = view.replicas_by_node(names)
         result["proxies"] = {names.get(k, k): v["status"] for k, v in view.serve().get("proxies", {}).items()}
         result["answered_by_proxy"] = per_proxy(proxy_ports, 10)
+        result["trace"] = trace_across_nodes(view, names, proxy_ports["worker"], tmp / "spans")
         points_before = get_json(f"{base}/v1/collections/{COLLECTION}")
-        print(json.dumps({k: result[k] for k in ("replicas_by_node", "proxies", "answered_by_proxy")}, indent=1), flush=True)
+        print(json.dumps({k: result[k] for k in ("replicas_by_node", "proxies", "answered_by_proxy", "trace")}, indent=1), flush=True)
 
         kill = asyncio.run(node_kill(view, worker, ids["head"], base, opts.concurrency, opts.before_kill_s,
                                      opts.after_max_s, opts.settle_s))
@@ -304,12 +380,12 @@ def main() -> None:
         result["replicas_after_kill"] = view.replicas_by_node(names)
         print(json.dumps(kill, indent=1), flush=True)
 
-        rejoined = RayNode("rejoined", tmp / "rejoined", worker_env, head_address=f"127.0.0.1:{head.gcs_port}", num_cpus=1)
-        nodes.append(rejoined)
-        rejoined.start(tmp / "rejoined.log")
-        new_id = wait_for("rejoined node", lambda: next((n["node_id"] for n in view.alive_nodes()
-                                                         if n["node_id"] not in ids.values()), None), 120)
+        rejoined, new_id, attempts = start_worker(view, "rejoined", tmp, worker_env, f"127.0.0.1:{head.gcs_port}",
+                                                  set(ids.values()), nodes)
+        result["node_start_attempts"]["rejoined"] = attempts
         names[new_id] = "rejoined"
+        node_ids.append(new_id)
+        wait_for("rejoined node's proxy", lambda: view.serve().get("proxies", {}).get(new_id, {}).get("status") == "HEALTHY", 180)
         scale = asyncio.run(rejoin_scale_up(view, names, new_id, base, opts.rejoin_concurrency, opts.rejoin_s))
         scale["answered_by_rejoined_proxy"] = per_proxy({"rejoined": proxy_ports["worker"]}, 5)["rejoined"]
         result["rejoin"] = scale
@@ -325,6 +401,8 @@ def main() -> None:
         left = [pid for node in nodes for pid in session_pids(node.sid)] if all(n.proc for n in nodes) else []
         if left:
             print(f"processes still alive: {left}", file=sys.stderr)
+        for node_id in node_ids:  # HAProxy's per-node folders (config, admin socket), named by node id
+            shutil.rmtree(Path("/tmp/haproxy-serve") / node_id, ignore_errors=True)
         if not opts.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
