@@ -30,8 +30,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from benchmarks.ray_nodes import RayNode, node_env, session_pids
-from deployments.config import free_port
+from benchmarks.ray_nodes import RayNode, free_port, node_env, session_pids
 from deployments.local_env import LOCAL_ENV
 from deployments.throughput import throughput_env
 
