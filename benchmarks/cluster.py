@@ -121,6 +121,27 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
     raise TimeoutError(f"{what}: not within {timeout_s:.0f}s (last error: {last_error!r})")
 
 
+def start_head(tmp: Path, env: dict[str, str], nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+    """`ray start --head` until its node is ALIVE (on a busy machine its raylet may give up on its dashboard agent)."""
+    for attempt in range(1, attempts + 1):
+        head = RayNode("head", tmp / f"head-{attempt}", node_env(env, worker=False), num_cpus=1,
+                       resources={"graphrag_store": 1})
+        nodes.append(head)
+        head.start(tmp / f"head-{attempt}.log")
+        view = ClusterView(f"http://127.0.0.1:{head.dashboard_port}")
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and head.proc.poll() is None:
+            try:
+                alive = [n["node_id"] for n in view.alive_nodes() if n["is_head_node"]]
+            except Exception:  # the dashboard is not up yet
+                alive = []
+            if alive and head.raylet_pid():
+                return head, alive[0], attempt
+            time.sleep(1)
+        head.stop()
+    raise RuntimeError(f"no head node in {attempts} attempts (logs under {tmp})")
+
+
 def start_worker(view: ClusterView, name: str, tmp: Path, env: dict[str, str], head_gcs: str, known: set[str],
                  nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
     """Starts a worker node and returns it with its node id once ALIVE. On a busy machine a raylet sometimes gives up
@@ -268,6 +289,27 @@ async def rejoin_scale_up(view: ClusterView, names: dict[str, str], new_id: str,
     return {"replicas_by_node": placed, "first_replica_on_rejoined_node_s": first_on_new_s,
             "rejoined_proxy_healthy_s": proxy_s, "load": summarize(load.records), "concurrency": concurrency,
             "duration_s": duration_s}
+
+
+def start_head(tmp: Path, env: dict[str, str], nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+    """`ray start --head` until its node is ALIVE (on a busy machine its raylet may give up on its dashboard agent)."""
+    for attempt in range(1, attempts + 1):
+        head = RayNode("head", tmp / f"head-{attempt}", node_env(env, worker=False), num_cpus=1,
+                       resources={"graphrag_store": 1})
+        nodes.append(head)
+        head.start(tmp / f"head-{attempt}.log")
+        view = ClusterView(f"http://127.0.0.1:{head.dashboard_port}")
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and head.proc.poll() is None:
+            try:
+                alive = [n["node_id"] for n in view.alive_nodes() if n["is_head_node"]]
+            except Exception:  # the dashboard is not up yet
+                alive = []
+            if alive and head.raylet_pid():
+                return head, alive[0], attempt
+            time.sleep(1)
+        head.stop()
+    raise RuntimeError(f"no head node in {attempts} attempts (logs under {tmp})")
 
 
 def start_worker(view: ClusterView, name: str, tmp: Path, env: dict[str, str], head_gcs: str, known: set[str],
@@ -488,22 +530,20 @@ def main() -> None:
            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
            # How soon the GCS declares a silent node dead: every 1 s, 5 misses (Ray's default: every 3 s, 5 misses).
            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
-    head = RayNode("head", tmp / "head", node_env(env, worker=False), num_cpus=1, resources={"graphrag_store": 1})
-    nodes: list[RayNode] = [head]
+    nodes: list[RayNode] = []
     node_ids: list[str] = []
     result: dict = {"command": "python -m benchmarks.cluster " + " ".join(sys.argv[1:]),
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     "load_average_1m_before": round(os.getloadavg()[0], 2)}
     try:
-        head.start(tmp / "head.log")
+        head, head_id, attempts = start_head(tmp, env, nodes)
+        result["node_start_attempts"] = {"head": attempts}
         dashboard = f"http://127.0.0.1:{head.dashboard_port}"
         view = ClusterView(dashboard)
-        wait_for("head node", lambda: get_json(f"{dashboard}/api/version"), 120)
         worker_env = node_env(env, worker=True)
-        head_id = wait_for("head node id", lambda: next(n["node_id"] for n in view.alive_nodes() if n["is_head_node"]), 60)
         worker, worker_id, attempts = start_worker(view, "worker", tmp, worker_env, f"127.0.0.1:{head.gcs_port}", {head_id}, nodes)
         ids = {"head": head_id, "worker": worker_id}
-        result["node_start_attempts"] = {"worker": attempts}
+        result["node_start_attempts"]["worker"] = attempts
         names = {v: k for k, v in ids.items()}
         node_ids.extend(ids.values())
 
