@@ -30,8 +30,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from benchmarks.ray_nodes import RayNode, node_env, session_pids
-from deployments.config import free_port
+from benchmarks.ray_nodes import RayNode, free_port, node_env, session_pids
 from deployments.local_env import LOCAL_ENV
 from deployments.throughput import throughput_env
 
@@ -82,6 +81,18 @@ class ClusterView:
             out[deployment] = dict(sorted(counts.items()))
         return out
 
+    def only_on(self, node_ids: set[str]) -> bool:
+        """No replica, in any state, listed on a node outside `node_ids`."""
+        app = self.app() or {"deployments": {}}
+        return all(r.get("node_id") in node_ids for d in app["deployments"].values() for r in d["replicas"]
+                   if r.get("node_id"))
+
+    def replica_nodes_by_pid(self) -> dict[int, tuple[str, str]]:
+        """Replica process id → (deployment, node id)."""
+        app = self.app() or {"deployments": {}}
+        return {r["pid"]: (name, r.get("node_id", "")) for name, d in app["deployments"].items() for r in d["replicas"]
+                if r.get("pid")}
+
     def healthy_on(self, node_ids: set[str]) -> bool:
         """The app RUNNING, every deployment HEALTHY with its target of RUNNING replicas, all on `node_ids`."""
         app = self.app()
@@ -110,11 +121,55 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
     raise TimeoutError(f"{what}: not within {timeout_s:.0f}s (last error: {last_error!r})")
 
 
-def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int) -> Path:
-    """The shipped config with this run's folder and ports, on loopback."""
+def start_head(tmp: Path, env: dict[str, str], nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+    """`ray start --head` until its node is ALIVE (on a busy machine its raylet may give up on its dashboard agent)."""
+    for attempt in range(1, attempts + 1):
+        head = RayNode("head", tmp / f"head-{attempt}", node_env(env, worker=False), num_cpus=1,
+                       resources={"graphrag_store": 1})
+        nodes.append(head)
+        head.start(tmp / f"head-{attempt}.log")
+        view = ClusterView(f"http://127.0.0.1:{head.dashboard_port}")
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and head.proc.poll() is None:
+            try:
+                alive = [n["node_id"] for n in view.alive_nodes() if n["is_head_node"]]
+            except Exception:  # the dashboard is not up yet
+                alive = []
+            if alive and head.raylet_pid():
+                return head, alive[0], attempt
+            time.sleep(1)
+        head.stop()
+    raise RuntimeError(f"no head node in {attempts} attempts (logs under {tmp})")
+
+
+def start_worker(view: ClusterView, name: str, tmp: Path, env: dict[str, str], head_gcs: str, known: set[str],
+                 nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+    """Starts a worker node and returns it with its node id once ALIVE. On a busy machine a raylet sometimes gives up
+    waiting for its dashboard agent (a hard-coded 15 s) and exits: then it is started again, at most `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        node = RayNode(name, tmp / f"{name}-{attempt}", env, head_address=head_gcs, num_cpus=1)
+        nodes.append(node)
+        node.start(tmp / f"{name}-{attempt}.log")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and node.proc.poll() is None:
+            new = [n["node_id"] for n in view.alive_nodes() if n["node_id"] not in known]
+            if new:
+                return node, new[0], attempt
+            time.sleep(1)
+        node.stop()
+    raise RuntimeError(f"{name}: no node joined in {attempts} attempts (logs under {tmp})")
+
+
+def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trace_dir: Path) -> Path:
+    """The shipped config with this run's folder and ports, on loopback, and tracing on for requests that come with
+    a sampled `traceparent` (sampling ratio 0 for the rest: the load is not traced)."""
     config = yaml.safe_load(source.read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": http_port}
-    args = config["applications"][0]["args"]
+    config["tracing_config"] = {"enabled": True, "exporter_import_path": "deployments.tracing:span_processors",
+                                "sampling_ratio": 0.0}
+    app = config["applications"][0]
+    app.setdefault("runtime_env", {}).setdefault("env_vars", {})["GRAPHRAG_TRACE_DIR"] = str(trace_dir)
+    args = app["args"]
     args["data_dir"] = str(data_dir)
     args.setdefault("graph", {})["embedded_port"] = free_port()
     out.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -141,7 +196,7 @@ class Load:
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return {"sent": sent, "done": time.monotonic(), "status": 0, "error": type(exc).__name__, "degraded": []}
-        degraded = [d["stage"] for d in json.loads(body).get("degraded", [])] if status == 200 else []
+        degraded = [f'{d["stage"]}: {d["error"][:100]}' for d in json.loads(body).get("degraded", [])] if status == 200 else []
         error = None if status == 200 else body[:200].decode(errors="replace")
         return {"sent": sent, "done": time.monotonic(), "status": status, "error": error, "degraded": degraded}
 
@@ -171,7 +226,8 @@ def summarize(records: list[dict]) -> dict:
         "degraded_pct": round(100 * len(degraded) / max(len(records), 1), 2),
         "statuses": dict(Counter(str(r["status"]) for r in records)),
         "failure_reasons": dict(Counter((r["error"] or "")[:120] for r in failed)),
-        "degraded_stages": dict(Counter(s for r in degraded for s in r["degraded"])),
+        "degraded_stages": dict(Counter(s.split(":")[0] for r in degraded for s in r["degraded"])),
+        "degraded_reasons": dict(Counter(s for r in degraded for s in r["degraded"]).most_common(5)),
     }
 
 
@@ -182,10 +238,15 @@ async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str,
     await asyncio.sleep(before_s)
     killed_at = time.monotonic()
     killed = worker.kill()
-    recovery_s = None
+    recovery_s = node_dead_s = replicas_gone_s = None
     while time.monotonic() - killed_at < after_max_s:
+        since = round(time.monotonic() - killed_at, 1)
+        if node_dead_s is None and await asyncio.to_thread(lambda: len(view.alive_nodes()) == 1):
+            node_dead_s = since
+        if replicas_gone_s is None and await asyncio.to_thread(view.only_on, {head_id}):
+            replicas_gone_s = since
         if await asyncio.to_thread(view.healthy_on, {head_id}):
-            recovery_s = round(time.monotonic() - killed_at, 1)
+            recovery_s = since
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(settle_s)  # keep the load on a while after recovery: nothing should fail any more
@@ -195,6 +256,179 @@ async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str,
     return {
         **summarize(load.records),
         "recovery_s": recovery_s,
+        "node_seen_dead_s": node_dead_s,  # Ray's GCS marked the node DEAD (health checks)
+        "replicas_off_lost_node_s": replicas_gone_s,  # Serve lists no replica on it any more
+        "last_degraded_sent_s": round(max((r["sent"] - killed_at for r in after if r["degraded"]), default=0), 1),
+        "load_before_kill_s": before_s,
+        "after_kill": summarize(after),
+        "failed_after_recovery": sum(1 for r in after if recovery_s and r["sent"] >= killed_at + recovery_s and r["status"] != 200),
+        "killed": killed,
+        "concurrency": concurrency,
+    }
+
+
+async def rejoin_scale_up(view: ClusterView, names: dict[str, str], new_id: str, base: str, concurrency: int,
+                          duration_s: float) -> dict:
+    """A load step after the node rejoined: the replicas autoscaling adds, where they land, and the rejoined node's
+    proxy (Serve runs one on the head and on every node that has a replica)."""
+    load = Load(base, concurrency)
+    runner = asyncio.create_task(load.run())
+    started = time.monotonic()
+    first_on_new_s = proxy_s = None
+    while time.monotonic() - started < duration_s:
+        placed = await asyncio.to_thread(view.replicas_by_node, names)
+        if first_on_new_s is None and any(c.get("rejoined", 0) for c in placed.values()):
+            first_on_new_s = round(time.monotonic() - started, 1)
+        proxies = await asyncio.to_thread(lambda: view.serve().get("proxies", {}))
+        if proxy_s is None and proxies.get(new_id, {}).get("status") == "HEALTHY":
+            proxy_s = round(time.monotonic() - started, 1)
+        await asyncio.sleep(1)
+    placed = await asyncio.to_thread(view.replicas_by_node, names)
+    load.stop()
+    await runner
+    return {"replicas_by_node": placed, "first_replica_on_rejoined_node_s": first_on_new_s,
+            "rejoined_proxy_healthy_s": proxy_s, "load": summarize(load.records), "concurrency": concurrency,
+            "duration_s": duration_s}
+
+
+def start_head(tmp: Path, env: dict[str, str], nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+    """`ray start --head` until its node is ALIVE (on a busy machine its raylet may give up on its dashboard agent)."""
+    for attempt in range(1, attempts + 1):
+        head = RayNode("head", tmp / f"head-{attempt}", node_env(env, worker=False), num_cpus=1,
+                       resources={"graphrag_store": 1})
+        nodes.append(head)
+        head.start(tmp / f"head-{attempt}.log")
+        view = ClusterView(f"http://127.0.0.1:{head.dashboard_port}")
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and head.proc.poll() is None:
+            try:
+                alive = [n["node_id"] for n in view.alive_nodes() if n["is_head_node"]]
+            except Exception:  # the dashboard is not up yet
+                alive = []
+            if alive and head.raylet_pid():
+                return head, alive[0], attempt
+            time.sleep(1)
+        head.stop()
+    raise RuntimeError(f"no head node in {attempts} attempts (logs under {tmp})")
+
+
+def start_worker(view: ClusterView, name: str, tmp: Path, env: dict[str, str], head_gcs: str, known: set[str],
+                 nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+    """Starts a worker node and returns it with its node id once ALIVE. On a busy machine a raylet sometimes gives up
+    waiting for its dashboard agent (a hard-coded 15 s) and exits: then it is started again, at most `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        node = RayNode(name, tmp / f"{name}-{attempt}", env, head_address=head_gcs, num_cpus=1)
+        nodes.append(node)
+        node.start(tmp / f"{name}-{attempt}.log")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and node.proc.poll() is None:
+            new = [n["node_id"] for n in view.alive_nodes() if n["node_id"] not in known]
+            if new:
+                return node, new[0], attempt
+            time.sleep(1)
+        node.stop()
+    raise RuntimeError(f"{name}: no node joined in {attempts} attempts (logs under {tmp})")
+
+
+def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trace_dir: Path) -> Path:
+    """The shipped config with this run's folder and ports, on loopback, and tracing on for requests that come with
+    a sampled `traceparent` (sampling ratio 0 for the rest: the load is not traced)."""
+    config = yaml.safe_load(source.read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": http_port}
+    config["tracing_config"] = {"enabled": True, "exporter_import_path": "deployments.tracing:span_processors",
+                                "sampling_ratio": 0.0}
+    app = config["applications"][0]
+    app.setdefault("runtime_env", {}).setdefault("env_vars", {})["GRAPHRAG_TRACE_DIR"] = str(trace_dir)
+    args = app["args"]
+    args["data_dir"] = str(data_dir)
+    args.setdefault("graph", {})["embedded_port"] = free_port()
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+def payload(n: int) -> dict:
+    return {"collection": COLLECTION, "query": QUERIES[n % len(QUERIES)], "top_k": 5, "mode": "hybrid+graph"}
+
+
+class Load:
+    """Closed-loop /v1/answer clients; every response is recorded with its send time and outcome."""
+
+    def __init__(self, base: str, concurrency: int, timeout_s: float = 60):
+        self.base, self.concurrency, self.timeout_s = base, concurrency, timeout_s
+        self.records: list[dict] = []
+        self._stop = asyncio.Event()
+
+    async def _one(self, session: aiohttp.ClientSession, n: int) -> dict:
+        sent = time.monotonic()
+        try:
+            async with session.post(f"{self.base}/v1/answer", json=payload(n)) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return {"sent": sent, "done": time.monotonic(), "status": 0, "error": type(exc).__name__, "degraded": []}
+        degraded = [f'{d["stage"]}: {d["error"][:100]}' for d in json.loads(body).get("degraded", [])] if status == 200 else []
+        error = None if status == 200 else body[:200].decode(errors="replace")
+        return {"sent": sent, "done": time.monotonic(), "status": status, "error": error, "degraded": degraded}
+
+    async def run(self) -> None:
+        counter = iter(range(10**9))
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=self.concurrency)) as session:
+
+            async def client() -> None:
+                while not self._stop.is_set():
+                    self.records.append(await self._one(session, next(counter)))
+
+            await asyncio.gather(*(client() for _ in range(self.concurrency)))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def summarize(records: list[dict]) -> dict:
+    failed = [r for r in records if r["status"] != 200]
+    degraded = [r for r in records if r["status"] == 200 and r["degraded"]]
+    return {
+        "requests": len(records),
+        "failed": len(failed),
+        "degraded": len(degraded),
+        "failed_pct": round(100 * len(failed) / max(len(records), 1), 2),
+        "degraded_pct": round(100 * len(degraded) / max(len(records), 1), 2),
+        "statuses": dict(Counter(str(r["status"]) for r in records)),
+        "failure_reasons": dict(Counter((r["error"] or "")[:120] for r in failed)),
+        "degraded_stages": dict(Counter(s.split(":")[0] for r in degraded for s in r["degraded"])),
+        "degraded_reasons": dict(Counter(s for r in degraded for s in r["degraded"]).most_common(5)),
+    }
+
+
+async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str, concurrency: int,
+                    before_s: float, after_max_s: float, settle_s: float) -> dict:
+    load = Load(base, concurrency)
+    runner = asyncio.create_task(load.run())
+    await asyncio.sleep(before_s)
+    killed_at = time.monotonic()
+    killed = worker.kill()
+    recovery_s = node_dead_s = replicas_gone_s = None
+    while time.monotonic() - killed_at < after_max_s:
+        since = round(time.monotonic() - killed_at, 1)
+        if node_dead_s is None and await asyncio.to_thread(lambda: len(view.alive_nodes()) == 1):
+            node_dead_s = since
+        if replicas_gone_s is None and await asyncio.to_thread(view.only_on, {head_id}):
+            replicas_gone_s = since
+        if await asyncio.to_thread(view.healthy_on, {head_id}):
+            recovery_s = since
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(settle_s)  # keep the load on a while after recovery: nothing should fail any more
+    load.stop()
+    await runner
+    after = [r for r in load.records if r["sent"] >= killed_at]
+    return {
+        **summarize(load.records),
+        "recovery_s": recovery_s,
+        "node_seen_dead_s": node_dead_s,  # Ray's GCS marked the node DEAD (health checks)
+        "replicas_off_lost_node_s": replicas_gone_s,  # Serve lists no replica on it any more
+        "last_degraded_sent_s": round(max((r["sent"] - killed_at for r in after if r["degraded"]), default=0), 1),
         "load_before_kill_s": before_s,
         "after_kill": summarize(after),
         "failed_after_recovery": sum(1 for r in after if recovery_s and r["sent"] >= killed_at + recovery_s and r["status"] != 200),
@@ -222,6 +456,45 @@ async def rejoin_scale_up(view: ClusterView, names: dict[str, str], new_id: str,
             "load": summarize(load.records), "concurrency": concurrency, "duration_s": duration_s}
 
 
+def trace_across_nodes(view: ClusterView, names: dict[str, str], port: int, trace_dir: Path, tries: int = 6) -> dict:
+    """Traced /v1/answer requests through `port` until one crosses nodes (replicas are picked per call, so a request
+    may stay on one node): its spans by deployment and node, and how many requests it took."""
+    for attempt in range(1, tries + 1):
+        trace = one_trace(view, names, port, trace_dir)
+        nodes = {n for where in trace["replica_spans_by_deployment"].values() for n in where}
+        if len(nodes) > 1 or attempt == tries:
+            return {**trace, "requests_sent": attempt}
+    raise AssertionError("unreachable")
+
+
+def one_trace(view: ClusterView, names: dict[str, str], port: int, trace_dir: Path) -> dict:
+    """One traced /v1/answer (a sampled client `traceparent`) through `port`: its spans by deployment and node."""
+    from deployments.tracing import read_spans
+
+    trace_id = os.urandom(16).hex()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/answer", json.dumps(payload(0)).encode(),
+                                 {"content-type": "application/json", "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        request_id = resp.headers["x-request-id"]
+    where = view.replica_nodes_by_pid()
+    spans: list[dict] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        spans = [s for s in read_spans(trace_dir) if s["trace_id"] == trace_id]
+        if {"Ingress", "Vector", "Embedder", "Graph", "Reranker", "Chat"} <= {s["attributes"].get("deployment") for s in spans}:
+            break
+        time.sleep(1)
+    nodes_by_deployment: dict[str, set[str]] = {}
+    for span in spans:
+        deployment, node = where.get(span["pid"], ("?", ""))
+        if span["name"].startswith("replica_handle_request"):
+            nodes_by_deployment.setdefault(deployment, set()).add(names.get(node, node[:8]))
+    return {"trace_id": trace_id, "request_id": request_id, "spans": len(spans),
+            "request_id_on_replica_spans": all(s["attributes"].get("request_id") == request_id
+                                               for s in spans if s["name"].startswith("replica_handle_request")),
+            "replica_spans_by_deployment": {k: sorted(v) for k, v in sorted(nodes_by_deployment.items())}}
+
+
 def per_proxy(ports: dict[str, int], n: int) -> dict:
     out = {}
     for name, port in ports.items():
@@ -243,8 +516,8 @@ def main() -> None:
     parser.add_argument("--before-kill-s", type=float, default=30)
     parser.add_argument("--after-max-s", type=float, default=120)
     parser.add_argument("--settle-s", type=float, default=15)
-    parser.add_argument("--rejoin-concurrency", type=int, default=16)
-    parser.add_argument("--rejoin-s", type=float, default=45)
+    parser.add_argument("--rejoin-concurrency", type=int, default=12)
+    parser.add_argument("--rejoin-s", type=float, default=60)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cluster.json"))
     parser.add_argument("--keep", action="store_true", help="keep the run's temporary folder (logs) afterwards")
     opts = parser.parse_args()
@@ -254,27 +527,28 @@ def main() -> None:
     env = {**os.environ, **LOCAL_ENV, **throughput_env(),
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
            # The head's fallback proxy defaults to fixed ports another Serve on this machine may hold.
-           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
-    head = RayNode("head", tmp / "head", node_env(env, worker=False), num_cpus=1, resources={"graphrag_store": 1})
-    nodes: list[RayNode] = [head]
+           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+           # How soon the GCS declares a silent node dead: every 1 s, 5 misses (Ray's default: every 3 s, 5 misses).
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
+    nodes: list[RayNode] = []
+    node_ids: list[str] = []
     result: dict = {"command": "python -m benchmarks.cluster " + " ".join(sys.argv[1:]),
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     "load_average_1m_before": round(os.getloadavg()[0], 2)}
     try:
-        head.start(tmp / "head.log")
+        head, head_id, attempts = start_head(tmp, env, nodes)
+        result["node_start_attempts"] = {"head": attempts}
         dashboard = f"http://127.0.0.1:{head.dashboard_port}"
         view = ClusterView(dashboard)
-        wait_for("head node", lambda: get_json(f"{dashboard}/api/version"), 120)
         worker_env = node_env(env, worker=True)
-        worker = RayNode("worker", tmp / "worker", worker_env, head_address=f"127.0.0.1:{head.gcs_port}", num_cpus=1)
-        nodes.append(worker)
-        worker.start(tmp / "worker.log")
-        wait_for("two nodes", lambda: len(view.alive_nodes()) == 2, 120)
-        ids = {("head" if n["is_head_node"] else "worker"): n["node_id"] for n in view.alive_nodes()}
+        worker, worker_id, attempts = start_worker(view, "worker", tmp, worker_env, f"127.0.0.1:{head.gcs_port}", {head_id}, nodes)
+        ids = {"head": head_id, "worker": worker_id}
+        result["node_start_attempts"]["worker"] = attempts
         names = {v: k for k, v in ids.items()}
+        node_ids.extend(ids.values())
 
         http_port = free_port()
-        config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port)
+        config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port, tmp / "spans")
         t0 = time.monotonic()
         subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(config), "--address", dashboard],
                        env=env, check=True, cwd=ROOT)
@@ -292,8 +566,9 @@ def main() -> None:
         result["replicas_by_node"] = view.replicas_by_node(names)
         result["proxies"] = {names.get(k, k): v["status"] for k, v in view.serve().get("proxies", {}).items()}
         result["answered_by_proxy"] = per_proxy(proxy_ports, 10)
+        result["trace"] = trace_across_nodes(view, names, proxy_ports["worker"], tmp / "spans")
         points_before = get_json(f"{base}/v1/collections/{COLLECTION}")
-        print(json.dumps({k: result[k] for k in ("replicas_by_node", "proxies", "answered_by_proxy")}, indent=1), flush=True)
+        print(json.dumps({k: result[k] for k in ("replicas_by_node", "proxies", "answered_by_proxy", "trace")}, indent=1), flush=True)
 
         kill = asyncio.run(node_kill(view, worker, ids["head"], base, opts.concurrency, opts.before_kill_s,
                                      opts.after_max_s, opts.settle_s))
@@ -303,15 +578,16 @@ def main() -> None:
         result["node_kill"] = kill
         result["replicas_after_kill"] = view.replicas_by_node(names)
         print(json.dumps(kill, indent=1), flush=True)
+        Path(opts.out).write_text(json.dumps({**result, "incomplete": "rejoin phase not run yet"}, indent=2) + "\n")
 
-        rejoined = RayNode("rejoined", tmp / "rejoined", worker_env, head_address=f"127.0.0.1:{head.gcs_port}", num_cpus=1)
-        nodes.append(rejoined)
-        rejoined.start(tmp / "rejoined.log")
-        new_id = wait_for("rejoined node", lambda: next((n["node_id"] for n in view.alive_nodes()
-                                                         if n["node_id"] not in ids.values()), None), 120)
+        rejoined, new_id, attempts = start_worker(view, "rejoined", tmp, worker_env, f"127.0.0.1:{head.gcs_port}",
+                                                  set(ids.values()), nodes)
+        result["node_start_attempts"]["rejoined"] = attempts
         names[new_id] = "rejoined"
+        node_ids.append(new_id)
         scale = asyncio.run(rejoin_scale_up(view, names, new_id, base, opts.rejoin_concurrency, opts.rejoin_s))
-        scale["answered_by_rejoined_proxy"] = per_proxy({"rejoined": proxy_ports["worker"]}, 5)["rejoined"]
+        if scale["rejoined_proxy_healthy_s"] is not None:
+            scale["answered_by_rejoined_proxy"] = per_proxy({"rejoined": proxy_ports["worker"]}, 5)["rejoined"]
         result["rejoin"] = scale
         result["rejoined_replicas"] = sum(c.get("rejoined", 0) for c in scale["replicas_by_node"].values())
         result["wall_s"] = round(time.monotonic() - started, 1)
@@ -325,6 +601,8 @@ def main() -> None:
         left = [pid for node in nodes for pid in session_pids(node.sid)] if all(n.proc for n in nodes) else []
         if left:
             print(f"processes still alive: {left}", file=sys.stderr)
+        for node_id in node_ids:  # HAProxy's per-node folders (config, admin socket), named by node id
+            shutil.rmtree(Path("/tmp/haproxy-serve") / node_id, ignore_errors=True)
         if not opts.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -17,9 +17,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployments.config import free_port
+import random
+import socket
 
 OBJECT_STORE_BYTES = 150_000_000
+# Listener ports are drawn from here: below Linux's ephemeral range (32768+, where a port free now may be taken by
+# an outgoing connection minutes later) and above Ray's worker ports (10002-19999); Serve's direct-ingress ports are
+# 30000-31000.
+QUIET_PORTS = range(21000, 29000)
+
+
+def free_port() -> int:
+    """A loopback port that is free now and that the kernel does not hand out to outgoing connections."""
+    for _ in range(200):
+        port = random.choice(QUIET_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {QUIET_PORTS}")
 
 
 def session_pids(sid: int) -> list[int]:

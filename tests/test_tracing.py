@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from deployments import tracing
-from deployments.config import free_port
+from benchmarks.ray_nodes import free_port  # a port outside the ephemeral range: it stays free until HAProxy binds it
 from tests.local_app import local_app
 from tests.test_integration import sample_documents
 
