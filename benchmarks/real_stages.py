@@ -211,7 +211,7 @@ def scifact_queries() -> list[str]:
     return [json.loads(line)["text"] for line in open(DATASETS / "scifact" / "queries.jsonl") if line.strip()]
 
 
-def bulk_load_scifact(data_dir: str) -> dict:
+def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
     """SciFact into the vector store only, in this process, before any server opens it: chunked by the app's
     chunker and config, embedded by the configured backend, written by VectorService.upsert (the code path of
     /v1/ingest's vector half). The graph half is skipped: the modes measured on SciFact (default `hybrid`, answer)
@@ -225,7 +225,8 @@ def bulk_load_scifact(data_dir: str) -> dict:
     from deployments.vector.service import VectorService
 
     config = AppConfig.from_args({**APP_ARGS, "data_dir": data_dir})
-    chunks = [c for row in read_beir_corpus(DATASETS / "scifact" / "corpus.jsonl.gz") for c in chunk_document(Document(**row), config.chunking)]
+    rows = list(read_beir_corpus(DATASETS / "scifact" / "corpus.jsonl.gz"))[:max_docs]
+    chunks = [c for row in rows for c in chunk_document(Document(**row), config.chunking)]
 
     async def load() -> dict:
         import numpy as np
@@ -469,6 +470,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per level (at least --min-requests)")
     parser.add_argument("--min-requests", type=int, default=200)
     parser.add_argument("--fresh", action="store_true", help="ingest again into a new data folder")
+    parser.add_argument("--docs", type=int, default=None, help="load only the first N SciFact abstracts (a machine too busy to embed all 5,183)")
     parser.add_argument("--skip-monolith", action="store_true")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy flame graphs")
     parser.add_argument("--hotpotqa", action="store_true", help="also ingest HotpotQA-100 through /v1/ingest and measure hybrid+graph at c=16 (slow)")
@@ -479,7 +481,7 @@ def main() -> None:
         return
     levels = [int(c) for c in args.levels.split(",")]
     queries = scifact_queries()
-    data_dir = CACHE / "data"
+    data_dir = CACHE / ("data" if args.docs is None else f"data-{args.docs}")
     if args.fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     load_before = os.getloadavg()
@@ -487,7 +489,7 @@ def main() -> None:
 
     if not (data_dir / "ingested.json").is_file():
         print("loading SciFact into the vector store (first run):", flush=True)
-        loaded = bulk_load_scifact(str(data_dir))
+        loaded = bulk_load_scifact(str(data_dir), args.docs)
         (data_dir / "ingested.json").write_text(json.dumps({"scifact": loaded}))
 
     import ray
