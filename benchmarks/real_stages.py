@@ -42,6 +42,7 @@ from benchmarks.loadgen import RunResult, closed_loop, cpu_ms_per_request, proce
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache" / "real-stages"
+PARTIAL = CACHE / "partial.json"
 DATASETS = ROOT.parent / "shared" / "datasets"
 # Abstracts are ~200 words: one chunk each, as in benchmarks/scifact.py. Everything else as shipped.
 APP_ARGS: dict[str, Any] = {"chunking": {"max_words": 512, "overlap_words": 64}}
@@ -69,7 +70,8 @@ def own_process_cpu() -> dict[int, tuple[str, float]]:
                 own.add(pid)
                 grew = True
     own.discard(os.getpid())  # the load generator reports its own CPU
-    return {pid: v for pid, v in process_cpu(("",)).items() if pid in own}
+    # A process that is exiting has an empty command line: nothing to name it by, and it is gone next time.
+    return {pid: v for pid, v in process_cpu(("",)).items() if pid in own and v[0]}
 
 
 # ---- the monolith ---------------------------------------------------------------------------------
@@ -318,6 +320,8 @@ def sweep(url: str, label: str, levels: list[int], seconds: float, min_requests:
             s["cpu_ms_per_request"] = cpu_ms_per_request(before, own_process_cpu(), len(run.samples) + run.extra_ok)
             s["wall_s"] = round(run.wall_s, 1)
             out[name][str(c)] = s
+            PARTIAL.parent.mkdir(parents=True, exist_ok=True)
+            PARTIAL.with_name(f"partial-{label}.json").write_text(json.dumps(out, indent=1))  # a crash later keeps what was measured
             print(f"  {label:8s} {name:16s} c={c:<3d} qps={s['qps']:7.2f} p50={s['p50_ms']:8.1f} p95={s['p95_ms']:8.1f} p99={s['p99_ms']:8.1f} "
                   f"n={s['requests']} status={s['status']} stages={s['stage_p50_ms']} cpu={sum(s['cpu_ms_per_request'].values()):.0f}ms", flush=True)
     return out
