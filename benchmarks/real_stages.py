@@ -515,7 +515,15 @@ def main() -> None:
                     pass
             time.sleep(5)
     try:
-        url, app_name = start_serve(str(data_dir))
+        for attempt in range(3):  # Serve's proxy (HAProxy manager) may miss its start timeout on a loaded machine
+            try:
+                url, app_name = start_serve(str(data_dir))
+                break
+            except Exception as exc:
+                if attempt == 2:
+                    raise
+                print(f"serve start failed ({type(exc).__name__}); retrying", flush=True)
+                serve.shutdown()
         wait_ready(url)
         collections = json.loads((data_dir / "ingested.json").read_text())
         if args.hotpotqa and "hotpotqa" not in collections:
