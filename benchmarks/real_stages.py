@@ -476,6 +476,8 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="ingest again into a new data folder")
     parser.add_argument("--docs", type=int, default=None, help="load only the first N SciFact abstracts (a machine too busy to embed all 5,183)")
     parser.add_argument("--skip-monolith", action="store_true")
+    parser.add_argument("--profile-only", action="store_true", help="start Serve, record flame graphs and the embedder's efficiency, add them to real_stages.json")
+    parser.add_argument("--serve-table", help="a Serve table from an earlier run (JSON) instead of starting Serve")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy flame graphs")
     parser.add_argument("--hotpotqa", action="store_true", help="also ingest HotpotQA-100 through /v1/ingest and measure hybrid+graph at c=16 (slow)")
     parser.add_argument("--monolith", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
@@ -496,6 +498,31 @@ def main() -> None:
         loaded = bulk_load_scifact(str(data_dir), args.docs)
         (data_dir / "ingested.json").write_text(json.dumps({"scifact": loaded}))
 
+    if args.profile_only:
+        run_serve_part(args, data_dir, queries, result)
+        previous = json.loads((RESULTS / "real_stages.json").read_text())
+        previous.update({k: result[k] for k in ("profile_hybrid_c32", "embed") if k in result})
+        previous["profile_command"] = "python -m benchmarks.real_stages " + " ".join(sys.argv[1:])
+        (RESULTS / "real_stages.json").write_text(json.dumps(previous, indent=2) + "\n")
+        perf = json.loads((RESULTS / "performance.json").read_text())
+        perf["real"]["embed"] = result.get("embed")
+        perf["real"]["embed_efficiency"] = (result.get("embed") or {}).get("efficiency")
+        (RESULTS / "performance.json").write_text(json.dumps(perf, indent=2) + "\n")
+        print(json.dumps({k: previous.get(k) for k in ("profile_hybrid_c32", "embed")}, indent=2))
+        return
+    if args.serve_table:
+        result["serve"] = json.loads(Path(args.serve_table).read_text())
+        result["serve_source"] = f"{args.serve_table} (an earlier run: Serve could not start in this one)"
+        result["collections"] = json.loads((data_dir / "ingested.json").read_text())
+        result["embedder"] = "onnxruntime:all-MiniLM-L6-v2"
+    else:
+        run_serve_part(args, data_dir, queries, result)
+    monolith_part(args, data_dir, queries, result)
+    finish(result, levels, load_before)
+
+
+def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str], result: dict) -> None:
+    levels = [int(c) for c in args.levels.split(",")]
     import ray
     from ray import serve
 
@@ -534,6 +561,10 @@ def main() -> None:
         result["embedder"] = httpx.get(f"{url}/readyz", timeout=30).json()["stages"]["embedder"]["backend"]
         print(f"serve graph ({result['embedder']}):", flush=True)
         asyncio.run(closed_loop(f"{url}/v1/retrieve", payload_for(queries, {}), 8, 32))  # warm every hop
+        if args.profile_only:  # flame graphs and the embedder's efficiency, added to the last run's results
+            result["profile_hybrid_c32"] = profile_replicas(url, app_name, queries, max(args.seconds, 10))
+            result["embed"] = embedder_efficiency(app_name, queries, 32, min(args.seconds, 10), str(data_dir))
+            return
         result["serve"] = sweep(url, "serve", levels, args.seconds, args.min_requests, queries)
         if "hotpotqa" in collections:
             result["hotpotqa_hybrid_graph_c16"] = {"serve": hotpot_graph_level(url, 16, args.seconds, args.min_requests)}
@@ -544,6 +575,10 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
 
+
+
+def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], result: dict) -> None:
+    levels = [int(c) for c in args.levels.split(",")]
     if not args.skip_monolith:
         from deployments.config import free_port
 
@@ -564,6 +599,9 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
 
+
+
+def finish(result: dict, levels: list[int], load_before: tuple) -> None:
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     result["command"] = "python -m benchmarks.real_stages " + " ".join(sys.argv[1:])
@@ -601,13 +639,13 @@ def headline(result: dict, levels: list[int]) -> dict:
     return {
         "serve_vs_monolith_qps_c32": ratio,
         "c1_p50_delta_ms": delta,
-        "embed_efficiency": result["embed"]["efficiency"],
+        "embed_efficiency": result.get("embed", {}).get("efficiency"),
         "default_p95_c50_ms": at(serve_t, "retrieve_default", c50, "p95_ms"),
         "hybrid_qps_c32": at(serve_t, "retrieve_hybrid", c32, "qps"),
         "monolith_default_p95_c50_ms": at(mono_t, "retrieve_default", c50, "p95_ms"),
         "monolith_hybrid_qps_c32": at(mono_t, "retrieve_hybrid", c32, "qps"),
         "embedder": result["embedder"],
-        "embed": result["embed"],
+        "embed": result.get("embed"),
         "hotpotqa_hybrid_graph_c16": result.get("hotpotqa_hybrid_graph_c16"),
         "levels_measured": levels,
         "load_average_before": result["load_average_before"],
