@@ -187,13 +187,18 @@ def monolith_main(data_dir: str, port: int) -> None:
     pipeline = Pipeline(config, stages)
     app = FastAPI(title="real-stage monolith")
 
-    @app.post("/v1/retrieve", response_model=RetrieveResponse)
     async def retrieve(req: RetrieveRequest) -> RetrieveResponse:
         return await pipeline.retrieve(req)
 
-    @app.post("/v1/answer", response_model=AnswerResponse)
     async def answer(req: AnswerRequest) -> AnswerResponse:
         return await pipeline.answer(req)
+
+    # This module's annotations are strings (from __future__) naming classes imported in this function, which
+    # FastAPI cannot resolve: give it the classes, or the body would be read as a query parameter.
+    retrieve.__annotations__ = {"req": RetrieveRequest, "return": RetrieveResponse}
+    answer.__annotations__ = {"req": AnswerRequest, "return": AnswerResponse}
+    app.post("/v1/retrieve", response_model=RetrieveResponse)(retrieve)
+    app.post("/v1/answer", response_model=AnswerResponse)(answer)
 
     @app.on_event("startup")
     async def warm() -> None:
@@ -439,8 +444,11 @@ def wait_ready(url: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.post(f"{url}/v1/retrieve", json={"collection": "scifact", "query": "warm up"}, timeout=30).status_code in (200, 404):
+            status = httpx.post(f"{url}/v1/retrieve", json={"collection": "scifact", "query": "warm up"}, timeout=30).status_code
+            if status == 200:
                 return
+            if 400 <= status < 500:
+                raise RuntimeError(f"{url} answered {status} to a plain retrieve")
         except httpx.HTTPError:
             pass
         time.sleep(1)
