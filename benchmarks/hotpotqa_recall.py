@@ -98,6 +98,16 @@ def measure(client: httpx.Client, collection: str, questions: list[dict], varian
     }
 
 
+def run_with(client, args: argparse.Namespace) -> dict:
+    docs, questions = load(args.dataset)
+    report = ingest(client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs))
+    print(f"ingested {report.sent} passages ({report.chunks} chunks) in {report.seconds:.1f}s", file=sys.stderr)
+    results = {name: measure(client, args.collection, questions, v) for name, v in VARIANTS.items()}
+    results["ingest_seconds"] = report.seconds
+    results["passages"] = len(docs)
+    return results
+
+
 def run(url: str, args: argparse.Namespace) -> dict:
     docs, questions = load(args.dataset)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -132,11 +142,24 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="port of the local app (0 = a free one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hotpotqa.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app")
+    parser.add_argument("--in-process", action="store_true",
+                        help="the pipeline and real engines in this process, without Ray Serve (benchmarks/inprocess.py)")
     args = parser.parse_args()
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     if args.url:
         results = run(args.url, args)
+    elif args.in_process:
+        from benchmarks.inprocess import InProcessClient
+
+        overrides = dict(item.split("=", 1) for item in args.set)
+        with tempfile.TemporaryDirectory(prefix="graphrag-hotpotqa-") as data_dir:
+            client = InProcessClient({"data_dir": data_dir, **overrides})
+            try:
+                results = run_with(client, args)
+            finally:
+                client.close()
+        results["transport"] = "in-process (no Ray Serve): latencies exclude the hops between replicas"
     else:
         import ray
         from ray import serve
