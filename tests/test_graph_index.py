@@ -153,3 +153,14 @@ async def test_passage_seeds_use_the_query_vector_and_the_stored_passage_vectors
         assert "acme corp" in {n.id for n in result.subgraph.nodes}
     finally:
         await service.aclose()
+
+
+def test_many_replacements_compact_the_slots_and_keep_results():
+    index = index_of(passage_seeds=1)
+    expected = [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks]
+    for _ in range(700):  # 2,800 replaced chunks: dead slots pass the compaction threshold
+        index.upsert(ROWS, [VECTORS[r.doc_id] for r in ROWS])
+        index.ensure_built()
+    stats = index.stats()
+    assert stats["chunks"] == 4 and stats["slots"] < 2000
+    assert [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks] == expected

@@ -71,7 +71,7 @@ async def test_pipeline_raises_linked_candidates_after_rerank():
 
 async def test_pipeline_link_failure_is_degraded_not_fatal():
     fake = LinkedStages(fail=StageUnavailable("graph", "down"))
-    resp = await make(fake).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    resp = await make(fake, retrieval={"link_weight": 0.3}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
     assert [d.stage for d in resp.degraded] == ["graph"] and "down" in resp.degraded[0].error
     assert [h.chunk_id for h in resp.hits] == ["c#0", "b#0", "a#0"]  # the reranked order stays
 

@@ -187,3 +187,26 @@ def test_retrieval_modes_over_http(api, ingested):
     assert api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query}).json()["mode"] == "hybrid"
     resp = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query, "mode": "semantic"})
     assert resp.status_code == 422 and "mode" in resp.text
+
+
+def test_graph_mode_searches_the_replicas_index_kept_current_on_ingest_and_delete(api, ingested):
+    """hybrid+graph on the real engines: the Graph replica's in-memory index answers, and an ingested (then
+    deleted) document is found (then gone) through the graph source within the index's check interval."""
+    query = {"collection": COLLECTION, "query": "Which company makes the Zorblax quantum toaster?", "mode": "hybrid+graph", "top_k": 8}
+    doc = {"id": "zorblax", "text": "Zorblax Industries makes the Quantum Toaster. Zorblax Industries is based in Oslo.", "metadata": {}}
+    assert api.post("/v1/ingest", json={"collection": COLLECTION, "documents": [doc]}).status_code == 200
+
+    def graph_docs() -> set[str]:
+        body = api.post("/v1/retrieve", json=query).json()
+        assert body["degraded"] == [] and body["mode"] == "hybrid+graph", body
+        return {h["doc_id"] for h in body["hits"] if "graph" in h["sources"]}
+
+    deadline = time.monotonic() + 30  # the check interval is 0.2 s; a loaded machine gets slack
+    while "zorblax" not in graph_docs() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "zorblax" in graph_docs()
+    assert api.delete("/v1/documents/zorblax", params={"collection": COLLECTION}).status_code == 200
+    deadline = time.monotonic() + 30
+    while "zorblax" in graph_docs() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "zorblax" not in graph_docs()

@@ -59,27 +59,33 @@ def longest_matches(keys: list[str]) -> list[str]:
 class CollectionIndex:
     """One collection's chunks, entities, mention matrix and (optionally) chunk vectors.
 
-    Writes (`upsert`, `remove_docs`) mark the matrices stale; the next search rebuilds them from the per-chunk
-    rows (O(mentions), a few ms at 5k chunks), so a batch of writes costs one rebuild.
+    Every chunk holds a slot (a row of the matrices). Writes are incremental: an upsert appends its chunks'
+    slots, mentions and vectors; a delete marks slots dead (a replaced chunk gets a new slot). The next search
+    rebuilds the two sparse matrices from the appended mention arrays in vectorized numpy (no Python loop over
+    the collection), so a batch of writes costs one rebuild; dead slots are compacted away once they are half.
     """
 
     def __init__(self, params: PPRParams | None = None, dim: int | None = None):
         self.params = params or PPRParams()
         self.dim = dim
         self.version = 0  # the store's version this index reflects (live_index.py)
-        self._chunks: dict[str, IndexedChunk] = {}
-        self._vectors: dict[str, np.ndarray] = {}
+        self._slot: dict[str, int] = {}  # chunk id -> slot
+        self._by_slot: list[IndexedChunk | None] = []
         self._by_doc: dict[str, set[str]] = {}
-        self._stale = True
-        # Built by _build():
-        self._order: list[IndexedChunk] = []
+        self._alive = np.zeros(0, dtype=bool)
         self._entity_pos: dict[str, int] = {}
         self._entity_keys: list[str] = []
-        self._to_entities: sp.csr_matrix | None = None  # E x P: passage mass -> entities (rows of A normalized)
-        self._to_passages: sp.csr_matrix | None = None  # P x E: entity mass -> passages (columns of A normalized)
+        # Mentions as appended (slot, entity, lead) arrays, concatenated at build.
+        self._m_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._vecs = np.zeros((0, dim or 0), dtype=np.float32)
+        self._has_vec = np.zeros(0, dtype=bool)
+        self._stale = True
+        # Built by _build():
+        self._to_entities: sp.csr_matrix | None = None  # E x P: passage mass -> entities
+        self._to_passages: sp.csr_matrix | None = None  # P x E: entity mass -> passages
         self._df: np.ndarray = np.zeros(0)
         self._idf: np.ndarray = np.zeros(0)
-        self._matrix: np.ndarray | None = None  # P x dim unit vectors (rows without a vector are 0)
+        self._seedable = np.zeros(0, dtype=bool)  # live slots with a vector
 
     def configure(self, params: PPRParams) -> None:
         self.params = params
@@ -87,67 +93,119 @@ class CollectionIndex:
 
     # ---- writes ---------------------------------------------------------------------------------
 
+    def _grow(self, n: int) -> None:
+        if n <= len(self._alive):
+            return
+        cap = max(n, 2 * len(self._alive), 1024)
+        self._alive = np.concatenate([self._alive, np.zeros(cap - len(self._alive), dtype=bool)])
+        self._has_vec = np.concatenate([self._has_vec, np.zeros(cap - len(self._has_vec), dtype=bool)])
+        if self.dim:
+            vecs = np.zeros((cap, self.dim), dtype=np.float32)
+            vecs[: len(self._vecs)] = self._vecs
+            self._vecs = vecs
+
+    def _kill(self, chunk_id: str) -> None:
+        slot = self._slot.pop(chunk_id, None)
+        if slot is not None:
+            self._alive[slot] = False
+            self._has_vec[slot] = False
+            self._by_slot[slot] = None
+
     def upsert(self, chunks: list[IndexedChunk], vectors: list[list[float] | None] | None = None) -> None:
-        """Adds chunks; a document's earlier chunks are replaced (call remove_docs first for its ids)."""
+        """Adds chunks (a chunk id already present is replaced); vectors, when given, one per chunk."""
+        if not chunks:
+            return
+        rows: list[int] = []
+        cols: list[int] = []
+        lead: list[bool] = []
+        first = len(self._by_slot)
+        self._grow(first + len(chunks))
         for i, chunk in enumerate(chunks):
-            self._chunks[chunk.chunk_id] = chunk
+            self._kill(chunk.chunk_id)
+            slot = first + i
+            self._slot[chunk.chunk_id] = slot
+            self._by_slot.append(chunk)
+            self._alive[slot] = True
             self._by_doc.setdefault(chunk.doc_id, set()).add(chunk.chunk_id)
-            vec = vectors[i] if vectors is not None else None
-            if vec is not None:
-                arr = np.asarray(vec, dtype=np.float32)
-                self._vectors[chunk.chunk_id] = arr / max(float(np.linalg.norm(arr)), 1e-12)
-                self.dim = arr.shape[0]
-            else:
-                self._vectors.pop(chunk.chunk_id, None)
+            about = set(chunk.lead)
+            for key in dict.fromkeys(chunk.keys):
+                j = self._entity_pos.get(key)
+                if j is None:
+                    j = self._entity_pos[key] = len(self._entity_keys)
+                    self._entity_keys.append(key)
+                rows.append(slot)
+                cols.append(j)
+                lead.append(key in about)
+        self._m_parts.append((np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(lead, dtype=bool)))
+        if vectors is not None:
+            self.set_vectors({c.chunk_id: v for c, v in zip(chunks, vectors) if v is not None})
         self._stale = True
 
     def remove_docs(self, doc_ids: list[str]) -> int:
         removed = 0
         for doc_id in doc_ids:
             for chunk_id in self._by_doc.pop(doc_id, set()):
-                self._chunks.pop(chunk_id, None)
-                self._vectors.pop(chunk_id, None)
+                self._kill(chunk_id)
                 removed += 1
         if removed:
             self._stale = True
         return removed
 
     def set_vectors(self, vectors: dict[str, list[float]]) -> None:
-        for chunk_id, vec in vectors.items():
-            if chunk_id in self._chunks:
-                arr = np.asarray(vec, dtype=np.float32)
-                self._vectors[chunk_id] = arr / max(float(np.linalg.norm(arr)), 1e-12)
-                self.dim = arr.shape[0]
+        items = [(self._slot[c], v) for c, v in vectors.items() if c in self._slot]
+        if not items:
+            return
+        arr = np.asarray([v for _, v in items], dtype=np.float32)
+        if not self.dim or self._vecs.shape[1] != arr.shape[1]:
+            self.dim = arr.shape[1]
+            self._vecs = np.zeros((len(self._alive), self.dim), dtype=np.float32)
+            self._has_vec[:] = False
+        slots = np.asarray([s for s, _ in items], dtype=np.int64)
+        self._vecs[slots] = arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
+        self._has_vec[slots] = True
         self._stale = True
 
     # ---- derived structures ---------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._chunks)
+        return len(self._slot)
 
     def chunk_ids(self) -> set[str]:
-        return set(self._chunks)
+        return set(self._slot)
 
     @property
     def has_vectors(self) -> bool:
-        return bool(self._vectors)
+        return bool(self._has_vec.any())
+
+    def _compact(self) -> None:
+        """Drops dead slots: re-adds the live chunks (and their vectors) to fresh arrays."""
+        live = [c for c in self._by_slot if c is not None]
+        vecs = {c.chunk_id: self._vecs[self._slot[c.chunk_id]] for c in live if self._has_vec[self._slot[c.chunk_id]]}
+        fresh = CollectionIndex(self.params, self.dim)
+        fresh.upsert(live)
+        fresh.set_vectors(vecs)
+        fresh.version = self.version
+        self.__dict__.update(fresh.__dict__)
 
     def _build(self) -> None:
-        order = sorted(self._chunks.values(), key=lambda c: c.chunk_id)
-        entity_pos: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        lead: list[float] = []
-        for i, chunk in enumerate(order):
-            about = set(chunk.lead)
-            for key in dict.fromkeys(chunk.keys):
-                rows.append(i)
-                cols.append(entity_pos.setdefault(key, len(entity_pos)))
-                lead.append(1.0 if key in about else 0.0)
-        n_p, n_e = len(order), len(entity_pos)
-        r, c, is_lead = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(lead, dtype=np.float32)
+        n_slots = len(self._by_slot)
+        if n_slots - len(self._slot) > max(1024, n_slots // 2):
+            self._compact()
+            n_slots = len(self._by_slot)
+        if self._m_parts:
+            r = np.concatenate([m[0] for m in self._m_parts])
+            c = np.concatenate([m[1] for m in self._m_parts])
+            is_lead = np.concatenate([m[2] for m in self._m_parts])
+            self._m_parts = [(r, c, is_lead)]
+        else:
+            r = c = np.zeros(0, dtype=np.int64)
+            is_lead = np.zeros(0, dtype=bool)
+        keep = self._alive[r]
+        r, c, is_lead = r[keep], c[keep], is_lead[keep].astype(np.float32)
+        self._m_parts = [(r, c, is_lead.astype(bool))]  # dead mentions go for good
+        n_p, n_e = n_slots, len(self._entity_keys)
         df = np.bincount(c, minlength=n_e).astype(np.float32)
-        idf = np.log(max(n_p, 1) / np.maximum(df, 1.0)) + 1e-3
+        idf = (np.log(max(len(self._slot), 1) / np.maximum(df, 1.0)) + 1e-3).astype(np.float32)
         p = self.params
         # passage -> entity: each passage spreads its mass over its entities, more to rare ones (idf ** power)
         w_out = idf[c] ** p.idf_power if p.idf_power else np.ones(len(c), dtype=np.float32)
@@ -159,18 +217,7 @@ class CollectionIndex:
         self._to_passages = sp.csr_matrix((w_in / in_sum[c], (r, c)), shape=(n_p, n_e), dtype=np.float32)
         self._df = df
         self._idf = idf
-        self._order = order
-        self._entity_pos = entity_pos
-        self._entity_keys = list(entity_pos)
-        if self._vectors and self.dim:
-            m = np.zeros((n_p, self.dim), dtype=np.float32)
-            for i, chunk in enumerate(order):
-                v = self._vectors.get(chunk.chunk_id)
-                if v is not None:
-                    m[i] = v
-            self._matrix = m
-        else:
-            self._matrix = None
+        self._seedable = (self._alive & self._has_vec)[:n_p]
         self._stale = False
 
     def ensure_built(self) -> None:
@@ -184,11 +231,12 @@ class CollectionIndex:
             if m is not None:
                 nbytes += m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
         return {
-            "chunks": len(self._order),
-            "entities": len(self._entity_keys),
+            "chunks": len(self._slot),
+            "slots": len(self._by_slot),
+            "entities": int((self._df > 0).sum()),
             "mentions": int(self._to_passages.nnz) if self._to_passages is not None else 0,
             "matrix_bytes": nbytes,
-            "vector_bytes": int(self._matrix.nbytes) if self._matrix is not None else 0,
+            "vector_bytes": int(self._vecs[: len(self._by_slot)].nbytes),
         }
 
     # ---- search ---------------------------------------------------------------------------------
@@ -196,7 +244,7 @@ class CollectionIndex:
     def link(self, query: str) -> list[str]:
         """Entity keys the query names (longest matches only)."""
         self.ensure_built()
-        found = [k for k in query_keys(query) if k in self._entity_pos]
+        found = [k for k in query_keys(query) if k in self._entity_pos and self._df[self._entity_pos[k]] > 0]
         return longest_matches(found)
 
     def search(self, query: str, limit: int, query_vector: list[float] | np.ndarray | None = None, hops: int | None = None) -> SearchResult:
@@ -210,16 +258,18 @@ class CollectionIndex:
         steps = params.hops if hops is None else min(hops, params.hops)
         if steps <= 0:
             query_vector, steps = None, 1
-        n_p = len(self._order)
+        n_p = len(self._by_slot)
         linked = self.link(query)
-        if n_p == 0:
+        if not self._slot:
             return SearchResult(chunks=[], linked=linked)
         seed_p = np.zeros(n_p, dtype=np.float32)
-        if query_vector is not None and self._matrix is not None and params.passage_seeds > 0:
+        n_seedable = int(self._seedable.sum())
+        if query_vector is not None and n_seedable and params.passage_seeds > 0:
             q = np.asarray(query_vector, dtype=np.float32)
             q = q / max(float(np.linalg.norm(q)), 1e-12)
-            cos = self._matrix @ q
-            k = min(params.passage_seeds, n_p)
+            cos = self._vecs[:n_p] @ q
+            cos[~self._seedable] = -np.inf
+            k = min(params.passage_seeds, n_seedable)
             top = np.argpartition(-cos, k - 1)[:k]
             seed_p[top] = np.exp((cos[top] - cos[top].max()) / params.seed_temperature)
             seed_p /= seed_p.sum()
@@ -245,8 +295,10 @@ class CollectionIndex:
         k = min(limit, n_p)
         top = np.argpartition(-p, k - 1)[:k]
         top = top[np.argsort(-p[top], kind="stable")]
-        chunks = [(self._order[i], float(p[i])) for i in top if p[i] > 0]
+        chunks = [(self._by_slot[i], float(p[i])) for i in top if p[i] > 0 and self._alive[i]]
         linked_set = set(linked)
-        e_top = np.argsort(-entity_mass)[: len(linked) + 10]
+        n_top = min(len(linked) + 10, len(entity_mass))
+        e_top = np.argpartition(-entity_mass, n_top - 1)[:n_top] if n_top else np.zeros(0, dtype=np.int64)
+        e_top = e_top[np.argsort(-entity_mass[e_top], kind="stable")]
         reached = [self._entity_keys[j] for j in e_top if entity_mass[j] > 0 and self._entity_keys[j] not in linked_set][:10]
         return SearchResult(chunks=chunks, linked=linked, reached=reached)
