@@ -120,3 +120,23 @@ class FakeStages:
 def make(fake: FakeStages, **args) -> Pipeline:
     # These tests are about the vector + graph fan-out: the mode that runs both (the default is "hybrid").
     return Pipeline(AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph", **args}), fake.stages())
+
+
+class _Recorder:
+    """One metric of RecordingMetrics: keeps every (value, tags) it was given."""
+
+    def __init__(self, name: str, **options):
+        self.name, self.options, self.values = name, options, []
+
+    def observe(self, value, tags=None):
+        self.values.append((value, tags or {}))
+
+    def inc(self, value=1, tags=None):
+        self.values.append((value, tags or {}))
+
+
+class RecordingMetrics:
+    """Stands in for `ray.serve.metrics` (StageMetrics(metrics=...)): metrics outside a Ray worker, recorded."""
+
+    Histogram = _Recorder
+    Counter = _Recorder

@@ -47,6 +47,7 @@ from deployments.models import (
     StreamDone,
 )
 from deployments.observability import StageMetrics, configure_logging
+from deployments.stages import Stages
 
 log = logging.getLogger("graphrag.ingress")
 
@@ -159,22 +160,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": f"internal error (id {error_id})"})
 
 
-@serve.deployment
-@serve.ingress(app)
-class Ingress:
-    def __init__(
-        self,
-        config: AppConfig,
-        embedder: DeploymentHandle,
-        vector: DeploymentHandle,
-        graph: DeploymentHandle,
-        reranker: DeploymentHandle,
-        chat: DeploymentHandle,
-    ):
+class IngressRoutes:
+    """The routes over a Pipeline of typed stages; a plain class, tested over HTTP without Ray."""
+
+    def __init__(self, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None):
         configure_logging()
         self.config = config
-        self.pipeline = Pipeline(config, stages_from_handles(embedder, vector, graph, reranker, chat))
-        self.metrics = app.state.metrics = StageMetrics()
+        self.pipeline = Pipeline(config, stages)
+        self.metrics = app.state.metrics = metrics if metrics is not None else StageMetrics()
         app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
 
     async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
@@ -257,3 +250,20 @@ class Ingress:
         stages = await self.pipeline.ready()
         body = ReadyResponse(ready=all(s.ok for s in stages.values()), stages=stages)
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress(IngressRoutes):
+    """The HTTP ingress deployment: the routes over the stage deployments' handles."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        embedder: DeploymentHandle,
+        vector: DeploymentHandle,
+        graph: DeploymentHandle,
+        reranker: DeploymentHandle,
+        chat: DeploymentHandle,
+    ):
+        super().__init__(config, stages_from_handles(embedder, vector, graph, reranker, chat))
