@@ -11,6 +11,7 @@ import httpx
 import pytest
 from ray import serve
 
+from tests.fakes import sample_documents
 from tests.local_app import local_app
 from tests.openai_server import OpenAIProtocolServer
 
@@ -18,10 +19,6 @@ pytestmark = pytest.mark.integration
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
 COLLECTION = "itest"
-
-
-def sample_documents() -> list[dict]:
-    return [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}} for p in sorted(SAMPLE.glob("*.md"))]
 
 
 @pytest.fixture(scope="module")
