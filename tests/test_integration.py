@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +16,6 @@ from tests.openai_server import OpenAIProtocolServer
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
 COLLECTION = "itest"
 
 
