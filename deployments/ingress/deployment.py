@@ -163,12 +163,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 class IngressRoutes:
     """The routes over a Pipeline of typed stages; a plain class, tested over HTTP without Ray."""
 
-    def __init__(self, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None):
+    def __init__(self, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None, served_app: FastAPI = app):
         configure_logging()
         self.config = config
         self.pipeline = Pipeline(config, stages)
-        self.metrics = app.state.metrics = metrics if metrics is not None else StageMetrics()
-        app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
+        self.metrics = metrics if metrics is not None else StageMetrics()
+        # Read by the guards and the exception handlers from the app that serves the request (`request.app`).
+        served_app.state.metrics = self.metrics
+        served_app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
 
     async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
         # The first event (after retrieval and the chat's first piece) is awaited here, before any byte is
@@ -266,4 +268,6 @@ class Ingress(IngressRoutes):
         reranker: DeploymentHandle,
         chat: DeploymentHandle,
     ):
-        super().__init__(config, stages_from_handles(embedder, vector, graph, reranker, chat))
+        # `app` here is the copy Serve ships to the replica with this class (by value) and serves requests with;
+        # IngressRoutes is imported by reference, so its module's `app` would be another object in the replica.
+        super().__init__(config, stages_from_handles(embedder, vector, graph, reranker, chat), served_app=app)
