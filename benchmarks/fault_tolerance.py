@@ -260,7 +260,7 @@ def main() -> None:
     from deployments.config import free_port
     from graph import start_local
     from tests.openai_server import OpenAIProtocolServer, OpenAIProtocolServerProcess
-    from tests.test_integration import sample_documents
+    from tests.fakes import sample_documents
 
     results: dict = {"started_load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="graphrag-ft-") as tmp, OpenAIProtocolServer() as primary, \

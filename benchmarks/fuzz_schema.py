@@ -150,7 +150,7 @@ def main() -> None:
     from deployments.config import free_port
     from graph import start_local
     from tests.openai_server import OpenAIProtocolServer
-    from tests.test_integration import sample_documents
+    from tests.fakes import sample_documents
 
     with OpenAIProtocolServer() as llm, tempfile.TemporaryDirectory(prefix="graphrag-fuzz-") as tmp:
         args = {"data_dir": f"{tmp}/data", "chat": {"base_url": llm.base_url, "model": "fuzz"},

@@ -426,7 +426,7 @@ class AppConfig(BaseSettings):
                 )
         if self.graph.embedded:
             self.graph.path = self.graph.path or str(Path(self.data_dir) / "arcadedb")
-            _require_loopback(self.graph.embedded_host)
+            require_loopback(self.graph.embedded_host)
             if self.deployments.bolt_server.max_replicas() > 1:
                 raise ValueError("the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica")
         return self
@@ -479,7 +479,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _require_loopback(host: str) -> None:
+def require_loopback(host: str) -> None:
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:

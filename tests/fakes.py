@@ -1,15 +1,20 @@
-"""Shared test doubles: in-process stages for the pipeline (the `Stages` of deployments.stages, without Ray)."""
+"""Shared test doubles and data: in-process stages for the pipeline (the `Stages` of deployments.stages, without
+Ray), a stand-in for Serve's metrics, and the documents and queries several test modules use."""
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from types import SimpleNamespace
+
+from neo4j import AsyncGraphDatabase
 
 from deployments.config import AppConfig
 from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
     ChatDelta,
     ChatResult,
+    Chunk,
     GraphResult,
     RerankResult,
     ScoredChunk,
@@ -120,3 +125,121 @@ class FakeStages:
 def make(fake: FakeStages, **args) -> Pipeline:
     # These tests are about the vector + graph fan-out: the mode that runs both (the default is "hybrid").
     return Pipeline(AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph", **args}), fake.stages())
+
+
+class _Recorder:
+    """One metric of RecordingMetrics: keeps every (value, tags) it was given."""
+
+    def __init__(self, name: str, **options):
+        self.name, self.options, self.values = name, options, []
+
+    def observe(self, value, tags=None):
+        self.values.append((value, tags or {}))
+
+    def inc(self, value=1, tags=None):
+        self.values.append((value, tags or {}))
+
+
+class RecordingMetrics:
+    """Stands in for `ray.serve.metrics` (StageMetrics(metrics=...)): metrics outside a Ray worker, recorded."""
+
+    Histogram = _Recorder
+    Counter = _Recorder
+
+
+# ---- shared test data ---------------------------------------------------------------------------
+
+# A chain of documents: alice -> acme (d1), acme -> bob (d2), bob -> paris (d3).
+DOCS = {
+    "d1": "Alice Smith founded Acme Corp in a garage.",
+    "d2": "Acme Corp later hired Bob Jones as chief engineer.",
+    "d3": "Bob Jones moved to Paris after retiring.",
+}
+
+
+def chunks_of(docs: dict[str, str], **meta) -> list[Chunk]:
+    return [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t, metadata={"source": d, **meta}) for d, t in docs.items()]
+
+
+async def raw(graph_config, query: str, **params):
+    async with AsyncGraphDatabase.driver(graph_config.bolt_uri, auth=("root", graph_config.password.get_secret_value())) as d:
+        records, _, _ = await d.execute_query(query, params, database_=graph_config.database)
+        return [r.data() for r in records]
+
+
+INJECTIONS = [
+    "`) DETACH DELETE n //",
+    "x}) MATCH (n) DETACH DELETE n //",
+    "Robert'); DROP TABLE students;--",
+    '"quoted" \\ back\\slash',
+    "{evil: $param}",
+    "Ünïcödé 🚀 名前",
+    "$keys",
+]
+
+WRITES = [
+    # plain write clauses, any case, any white space
+    "CREATE (n:X) RETURN n",
+    "MATCH (n) SET n.x = 1",
+    "match (n) set n += {x: 1}",
+    "MATCH (n) DELETE n",
+    "MATCH (n) DETACH DELETE n",
+    "MATCH (n)\tDETACH\tDELETE\tn",
+    "MATCH (n)\nDETACH\n\nDELETE n",
+    "MATCH (n) REMOVE n.x",
+    "MATCH (n) REMOVE n:Entity",
+    "MERGE (n:X {k: 1}) RETURN n",
+    "MaTcH (n) mErGe (m:X) RETURN m",
+    "UNWIND [1, 2] AS i CREATE (:X {i: i})",
+    "MATCH (n) FOREACH (x IN [1] | SET n.y = x)",
+    "WITH 1 AS x INSERT (:X)",
+    # hidden by comments: the comment ends, the write remains
+    "MATCH (n) // harmless\nDELETE n",
+    "MATCH (n) /* harmless */ DETACH /* still */ DELETE n",
+    "MATCH (n) RETURN n /* unterminated comment DELETE n",
+    "MATCH (n) RETURN 'unterminated string DELETE n",
+    # subqueries
+    "CALL { CREATE (n:X) RETURN n } RETURN n",
+    "CALL { MATCH (n) DETACH DELETE n } RETURN 1",
+    "MATCH (a) CALL (a) { SET a.x = 1 } RETURN a",
+    "MATCH (n) CALL { WITH n DELETE n } IN TRANSACTIONS",
+    # procedures and functions
+    "CALL apoc.create.node(['X'], {})",
+    "CALL apoc.periodic.iterate('MATCH (n) RETURN n', 'DELETE n', {})",
+    "call dbms.killQuery('q-1')",
+    "CALL db.createLabel('X')",
+    "CALL `apoc.create.node`(['X'], {})",
+    "RETURN apoc.cypher.runFirstColumnSingle('CREATE (n) RETURN n', {}) AS x",
+    "RETURN `apoc`.cypher.run('CREATE (n)', {}) AS x",
+    "RETURN `evil`(1)",
+    # outside data, other databases, admin, several statements
+    "LOAD CSV FROM 'file:///etc/passwd' AS line RETURN line",
+    "WITH 1 AS x LOAD CSV FROM 'file:///etc/passwd' AS line RETURN line",
+    "USING PERIODIC COMMIT LOAD CSV FROM 'x' AS l CREATE (:X)",
+    "USE system MATCH (n) RETURN n",
+    "SHOW USERS",
+    "DROP INDEX chunk_doc_id",
+    "CREATE INDEX x IF NOT EXISTS FOR (n:X) ON (n.y)",
+    "MATCH (n) RETURN n; MATCH (m) DETACH DELETE m",
+    "MATCH (n) RETURN n; CREATE (m)",
+    # other query languages a server might accept
+    "DELETE FROM V",
+    "UPDATE Entity SET name = 'x'",
+    "SELECT FROM Entity",
+    # unicode: look-alikes and invisible characters never form a keyword we would miss
+    "MATCH (n) ＣＲＥＡＴＥ (m)",
+    "MATCH (n) CRE\u200bATE (m)",
+    "MATCH (n)\u00a0DELETE n",
+    "MATCH (n) DЕLETE n",  # a Cyrillic Е
+    "MATCH (n) RETURN n\u2028DELETE n",
+    "",
+    "   \n\t ",
+    "// only a comment",
+]
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
+
+
+def sample_documents() -> list[dict]:
+    return [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}} for p in sorted(SAMPLE.glob("*.md"))]

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deployments.graph.cypher_guard import LINE_TERMINATORS, UnsafeQuery, check_read_only, tokens
+from tests.fakes import WRITES
 
 READS = [
     "MATCH (n) RETURN n LIMIT 5",
@@ -26,65 +27,7 @@ READS = [
     "MATCH (`weird ``name```) RETURN 1",
 ]
 
-WRITES = [
-    # plain write clauses, any case, any white space
-    "CREATE (n:X) RETURN n",
-    "MATCH (n) SET n.x = 1",
-    "match (n) set n += {x: 1}",
-    "MATCH (n) DELETE n",
-    "MATCH (n) DETACH DELETE n",
-    "MATCH (n)\tDETACH\tDELETE\tn",
-    "MATCH (n)\nDETACH\n\nDELETE n",
-    "MATCH (n) REMOVE n.x",
-    "MATCH (n) REMOVE n:Entity",
-    "MERGE (n:X {k: 1}) RETURN n",
-    "MaTcH (n) mErGe (m:X) RETURN m",
-    "UNWIND [1, 2] AS i CREATE (:X {i: i})",
-    "MATCH (n) FOREACH (x IN [1] | SET n.y = x)",
-    "WITH 1 AS x INSERT (:X)",
-    # hidden by comments: the comment ends, the write remains
-    "MATCH (n) // harmless\nDELETE n",
-    "MATCH (n) /* harmless */ DETACH /* still */ DELETE n",
-    "MATCH (n) RETURN n /* unterminated comment DELETE n",
-    "MATCH (n) RETURN 'unterminated string DELETE n",
-    # subqueries
-    "CALL { CREATE (n:X) RETURN n } RETURN n",
-    "CALL { MATCH (n) DETACH DELETE n } RETURN 1",
-    "MATCH (a) CALL (a) { SET a.x = 1 } RETURN a",
-    "MATCH (n) CALL { WITH n DELETE n } IN TRANSACTIONS",
-    # procedures and functions
-    "CALL apoc.create.node(['X'], {})",
-    "CALL apoc.periodic.iterate('MATCH (n) RETURN n', 'DELETE n', {})",
-    "call dbms.killQuery('q-1')",
-    "CALL db.createLabel('X')",
-    "CALL `apoc.create.node`(['X'], {})",
-    "RETURN apoc.cypher.runFirstColumnSingle('CREATE (n) RETURN n', {}) AS x",
-    "RETURN `apoc`.cypher.run('CREATE (n)', {}) AS x",
-    "RETURN `evil`(1)",
-    # outside data, other databases, admin, several statements
-    "LOAD CSV FROM 'file:///etc/passwd' AS line RETURN line",
-    "WITH 1 AS x LOAD CSV FROM 'file:///etc/passwd' AS line RETURN line",
-    "USING PERIODIC COMMIT LOAD CSV FROM 'x' AS l CREATE (:X)",
-    "USE system MATCH (n) RETURN n",
-    "SHOW USERS",
-    "DROP INDEX chunk_doc_id",
-    "CREATE INDEX x IF NOT EXISTS FOR (n:X) ON (n.y)",
-    "MATCH (n) RETURN n; MATCH (m) DETACH DELETE m",
-    "MATCH (n) RETURN n; CREATE (m)",
-    # other query languages a server might accept
-    "DELETE FROM V",
-    "UPDATE Entity SET name = 'x'",
-    "SELECT FROM Entity",
-    # unicode: look-alikes and invisible characters never form a keyword we would miss
-    "MATCH (n) ＣＲＥＡＴＥ (m)",
-    "MATCH (n) CRE\u200bATE (m)",
-    "MATCH (n)\u00a0DELETE n",
-    "MATCH (n) DЕLETE n",  # a Cyrillic Е
-    "MATCH (n) RETURN n\u2028DELETE n",
-    "",
-    "   \n\t ",
-    "// only a comment",
-]
+
 
 
 @pytest.mark.parametrize("query", READS)

@@ -10,7 +10,7 @@ import pytest
 
 from deployments.ingest_cli import IngestError, IngestState, ingest, main as ingest_main, read_source
 from tests.local_app import local_app
-from tests.test_cypher_guard import WRITES
+from tests.fakes import WRITES
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,7 @@ from deployments.errors import BadRequest, NotFound, StageUnavailable
 from deployments.graph.schema import SCHEMA
 from deployments.graph.service import GraphService
 from deployments.graph.llm_extraction import normalize_relation_type
-from tests.test_cypher_guard import WRITES
-from tests.test_graph_store import DOCS, INJECTIONS, chunks_of, raw
+from tests.fakes import DOCS, INJECTIONS, WRITES, chunks_of, raw
 
 
 @pytest.fixture

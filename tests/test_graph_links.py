@@ -7,8 +7,7 @@ from deployments.errors import NotFound, StageUnavailable
 from deployments.graph.service import GraphService
 from deployments.graph.transactions import longest_matches, specificity
 from deployments.models import RetrieveRequest
-from tests.test_graph_store import DOCS, chunks_of
-from tests.fakes import FakeStages, make
+from tests.fakes import DOCS, FakeStages, chunks_of, make
 
 
 @pytest.fixture

@@ -1,25 +1,13 @@
 import asyncio
 
 import pytest
-from neo4j import AsyncGraphDatabase
 
 from deployments.config import GraphConfig, free_port
 from deployments.errors import StageUnavailable
 from deployments.text import normalize_name
 from deployments.graph.service import GraphService
 from deployments.models import Chunk, Entity, Extraction, Relation
-
-# A chain of documents: alice -> acme (d1), acme -> bob (d2), bob -> paris (d3).
-DOCS = {
-    "d1": "Alice Smith founded Acme Corp in a garage.",
-    "d2": "Acme Corp later hired Bob Jones as chief engineer.",
-    "d3": "Bob Jones moved to Paris after retiring.",
-}
-
-
-def chunks_of(docs: dict[str, str], **meta) -> list[Chunk]:
-    return [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t, metadata={"source": d, **meta}) for d, t in docs.items()]
-
+from tests.fakes import DOCS, INJECTIONS, chunks_of, raw
 
 def store_search(config):
     """These tests cover the Cypher search in the store (graph.index.enabled: false); tests/test_graph_index.py the index."""
@@ -37,12 +25,6 @@ async def graph(graph_config):  # noqa: F811
 def collection(request) -> str:
     # One collection per test: tests share the session's server but never each other's data.
     return request.node.name.replace("[", "_").replace("]", "")[:64]
-
-
-async def raw(graph_config, query: str, **params):  # noqa: F811
-    async with AsyncGraphDatabase.driver(graph_config.bolt_uri, auth=("root", graph_config.password.get_secret_value())) as d:
-        records, _, _ = await d.execute_query(query, params, database_=graph_config.database)
-        return [r.data() for r in records]
 
 
 async def test_ping(graph):
@@ -152,17 +134,6 @@ async def test_delete_documents(graph, collection):
     assert await graph.delete_documents(collection, ["nope"]) == 0
     assert await graph.delete_documents(collection, ["d1", "d3"]) == 2
     assert await graph.counts(collection) == {"chunks": 0, "entities": 0, "relations": 0}
-
-
-INJECTIONS = [
-    "`) DETACH DELETE n //",
-    "x}) MATCH (n) DETACH DELETE n //",
-    "Robert'); DROP TABLE students;--",
-    '"quoted" \\ back\\slash',
-    "{evil: $param}",
-    "Ünïcödé 🚀 名前",
-    "$keys",
-]
 
 
 def hostile_extractor(chunk: Chunk) -> Extraction:

@@ -5,23 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from ray import serve
 
+from tests.fakes import sample_documents
 from tests.local_app import local_app
 from tests.openai_server import OpenAIProtocolServer
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
 COLLECTION = "itest"
-
-
-def sample_documents() -> list[dict]:
-    return [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}} for p in sorted(SAMPLE.glob("*.md"))]
 
 
 @pytest.fixture(scope="module")

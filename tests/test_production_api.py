@@ -15,7 +15,7 @@ import ray
 from deployments.ingress.auth import hash_key
 from tests.local_app import local_app
 from tests.openai_server import OpenAIProtocolServer
-from tests.test_integration import sample_documents
+from tests.fakes import sample_documents
 
 pytestmark = pytest.mark.integration
 

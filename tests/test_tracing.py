@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from deployments import tracing
 from benchmarks.ray_nodes import free_port  # a port outside the ephemeral range: it stays free until HAProxy binds it
 from tests.local_app import local_app
-from tests.test_integration import sample_documents
+from tests.fakes import sample_documents
 
 STAGES = {"Ingress", "Vector", "Embedder", "Graph", "Reranker", "Chat"}
 

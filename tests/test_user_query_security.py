@@ -16,7 +16,7 @@ import deployments.graph.user_query as user_query
 from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavailable
 from deployments.graph.service import GraphService
 from deployments.graph.user_query import json_size
-from tests.test_graph_store import DOCS, chunks_of
+from tests.fakes import DOCS, chunks_of
 
 # Writes, schema and admin changes, and file reads: what the guard refuses and the engine must refuse too.
 FORBIDDEN = [

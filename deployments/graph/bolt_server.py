@@ -25,7 +25,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from deployments.config import GraphConfig, _require_loopback, free_port
+from deployments.config import GraphConfig, free_port, require_loopback
 from deployments.graph.credentials import READER_USER, ROOT_USER, StoreCredentials, load_or_create
 
 log = logging.getLogger("graphrag.bolt_server")
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, default=0, help="stop when this process is no longer the parent")
     parser.add_argument("--start-retry-s", type=float, default=20.0)
     args = parser.parse_args(argv)
-    _require_loopback(args.host)
+    require_loopback(args.host)
     password = sys.stdin.readline().rstrip("\r\n")
     reader_password = sys.stdin.readline().rstrip("\r\n")
     if min(len(password), len(reader_password)) < MIN_PASSWORD_CHARS:
@@ -216,7 +216,7 @@ class EmbeddedBoltServer:
             raise ValueError("graph.path (the embedded server's data folder) is not set")
         if config.user != "root":
             raise ValueError(f"the embedded ArcadeDB server authenticates its root user; graph.user is {config.user!r}")
-        _require_loopback(config.embedded_host)
+        require_loopback(config.embedded_host)
         self.config = config
         self.host = config.embedded_host
         self.port = config.embedded_port or free_port(self.host)
