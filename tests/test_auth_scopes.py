@@ -103,6 +103,9 @@ async def test_collection_listing_shows_a_limited_key_only_its_collections(monke
             assert (await _send(client, "reader-a", "GET", "/v1/collections/b/documents", None)).status_code == 403
             assert (await _send(client, "reader", "GET", "/v1/collections/nope/documents", None)).status_code == 404
             assert (await _send(client, "reader", "GET", "/v1/collections/a/documents?cursor=x", None)).status_code == 422
+            assert (await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={'-' * 36}", None)).status_code == 422
+            cursor = "0" * 8 + "-0000-0000-0000-" + "0" * 12  # before every point id: the whole first page
+            assert (await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={cursor}", None)).json() == docs.json()
             assert (await _send(client, "reader", "GET", "/v1/collections/a/documents?limit=0", None)).status_code == 422
             assert (await _send(client, "writer", "GET", "/v1/collections", None)).status_code == 403  # no read scope
     finally:

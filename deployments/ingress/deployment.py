@@ -63,7 +63,8 @@ from deployments.ui.stats import WindowedStageMetrics
 
 log = logging.getLogger("graphrag.ingress")
 
-_CURSOR_PATTERN = r"^[0-9a-fA-F-]{32,36}$"  # a point id (UUID), as GET /v1/collections/{c}/documents returns it
+# A point id (UUID), as GET /v1/collections/{c}/documents returns it in `next_cursor`.
+_CURSOR_PATTERN = r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
 
 _ERRORS = {
     404: {"model": ErrorResponse, "description": "The collection does not exist."},
