@@ -11,7 +11,7 @@ counted as ok (200, every stage), degraded (200 with `degraded`) or failed (anyt
                       how long retrieve is unavailable, replacement time, and that no point or chunk was lost
   bolt_server_kill    the BoltServer replica (the embedded ArcadeDB) killed mid-load, hybrid+graph: the same
   stages_down       graph store killed, reranker down, chat down: /v1/retrieve 200 + degraded, /v1/answer extractive
-  chat_required     chat down with chat_fallback_extractive=false: /v1/answer 503 naming the stage
+  chat_required     chat down with chat.fallback_extractive=false: /v1/answer 503 naming the stage
   chat_429          the chat provider answers 429 + Retry-After: waited for, then answered
   fallback_chain    the first chat provider fails: the next one answers
   overload          4x the ingress capacity (max_ongoing + max_queued): fast 503 + Retry-After, admitted p95 kept
@@ -239,7 +239,7 @@ async def overload(base: str) -> dict:
 
 
 def chat_required(tmp: str) -> dict:
-    """A second app: chat down and chat_fallback_extractive=false → /v1/answer 503 naming the chat stage."""
+    """A second app: chat down and chat.fallback_extractive=false → /v1/answer 503 naming the chat stage."""
     from ray import serve
 
     from deployments.config import free_port
@@ -248,8 +248,8 @@ def chat_required(tmp: str) -> dict:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})  # the running proxy keeps its port
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    serve.run(build_app({"data_dir": f"{tmp}/strict", "chat": {"base_url": dead, "max_attempts": 1, "timeout_s": 5},
-                         "chat_fallback_extractive": False}), name="graphrag-ft-strict", route_prefix="/strict")
+    chat = {"base_url": dead, "max_attempts": 1, "timeout_s": 5, "fallback_extractive": False}
+    serve.run(build_app({"data_dir": f"{tmp}/strict", "chat": chat}), name="graphrag-ft-strict", route_prefix="/strict")
     return {"route_prefix": "/strict", "chat_base_url": dead}
 
 

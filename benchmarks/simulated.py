@@ -153,7 +153,7 @@ def sync_app(latencies: Latencies, threads: int | None = None):
 def _pipeline_config():
     from deployments.config import AppConfig
 
-    return AppConfig.from_args({"data_dir": "/tmp/graphrag-simulated", "chat_fallback_extractive": False})
+    return AppConfig.from_args({"data_dir": "/tmp/graphrag-simulated", "chat.fallback_extractive": False})
 
 
 def monolith_app(latencies: Latencies):

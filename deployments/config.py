@@ -7,6 +7,7 @@ keys for nesting), then from `GRAPHRAG_*` environment variables (nested with `__
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from pathlib import Path
@@ -24,6 +25,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.models import COLLECTION_PATTERN, MAX_HOPS, MAX_TOP_K, RetrievalMode
+from deployments.serve_options import DeploymentsConfig
+
+log = logging.getLogger("graphrag.config")
 
 
 class _Section(BaseModel):
@@ -45,6 +49,7 @@ class EmbedderConfig(_Section):
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
     num_threads: int | None = Field(None, ge=1, le=64, description="torch / ONNX Runtime intra-op threads; default: the CPUs this process may use.")
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
+    max_retries: int = Field(2, ge=0, le=10, description="Retries of a failed request to the OpenAI-compatible endpoint.")
 
 
 class VectorConfig(_Section):
@@ -163,6 +168,8 @@ class GraphConfig(_Section):
     max_chunks: int = Field(30, ge=1, le=500)
     query_timeout_s: float = Field(5.0, gt=0)
     write_timeout_s: float = Field(120.0, gt=0, description="Bound on one upsert/delete transaction.")
+    connect_attempts: int = Field(3, ge=1, le=20, description="Attempts at a transaction after a dropped connection.")
+    conflict_attempts: int = Field(12, ge=1, le=100, description="Attempts at a write after a concurrent-write conflict.")
     extraction: ExtractionConfig = ExtractionConfig()
     index: GraphIndexConfig = GraphIndexConfig()
     # POST /v1/graph/query: user Cypher, run in a read transaction under these bounds.
@@ -224,6 +231,9 @@ class ChatConfig(_Section):
     backoff_max_s: float = Field(8.0, gt=0)
     timeout_s: float = Field(60.0, gt=0, description="Bound on all attempts together.")
     max_passages: int = Field(6, ge=1, le=50)
+    fallback_extractive: bool = Field(
+        True, description="When every provider fails: the extractive answer (listed in `degraded`), else 503 naming chat."
+    )
 
     @model_validator(mode="after")
     def _fallbacks_need_primary(self) -> "ChatConfig":
@@ -233,7 +243,8 @@ class ChatConfig(_Section):
 
 
 class FusionWeights(_Section):
-    """Weight of each retrieval source in fusion (and in the embedded reranker's blend)."""
+    """Weight of each retrieval source in the pipeline's fusion (the embedded reranker has its own weights:
+    reranker.dense_weight, reranker.graph_weight)."""
 
     vector: float = Field(1.0, ge=0, description="Dense (embedding) hits.")
     lexical: float = Field(1.0, ge=0, description="BM25 hits.")
@@ -273,59 +284,6 @@ class ChunkingConfig(_Section):
     def _overlap(self) -> "ChunkingConfig":
         if self.overlap_words >= self.max_words:
             raise ValueError("chunking.overlap_words must be smaller than chunking.max_words")
-        return self
-
-
-class DeploymentOptions(_Section):
-    """Ray Serve options of one deployment (see `serve.deployment`)."""
-
-    num_replicas: int | None = Field(None, ge=1)
-    autoscaling_config: dict[str, Any] | None = None
-    max_ongoing_requests: int = Field(100, ge=1)
-    max_queued_requests: int = Field(-1, ge=-1)
-    # What callers get when the queue is full: {status_code: 503|429, retry_after_s: seconds} (Serve's BackpressureConfig).
-    backpressure_config: dict[str, Any] | None = None
-    # No CPU reserved by default, so the whole graph fits one small node; set num_cpus on clusters.
-    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
-    health_check_period_s: float | None = None
-    # Serve's LoggingConfig, e.g. {enable_access_log: false}; unset: see DeploymentsConfig._access_logs.
-    logging_config: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _one_of(self) -> "DeploymentOptions":
-        if self.num_replicas is not None and self.autoscaling_config is not None:
-            raise ValueError("set num_replicas or autoscaling_config, not both")
-        return self
-
-    def max_replicas(self) -> int:
-        if self.autoscaling_config is not None:
-            return int(self.autoscaling_config.get("max_replicas", 1))
-        return self.num_replicas or 1
-
-    def serve_options(self) -> dict[str, Any]:
-        opts = self.model_dump(exclude_none=True)
-        if self.num_replicas is None and self.autoscaling_config is None:
-            opts["num_replicas"] = 1
-        return opts
-
-
-class DeploymentsConfig(_Section):
-    ingress: DeploymentOptions = DeploymentOptions(max_ongoing_requests=200)
-    embedder: DeploymentOptions = DeploymentOptions(max_ongoing_requests=64)
-    vector: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
-    graph: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
-    bolt_server: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100, health_check_period_s=2.0)
-    reranker: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
-    chat: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
-
-    @model_validator(mode="after")
-    def _access_logs(self) -> "DeploymentsConfig":
-        """Serve writes an access-log line per call in every replica; the ingress's lines are the HTTP requests,
-        the stages' only repeat them per hop (about 5% of a stage call's CPU), so stages default to none."""
-        for name in type(self).model_fields:
-            options: DeploymentOptions = getattr(self, name)
-            if options.logging_config is None:
-                options.logging_config = {"enable_access_log": name == "ingress"}
         return self
 
 
@@ -404,6 +362,10 @@ class LimitsConfig(_Section):
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s of an unavailable or overloaded stage.")
 
 
+# Old top-level key -> (section, key) it moved to.
+MOVED_KEYS = {"chat_fallback_extractive": ("chat", "fallback_extractive")}
+
+
 class AppConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRAPHRAG_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -418,10 +380,26 @@ class AppConfig(BaseSettings):
     retrieval: RetrievalConfig = RetrievalConfig()
     chunking: ChunkingConfig = ChunkingConfig()
     deployments: DeploymentsConfig = DeploymentsConfig()
-    # When chat fails: answer extractively (and report `degraded`), or 503 naming the stage.
-    chat_fallback_extractive: bool = True
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Keys that moved into a stage's section, still accepted (with a warning) under their old name."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, (section, key) in MOVED_KEYS.items():
+            if old not in data:
+                continue
+            log.warning("config key %r is deprecated: use %s.%s", old, section, key)
+            value = data.pop(old)
+            current = data.get(section) or {}
+            if isinstance(current, BaseModel):
+                current = current.model_dump()
+            data[section] = {key: value, **current}  # the new key wins when both are set
+        return data
 
     @field_validator("data_dir")
     @classmethod
@@ -446,6 +424,26 @@ class AppConfig(BaseSettings):
             _require_loopback(self.graph.embedded_host)
             if self.deployments.bolt_server.max_replicas() > 1:
                 raise ValueError("the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica")
+        return self
+
+    @model_validator(mode="after")
+    def _timeouts_nest(self) -> "AppConfig":
+        """Each bound ends before the one around it: a stage's own budget, then the pipeline's bound on that
+        stage, then the whole request's. The inner one decides (a degraded stage, the fallback answer); the
+        outer one only backs it up."""
+        r, limits = self.retrieval, self.limits
+        nested = [
+            ("chat.timeout_s", self.chat.timeout_s, "retrieval.chat_timeout_s", r.chat_timeout_s),
+            ("retrieval.chat_timeout_s", r.chat_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("retrieval.vector_timeout_s", r.vector_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("retrieval.graph_timeout_s", r.graph_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("retrieval.rerank_timeout_s", r.rerank_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
+            ("graph.write_timeout_s", self.graph.write_timeout_s, "retrieval.ingest_timeout_s", r.ingest_timeout_s),
+            ("retrieval.ingest_timeout_s", r.ingest_timeout_s, "limits.ingest_request_timeout_s", limits.ingest_request_timeout_s),
+        ]
+        wrong = [f"{inner} ({a:g}s) must be shorter than {outer} ({b:g}s)" for inner, a, outer, b in nested if not a < b]
+        if wrong:
+            raise ValueError("timeouts must nest: " + "; ".join(wrong))
         return self
 
     @classmethod

@@ -29,7 +29,7 @@ AUTH = {
 
 class Stages(FakeStages):
     async def graph_query(self, query, parameters, max_rows):
-        return GraphQueryResponse(columns=["n"], rows=[[1]], truncated=False, row_cap=100, byte_cap=1_000_000)
+        return GraphQueryResponse(columns=["n"], rows=[[1]], truncated=False, row_cap=100, byte_cap=65536)
 
     def stages(self):
         stages = super().stages()

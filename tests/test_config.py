@@ -40,3 +40,23 @@ def test_unknown_keys_are_refused():
 def test_redact_url():
     assert redact_url("http://user:pw@host:6333/x") == "http://host:6333/x"
     assert redact_url("http://host/x") == "http://host/x"
+
+
+def test_moved_key_is_accepted_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="graphrag.config"):
+        cfg = AppConfig.from_args({"chat_fallback_extractive": False, "chat.model": "m"})
+    assert cfg.chat.fallback_extractive is False and cfg.chat.model == "m"
+    assert "chat.fallback_extractive" in caplog.text
+    both = AppConfig.from_args({"chat_fallback_extractive": False, "chat.fallback_extractive": True})
+    assert both.chat.fallback_extractive is True  # the new key wins
+    assert AppConfig.from_args({}).chat.fallback_extractive is True
+
+
+def test_inner_timeouts_must_end_before_the_outer_ones():
+    AppConfig.from_args({})  # the defaults nest: chat 60 s < retrieval.chat_timeout_s 90 s < request 120 s
+    with pytest.raises(ValidationError, match=r"chat.timeout_s \(100s\) must be shorter than retrieval.chat_timeout_s \(90s\)"):
+        AppConfig.from_args({"chat.timeout_s": 100})
+    with pytest.raises(ValidationError, match="retrieval.chat_timeout_s .* limits.request_timeout_s"):
+        AppConfig.from_args({"limits.request_timeout_s": 15})
+    with pytest.raises(ValidationError, match="graph.write_timeout_s"):
+        AppConfig.from_args({"retrieval.ingest_timeout_s": 60})

@@ -1,4 +1,5 @@
-from deployments.graph.extraction import ENTITY_TYPES, MAX_ENTITIES_PER_CHUNK, RELATION_TYPE, STOP_WORDS, extract, normalize_name, query_keys
+from deployments.graph.extraction import ENTITY_TYPES, MAX_ENTITIES_PER_CHUNK, RELATION_TYPE, extract, query_keys
+from deployments.text import STOP_WORDS, normalize_name
 from deployments.models import Chunk
 
 

@@ -6,9 +6,13 @@ import inspect
 
 import pytest
 
+import deployments.graph.explorer as graph_explorer
+import deployments.graph.retrieval as graph_retrieval
 import deployments.graph.schema as graph_schema
 import deployments.graph.service as graph_service
+import deployments.graph.session as graph_session
 import deployments.graph.transactions as graph_transactions
+import deployments.graph.writes as graph_writes
 from deployments.errors import BadRequest, NotFound, StageUnavailable
 from deployments.graph.schema import SCHEMA
 from deployments.graph.service import GraphService
@@ -146,7 +150,8 @@ def test_relation_types_from_extraction_are_plain_identifiers(raw_type):
 def test_query_text_interpolates_only_checked_constants():
     """By construction: every Cypher f-string of the graph stage interpolates only the schema's checked
     label/type constants; everything that comes from data travels as a parameter."""
-    tree = ast.parse(inspect.getsource(graph_service) + inspect.getsource(graph_transactions))
+    modules = (graph_service, graph_session, graph_transactions, graph_writes, graph_retrieval, graph_explorer)
+    tree = ast.parse("\n".join(inspect.getsource(m) for m in modules))
     allowed = {"CHUNK", "ENTITY", "MENTIONS", "RELATED"}
     cypher_fstrings = 0
     for node in ast.walk(tree):

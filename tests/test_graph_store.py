@@ -5,7 +5,7 @@ from neo4j import AsyncGraphDatabase
 
 from deployments.config import GraphConfig, free_port
 from deployments.errors import StageUnavailable
-from deployments.graph.extraction import normalize_name
+from deployments.text import normalize_name
 from deployments.graph.service import GraphService
 from deployments.models import Chunk, Entity, Extraction, Relation
 

@@ -5,7 +5,7 @@ import pytest
 
 from deployments.errors import CollectionNotFound, StageUnavailable
 from deployments.models import AnswerRequest, Document, IngestRequest, RetrieveRequest
-from deployments.ingress.pipeline import reciprocal_rank_fusion
+from deployments.ingress.fusion import reciprocal_rank_fusion
 from tests.fakes import FakeStages, chunk, make
 
 
@@ -88,7 +88,7 @@ async def test_chat_failure_falls_back_to_extractive_or_503():
     resp = await make(fake).answer(AnswerRequest(query="text"))
     assert resp.model == "extractive" and resp.degraded[-1].stage == "chat"
     with pytest.raises(StageUnavailable) as err:
-        await make(fake, chat_fallback_extractive=False).answer(AnswerRequest(query="text"))
+        await make(fake, **{"chat.fallback_extractive": False}).answer(AnswerRequest(query="text"))
     assert err.value.stage == "chat"
 
 

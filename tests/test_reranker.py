@@ -10,7 +10,7 @@ import pytest
 from deployments.config import RerankerConfig, free_port
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import PackedVectors, RerankHints
-from deployments.reranker.backends import EmbeddedScorer, HttpReranker, make_reranker, terms
+from deployments.reranker.backends import EmbeddedScorer, HttpReranker, make_reranker
 from tests.openai_server import OpenAIProtocolServer
 
 QUERY = "where was marie curie born"
@@ -170,10 +170,6 @@ async def test_embedded_scorer_reports_embedder_failure():
 
     with pytest.raises(StageError, match="shape"):
         await EmbeddedScorer(short).rerank("q", ["a", "b"])
-
-
-def test_terms_drop_stop_words_and_fold_plurals():
-    assert terms("What are the companies Curie's labs founded?") == ["company", "curie", "lab", "founded"]
 
 
 async def test_make_reranker(minilm_embed):

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from deployments.chat.backends import ExtractiveChat, FallbackChat, OpenAIChat, make_chat, split_for_streaming
+from deployments.chat.backends import FallbackChat, OpenAIChat, make_chat
+from deployments.chat.extractive import ExtractiveChat, split_for_streaming
 from deployments.config import AppConfig, ChatConfig
 from deployments.errors import StageUnavailable
 from deployments.models import AnswerRequest, ChatDelta, StreamDelta, StreamDone, StreamError, StreamReferences
@@ -148,7 +149,7 @@ async def test_chat_failing_before_first_piece_falls_back_or_raises():
     assert events[0].model == "extractive" and [d.stage for d in events[0].degraded] == ["chat"]
     assert isinstance(events[-1], StreamDone) and events[-1].model == "extractive"
     with pytest.raises(StageUnavailable, match="provider went away"):
-        await events_of(make(StreamingFake(fail_at=0), chat_fallback_extractive=False), AnswerRequest(query="q"))
+        await events_of(make(StreamingFake(fail_at=0), **{"chat.fallback_extractive": False}), AnswerRequest(query="q"))
 
 
 async def test_chat_failing_mid_stream_ends_with_an_error_event():

@@ -24,8 +24,6 @@ _BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _OPENAI_MAX_INPUTS = 2048  # the OpenAI embeddings API rejects larger `input` lists
 
 
-
-
 @runtime_checkable
 class EmbeddingBackend(Protocol):
     name: str
@@ -152,10 +150,11 @@ class OpenAIEmbedder:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from openai import AsyncOpenAI
+            from deployments.openai_client import openai_client
 
-            key = self.config.openai_api_key.get_secret_value() if self.config.openai_api_key else "not-needed"
-            self._client = AsyncOpenAI(base_url=self.config.openai_base_url, api_key=key, timeout=self.config.timeout_s)
+            self._client = openai_client(
+                self.config.openai_base_url or "", self.config.openai_api_key, self.config.timeout_s, self.config.max_retries
+            )
         return self._client
 
     async def _request(self, texts: list[str]) -> np.ndarray:

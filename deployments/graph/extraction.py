@@ -3,11 +3,11 @@ frequent noun-ish phrases of a chunk, linked by sentence co-occurrence, like Gra
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from itertools import combinations
 
 from deployments.models import Chunk, Entity, Extraction, Relation
+from deployments.text import NAME_TOKEN, STOP_WORDS, normalize_name, split_sentences
 
 # The only entity types this extractor emits; the graph stores them as data, never as labels.
 ENTITY_TYPES = ("ACRONYM", "ENTITY", "TERM", "CONCEPT")
@@ -17,42 +17,11 @@ MAX_RELATIONS_PER_CHUNK = 64
 MAX_QUERY_KEYS = 1024
 MAX_NAME_WORDS = 6
 
-STOP_WORDS = frozenset(
-    """
-    a about above across after again against all almost also although always am among an and another any anyone
-    anything are around as at be became because become been before being below between both but by can cannot
-    could did do does doing done down during each either else enough etc even ever every few for from further
-    get gets given go had has have having he her here hers herself him himself his how however i if in into is
-    it its itself just least less like made make many may me might more most much must my myself near neither
-    never new no nor not now of off often on once one only onto or other others otherwise our ours ourselves out
-    over own per perhaps please quite rather really same see seem seen several shall she should show since so
-    some something still such than that the their theirs them themselves then there therefore these they this
-    those though through thus to too toward towards two under until up upon us use used uses using very via was
-    we well were what whatever when where whether which while who whom whose why will with within without would
-    yes yet you your yours yourself yourselves
-    tell explain describe list give find know let says said say according called
-    """.split()
-)
 # Lower-case words that may sit inside a capitalized name: "Bank of England", "Ludwig van Beethoven".
 _NAME_CONNECTORS = frozenset("of de del della da di van von der den du la le al bin".split())
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
-_WORD = re.compile(r"\w+(?:['’.\-]\w+)*")
 _QUOTED = re.compile(r"[\"“”«»]([^\"“”«»\n]{2,80})[\"“”«»]")
 _POSSESSIVE = re.compile(r"['’]s$")
-_DROP_INSIDE = re.compile(r"[.'’`]")  # "U.S.A." -> "usa", "O'Brien" -> "obrien"
-
-
-def normalize_name(text: str) -> str:
-    """The linking key of a name: NFKC, case-folded, punctuation removed, white space collapsed.
-
-    Shared by extraction and query linking, so both sides of a lookup agree.
-    """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = _DROP_INSIDE.sub("", text)
-    # Every other punctuation or symbol separates words ("graph-rag" -> "graph rag").
-    text = "".join(" " if unicodedata.category(ch)[0] in "PSZC" else ch for ch in text)
-    return " ".join(text.split())
 
 
 def _is_acronym(token: str) -> bool:
@@ -81,10 +50,6 @@ class _Found:
 
 
 _TYPE_RANK = {t: i for i, t in enumerate(ENTITY_TYPES)}
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_SPLIT.split(text) if s.strip()]
 
 
 def _name_spans(tokens: list[str], known_midsentence: set[str]) -> list[tuple[int, list[str]]]:
@@ -126,7 +91,7 @@ def extract(chunk: Chunk) -> Extraction:
     Two entities are related when they appear in the same sentence of the chunk; the weight counts those
     sentences. Sentence windows keep the graph sparse enough for multi-hop expansion.
     """
-    sentences = [_WORD.findall(s) for s in split_sentences(chunk.text)]
+    sentences = [NAME_TOKEN.findall(s) for s in split_sentences(chunk.text)]
     # Capitalized words seen after a sentence's first word: real names, not sentence-initial grammar.
     midsentence = {tok for toks in sentences for tok in toks[1:] if _is_capitalized(tok)}
     found: dict[str, _Found] = {}
@@ -155,7 +120,7 @@ def extract(chunk: Chunk) -> Extraction:
         for _start, span in _name_spans(tokens, midsentence):
             add(" ".join(span), "ENTITY", s_idx)
         for quoted in _QUOTED.findall(raw_sentences[s_idx]):
-            words = _WORD.findall(quoted)
+            words = NAME_TOKEN.findall(quoted)
             if 1 <= len(words) <= MAX_NAME_WORDS:
                 add(" ".join(words), "TERM", s_idx)
 

@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from deployments.config import ExtractionConfig, ExtractionProvider, redact_url
 from deployments.errors import StageError
-from deployments.graph.extraction import STOP_WORDS, normalize_name, split_sentences
 from deployments.graph.extraction import extract as offline_extract
 from deployments.models import Chunk, Entity, Extraction, Relation
+from deployments.openai_client import openai_client
+from deployments.text import STOP_WORDS, normalize_name, split_sentences
 
 log = logging.getLogger("graphrag.extraction")
 
@@ -173,9 +174,7 @@ class LLMExtractor:
     def _client(self, p: ExtractionProvider) -> openai.AsyncOpenAI:
         client = self._clients.get(p.label)
         if client is None:
-            # Never the OPENAI_API_KEY of the environment: it would go to whatever base_url is configured.
-            key = p.api_key.get_secret_value() if p.api_key else "unused"
-            client = self._clients[p.label] = openai.AsyncOpenAI(base_url=p.base_url, api_key=key, max_retries=0, timeout=p.timeout_s)
+            client = self._clients[p.label] = openai_client(p.base_url, p.api_key, p.timeout_s)
         return client
 
     async def aclose(self) -> None:

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import re
 
-from neo4j.exceptions import (
-    Neo4jError,
-)
+from neo4j.exceptions import Neo4jError
 
 _REL_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _LABEL = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
@@ -38,12 +36,7 @@ SCHEMA = (
     f"CREATE INDEX graph_change IF NOT EXISTS FOR (g:{CHANGE}) ON (g.collection, g.version)",
 )
 
-# Attempts at one transaction after a dropped connection, and after a write conflict.
-_CONNECT_ATTEMPTS = 3
-_CONFLICT_ATTEMPTS = 12
-
-
-def _is_conflict(exc: Neo4jError) -> bool:
+def is_conflict(exc: Neo4jError) -> bool:
     # ArcadeDB reports optimistic-concurrency conflicts as generic errors naming the Java exception, and a
     # concurrent MERGE of the same entity as a uniqueness violation: both succeed when run again.
     text = f"{exc.code} {exc.message}"

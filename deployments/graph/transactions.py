@@ -1,96 +1,17 @@
-"""Transaction pieces of the graph stage: removing chunks, weighting, expansion, counts."""
+"""Read pieces shared by retrieval and the explorer: expansion, mention counts, edges, specificity."""
 from __future__ import annotations
 
-import base64
-import inspect
 import json
 import math
-from collections import Counter
 from typing import Any
 
 from neo4j import AsyncManagedTransaction
-from neo4j.graph import Node, Path, Relationship
 
-from deployments.graph.schema import CHUNK, ENTITY, MENTIONS, RELATED
-from deployments.models import (
-    Extraction,
-    GraphEdge,
-    GraphNode,
-)
-
-# ---- transaction pieces -------------------------------------------------------------------------
+from deployments.graph.schema import ENTITY, MENTIONS, RELATED
+from deployments.models import GraphEdge, GraphNode
 
 
-class _Removed:
-    def __init__(self) -> None:
-        self.weights: Counter[tuple[str, str, str]] = Counter()
-        self.total_chunks = 0
-
-
-def _chunk_relations(ex: Extraction, keys: set[str]) -> Counter[tuple[str, str, str]]:
-    """Relations of one chunk as (source, target, type) -> weight, undirected pairs stored source < target."""
-    out: Counter[tuple[str, str, str]] = Counter()
-    for r in ex.relations:
-        if r.source == r.target or r.source not in keys or r.target not in keys or r.weight <= 0:
-            continue
-        s, t = sorted((r.source, r.target))
-        out[(s, t, r.type)] += r.weight
-    return out
-
-
-async def _remove_chunks(tx: AsyncManagedTransaction, collection: str, doc_ids: list[str]) -> tuple[_Removed, set[str]]:
-    """Deletes the chunks of `doc_ids` (and their MENTIONS); returns what they added to the graph."""
-    removed = _Removed()
-    old_keys: set[str] = set()
-    rows = await (
-        await tx.run(
-            f"MATCH (c:{CHUNK}) WHERE c.doc_id IN $doc_ids AND c.collection = $collection "
-            "RETURN c.keys AS keys, c.rel_src AS s, c.rel_tgt AS t, c.rel_type AS type, c.rel_w AS w",
-            doc_ids=doc_ids, collection=collection,
-        )  # fmt: skip
-    ).data()
-    for row in rows:
-        removed.total_chunks += 1
-        old_keys.update(row["keys"] or [])
-        for s, t, typ, w in zip(row["s"] or [], row["t"] or [], row["type"] or [], row["w"] or []):
-            removed.weights[(s, t, typ)] += w
-    if rows:
-        await tx.run(
-            f"MATCH (c:{CHUNK}) WHERE c.doc_id IN $doc_ids AND c.collection = $collection DETACH DELETE c",
-            doc_ids=doc_ids, collection=collection,
-        )  # fmt: skip
-    return removed, old_keys
-
-
-async def _apply_weights(
-    tx: AsyncManagedTransaction, collection: str, added: Counter[tuple[str, str, str]], removed: _Removed
-) -> None:
-    """RELATED weights are sums over chunks: apply this write's net change; an edge at zero is deleted."""
-    delta: dict[tuple[str, str, str], float] = {}
-    for key in set(added) | set(removed.weights):
-        change = added.get(key, 0.0) - removed.weights.get(key, 0.0)
-        if abs(change) > 1e-9:
-            delta[key] = change
-    ups = [{"s": s, "t": t, "type": typ, "w": w} for (s, t, typ), w in sorted(delta.items()) if w > 0]
-    downs = [{"s": s, "t": t, "type": typ, "w": -w} for (s, t, typ), w in sorted(delta.items()) if w < 0]
-    if ups:
-        await tx.run(
-            f"UNWIND $rows AS row MATCH (a:{ENTITY} {{collection: $collection, key: row.s}}) "
-            f"MATCH (b:{ENTITY} {{collection: $collection, key: row.t}}) "
-            f"MERGE (a)-[r:{RELATED} {{type: row.type}}]->(b) "
-            "ON CREATE SET r.weight = row.w ON MATCH SET r.weight = r.weight + row.w",
-            rows=ups, collection=collection,
-        )  # fmt: skip
-    if downs:
-        await tx.run(
-            f"UNWIND $rows AS row MATCH (a:{ENTITY} {{collection: $collection, key: row.s}})"
-            f"-[r:{RELATED} {{type: row.type}}]->(b:{ENTITY} {{collection: $collection, key: row.t}}) "
-            "SET r.weight = r.weight - row.w WITH r WHERE r.weight <= 1e-9 DELETE r",
-            rows=downs, collection=collection,
-        )  # fmt: skip
-
-
-async def _expand(
+async def expand(
     tx: AsyncManagedTransaction, collection: str, nodes: dict[str, GraphNode], hops: int, max_nodes: int,
     weights: dict[str, float] | None = None,
 ) -> dict[str, float]:
@@ -123,7 +44,7 @@ async def _expand(
         level = [row for row in level if row["key"] not in nodes and row["strength"] > 0]
         if not level:
             break
-        mentions = await _mention_counts(tx, collection, [row["key"] for row in level])
+        mentions = await mention_counts(tx, collection, [row["key"] for row in level])
         strongest = max(row["strength"] for row in level)
         frontier = []
         for row in level:
@@ -144,7 +65,7 @@ def longest_matches(keys: list[str]) -> list[str]:
     return [k for k, p in zip(keys, padded) if not any(p in other and p != other for other in padded)]
 
 
-async def _mention_counts(tx: AsyncManagedTransaction, collection: str, keys: list[str]) -> dict[str, int]:
+async def mention_counts(tx: AsyncManagedTransaction, collection: str, keys: list[str]) -> dict[str, int]:
     rows = await (
         await tx.run(
             f"MATCH (e:{ENTITY})<-[m:{MENTIONS}]-() WHERE e.key IN $keys AND e.collection = $collection "
@@ -155,7 +76,7 @@ async def _mention_counts(tx: AsyncManagedTransaction, collection: str, keys: li
     return {row["key"]: int(row["n"]) for row in rows}
 
 
-async def _edges_among(tx: AsyncManagedTransaction, collection: str, keys: list[str], max_edges: int) -> list[GraphEdge]:
+async def edges_among(tx: AsyncManagedTransaction, collection: str, keys: list[str], max_edges: int) -> list[GraphEdge]:
     rows = await (
         await tx.run(
             f"MATCH (a:{ENTITY})-[r:{RELATED}]->(b:{ENTITY}) "
@@ -168,48 +89,7 @@ async def _edges_among(tx: AsyncManagedTransaction, collection: str, keys: list[
     return [GraphEdge(source=row["s"], target=row["t"], type=row["type"], weight=row["w"]) for row in rows]
 
 
-async def _drop_orphans(tx: AsyncManagedTransaction, collection: str, keys: list[str]) -> None:
-    """Entities no chunk mentions any more are gone with their last chunk."""
-    if keys:
-        await tx.run(
-            f"MATCH (e:{ENTITY}) WHERE e.key IN $keys AND e.collection = $collection "
-            f"AND NOT (e)<-[:{MENTIONS}]-() DETACH DELETE e",
-            keys=keys, collection=collection,
-        )  # fmt: skip
-
-
-async def _awaited(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-def _jsonable(value: Any) -> Any:
-    """A Bolt value as JSON: nodes, relationships and paths as maps; temporal and spatial values as text."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Node):
-        return {"id": value.element_id, "labels": sorted(value.labels), "properties": {k: _jsonable(v) for k, v in value.items()}}
-    if isinstance(value, Relationship):
-        return {
-            "id": value.element_id, "type": value.type,
-            "start": value.start_node.element_id if value.start_node is not None else None,
-            "end": value.end_node.element_id if value.end_node is not None else None,
-            "properties": {k: _jsonable(v) for k, v in value.items()},
-        }  # fmt: skip
-    if isinstance(value, Path):
-        return {"nodes": [_jsonable(n) for n in value.nodes], "relationships": [_jsonable(r) for r in value.relationships]}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode()
-    iso = getattr(value, "iso_format", None)
-    return iso() if callable(iso) else str(value)
-
-
-def _metadata(raw: Any) -> dict:
+def metadata(raw: Any) -> dict:
     if not raw:
         return {}
     try:

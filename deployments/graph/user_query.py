@@ -21,7 +21,7 @@ from deployments.config import GraphConfig
 from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavailable
 from deployments.graph.credentials import CredentialsError, reader_auth
 from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
-from deployments.graph.transactions import _jsonable
+from deployments.graph.explorer import jsonable
 from deployments.models import GraphQueryResponse
 
 log = logging.getLogger("graphrag.graph")
@@ -94,7 +94,7 @@ class UserQueries:
                 if len(rows) == row_cap:
                     truncated = True
                     break
-                row = [_jsonable(value) for value in record.values()]
+                row = [jsonable(value) for value in record.values()]
                 size += json_size(row)
                 if size > byte_cap:
                     truncated = True

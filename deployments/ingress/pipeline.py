@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from deployments.chat.backends import ExtractiveChat, parse_citations
+from deployments.chat.backends import parse_citations
+from deployments.chat.extractive import ExtractiveChat
 from deployments.config import AppConfig
 from deployments.errors import (
     CollectionNotFound,
@@ -23,6 +24,7 @@ from deployments.errors import (
     is_stage_failure,
 )
 from deployments.ingress.chunking import chunk_document
+from deployments.ingress.fusion import Fused, graph_facts, reciprocal_rank_fusion, source_scores, weighted_score_fusion
 from deployments.ingress.intents import Intent, IntentLog, owner_alive
 from deployments.stages import Stages
 from deployments.models import (
@@ -105,62 +107,6 @@ async def _close(stream: AsyncIterator) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-Fused = list[tuple[ScoredChunk, float, list[str]]]
-
-
-def reciprocal_rank_fusion(ranked: dict[str, list[ScoredChunk]], k: int, weights: dict[str, float] | None = None) -> Fused:
-    """Fuses ranked lists by RRF: score(d) = sum over lists of weight / (k + rank). Returns (chunk, score, sources)."""
-    fused: dict[str, list] = {}
-    for source, chunks in ranked.items():
-        weight = 1.0 if weights is None else weights.get(source, 1.0)
-        for rank, chunk in enumerate(chunks, start=1):
-            entry = fused.setdefault(chunk.chunk_id, [chunk, 0.0, []])
-            entry[1] += weight / (k + rank)
-            entry[2].append(source)
-    return sorted((tuple(e) for e in fused.values()), key=lambda e: e[1], reverse=True)
-
-
-def source_scores(ranked: dict[str, list[ScoredChunk]], chunk_ids: list[str]) -> dict[str, list[float | None]]:
-    """Each source's own score of each chunk (None where that source did not find it), for the reranker."""
-    out = {}
-    for source, chunks in ranked.items():
-        by_id = {c.chunk_id: c.score for c in chunks}
-        out[source] = [by_id.get(c) for c in chunk_ids]
-    return out
-
-
-def min_max(scores: list[float]) -> list[float]:
-    """Scores mapped onto [0, 1] by the list's own range; a list without spread maps to 1 (all equally good)."""
-    if not scores:
-        return []
-    low, high = min(scores), max(scores)
-    if high - low < 1e-12:
-        return [1.0] * len(scores)
-    return [(s - low) / (high - low) for s in scores]
-
-
-def weighted_score_fusion(ranked: dict[str, list[ScoredChunk]], weights: dict[str, float]) -> Fused:
-    """Fuses by scores: each list min-max normalized, then sum of weight × normalized score (a list that misses a
-    chunk adds 0: it ranked it below its own last hit). Unlike RRF it keeps how far apart the scores are."""
-    fused: dict[str, list] = {}
-    for source, chunks in ranked.items():
-        weight = weights.get(source, 1.0)
-        for chunk, score in zip(chunks, min_max([c.score for c in chunks])):
-            entry = fused.setdefault(chunk.chunk_id, [chunk, 0.0, []])
-            entry[1] += weight * score
-            entry[2].append(source)
-    return sorted((tuple(e) for e in fused.values()), key=lambda e: e[1], reverse=True)
-
-
-def graph_facts(subgraph: Subgraph, limit: int = 20) -> list[str]:
-    names = {n.id: n.name for n in subgraph.nodes}
-    facts = []
-    for edge in sorted(subgraph.edges, key=lambda e: e.weight, reverse=True)[:limit]:
-        if edge.source in names and edge.target in names:
-            facts.append(f"{names[edge.source]} -[{edge.type}]- {names[edge.target]}")
-    return facts
 
 
 def _citations(answer: str, passages: list[Hit]) -> list[Citation]:
@@ -351,9 +297,7 @@ class Pipeline:
                 "chat", self.stages.chat.answer(req.query, texts, facts), self.config.retrieval.chat_timeout_s, clock
             )
             if chat_err:
-                if not self.config.chat_fallback_extractive:
-                    raise StageUnavailable("chat", chat_err.error)
-                degraded.append(chat_err)
+                self._fall_back_from_chat(chat_err.error, degraded)
                 result = await self.extractive.answer(req.query, texts, facts)
         retrieved.timings.total = clock.timing(clock.t0, time.time())
         return AnswerResponse(
@@ -383,9 +327,7 @@ class Pipeline:
                     raise
                 error = _reason(exc, timeout)
                 log.warning("stage chat failed: %s", error)
-                if not self.config.chat_fallback_extractive:
-                    raise StageUnavailable("chat", error) from exc
-                degraded.append(Degraded(stage="chat", error=error))
+                self._fall_back_from_chat(error, degraded)
                 first, rest = await self.extractive.open_stream(req.query, texts, facts)
         yield StreamReferences(**retrieved.model_dump(exclude={"degraded"}), degraded=degraded, model=first.model)
         parts = [first.content]
@@ -416,6 +358,13 @@ class Pipeline:
         yield StreamDone(
             **_retrieved_fields(retrieved), degraded=degraded, answer=answer, citations=_citations(answer, passages), model=first.model
         )
+
+    def _fall_back_from_chat(self, error: str, degraded: list[Degraded]) -> None:
+        """After a chat failure: the extractive answer follows, reported in `degraded`, or 503 naming the chat
+        stage when the config turns the fallback off."""
+        if not self.config.chat.fallback_extractive:
+            raise StageUnavailable("chat", error)
+        degraded.append(Degraded(stage="chat", error=error))
 
     async def _open_chat_stream(self, query: str, texts: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
         stream = self.stages.chat.answer_stream(query, texts, facts)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
@@ -19,31 +18,6 @@ FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
 log = logging.getLogger("graphrag.reranker")
 STAGE = "rerank"
 EMBEDDED_SCORER = "embedded-dense-lexical"
-
-
-
-# Small on purpose: only words that carry no topic. Shared with the extractive chat.
-STOP_WORDS = frozenset(
-    """a an and are as at be been but by can could did do does for from had has have how i if in into is it its
-    me my no not of on or our she he so than that the their them then there these they this those to was we were
-    what when where which who whom whose why will with would you your about after before also any all just
-    tell know please""".split()
-)
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def terms(text: str) -> list[str]:
-    """Lower-cased content words, lightly stemmed (plural -s/-ies) so "companies" meets "company"."""
-    out = []
-    for word in _WORD.findall(text.lower()):
-        if len(word) < 2 or word in STOP_WORDS:
-            continue
-        if len(word) > 4 and word.endswith("ies"):
-            word = word[:-3] + "y"
-        elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-            word = word[:-1]
-        out.append(word)
-    return out
 
 
 class RerankBackend(Protocol):

@@ -5,7 +5,6 @@ import asyncio
 import importlib.metadata
 import json
 import logging
-import re
 import time
 import uuid
 from pathlib import Path
@@ -14,24 +13,21 @@ from typing import Any, Callable
 import numpy as np
 
 from deployments.errors import CollectionNotFound, StageError, StageUnavailable
-from deployments.models import COLLECTION_PATTERN, Scalar, ScoredChunk
+from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
     FIRST_CHUNK_FIELD,
     FIRST_CHUNK_INDEX,
+    STAGE,
     StoredPoint,
-    _check_collection,
-    _dense,
-    _scored,
+    check_collection,
+    dense_vector,
     is_collection_name,
+    scored_chunk,
     point_id,
 )
 
 log = logging.getLogger(__name__)
-
-STAGE = "vector"
-_COLLECTION = re.compile(COLLECTION_PATTERN)
-_UPSERT_BATCH = 256  # points per request to a Qdrant server
 
 
 # ---- embedded: qdrant-edge ----------------------------------------------------------------------
@@ -54,7 +50,7 @@ class EdgeVectorStore:
         self._lock = asyncio.Lock()
 
     def _dir(self, collection: str) -> Path:
-        _check_collection(collection)
+        check_collection(collection)
         return self.path / collection
 
     @staticmethod
@@ -230,7 +226,7 @@ class EdgeVectorStore:
         shard = await self._shard(collection)
         request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), filter=self._filter(filter), with_payload=True)
         points = await self._engine(collection, shard.query, request)
-        return [_scored(p.payload, p.score) for p in points]
+        return [scored_chunk(p.payload, p.score) for p in points]
 
     async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
         import qdrant_edge as qe
@@ -241,7 +237,7 @@ class EdgeVectorStore:
         query = qe.Query.Nearest(qe.SparseVector(terms.indices, terms.values), using=LEXICAL_VECTOR)
         request = qe.QueryRequest(limit=limit, query=query, filter=self._filter(filter), with_payload=True)
         points = await self._engine(collection, shard.query, request)
-        return [_scored(p.payload, p.score) for p in points]
+        return [scored_chunk(p.payload, p.score) for p in points]
 
     async def count(self, collection: str) -> int:
         import qdrant_edge as qe
@@ -314,7 +310,7 @@ class EdgeVectorStore:
         shard = await self._shard(collection)
         ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]
         records = await self._engine(collection, shard.retrieve, ids, True, True)
-        return {r.payload["chunk_id"]: _dense(r.vector) for r in records}
+        return {r.payload["chunk_id"]: dense_vector(r.vector) for r in records}
 
     async def ping(self) -> str:
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)

@@ -4,29 +4,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 from typing import Any, Awaitable
 
 from deployments.config import redact_url
 from deployments.errors import CollectionNotFound, StageError, StageUnavailable
-from deployments.models import COLLECTION_PATTERN, Scalar, ScoredChunk
+from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
     FIRST_CHUNK_FIELD,
     FIRST_CHUNK_INDEX,
+    STAGE,
     StoredPoint,
-    _check_collection,
-    _dense,
-    _scored,
+    check_collection,
+    dense_vector,
     is_collection_name,
+    scored_chunk,
     point_id,
 )
 
 log = logging.getLogger(__name__)
 
-STAGE = "vector"
-_COLLECTION = re.compile(COLLECTION_PATTERN)
-_UPSERT_BATCH = 256  # points per request to a Qdrant server
+UPSERT_BATCH = 256  # points per request to a Qdrant server
 
 
 # ---- Qdrant server (or qdrant-client's local mode) -----------------------------------------------
@@ -79,7 +77,7 @@ class ServerVectorStore:
             raise StageUnavailable(STAGE, f"{self.name} unreachable ({what}): {exc}") from exc
 
     async def exists(self, collection: str) -> bool:
-        _check_collection(collection)
+        check_collection(collection)
         if collection in self._known:
             return True
         found = bool(await self._call("collection_exists", self._get_client().collection_exists(collection)))
@@ -99,6 +97,15 @@ class ServerVectorStore:
             self._known.discard(collection)
             self._lexical.pop(collection, None)
         return gone
+
+    async def _on_collection(self, collection: str, what: str, call: Awaitable[Any]) -> Any:
+        """A call on a collection that existed a moment ago: gone now (deleted behind our back) is CollectionNotFound."""
+        try:
+            return await self._call(what, call)
+        except (StageError, ValueError) as exc:
+            if self._missing(collection, exc):
+                raise CollectionNotFound(collection) from exc
+            raise
 
     async def create(self, collection: str, dimension: int) -> None:
         from qdrant_client import models
@@ -130,12 +137,7 @@ class ServerVectorStore:
     async def has_lexical(self, collection: str) -> bool:
         if collection not in self._lexical:
             await self._require(collection)
-            try:
-                info = await self._call("get_collection", self._get_client().get_collection(collection))
-            except (StageError, ValueError) as exc:
-                if self._missing(collection, exc):
-                    raise CollectionNotFound(collection) from exc
-                raise
+            info = await self._on_collection(collection, "get_collection", self._get_client().get_collection(collection))
             self._lexical[collection] = LEXICAL_VECTOR in (info.config.params.sparse_vectors or {})
         return self._lexical[collection]
 
@@ -181,8 +183,8 @@ class ServerVectorStore:
         lexical = await self.has_lexical(collection)
         # Insert first, then drop the documents' other (stale) points: readers never see a document vanish,
         # and a refused insert leaves the previous version in place.
-        for start in range(0, len(points), _UPSERT_BATCH):
-            batch = [self._point(p, lexical) for p in points[start : start + _UPSERT_BATCH]]
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [self._point(p, lexical) for p in points[start : start + UPSERT_BATCH]]
             await self._call("upsert", client.upsert(collection, points=batch, wait=True))
         if doc_ids:
             stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
@@ -205,15 +207,10 @@ class ServerVectorStore:
 
     async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
         await self._require(collection)
-        try:
-            result = await self._call("query_points", self._get_client().query_points(
-                collection, query=vector, limit=limit, query_filter=self._filter(filter), with_payload=True
-            ))
-        except (StageError, ValueError) as exc:
-            if self._missing(collection, exc):
-                raise CollectionNotFound(collection) from exc
-            raise
-        return [_scored(p.payload, p.score) for p in result.points]
+        result = await self._on_collection(collection, "query_points", self._get_client().query_points(
+            collection, query=vector, limit=limit, query_filter=self._filter(filter), with_payload=True
+        ))
+        return [scored_chunk(p.payload, p.score) for p in result.points]
 
     async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
         from qdrant_client import models
@@ -221,25 +218,15 @@ class ServerVectorStore:
         await self._require(collection)
         if not terms.indices:  # only stop words: nothing can match
             return []
-        try:
-            result = await self._call("query_points", self._get_client().query_points(
-                collection, query=models.SparseVector(indices=terms.indices, values=terms.values), using=LEXICAL_VECTOR,
-                limit=limit, query_filter=self._filter(filter), with_payload=True,
-            ))
-        except (StageError, ValueError) as exc:
-            if self._missing(collection, exc):
-                raise CollectionNotFound(collection) from exc
-            raise
-        return [_scored(p.payload, p.score) for p in result.points]
+        result = await self._on_collection(collection, "query_points", self._get_client().query_points(
+            collection, query=models.SparseVector(indices=terms.indices, values=terms.values), using=LEXICAL_VECTOR,
+            limit=limit, query_filter=self._filter(filter), with_payload=True,
+        ))
+        return [scored_chunk(p.payload, p.score) for p in result.points]
 
     async def count(self, collection: str) -> int:
         await self._require(collection)
-        try:
-            result = await self._call("count", self._get_client().count(collection, exact=True))
-        except (StageError, ValueError) as exc:
-            if self._missing(collection, exc):
-                raise CollectionNotFound(collection) from exc
-            raise
+        result = await self._on_collection(collection, "count", self._get_client().count(collection, exact=True))
         return result.count
 
     async def _scroll_all(self, collection: str, fields: list[str], filter: Any = None) -> list[dict[str, Any]]:
@@ -271,25 +258,16 @@ class ServerVectorStore:
 
         return models.Filter(must=[models.FieldCondition(key=FIRST_CHUNK_FIELD, match=models.MatchValue(value=FIRST_CHUNK_INDEX))])
 
-    async def _read(self, collection: str, what: str, coro: Any) -> Any:
-        """A read of an existing collection; CollectionNotFound when it went away meanwhile."""
-        try:
-            return await self._call(what, coro)
-        except (StageError, ValueError) as exc:
-            if self._missing(collection, exc):
-                raise CollectionNotFound(collection) from exc
-            raise
-
     async def document_count(self, collection: str) -> int:
         await self._require(collection)
-        result = await self._read(collection, "count", self._get_client().count(
+        result = await self._on_collection(collection, "count", self._get_client().count(
             collection, count_filter=self._first_chunks(), exact=True
         ))
         return result.count
 
     async def documents(self, collection: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
         await self._require(collection)
-        records, offset = await self._read(collection, "scroll", self._get_client().scroll(
+        records, offset = await self._on_collection(collection, "scroll", self._get_client().scroll(
             collection, scroll_filter=self._first_chunks(), limit=limit, offset=cursor, with_payload=["doc_id"], with_vectors=False
         ))
         return [r.payload["doc_id"] for r in records], None if offset is None else str(offset)
@@ -307,7 +285,7 @@ class ServerVectorStore:
         records = await self._call("retrieve", self._get_client().retrieve(
             collection, ids=[point_id(collection, c) for c in chunk_ids], with_payload=["chunk_id"], with_vectors=True
         ))
-        return {r.payload["chunk_id"]: _dense(r.vector) for r in records}
+        return {r.payload["chunk_id"]: dense_vector(r.vector) for r in records}
 
     async def ping(self) -> str:
         collections = await self._call("get_collections", self._get_client().get_collections())

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 
@@ -11,7 +10,6 @@ from deployments.config import VectorConfig
 from deployments.errors import BadRequest, CollectionNotFound, StageError
 from deployments.stages import EmbedderStage
 from deployments.models import (
-    COLLECTION_PATTERN,
     MAX_DOCUMENT_PAGE,
     Chunk,
     CollectionSummary,
@@ -28,19 +26,16 @@ from deployments.vector.edge import EdgeVectorStore
 from deployments.vector.lexical import LexicalEncoder, SparseTerms
 from deployments.vector.server import ServerVectorStore
 from deployments.vector.store import (
+    STAGE,
     StoredPoint,
     VectorStore,
-    _check_collection,
+    check_collection,
     chunk_payload,
     no_lexical_index,
     point_id,
 )
 
 log = logging.getLogger(__name__)
-
-STAGE = "vector"
-_COLLECTION = re.compile(COLLECTION_PATTERN)
-_UPSERT_BATCH = 256  # points per request to a Qdrant server
 
 
 def make_vector_store(config: VectorConfig) -> VectorStore:
@@ -83,7 +78,7 @@ class VectorService:
         A collection without the sparse vector cannot answer lexically: `lexical_error` says so (never an empty
         list that would pass for "no match"); asked for lexical hits alone, that is an error.
         """
-        _check_collection(collection)
+        check_collection(collection)
         if not await self.store.exists(collection):  # 404 before spending an embedding on it
             raise CollectionNotFound(collection)
         filter = filter or {}
@@ -139,7 +134,7 @@ class VectorService:
 
     async def upsert(self, collection: str, chunks: list[Chunk]) -> int:
         """Replace the documents of `chunks` by these chunks (a document that shrank leaves no stale chunks)."""
-        _check_collection(collection)
+        check_collection(collection)
         if not chunks:
             return 0
         vectors = await self._embed_all([c.text for c in chunks])
@@ -159,16 +154,16 @@ class VectorService:
 
     async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
         """Points removed; 0 when the collection does not exist."""
-        _check_collection(collection)
+        check_collection(collection)
         return await self.store.delete_documents(collection, list(doc_ids))
 
     async def count(self, collection: str) -> int:
-        _check_collection(collection)
+        check_collection(collection)
         return await self.store.count(collection)
 
     async def chunk_ids(self, collection: str) -> dict[str, str]:
         """Every stored chunk id with its document id (the consistency check); {} for a missing collection."""
-        _check_collection(collection)
+        check_collection(collection)
         return await self.store.chunk_ids(collection)
 
     async def collections(self, only: list[str] | None = None) -> list[CollectionSummary]:
@@ -192,7 +187,7 @@ class VectorService:
     async def documents(self, collection: str, limit: int = 100, cursor: str | None = None) -> DocumentPage:
         """One page of the collection's documents with their chunk counts; `cursor` is the previous page's
         `next_cursor`. Raises CollectionNotFound for a missing collection."""
-        _check_collection(collection)
+        check_collection(collection)
         if not 1 <= limit <= MAX_DOCUMENT_PAGE:
             raise BadRequest(f"limit must be between 1 and {MAX_DOCUMENT_PAGE}, got {limit}")
         if cursor is not None:
@@ -210,7 +205,7 @@ class VectorService:
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         """The stored vectors of these chunks (the embedded reranker reuses them instead of re-embedding)."""
-        _check_collection(collection)
+        check_collection(collection)
         return await self.store.vectors(collection, list(chunk_ids))
 
     async def ping(self) -> str:

@@ -1,7 +1,6 @@
 """The vector-store contract both Qdrant engines implement, and the point/payload helpers they share."""
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -10,13 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 from deployments.models import COLLECTION_PATTERN, Chunk, Scalar, ScoredChunk
 from deployments.vector.lexical import SparseTerms
 
-log = logging.getLogger(__name__)
-
 STAGE = "vector"
 _COLLECTION = re.compile(COLLECTION_PATTERN)
-_UPSERT_BATCH = 256  # points per request to a Qdrant server
-
-
 
 
 def point_id(collection: str, chunk_id: str) -> str:
@@ -35,7 +29,7 @@ def chunk_payload(collection: str, chunk: Chunk) -> dict[str, Any]:
     }
 
 
-def _scored(payload: dict[str, Any] | None, score: float) -> ScoredChunk:
+def scored_chunk(payload: dict[str, Any] | None, score: float) -> ScoredChunk:
     payload = payload or {}
     return ScoredChunk(
         chunk_id=payload["chunk_id"],
@@ -46,7 +40,7 @@ def _scored(payload: dict[str, Any] | None, score: float) -> ScoredChunk:
     )
 
 
-def _check_collection(collection: str) -> None:
+def check_collection(collection: str) -> None:
     # Collection names become directory names of the embedded store: never let a path through.
     if not _COLLECTION.fullmatch(collection):
         raise ValueError(f"invalid collection name {collection!r}: must match {COLLECTION_PATTERN}")
@@ -60,7 +54,7 @@ class StoredPoint:
     sparse: SparseTerms | None = None  # BM25 terms; dropped for a collection created without the lexical vector
 
 
-def _dense(vector: Any) -> list[float]:
+def dense_vector(vector: Any) -> list[float]:
     """The dense vector of a record: a plain list, or the default ("") entry next to the sparse one."""
     return list(vector[""] if isinstance(vector, dict) else vector)
 

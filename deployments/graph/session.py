@@ -1,0 +1,124 @@
+"""The graph stage's connection to its Neo4j-protocol server: one driver, transactions with a deadline, retried
+after write conflicts and dropped connections, and driver errors mapped to stage errors."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, unit_of_work
+from neo4j.exceptions import (
+    AuthError,
+    DriverError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
+
+from deployments.config import GraphConfig, redact_url
+from deployments.errors import StageError, StageUnavailable
+from deployments.graph.credentials import CredentialsError, admin_auth
+from deployments.graph.schema import SCHEMA, is_conflict
+
+log = logging.getLogger("graphrag.graph")
+
+# What a transaction runs: a function of the managed transaction (retried as a whole).
+Work = Callable[[AsyncManagedTransaction], Awaitable[Any]]
+
+
+class BoltSession:
+    """Runs transaction work against `uri` with the graph config's timeouts and retry counts."""
+
+    def __init__(self, config: GraphConfig, uri: str):
+        self.config = config
+        self.uri = uri
+        self._driver: AsyncDriver | None = None
+        self._schema_done = False
+
+    def _get_driver(self) -> AsyncDriver:
+        if self._driver is None:  # created lazily: the server may come up after this replica
+            try:
+                auth = admin_auth(self.config)
+            except CredentialsError as exc:
+                raise StageUnavailable("graph", str(exc)) from None
+            self._driver = AsyncGraphDatabase.driver(
+                self.uri,
+                auth=auth,
+                connection_timeout=min(5.0, self.config.query_timeout_s),
+                connection_acquisition_timeout=self.config.query_timeout_s,
+                # Retries are ours (run): a refused connection should fail fast, not for 30 s.
+                max_transaction_retry_time=0,
+            )
+        return self._driver
+
+    def where(self) -> str:
+        return redact_url(self.uri) or "the Bolt server"
+
+    async def run(self, write: bool, work: Work, timeout: float) -> Any:
+        """Runs `work` in one managed transaction with a deadline; driver errors become stage errors."""
+
+        async def attempt_all() -> Any:
+            driver = self._get_driver()
+            await self._ensure_schema(driver)
+            tx_work = unit_of_work(timeout=timeout)(work)
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    async with driver.session(database=self.config.database) as session:
+                        if write:
+                            return await session.execute_write(tx_work)
+                        return await session.execute_read(tx_work)
+                except Neo4jError as exc:
+                    # Concurrent writers: each round one of them commits, so retry (jittered) up to the deadline.
+                    if attempt < self.config.conflict_attempts and (isinstance(exc, TransientError) or is_conflict(exc)):
+                        log.debug("graph transaction conflict, retrying (attempt %d): %s", attempt, exc.code)
+                        await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+                        continue
+                    raise
+                except (ServiceUnavailable, SessionExpired):
+                    # A pooled connection the server dropped (restart) is replaced on the next attempt.
+                    if attempt < self.config.connect_attempts:
+                        await asyncio.sleep(0.1 * attempt)
+                        continue
+                    raise
+
+        try:
+            return await asyncio.wait_for(attempt_all(), timeout)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise StageUnavailable("graph", f"{self.where()} did not answer within {timeout:g}s") from exc
+        except AuthError as exc:
+            raise StageUnavailable("graph", f"{self.where()} refused the credentials: {exc.message}") from exc
+        except (ServiceUnavailable, SessionExpired) as exc:
+            raise StageUnavailable("graph", f"cannot reach {self.where()}: {exc}") from exc
+        except TransientError as exc:
+            raise StageUnavailable("graph", f"{self.where()} kept failing transiently: {exc.code}: {exc.message}") from exc
+        except Neo4jError as exc:
+            raise StageError("graph", f"{exc.code}: {exc.message}") from exc
+        except (DriverError, OSError) as exc:
+            raise StageUnavailable("graph", f"cannot reach {self.where()}: {type(exc).__name__}: {exc}") from exc
+
+    async def _ensure_schema(self, driver: AsyncDriver) -> None:
+        # The embedded server created the schema at start; an external one gets it on first use.
+        if self._schema_done:
+            return
+        if not self.config.embedded:
+            for statement in SCHEMA:
+                await driver.execute_query(statement, database_=self.config.database)
+        self._schema_done = True
+
+    async def ping(self) -> str:
+        async def work(tx: AsyncManagedTransaction) -> str:
+            summary = await (await tx.run("RETURN 1 AS ok")).consume()
+            return summary.server.agent
+
+        agent = await self.run(False, work, self.config.query_timeout_s)
+        return f"bolt {agent} at {self.where()}"
+
+    async def aclose(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            await driver.close()
