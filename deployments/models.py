@@ -355,6 +355,32 @@ class CollectionStats(BaseModel):
     relations: int
 
 
+MAX_DOCUMENT_PAGE = 1_000  # documents per page of GET /v1/collections/{c}/documents
+
+
+class CollectionSummary(BaseModel):
+    collection: str
+    points: int = Field(description="Chunks stored in the vector store.")
+    documents: int = Field(description="Documents stored in the vector store.")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionSummary] = Field(
+        description="The vector store's collections this API key may access, by name."
+    )
+
+
+class DocumentSummary(BaseModel):
+    doc_id: str
+    chunks: int = Field(description="The document's chunks in the vector store.")
+
+
+class DocumentPage(BaseModel):
+    collection: str
+    documents: list[DocumentSummary] = Field(description="One page, in the vector store's point order (not sorted by id).")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
 class StageHealth(BaseModel):
     ok: bool
     backend: str

@@ -15,6 +15,8 @@ from deployments.models import (
     ChatDelta,
     ChatResult,
     Chunk,
+    CollectionSummary,
+    DocumentPage,
     EntityResponse,
     GraphQueryResponse,
     GraphResult,
@@ -49,6 +51,14 @@ class VectorStage(Protocol):
 
     async def chunk_ids(self, collection: str) -> dict[str, str]:
         """Every stored chunk id with its document id (the consistency check); {} for a missing collection."""
+        ...
+
+    async def collections(self, only: list[str] | None = None) -> list[CollectionSummary]:
+        """The collections (those named in `only`, when given), with their point and document counts."""
+        ...
+
+    async def documents(self, collection: str, limit: int = 100, cursor: str | None = None) -> DocumentPage:
+        """One page of a collection's document ids; raises CollectionNotFound for a missing collection."""
         ...
 
     async def ping(self) -> str: ...

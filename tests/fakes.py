@@ -15,6 +15,9 @@ from deployments.models import (
     ChatDelta,
     ChatResult,
     Chunk,
+    CollectionSummary,
+    DocumentPage,
+    DocumentSummary,
     GraphResult,
     RerankResult,
     ScoredChunk,
@@ -100,6 +103,14 @@ class FakeStages:
     async def counts(self, collection):
         return {"chunks": len(self.stored["graph"]), "entities": 3, "relations": 2}
 
+    async def collections(self, only=None):
+        names = ["a", "b"] if only is None else [n for n in ["a", "b"] if n in only]
+        return [CollectionSummary(collection=n, points=len(self.stored["vector"]), documents=len(self.stored["vector"])) for n in names]
+
+    async def documents(self, collection, limit=100, cursor=None):
+        docs = sorted(self.stored["vector"])[:limit]
+        return DocumentPage(collection=collection, documents=[DocumentSummary(doc_id=d, chunks=1) for d in docs], next_cursor=None)
+
     async def ok(self):
         return "fine"
 
@@ -111,7 +122,7 @@ class FakeStages:
             embedder=SimpleNamespace(ping=self.ok),
             vector=SimpleNamespace(
                 search=self.vector_search, upsert=self.vector_upsert, delete_documents=self.vector_delete,
-                count=self.count, ping=self.ok,
+                count=self.count, collections=self.collections, documents=self.documents, ping=self.ok,
             ),
             graph=SimpleNamespace(
                 search=self.graph_search, links=self.graph_links, upsert=self.graph_upsert,

@@ -4,12 +4,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from deployments.config import AppConfig
+from deployments.config import AppConfig, VectorConfig
 from deployments.ingress.auth import ROUTE_SCOPES, hash_key, required_scope
 from deployments.ingress.deployment import app
-from deployments.models import GraphQueryResponse
+from deployments.models import Chunk, GraphQueryResponse
+from deployments.vector.edge import EdgeVectorStore
+from deployments.vector.service import VectorService
 from tests.ingress_harness import ingress_client
 from tests.fakes import FakeStages
+from tests.test_vector import FakeEmbedder
 
 KEYS = {
     "legacy": None,  # auth.api_key_hashes: full access
@@ -39,6 +42,8 @@ REQUESTS = {  # name: (method, path, json body, scope)
     "answer": ("POST", "/v1/answer", {"query": "q", "collection": "a"}, "read"),
     "chat": ("POST", "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "q"}], "collection": "a"}, "read"),
     "stats": ("GET", "/v1/collections/a", None, "read"),
+    "collections": ("GET", "/v1/collections", None, "read"),
+    "documents": ("GET", "/v1/collections/a/documents?limit=10", None, "read"),
     "ingest": ("POST", "/v1/ingest", {"collection": "a", "documents": [{"id": "d", "text": "t."}]}, "write"),
     "delete": ("DELETE", "/v1/documents/d?collection=a", None, "write"),
     "graph_query": ("POST", "/v1/graph/query", {"query": "RETURN 1 AS n"}, "admin"),
@@ -63,7 +68,7 @@ async def test_each_key_gets_exactly_its_scopes(monkeypatch, name):
                 assert resp.status_code == 403 and scope in resp.json()["detail"], (key, resp.text)
 
 
-@pytest.mark.parametrize("name", [n for n in REQUESTS if n != "graph_query"])
+@pytest.mark.parametrize("name", [n for n in REQUESTS if n not in ("graph_query", "collections")])
 async def test_collection_allow_list(monkeypatch, name):
     method, path, body, _ = REQUESTS[name]
     other_path = path.replace("/collections/a", "/collections/b").replace("collection=a", "collection=b")
@@ -73,6 +78,38 @@ async def test_collection_allow_list(monkeypatch, name):
         resp = await _send(client, "reader-a", method, other_path, other_body)
         assert resp.status_code == 403 and "'b'" in resp.json()["detail"], resp.text
         assert (await _send(client, "legacy", method, other_path, other_body)).status_code == 200
+
+
+async def test_collection_listing_shows_a_limited_key_only_its_collections(monkeypatch, tmp_path):
+    """Over the real vector service (Qdrant Edge): a key limited to `a` sees `a` only, full keys see all."""
+    vector = VectorService(VectorConfig(), FakeEmbedder(), store=EdgeVectorStore(tmp_path / "qdrant"))  # type: ignore[arg-type]
+    for collection in ("a", "b", "c"):
+        await vector.upsert(collection, [Chunk(chunk_id=f"{collection}-doc#0", doc_id=f"{collection}-doc", index=0, text="t")])
+    stages = Stages().stages()
+    stages.vector = vector
+    try:
+        with ingress_client(stages, monkeypatch, {"auth": AUTH}) as client:
+            async def names(key):
+                resp = await _send(client, key, "GET", "/v1/collections", None)
+                assert resp.status_code == 200, resp.text
+                return [c["collection"] for c in resp.json()["collections"]]
+
+            assert await names("reader-a") == ["a"]
+            assert await names("reader") == await names("legacy") == ["a", "b", "c"]
+            listed = (await _send(client, "reader", "GET", "/v1/collections", None)).json()["collections"][0]
+            assert listed == {"collection": "a", "points": 1, "documents": 1}
+            docs = await _send(client, "reader-a", "GET", "/v1/collections/a/documents", None)
+            assert docs.json()["documents"] == [{"doc_id": "a-doc", "chunks": 1}] and docs.json()["next_cursor"] is None
+            assert (await _send(client, "reader-a", "GET", "/v1/collections/b/documents", None)).status_code == 403
+            assert (await _send(client, "reader", "GET", "/v1/collections/nope/documents", None)).status_code == 404
+            assert (await _send(client, "reader", "GET", "/v1/collections/a/documents?cursor=x", None)).status_code == 422
+            assert (await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={'-' * 36}", None)).status_code == 422
+            cursor = "0" * 8 + "-0000-0000-0000-" + "0" * 12  # before every point id: the whole first page
+            assert (await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={cursor}", None)).json() == docs.json()
+            assert (await _send(client, "reader", "GET", "/v1/collections/a/documents?limit=0", None)).status_code == 422
+            assert (await _send(client, "writer", "GET", "/v1/collections", None)).status_code == 403  # no read scope
+    finally:
+        await vector.aclose()
 
 
 async def test_default_collection_is_checked_too(monkeypatch):

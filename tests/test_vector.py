@@ -277,3 +277,79 @@ async def test_chunk_ids_list_every_point_with_its_document(store):
     await store.replace_documents("l", ["a", "b"], points("l", "a", 3) + points("l", "b", 1))
     listed = await store.chunk_ids("l")
     assert sorted(listed.values()) == ["a", "a", "a", "b"] and len(listed) == await store.count("l")
+
+
+# ---- listing collections and documents (GET /v1/collections, GET /v1/collections/{c}/documents) ---
+
+
+async def page_through(list_page, limit: int) -> list[str]:
+    """Every document id, following the cursors (bounded)."""
+    seen, cursor = [], None
+    for _ in range(100):
+        page, cursor = await list_page(limit, cursor)
+        assert len(page) <= limit
+        seen += page
+        if cursor is None:
+            return seen
+    raise AssertionError("the cursor never ended")
+
+
+async def test_collections_and_document_pages(store):
+    assert await store.collections() == []
+    await store.create("zeta", DIM)
+    await store.create("alpha", DIM)
+    docs = [f"doc-{i:02d}" for i in range(7)]
+    await store.replace_documents("alpha", docs, [p for i, d in enumerate(docs) for p in points("alpha", d, i % 3 + 1)])
+    assert await store.collections() == ["alpha", "zeta"]
+    assert await store.count("alpha") == 13
+    assert await store.document_count("alpha") == 7 and await store.document_count("zeta") == 0
+    # Each document once, over pages of 3 (7 documents, 13 points).
+    seen = await page_through(lambda limit, cursor: store.documents("alpha", limit, cursor), 3)
+    assert sorted(seen) == docs
+    assert await store.documents("zeta", 10, None) == ([], None)
+    assert await store.chunk_counts("alpha", ["doc-01", "doc-02", "missing"]) == {"doc-01": 2, "doc-02": 3}
+    # A shrunk and a deleted document.
+    await store.replace_documents("alpha", ["doc-02"], points("alpha", "doc-02", 1))
+    await store.delete_documents("alpha", ["doc-03"])
+    assert await store.document_count("alpha") == 6
+    assert await store.chunk_counts("alpha", ["doc-02", "doc-03"]) == {"doc-02": 1}
+    with pytest.raises(CollectionNotFound):
+        await store.documents("nothing", 10, None)
+    with pytest.raises(CollectionNotFound):
+        await store.document_count("nothing")
+
+
+class FakeEmbedder:
+    """Deterministic DIM-d vectors from the text's characters: the listing needs stored points, not meaning."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return [unit(*(1.0 + (ord(c) % 7) for c in t[:DIM])) for t in texts]
+
+    async def dimension(self) -> int:
+        return DIM
+
+
+async def test_service_lists_collections_with_counts_and_pages_documents(store):
+    from deployments.errors import BadRequest
+
+    service = VectorService(VectorConfig(), FakeEmbedder(), store=store)  # type: ignore[arg-type]
+    assert await service.collections() == []
+    for collection, docs in {"kb": {"a": 3, "b": 1, "c": 2}, "other": {"x": 1}}.items():
+        chunks = [Chunk(chunk_id=f"{d}#{i}", doc_id=d, index=i, text=f"{d} text {i}") for d, n in docs.items() for i in range(n)]
+        await service.upsert(collection, chunks)
+    listed = await service.collections()
+    assert [(c.collection, c.points, c.documents) for c in listed] == [("kb", 6, 3), ("other", 1, 1)]
+    assert [c.collection for c in await service.collections(only=["other", "never-created"])] == ["other"]
+    assert await service.collections(only=[]) == []
+
+    first = await service.documents("kb", limit=2)
+    assert len(first.documents) == 2 and first.next_cursor is not None
+    rest = await service.documents("kb", limit=2, cursor=first.next_cursor)
+    assert rest.next_cursor is None
+    assert sorted((d.doc_id, d.chunks) for d in first.documents + rest.documents) == [("a", 3), ("b", 1), ("c", 2)]
+    with pytest.raises(BadRequest, match="cursor"):
+        await service.documents("kb", cursor="not-a-point-id")
+    with pytest.raises(BadRequest, match="limit"):
+        await service.documents("kb", limit=0)
+    with pytest.raises(CollectionNotFound):
+        await service.documents("missing")

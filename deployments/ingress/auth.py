@@ -36,7 +36,9 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
         ("POST", r"/v1/chat/completions", "read"),
         ("GET", r"/v1/models", "read"),
         ("GET", r"/v1/stats", "read"),
+        ("GET", r"/v1/collections", "read"),  # filtered by the key's collection allow-list
         ("GET", r"/v1/collections/[^/]+", "read"),
+        ("GET", r"/v1/collections/[^/]+/documents", "read"),
         ("GET", r"/v1/collections/[^/]+/verify", "read"),
         ("POST", r"/v1/collections/[^/]+/repair", "write"),
         ("GET", r"/v1/graph/entities/.+", "read"),
@@ -150,6 +152,17 @@ def authorize_collection(state: Mapping | None, collection: str, guarded: bool) 
         return
     if not grant.allows_collection(collection):
         raise Forbidden(f"this API key may not access collection {collection!r}")
+
+
+def visible_collections(state: Mapping | None, guarded: bool) -> frozenset[str] | None:
+    """The collections the request's key may see in a listing (None: every one). Like `authorize_collection`, an
+    app without guards is not checked, and guards without a grant never let anything through."""
+    grant = (state or {}).get("grant")
+    if grant is None:
+        if guarded:
+            raise Forbidden("no API key grant for this request")
+        return None
+    return grant.collections
 
 
 def main() -> None:

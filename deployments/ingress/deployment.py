@@ -17,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, StageTimeout, is_stage_failure
 from deployments.handles import stages_from_handles
-from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection
+from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection, visible_collections
 from deployments.ingress.http_guards import HttpGuards
 from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
 from deployments.tracing import FastAPIInServeTrace
@@ -36,11 +36,14 @@ from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
     COLLECTION_PATTERN,
     DEFAULT_COLLECTION,
+    MAX_DOCUMENT_PAGE,
     MAX_HOPS,
     AnswerRequest,
     AnswerResponse,
+    CollectionList,
     CollectionStats,
     DeleteResponse,
+    DocumentPage,
     EntityResponse,
     ErrorResponse,
     GraphQueryRequest,
@@ -60,6 +63,9 @@ from deployments.ui.routes import add_ui
 from deployments.ui.stats import WindowedStageMetrics
 
 log = logging.getLogger("graphrag.ingress")
+
+# A point id (UUID), as GET /v1/collections/{c}/documents returns it in `next_cursor`.
+_CURSOR_PATTERN = r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
 
 _ERRORS = {
     404: {"model": ErrorResponse, "description": "The collection does not exist."},
@@ -302,6 +308,24 @@ class IngressRoutes:
         resp = await self.pipeline.ingest(req)
         self.metrics.record_ingest(resp)
         return resp
+
+    @app.get("/v1/collections", response_model=CollectionList, responses={503: _ERRORS[503]})
+    async def list_collections(self, request: Request) -> CollectionList:
+        """The vector store's collections that this API key may access, with their point and document counts."""
+        guarded = getattr(request.app.state, "guards", None) is not None
+        return await self.pipeline.collections(visible_collections(request.scope.get("state"), guarded))
+
+    @app.get("/v1/collections/{collection}/documents", response_model=DocumentPage, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    async def list_documents(
+        self,
+        request: Request,
+        collection: str = Path(pattern=COLLECTION_PATTERN),
+        limit: int = Query(100, ge=1, le=MAX_DOCUMENT_PAGE),
+        cursor: str | None = Query(None, pattern=_CURSOR_PATTERN, description="The previous page's `next_cursor`."),
+    ) -> DocumentPage:
+        """The collection's document ids with their chunk counts, a page at a time (vector store order)."""
+        _allow(request, collection)
+        return await self.pipeline.documents(collection, limit, cursor)
 
     @app.get("/v1/collections/{collection}", response_model=CollectionStats, responses={404: _ERRORS[404]})
     async def collection_stats(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:

@@ -33,7 +33,9 @@ from deployments.models import (
     ChatDelta,
     ChatResult,
     Citation,
+    CollectionList,
     CollectionStats,
+    DocumentPage,
     Degraded,
     DeleteResponse,
     EntityResponse,
@@ -521,6 +523,15 @@ class Pipeline:
 
     async def graph_entity(self, collection: str, name: str, hops: int) -> EntityResponse:
         return await self.stages.graph.entity(collection, name, hops)
+
+    async def collections(self, only: frozenset[str] | None = None) -> CollectionList:
+        """The vector store's collections (the source of truth for them); with `only`, just those."""
+        summaries = await self.stages.vector.collections(None if only is None else sorted(only))
+        # The allow-list decides what a key sees: checked here too, whatever the stage returned.
+        return CollectionList(collections=[s for s in summaries if only is None or s.collection in only])
+
+    async def documents(self, collection: str, limit: int, cursor: str | None) -> DocumentPage:
+        return await self.stages.vector.documents(collection, limit, cursor)
 
     async def stats(self, collection: str) -> CollectionStats:
         points, counts = await asyncio.gather(self.stages.vector.count(collection), self.stages.graph.counts(collection))

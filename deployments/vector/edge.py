@@ -16,10 +16,13 @@ from deployments.errors import CollectionNotFound, StageError, StageUnavailable
 from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
+    FIRST_CHUNK_FIELD,
+    FIRST_CHUNK_INDEX,
     STAGE,
     StoredPoint,
     check_collection,
     dense_vector,
+    is_collection_name,
     scored_chunk,
     point_id,
 )
@@ -109,8 +112,9 @@ class EdgeVectorStore:
             def create() -> Any:
                 directory.parent.mkdir(parents=True, exist_ok=True)
                 shard = qe.EdgeShard.create(str(directory), config)
-                # Replacing and deleting documents filter on doc_id.
+                # Replacing and deleting documents filter on doc_id; listing and counting them on the chunk index.
                 shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+                shard.update(qe.UpdateOperation.create_field_index(FIRST_CHUNK_FIELD, qe.PayloadSchemaType.Integer))
                 shard.flush()
                 return shard
 
@@ -241,24 +245,66 @@ class EdgeVectorStore:
         shard = await self._shard(collection)
         return await self._engine(collection, shard.count, qe.CountRequest(exact=True))
 
-    async def chunk_ids(self, collection: str) -> dict[str, str]:
+    async def _scroll_all(self, collection: str, fields: list[str], filter: Any = None) -> list[dict[str, Any]]:
+        """The payload `fields` of every point (matching `filter`)."""
         import qdrant_edge as qe
 
-        if not await self.exists(collection):
-            return {}
         shard = await self._shard(collection)
 
-        def scroll_all() -> dict[str, str]:
-            out: dict[str, str] = {}
+        def scroll_all() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
             offset = None
             while True:
-                request = qe.ScrollRequest(offset=offset, limit=1024, with_payload=["chunk_id", "doc_id"], with_vector=False)
+                request = qe.ScrollRequest(offset=offset, limit=1024, filter=filter, with_payload=fields, with_vector=False)
                 records, offset = shard.scroll(request)
-                out.update((r.payload["chunk_id"], r.payload["doc_id"]) for r in records)
+                out += [r.payload for r in records]
                 if offset is None or not records:
                     return out
 
         return await self._engine(collection, scroll_all)
+
+    async def chunk_ids(self, collection: str) -> dict[str, str]:
+        if not await self.exists(collection):
+            return {}
+        return {p["chunk_id"]: p["doc_id"] for p in await self._scroll_all(collection, ["chunk_id", "doc_id"])}
+
+    async def collections(self) -> list[str]:
+        def listing() -> list[str]:
+            if not self.path.is_dir():
+                return []
+            return sorted(p.name for p in self.path.iterdir() if is_collection_name(p.name) and (p / "edge_config.json").exists())
+
+        return await asyncio.to_thread(listing)
+
+    @staticmethod
+    def _first_chunks() -> Any:
+        import qdrant_edge as qe
+
+        return qe.Filter(must=[qe.FieldCondition(key=FIRST_CHUNK_FIELD, match=qe.MatchValue(FIRST_CHUNK_INDEX))])
+
+    async def document_count(self, collection: str) -> int:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        return await self._engine(collection, shard.count, qe.CountRequest(exact=True, filter=self._first_chunks()))
+
+    async def documents(self, collection: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        request = qe.ScrollRequest(
+            offset=uuid.UUID(cursor) if cursor else None, limit=limit, filter=self._first_chunks(),
+            with_payload=["doc_id"], with_vector=False,
+        )
+        records, offset = await self._engine(collection, shard.scroll, request)
+        return [r.payload["doc_id"] for r in records], None if offset is None else str(offset)
+
+    async def chunk_counts(self, collection: str, doc_ids: list[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if doc_ids:
+            for p in await self._scroll_all(collection, ["doc_id"], self._doc_filter(doc_ids)):
+                counts[p["doc_id"]] = counts.get(p["doc_id"], 0) + 1
+        return counts
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         shard = await self._shard(collection)

@@ -11,10 +11,13 @@ from deployments.errors import CollectionNotFound, StageError, StageUnavailable
 from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
+    FIRST_CHUNK_FIELD,
+    FIRST_CHUNK_INDEX,
     STAGE,
     StoredPoint,
     check_collection,
     dense_vector,
+    is_collection_name,
     scored_chunk,
     point_id,
 )
@@ -121,8 +124,12 @@ class ServerVectorStore:
                 if getattr(exc.__cause__, "status_code", None) != 409:  # 409: another replica created it first
                     raise
             if not self._local:  # local mode has no payload indexes (it warns and ignores them)
+                # Replacing and deleting documents filter on doc_id; listing and counting them on the chunk index.
                 await self._call("create_payload_index", client.create_payload_index(
                     collection, "doc_id", models.PayloadSchemaType.KEYWORD
+                ))
+                await self._call("create_payload_index", client.create_payload_index(
+                    collection, FIRST_CHUNK_FIELD, models.PayloadSchemaType.INTEGER
                 ))
             self._known.add(collection)
             log.info("created Qdrant collection %s (%d-d cosine + BM25 sparse) on %s", collection, dimension, self.name)
@@ -222,19 +229,56 @@ class ServerVectorStore:
         result = await self._on_collection(collection, "count", self._get_client().count(collection, exact=True))
         return result.count
 
-    async def chunk_ids(self, collection: str) -> dict[str, str]:
-        if not await self.exists(collection):
-            return {}
+    async def _scroll_all(self, collection: str, fields: list[str], filter: Any = None) -> list[dict[str, Any]]:
+        """The payload `fields` of every point (matching `filter`)."""
         client = self._get_client()
-        out: dict[str, str] = {}
+        out: list[dict[str, Any]] = []
         offset = None
         while True:
             records, offset = await self._call("scroll", client.scroll(
-                collection, limit=1024, offset=offset, with_payload=["chunk_id", "doc_id"], with_vectors=False
+                collection, scroll_filter=filter, limit=1024, offset=offset, with_payload=fields, with_vectors=False
             ))
-            out.update((r.payload["chunk_id"], r.payload["doc_id"]) for r in records)
+            out += [r.payload for r in records]
             if offset is None or not records:
                 return out
+
+    async def chunk_ids(self, collection: str) -> dict[str, str]:
+        if not await self.exists(collection):
+            return {}
+        return {p["chunk_id"]: p["doc_id"] for p in await self._scroll_all(collection, ["chunk_id", "doc_id"])}
+
+    async def collections(self) -> list[str]:
+        # A shared server may hold collections of other applications: those our names cannot address are left out.
+        response = await self._call("get_collections", self._get_client().get_collections())
+        return sorted(c.name for c in response.collections if is_collection_name(c.name))
+
+    @staticmethod
+    def _first_chunks() -> Any:
+        from qdrant_client import models
+
+        return models.Filter(must=[models.FieldCondition(key=FIRST_CHUNK_FIELD, match=models.MatchValue(value=FIRST_CHUNK_INDEX))])
+
+    async def document_count(self, collection: str) -> int:
+        await self._require(collection)
+        result = await self._on_collection(collection, "count", self._get_client().count(
+            collection, count_filter=self._first_chunks(), exact=True
+        ))
+        return result.count
+
+    async def documents(self, collection: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
+        await self._require(collection)
+        records, offset = await self._on_collection(collection, "scroll", self._get_client().scroll(
+            collection, scroll_filter=self._first_chunks(), limit=limit, offset=cursor, with_payload=["doc_id"], with_vectors=False
+        ))
+        return [r.payload["doc_id"] for r in records], None if offset is None else str(offset)
+
+    async def chunk_counts(self, collection: str, doc_ids: list[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if doc_ids:
+            await self._require(collection)
+            for p in await self._scroll_all(collection, ["doc_id"], self._doc_filter(doc_ids)):
+                counts[p["doc_id"]] = counts.get(p["doc_id"], 0) + 1
+        return counts
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         await self._require(collection)

@@ -4,12 +4,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 
 from deployments.config import VectorConfig
-from deployments.errors import CollectionNotFound, StageError
+from deployments.errors import BadRequest, CollectionNotFound, StageError
 from deployments.stages import EmbedderStage
 from deployments.models import (
+    MAX_DOCUMENT_PAGE,
     Chunk,
+    CollectionSummary,
+    DocumentPage,
+    DocumentSummary,
     PackedVectors,
     RetrievalMode,
     Scalar,
@@ -160,6 +165,43 @@ class VectorService:
         """Every stored chunk id with its document id (the consistency check); {} for a missing collection."""
         check_collection(collection)
         return await self.store.chunk_ids(collection)
+
+    async def collections(self, only: list[str] | None = None) -> list[CollectionSummary]:
+        """The store's collections (those named in `only`, when given), with their point and document counts."""
+        names = await self.store.collections()
+        if only is not None:
+            allowed = set(only)
+            names = [n for n in names if n in allowed]
+        gate = asyncio.Semaphore(8)  # a Qdrant server may hold many collections: a few counts at a time
+
+        async def summary(name: str) -> CollectionSummary | None:
+            async with gate:
+                try:
+                    points, documents = await asyncio.gather(self.store.count(name), self.store.document_count(name))
+                except CollectionNotFound:  # deleted (on the Qdrant server) since it was listed
+                    return None
+            return CollectionSummary(collection=name, points=points, documents=documents)
+
+        return [s for s in await asyncio.gather(*(summary(n) for n in names)) if s is not None]
+
+    async def documents(self, collection: str, limit: int = 100, cursor: str | None = None) -> DocumentPage:
+        """One page of the collection's documents with their chunk counts; `cursor` is the previous page's
+        `next_cursor`. Raises CollectionNotFound for a missing collection."""
+        check_collection(collection)
+        if not 1 <= limit <= MAX_DOCUMENT_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_DOCUMENT_PAGE}, got {limit}")
+        if cursor is not None:
+            try:
+                cursor = str(uuid.UUID(cursor))
+            except ValueError:
+                raise BadRequest("invalid cursor: pass the next_cursor of the previous page") from None
+        doc_ids, next_cursor = await self.store.documents(collection, limit, cursor)
+        counts = await self.store.chunk_counts(collection, doc_ids)
+        return DocumentPage(
+            collection=collection,
+            documents=[DocumentSummary(doc_id=d, chunks=counts.get(d, 0)) for d in doc_ids],
+            next_cursor=next_cursor,
+        )
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         """The stored vectors of these chunks (the embedded reranker reuses them instead of re-embedding)."""

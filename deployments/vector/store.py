@@ -59,6 +59,15 @@ def dense_vector(vector: Any) -> list[float]:
     return list(vector[""] if isinstance(vector, dict) else vector)
 
 
+# Every document's chunks are numbered from 0 (deployments/ingress/chunking.py): its first chunk stands for it, so
+# documents are listed and counted by the points whose payload `index` is 0 (one per document).
+FIRST_CHUNK_FIELD, FIRST_CHUNK_INDEX = "index", 0
+
+
+def is_collection_name(name: str) -> bool:
+    return bool(_COLLECTION.fullmatch(name))
+
+
 def no_lexical_index(collection: str) -> str:
     return (
         f"collection {collection!r} was created without the lexical (BM25 sparse) vector; lexical and hybrid "
@@ -94,6 +103,23 @@ class VectorStore(Protocol):
 
     async def chunk_ids(self, collection: str) -> dict[str, str]:
         """Every stored chunk id with its document id; {} when the collection does not exist."""
+        ...
+
+    async def collections(self) -> list[str]:
+        """The names of the collections, sorted (names our API cannot address are left out)."""
+        ...
+
+    async def document_count(self, collection: str) -> int:
+        """Documents stored (their first chunks). Raises CollectionNotFound for a missing collection."""
+        ...
+
+    async def documents(self, collection: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
+        """One page of document ids, in point-id order, and the cursor of the next page (None after the last).
+        Raises CollectionNotFound for a missing collection."""
+        ...
+
+    async def chunk_counts(self, collection: str, doc_ids: list[str]) -> dict[str, int]:
+        """Points per document, for these documents (absent when it has none)."""
         ...
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:

@@ -25,6 +25,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # GRAPHRAG_UI_TEST_URL (+ _KEY): drive an app that is already running (with `demo` ingested) instead of starting one.
 KEY = os.environ.get("GRAPHRAG_UI_TEST_KEY", "ui-test-key")
+LIMITED_KEY = "ui-test-key-uitest-only"
 QUESTION = "Which database ships a Bolt protocol plugin?"
 WAIT_MS = 180_000  # answers and ingests on a shared 2-core machine
 
@@ -37,7 +38,12 @@ def app_url(tmp_path_factory):
         return
     args, _ = load_serve_config(str(ROOT / "configs" / "local.yaml"))
     args["data_dir"] = str(tmp_path_factory.mktemp("graphrag-ui"))
-    args["auth"] = {"api_key_hashes": [hash_key(KEY)]}
+    # The page works with a read + write key: no admin scope (the arbitrary-Cypher route) needed. A second key,
+    # limited to `uitest`, checks that the page lists only the collections a key may access.
+    args["auth"] = {"keys": [
+        {"sha256": hash_key(KEY), "name": "ui", "scopes": ["read", "write"]},
+        {"sha256": hash_key(LIMITED_KEY), "name": "ui-limited", "scopes": ["read", "write"], "collections": ["uitest"]},
+    ]}
     with local_app(args, "graphrag") as base:
         docs = [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}} for p in sorted(SAMPLE.glob("*.md"))]
         resp = httpx.post(f"{base}/v1/ingest", json={"collection": "demo", "documents": docs}, headers={"X-API-Key": KEY}, timeout=600)
@@ -65,6 +71,9 @@ def page(app_url, tmp_path_factory):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
             page.errors = errors
+            requests: list[str] = []
+            page.on("request", lambda req: requests.append(f"{req.method} {req.url}"))
+            page.requests = requests
             yield page
         finally:
             context.close()
@@ -231,5 +240,27 @@ def test_stages_show_replicas_and_the_stage_window(page):
     shot(page, "stages")
 
 
-def test_no_script_errors(page):
+def test_a_key_limited_to_one_collection_sees_only_it(app_url, page):
+    if os.environ.get("GRAPHRAG_UI_TEST_URL"):
+        pytest.skip("needs the test's own app (its limited key)")
+    page.click("button[data-view=ask]")
+    page.select_option("#ask-collection", "uitest")  # the page keeps the chosen collection: one the key may see
+    page.click("#key-forget")
+    page.fill("#api-key", LIMITED_KEY)
+    page.click("#key-save")
+    page.click("button[data-view=ask]")
+    wait_js(page, "[...document.querySelectorAll('#ask-collection option')].map(o => o.value).join() === 'uitest'")
+    assert page.is_hidden("#collections-error")
+    page.click("#key-forget")
+    page.fill("#api-key", KEY)
+    page.click("#key-save")
+    page.wait_for_selector("#ask-collection option[value='demo']", state="attached")
+
+
+def test_no_script_errors_and_no_graph_queries(page):
     assert page.errors == []
+    # The collection picker and the document list come from GET /v1/collections[/{c}/documents], never from the
+    # admin-only Cypher route.
+    assert any(r.startswith("GET ") and r.endswith("/v1/collections") for r in page.requests)
+    assert any("/documents?" in r for r in page.requests)
+    assert not [r for r in page.requests if "/v1/graph/query" in r]

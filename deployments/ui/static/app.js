@@ -138,20 +138,19 @@ async function checkReady() {
   }
 }
 
-// ---- collections (through the read-only graph query API) -----------------------------------------------
+// ---- collections (GET /v1/collections: those this key may access) --------------------------------------
 
 async function listCollections() {
-  const body = await api("POST", "v1/graph/query", {
-    query: "MATCH (c:Chunk) RETURN DISTINCT c.collection AS collection", parameters: {},
-  });
-  return body.rows.map((r) => r[0]).filter(Boolean).sort();
+  return (await api("GET", "v1/collections")).collections; // sorted by name
 }
 
 async function loadCollections() {
   const select = $("ask-collection");
   let names = [];
+  let listed = [];
   try {
-    names = await listCollections();
+    listed = await listCollections();
+    names = listed.map((c) => c.collection);
     $("collections-error").hidden = true;
   } catch (err) {
     // Said beside the picker, not in the banner: the page stays usable (a collection can be typed at ingest).
@@ -160,7 +159,8 @@ async function loadCollections() {
     note.hidden = err.status === 401;
   }
   const current = state.collection || select.value || (names.includes("demo") ? "demo" : names[0]);
-  select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  select.replaceChildren(...listed.map((c) => el("option", { value: c.collection, title: `${c.points} chunks` },
+    `${c.collection} (${c.documents} ${c.documents === 1 ? "doc" : "docs"})`)));
   if (current && !names.includes(current)) select.append(el("option", { value: current }, current));
   if (current) select.value = current;
   state.collection = select.value || null;
@@ -496,27 +496,48 @@ async function ingest(e) {
   await loadDocuments();
 }
 
+const DOC_PAGE = 500;
+const DOC_PAGES = 20; // the table lists at most 10,000 documents
+
+// The collection's documents, a page at a time (GET /v1/collections/{c}/documents); none when it does not exist.
+async function listDocuments(collection) {
+  const docs = [];
+  let cursor = null;
+  for (let i = 0; i < DOC_PAGES; i += 1) {
+    const query = new URLSearchParams({ limit: DOC_PAGE });
+    if (cursor) query.set("cursor", cursor);
+    let page;
+    try {
+      page = await api("GET", `v1/collections/${encodeURIComponent(collection)}/documents?${query}`);
+    } catch (err) {
+      if (err.status === 404) return { docs: [], more: false };
+      throw err;
+    }
+    docs.push(...page.documents);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  return { docs, more: Boolean(cursor) };
+}
+
 async function loadDocuments() {
   const collection = $("ingest-collection").value.trim();
   $("docs-collection").textContent = collection || "—";
   const tbody = $("docs");
   if (!collection) { tbody.replaceChildren(); return; }
   try {
-    const [docs, stats] = await Promise.all([
-      api("POST", "v1/graph/query", {
-        query: "MATCH (c:Chunk) WHERE c.collection = $c RETURN c.doc_id AS doc, count(c) AS chunks",
-        parameters: { c: collection },
-      }),
+    const [{ docs, more }, stats] = await Promise.all([
+      listDocuments(collection),
       api("GET", `v1/collections/${encodeURIComponent(collection)}`).catch((err) => (err.status === 404 ? null : Promise.reject(err))),
     ]);
     $("docs-stats").textContent = stats
       ? `${stats.points} points · ${stats.chunks} chunks · ${stats.entities} entities · ${stats.relations} relations`
       : "This collection does not exist yet.";
-    const rows = docs.rows.map(([doc, chunks]) => ({ doc, chunks })).sort((a, b) => a.doc.localeCompare(b.doc));
-    tbody.replaceChildren(...rows.map(({ doc, chunks }) => el("tr", { "data-doc": doc },
+    const rows = docs.sort((a, b) => a.doc_id.localeCompare(b.doc_id));
+    tbody.replaceChildren(...rows.map(({ doc_id: doc, chunks }) => el("tr", { "data-doc": doc },
       el("td", {}, doc), el("td", { class: "num" }, chunks),
       el("td", { class: "num" }, el("button", { type: "button", class: "danger", onclick: () => deleteDocument(collection, doc) }, "Delete")))));
-    if (docs.truncated) tbody.append(el("tr", {}, el("td", { colspan: 3, class: "muted" }, `first ${docs.row_cap} documents shown`)));
+    if (more) tbody.append(el("tr", {}, el("td", { colspan: 3, class: "muted" }, `first ${docs.length} documents shown`)));
   } catch (err) {
     $("docs-stats").textContent = `Could not list the documents: ${err.message}`;
     tbody.replaceChildren();
