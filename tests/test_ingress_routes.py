@@ -94,5 +94,7 @@ async def test_unexpected_errors_are_500_with_an_id_and_no_trace(served):
     fake, client, _ = served
     fake.stored = {"graph": set()}  # the fake vector stage's count now fails with a KeyError: a bug, not a stage error
     resp = await client.get("/v1/collections/default")
-    assert resp.status_code == 500 and resp.json()["detail"].startswith("internal error (id ")
+    body = resp.json()
+    assert resp.status_code == 500 and body["detail"] == f"internal error (request id {body['request_id']})"
+    assert resp.headers["x-request-id"] == body["request_id"]
     assert "KeyError" not in resp.text and "Traceback" not in resp.text
