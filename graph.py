@@ -11,14 +11,14 @@ from typing import Any
 
 from ray.serve import Application
 
-from deployments.bolt_server import BoltServer
-from deployments.chat import Chat
+from deployments.graph.bolt_deployment import BoltServer
+from deployments.chat.deployment import Chat
 from deployments.config import AppConfig
-from deployments.embedder import Embedder
-from deployments.graph_store import Graph
-from deployments.ingress import Ingress
-from deployments.reranker import Reranker
-from deployments.vector import Vector
+from deployments.embedder.deployment import Embedder
+from deployments.graph.deployment import Graph
+from deployments.ingress.deployment import Ingress
+from deployments.reranker.deployment import Reranker
+from deployments.vector.deployment import Vector
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -102,7 +102,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from deployments.auth import hash_key
+    from deployments.ingress.auth import hash_key
     from deployments.config import free_port
     from graph import start_local
     from tests.openai_server import OpenAIProtocolServer

@@ -144,7 +144,7 @@ def embedder_and_ingest(n_texts: int) -> dict:
     from ray import serve
 
     from deployments.config import EmbedderConfig
-    from deployments.embedder import SentenceTransformerEmbedder
+    from deployments.embedder.backends import SentenceTransformerEmbedder
     from graph import build_app
 
     texts = [f"Passage {i} about {' '.join(f'topic{(i * j) % 97}' for j in range(100))}." for i in range(n_texts)]

@@ -134,7 +134,7 @@ def monolith_app(latencies: Latencies):
     from fastapi import FastAPI
 
     from deployments.models import AnswerResponse
-    from deployments.pipeline import Pipeline, Stages
+    from deployments.ingress.pipeline import Pipeline, Stages
 
     sim = SimulatedStages(latencies)
 
@@ -198,7 +198,7 @@ def build_serve_app(latencies: Latencies, options: dict | None = None):
 
     `options`: deployment options per stage name and "ingress" (DeploymentOptions fields).
     """
-    from deployments.ingress import Ingress
+    from deployments.ingress.deployment import Ingress
 
     serve_options = _serve_options(options or {})
 
@@ -227,7 +227,7 @@ def build_autoscale_app(args: dict):
     per-replica capacity and its own autoscaling_config. `args.load_profile` is read by benchmarks/autoscale.py."""
     from ray import serve
 
-    from deployments.ingress import Ingress
+    from deployments.ingress.deployment import Ingress
 
     latencies = Latencies(**args.get("latencies", {}))
     capacity = {stage: int(args.get("capacity", {}).get(stage, 1000)) for stage in STAGES}

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.models import MAX_HOPS, MAX_TOP_K, RetrievalMode
@@ -266,7 +273,7 @@ class DeploymentsConfig(_Section):
 
 
 class AuthConfig(_Section):
-    """API keys, stored as SHA-256 hex digests only (`python -m deployments.auth hash` prints one)."""
+    """API keys, stored as SHA-256 hex digests only (`python -m deployments.ingress.auth hash` prints one)."""
 
     api_key_hashes: list[str] = Field(default_factory=list, description="Empty: no key required.")
 

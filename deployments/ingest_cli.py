@@ -26,7 +26,11 @@ from typing import Any
 
 import httpx
 
-from deployments.models import DEFAULT_COLLECTION, MAX_DOCUMENT_CHARS, MAX_DOCUMENTS_PER_INGEST
+from deployments.models import (
+    DEFAULT_COLLECTION,
+    MAX_DOCUMENT_CHARS,
+    MAX_DOCUMENTS_PER_INGEST,
+)
 
 FOLDER_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm"}
 DEFAULT_STATE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "graphrag-ingest"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from deployments.bolt_server import EmbeddedBoltServer
+from deployments.graph.bolt_server import EmbeddedBoltServer
 from deployments.config import GraphConfig, free_port
 
 TEST_PASSWORD = "test-graph-password"

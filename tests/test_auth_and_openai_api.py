@@ -6,10 +6,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from deployments.auth import ApiKeyAuth, hash_key, presented_key
+from deployments.ingress.auth import ApiKeyAuth, hash_key, presented_key
 from deployments.config import AppConfig
 from deployments.models import Citation, Hit, StreamDelta, StreamDone, StreamError, StreamReferences, Subgraph, Timings
-from deployments.openai_api import ChatCompletionRequest, completion_chunks_sse, to_completion
+from deployments.ingress.openai_api import ChatCompletionRequest, completion_chunks_sse, to_completion
 
 
 def test_keys_are_checked_by_digest_from_either_header():

@@ -11,9 +11,10 @@ from tests.arcadedb_fixture import TEST_PASSWORD, make_graph_config
 from neo4j import GraphDatabase
 from pydantic import SecretStr
 
-from deployments.bolt_server import BoltServer, BoltServerError, EmbeddedBoltServer
+from deployments.graph.bolt_deployment import BoltServer
+from deployments.graph.bolt_server import BoltServerError, EmbeddedBoltServer
 from deployments.errors import StageUnavailable
-from deployments.graph_store import GraphService
+from deployments.graph.service import GraphService
 from deployments.models import Chunk
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ async def test_lifecycle_health_stop_and_restart(tmp_path):
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{server.pid}/environ").read_bytes()
         assert TEST_PASSWORD.encode() not in cmdline and TEST_PASSWORD.encode() not in environ
-        assert b"deployments.bolt_server" in cmdline
+        assert b"deployments.graph.bolt_server" in cmdline
 
         # Bolt listens on loopback only.
         addresses = listening_addresses(config.embedded_port)
@@ -113,9 +114,9 @@ async def test_lifecycle_health_stop_and_restart(tmp_path):
 
 def test_child_exits_when_its_parent_dies(tmp_path):
     config = make_graph_config(tmp_path / "graph")
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys, time
-        from deployments.bolt_server import EmbeddedBoltServer
+        from deployments.graph.bolt_server import EmbeddedBoltServer
         from deployments.config import GraphConfig
         server = EmbeddedBoltServer(GraphConfig.model_validate_json(sys.stdin.read()))
         server.start()

@@ -6,7 +6,7 @@ from email.utils import formatdate
 
 import pytest
 
-from deployments.chat import ExtractiveChat, OpenAIChat, build_messages, make_chat, parse_citations, parse_retry_after
+from deployments.chat.backends import ExtractiveChat, OpenAIChat, build_messages, make_chat, parse_citations, parse_retry_after
 from deployments.config import ChatConfig
 from deployments.errors import StageError, StageUnavailable
 from tests.openai_server import OpenAIProtocolServer

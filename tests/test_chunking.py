@@ -1,4 +1,4 @@
-from deployments.chunking import chunk_document
+from deployments.ingress.chunking import chunk_document
 from deployments.config import ChunkingConfig
 from deployments.models import Document
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.cypher_guard import UnsafeQuery, check_read_only
+from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
 
 READS = [
     "MATCH (n) RETURN n LIMIT 5",

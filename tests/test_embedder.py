@@ -8,13 +8,8 @@ from ray import serve
 from ray.serve.exceptions import RayServeException
 
 from deployments.config import EmbedderConfig
-from deployments.embedder import (
-    Embedder,
-    OpenAIEmbedder,
-    SentenceTransformerEmbedder,
-    make_embedder,
-    resolve_model_path,
-)
+from deployments.embedder.deployment import Embedder
+from deployments.embedder.backends import OpenAIEmbedder, SentenceTransformerEmbedder, make_embedder, resolve_model_path
 from deployments.errors import StageError, StageUnavailable
 from tests.openai_server import OpenAIProtocolServer
 

@@ -1,12 +1,4 @@
-from deployments.extraction import (
-    ENTITY_TYPES,
-    MAX_ENTITIES_PER_CHUNK,
-    RELATION_TYPE,
-    STOP_WORDS,
-    extract,
-    normalize_name,
-    query_keys,
-)
+from deployments.graph.extraction import ENTITY_TYPES, MAX_ENTITIES_PER_CHUNK, RELATION_TYPE, STOP_WORDS, extract, normalize_name, query_keys
 from deployments.models import Chunk
 
 

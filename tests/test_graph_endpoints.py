@@ -6,10 +6,13 @@ import inspect
 
 import pytest
 
-import deployments.graph_store as graph_store
+import deployments.graph.schema as graph_schema
+import deployments.graph.service as graph_service
+import deployments.graph.transactions as graph_transactions
 from deployments.errors import BadRequest, NotFound, StageUnavailable
-from deployments.graph_store import SCHEMA, GraphService
-from deployments.llm_extraction import normalize_relation_type
+from deployments.graph.schema import SCHEMA
+from deployments.graph.service import GraphService
+from deployments.graph.llm_extraction import normalize_relation_type
 from tests.test_cypher_guard import WRITES
 from tests.test_graph_store import DOCS, INJECTIONS, chunks_of, raw
 
@@ -141,9 +144,9 @@ def test_relation_types_from_extraction_are_plain_identifiers(raw_type):
 
 
 def test_query_text_interpolates_only_checked_constants():
-    """By construction: every Cypher f-string in graph_store interpolates only the module's checked
+    """By construction: every Cypher f-string of the graph stage interpolates only the schema's checked
     label/type constants; everything that comes from data travels as a parameter."""
-    tree = ast.parse(inspect.getsource(graph_store))
+    tree = ast.parse(inspect.getsource(graph_service) + inspect.getsource(graph_transactions))
     allowed = {"CHUNK", "ENTITY", "MENTIONS", "RELATED"}
     cypher_fstrings = 0
     for node in ast.walk(tree):
@@ -157,4 +160,4 @@ def test_query_text_interpolates_only_checked_constants():
                     assert isinstance(value.value, ast.Name) and value.value.id in allowed, ast.unparse(value)
     assert cypher_fstrings >= 10
     for name in allowed:
-        assert getattr(graph_store, name).isidentifier()
+        assert getattr(graph_schema, name).isidentifier()

@@ -5,8 +5,8 @@ from neo4j import AsyncGraphDatabase
 
 from deployments.config import GraphConfig, free_port
 from deployments.errors import StageUnavailable
-from deployments.extraction import normalize_name
-from deployments.graph_store import GraphService
+from deployments.graph.extraction import normalize_name
+from deployments.graph.service import GraphService
 from deployments.models import Chunk, Entity, Extraction, Relation
 
 # A chain of documents: alice -> acme (d1), acme -> bob (d2), bob -> paris (d3).

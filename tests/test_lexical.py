@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 from deployments.config import EmbedderConfig, VectorConfig
-from deployments.embedder import SentenceTransformerEmbedder
+from deployments.embedder.backends import SentenceTransformerEmbedder
 from deployments.errors import StageError
-from deployments.lexical import LexicalEncoder
+from deployments.vector.lexical import LexicalEncoder
 from deployments.models import Chunk
-from deployments.vector import EdgeVectorStore, ServerVectorStore, StoredPoint, VectorService, chunk_payload, point_id
+from deployments.vector.edge import EdgeVectorStore
+from deployments.vector.server import ServerVectorStore
+from deployments.vector.store import no_lexical_index, StoredPoint, chunk_payload, point_id
+from deployments.vector.service import VectorService
 
 DIM = 8
 TEXTS = {
@@ -150,15 +153,13 @@ async def test_service_search_returns_what_the_mode_asks(service):
 async def test_service_reports_a_collection_without_lexical_vector(service):
     await make_legacy(service.store, "old", dim=384)
     # Re-ingest into the old collection keeps it dense-only and searchable.
-    import deployments.vector as vector
-
     assert await service.upsert("old", chunks()) == 3
     hybrid = await service.search("old", "ATP in muscle", 3, {}, "hybrid")
     assert hybrid.hits and hybrid.lexical_hits is None
     assert "without the lexical" in hybrid.lexical_error and "re-ingest" in hybrid.lexical_error
     with pytest.raises(StageError, match="re-ingest"):
         await service.search("old", "ATP", 3, {}, "lexical")
-    assert vector.no_lexical_index("old") == hybrid.lexical_error
+    assert no_lexical_index("old") == hybrid.lexical_error
 
 
 def test_point_ids_stay_uuids():

@@ -21,7 +21,7 @@ from deployments.models import (
     Subgraph,
     VectorResult,
 )
-from deployments.pipeline import Pipeline, Stages, reciprocal_rank_fusion
+from deployments.ingress.pipeline import Pipeline, Stages, reciprocal_rank_fusion
 
 
 def chunk(cid: str, text: str = "", score: float = 1.0) -> ScoredChunk:

@@ -12,7 +12,7 @@ import openai
 import pytest
 import ray
 
-from deployments.auth import hash_key
+from deployments.ingress.auth import hash_key
 from tests.local_app import local_app
 from tests.openai_server import OpenAIProtocolServer
 from tests.test_integration import sample_documents

@@ -10,7 +10,7 @@ import pytest
 from deployments.config import RerankerConfig, free_port
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import RerankHints
-from deployments.reranker import EmbeddedScorer, HttpReranker, make_reranker, terms
+from deployments.reranker.backends import EmbeddedScorer, HttpReranker, make_reranker, terms
 from tests.openai_server import OpenAIProtocolServer
 
 QUERY = "where was marie curie born"

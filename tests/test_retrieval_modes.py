@@ -6,7 +6,7 @@ import pytest
 
 from deployments.errors import StageUnavailable
 from deployments.models import RetrieveRequest
-from deployments.pipeline import min_max, reciprocal_rank_fusion, source_scores, weighted_score_fusion
+from deployments.ingress.pipeline import min_max, reciprocal_rank_fusion, source_scores, weighted_score_fusion
 from tests.test_pipeline import FakeStages, chunk, make
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from deployments.chat import ExtractiveChat, FallbackChat, OpenAIChat, make_chat, split_for_streaming
+from deployments.chat.backends import ExtractiveChat, FallbackChat, OpenAIChat, make_chat, split_for_streaming
 from deployments.config import AppConfig, ChatConfig
 from deployments.errors import StageUnavailable
 from deployments.models import AnswerRequest, ChatDelta, StreamDelta, StreamDone, StreamError, StreamReferences

@@ -8,19 +8,15 @@ from ray import serve
 from ray.serve.exceptions import RayServeException
 
 from deployments.config import AppConfig, EmbedderConfig, VectorConfig
-from deployments.embedder import Embedder, SentenceTransformerEmbedder
+from deployments.embedder.deployment import Embedder
+from deployments.embedder.backends import SentenceTransformerEmbedder
 from deployments.errors import CollectionNotFound, StageError, StageUnavailable
 from deployments.models import Chunk
-from deployments.vector import (
-    EdgeVectorStore,
-    ServerVectorStore,
-    StoredPoint,
-    Vector,
-    VectorService,
-    chunk_payload,
-    make_vector_store,
-    point_id,
-)
+from deployments.vector.edge import EdgeVectorStore
+from deployments.vector.server import ServerVectorStore
+from deployments.vector.store import StoredPoint, chunk_payload, point_id
+from deployments.vector.deployment import Vector
+from deployments.vector.service import VectorService, make_vector_store
 
 DIM = 8
 

@@ -12,18 +12,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from deployments.chat import ExtractiveChat, parse_citations
-from deployments.chunking import chunk_document
+from deployments.chat.backends import ExtractiveChat, parse_citations
 from deployments.config import AppConfig
-from deployments.errors import CollectionNotFound, NotFound, StageError, StageUnavailable
+from deployments.errors import (
+    CollectionNotFound,
+    NotFound,
+    StageError,
+    StageUnavailable,
+)
+from deployments.ingress.chunking import chunk_document
 from deployments.models import (
     AnswerRequest,
     AnswerResponse,
     ChatDelta,
     ChatResult,
     Chunk,
-    CollectionStats,
     Citation,
+    CollectionStats,
     Degraded,
     DeleteResponse,
     EntityResponse,

@@ -1,6 +1,6 @@
 """API-key authentication: keys are compared by SHA-256 digest in constant time and never stored or logged.
 
-    python -m deployments.auth hash            # reads a key on stdin, prints the digest for auth.api_key_hashes
+    python -m deployments.ingress.auth hash            # reads a key on stdin, prints the digest for auth.api_key_hashes
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class ApiKeyAuth:
 
 def main() -> None:
     if sys.argv[1:] != ["hash"]:
-        sys.exit("usage: python -m deployments.auth hash   (the key on stdin)")
+        sys.exit("usage: python -m deployments.ingress.auth hash   (the key on stdin)")
     key = sys.stdin.readline().strip()
     if not key:
         sys.exit("no key on stdin")

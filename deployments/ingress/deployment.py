@@ -5,20 +5,18 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from deployments.auth import OPEN_PATHS, ApiKeyAuth
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError
-from deployments.http_guards import HttpGuards
-from deployments.observability import StageMetrics, configure_logging
-from deployments.tracing import FastAPIInServeTrace
-from deployments.openai_api import (
+from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth
+from deployments.ingress.http_guards import HttpGuards
+from deployments.ingress.openai_api import (
     MODEL_ID,
     ChatCompletion,
     ChatCompletionRequest,
@@ -28,6 +26,7 @@ from deployments.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
+from deployments.ingress.pipeline import Pipeline, Stages
 from deployments.models import (
     COLLECTION_PATTERN,
     DEFAULT_COLLECTION,
@@ -35,16 +34,20 @@ from deployments.models import (
     AnswerRequest,
     AnswerResponse,
     CollectionStats,
+    DeleteResponse,
+    EntityResponse,
     ErrorResponse,
+    GraphQueryRequest,
+    GraphQueryResponse,
     IngestRequest,
     IngestResponse,
     ReadyResponse,
     RetrieveRequest,
     RetrieveResponse,
+    StreamDone,
 )
-from deployments.pipeline import Pipeline, Stages
-from deployments.models import StreamDone
-from deployments.models import DeleteResponse, EntityResponse, GraphQueryRequest, GraphQueryResponse
+from deployments.observability import StageMetrics, configure_logging
+from deployments.tracing import FastAPIInServeTrace
 
 log = logging.getLogger("graphrag.ingress")
 

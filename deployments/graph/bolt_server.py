@@ -1,7 +1,7 @@
 """The embedded Neo4j-protocol graph store: ArcadeDB (a JVM, via arcadedb-embedded) serving Bolt on loopback,
 run in a child process that owns the data folder and dies with its parent.
 
-Run alone: `python -m deployments.bolt_server --host 127.0.0.1 --port 7687 --data DIR` with the root password
+Run alone: `python -m deployments.graph.bolt_server --host 127.0.0.1 --port 7687 --data DIR` with the root password
 on standard input (its first line), never on the command line.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections import deque
 from pathlib import Path
 
 from deployments.config import GraphConfig, _require_loopback, free_port
-from deployments.observability import configure_logging
 
 log = logging.getLogger("graphrag.bolt_server")
 
@@ -28,7 +27,9 @@ DEFAULT_HEAP = "1g"
 READY_LINE = "BOLT-SERVER-READY"
 # ArcadeDB refuses shorter root passwords.
 MIN_PASSWORD_CHARS = 8
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 
 
 class BoltServerError(RuntimeError):
@@ -172,7 +173,7 @@ class EmbeddedBoltServer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         cmd = [
-            sys.executable, "-m", "deployments.bolt_server",
+            sys.executable, "-m", "deployments.graph.bolt_server",
             "--host", self.host, "--port", str(self.port), "--data", str(self.data),
             "--database", self.database, "--heap", self.heap, "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
@@ -231,7 +232,7 @@ class EmbeddedBoltServer:
         # schema is defined once, in graph_store, for the embedded and an external server alike.
         from neo4j import GraphDatabase  # noqa: PLC0415
 
-        from deployments.graph_store import SCHEMA  # noqa: PLC0415
+        from deployments.graph.schema import SCHEMA
 
         with GraphDatabase.driver(self.uri, auth=self._auth(), connection_timeout=5.0) as driver:
             for statement in SCHEMA:
@@ -272,32 +273,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-# ---- the Serve deployment ----------------------------------------------------------------------
+
 
 if __name__ == "__main__":
     main()  # the child ends here (os._exit) and never pays for importing Ray
-
-from ray import serve  # noqa: E402
-
-
-@serve.deployment
-class BoltServer:
-    """Owns the embedded Bolt server child: one replica, restarted by Serve when the child dies."""
-
-    def __init__(self, config: GraphConfig):
-        configure_logging()
-        self.server = EmbeddedBoltServer(config)
-        self.server.start()
-
-    async def info(self) -> dict:
-        return {"uri": self.server.uri, "pid": self.server.pid}
-
-    def check_health(self) -> None:
-        if not self.server.alive():
-            raise BoltServerError(f"the embedded Bolt server (pid {self.server.pid}) died; output:\n{self.server.output_tail(10)}")
-
-    def __del__(self):
-        server = getattr(self, "server", None)
-        if server is not None:
-            server.stop()
-

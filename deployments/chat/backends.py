@@ -14,17 +14,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Mapping, Protocol, TypeVar
 
 import openai
-from ray import serve
 
 from deployments.config import ChatConfig, redact_url
 from deployments.errors import StageError, StageUnavailable
-from deployments.observability import configure_logging
 from deployments.models import ChatDelta, ChatResult
-from deployments.reranker import terms
+from deployments.reranker.backends import terms
 
 logger = logging.getLogger(__name__)
 STAGE = "chat"
 T = TypeVar("T")
+
+
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages and the knowledge-graph facts given by the user. "
@@ -381,26 +381,3 @@ def make_chat(config: ChatConfig) -> ChatBackend:
     return ExtractiveChat(max_passages=config.max_passages)
 
 
-@serve.deployment
-class Chat:
-    """Serve wrapper: `answer(query, passages, facts) -> ChatResult`, `ping() -> str`."""
-
-    def __init__(self, config: ChatConfig):
-        configure_logging()
-        self._impl = make_chat(config)
-
-    async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
-        return await self._impl.answer(query, passages, facts)
-
-    async def answer_stream(self, query: str, passages: list[str], facts: list[str]) -> AsyncIterator[ChatDelta]:
-        """Streamed through a `stream=True` handle; cancelling the caller's generator closes the provider's stream."""
-        first, rest = await self._impl.open_stream(query, passages, facts)
-        yield first
-        async for piece in rest:
-            yield piece
-
-    async def ping(self) -> str:
-        return await self._impl.ping()
-
-    async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
-        await self._impl.aclose()

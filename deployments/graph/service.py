@@ -1,20 +1,16 @@
-"""The knowledge-graph stage: chunks, extracted entities and co-occurrence relations in a Neo4j-protocol
+"""The knowledge-graph stage's logic: chunks, extracted entities and co-occurrence relations in a Neo4j-protocol
 store (the embedded ArcadeDB Bolt server or Neo4j), searched by entity linking plus multi-hop expansion."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
 import json
 import logging
-import math
 import random
-import re
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, unit_of_work
-from neo4j.graph import Node, Path, Relationship
 from neo4j.exceptions import (
     AuthError,
     DriverError,
@@ -23,20 +19,41 @@ from neo4j.exceptions import (
     SessionExpired,
     TransientError,
 )
-from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from deployments.config import GraphConfig, redact_url
-from deployments.cypher_guard import UnsafeQuery, check_read_only
 from deployments.errors import BadRequest, NotFound, StageError, StageUnavailable
-from deployments.extraction import normalize_name, query_keys
-from deployments.llm_extraction import make_extractor
+from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
+from deployments.graph.extraction import normalize_name, query_keys
+from deployments.graph.llm_extraction import make_extractor
+from deployments.graph.schema import (
+    _CONFLICT_ATTEMPTS,
+    _CONNECT_ATTEMPTS,
+    CHUNK,
+    ENTITY,
+    MENTIONS,
+    RELATED,
+    SCHEMA,
+    _is_conflict,
+)
+from deployments.graph.transactions import (
+    _apply_weights,
+    _awaited,
+    _chunk_relations,
+    _drop_orphans,
+    _edges_among,
+    _expand,
+    _jsonable,
+    _mention_counts,
+    _metadata,
+    _remove_chunks,
+    longest_matches,
+    specificity,
+)
 from deployments.models import (
     MAX_HOPS,
     Chunk,
     EntityResponse,
     Extraction,
-    GraphEdge,
     GraphNode,
     GraphQueryResponse,
     GraphResult,
@@ -44,46 +61,9 @@ from deployments.models import (
     ScoredChunk,
     Subgraph,
 )
-from deployments.observability import configure_logging
 
 log = logging.getLogger("graphrag.graph")
 
-_REL_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-_LABEL = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
-
-
-def _checked(name: str, pattern: re.Pattern) -> str:
-    """A label or relationship type for query text: only this module's constants, and checked anyway."""
-    if not pattern.fullmatch(name):
-        raise ValueError(f"invalid label or relationship type {name!r}")
-    return name
-
-
-CHUNK = _checked("Chunk", _LABEL)
-ENTITY = _checked("Entity", _LABEL)
-MENTIONS = _checked("MENTIONS", _REL_TYPE)
-RELATED = _checked("RELATED", _REL_TYPE)  # the relation's own type (e.g. CO_OCCURS) is a property: data
-
-# Uniqueness of (key, collection) and (id, collection) is what makes concurrent MERGEs safe: without it two
-# transactions each create the same entity (seen with ArcadeDB's optimistic MVCC); with it the later commit
-# fails and is retried. ArcadeDB seeks these composite indexes for `key IN $keys AND collection = $c`.
-# Applied by the embedded server at start, and lazily by GraphService against an external server.
-SCHEMA = (
-    f"CREATE CONSTRAINT entity_key IF NOT EXISTS FOR (e:{ENTITY}) REQUIRE (e.key, e.collection) IS UNIQUE",
-    f"CREATE CONSTRAINT chunk_id IF NOT EXISTS FOR (c:{CHUNK}) REQUIRE (c.id, c.collection) IS UNIQUE",
-    f"CREATE INDEX chunk_doc_id IF NOT EXISTS FOR (c:{CHUNK}) ON (c.doc_id)",
-)
-
-# Attempts at one transaction after a dropped connection, and after a write conflict.
-_CONNECT_ATTEMPTS = 3
-_CONFLICT_ATTEMPTS = 12
-
-
-def _is_conflict(exc: Neo4jError) -> bool:
-    # ArcadeDB reports optimistic-concurrency conflicts as generic errors naming the Java exception, and a
-    # concurrent MERGE of the same entity as a uniqueness violation: both succeed when run again.
-    text = f"{exc.code} {exc.message}"
-    return any(s in text for s in ("ConcurrentModification", "NeedRetry", "ConstraintValidationFailed", "DuplicatedKey"))
 
 
 class GraphService:
@@ -485,229 +465,3 @@ class GraphService:
         return found
 
 
-# ---- transaction pieces -------------------------------------------------------------------------
-
-
-class _Removed:
-    def __init__(self) -> None:
-        self.weights: Counter[tuple[str, str, str]] = Counter()
-        self.total_chunks = 0
-
-
-def _chunk_relations(ex: Extraction, keys: set[str]) -> Counter[tuple[str, str, str]]:
-    """Relations of one chunk as (source, target, type) -> weight, undirected pairs stored source < target."""
-    out: Counter[tuple[str, str, str]] = Counter()
-    for r in ex.relations:
-        if r.source == r.target or r.source not in keys or r.target not in keys or r.weight <= 0:
-            continue
-        s, t = sorted((r.source, r.target))
-        out[(s, t, r.type)] += r.weight
-    return out
-
-
-async def _remove_chunks(tx: AsyncManagedTransaction, collection: str, doc_ids: list[str]) -> tuple[_Removed, set[str]]:
-    """Deletes the chunks of `doc_ids` (and their MENTIONS); returns what they added to the graph."""
-    removed = _Removed()
-    old_keys: set[str] = set()
-    rows = await (
-        await tx.run(
-            f"MATCH (c:{CHUNK}) WHERE c.doc_id IN $doc_ids AND c.collection = $collection "
-            "RETURN c.keys AS keys, c.rel_src AS s, c.rel_tgt AS t, c.rel_type AS type, c.rel_w AS w",
-            doc_ids=doc_ids, collection=collection,
-        )  # fmt: skip
-    ).data()
-    for row in rows:
-        removed.total_chunks += 1
-        old_keys.update(row["keys"] or [])
-        for s, t, typ, w in zip(row["s"] or [], row["t"] or [], row["type"] or [], row["w"] or []):
-            removed.weights[(s, t, typ)] += w
-    if rows:
-        await tx.run(
-            f"MATCH (c:{CHUNK}) WHERE c.doc_id IN $doc_ids AND c.collection = $collection DETACH DELETE c",
-            doc_ids=doc_ids, collection=collection,
-        )  # fmt: skip
-    return removed, old_keys
-
-
-async def _apply_weights(
-    tx: AsyncManagedTransaction, collection: str, added: Counter[tuple[str, str, str]], removed: _Removed
-) -> None:
-    """RELATED weights are sums over chunks: apply this write's net change; an edge at zero is deleted."""
-    delta: dict[tuple[str, str, str], float] = {}
-    for key in set(added) | set(removed.weights):
-        change = added.get(key, 0.0) - removed.weights.get(key, 0.0)
-        if abs(change) > 1e-9:
-            delta[key] = change
-    ups = [{"s": s, "t": t, "type": typ, "w": w} for (s, t, typ), w in sorted(delta.items()) if w > 0]
-    downs = [{"s": s, "t": t, "type": typ, "w": -w} for (s, t, typ), w in sorted(delta.items()) if w < 0]
-    if ups:
-        await tx.run(
-            f"UNWIND $rows AS row MATCH (a:{ENTITY} {{collection: $collection, key: row.s}}) "
-            f"MATCH (b:{ENTITY} {{collection: $collection, key: row.t}}) "
-            f"MERGE (a)-[r:{RELATED} {{type: row.type}}]->(b) "
-            "ON CREATE SET r.weight = row.w ON MATCH SET r.weight = r.weight + row.w",
-            rows=ups, collection=collection,
-        )  # fmt: skip
-    if downs:
-        await tx.run(
-            f"UNWIND $rows AS row MATCH (a:{ENTITY} {{collection: $collection, key: row.s}})"
-            f"-[r:{RELATED} {{type: row.type}}]->(b:{ENTITY} {{collection: $collection, key: row.t}}) "
-            "SET r.weight = r.weight - row.w WITH r WHERE r.weight <= 1e-9 DELETE r",
-            rows=downs, collection=collection,
-        )  # fmt: skip
-
-
-async def _expand(
-    tx: AsyncManagedTransaction, collection: str, nodes: dict[str, GraphNode], hops: int, max_nodes: int,
-    weights: dict[str, float] | None = None,
-) -> dict[str, float]:
-    """Adds to `nodes` (the seeds, hops 0) the entities reached within `hops` RELATED hops, at most `max_nodes`
-    in all; returns every node's weight (seeds: `weights`, default 1).
-
-    Breadth-first, one single-hop query per level: ArcadeDB runs a variable-length pattern
-    (-[:RELATED*1..n]-) as a depth-first enumeration of every path, which took 2.4 s at 3 hops
-    on a 2k-entity test graph (180k paths) where three index-seek + expand levels take milliseconds.
-    Each level keeps the neighbours most strongly tied to the frontier, each tie counted with the weight of
-    the frontier entity; a kept neighbour weighs its tie (relative to the level's strongest) times its own
-    specificity, over 1 + its depth, so a hub reached from a generic seed adds little.
-    """
-    weights = dict(weights or {key: 1.0 for key in nodes})
-    frontier = list(nodes)
-    for depth in range(1, hops + 1):
-        room = max_nodes - len(nodes)
-        if room <= 0 or not frontier:
-            break
-        level = await (
-            await tx.run(
-                f"MATCH (s:{ENTITY})-[r:{RELATED}]-(x:{ENTITY}) "
-                "WHERE s.key IN $frontier AND s.collection = $collection AND NOT x.key IN $seen "
-                "RETURN x.key AS key, x.name AS name, x.type AS type, sum(r.weight * $w[s.key]) AS strength "
-                "ORDER BY strength DESC, key LIMIT $room",
-                frontier=frontier, seen=list(nodes), collection=collection, room=room,
-                w={k: weights[k] for k in frontier},
-            )  # fmt: skip
-        ).data()
-        level = [row for row in level if row["key"] not in nodes and row["strength"] > 0]
-        if not level:
-            break
-        mentions = await _mention_counts(tx, collection, [row["key"] for row in level])
-        strongest = max(row["strength"] for row in level)
-        frontier = []
-        for row in level:
-            nodes[row["key"]] = GraphNode(id=row["key"], name=row["name"], type=row["type"], hops=depth)
-            weights[row["key"]] = specificity(mentions.get(row["key"], 1)) * row["strength"] / strongest / (1 + depth)
-            frontier.append(row["key"])
-    return weights
-
-
-def specificity(mentions: int) -> float:
-    """An entity's weight from how many chunks mention it: 1 for a single chunk, falling slowly for hubs."""
-    return 1.0 / (1.0 + math.log(max(1, mentions)))
-
-
-def longest_matches(keys: list[str]) -> list[str]:
-    """Linked keys without those inside a longer linked key ("nolan" goes when "christopher nolan" links)."""
-    padded = [f" {k} " for k in keys]
-    return [k for k, p in zip(keys, padded) if not any(p in other and p != other for other in padded)]
-
-
-async def _mention_counts(tx: AsyncManagedTransaction, collection: str, keys: list[str]) -> dict[str, int]:
-    rows = await (
-        await tx.run(
-            f"MATCH (e:{ENTITY})<-[m:{MENTIONS}]-() WHERE e.key IN $keys AND e.collection = $collection "
-            "RETURN e.key AS key, count(m) AS n",
-            keys=keys, collection=collection,
-        )  # fmt: skip
-    ).data()
-    return {row["key"]: int(row["n"]) for row in rows}
-
-
-async def _edges_among(tx: AsyncManagedTransaction, collection: str, keys: list[str], max_edges: int) -> list[GraphEdge]:
-    rows = await (
-        await tx.run(
-            f"MATCH (a:{ENTITY})-[r:{RELATED}]->(b:{ENTITY}) "
-            "WHERE a.key IN $keys AND a.collection = $collection AND b.key IN $keys "
-            "RETURN a.key AS s, b.key AS t, r.type AS type, r.weight AS w "
-            "ORDER BY w DESC, s, t LIMIT $max_edges",
-            keys=keys, collection=collection, max_edges=max_edges,
-        )  # fmt: skip
-    ).data()
-    return [GraphEdge(source=row["s"], target=row["t"], type=row["type"], weight=row["w"]) for row in rows]
-
-
-async def _drop_orphans(tx: AsyncManagedTransaction, collection: str, keys: list[str]) -> None:
-    """Entities no chunk mentions any more are gone with their last chunk."""
-    if keys:
-        await tx.run(
-            f"MATCH (e:{ENTITY}) WHERE e.key IN $keys AND e.collection = $collection "
-            f"AND NOT (e)<-[:{MENTIONS}]-() DETACH DELETE e",
-            keys=keys, collection=collection,
-        )  # fmt: skip
-
-
-async def _awaited(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-def _jsonable(value: Any) -> Any:
-    """A Bolt value as JSON: nodes, relationships and paths as maps; temporal and spatial values as text."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Node):
-        return {"id": value.element_id, "labels": sorted(value.labels), "properties": {k: _jsonable(v) for k, v in value.items()}}
-    if isinstance(value, Relationship):
-        return {
-            "id": value.element_id, "type": value.type,
-            "start": value.start_node.element_id if value.start_node is not None else None,
-            "end": value.end_node.element_id if value.end_node is not None else None,
-            "properties": {k: _jsonable(v) for k, v in value.items()},
-        }  # fmt: skip
-    if isinstance(value, Path):
-        return {"nodes": [_jsonable(n) for n in value.nodes], "relationships": [_jsonable(r) for r in value.relationships]}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode()
-    iso = getattr(value, "iso_format", None)
-    return iso() if callable(iso) else str(value)
-
-
-def _metadata(raw: Any) -> dict:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-# ---- the Serve deployment ----------------------------------------------------------------------
-
-
-@serve.deployment
-class Graph(GraphService):
-    """The graph stage. `uri` is the Bolt URI (AppConfig.bolt_uri); without it, `bolt` (the BoltServer
-    deployment) is asked once, lazily, for the URI of the server it runs."""
-
-    def __init__(self, config: GraphConfig, uri: str | None = None, bolt: DeploymentHandle | None = None):
-        configure_logging()
-        if uri is None and config.bolt_uri:
-            uri = config.bolt_uri
-        if uri is None:
-            if bolt is None:
-                raise ValueError("Graph needs a Bolt URI or the BoltServer deployment handle")
-
-            async def ask_bolt() -> str:
-                return (await bolt.info.remote())["uri"]
-
-            super().__init__(config, ask_bolt)
-        else:
-            super().__init__(config, uri)
-
-    async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
-        await self.aclose()

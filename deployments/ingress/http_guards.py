@@ -14,8 +14,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from deployments.auth import ApiKeyAuth
 from deployments.config import LimitsConfig
+from deployments.ingress.auth import ApiKeyAuth
 
 log = logging.getLogger("graphrag.http")
 

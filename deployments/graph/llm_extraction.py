@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from deployments.config import ExtractionConfig, ExtractionProvider, redact_url
 from deployments.errors import StageError
-from deployments.extraction import STOP_WORDS, split_sentences, extract as offline_extract, normalize_name
+from deployments.graph.extraction import STOP_WORDS, normalize_name, split_sentences
+from deployments.graph.extraction import extract as offline_extract
 from deployments.models import Chunk, Entity, Extraction, Relation
 
 log = logging.getLogger("graphrag.extraction")

@@ -1,0 +1,270 @@
+"""Embedded Qdrant: one qdrant-edge shard per collection in the data folder (one owner process)."""
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from deployments.errors import CollectionNotFound, StageError, StageUnavailable
+from deployments.models import COLLECTION_PATTERN, Scalar, ScoredChunk
+from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
+from deployments.vector.store import (
+    StoredPoint,
+    _check_collection,
+    _dense,
+    _scored,
+    point_id,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "vector"
+_COLLECTION = re.compile(COLLECTION_PATTERN)
+_UPSERT_BATCH = 256  # points per request to a Qdrant server
+
+
+# ---- embedded: qdrant-edge ----------------------------------------------------------------------
+
+
+class EdgeVectorStore:
+    """One qdrant-edge shard per collection under `path/<collection>`, owned by this process.
+
+    The engine's API is synchronous: calls run in threads; writes (and opening shards) are serialized by a lock,
+    reads run concurrently with them. Every write is flushed before it returns.
+    """
+
+    def __init__(self, path: str | Path, optimize_every_points: int = 1024, indexing_threshold_kb: int | None = None):
+        self.path = Path(path)
+        self.optimize_every_points = optimize_every_points
+        self.indexing_threshold_kb = indexing_threshold_kb  # None: the engine default (10 MB per segment)
+        self._shards: dict[str, Any] = {}
+        self._unoptimized: dict[str, int] = {}  # points written since the last optimize, per collection
+        self._lexical: dict[str, bool] = {}  # whether each collection has the sparse vector (fixed at creation)
+        self._lock = asyncio.Lock()
+
+    def _dir(self, collection: str) -> Path:
+        _check_collection(collection)
+        return self.path / collection
+
+    @staticmethod
+    async def _engine(collection: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking engine call in a thread; engine failures (plain Exceptions) become StageError."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            raise StageError(STAGE, f"qdrant-edge collection {collection!r}: {exc}") from exc
+
+    async def exists(self, collection: str) -> bool:
+        if collection in self._shards:
+            return True
+        # Path.exists raises on errors other than "not there" (e.g. permissions): those propagate.
+        return (self._dir(collection) / "edge_config.json").exists()
+
+    async def _shard(self, collection: str) -> Any:
+        shard = self._shards.get(collection)
+        if shard is not None:
+            return shard
+        async with self._lock:
+            return await self._open(collection)
+
+    async def _open(self, collection: str) -> Any:
+        """Under the lock: the open shard, loading it from disk on first use."""
+        import qdrant_edge
+
+        if collection in self._shards:
+            return self._shards[collection]
+        directory = self._dir(collection)
+        if not (directory / "edge_config.json").exists():
+            raise CollectionNotFound(collection)
+        try:
+            shard = await asyncio.to_thread(qdrant_edge.EdgeShard.load, str(directory))
+        except Exception as exc:
+            # Typically "failed to open WAL ... WouldBlock": another process owns the shard.
+            raise StageUnavailable(STAGE, f"cannot open the qdrant-edge shard {directory}: {exc}") from exc
+        self._shards[collection] = shard
+        return shard
+
+    async def create(self, collection: str, dimension: int) -> None:
+        import qdrant_edge as qe
+
+        async with self._lock:
+            if await self.exists(collection):
+                return
+            directory = self._dir(collection)
+            optimizers = (
+                qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+                if self.indexing_threshold_kb is not None
+                else None
+            )
+            config = qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+                sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                optimizers=optimizers,
+            )
+
+            def create() -> Any:
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                shard = qe.EdgeShard.create(str(directory), config)
+                # Replacing and deleting documents filter on doc_id.
+                shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+                shard.flush()
+                return shard
+
+            self._shards[collection] = await asyncio.to_thread(create)
+            self._unoptimized[collection] = 0
+            self._lexical[collection] = True
+            log.info("created qdrant-edge collection %s (%d-d cosine + BM25 sparse) in %s", collection, dimension, directory)
+
+    async def has_lexical(self, collection: str) -> bool:
+        if collection not in self._lexical:  # the engine does not expose its config: read the file it writes
+            path = self._dir(collection) / "edge_config.json"
+            if not path.exists():
+                raise CollectionNotFound(collection)
+            config = json.loads(await asyncio.to_thread(path.read_text))
+            self._lexical[collection] = LEXICAL_VECTOR in (config.get("sparse_vectors") or {})
+        return self._lexical[collection]
+
+    @staticmethod
+    def _point(p: StoredPoint, lexical: bool) -> Any:
+        import qdrant_edge as qe
+
+        if lexical and p.sparse is not None:
+            vector: Any = {"": p.vector, LEXICAL_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values)}
+        else:
+            vector = p.vector
+        return qe.Point(id=uuid.UUID(p.id), vector=vector, payload=p.payload)
+
+    @staticmethod
+    def _doc_filter(doc_ids: list[str], keep: list[str] | None = None) -> Any:
+        """Points of `doc_ids`, except the point ids in `keep`."""
+        import qdrant_edge as qe
+
+        must_not = [qe.HasIdCondition({uuid.UUID(i) for i in keep})] if keep else None
+        return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))], must_not=must_not)
+
+    @staticmethod
+    def _filter(filter: dict[str, Scalar]) -> Any:
+        import qdrant_edge as qe
+
+        if not filter:
+            return None
+        conditions = []
+        for key, value in filter.items():
+            field = f"metadata.{key}"
+            if isinstance(value, float):  # MatchValue takes str/int/bool only: a float matches as a point range
+                conditions.append(qe.FieldCondition(key=field, range=qe.RangeFloat(gte=value, lte=value)))
+            elif isinstance(value, bool):
+                # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 (never matching a stored true/false);
+                # numpy's bool is no int subclass and arrives as a bool.
+                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(np.bool_(value))))
+            else:
+                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(value)))
+        return qe.Filter(must=conditions)
+
+    def _after_write(self, collection: str, shard: Any, written: int) -> None:
+        """In a worker thread, under the lock: flush, and optimize once enough points changed."""
+        shard.flush()
+        pending = self._unoptimized.get(collection, 0) + written
+        if pending >= self.optimize_every_points:
+            started = time.monotonic()
+            # Builds HNSW for segments over the indexing threshold, vacuums deletions; no-op when nothing qualifies.
+            if shard.optimize():
+                shard.flush()
+                log.info("optimized qdrant-edge collection %s in %.2fs", collection, time.monotonic() - started)
+            pending = 0
+        self._unoptimized[collection] = pending
+
+    async def replace_documents(self, collection: str, doc_ids: list[str], points: list[StoredPoint]) -> int:
+        import qdrant_edge as qe
+
+        async with self._lock:
+            shard = await self._open(collection)
+            lexical = await self.has_lexical(collection)
+
+            def write() -> int:
+                # Insert first, then drop the documents' other (stale) points: readers never see a document
+                # vanish, and a refused insert leaves the previous version in place.
+                if points:
+                    shard.update(qe.UpdateOperation.upsert_points([self._point(p, lexical) for p in points]))
+                if doc_ids:
+                    stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
+                self._after_write(collection, shard, len(points))
+                return len(points)
+
+            return await self._engine(collection, write)
+
+    async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        import qdrant_edge as qe
+
+        if not doc_ids or not await self.exists(collection):
+            return 0
+        async with self._lock:
+            shard = await self._open(collection)
+
+            def delete() -> int:
+                doc_filter = self._doc_filter(doc_ids)
+                removed = shard.count(qe.CountRequest(exact=True, filter=doc_filter))
+                if removed:
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(doc_filter))
+                    self._after_write(collection, shard, removed)
+                return removed
+
+            return await self._engine(collection, delete)
+
+    async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), filter=self._filter(filter), with_payload=True)
+        points = await self._engine(collection, shard.query, request)
+        return [_scored(p.payload, p.score) for p in points]
+
+    async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        if not terms.indices:  # only stop words: nothing can match
+            return []
+        query = qe.Query.Nearest(qe.SparseVector(terms.indices, terms.values), using=LEXICAL_VECTOR)
+        request = qe.QueryRequest(limit=limit, query=query, filter=self._filter(filter), with_payload=True)
+        points = await self._engine(collection, shard.query, request)
+        return [_scored(p.payload, p.score) for p in points]
+
+    async def count(self, collection: str) -> int:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        return await self._engine(collection, shard.count, qe.CountRequest(exact=True))
+
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        shard = await self._shard(collection)
+        ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]
+        records = await self._engine(collection, shard.retrieve, ids, True, True)
+        return {r.payload["chunk_id"]: _dense(r.vector) for r in records}
+
+    async def ping(self) -> str:
+        await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)
+        collections = sum(1 for p in self.path.iterdir() if (p / "edge_config.json").exists())
+        return f"qdrant-edge {importlib.metadata.version('qdrant-edge-py')} at {self.path} ({collections} collections)"
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            shards, self._shards = self._shards, {}
+
+            def close() -> None:
+                for shard in shards.values():
+                    shard.flush()
+                    shard.close()
+
+            await asyncio.to_thread(close)
+
+
