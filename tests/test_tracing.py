@@ -19,7 +19,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from deployments import tracing
-from benchmarks.ray_nodes import free_port  # a port outside the ephemeral range: it stays free until HAProxy binds it
 from tests.local_app import local_app
 from tests.fakes import sample_documents
 
@@ -118,9 +117,6 @@ def test_one_answer_is_one_trace_across_every_stage(tmp_path):
         GRAPHRAG_TRACE_DIR=str(trace_dir),
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="200",
-        # HAProxy's stats and metrics listeners default to fixed ports another Serve on this machine may hold.
-        RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
-        RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
     ):
         with local_app({"data_dir": str(tmp_path / "data")}, "graphrag-tracing-itest") as base:
             with httpx.Client(base_url=base, timeout=120) as client:
