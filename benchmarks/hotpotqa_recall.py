@@ -142,9 +142,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="port of the local app (0 = a free one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hotpotqa.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app")
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="measure only these (default: all)")
     parser.add_argument("--in-process", action="store_true",
                         help="the pipeline and real engines in this process, without Ray Serve (benchmarks/inprocess.py)")
     args = parser.parse_args()
+    for name in set(VARIANTS) - set(args.variants or VARIANTS):
+        del VARIANTS[name]
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     if args.url:
