@@ -160,17 +160,39 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": f"internal error (id {error_id})"})
 
 
-class IngressRoutes:
-    """The routes over a Pipeline of typed stages; a plain class, tested over HTTP without Ray."""
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    """The HTTP ingress: the routes over a Pipeline of the stage deployments (their handles as typed stages)."""
 
-    def __init__(self, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None, served_app: FastAPI = app):
+    def __init__(
+        self,
+        config: AppConfig,
+        embedder: DeploymentHandle,
+        vector: DeploymentHandle,
+        graph: DeploymentHandle,
+        reranker: DeploymentHandle,
+        chat: DeploymentHandle,
+    ):
+        self._start(config, stages_from_handles(embedder, vector, graph, reranker, chat))
+
+    @classmethod
+    def over_stages(cls, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None) -> "Ingress":
+        """The routes over in-process stages, without Ray or Serve's replica (tests)."""
+        own = next(c for c in cls.__mro__ if "_start" in vars(c))  # this class, not Serve's ASGI wrapper
+        routes = object.__new__(own)
+        routes._start(config, stages, metrics)
+        return routes
+
+    def _start(self, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None) -> None:
         configure_logging()
         self.config = config
         self.pipeline = Pipeline(config, stages)
-        self.metrics = metrics if metrics is not None else StageMetrics()
-        # Read by the guards and the exception handlers from the app that serves the request (`request.app`).
-        served_app.state.metrics = self.metrics
-        served_app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
+        # `app` here is the copy Serve serves (serve.ingress freezes the app, and this class ships with it by
+        # value), not necessarily this module's global: the guards and handlers read `request.app.state`.
+        self.served_app = app
+        self.metrics = app.state.metrics = metrics if metrics is not None else StageMetrics()
+        app.state.guards = (ApiKeyAuth(config.auth.api_key_hashes), config.limits)
 
     async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
         # The first event (after retrieval and the chat's first piece) is awaited here, before any byte is
@@ -252,22 +274,3 @@ class IngressRoutes:
         stages = await self.pipeline.ready()
         body = ReadyResponse(ready=all(s.ok for s in stages.values()), stages=stages)
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())
-
-
-@serve.deployment
-@serve.ingress(app)
-class Ingress(IngressRoutes):
-    """The HTTP ingress deployment: the routes over the stage deployments' handles."""
-
-    def __init__(
-        self,
-        config: AppConfig,
-        embedder: DeploymentHandle,
-        vector: DeploymentHandle,
-        graph: DeploymentHandle,
-        reranker: DeploymentHandle,
-        chat: DeploymentHandle,
-    ):
-        # `app` here is the copy Serve ships to the replica with this class (by value) and serves requests with;
-        # IngressRoutes is imported by reference, so its module's `app` would be another object in the replica.
-        super().__init__(config, stages_from_handles(embedder, vector, graph, reranker, chat), served_app=app)
