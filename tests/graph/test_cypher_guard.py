@@ -1,6 +1,6 @@
 """The static read-only check of user Cypher: ArcadeDB runs writes even inside a READ transaction, so this
 check alone must refuse every way of writing. Each case here is also run against the real server in
-tests/test_graph_endpoints.py, which asserts the store is unchanged."""
+tests/graph/test_graph_endpoints.py, which asserts the store is unchanged."""
 from __future__ import annotations
 
 import pytest
