@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path as PathLib
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -221,20 +221,42 @@ async def recover_until_done(pipeline: Pipeline, attempts: int = 30, delay_s: fl
             await asyncio.sleep(delay_s)
 
 
-class IngressRoutes:
-    """The routes over a Pipeline of typed stages; a plain class, tested over HTTP without Ray."""
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    """The HTTP ingress: the routes over a Pipeline of the stage deployments (their handles as typed stages)."""
 
-    def __init__(self, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None, served_app: FastAPI = app):
+    def __init__(
+        self,
+        config: AppConfig,
+        embedder: DeploymentHandle,
+        vector: DeploymentHandle,
+        graph: DeploymentHandle,
+        reranker: DeploymentHandle,
+        chat: DeploymentHandle,
+    ):
+        self._start(config, stages_from_handles(embedder, vector, graph, reranker, chat))
+
+    @classmethod
+    def over_stages(cls, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None) -> "Ingress":
+        """The routes over in-process stages, without Ray or Serve's replica (tests)."""
+        own = next(c for c in cls.__mro__ if "_start" in vars(c))  # this class, not Serve's ASGI wrapper
+        routes = object.__new__(own)
+        routes._start(config, stages, metrics)
+        return routes
+
+    def _start(self, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None) -> None:
         configure_logging()
         self.config = config
         intents = IntentLog(PathLib(config.data_dir) / "intents")
         self.pipeline = Pipeline(config, stages, intents)
         # Roll back what a crashed predecessor left half-written, before this replica writes anything itself.
         self.recovery = asyncio.get_running_loop().create_task(recover_until_done(self.pipeline))
-        self.metrics = metrics if metrics is not None else WindowedStageMetrics()
-        # Read by the guards and the exception handlers from the app that serves the request (`request.app`).
-        served_app.state.metrics = self.metrics
-        served_app.state.guards = (ApiKeyAuth(config.auth), config.limits)
+        # `app` here is the copy Serve serves (serve.ingress freezes the app, and this class ships with it by
+        # value), not necessarily this module's global: the guards and handlers read `request.app.state`.
+        self.served_app = app
+        self.metrics = app.state.metrics = metrics if metrics is not None else WindowedStageMetrics()
+        app.state.guards = (ApiKeyAuth(config.auth), config.limits)
         if config.auth.open:
             log.warning("no API key configured: open mode, every caller may read, write and query every collection (local use only)")
 
@@ -383,22 +405,3 @@ class IngressRoutes:
             auth="open" if self.config.auth.open else "api_keys", recovery=recovery,
         )
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())
-
-
-@serve.deployment
-@serve.ingress(app)
-class Ingress(IngressRoutes):
-    """The HTTP ingress deployment: the routes over the stage deployments' handles."""
-
-    def __init__(
-        self,
-        config: AppConfig,
-        embedder: DeploymentHandle,
-        vector: DeploymentHandle,
-        graph: DeploymentHandle,
-        reranker: DeploymentHandle,
-        chat: DeploymentHandle,
-    ):
-        # `app` here is the copy Serve ships to the replica with this class (by value) and serves requests with;
-        # IngressRoutes is imported by reference, so its module's `app` would be another object in the replica.
-        super().__init__(config, stages_from_handles(embedder, vector, graph, reranker, chat), served_app=app)

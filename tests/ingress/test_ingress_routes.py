@@ -1,4 +1,4 @@
-"""The ingress's routes over HTTP without Ray: IngressRoutes over in-process fake stages, served by the same
+"""The ingress's routes over HTTP without Ray: Ingress.over_stages (in-process fake stages), served by the same
 FastAPI app (its guards, exception handlers and response models) through httpx's ASGI transport."""
 from __future__ import annotations
 
@@ -10,27 +10,36 @@ import pytest
 
 from deployments.config import AppConfig
 from deployments.errors import CollectionNotFound, StageUnavailable
-from deployments.ingress.deployment import IngressRoutes, app
+from deployments.ingress.deployment import Ingress
 from deployments.observability import StageMetrics
 from tests.fakes import FakeStages, RecordingMetrics
 
 
-def _servable_dependency():
+def _servable_dependency(app):
     """Serve's class-based view gave each route's `self` a FastAPI dependency (Depends) as its default: the
-    dependency a test overrides with its own IngressRoutes."""
-    return inspect.signature(IngressRoutes.retrieve).parameters["self"].default.dependency
+    dependency a test overrides with its own routes object. Read from a route of the app Serve serves."""
+
+    def endpoints(routes):
+        for route in routes:
+            yield from endpoints(getattr(getattr(route, "original_router", None), "routes", []))  # included routers
+            if getattr(route, "path", None) == "/v1/retrieve":
+                yield route.endpoint
+
+    return inspect.signature(next(endpoints(app.router.routes))).parameters["self"].default.dependency
 
 
 @pytest.fixture
 async def served():
-    """(fake stages, client) with the routes of IngressRoutes over those stages; the app left as it was."""
+    """(fake stages, client, routes) with the ingress's routes over those stages; the app left as it was."""
     fake = FakeStages()
     config = AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph"})
-    routes = IngressRoutes(config, fake.stages(), StageMetrics(RecordingMetrics))
-    dependency = _servable_dependency()
+    routes = Ingress.func_or_class.over_stages(config, fake.stages(), StageMetrics(RecordingMetrics))
+    app = routes.served_app  # the app Serve would serve (a frozen copy of the module's), with its guards set
+    dependency = _servable_dependency(app)
     app.dependency_overrides[dependency] = lambda: routes
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://ingress") as client:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
             yield fake, client, routes
     finally:
         app.dependency_overrides.pop(dependency, None)

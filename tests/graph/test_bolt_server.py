@@ -21,7 +21,7 @@ from deployments.errors import StageUnavailable
 from deployments.graph.service import GraphService
 from deployments.models import Chunk
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -1,6 +1,6 @@
 """The static read-only check of user Cypher: the first barrier (the store's read-only user is the second, see
-tests/test_user_query_security.py). Each case here is also run against the real server in
-tests/test_graph_endpoints.py, which asserts the store is unchanged."""
+tests/graph/test_user_query_security.py). Each case here is also run against the real server in
+tests/graph/test_graph_endpoints.py, which asserts the store is unchanged."""
 from __future__ import annotations
 
 import pytest

@@ -14,7 +14,7 @@ from tests.fakes import WRITES
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "configs" / "sample"
 COLLECTION = "graphapi"
 
 
