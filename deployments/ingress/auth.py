@@ -27,7 +27,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"}) | UI_OPEN_PATHS
 DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 # (method, path pattern, scope). A route missing here needs `admin`: a new route is closed until it is listed
-# (tests/test_auth_scopes.py checks that every route of the app is).
+# (tests/ingress/test_auth_scopes.py checks that every route of the app is).
 ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
     (method, re.compile(pattern), scope)
     for method, pattern, scope in (

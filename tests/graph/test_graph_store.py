@@ -10,7 +10,7 @@ from deployments.models import Chunk, Entity, Extraction, Relation
 from tests.fakes import DOCS, INJECTIONS, chunks_of, raw
 
 def store_search(config):
-    """These tests cover the Cypher search in the store (graph.index.enabled: false); tests/test_graph_index.py the index."""
+    """These tests cover the Cypher search in the store (graph.index.enabled: false); tests/graph/test_graph_index.py the index."""
     return config.model_copy(update={"index": config.index.model_copy(update={"enabled": False})})
 
 

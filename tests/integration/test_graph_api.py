@@ -85,7 +85,7 @@ def test_graph_query_refuses_the_reported_comment_bypass(api, ingested, query):
 
 def test_graph_query_timeout_is_504(api, ingested):
     """Issue 10, finding 2: a user query past graph.user_query_timeout_s is a gateway timeout (stopped in the store:
-    tests/test_user_query_security.py)."""
+    tests/graph/test_user_query_security.py)."""
     resp = api.post("/v1/graph/query", json={
         "query": "UNWIND range(1,1000) AS a UNWIND range(1,1000) AS b UNWIND range(1,200) AS c RETURN count(*)"})  # fmt: skip
     assert resp.status_code == 504, resp.text
