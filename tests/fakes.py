@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 from neo4j import AsyncGraphDatabase
 
 from deployments.config import AppConfig
@@ -254,3 +255,23 @@ SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
 
 def sample_documents() -> list[dict]:
     return [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}} for p in sorted(SAMPLE.glob("*.md"))]
+
+
+FAKE_DIM = 8
+
+
+class FakeEmbedder:
+    """Deterministic FAKE_DIM-d unit vectors from the text's characters: listing and paging need stored points,
+    not meaning."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = []
+        for text in texts:
+            v = np.zeros(FAKE_DIM, dtype=np.float32)
+            hot = [1.0 + (ord(c) % 7) for c in text[:FAKE_DIM]]
+            v[: len(hot)] = hot
+            vectors.append((v / np.linalg.norm(v)).tolist())
+        return vectors
+
+    async def dimension(self) -> int:
+        return FAKE_DIM

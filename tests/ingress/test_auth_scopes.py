@@ -12,7 +12,7 @@ from deployments.vector.edge import EdgeVectorStore
 from deployments.vector.service import VectorService
 from tests.ingress_harness import ingress_client
 from tests.fakes import FakeStages
-from tests.test_vector import FakeEmbedder
+from tests.fakes import FakeEmbedder
 
 KEYS = {
     "legacy": None,  # auth.api_key_hashes: full access

@@ -15,8 +15,9 @@ from deployments.vector.server import ServerVectorStore
 from deployments.vector.store import StoredPoint, chunk_payload, point_id
 from deployments.vector.deployment import Vector
 from deployments.vector.service import VectorService, make_vector_store
+from tests.fakes import FAKE_DIM, FakeEmbedder
 
-DIM = 8
+DIM = FAKE_DIM
 
 
 def unit(*hot: float) -> list[float]:
@@ -317,16 +318,6 @@ async def test_collections_and_document_pages(store):
         await store.documents("nothing", 10, None)
     with pytest.raises(CollectionNotFound):
         await store.document_count("nothing")
-
-
-class FakeEmbedder:
-    """Deterministic DIM-d vectors from the text's characters: the listing needs stored points, not meaning."""
-
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        return [unit(*(1.0 + (ord(c) % 7) for c in t[:DIM])) for t in texts]
-
-    async def dimension(self) -> int:
-        return DIM
 
 
 async def test_service_lists_collections_with_counts_and_pages_documents(store):
