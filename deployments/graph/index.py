@@ -75,6 +75,7 @@ class CollectionIndex:
         self._alive = np.zeros(0, dtype=bool)
         self._entity_pos: dict[str, int] = {}
         self._entity_keys: list[str] = []
+        self._entity_info: dict[str, tuple[str, str]] = {}  # key -> (display name, type), for the subgraph
         # Mentions as appended (slot, entity, lead) arrays, concatenated at build.
         self._m_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._vecs = np.zeros((0, dim or 0), dtype=np.float32)
@@ -166,6 +167,13 @@ class CollectionIndex:
         self._stale = True
 
     # ---- derived structures ---------------------------------------------------------------------
+
+    def describe_entities(self, info: dict[str, tuple[str, str]]) -> None:
+        """Names and types of entities (from the store), shown in search subgraphs; keys stay the identity."""
+        self._entity_info.update(info)
+
+    def entity_info(self, key: str) -> tuple[str, str]:
+        return self._entity_info.get(key, (key, "ENTITY"))
 
     def __len__(self) -> int:
         return len(self._slot)

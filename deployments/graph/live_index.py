@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 from neo4j import AsyncManagedTransaction
 
 from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams
-from deployments.graph.schema import CHANGE, CHUNK, VERSION
+from deployments.graph.schema import CHANGE, CHUNK, ENTITY, VERSION
 
 log = logging.getLogger("graphrag.graph.index")
 
@@ -51,8 +51,9 @@ async def read_version(tx: AsyncManagedTransaction, collection: str) -> int:
     return int(row["version"]) if row is not None else 0
 
 
-async def read_changes(tx: AsyncManagedTransaction, collection: str, since: int) -> tuple[int, list[str], list[dict]]:
-    """(version, documents touched after `since`, their current chunk rows); since = 0 reads every chunk."""
+async def read_changes(tx: AsyncManagedTransaction, collection: str, since: int) -> tuple[int, list[str], list[dict], list[dict]]:
+    """(version, documents touched after `since`, their current chunk rows, the name and type of the entities those
+    chunks mention); since = 0 reads every chunk."""
     version = await read_version(tx, collection)
     touched: list[str] = []
     if since > 0:
@@ -64,7 +65,7 @@ async def read_changes(tx: AsyncManagedTransaction, collection: str, since: int)
         ).data()
         touched = sorted({d for row in rows for d in row["doc_ids"] or []})
         if not touched:
-            return version, [], []
+            return version, [], [], []
         where = "c.collection = $collection AND c.doc_id IN $doc_ids"
     else:
         where = "c.collection = $collection"
@@ -75,7 +76,15 @@ async def read_changes(tx: AsyncManagedTransaction, collection: str, since: int)
             collection=collection, doc_ids=touched,
         )  # fmt: skip
     ).data()
-    return version, touched, chunks
+    keys = sorted({k for row in chunks for k in row["keys"] or ()})
+    entities = await (
+        await tx.run(
+            f"MATCH (e:{ENTITY}) WHERE e.collection = $collection AND e.key IN $keys "
+            "RETURN e.key AS key, e.name AS name, e.type AS type",
+            collection=collection, keys=keys,
+        )  # fmt: skip
+    ).data() if keys else []
+    return version, touched, chunks, entities
 
 
 def _indexed(row: dict) -> IndexedChunk:
@@ -123,13 +132,14 @@ class LiveIndexes:
                 return index
         since = index.version if index is not None else 0
         started = time.perf_counter()
-        version, touched, rows = await self._read(lambda tx: read_changes(tx, collection, since))
+        version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, since))
         if index is None or version < since:  # first use, or the store was reset: build from scratch
             index = CollectionIndex(self._params)
             if since:
-                version, touched, rows = await self._read(lambda tx: read_changes(tx, collection, 0))
+                version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, 0))
         index.remove_docs(touched)
         index.upsert([_indexed(r) for r in rows])
+        index.describe_entities({e["key"]: (e["name"] or e["key"], e["type"] or "ENTITY") for e in entities})
         index.version = version
         self._indexes[collection] = index
         self._checked[collection] = checked

@@ -194,7 +194,7 @@ class GraphService:
             ScoredChunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text=c.text, score=score, metadata=metadata(c.metadata))
             for c, score in found.chunks
         ]
-        return GraphResult(chunks=chunks, subgraph=_subgraph(found, self.config.max_nodes, self.config.max_edges), linked=found.linked)
+        return GraphResult(chunks=chunks, subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges), linked=found.linked)
 
     def index_of(self, collection: str) -> CollectionIndex | None:
         """This replica's index of the collection, as last refreshed (tests, stats)."""
@@ -239,10 +239,14 @@ class GraphService:
         return found
 
 
-def _subgraph(found, max_nodes: int, max_edges: int) -> Subgraph:
+def _subgraph(found, index: CollectionIndex, max_nodes: int, max_edges: int) -> Subgraph:
     """The linked (hops 0) and most reached (hops 1) entities, tied where one of the found chunks mentions both."""
-    nodes = [GraphNode(id=k, name=k, type="ENTITY", hops=0) for k in found.linked]
-    nodes += [GraphNode(id=k, name=k, type="ENTITY", hops=1) for k in found.reached]
+
+    def node(key: str, hops: int) -> GraphNode:
+        name, type_ = index.entity_info(key)
+        return GraphNode(id=key, name=name, type=type_, hops=hops)
+
+    nodes = [node(k, 0) for k in found.linked] + [node(k, 1) for k in found.reached]
     nodes = nodes[:max_nodes]
     keys = {n.id for n in nodes}
     together: Counter[tuple[str, str]] = Counter()
