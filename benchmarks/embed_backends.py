@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,21 +76,26 @@ class Encoders:
         return self._onnx[name].encode(texts, batch_size)
 
 
-def scifact_chunks(dataset: Path) -> tuple[list[str], list[str]]:
+def scifact_chunks(dataset: Path, max_docs: int | None = None) -> tuple[list[str], list[str]]:
     chunking = ChunkingConfig(max_words=APP_ARGS["chunking.max_words"], overlap_words=APP_ARGS["chunking.overlap_words"])
     doc_ids, texts = [], []
-    for row in read_beir_corpus(dataset / "corpus.jsonl.gz"):
+    for row in list(read_beir_corpus(dataset / "corpus.jsonl.gz"))[:max_docs]:
         for chunk in chunk_document(Document(**row), chunking):
             doc_ids.append(chunk.doc_id)
             texts.append(chunk.text)
     return doc_ids, texts
 
 
-def quality(encoders: Encoders, dataset: Path, split: str) -> dict:
-    doc_ids, texts = scifact_chunks(dataset)
+def quality(encoders: Encoders, dataset: Path, split: str, max_docs: int | None = None) -> dict:
+    doc_ids, texts = scifact_chunks(dataset, max_docs)
     queries, qrels = load_queries(dataset, split)
+    if max_docs is not None:  # a subset: the queries with a relevant document in it, judged on it alone
+        kept = set(doc_ids)
+        qrels = {q: {d: r for d, r in rel.items() if d in kept} for q, rel in qrels.items()}
+        qrels = {q: rel for q, rel in qrels.items() if any(r > 0 for r in rel.values())}
+        queries = {q: t for q, t in queries.items() if q in qrels}
     qids = list(queries)
-    out = {"chunks": len(texts), "queries": len(qids), "split": split}
+    out = {"chunks": len(texts), "queries": len(qids), "split": split, "documents": max_docs or "all"}
     for name in encoders.names():
         cached = CACHE / f"scifact-{name}-{len(texts)}.npy"
         if cached.is_file():
@@ -139,17 +145,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0, help="per backend and batch size")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--docs", type=int, default=None, help="quality on the first N abstracts only (a busy machine)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embed_backends.json"))
     args = parser.parse_args()
     questions = [q["question"] for q in json.load(open(HOTPOT))][:100]
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
-                    "load_average_before": os.getloadavg()[0], "command": "python -m benchmarks.embed_backends"}
-    for spinning in (False, True):
+                    "load_average_before": os.getloadavg()[0], "command": "python -m benchmarks.embed_backends " + " ".join(sys.argv[1:])}
+    for spinning in () if args.skip_speed else (False, True):
         encoders = Encoders(args.threads, spinning)
         result[f"speed_onnx_spinning_{str(spinning).lower()}"] = speed(encoders, questions, args.seconds)
     if not args.skip_quality:
-        result["scifact_dense"] = quality(Encoders(args.threads, False), DEFAULT_DATASET, args.split)
+        result["scifact_dense"] = quality(Encoders(args.threads, False), DEFAULT_DATASET, args.split, args.docs)
     result["load_average_after"] = os.getloadavg()[0]
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

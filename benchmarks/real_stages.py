@@ -580,7 +580,10 @@ def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str],
             result["profile_hybrid_c32"] = profile_replicas(url, app_name, queries, max(args.seconds, 10))
         result["embed"] = embedder_efficiency(app_name, queries, 32, min(args.seconds, 10), str(data_dir))
     finally:
-        serve.shutdown()
+        try:
+            serve.shutdown()
+        except RuntimeError as exc:  # a handle used on a loop that asyncio.run closed ("Event loop is closed")
+            print(f"serve.shutdown: {exc}; Ray's shutdown stops the replicas", flush=True)
         ray.shutdown()
 
 
