@@ -171,6 +171,14 @@ def test_graph_draws_the_answers_subgraph_and_loads_a_neighbourhood(app_url, pag
     assert {n["id"] for n in entity["neighbours"]} <= drawn
     assert page.locator("#entity li").count() >= 1
     shot(page, "graph")
+    # An outer entity (fewest drawn relations): its neighbourhood usually reaches past the answer's subgraph.
+    outer = page.evaluate("""() => { const n = state.cy.nodes().not('.linked').sort((a, b) => a.degree() - b.degree())[0];
+        const p = n.renderedPosition(); const r = document.getElementById('cy').getBoundingClientRect();
+        return [n.data('name'), r.left + p.x, r.top + p.y]; }""")
+    page.mouse.click(outer[1], outer[2])
+    wait_js(page, f"document.querySelector('#entity h3').textContent === {outer[0]!r} && document.querySelector('#entity .kv').textContent.includes('neighbours')")
+    entity = api(app_url, "GET", f"/v1/graph/entities/{outer[0]}", params={"collection": "demo", "hops": 1})
+    assert {n["id"] for n in entity["neighbours"]} <= set(page.evaluate("state.cy.nodes().map(n => n.id())"))
 
 
 def test_timing_waterfall_shows_vector_and_graph_side_by_side(page):
