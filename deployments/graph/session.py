@@ -61,12 +61,12 @@ class BoltSession:
         """Runs `work` in one managed transaction with a deadline; driver errors become stage errors."""
 
         async def attempt_all() -> Any:
-            driver = self._get_driver()
-            await self._ensure_schema(driver)
+            await self._ensure_schema(self._get_driver())
             tx_work = unit_of_work(timeout=timeout)(work)
             attempt = 0
             while True:
                 attempt += 1
+                driver = self._get_driver()
                 try:
                     async with driver.session(database=self.config.database) as session:
                         if write:
@@ -78,10 +78,16 @@ class BoltSession:
                         log.debug("graph transaction conflict, retrying (attempt %d): %s", attempt, exc.code)
                         await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
                         continue
+                    if attempt < self.config.connect_attempts and stale_connection(exc):
+                        await self._reset_driver(driver)
+                        continue
                     raise
                 except (ServiceUnavailable, SessionExpired):
-                    # A pooled connection the server dropped (restart) is replaced on the next attempt.
+                    # The server went away (restart): its pooled connections are stale, so the next attempt starts
+                    # from a new driver. An old pool once kept a restarted ArcadeDB answering "BEGIN not expected
+                    # in state: AUTHENTICATION" on every call.
                     if attempt < self.config.connect_attempts:
+                        await self._reset_driver(driver)
                         await asyncio.sleep(0.1 * attempt)
                         continue
                     raise
@@ -118,7 +124,20 @@ class BoltSession:
         agent = await self.run(False, work, self.config.query_timeout_s)
         return f"bolt {agent} at {self.where()}"
 
+    async def _reset_driver(self, stale: AsyncDriver) -> None:
+        if self._driver is stale:
+            self._driver = None
+            try:
+                await stale.close()
+            except Exception as exc:  # closing connections to a dead server may fail: it is dropped either way
+                log.debug("closing the stale graph driver: %s", exc)
+
     async def aclose(self) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
             await driver.close()
+
+
+def stale_connection(exc: Neo4jError) -> bool:
+    """A pooled connection the server does not know in its state (seen on ArcadeDB after a restart)."""
+    return (exc.code or "").startswith("Neo.ClientError.Request.Invalid")

@@ -23,6 +23,7 @@ from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavai
 from deployments.graph.credentials import CredentialsError, reader_auth
 from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
 from deployments.graph.explorer import jsonable
+from deployments.graph.session import stale_connection
 from deployments.models import GraphQueryResponse
 
 log = logging.getLogger("graphrag.graph")
@@ -71,6 +72,14 @@ class UserQueries:
                     connection_acquisition_timeout=timeout, max_transaction_retry_time=0,
                 )  # fmt: skip
         return self._driver
+
+    async def _drop_driver(self, stale: AsyncDriver) -> None:
+        if self._driver is stale:
+            self._driver = None
+            try:
+                await stale.close()
+            except Exception as exc:  # closing connections to a dead server may fail: it is dropped either way
+                log.debug("closing the stale reader driver: %s", exc)
 
     async def aclose(self) -> None:
         driver, self._driver = self._driver, None
@@ -123,9 +132,13 @@ class UserQueries:
                 try:
                     async with driver.session(database=cfg.database, default_access_mode=READ_ACCESS) as session:
                         return await session.execute_read(tx_work)
-                except (ServiceUnavailable, SessionExpired):
-                    if attempt_no == _CONNECT_ATTEMPTS:  # a pooled connection the server dropped is replaced once
+                except (ServiceUnavailable, SessionExpired, Neo4jError) as exc:
+                    # The server went away (restart): its pooled connections are stale (a restarted ArcadeDB answers
+                    # an old one "BEGIN not expected in state: AUTHENTICATION"), so retry on a new driver.
+                    stale = isinstance(exc, ServiceUnavailable | SessionExpired) or stale_connection(exc)
+                    if not stale or attempt_no == _CONNECT_ATTEMPTS:
                         raise
+                    await self._drop_driver(driver)
             raise AssertionError("unreachable")
 
         where = "the graph store"
