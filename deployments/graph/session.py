@@ -127,15 +127,20 @@ class BoltSession:
     async def _reset_driver(self, stale: AsyncDriver) -> None:
         if self._driver is stale:
             self._driver = None
-            try:
-                await stale.close()
-            except Exception as exc:  # closing connections to a dead server may fail: it is dropped either way
-                log.debug("closing the stale graph driver: %s", exc)
+            await close_stale(stale)
 
     async def aclose(self) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
             await driver.close()
+
+
+async def close_stale(driver: AsyncDriver) -> None:
+    """Closes a driver whose server went away; closing connections to a dead server may fail: it is dropped anyway."""
+    try:
+        await driver.close()
+    except Exception as exc:
+        log.debug("closing a stale graph driver: %s", exc)
 
 
 def stale_connection(exc: Neo4jError) -> bool:

@@ -23,7 +23,7 @@ from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavai
 from deployments.graph.credentials import CredentialsError, reader_auth
 from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
 from deployments.graph.explorer import jsonable
-from deployments.graph.session import stale_connection
+from deployments.graph.session import close_stale, stale_connection
 from deployments.models import GraphQueryResponse
 
 log = logging.getLogger("graphrag.graph")
@@ -76,10 +76,7 @@ class UserQueries:
     async def _drop_driver(self, stale: AsyncDriver) -> None:
         if self._driver is stale:
             self._driver = None
-            try:
-                await stale.close()
-            except Exception as exc:  # closing connections to a dead server may fail: it is dropped either way
-                log.debug("closing the stale reader driver: %s", exc)
+            await close_stale(stale)
 
     async def aclose(self) -> None:
         driver, self._driver = self._driver, None
