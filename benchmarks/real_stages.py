@@ -180,8 +180,8 @@ def monolith_main(data_dir: str, port: int) -> None:
     bolt = EmbeddedBoltServer(config.graph)
     bolt.start()
     embedder = BatchedEmbedder(make_embedder(config.embedder), config.embedder.max_batch_size, config.embedder.batch_wait_timeout_s)
-    vector = VectorService(config.vector, embed=embedder.embed, dimension=embedder.dimension)
-    graph = GraphService(config.graph, bolt.uri)
+    vector = VectorService(config.vector, embedder)
+    graph = GraphService(config.graph, bolt.uri, embed=embedder.embed, fetch_vectors=vector.vectors)
     reranker = make_reranker(config.reranker, embedder.embed, vector.vectors)
     stages = Stages(embedder=embedder, vector=vector, graph=graph, reranker=reranker, chat=ChatAdapter(make_chat(config.chat)))
     pipeline = Pipeline(config, stages)
@@ -255,10 +255,14 @@ def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
             np.save(cached, vectors)
         by_text = {c.text: v.tolist() for c, v in zip(chunks, vectors)}
 
-        async def precomputed(texts: list[str]) -> list[list[float]]:
-            return [by_text[t] for t in texts]
+        class Precomputed:
+            async def embed(self, texts: list[str]) -> list[list[float]]:
+                return [by_text[t] for t in texts]
 
-        vector = VectorService(config.vector, embed=precomputed, dimension=embedder.dimension)
+            async def dimension(self) -> int:
+                return await embedder.dimension()
+
+        vector = VectorService(config.vector, Precomputed())
         try:
             written = 0
             for i in range(0, len(chunks), 1024):
