@@ -77,70 +77,6 @@ def own_process_cpu() -> dict[int, tuple[str, float]]:
 # ---- the monolith ---------------------------------------------------------------------------------
 
 
-class BatchedEmbedder:
-    """The embedder backend with the Embedder deployment's batching, in-process: calls that arrive within
-    `batch_wait_timeout_s` of each other share one model call of up to `max_batch_size` texts."""
-
-    def __init__(self, backend: Any, max_batch_size: int, wait_s: float):
-        self.backend = backend
-        self.max_batch_size = max_batch_size
-        self.wait_s = wait_s
-        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future]] | None = None
-        self._task: asyncio.Task | None = None
-
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        if len(texts) > self.max_batch_size:  # as the deployment does: big calls in batch-sized pieces
-            parts = await asyncio.gather(*(self.embed(texts[i : i + self.max_batch_size]) for i in range(0, len(texts), self.max_batch_size)))
-            return [v for part in parts for v in part]
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._task = asyncio.create_task(self._loop())
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((texts, future))
-        return await future
-
-    async def _loop(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0][0])
-            deadline = time.monotonic() + self.wait_s
-            while size < self.max_batch_size:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
-                if size + len(item[0]) > self.max_batch_size:
-                    await self._queue.put(item)  # next batch
-                    break
-                batch.append(item)
-                size += len(item[0])
-            flat = [t for texts, _ in batch for t in texts]
-            try:
-                vectors = await self.backend.embed(flat)
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for texts, future in batch:
-                if not future.done():
-                    future.set_result(vectors[start : start + len(texts)])
-                start += len(texts)
-
-    async def dimension(self) -> int:
-        return await self.backend.dimension()
-
-    async def ping(self) -> str:
-        return await self.backend.ping()
-
-
 class ChatAdapter:
     """The chat backend with the ChatStage methods the Chat deployment adds (answer_stream)."""
 
@@ -167,7 +103,7 @@ def monolith_main(data_dir: str, port: int) -> None:
 
     from deployments.chat.backends import make_chat
     from deployments.config import AppConfig
-    from deployments.embedder.backends import make_embedder
+    from deployments.embedder.service import EmbedderService
     from deployments.graph.bolt_server import EmbeddedBoltServer
     from deployments.graph.service import GraphService
     from deployments.ingress.pipeline import Pipeline
@@ -179,7 +115,8 @@ def monolith_main(data_dir: str, port: int) -> None:
     config = AppConfig.from_args({**APP_ARGS, "data_dir": data_dir})
     bolt = EmbeddedBoltServer(config.graph)
     bolt.start()
-    embedder = BatchedEmbedder(make_embedder(config.embedder), config.embedder.max_batch_size, config.embedder.batch_wait_timeout_s)
+    # The Embedder deployment's own service: the same batching and the same shared-query cache as in Serve.
+    embedder = EmbedderService(config.embedder)
     vector = VectorService(config.vector, embedder)
     graph = GraphService(config.graph, bolt.uri, embed=embedder.embed, fetch_vectors=vector.vectors)
     reranker = make_reranker(config.reranker, embedder.embed, vector.vectors)
@@ -367,7 +304,8 @@ def embedder_efficiency(app_name: str, queries: list[str], concurrency: int, sec
             nonlocal done
             n = i
             while time.monotonic() < stop:
-                await handle.embed.remote([queries[n % len(queries)]])
+                # Distinct texts: the Embedder's shared-query cache must not answer instead of the model.
+                await handle.embed.remote([f"{queries[n % len(queries)]} ({n})"])
                 done += 1
                 n += concurrency
 
@@ -388,7 +326,7 @@ def embedder_efficiency(app_name: str, queries: list[str], concurrency: int, sec
         done, n = 0, 0
         start = time.monotonic()
         while time.monotonic() - start < seconds:
-            await backend.embed([queries[(n + k) % len(queries)] for k in range(batch)])
+            await backend.embed([f"{queries[(n + k) % len(queries)]} ({n + k})" for k in range(batch)])
             done += batch
             n += batch
         rate = done / (time.monotonic() - start)
