@@ -78,8 +78,10 @@ class BoltSession:
                         log.debug("graph transaction conflict, retrying (attempt %d): %s", attempt, exc.code)
                         await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
                         continue
-                    if attempt < self.config.connect_attempts and stale_connection(exc):
+                    # A restarted embedded server refuses the login for a moment while it re-applies its users.
+                    if attempt < self.config.connect_attempts and (stale_connection(exc) or isinstance(exc, AuthError)):
                         await self._reset_driver(driver)
+                        await asyncio.sleep(0.2 * attempt)
                         continue
                     raise
                 except (ServiceUnavailable, SessionExpired):
