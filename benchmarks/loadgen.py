@@ -44,7 +44,7 @@ class RunResult:
     wall_s: float
     samples: list[Sample] = field(default_factory=list)
     loadgen_cpu_s: float = 0.0
-    extra_ok: int = 0  # uncounted warm-up requests that completed inside the measured window (throughput only)
+    extra_ok: float = 0.0  # the share of uncounted warm-ups that ran inside the measured window (throughput only)
 
     def summary(self) -> dict:
         ok = [s for s in self.samples if s.status == 200]
@@ -154,7 +154,7 @@ async def closed_loop(url: str, payload: Payload, concurrency: int, requests: in
     counter = iter(range(requests))
     warmup = iter(range(-1, -1_000_000, -1))
     samples: list[Sample] = []
-    late_warmups: list[Sample] = []
+    late_warmups: list[float] = []  # the share of each warm-up that ran inside the measured window
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         start = time.monotonic()
@@ -165,8 +165,11 @@ async def closed_loop(url: str, payload: Payload, concurrency: int, requests: in
             await asyncio.sleep(i * ramp_s / concurrency)
             while time.monotonic() < measured_from:
                 sample = await _send(session, url, payload(next(warmup)), time.monotonic(), False)
-                if sample.status == 200 and time.monotonic() >= measured_from:
-                    late_warmups.append(sample)  # finished inside the measured window: part of its throughput
+                inside = time.monotonic() - measured_from
+                if sample.status == 200 and inside > 0:
+                    # Only the part of it that ran inside the window is that window's work: counting the
+                    # whole request would add up to one request per worker that mostly ran in the ramp.
+                    late_warmups.append(min(1.0, inside / sample.latency) if sample.latency else 1.0)
             for n in counter:
                 if time.monotonic() > deadline:
                     return
@@ -176,10 +179,10 @@ async def closed_loop(url: str, payload: Payload, concurrency: int, requests: in
         cpu0 = _cpu()
         tasks = [asyncio.ensure_future(worker(i)) for i in range(concurrency)]
         await asyncio.sleep(max(0.0, measured_from - time.monotonic()))
-        cpu0, t0 = (_cpu(), time.monotonic()) if ramp_s else (cpu0, start)
+        cpu0, t0 = (_cpu(), measured_from) if ramp_s else (cpu0, start)  # the window's own start, however late this wakes
         await asyncio.gather(*tasks)
         wall, cpu = time.monotonic() - t0, _cpu() - cpu0
-    return RunResult("closed", concurrency, wall, samples, cpu, extra_ok=len(late_warmups))
+    return RunResult("closed", concurrency, wall, samples, cpu, extra_ok=sum(late_warmups))
 
 
 async def open_loop(url: str, payload: Payload, rate: float, duration_s: float, timeout_s: float = 30, seed: int = 7, keep_timings: bool = True) -> RunResult:

@@ -28,8 +28,9 @@ async def test_ramp_requests_are_not_counted_but_throughput_is():
     assert len(run.samples) == 20 and {s.query for s in run.samples} == {str(n) for n in range(20)}
     assert any(int(q) < 0 for q in seen), "the ramp sent warm-up requests"
     assert all(s.status == 200 and s.latency >= 0.05 for s in run.samples)
-    # 4 workers × one 50 ms request each at a time: at most 80 requests/s, warm-ups included.
-    assert 0 < run.summary()["qps"] <= 80 * 1.05
+    # 4 workers × one 50 ms request each at a time: at most 80 requests/s of work inside the window. A warm-up
+    # that crosses into the window counts only for its share inside (counted whole, this read 82-84).
+    assert 0 < run.summary()["qps"] <= 80
 
 
 def test_cpu_is_attributed_to_process_names():
