@@ -4,6 +4,7 @@ beside published baselines.
     python benchmarks/scifact.py                        # own app (temp data dir, free port): ingest, 300 test queries
     python benchmarks/scifact.py --split train          # the 809 train queries (tuning); writes scifact-train.*
     python benchmarks/scifact.py --url http://127.0.0.1:8000 --skip-ingest   # an app that already holds `scifact`
+    python benchmarks/scifact.py --in-process --split train,test --modes hybrid,hybrid+graph   # no Ray; one ingest, both splits
 
 The corpus (5,183 abstracts, title + text) is ingested through POST /v1/ingest; every query goes through
 POST /v1/retrieve with top_k=100 once per mode. Chunk hits are aggregated to documents by their best chunk
@@ -21,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -96,9 +98,27 @@ async def run_mode(client: httpx.AsyncClient, collection: str, queries: dict[str
     return run, latencies, degraded
 
 
-async def measure(url: str, args: argparse.Namespace, queries: dict[str, str], qrels: dict) -> dict:
+class _AsyncInProcess:
+    """benchmarks/inprocess.py's synchronous client behind the `await client.post(...)` of httpx.AsyncClient."""
+
+    def __init__(self, client):
+        self._client = client
+
+    async def __aenter__(self) -> "_AsyncInProcess":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        return None
+
+    async def post(self, path: str, json: dict):
+        return await asyncio.to_thread(self._client.post, path, json)
+
+
+async def measure(url, args: argparse.Namespace, queries: dict[str, str], qrels: dict) -> dict:
+    """`url`: the app's base URL, or an in-process client (benchmarks/inprocess.py)."""
     extra = {} if args.rerank == "default" else {"rerank": args.rerank == "on"}
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    opened = httpx.AsyncClient(base_url=url, timeout=120) if isinstance(url, str) else _AsyncInProcess(url)
+    async with opened as client:
         probe = await client.post("/v1/retrieve", json={"collection": args.collection, "query": "protein", "top_k": 1})
         probe.raise_for_status()
         default_mode = probe.json()["mode"]
@@ -133,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running graphrag-serve; default: start one locally")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--split", default="test", help="test, train, or both as 'train,test' (one ingest)")
     parser.add_argument("--collection", default="scifact")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES))
     parser.add_argument("--rerank", choices=("default", "on", "off"), default="default", help="the requests' `rerank`")
@@ -142,32 +162,54 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="documents per ingest request")
     parser.add_argument("--port", type=int, default=0, help="port of the local app (0 = a free one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app")
-    parser.add_argument("--out", type=Path, help="default: benchmarks/results/scifact.json (scifact-train.json for --split train)")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/scifact.json (scifact-train.json for --split train); one split only")
+    parser.add_argument("--in-process", action="store_true",
+                        help="the pipeline and real engines in this process, without Ray Serve (benchmarks/inprocess.py)")
     args = parser.parse_args()
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    if not splits or set(splits) - {"train", "test"}:
+        parser.error("--split: test, train or train,test")
+    if args.out is not None and len(splits) > 1:
+        parser.error("--out takes one split")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := set(args.modes) - set(MODES):
         parser.error(f"unknown modes {sorted(unknown)}")
-    if args.out is None:
-        args.out = ROOT / "benchmarks" / "results" / ("scifact.json" if args.split == "test" else "scifact-train.json")
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     started = time.perf_counter()
+    per_split = {split: load_queries(args.dataset, split) for split in splits}
+    for split, (queries, _) in per_split.items():
+        print(f"SciFact {split}: {len(queries)} queries with judgements", file=sys.stderr, flush=True)
 
-    queries, qrels = load_queries(args.dataset, args.split)
-    print(f"SciFact {args.split}: {len(queries)} queries with judgements", file=sys.stderr, flush=True)
-
-    def evaluate_at(url: str) -> dict:
+    def evaluate_at(url, client=None) -> dict:
+        """Ingests once (unless --skip-ingest), then measures every split; `client` for an in-process app."""
         ingest_report = None
         if not args.skip_ingest:
             docs = list(read_beir_corpus(args.dataset / "corpus.jsonl.gz"))
-            with httpx.Client(base_url=url, timeout=900) as client:
-                report = ingest(client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs))
+            with (httpx.Client(base_url=url, timeout=900) if client is None else nullcontext(client)) as sync_client:
+                report = ingest(sync_client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs))
             ingest_report = {"documents": report.sent, "chunks": report.chunks, "seconds": report.seconds}
             print(f"ingested {report.sent} documents ({report.chunks} chunks) in {report.seconds:.0f}s", file=sys.stderr, flush=True)
-        return {**asyncio.run(measure(url, args, queries, qrels)), "ingest": ingest_report}
+        target = url if client is None else client
+        return {
+            split: {**asyncio.run(measure(target, args, queries, qrels)), "ingest": ingest_report}
+            for split, (queries, qrels) in per_split.items()
+        }
 
+    transport = "HTTP"
     if args.url:
-        results = evaluate_at(args.url)
+        by_split = evaluate_at(args.url)
         app_args = None
+    elif args.in_process:
+        from benchmarks.inprocess import InProcessClient
+
+        app_args = {**APP_ARGS, **dict(item.split("=", 1) for item in args.set)}
+        with tempfile.TemporaryDirectory(prefix="graphrag-scifact-") as data_dir:
+            client = InProcessClient({"data_dir": data_dir, **app_args})
+            try:
+                by_split = evaluate_at(None, client)
+            finally:
+                client.close()
+        transport = "in-process (no Ray Serve): the app's pipeline and real engines; latencies exclude the hops between replicas"
     else:
         import ray
         from ray import serve
@@ -180,31 +222,34 @@ def main() -> None:
             print("starting the app ...", file=sys.stderr, flush=True)
             url = start_local({"data_dir": data_dir, **app_args}, port=args.port or free_port(), name="graphrag-scifact")
             try:
-                results = evaluate_at(url)
+                by_split = evaluate_at(url)
             finally:
                 serve.shutdown()
                 ray.shutdown()
-    out = {
-        "default_mode": results["default_mode"],
-        "modes": {m: {k: r[k] for k in ("ndcg@10", "recall@100", "mrr@10")} for m, r in results["modes"].items()},
-        "command": command,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "split": args.split,
-        "queries": len(queries),
-        "rerank": args.rerank,
-        "app_args": app_args,
-        "baselines_ndcg@10": dict(BASELINES),
-        "details": {m: {k: v for k, v in r.items() if k not in ("ndcg@10", "recall@100", "mrr@10")} for m, r in results["modes"].items()},
-        "ingest": results["ingest"],
-        "total_seconds": round(time.perf_counter() - started, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    md = f"# SciFact ({args.split} split, {len(queries)} queries)\n\n{table(out)}\n\n`{command}` — {out['date']}\n"
-    args.out.with_suffix(".md").write_text(md)
-    print(table(out))
-    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} in {out['total_seconds']:.0f}s")
-
+    for split, results in by_split.items():
+        queries = per_split[split][0]
+        out = {
+            "default_mode": results["default_mode"],
+            "modes": {m: {k: r[k] for k in ("ndcg@10", "recall@100", "mrr@10")} for m, r in results["modes"].items()},
+            "command": command,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "split": split,
+            "queries": len(queries),
+            "rerank": args.rerank,
+            "app_args": app_args,
+            "transport": transport,
+            "baselines_ndcg@10": dict(BASELINES),
+            "details": {m: {k: v for k, v in r.items() if k not in ("ndcg@10", "recall@100", "mrr@10")} for m, r in results["modes"].items()},
+            "ingest": results["ingest"],
+            "total_seconds": round(time.perf_counter() - started, 1),
+        }
+        path = args.out or ROOT / "benchmarks" / "results" / ("scifact.json" if split == "test" else "scifact-train.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        md = f"# SciFact ({split} split, {len(queries)} queries)\n\n{table(out)}\n\n`{command}` — {out['date']}\n"
+        path.with_suffix(".md").write_text(md)
+        print(table(out))
+        print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} in {out['total_seconds']:.0f}s")
 
 if __name__ == "__main__":
     main()
