@@ -211,6 +211,16 @@ def evaluate(c: Corpus, qids: range, method: str, cfg: dict | None = None) -> di
     return {f"recall@{k}": round(sums[k] / len(qids), 4) for k in KS}
 
 
+def evaluate_scifact(c: Corpus, qids: list[int], method: str, cfg: dict | None = None) -> dict:
+    """nDCG@10 / Recall@100 / MRR@10 of SciFact queries (documents by their best chunk), 100 candidates as the app."""
+    from benchmarks.metrics import evaluate as beir
+
+    cfg = {"candidates": 100, **(cfg or {})}
+    qrels = {str(qi): c.questions[qi]["qrels"] for qi in qids}
+    run = {str(qi): ranking(c, qi, method, cfg) for qi in qids}
+    return {k: round(v, 4) for k, v in beir(qrels, run).items()}
+
+
 def coverage(c: Corpus, qids: range) -> dict:
     """Linking coverage: questions with >= 1 linked entity; gold passages mentioning a linked or reached entity."""
     with_link = gold_total = gold_linked = gold_reached = 0
@@ -233,6 +243,39 @@ def coverage(c: Corpus, qids: range) -> dict:
     }
 
 
+def misses(c: Corpus, qids: range, cfg: dict) -> list[dict]:
+    """Per question that `ppr` leaves a gold passage out of its top 5: why the walk did not bring it (failure study).
+
+    The seed is the dense top-1 chunk (the walk's restart with passage_seeds 1); `shared` the keys the seed
+    mentions that the missed passage mentions too, `lead` those of them the missed passage is about."""
+    params = PPRParams(**cfg.get("params", {}))
+    if c.index.params != params:
+        c.index.configure(params)
+    out = []
+    for qi in qids:
+        q = c.questions[qi]
+        gold = {t for t, _ in q["supporting_facts"]}
+        ranked = ranking(c, qi, "ppr", cfg)[:5]
+        if gold <= set(ranked):
+            continue
+        seed = int(np.argmax(c.vectors @ c.qvectors[qi]))
+        seed_keys = {e.key for e in c.extractions[seed].entities}
+        linked = c.index.link(q["question"])
+        row = {"q": qi, "question": q["question"], "seed": c.doc_of[seed], "seed_is_gold": c.doc_of[seed] in gold,
+               "linked": linked, "top5": ranked, "missed": []}
+        for title in sorted(gold - set(ranked)):
+            idx = [i for i, d in enumerate(c.doc_of) if d == title]
+            keys = {e.key for i in idx for e in c.extractions[i].entities}
+            lead = {e.key for i in idx for e in c.extractions[i].entities if e.lead}
+            row["missed"].append({
+                "title": title, "first_sentence": c.chunks[idx[0]].text[:160] if idx else None,
+                "lead": sorted(lead), "shared": sorted(seed_keys & keys), "shared_lead": sorted(seed_keys & lead),
+                "linked_here": sorted(set(linked) & keys),
+            })
+        out.append(row)
+    return out
+
+
 GRID = {
     "lead_weight": [0.0, 3.0, 10.0],
     "idf_power": [0.0, 1.0],
@@ -246,17 +289,21 @@ PARAM_KEYS = ("lead_weight", "idf_power", "entity_seed_weight", "passage_seeds")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=list(SPLITS), default="dev")
+    ap.add_argument("--split", choices=[*SPLITS, "train"], default="dev", help="HotpotQA dev/test/all; SciFact train/test")
+    ap.add_argument("--dataset", choices=["hotpotqa", "scifact"], default="hotpotqa")
     ap.add_argument("--layout", choices=["blank-line", "inline", "no-title"], default="blank-line")
     ap.add_argument("--grid", action="store_true", help="search GRID (use on dev only)")
     ap.add_argument("--params", default="{}", help="PPRParams fields as JSON")
     ap.add_argument("--graph-weight", type=float, default=0.6)
     ap.add_argument("--fusion-graph", type=float, default=1.0)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--misses", type=Path, help="also write the failure study (questions whose gold passage ppr misses at 5)")
     args = ap.parse_args()
     if args.grid and args.split != "dev":
         sys.exit("tune on dev only")
     t0 = time.perf_counter()
+    if args.dataset == "scifact":
+        return main_scifact(args)
     c = Corpus(args.layout)
     qids = SPLITS[args.split]
     print(f"corpus {len(c.chunks)} chunks, extraction {c.extract_s:.1f}s, ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
@@ -282,6 +329,8 @@ def main() -> None:
     results["ppr"] = evaluate(c, qids, "ppr", chosen)
     results["ppr_settings"] = {**chosen, "params": asdict(replace(PPRParams(), **chosen["params"]))}
     results["linking"] = coverage(c, qids)
+    if args.misses:
+        args.misses.write_text(json.dumps(misses(c, qids, chosen), indent=1) + "\n")
     out = {
         "split": args.split, "questions": f"{qids.start}-{qids.stop - 1}", "layout": args.layout,
         "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -293,6 +342,25 @@ def main() -> None:
     if args.grid:
         for t in results["grid_top10"]:
             print(t)
+
+
+def main_scifact(args: argparse.Namespace) -> None:
+    """hybrid vs the walk on SciFact (train for tuning, test to report), offline: a quick check that a setting
+    chosen on HotpotQA does not cost single-hop ranking (benchmarks/scifact.py measures it through the app)."""
+    if args.split not in ("train", "test") or args.grid:
+        sys.exit("SciFact: --split train or test, no --grid")
+    c = Corpus("scifact", dataset="scifact")
+    qids = [i for i, q in enumerate(c.questions) if q["split"] == args.split]
+    cfg = {"params": json.loads(args.params), "graph_weight": args.graph_weight, "fusion_graph": args.fusion_graph}
+    out = {
+        "dataset": "scifact", "split": args.split, "queries": len(qids),
+        "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hybrid": evaluate_scifact(c, qids, "hybrid"), "ppr": evaluate_scifact(c, qids, "ppr", cfg),
+        "ppr_settings": {**cfg, "params": asdict(replace(PPRParams(), **cfg["params"]))},
+    }
+    path = args.out or ROOT / "benchmarks" / "results" / f"graph-eval-scifact-{args.split}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

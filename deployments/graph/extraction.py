@@ -21,6 +21,9 @@ MAX_NAME_WORDS = 6
 _NAME_CONNECTORS = frozenset("of de del della da di van von der den du la le al bin".split())
 
 _QUOTED = re.compile(r"[\"“”«»]([^\"“”«»\n]{2,80})[\"“”«»]")
+# Verbs that follow a sentence's subject: "Leland is a town", "Gallu was a demon". A lone capitalized word before
+# one (or before a parenthesis: "Leland (pop. 13,527) is") names what the sentence is about, not grammar.
+_SUBJECT_VERBS = frozenset("is was are were has had have".split())
 _POSSESSIVE = re.compile(r"['’]s$")
 
 
@@ -52,8 +55,43 @@ class _Found:
 _TYPE_RANK = {t: i for i, t in enumerate(ENTITY_TYPES)}
 
 
-def _name_spans(tokens: list[str], known_midsentence: set[str]) -> list[tuple[int, list[str]]]:
-    """Runs of capitalized words (with name connectors inside), each as (start index, tokens)."""
+def _tokens_and_gaps(sentence: str) -> tuple[list[str], list[str]]:
+    """The sentence's name tokens and, for each, the text between it and the token before ("" for the first)."""
+    tokens, gaps, end = [], [], 0
+    for m in NAME_TOKEN.finditer(sentence):
+        tokens.append(m.group())
+        gaps.append(sentence[end : m.start()] if tokens[:-1] else "")
+        end = m.end()
+    return tokens, gaps
+
+
+def _is_subject(tokens: list[str], gaps: list[str], end: int) -> bool:
+    """The name ending before token `end` is followed by a subject's verb or a parenthesis."""
+    if end >= len(tokens):
+        return False
+    return tokens[end] in _SUBJECT_VERBS or "(" in gaps[end]
+
+
+def _subject_end(tokens: list[str], gaps: list[str]) -> int:
+    """Where a first sentence's opening names end: at its first lower-case word (not a name connector). The
+    names before it (and the one right before a subject verb, see extract) are what the chunk is about:
+    "Leland is a town in Brunswick County" is about Leland, not Brunswick County; a title line is all names."""
+    for k, token in enumerate(tokens):
+        if token.islower() and token not in _NAME_CONNECTORS:
+            return k
+    return len(tokens)
+
+
+def _name_spans(tokens: list[str], known_midsentence: set[str], gaps: list[str] | None = None) -> list[tuple[int, list[str]]]:
+    """Runs of capitalized words (with name connectors inside), each as (start index, tokens).
+
+    Punctuation between two words ends a name ("Leland, North Carolina" is two; "Airport (Louisiana)" too). A
+    lone sentence-initial word is grammar ("Officials met") unless it is seen mid-sentence elsewhere, has inner
+    capitals or digits, is followed by a subject's verb or a parenthesis ("Leland is a town"), or the sentence is
+    a heading (no lower-case word at all).
+    """
+    gaps = gaps if gaps is not None else [" "] * len(tokens)
+    heading = bool(tokens) and not any(t.islower() and t not in _NAME_CONNECTORS for t in tokens)
     spans: list[tuple[int, list[str]]] = []
     i = 0
     while i < len(tokens):
@@ -62,11 +100,14 @@ def _name_spans(tokens: list[str], known_midsentence: set[str]) -> list[tuple[in
             continue
         j = i + 1
         while j < len(tokens) and len(tokens[i:j]) < MAX_NAME_WORDS:
-            if _POSSESSIVE.search(tokens[j - 1]) or tokens[j] == tokens[j - 1]:
+            if _POSSESSIVE.search(tokens[j - 1]) or tokens[j] == tokens[j - 1] or gaps[j].strip():
                 break  # "ArcadeDB's Bolt" is two names; "ArcadeDB ArcadeDB" (a heading run into text) is one
             if _is_capitalized(tokens[j]) and not _is_acronym(tokens[j]):
                 j += 1
-            elif tokens[j] in _NAME_CONNECTORS and j + 1 < len(tokens) and _is_capitalized(tokens[j + 1]) and not _is_acronym(tokens[j + 1]):
+            elif (
+                tokens[j] in _NAME_CONNECTORS and j + 1 < len(tokens) and _is_capitalized(tokens[j + 1])
+                and not _is_acronym(tokens[j + 1]) and not gaps[j + 1].strip()
+            ):  # fmt: skip
                 j += 2
             else:
                 break
@@ -79,7 +120,10 @@ def _name_spans(tokens: list[str], known_midsentence: set[str]) -> list[tuple[in
         if span:
             lone = len(span) == 1
             sentence_initial = start == 0
-            if not (lone and sentence_initial) or span[0] in known_midsentence or _has_inner_caps_or_digits(span[0]):
+            if (
+                not (lone and sentence_initial) or span[0] in known_midsentence or _has_inner_caps_or_digits(span[0])
+                or heading or _is_subject(tokens, gaps, j)
+            ):  # fmt: skip
                 spans.append((start, span))
         i = j
     return spans
@@ -91,7 +135,9 @@ def extract(chunk: Chunk) -> Extraction:
     Two entities are related when they appear in the same sentence of the chunk; the weight counts those
     sentences. Sentence windows keep the graph sparse enough for multi-hop expansion.
     """
-    sentences = [NAME_TOKEN.findall(s) for s in split_sentences(chunk.text)]
+    raw_sentences = split_sentences(chunk.text)
+    tokenized = [_tokens_and_gaps(s) for s in raw_sentences]
+    sentences = [tokens for tokens, _ in tokenized]
     # Capitalized words seen after a sentence's first word: real names, not sentence-initial grammar.
     midsentence = {tok for toks in sentences for tok in toks[1:] if _is_capitalized(tok)}
     found: dict[str, _Found] = {}
@@ -112,17 +158,25 @@ def extract(chunk: Chunk) -> Extraction:
         item.count += 1
         position += 1
 
-    raw_sentences = split_sentences(chunk.text)
-    for s_idx, tokens in enumerate(sentences):
-        for token in tokens:
+    subject_end = _subject_end(*tokenized[0]) if tokenized else 0
+    lead_keys: set[str] = set()  # the names of the first sentence's subject: what the chunk is about
+    for s_idx, (tokens, gaps) in enumerate(tokenized):
+        for k, token in enumerate(tokens):
             if _is_acronym(token):
                 add(token, "ACRONYM", s_idx)
-        for _start, span in _name_spans(tokens, midsentence):
+                if s_idx == 0 and k < subject_end:
+                    lead_keys.add(normalize_name(token))
+        for start, span in _name_spans(tokens, midsentence, gaps):
             add(" ".join(span), "ENTITY", s_idx)
-        for quoted in _QUOTED.findall(raw_sentences[s_idx]):
-            words = NAME_TOKEN.findall(quoted)
+            if s_idx == 0 and (start < subject_end or _is_subject(tokens, gaps, start + len(span))):
+                lead_keys.add(normalize_name(" ".join(span)))
+        for quoted in _QUOTED.finditer(raw_sentences[s_idx]):
+            words = NAME_TOKEN.findall(quoted.group(1))
             if 1 <= len(words) <= MAX_NAME_WORDS:
                 add(" ".join(words), "TERM", s_idx)
+                before = len(NAME_TOKEN.findall(raw_sentences[s_idx][: quoted.start()]))
+                if s_idx == 0 and before < subject_end:
+                    lead_keys.add(normalize_name(" ".join(words)))
 
     # Frequent content phrases: lower-case words (and adjacent pairs) seen at least twice in the chunk.
     unigrams: Counter[str] = Counter()
@@ -156,10 +210,12 @@ def extract(chunk: Chunk) -> Extraction:
 
     ranked = sorted(found.items(), key=lambda kv: (kv[1].type == "CONCEPT", -kv[1].count, kv[1].first))
     kept = dict(ranked[:MAX_ENTITIES_PER_CHUNK])
+    if not lead_keys & kept.keys():  # no named subject found: the whole first sentence, as before
+        lead_keys = {key for key, item in kept.items() if 0 in item.sentences}
     entities = [
         Entity(
             key=key, name=max(item.surfaces.items(), key=lambda s: (s[1], -len(s[0])))[0], type=item.type,
-            lead=0 in item.sentences,
+            lead=key in lead_keys,
         )  # fmt: skip
         for key, item in kept.items()
     ]
@@ -198,3 +254,14 @@ def query_keys(query: str) -> list[str]:
                     seen.add(v)
                     keys.append(v)
     return keys[:MAX_QUERY_KEYS]
+
+
+def named_query_keys(query: str) -> set[str]:
+    """The query keys (query_keys) that contain a word written as a name in the query: capitalized, or with
+    inner capitals or digits ("Drew Fuller", "HD 23"), a stop word never. These name something; a key like
+    "killed" or "type" only matches a frequent phrase of some passage."""
+    named_words: set[str] = set()
+    for token in NAME_TOKEN.findall(query):
+        if token[0].isupper() or _has_inner_caps_or_digits(token):
+            named_words.update(w for w in normalize_name(token).split() if w not in STOP_WORDS)
+    return {k for k in query_keys(query) if named_words.intersection(k.split())}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from deployments.graph.extraction import query_keys
+from deployments.graph.extraction import named_query_keys, query_keys
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,14 @@ class PPRParams:
 
     damping: float = 0.5  # share of mass that walks on each step; the rest restarts at the seeds
     hops: int = 1  # passage -> entity -> passage steps
-    entity_seed_weight: float = 0.0  # restart mass on the query's linked entities (vs 1 on the seed passages)
+    entity_seed_weight: float = 0.0  # restart mass on the query's linked names (vs 1 on the seed passages)
     passage_seeds: int = 3  # how many of the passages most similar to the query vector are seeds
     seed_temperature: float = 0.05  # softmax temperature over the seed passages' cosines
     lead_weight: float = 10.0  # entity -> passage: a passage about the entity (named in its first sentence) weighs 1 + this
     idf_power: float = 0.0  # passage -> entity: an entity weighs idf ** this (0: all mentions alike)
+    # A seed passage keeps this share of its restart mass in its score (PPR's teleport term): the passage most
+    # like the question stays ahead of the passages the walk reaches from it (0: the walk's mass alone).
+    restart_weight: float = 0.0
 
 
 @dataclass
@@ -282,7 +285,10 @@ class CollectionIndex:
             seed_p[top] = np.exp((cos[top] - cos[top].max()) / params.seed_temperature)
             seed_p /= seed_p.sum()
         seed_e = np.zeros(len(self._entity_keys), dtype=np.float32)
-        for key in linked:
+        # Beside passage seeds, only the entities the query writes as names restart the walk: a generic word it
+        # shares with some passage's frequent phrases ("killed", "type") would pull in passages about anything.
+        named = named_query_keys(query) if seed_p.any() else None
+        for key in linked if named is None else [k for k in linked if k in named]:
             seed_e[self._entity_pos[key]] = self._idf[self._entity_pos[key]]
         entity_share = params.entity_seed_weight if seed_p.any() else 1.0
         if seed_e.any() and entity_share > 0:
@@ -300,6 +306,8 @@ class CollectionIndex:
             e = self._to_entities @ p
             entity_mass += scale * e
             p = p + scale * (self._to_passages @ e)
+        if params.restart_weight > 0:
+            p = p + params.restart_weight * seed_p
         k = min(limit, n_p)
         top = np.argpartition(-p, k - 1)[:k]
         top = top[np.argsort(-p[top], kind="stable")]

@@ -97,3 +97,42 @@ def test_possessives_and_repeated_heading_words_split_names():
     found = by_key(extract(chunk("ArcadeDB ArcadeDB is a database. It serves ArcadeDB's Bolt plugin to Neo4j drivers.")))
     assert "arcadedb" in found and "bolt" in found
     assert "arcadedb arcadedb" not in found and "arcadedbs bolt" not in found and "arcadedb bolt" not in found
+
+
+def test_a_lone_sentence_initial_subject_is_a_name():
+    # "Leland is a town": a single capitalized word before a subject's verb (or a parenthesis) names the subject,
+    # even when no title line repeats it; sentence-initial grammar ("Officials met") still is not a name.
+    found = by_key(extract(chunk("Leland is a town in Brunswick County. The population was 13,527.")))
+    assert "leland" in found and found["leland"].type == "ENTITY"
+    found = by_key(extract(chunk("Gallu (Sumerian) was a demon of the underworld. Officials met there.")))
+    assert "gallu" in found and "officials" not in found
+    # A heading line (no lower-case word) is all names, a lone one included.
+    found = by_key(extract(chunk("Laie\n\nThe town lies on the island of Oahu.")))
+    assert "laie" in found and found["laie"].lead
+
+
+def test_punctuation_between_capitalized_words_ends_a_name():
+    found = by_key(extract(chunk('"The Hukilau Song" was written after a luau in Laie, Hawaii, by Jack Owens.')))
+    assert "laie" in found and "hawaii" in found and "laie hawaii" not in found
+    found = by_key(extract(chunk("Alexandria International Airport (Louisiana)\n\nIt is a public use airport.")))
+    assert "alexandria international airport" in found and "louisiana" in found
+    assert "alexandria international airport louisiana" not in found
+    found = by_key(extract(chunk("The Bank of England met in London.")))
+    assert "bank of england" in found  # a connector inside a name still joins it
+
+
+def test_lead_is_the_first_sentences_subject_not_every_name_in_it():
+    # The first sentence's opening names (before its first lower-case word) say what the chunk is about; the
+    # places it goes on to mention are only mentioned.
+    found = by_key(extract(chunk("Leland is a town in Brunswick County, North Carolina. It grew in the 2000s.")))
+    assert found["leland"].lead
+    assert not found["brunswick county"].lead and not found["north carolina"].lead
+    # The name right before the subject's verb counts too, after an opening phrase.
+    found = by_key(extract(chunk("In Akkadian mythology, Alû is a vengeful spirit of the Utukku.")))
+    assert found["alû"].lead and not found["utukku"].lead
+    # A title line: every name in it.
+    found = by_key(extract(chunk("Leland, North Carolina\n\nLeland is a town in Brunswick County.")))
+    assert found["leland"].lead and found["north carolina"].lead and not found["brunswick county"].lead
+    # No named subject: the first sentence's names, as before.
+    found = by_key(extract(chunk("the report was cited by Andrew Bailey and Mark Carney. Nothing else.")))
+    assert found["andrew bailey"].lead and found["mark carney"].lead

@@ -53,6 +53,36 @@ def test_entity_seeds_without_a_vector_and_with_hops_zero():
     assert index.search("no known words here", 10).chunks == []
 
 
+def test_restart_weight_keeps_the_seed_passage_ahead_of_what_the_walk_reaches():
+    # Without the restart term the seed passage q scores only the mass that flows back to it through its own
+    # entities, below the passage about the entity it mentions; with it, q keeps its restart mass on top.
+    rows = [chunk("q", ("nolan",)), *ROWS[1:]]  # q only mentions nolan, so the walk carries little back to it
+
+    def scores(**params):
+        return {c.doc_id: s for c, s in index_of(rows, passage_seeds=1, **params).search("x", 10, [1.0, 0.0, 0.0]).chunks}
+
+    walk_only, with_restart = scores(), scores(restart_weight=1.0)
+    assert walk_only["q"] < walk_only["about_nolan"]
+    assert with_restart["q"] > with_restart["about_nolan"]
+    assert with_restart["about_nolan"] == pytest.approx(walk_only["about_nolan"])  # the walk itself is unchanged
+
+
+def test_beside_passage_seeds_only_the_names_a_query_writes_seed_the_walk():
+    # "paris" as a name seeds the walk; "london" written as a common lower-case word does not, though both link.
+    index = index_of(passage_seeds=1, entity_seed_weight=1.0)
+    assert set(index.link("born in london, moved to Paris")) == {"london", "paris"}
+    ids = [c.doc_id for c, _ in index.search("born in london, moved to Paris", 10, [1.0, 0.0, 0.0]).chunks]
+    assert "unrelated" in ids  # about Paris: reached only through the entity seed
+    lowercase = {c.doc_id: s for c, s in index.search("born in london, moved to paris", 10, [1.0, 0.0, 0.0]).chunks}
+    named = {c.doc_id: s for c, s in index.search("born in london, moved to Paris", 10, [1.0, 0.0, 0.0]).chunks}
+    assert "unrelated" not in lowercase
+    # the "london" link adds nothing beside the passage seed: about_nolan (which mentions London) scores the same
+    # as with no entity seed at all
+    plain = {c.doc_id: s for c, s in index_of(passage_seeds=1).search("x", 10, [1.0, 0.0, 0.0]).chunks}
+    assert lowercase["about_nolan"] == pytest.approx(plain["about_nolan"])
+    assert named["unrelated"] > 0
+
+
 def test_remove_and_replace_documents():
     index = index_of(passage_seeds=1)
     assert index.remove_docs(["about_nolan"]) == 1
