@@ -24,8 +24,9 @@ GRID = {
     "graph_weight": [0.1, 0.2, 0.35, 0.5, 1.0],
     "restart_weight": [0.0, 1.0],
     "passage_seeds": [1, 3],
+    "entity_seed_weight": [0.0, 0.3],
 }
-FIXED = {"lead_weight": 10.0, "idf_power": 1.0, "entity_seed_weight": 0.0}
+FIXED = {"lead_weight": 10.0, "idf_power": 1.0}
 FUSION_GRAPH = 0.2
 TOLERANCE = 0.005
 
@@ -46,7 +47,7 @@ def main() -> None:
     for values in itertools.product(*GRID.values()):
         v = dict(zip(GRID, values))
         cfg = {
-            "params": {**FIXED, "restart_weight": v["restart_weight"], "passage_seeds": v["passage_seeds"]},
+            "params": {**FIXED, **{k: v[k] for k in GRID if k != "graph_weight"}},
             "graph_weight": v["graph_weight"], "fusion_graph": FUSION_GRAPH,
         }
         row = {

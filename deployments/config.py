@@ -131,6 +131,7 @@ class GraphIndexConfig(_Section):
     idf_power: float = Field(1.0, ge=0, description="Passage -> entity: an entity weighs idf ** this.")
     seed_temperature: float = Field(0.05, gt=0)
     damping: float = Field(0.5, gt=0, le=1, description="Weight of each further hop's mass (max_hops > 1).")
+    restart_weight: float = Field(0.0, ge=0, description="A seed passage's restart mass kept in its score (PPR's teleport term).")
     query_vectors: bool = Field(True, description="Embed the query in the Graph replica to seed passages (needs the embedder).")
 
     def params(self) -> "PPRParamsLike":
@@ -139,6 +140,7 @@ class GraphIndexConfig(_Section):
         return PPRParams(
             damping=self.damping, entity_seed_weight=self.entity_seed_weight, passage_seeds=self.passage_seeds,
             seed_temperature=self.seed_temperature, lead_weight=self.lead_weight, idf_power=self.idf_power,
+            restart_weight=self.restart_weight,
         )  # fmt: skip
 
 

@@ -158,6 +158,9 @@ class LiveIndexes:
         if not wanted:
             self._missing_vectors.pop(collection, None)
             return
+        # Recorded before the fetch: a search that times out cancels it mid-way, and the ids must still be fetched
+        # on the next check (else a first build cut short keeps an index without passage vectors for good).
+        self._missing_vectors[collection] = set(wanted)
         found: dict[str, list[float]] = {}
         try:
             for i in range(0, len(wanted), _VECTOR_BATCH):
