@@ -30,11 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.config import ChunkingConfig  # noqa: E402
+from deployments.config import ChunkingConfig, GraphIndexConfig  # noqa: E402
 from deployments.graph.extraction import extract  # noqa: E402
 from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
+from deployments.reranker.backends import lift  # noqa: E402
 from deployments.vector.lexical import LexicalEncoder  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "hotpotqa-100"
@@ -191,7 +192,16 @@ def ranking(c: Corpus, qi: int, method: str, cfg: dict) -> list[str]:
         blend = 0.7 * cos[cands] + 0.3 * found(lex_found, cands)
         gw = cfg.get("graph_weight", 0.0) if method == "ppr" else 0.0
         if gw > 0:
-            blend = (blend + gw * found(graph, cands)) / (1 + gw)
+            # "max": the graph score over the best one's (the embedded scorer's `_found_scores`); "mass": the walk's
+            # own share of the restart mass, so a walk that spreads thin (generic entities) adds little
+            g = found(graph, cands) if cfg.get("graph_norm", "max") == "max" else np.minimum([graph.get(i, 0.0) for i in cands], 1.0)
+            combine = cfg.get("graph_combine", "add")
+            if combine == "add":
+                blend = (blend + gw * g) / (1 + gw)
+            elif combine == "mult":  # the graph lifts a passage in proportion to its own relevance
+                blend = blend * (1 + gw * g)
+            else:  # "cap": added, but no passage passes the best hybrid one (the hit the walk starts from)
+                blend = lift(blend, gw * g, cfg.get("graph_keep", 1))  # as the server's embedded scorer
         order = [cands[i] for i in np.argsort(-blend, kind="stable")]
     out: list[str] = []
     for i in order:
@@ -293,9 +303,13 @@ def main() -> None:
     ap.add_argument("--dataset", choices=["hotpotqa", "scifact"], default="hotpotqa")
     ap.add_argument("--layout", choices=["blank-line", "inline", "no-title"], default="blank-line")
     ap.add_argument("--grid", action="store_true", help="search GRID (use on dev only)")
-    ap.add_argument("--params", default="{}", help="PPRParams fields as JSON")
-    ap.add_argument("--graph-weight", type=float, default=0.6)
-    ap.add_argument("--fusion-graph", type=float, default=1.0)
+    ap.add_argument("--params", default="{}", help="PPRParams fields as JSON, over the server's (graph.index) defaults")
+    # Defaults: the server's (reranker.graph_weight, graph_keep; retrieval.weights.graph); the walk's from --params.
+    ap.add_argument("--graph-weight", type=float, default=2.0)
+    ap.add_argument("--fusion-graph", type=float, default=0.2)
+    ap.add_argument("--graph-norm", choices=["mass", "max"], default="mass", help="mass: the walk's share (the server); max: over the best")
+    ap.add_argument("--graph-combine", choices=["cap", "add", "mult"], default="cap", help="cap: the server's lift, never past --graph-keep")
+    ap.add_argument("--graph-keep", type=int, default=2)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--misses", type=Path, help="also write the failure study (questions whose gold passage ppr misses at 5)")
     args = ap.parse_args()
@@ -308,8 +322,11 @@ def main() -> None:
     qids = SPLITS[args.split]
     print(f"corpus {len(c.chunks)} chunks, extraction {c.extract_s:.1f}s, ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     results: dict = {m: evaluate(c, qids, m) for m in ("dense", "lexical", "hybrid")}
-    base_params = json.loads(args.params)
-    chosen = {"params": base_params, "graph_weight": args.graph_weight, "fusion_graph": args.fusion_graph}
+    base_params = {**asdict(GraphIndexConfig().params()), **json.loads(args.params)}  # the server's walk by default
+    chosen = {
+        "params": base_params, "graph_weight": args.graph_weight, "fusion_graph": args.fusion_graph,
+        "graph_norm": args.graph_norm, "graph_combine": args.graph_combine, "graph_keep": args.graph_keep,
+    }
     if args.grid:
         trials = []
         keys = list(GRID)
@@ -318,6 +335,7 @@ def main() -> None:
             cfg = {
                 "params": {**base_params, **{k: v[k] for k in PARAM_KEYS}},
                 "graph_weight": v["graph_weight"], "fusion_graph": v["fusion_graph"],
+                "graph_norm": args.graph_norm, "graph_combine": args.graph_combine, "graph_keep": args.graph_keep,
             }
             r = evaluate(c, qids, "ppr", cfg)
             trials.append({**cfg, **r})
@@ -325,7 +343,7 @@ def main() -> None:
         results["grid_top10"] = trials[:10]
         results["grid_trials"] = len(trials)
         best = trials[0]
-        chosen = {k: best[k] for k in ("params", "graph_weight", "fusion_graph")}
+        chosen = {k: best[k] for k in ("params", "graph_weight", "fusion_graph", "graph_norm", "graph_combine", "graph_keep")}
     results["ppr"] = evaluate(c, qids, "ppr", chosen)
     results["ppr_settings"] = {**chosen, "params": asdict(replace(PPRParams(), **chosen["params"]))}
     results["linking"] = coverage(c, qids)
@@ -351,7 +369,11 @@ def main_scifact(args: argparse.Namespace) -> None:
         sys.exit("SciFact: --split train or test, no --grid")
     c = Corpus("scifact", dataset="scifact")
     qids = [i for i, q in enumerate(c.questions) if q["split"] == args.split]
-    cfg = {"params": json.loads(args.params), "graph_weight": args.graph_weight, "fusion_graph": args.fusion_graph}
+    cfg = {
+        "params": {**asdict(GraphIndexConfig().params()), **json.loads(args.params)}, "graph_weight": args.graph_weight,
+        "fusion_graph": args.fusion_graph, "graph_norm": args.graph_norm, "graph_combine": args.graph_combine,
+        "graph_keep": args.graph_keep,
+    }
     out = {
         "dataset": "scifact", "split": args.split, "queries": len(qids),
         "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

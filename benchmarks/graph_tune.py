@@ -32,6 +32,9 @@ TOLERANCE = 0.005
 
 
 def main() -> None:
+    if len(sys.argv) > 1:  # a JSON grid replacing GRID (same keys, plus "graph_norm")
+        GRID.clear()
+        GRID.update(json.loads(sys.argv[1]))
     t0 = time.perf_counter()
     hotpot = {layout: Corpus(layout) for layout in ("blank-line", "no-title")}
     scifact = Corpus("scifact", dataset="scifact")
@@ -47,8 +50,9 @@ def main() -> None:
     for values in itertools.product(*GRID.values()):
         v = dict(zip(GRID, values))
         cfg = {
-            "params": {**FIXED, **{k: v[k] for k in GRID if k != "graph_weight"}},
-            "graph_weight": v["graph_weight"], "fusion_graph": FUSION_GRAPH,
+            "params": {**FIXED, **{k: v[k] for k in GRID if k not in ("graph_weight", "graph_norm", "graph_combine", "graph_keep")}},
+            "graph_weight": v["graph_weight"], "fusion_graph": FUSION_GRAPH, "graph_norm": v.get("graph_norm", "max"),
+            "graph_combine": v.get("graph_combine", "add"), "graph_keep": v.get("graph_keep", 1),
         }
         row = {
             **cfg,
@@ -68,7 +72,7 @@ def main() -> None:
         "chosen": ok[0] if ok else None, "trials": trials,
         "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = ROOT / "benchmarks" / "results" / "graph-tune-dev-train.json"
+    path = ROOT / "benchmarks" / "results" / ("graph-tune-dev-train.json" if len(sys.argv) == 1 else "graph-tune-dev-train-2.json")
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("hotpotqa_dev_hybrid", "scifact_train_hybrid", "chosen")}, indent=2))
 

@@ -121,12 +121,12 @@ class ExtractionConfig(_Section):
 class GraphIndexConfig(_Section):
     """The Graph replicas' in-memory passage–entity index (deployments/graph/index.py) and its walk.
 
-    Walk settings chosen on HotpotQA-100 questions 0–49 only (benchmarks/graph_eval.py --grid)."""
+    Walk settings chosen on HotpotQA-100 questions 0–49 and SciFact train only (benchmarks/graph_tune.py)."""
 
     enabled: bool = Field(True, description="Search the in-memory index; false: the Cypher search in the store.")
     check_interval_ms: float = Field(200.0, ge=0, le=60_000, description="A replica checks the store's version at most this often.")
     passage_seeds: int = Field(1, ge=0, le=100, description="Passages most similar to the query that start the walk (0: entities only).")
-    entity_seed_weight: float = Field(0.0, ge=0, description="Restart mass on the query's linked entities, vs 1 on the seed passages.")
+    entity_seed_weight: float = Field(0.3, ge=0, description="Restart mass on the names the query writes (linked entities), vs 1 on the seed passages.")
     lead_weight: float = Field(10.0, ge=0, description="Entity -> passage: a passage naming the entity in its first sentence weighs 1 + this.")
     idf_power: float = Field(1.0, ge=0, description="Passage -> entity: an entity weighs idf ** this.")
     seed_temperature: float = Field(0.05, gt=0)
@@ -209,9 +209,11 @@ class RerankerConfig(_Section):
     timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(32, ge=1)
     dense_weight: float = Field(0.7, ge=0, le=1, description="Embedded scorer: dense share; the rest is lexical.")
-    # The graph stage's walk score (graph/index.py) weighs as much as dense + lexical together: chosen on HotpotQA-100
-    # questions 0–49 only (benchmarks/graph_eval.py --grid: 1.0 > 0.6 > 0.3); hybrid and dense/lexical never see it.
-    graph_weight: float = Field(1.0, ge=0, description="Embedded scorer: weight added for the graph score (hybrid+graph).")
+    # The graph stage's walk score (graph/index.py: a passage's share of the walk's mass) lifts a candidate by up to
+    # graph_weight × that share, never past the graph_keep best dense + lexical candidates. Chosen on HotpotQA-100
+    # questions 0–49 and SciFact train only (benchmarks/graph_tune.py); hybrid and dense/lexical never see it.
+    graph_weight: float = Field(2.0, ge=0, description="Embedded scorer: lift per unit of graph mass (hybrid+graph).")
+    graph_keep: int = Field(2, ge=0, le=100, description="Embedded scorer: the graph never lifts a candidate past this many best ones.")
 
 
 class ChatProvider(_Section):

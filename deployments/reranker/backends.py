@@ -133,27 +133,45 @@ def _found_scores(scores: list[float | None]) -> np.ndarray:
     return np.array([max(s, 0.0) / best if s is not None else 0.0 for s in scores])
 
 
+def lift(scores: np.ndarray, bonus: np.ndarray, keep: int) -> np.ndarray:
+    """`scores` raised by `bonus`, but none past the `keep` best of `scores` (those stay as they are)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if keep <= 0 or len(scores) == 0:
+        return scores + bonus
+    kept = np.argsort(-scores, kind="stable")[:keep]
+    lifted = np.minimum(scores + bonus, scores[kept].min() - 1e-6)
+    lifted[kept] = scores[kept]
+    return np.maximum(scores, lifted)
+
+
 class EmbeddedScorer:
     """Our own offline scorer (not a cross-encoder): a weighted blend of the retrieval sources' signals.
 
     With the retrieval sources' scores in the hints (`RerankHints.signals`), it blends exactly the sources the
     request used: the raw dense cosine (recomputed for every candidate from the stored vectors, so a chunk only
     BM25 or the graph found still gets its dense score), Qdrant's BM25 (collection-wide IDF) over the best BM25
-    score (0 where BM25 missed the chunk) and the graph score over the best graph score. Weights: `dense_weight`
-    and `1 - dense_weight` share dense vs lexical, `graph_weight` is added for graph; the sum is divided by the
-    weights used. Raw cosine with max-scaled BM25 beat min-max weighted scores and RRF on SciFact's train queries
-    (figures in benchmarks/README.md, "Retrieval quality"). Without signals, the dense cosine alone.
+    score (0 where BM25 missed the chunk). Weights: `dense_weight` and `1 - dense_weight` share dense vs lexical;
+    the sum is divided by the weights used. Raw cosine with max-scaled BM25 beat min-max weighted scores and RRF on
+    SciFact's train queries (figures in benchmarks/README.md, "Retrieval quality"). Without signals, the dense
+    cosine alone.
+
+    The graph score (the walk's share of its restart mass, graph/index.py; clipped at 1) lifts a candidate by
+    `graph_weight` × that share, but never past the `graph_keep` best dense + lexical candidates: the second hop
+    of a multi-hop question joins the top hits behind the ones that lead to it, and a single-hop question keeps
+    its best hits (chosen on HotpotQA-100 questions 0–49 and SciFact train: benchmarks/graph_tune.py).
     """
 
     scorer = EMBEDDED_SCORER
 
     def __init__(
-        self, embed: Embed, dense_weight: float = 0.7, fetch_vectors: FetchVectors | None = None, graph_weight: float = 0.0
+        self, embed: Embed, dense_weight: float = 0.7, fetch_vectors: FetchVectors | None = None, graph_weight: float = 0.0,
+        graph_keep: int = 0,
     ):
         if not 0 <= dense_weight <= 1:
             raise ValueError("dense_weight must be within [0, 1]")
-        if graph_weight < 0:
-            raise ValueError("graph_weight must be >= 0")
+        if graph_weight < 0 or graph_keep < 0:
+            raise ValueError("graph_weight and graph_keep must be >= 0")
+        self.graph_keep = graph_keep
         self._embed = embed
         self._fetch = fetch_vectors
         self.dense_weight = dense_weight
@@ -198,12 +216,16 @@ class EmbeddedScorer:
             blend.append((self.dense_weight, await self._cosine(query, texts, hints)))
         if "lexical" in signals:
             blend.append((1 - self.dense_weight, _found_scores(signals["lexical"])))
-        if "graph" in signals:
-            blend.append((self.graph_weight, _found_scores(signals["graph"])))
         total = sum(w for w, _ in blend)
-        if total <= 0:  # every used source weighs 0: keep the retrieval order
-            blend, total = [(1.0, np.linspace(1.0, 0.0, len(texts)))], 1.0
-        fused = sum(w * x for w, x in blend) / total
+        graph = np.minimum([max(s or 0.0, 0.0) for s in signals["graph"]], 1.0) if "graph" in signals else None
+        if total <= 0 and graph is not None and self.graph_weight > 0:
+            fused = graph  # the graph alone found something (the vector stage degraded)
+        else:
+            if total <= 0:  # every used source weighs 0: keep the retrieval order
+                blend, total = [(1.0, np.linspace(1.0, 0.0, len(texts)))], 1.0
+            fused = sum(w * x for w, x in blend) / total
+            if graph is not None and self.graph_weight > 0:
+                fused = lift(fused, self.graph_weight * graph, self.graph_keep)
         return RerankResult(scores=[round(float(s), 6) for s in fused], scorer=self.scorer)
 
     async def _cosine(self, query: str, texts: list[str], hints: RerankHints | None) -> np.ndarray:
@@ -220,7 +242,7 @@ class EmbeddedScorer:
 
     async def ping(self) -> str:
         await self._vectors(["ping"])
-        return f"{self.scorer} (dense weight {self.dense_weight}, graph weight {self.graph_weight})"
+        return f"{self.scorer} (dense weight {self.dense_weight}, graph weight {self.graph_weight}, keep {self.graph_keep})"
 
     async def aclose(self) -> None:
         return None
@@ -231,6 +253,6 @@ def make_reranker(config: RerankerConfig, embed: Embed | None = None, fetch_vect
         return HttpReranker(config)
     if embed is None:
         raise ValueError("the embedded scorer needs an embed callable (no reranker.url is set)")
-    return EmbeddedScorer(embed, config.dense_weight, fetch_vectors, config.graph_weight)
+    return EmbeddedScorer(embed, config.dense_weight, fetch_vectors, config.graph_weight, config.graph_keep)
 
 

@@ -220,10 +220,18 @@ async def test_embedded_scorer_blends_the_retrieval_signals(minilm_embed):
     assert cosine == pytest.approx(list(vectors[1:] @ vectors[0]), abs=1e-4) and len(calls) == 1
     blend = await EmbeddedScorer(counting_embed, dense_weight=0.5).rerank(query, texts, hints)
     assert blend.scores == pytest.approx([0.5 * cosine[0] + 0.5, 0.5 * cosine[1], 0.5 * cosine[2] + 0.5 / 3], abs=1e-4)
-    # A graph signal counts with graph_weight, the blend is divided by the weights used.
-    hints.signals = {"vector": [0.8, None, None], "lexical": [9.0, None, 3.0], "graph": [None, 2.0, None]}
+    # A graph signal (the walk's mass share, clipped at 1) lifts a text by graph_weight × share ...
+    hints.signals = {"vector": [0.8, None, None], "lexical": [9.0, None, 3.0], "graph": [None, 0.25, None]}
     with_graph = await EmbeddedScorer(counting_embed, dense_weight=0.5, graph_weight=1.0).rerank(query, texts, hints)
-    assert with_graph.scores[1] == pytest.approx((0.5 * cosine[1] + 1.0) / 2.0, abs=1e-4)  # weights 0.5 + 0.5 + 1
+    assert with_graph.scores[1] == pytest.approx(blend.scores[1] + 0.25, abs=1e-4)
+    assert with_graph.scores[0] == pytest.approx(blend.scores[0], abs=1e-4)  # no graph mass, no change
+    # ... but never past the graph_keep best dense + lexical texts, which keep their scores and order.
+    hints.signals["graph"] = [None, 5.0, None]
+    kept = (await EmbeddedScorer(counting_embed, dense_weight=0.5, graph_weight=10.0, graph_keep=2).rerank(query, texts, hints)).scores
+    best_two = sorted(range(3), key=lambda i: -blend.scores[i])[:2]
+    assert 1 not in best_two  # the photosynthesis text is the weakest without the graph
+    assert [kept[i] for i in best_two] == pytest.approx([blend.scores[i] for i in best_two], abs=1e-4)
+    assert blend.scores[1] < kept[1] < min(blend.scores[i] for i in best_two)
     hints.signals = {"lexical": [1.0]}
     with pytest.raises(StageError, match="1 lexical scores for 3 texts"):
         await EmbeddedScorer(counting_embed).rerank(query, texts, hints)
