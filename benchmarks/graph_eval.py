@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deployments.config import ChunkingConfig, GraphIndexConfig  # noqa: E402
-from deployments.graph.extraction import extract  # noqa: E402
+from deployments.graph.extraction import extract, named_query_keys  # noqa: E402
 from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
@@ -233,7 +233,7 @@ def evaluate_scifact(c: Corpus, qids: list[int], method: str, cfg: dict | None =
 
 def coverage(c: Corpus, qids: range) -> dict:
     """Linking coverage: questions with >= 1 linked entity; gold passages mentioning a linked or reached entity."""
-    with_link = gold_total = gold_linked = gold_reached = 0
+    with_link = with_name = gold_total = gold_linked = gold_named = gold_reached = 0
     keys_of = {c.chunks[i].doc_id: set() for i in range(len(c.chunks))}
     for ch, ex in zip(c.chunks, c.extractions):
         keys_of[ch.doc_id].update(e.key for e in ex.entities)
@@ -241,14 +241,19 @@ def coverage(c: Corpus, qids: range) -> dict:
         q = c.questions[qi]
         res = c.index.search(q["question"], 30, c.qvectors[qi])  # with the settings evaluated last
         linked = set(res.linked)
+        named = linked & named_query_keys(q["question"])  # what seeds the walk beside the passages
         with_link += bool(linked)
+        with_name += bool(named)
         for title in {t for t, _ in q["supporting_facts"]}:
             gold_total += 1
             gold_linked += bool(keys_of.get(title, set()) & linked)
+            gold_named += bool(keys_of.get(title, set()) & named)
             gold_reached += bool(keys_of.get(title, set()) & (linked | set(res.reached)))
     return {
         "questions_with_linked_entity": round(with_link / len(qids), 3),
+        "questions_with_linked_name": round(with_name / len(qids), 3),
         "gold_passages_mentioning_linked": round(gold_linked / gold_total, 3),
+        "gold_passages_mentioning_linked_name": round(gold_named / gold_total, 3),
         "gold_passages_mentioning_linked_or_reached": round(gold_reached / gold_total, 3),
     }
 

@@ -3,8 +3,8 @@ SciFact train (nDCG@10), in one process with benchmarks/graph_eval.py's offline 
 
     python benchmarks/graph_tune.py            # writes benchmarks/results/graph-tune-dev-train.json
 
-A setting is kept only if its SciFact train nDCG@10 stays within 0.005 of `hybrid` (the single-hop target);
-among those, the best HotpotQA dev R@5 (title line), then R@5 without titles, then R@2.
+A setting is kept only if its SciFact train nDCG@10 stays within 0.0025 of `hybrid` (half the single-hop target's
+0.005, as a margin for test); among those, the best HotpotQA dev R@5 with and without titles (mean), then R@2.
 """
 from __future__ import annotations
 
@@ -21,20 +21,22 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.graph_eval import SPLITS, Corpus, evaluate, evaluate_scifact  # noqa: E402
 
 GRID = {
-    "graph_weight": [0.1, 0.2, 0.35, 0.5, 1.0],
-    "restart_weight": [0.0, 1.0],
-    "passage_seeds": [1, 3],
+    "graph_norm": ["max", "mass"],  # the graph score over its best, or the walk's own mass share
+    "graph_combine": ["add", "cap"],  # added to the blend, or added but never past the graph_keep best
+    "graph_keep": [1, 2],
+    "graph_weight": [0.2, 1.0, 2.0, 3.0],
+    "passage_seeds": [1],
     "entity_seed_weight": [0.0, 0.3],
+    "restart_weight": [0.0],
 }
 FIXED = {"lead_weight": 10.0, "idf_power": 1.0}
 FUSION_GRAPH = 0.2
-TOLERANCE = 0.005
+# Kept: SciFact train nDCG@10 within half the target's 0.005 of hybrid — a setting right at the edge on train
+# would cross it on test about half the time.
+TOLERANCE = 0.0025
 
 
 def main() -> None:
-    if len(sys.argv) > 1:  # a JSON grid replacing GRID (same keys, plus "graph_norm")
-        GRID.clear()
-        GRID.update(json.loads(sys.argv[1]))
     t0 = time.perf_counter()
     hotpot = {layout: Corpus(layout) for layout in ("blank-line", "no-title")}
     scifact = Corpus("scifact", dataset="scifact")
@@ -49,10 +51,12 @@ def main() -> None:
     trials = []
     for values in itertools.product(*GRID.values()):
         v = dict(zip(GRID, values))
+        if v["graph_combine"] == "add" and v["graph_keep"] != GRID["graph_keep"][0]:
+            continue  # graph_keep only matters for "cap"
         cfg = {
             "params": {**FIXED, **{k: v[k] for k in GRID if k not in ("graph_weight", "graph_norm", "graph_combine", "graph_keep")}},
-            "graph_weight": v["graph_weight"], "fusion_graph": FUSION_GRAPH, "graph_norm": v.get("graph_norm", "max"),
-            "graph_combine": v.get("graph_combine", "add"), "graph_keep": v.get("graph_keep", 1),
+            "graph_weight": v["graph_weight"], "fusion_graph": FUSION_GRAPH, "graph_norm": v["graph_norm"],
+            "graph_combine": v["graph_combine"], "graph_keep": v["graph_keep"],
         }
         row = {
             **cfg,
@@ -63,8 +67,8 @@ def main() -> None:
         trials.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     key = lambda t: (  # noqa: E731
-        -t["hotpotqa_dev"]["blank-line"]["recall@5"], -t["hotpotqa_dev"]["no-title"]["recall@5"],
-        -t["hotpotqa_dev"]["blank-line"]["recall@2"],
+        -(t["hotpotqa_dev"]["blank-line"]["recall@5"] + t["hotpotqa_dev"]["no-title"]["recall@5"]),
+        -(t["hotpotqa_dev"]["blank-line"]["recall@2"] + t["hotpotqa_dev"]["no-title"]["recall@2"]),
     )
     ok = sorted((t for t in trials if t["scifact_ok"]), key=key)
     out = {
@@ -72,7 +76,7 @@ def main() -> None:
         "chosen": ok[0] if ok else None, "trials": trials,
         "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = ROOT / "benchmarks" / "results" / ("graph-tune-dev-train.json" if len(sys.argv) == 1 else "graph-tune-dev-train-2.json")
+    path = ROOT / "benchmarks" / "results" / "graph-tune-dev-train.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("hotpotqa_dev_hybrid", "scifact_train_hybrid", "chosen")}, indent=2))
 
