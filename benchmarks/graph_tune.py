@@ -4,7 +4,8 @@ SciFact train (nDCG@10), in one process with benchmarks/graph_eval.py's offline 
     python benchmarks/graph_tune.py            # writes benchmarks/results/graph-tune-dev-train.json
 
 A setting is kept only if its SciFact train nDCG@10 stays within 0.0025 of `hybrid` (half the single-hop target's
-0.005, as a margin for test); among those, the best HotpotQA dev R@5 with and without titles (mean), then R@2.
+0.005, as a margin for test); among those, the best HotpotQA dev R@5 with and without titles (mean), then R@2,
+then SciFact train nDCG@10.
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def main() -> None:
     key = lambda t: (  # noqa: E731
         -(t["hotpotqa_dev"]["blank-line"]["recall@5"] + t["hotpotqa_dev"]["no-title"]["recall@5"]),
         -(t["hotpotqa_dev"]["blank-line"]["recall@2"] + t["hotpotqa_dev"]["no-title"]["recall@2"]),
+        -t["scifact_train"]["ndcg@10"],
     )
     ok = sorted((t for t in trials if t["scifact_ok"]), key=key)
     out = {
