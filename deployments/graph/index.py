@@ -22,7 +22,8 @@ from deployments.graph.extraction import named_query_keys, query_keys
 
 @dataclass(frozen=True)
 class PPRParams:
-    """Search settings (chosen on HotpotQA-100 questions 0–49 only; benchmarks/graph_eval.py)."""
+    """Search settings. The server's come from `graph.index` (deployments/config.py), chosen on HotpotQA-100
+    questions 0–49 and SciFact train only (benchmarks/graph_tune.py); these defaults are for direct use."""
 
     damping: float = 0.5  # share of mass that walks on each step; the rest restarts at the seeds
     hops: int = 1  # passage -> entity -> passage steps
