@@ -105,22 +105,26 @@ class LiveIndexes:
         self._indexes: dict[str, CollectionIndex] = {}
         self._checked: dict[str, float] = {}
         self._missing_vectors: dict[str, set[str]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._refreshing: dict[str, asyncio.Task] = {}
 
     def cached(self, collection: str) -> CollectionIndex | None:
         return self._indexes.get(collection)
 
     async def get(self, collection: str) -> CollectionIndex:
-        """The collection's index, at most `check_interval_s` behind the store."""
+        """The collection's index, at most `check_interval_s` behind the store.
+
+        One refresh per collection runs at a time and every search waits for it; a search that gives up (its
+        timeout) does not cancel it, so a first build that outlasts a search's timeout still completes once,
+        instead of starting over at every search."""
         index = self._indexes.get(collection)
         if index is not None and time.monotonic() - self._checked.get(collection, 0.0) < self._interval:
             return index
-        lock = self._locks.setdefault(collection, asyncio.Lock())
-        async with lock:
-            index = self._indexes.get(collection)
-            if index is None or time.monotonic() - self._checked.get(collection, 0.0) >= self._interval:
-                index = await self._refresh(collection, index)
-        return index
+        task = self._refreshing.get(collection)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._refresh(collection, index))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even when no search waits
+            self._refreshing[collection] = task
+        return await asyncio.shield(task)
 
     async def _refresh(self, collection: str, index: CollectionIndex | None) -> CollectionIndex:
         checked = time.monotonic()
