@@ -96,8 +96,62 @@ class ChatAdapter:
         return await self.impl.ping()
 
 
-def monolith_main(data_dir: str, port: int) -> None:
-    """One uvicorn process: the app's Pipeline over the real services, the stores opened here."""
+class PrometheusMetrics:
+    """ray.serve.metrics' Histogram and Counter over prometheus_client: the monolith records the ingress's metrics
+    as a FastAPI gateway would (no Ray in that process)."""
+
+    class _Metric:
+        def __init__(self, kind: Any, name: str, description: str = "", tag_keys: tuple = (), **kwargs: Any):
+            self._metric = kind(name, description, labelnames=tag_keys, **kwargs)
+            self._tagged = bool(tag_keys)
+
+        def _of(self, tags: dict | None) -> Any:
+            return self._metric.labels(**tags) if self._tagged else self._metric
+
+    class Histogram(_Metric):
+        def __init__(self, name: str, description: str = "", boundaries: list | None = None, tag_keys: tuple = ()):
+            import prometheus_client
+
+            super().__init__(prometheus_client.Histogram, name, description, tag_keys, buckets=boundaries)
+
+        def observe(self, value: float, tags: dict | None = None) -> None:
+            self._of(tags).observe(value)
+
+    class Counter(_Metric):
+        def __init__(self, name: str, description: str = "", tag_keys: tuple = ()):
+            import prometheus_client
+
+            super().__init__(prometheus_client.Counter, name, description, tag_keys)
+
+        def inc(self, value: float = 1.0, tags: dict | None = None) -> None:
+            self._of(tags).inc(value)
+
+
+def ingress_app(config: Any, stages: Any) -> Any:
+    """The ingress deployment's own FastAPI app (its routes, auth, limits, guards, error handlers, metrics) over
+    in-process stages: what Serve serves, minus Serve. Its class-based routes find their object through the
+    replica context, which this process provides."""
+    from types import SimpleNamespace
+
+    from ray import serve
+
+    from deployments.ingress.deployment import Ingress, app
+    from deployments.ui.stats import WindowedStageMetrics
+
+    routes: list[Any] = []
+    serve.get_replica_context = lambda: SimpleNamespace(servable_object=routes[0], app_name="monolith")
+
+    @app.on_event("startup")
+    async def start_routes() -> None:  # Ingress._start needs the running loop (its recovery task)
+        routes.append(Ingress.func_or_class.over_stages(config, stages, WindowedStageMetrics(PrometheusMetrics)))
+
+    return app
+
+
+def monolith_main(data_dir: str, port: int, http_layer: str) -> None:
+    """One uvicorn process: the app's Pipeline over the real services, the stores opened here. `http_layer`:
+    "ingress" serves the ingress deployment's own FastAPI app (the same HTTP layer as the Serve graph, so the
+    two differ only by the distribution); "thin" two bare FastAPI routes over the Pipeline."""
     import uvicorn
     from fastapi import FastAPI
 
@@ -122,7 +176,7 @@ def monolith_main(data_dir: str, port: int) -> None:
     reranker = make_reranker(config.reranker, embedder.embed, vector.vectors)
     stages = Stages(embedder=embedder, vector=vector, graph=graph, reranker=reranker, chat=ChatAdapter(make_chat(config.chat)))
     pipeline = Pipeline(config, stages)
-    app = FastAPI(title="real-stage monolith")
+    app = ingress_app(config, stages) if http_layer == "ingress" else FastAPI(title="real-stage monolith")
 
     async def retrieve(req: RetrieveRequest) -> RetrieveResponse:
         return await pipeline.retrieve(req)
@@ -134,8 +188,9 @@ def monolith_main(data_dir: str, port: int) -> None:
     # FastAPI cannot resolve: give it the classes, or the body would be read as a query parameter.
     retrieve.__annotations__ = {"req": RetrieveRequest, "return": RetrieveResponse}
     answer.__annotations__ = {"req": AnswerRequest, "return": AnswerResponse}
-    app.post("/v1/retrieve", response_model=RetrieveResponse)(retrieve)
-    app.post("/v1/answer", response_model=AnswerResponse)(answer)
+    if http_layer == "thin":
+        app.post("/v1/retrieve", response_model=RetrieveResponse)(retrieve)
+        app.post("/v1/answer", response_model=AnswerResponse)(answer)
 
     @app.on_event("startup")
     async def warm() -> None:
@@ -430,10 +485,12 @@ def main() -> None:
     parser.add_argument("--serve-table", help="a Serve table from an earlier run (JSON) instead of starting Serve")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy flame graphs")
     parser.add_argument("--hotpotqa", action="store_true", help="also ingest HotpotQA-100 through /v1/ingest and measure hybrid+graph at c=16 (slow)")
-    parser.add_argument("--monolith", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--monoliths", default="ingress,thin",
+                        help="the monoliths' HTTP layers: ingress (the ingress deployment's own FastAPI app, the headline), thin (bare routes)")
+    parser.add_argument("--monolith", nargs=3, metavar=("DATA_DIR", "PORT", "HTTP_LAYER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monolith:
-        monolith_main(args.monolith[0], int(args.monolith[1]))
+        monolith_main(args.monolith[0], int(args.monolith[1]), args.monolith[2])
         return
     levels = [int(c) for c in args.levels.split(",")]
     queries = scifact_queries()
@@ -531,23 +588,27 @@ def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str],
 
 
 def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], result: dict) -> None:
+    """Each monolith in turn: "monolith" (the ingress's own HTTP layer) and "monolith_thin" (bare routes)."""
     levels = [int(c) for c in args.levels.split(",")]
-    if not args.skip_monolith:
-        from deployments.config import free_port
+    if args.skip_monolith:
+        return
+    from deployments.config import free_port
 
+    for layer in args.monoliths.split(","):
+        key = "monolith" if layer == "ingress" else f"monolith_{layer}"
         port = free_port()
         # At Ray's worker niceness (15, as every Serve replica runs): on a shared machine both systems then get
         # the same share of the CPU against the other work.
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.real_stages", "--monolith", str(data_dir), str(port)], cwd=ROOT,
-                                preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS))
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.real_stages", "--monolith", str(data_dir), str(port), layer],
+                                cwd=ROOT, preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS))
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url)
-            print("in-process monolith:", flush=True)
+            print(f"in-process monolith ({layer} HTTP layer):", flush=True)
             asyncio.run(closed_loop(f"{url}/v1/retrieve", payload_for(queries, {}), 8, 32))
-            result["monolith"] = sweep(url, "monolith", levels, args.seconds, args.min_requests, queries)
+            result[key] = sweep(url, key, levels, args.seconds, args.min_requests, queries)
             if "hotpotqa_hybrid_graph_c16" in result:
-                result["hotpotqa_hybrid_graph_c16"]["monolith"] = hotpot_graph_level(url, 16, args.seconds, args.min_requests)
+                result["hotpotqa_hybrid_graph_c16"][key] = hotpot_graph_level(url, 16, args.seconds, args.min_requests)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -566,12 +627,10 @@ def finish(result: dict, levels: list[int], load_before: tuple) -> None:
     (RESULTS / "real_stages.json").write_text(json.dumps(result, indent=2) + "\n")
     perf_path = RESULTS / "performance.json"
     perf = json.loads(perf_path.read_text()) if perf_path.exists() else {}
-    perf["real"] = {**summary, "table": {k: result[k] for k in ("serve", "monolith") if k in result}}
+    systems = {k: result[k] for k in ("serve", "monolith", "monolith_thin") if k in result}
+    perf["real"] = {**summary, "table": systems}
     perf_path.write_text(json.dumps(perf, indent=2) + "\n")
-    if "monolith" in result:
-        plot({"serve": result["serve"], "monolith": result["monolith"]}, RESULTS / "real_stages.png")
-    else:
-        plot({"serve": result["serve"]}, RESULTS / "real_stages.png")
+    plot(systems, RESULTS / "real_stages.png")
 
 
 def headline(result: dict, levels: list[int]) -> dict:
@@ -583,15 +642,23 @@ def headline(result: dict, levels: list[int]) -> dict:
 
     c32 = 32 if 32 in levels else levels[-1]
     c50 = 50 if 50 in levels else levels[-1]
-    ratio = None
-    if mono_t and at(mono_t, "retrieve_default", c32, "qps"):
-        ratio = round(at(serve_t, "retrieve_default", c32, "qps") / at(mono_t, "retrieve_default", c32, "qps"), 3)
-    delta = None
-    if mono_t and 1 in levels:
-        delta = round(at(serve_t, "retrieve_default", 1, "p50_ms") - at(mono_t, "retrieve_default", 1, "p50_ms"), 1)
+    def ratio(mono: dict | None) -> float | None:
+        if mono and at(mono, "retrieve_default", c32, "qps"):
+            return round(at(serve_t, "retrieve_default", c32, "qps") / at(mono, "retrieve_default", c32, "qps"), 3)
+        return None
+
+    def delta(mono: dict | None) -> float | None:
+        if mono and 1 in levels:
+            return round(at(serve_t, "retrieve_default", 1, "p50_ms") - at(mono, "retrieve_default", 1, "p50_ms"), 1)
+        return None
+
+    thin = result.get("monolith_thin")
     return {
-        "serve_vs_monolith_qps_c32": ratio,
-        "c1_p50_delta_ms": delta,
+        "serve_vs_monolith_qps_c32": ratio(mono_t),
+        "c1_p50_delta_ms": delta(mono_t),
+        "monolith_http_layer": "the ingress deployment's own FastAPI app (routes, auth, guards, metrics) over in-process stages",
+        "serve_vs_thin_monolith_qps_c32": ratio(thin),
+        "c1_p50_delta_vs_thin_monolith_ms": delta(thin),
         "embed_efficiency": result.get("embed", {}).get("efficiency"),
         "default_p95_c50_ms": at(serve_t, "retrieve_default", c50, "p95_ms"),
         "hybrid_qps_c32": at(serve_t, "retrieve_hybrid", c32, "qps"),
