@@ -72,7 +72,8 @@ class VectorService:
         return self._store
 
     async def search(
-        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense"
+        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense",
+        query_vector: list[float] | None = None,
     ) -> VectorResult:
         """Dense hits (query embedding) and/or lexical hits (BM25), as `mode` asks, searched concurrently.
 
@@ -96,6 +97,8 @@ class VectorService:
         async def dense() -> tuple[list[ScoredChunk], Span | None, list[float] | None]:
             if not dense_wanted:
                 return [], None, None
+            if query_vector is not None:  # embedded by the caller (the ingress embeds once for vector and graph)
+                return await self.store.search(collection, query_vector, top_k, filter, stored), None, None
             start = time.time()
             vectors = await self.embedder.embed([query])
             span = Span(start=start, end=time.time())
