@@ -33,9 +33,9 @@ def build_graph(config: AppConfig) -> Application:
     if config.graph.embedded:
         # The app owns the embedded Bolt server; Graph replicas ask it for its URI and reach it over Bolt like any Neo4j.
         bolt = BoltServer.options(**d.bolt_server.serve_options()).bind(config.graph)
-        graph = Graph.options(**d.graph.serve_options()).bind(config.graph, bolt, embedder, vector)
+        graph = Graph.options(**d.graph.serve_options()).bind(config.graph, bolt, vector)
     else:
-        graph = Graph.options(**d.graph.serve_options()).bind(config.graph, None, embedder, vector)
+        graph = Graph.options(**d.graph.serve_options()).bind(config.graph, None, vector)
     reranker = Reranker.options(**d.reranker.serve_options()).bind(config.reranker, embedder, vector)
     chat = Chat.options(**d.chat.serve_options()).bind(config.chat)
     return Ingress.options(**d.ingress.serve_options()).bind(config, embedder, vector, graph, reranker, chat)

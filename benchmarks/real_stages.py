@@ -3,24 +3,27 @@
     python -m benchmarks.real_stages                          # full run: c=1, 8, 32, 50, 64, >= 20 s per level
     python -m benchmarks.real_stages --levels 1,8 --seconds 5 --min-requests 50   # a short run while developing
 
-Both systems serve the same data folder: SciFact (5,183 abstracts) and HotpotQA-100 (994 passages), ingested
-once through the Serve app's /v1/ingest and kept under benchmarks/.cache/real-stages/ for later runs
-(`--fresh` ingests again). The systems run one after the other in the same run, each the only owner of the
+Both systems serve the same data folder: SciFact (5,183 abstracts) bulk-loaded in-process into both stores by the
+app's chunker, embedder, VectorService and GraphService (and, with --hotpotqa, HotpotQA-100 through /v1/ingest),
+kept under benchmarks/.cache/real-stages/ for later runs (`--fresh` loads again). The systems run one after the other in the same run, each the only owner of the
 embedded stores (Qdrant Edge, ArcadeDB's Bolt server):
-- serve:    the app as shipped (graph.build_app: HAProxy -> Ingress -> Vector -> Embedder, Reranker, Chat, ...).
+- serve:    the app as shipped (graph.build_app: HAProxy -> Ingress -> Embedder, Vector || Graph, Reranker, Chat).
 - monolith: the same Pipeline, VectorService, GraphService, embedded reranker, extractive chat and ONNX/torch
             embedder (batched as the Embedder deployment batches: up to max_batch_size texts, batch_wait_timeout_s)
             in ONE uvicorn process that opens the stores itself; the Bolt server is its child, as in Serve.
-Closed loop on POST /v1/retrieve (default mode, `hybrid`) and POST /v1/answer (extractive) with SciFact's
-questions; per level: requests/s, p50/p95/p99, each stage's p50 span, CPU-ms per request by process. Then the
-Embedder deployment's query embeddings/s under concurrent one-question calls vs the raw backend at the batch
-size that load produced. Writes benchmarks/results/performance.json -> "real" (the rest of the file is kept) and
+Closed loop on POST /v1/retrieve (default mode, `hybrid`, `hybrid+graph`) and POST /v1/answer (extractive) with
+SciFact's questions; per level: requests/s, p50/p95/p99, each stage's p50 span, CPU-ms per request by process.
+Then the Graph deployment alone over its handle (p50 at c=1, searches/s at c=32), and the Embedder deployment's
+query embeddings/s under concurrent one-question calls vs the raw backend at the batch size that load produced.
+The headline monolith serves the ingress deployment's own FastAPI app (the same HTTP layer); a second one, bare
+routes over the Pipeline, is measured at c=1 and c=32 beside it. Writes benchmarks/results/performance.json -> "real" (the rest of the file is kept) and
 benchmarks/results/real_stages.json (full tables) and real_stages.png (latency vs throughput).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -96,8 +99,62 @@ class ChatAdapter:
         return await self.impl.ping()
 
 
-def monolith_main(data_dir: str, port: int) -> None:
-    """One uvicorn process: the app's Pipeline over the real services, the stores opened here."""
+class PrometheusMetrics:
+    """ray.serve.metrics' Histogram and Counter over prometheus_client: the monolith records the ingress's metrics
+    as a FastAPI gateway would (no Ray in that process)."""
+
+    class _Metric:
+        def __init__(self, kind: Any, name: str, description: str = "", tag_keys: tuple = (), **kwargs: Any):
+            self._metric = kind(name, description, labelnames=tag_keys, **kwargs)
+            self._tagged = bool(tag_keys)
+
+        def _of(self, tags: dict | None) -> Any:
+            return self._metric.labels(**tags) if self._tagged else self._metric
+
+    class Histogram(_Metric):
+        def __init__(self, name: str, description: str = "", boundaries: list | None = None, tag_keys: tuple = ()):
+            import prometheus_client
+
+            super().__init__(prometheus_client.Histogram, name, description, tag_keys, buckets=boundaries)
+
+        def observe(self, value: float, tags: dict | None = None) -> None:
+            self._of(tags).observe(value)
+
+    class Counter(_Metric):
+        def __init__(self, name: str, description: str = "", tag_keys: tuple = ()):
+            import prometheus_client
+
+            super().__init__(prometheus_client.Counter, name, description, tag_keys)
+
+        def inc(self, value: float = 1.0, tags: dict | None = None) -> None:
+            self._of(tags).inc(value)
+
+
+def ingress_app(config: Any, stages: Any) -> Any:
+    """The ingress deployment's own FastAPI app (its routes, auth, limits, guards, error handlers, metrics) over
+    in-process stages: what Serve serves, minus Serve. Its class-based routes find their object through the
+    replica context, which this process provides."""
+    from types import SimpleNamespace
+
+    from ray import serve
+
+    from deployments.ingress.deployment import Ingress, app
+    from deployments.ui.stats import WindowedStageMetrics
+
+    routes: list[Any] = []
+    serve.get_replica_context = lambda: SimpleNamespace(servable_object=routes[0], app_name="monolith")
+
+    @app.on_event("startup")
+    async def start_routes() -> None:  # Ingress._start needs the running loop (its recovery task)
+        routes.append(Ingress.func_or_class.over_stages(config, stages, WindowedStageMetrics(PrometheusMetrics)))
+
+    return app
+
+
+def monolith_main(data_dir: str, port: int, http_layer: str) -> None:
+    """One uvicorn process: the app's Pipeline over the real services, the stores opened here. `http_layer`:
+    "ingress" serves the ingress deployment's own FastAPI app (the same HTTP layer as the Serve graph, so the
+    two differ only by the distribution); "thin" two bare FastAPI routes over the Pipeline."""
     import uvicorn
     from fastapi import FastAPI
 
@@ -122,7 +179,7 @@ def monolith_main(data_dir: str, port: int) -> None:
     reranker = make_reranker(config.reranker, embedder.embed, vector.vectors)
     stages = Stages(embedder=embedder, vector=vector, graph=graph, reranker=reranker, chat=ChatAdapter(make_chat(config.chat)))
     pipeline = Pipeline(config, stages)
-    app = FastAPI(title="real-stage monolith")
+    app = ingress_app(config, stages) if http_layer == "ingress" else FastAPI(title="real-stage monolith")
 
     async def retrieve(req: RetrieveRequest) -> RetrieveResponse:
         return await pipeline.retrieve(req)
@@ -134,8 +191,9 @@ def monolith_main(data_dir: str, port: int) -> None:
     # FastAPI cannot resolve: give it the classes, or the body would be read as a query parameter.
     retrieve.__annotations__ = {"req": RetrieveRequest, "return": RetrieveResponse}
     answer.__annotations__ = {"req": AnswerRequest, "return": AnswerResponse}
-    app.post("/v1/retrieve", response_model=RetrieveResponse)(retrieve)
-    app.post("/v1/answer", response_model=AnswerResponse)(answer)
+    if http_layer == "thin":
+        app.post("/v1/retrieve", response_model=RetrieveResponse)(retrieve)
+        app.post("/v1/answer", response_model=AnswerResponse)(answer)
 
     @app.on_event("startup")
     async def warm() -> None:
@@ -156,11 +214,9 @@ def scifact_queries() -> list[str]:
 
 
 def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
-    """SciFact into the vector store only, in this process, before any server opens it: chunked by the app's
-    chunker and config, embedded by the configured backend, written by VectorService.upsert (the code path of
-    /v1/ingest's vector half). The graph half is skipped: the modes measured on SciFact (default `hybrid`, answer)
-    never call the graph stage, and /v1/ingest of 5,183 abstracts with graph extraction takes far longer than a
-    run on a shared 2-core machine allows (~0.5 documents/s measured while other work ran)."""
+    """SciFact into the vector store, in this process, before any server opens it: chunked by the app's chunker
+    and config, embedded by the configured backend, written by VectorService.upsert (the code path of
+    /v1/ingest's vector half). The graph half is bulk_load_scifact_graph."""
     from deployments.config import AppConfig
     from deployments.embedder.backends import make_embedder
     from deployments.ingest_cli import read_beir_corpus
@@ -214,6 +270,42 @@ def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
     return asyncio.run(load())
 
 
+def bulk_load_scifact_graph(data_dir: str, max_docs: int | None = None) -> dict:
+    """SciFact into the graph store, in this process, before any server opens it: the app's chunker, offline
+    extractor and GraphService.upsert (the code path of /v1/ingest's graph half), in batches of 256 chunks."""
+    from deployments.config import AppConfig
+    from deployments.graph.bolt_server import EmbeddedBoltServer
+    from deployments.graph.service import GraphService
+    from deployments.ingest_cli import read_beir_corpus
+    from deployments.ingress.chunking import chunk_document
+    from deployments.models import Document
+
+    config = AppConfig.from_args({**APP_ARGS, "data_dir": data_dir})
+    rows = list(read_beir_corpus(DATASETS / "scifact" / "corpus.jsonl.gz"))[:max_docs]
+    chunks = [c for row in rows for c in chunk_document(Document(**row), config.chunking)]
+    bolt = EmbeddedBoltServer(config.graph)
+    bolt.start()
+
+    async def load() -> dict:
+        graph = GraphService(config.graph, bolt.uri)
+        start = time.perf_counter()
+        try:
+            for i in range(0, len(chunks), 256):
+                await graph.upsert("scifact", chunks[i : i + 256])
+                print(f"  scifact graph: {min(i + 256, len(chunks))}/{len(chunks)} chunks", flush=True)
+            counts = await graph.counts("scifact")
+        finally:
+            await graph.aclose()
+        seconds = time.perf_counter() - start
+        return {**counts, "seconds": round(seconds, 1), "chunks_per_s": round(len(chunks) / seconds, 1),
+                "how": "graph store, in-process bulk load (GraphService.upsert, offline extractor)"}
+
+    try:
+        return asyncio.run(load())
+    finally:
+        bolt.stop()
+
+
 def ingest_all(url: str, names: list[str]) -> dict:
     from benchmarks.hotpotqa_recall import load as hotpot_load
     from deployments.ingest_cli import read_beir_corpus
@@ -239,12 +331,19 @@ def ingest_all(url: str, names: list[str]) -> dict:
 WORKLOADS = {
     "retrieve_default": ("/v1/retrieve", {}),
     "retrieve_hybrid": ("/v1/retrieve", {"mode": "hybrid"}),
+    "retrieve_hybrid_graph": ("/v1/retrieve", {"mode": "hybrid+graph"}),  # when SciFact is in the graph store too
     "answer": ("/v1/answer", {}),
 }
 
 
+_SENT = itertools.count()  # every request of the run, whatever the level or system
+
+
 def payload_for(queries: list[str], extra: dict, collection: str = "scifact"):
-    return lambda n: {"collection": collection, "query": queries[n % len(queries)], **extra}
+    """The questions in one cycle over the whole run (not restarting at each level): SciFact's 1,109 questions
+    outnumber the Embedder's 1,024 cached query vectors, so no request is answered from that cache (each
+    question was last asked 1,109 requests earlier); real traffic repeats far less than a restarted cycle."""
+    return lambda n: {"collection": collection, "query": queries[next(_SENT) % len(queries)], **extra}
 
 
 async def run_level(url: str, path: str, payload, c: int, seconds: float, min_requests: int) -> RunResult:
@@ -255,9 +354,14 @@ async def run_level(url: str, path: str, payload, c: int, seconds: float, min_re
     return await closed_loop(f"{url}{path}", payload, c, n, ramp_s=RAMP_S, max_wall_s=max(seconds * 3, 60), timeout_s=120)
 
 
-def sweep(url: str, label: str, levels: list[int], seconds: float, min_requests: int, queries: list[str]) -> dict:
+def workloads(collections: dict) -> list[str]:
+    return [w for w in WORKLOADS if w != "retrieve_hybrid_graph" or "scifact_graph" in collections]
+
+
+def sweep(url: str, label: str, levels: list[int], seconds: float, min_requests: int, queries: list[str], workloads: list[str]) -> dict:
     out: dict[str, dict] = {}
-    for name, (path, extra) in WORKLOADS.items():
+    for name in workloads:
+        path, extra = WORKLOADS[name]
         out[name] = {}
         for c in levels:
             before = own_process_cpu()
@@ -284,6 +388,51 @@ def hotpot_graph_level(url: str, c: int, seconds: float, min_requests: int) -> d
 
 
 # ---- the embedder alone ---------------------------------------------------------------------------
+
+
+def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str) -> dict:
+    """The Graph deployment alone, called over its handle as the ingress calls it (query vectors embedded
+    beforehand, in this process): p50 at c=1, and searches/s at c=32 (its replicas share the machine's 2 cores)."""
+    import numpy as np
+    from ray import serve
+
+    from deployments.config import AppConfig
+    from deployments.embedder.backends import make_embedder
+
+    config = AppConfig.from_args({**APP_ARGS, "data_dir": data_dir})
+    hops, limit = config.graph.max_hops, config.retrieval.candidates
+
+    async def run() -> dict:
+        graph = serve.get_deployment_handle("Graph", app_name=app_name)
+        asked = queries[:256]
+        backend = make_embedder(config.embedder)
+        vectors = await backend.embed(asked)
+        await backend.aclose()
+        await graph.search.remote("scifact", asked[0], hops, limit, vectors[0])  # the index is loaded
+
+        async def level(c: int) -> dict:
+            latencies: list[float] = []
+            stop = time.monotonic() + seconds
+
+            async def worker(i: int) -> None:
+                n = i
+                while time.monotonic() < stop:
+                    t = time.perf_counter()
+                    await graph.search.remote("scifact", asked[n % len(asked)], hops, limit, vectors[n % len(asked)])
+                    latencies.append(time.perf_counter() - t)
+                    n += c
+
+            start = time.monotonic()
+            await asyncio.gather(*(worker(i) for i in range(c)))
+            wall = time.monotonic() - start
+            return {"searches_per_s": round(len(latencies) / wall, 1), "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
+                    "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1), "searches": len(latencies)}
+
+        return {"c1": await level(1), "c32": await level(32), "replicas": config.deployments.graph.max_replicas()}
+
+    out = asyncio.run(run())
+    print(f"  graph stage: {out}", flush=True)
+    return out
 
 
 def embedder_efficiency(app_name: str, queries: list[str], concurrency: int, seconds: float, data_dir: str) -> dict:
@@ -403,9 +552,12 @@ def plot(systems: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(WORKLOADS), figsize=(5 * len(WORKLOADS), 4))
-    for ax, workload in zip(axes, WORKLOADS):
+    shown = list(next(iter(systems.values())))  # the first system's workloads (Serve's: all of them)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4))
+    for ax, workload in zip(axes, shown):
         for name, table in systems.items():
+            if workload not in table:
+                continue
             rows = [table[workload][c] for c in sorted(table[workload], key=int)]
             ax.plot([r["qps"] for r in rows], [r["p95_ms"] for r in rows], marker="o", label=f"{name} p95")
             ax.plot([r["qps"] for r in rows], [r["p50_ms"] for r in rows], marker=".", linestyle="--", label=f"{name} p50")
@@ -429,11 +581,14 @@ def main() -> None:
     parser.add_argument("--profile-only", action="store_true", help="start Serve, record flame graphs and the embedder's efficiency, add them to real_stages.json")
     parser.add_argument("--serve-table", help="a Serve table from an earlier run (JSON) instead of starting Serve")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy flame graphs")
+    parser.add_argument("--no-graph", action="store_true", help="leave SciFact out of the graph store (no hybrid+graph level, no graph-stage probe)")
     parser.add_argument("--hotpotqa", action="store_true", help="also ingest HotpotQA-100 through /v1/ingest and measure hybrid+graph at c=16 (slow)")
-    parser.add_argument("--monolith", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--monoliths", default="ingress,thin",
+                        help="the monoliths' HTTP layers: ingress (the ingress deployment's own FastAPI app, the headline), thin (bare routes)")
+    parser.add_argument("--monolith", nargs=3, metavar=("DATA_DIR", "PORT", "HTTP_LAYER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monolith:
-        monolith_main(args.monolith[0], int(args.monolith[1]))
+        monolith_main(args.monolith[0], int(args.monolith[1]), args.monolith[2])
         return
     levels = [int(c) for c in args.levels.split(",")]
     queries = scifact_queries()
@@ -447,6 +602,11 @@ def main() -> None:
         print("loading SciFact into the vector store (first run):", flush=True)
         loaded = bulk_load_scifact(str(data_dir), args.docs)
         (data_dir / "ingested.json").write_text(json.dumps({"scifact": loaded}))
+    ingested = json.loads((data_dir / "ingested.json").read_text())
+    if not args.no_graph and "scifact_graph" not in ingested:
+        print("loading SciFact into the graph store (first run with the graph):", flush=True)
+        ingested["scifact_graph"] = bulk_load_scifact_graph(str(data_dir), args.docs)
+        (data_dir / "ingested.json").write_text(json.dumps(ingested))
 
     if args.profile_only:
         run_serve_part(args, data_dir, queries, result)
@@ -515,7 +675,9 @@ def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str],
             result["profile_hybrid_c32"] = profile_replicas(url, app_name, queries, max(args.seconds, 10))
             result["embed"] = embedder_efficiency(app_name, queries, 32, min(args.seconds, 10), str(data_dir))
             return
-        result["serve"] = sweep(url, "serve", levels, args.seconds, args.min_requests, queries)
+        result["serve"] = sweep(url, "serve", levels, args.seconds, args.min_requests, queries, workloads(collections))
+        if "scifact_graph" in collections:
+            result["graph_stage"] = graph_stage(app_name, queries, max(10.0, args.seconds / 2), str(data_dir))
         if "hotpotqa" in collections:
             result["hotpotqa_hybrid_graph_c16"] = {"serve": hotpot_graph_level(url, 16, args.seconds, args.min_requests)}
         if not args.no_profile:
@@ -531,23 +693,31 @@ def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str],
 
 
 def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], result: dict) -> None:
+    """Each monolith in turn: "monolith" (the ingress's own HTTP layer) and "monolith_thin" (bare routes)."""
     levels = [int(c) for c in args.levels.split(",")]
-    if not args.skip_monolith:
-        from deployments.config import free_port
+    if args.skip_monolith:
+        return
+    from deployments.config import free_port
 
+    for layer in args.monoliths.split(","):
+        key = "monolith" if layer == "ingress" else f"monolith_{layer}"
         port = free_port()
         # At Ray's worker niceness (15, as every Serve replica runs): on a shared machine both systems then get
         # the same share of the CPU against the other work.
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.real_stages", "--monolith", str(data_dir), str(port)], cwd=ROOT,
-                                preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS))
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.real_stages", "--monolith", str(data_dir), str(port), layer],
+                                cwd=ROOT, preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS))
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url)
-            print("in-process monolith:", flush=True)
+            print(f"in-process monolith ({layer} HTTP layer):", flush=True)
             asyncio.run(closed_loop(f"{url}/v1/retrieve", payload_for(queries, {}), 8, 32))
-            result["monolith"] = sweep(url, "monolith", levels, args.seconds, args.min_requests, queries)
+            collections = json.loads((data_dir / "ingested.json").read_text())
+            if layer == "ingress":
+                result[key] = sweep(url, key, levels, args.seconds, args.min_requests, queries, workloads(collections))
+            else:  # its ratio's figures only: default retrieval at c=1 and c=32
+                result[key] = sweep(url, key, [c for c in levels if c in (1, 32)], args.seconds, args.min_requests, queries, ["retrieve_default"])
             if "hotpotqa_hybrid_graph_c16" in result:
-                result["hotpotqa_hybrid_graph_c16"]["monolith"] = hotpot_graph_level(url, 16, args.seconds, args.min_requests)
+                result["hotpotqa_hybrid_graph_c16"][key] = hotpot_graph_level(url, 16, args.seconds, args.min_requests)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -566,12 +736,10 @@ def finish(result: dict, levels: list[int], load_before: tuple) -> None:
     (RESULTS / "real_stages.json").write_text(json.dumps(result, indent=2) + "\n")
     perf_path = RESULTS / "performance.json"
     perf = json.loads(perf_path.read_text()) if perf_path.exists() else {}
-    perf["real"] = {**summary, "table": {k: result[k] for k in ("serve", "monolith") if k in result}}
+    systems = {k: result[k] for k in ("serve", "monolith", "monolith_thin") if k in result}
+    perf["real"] = {**summary, "table": systems}
     perf_path.write_text(json.dumps(perf, indent=2) + "\n")
-    if "monolith" in result:
-        plot({"serve": result["serve"], "monolith": result["monolith"]}, RESULTS / "real_stages.png")
-    else:
-        plot({"serve": result["serve"]}, RESULTS / "real_stages.png")
+    plot(systems, RESULTS / "real_stages.png")
 
 
 def headline(result: dict, levels: list[int]) -> dict:
@@ -583,15 +751,23 @@ def headline(result: dict, levels: list[int]) -> dict:
 
     c32 = 32 if 32 in levels else levels[-1]
     c50 = 50 if 50 in levels else levels[-1]
-    ratio = None
-    if mono_t and at(mono_t, "retrieve_default", c32, "qps"):
-        ratio = round(at(serve_t, "retrieve_default", c32, "qps") / at(mono_t, "retrieve_default", c32, "qps"), 3)
-    delta = None
-    if mono_t and 1 in levels:
-        delta = round(at(serve_t, "retrieve_default", 1, "p50_ms") - at(mono_t, "retrieve_default", 1, "p50_ms"), 1)
+    def ratio(mono: dict | None) -> float | None:
+        if mono and at(mono, "retrieve_default", c32, "qps"):
+            return round(at(serve_t, "retrieve_default", c32, "qps") / at(mono, "retrieve_default", c32, "qps"), 3)
+        return None
+
+    def delta(mono: dict | None) -> float | None:
+        if mono and 1 in levels:
+            return round(at(serve_t, "retrieve_default", 1, "p50_ms") - at(mono, "retrieve_default", 1, "p50_ms"), 1)
+        return None
+
+    thin = result.get("monolith_thin")
     return {
-        "serve_vs_monolith_qps_c32": ratio,
-        "c1_p50_delta_ms": delta,
+        "serve_vs_monolith_qps_c32": ratio(mono_t),
+        "c1_p50_delta_ms": delta(mono_t),
+        "monolith_http_layer": "the ingress deployment's own FastAPI app (routes, auth, guards, metrics) over in-process stages",
+        "serve_vs_thin_monolith_qps_c32": ratio(thin),
+        "c1_p50_delta_vs_thin_monolith_ms": delta(thin),
         "embed_efficiency": result.get("embed", {}).get("efficiency"),
         "default_p95_c50_ms": at(serve_t, "retrieve_default", c50, "p95_ms"),
         "hybrid_qps_c32": at(serve_t, "retrieve_hybrid", c32, "qps"),
@@ -600,6 +776,12 @@ def headline(result: dict, levels: list[int]) -> dict:
         "embedder": result["embedder"],
         "embed": result.get("embed"),
         "hotpotqa_hybrid_graph_c16": result.get("hotpotqa_hybrid_graph_c16"),
+        # issue 12's speed figures on the SciFact collection: the graph stage alone, hybrid+graph vs hybrid
+        "graph_stage": result.get("graph_stage"),
+        "hybrid_graph_p50_c1_ms": at(serve_t, "retrieve_hybrid_graph", 1, "p50_ms"),
+        "hybrid_p50_c1_ms": at(serve_t, "retrieve_hybrid", 1, "p50_ms"),
+        "hybrid_graph_qps_c32": at(serve_t, "retrieve_hybrid_graph", c32, "qps"),
+        "ingest": result.get("collections"),
         "levels_measured": levels,
         "load_average_before": result["load_average_before"],
         "command": result["command"],

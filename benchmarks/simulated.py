@@ -84,14 +84,19 @@ class SimulatedStage:
 
 
 class SimulatedVector(SimulatedStage):
-    async def search(self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid") -> VectorResult:
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0, 0.0] for _ in texts]  # the ingress's query-embedding hop; its time is the vector stage's
+
+    async def search(
+        self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid", query_vector: list[float] | None = None
+    ) -> VectorResult:
         start = time.time()
         await self._sleep("vector", query)
         return VectorResult(hits=_hits("vector"), embed=Span(start=start, end=start))
 
 
 class SimulatedGraph(SimulatedStage):
-    async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
+    async def search(self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None) -> GraphResult:
         await self._sleep("graph", query)
         return GraphResult(chunks=_hits("graph"), subgraph=Subgraph())
 
@@ -165,7 +170,7 @@ def monolith_app(latencies: Latencies):
     from deployments.stages import Stages
 
     vector = SimulatedVector(latencies)
-    # Only /v1/answer is served: the embedder is asked for nothing but a ping, which the vector stage answers.
+    # The vector stage answers the embedder's calls too (the query embedding, a ping).
     stages = Stages(
         embedder=vector, vector=vector, graph=SimulatedGraph(latencies), reranker=SimulatedReranker(latencies), chat=SimulatedChat(latencies)
     )
@@ -206,7 +211,7 @@ def build_serve_app(latencies: Latencies, options: dict | None = None):
     serve_options = _serve_options(options or {})
 
     bound = {name: d.options(**serve_options(name)).bind(latencies) for name, d in _deployments().items()}
-    # The embedder handle only serves /readyz: the simulated vector stage answers its ping.
+    # The embedder hop (the query embedding, /readyz's ping) goes to the simulated vector stage.
     return Ingress.options(**serve_options("ingress")).bind(
         _pipeline_config(), bound["vector"], bound["vector"], bound["graph"], bound["rerank"], bound["chat"]
     )

@@ -132,7 +132,7 @@ class GraphIndexConfig(_Section):
     seed_temperature: float = Field(0.05, gt=0)
     damping: float = Field(0.5, gt=0, le=1, description="Weight of each further hop's mass (max_hops > 1).")
     restart_weight: float = Field(0.0, ge=0, description="A seed passage's restart mass kept in its score (PPR's teleport term).")
-    query_vectors: bool = Field(True, description="Embed the query in the Graph replica to seed passages (needs the embedder).")
+    query_vectors: bool = Field(True, description="Seed the walk with the passages most like the query (its vector comes with the request).")
 
     def params(self) -> "PPRParamsLike":
         from deployments.graph.index import PPRParams

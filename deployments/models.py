@@ -204,6 +204,17 @@ class PackedVectors(BaseModel):
         matrix = np.frombuffer(self.data, dtype=np.float32).reshape(len(self.ids), self.dim)
         return dict(zip(self.ids, matrix))
 
+    @classmethod
+    def merge(cls, *packs: "PackedVectors | None") -> "PackedVectors | None":
+        """One buffer of the vectors of several (None: none of them had any); the first pack wins a shared id."""
+        present = [p for p in packs if p is not None and p.ids]
+        if len(present) <= 1:
+            return present[0] if present else next((p for p in packs if p is not None), None)
+        merged: dict[str, Any] = {}
+        for pack in reversed(present):
+            merged.update(pack.unpack())
+        return cls.pack(merged)
+
 
 class VectorResult(BaseModel):
     hits: list[ScoredChunk]
@@ -219,6 +230,9 @@ class VectorResult(BaseModel):
 class GraphResult(BaseModel):
     chunks: list[ScoredChunk]
     subgraph: Subgraph
+    # The chunks' stored vectors, when the in-memory index holds them: the embedded reranker scores the chunks
+    # the graph alone found with them instead of calling the vector stage.
+    vectors: PackedVectors | None = None
     linked: list[str] = Field(default_factory=list)  # entity keys linked from the query
 
 

@@ -1,7 +1,7 @@
 """What each stage offers its callers, as typed interfaces (no Ray here).
 
-The ingress's `Pipeline` and the stages that call another stage (vector → embedder, reranker → embedder and
-vector) depend on these protocols only. The same `Stages` is built over deployment handles in the app
+The ingress's `Pipeline` and the stages that call another stage (vector → embedder when ingesting, reranker →
+embedder and vector when not given the vectors) depend on these protocols only. The same `Stages` is built over deployment handles in the app
 (`deployments.handles.stages_from_handles`) and over in-process services in tests and the benchmarks' monolith:
 one construction, two transports.
 """
@@ -38,8 +38,11 @@ class EmbedderStage(Protocol):
 
 class VectorStage(Protocol):
     async def search(
-        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense"
-    ) -> VectorResult: ...
+        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense",
+        query_vector: list[float] | None = None,
+    ) -> VectorResult:
+        """`query_vector`: the query's embedding when the caller has it (else the stage embeds the query)."""
+        ...
 
     async def upsert(self, collection: str, chunks: list[Chunk]) -> int: ...
 
@@ -65,7 +68,9 @@ class VectorStage(Protocol):
 
 
 class GraphStage(Protocol):
-    async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult: ...
+    async def search(self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None) -> GraphResult:
+        """`query_vector` seeds the walk with the passages most like the query; without it, entity links alone."""
+        ...
 
     async def links(self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]) -> dict[str, float]: ...
 

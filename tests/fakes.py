@@ -51,14 +51,20 @@ class FakeStages:
         if name in self.fail:
             raise self.fail[name]
 
-    async def vector_search(self, collection, query, top_k, filt, mode="dense"):
+    async def embed(self, texts):
+        await self._stage("embed", 0)
+        return [[1.0, 0.0] for _ in texts]
+
+    async def vector_search(self, collection, query, top_k, filt, mode="dense", query_vector=None):
         self.modes = [*getattr(self, "modes", []), mode]
+        self.query_vectors = [*getattr(self, "query_vectors", []), query_vector]
         await self._stage("vector", self.vector_delay)
         lexical = getattr(self, "lexical_hits", None) if mode != "dense" else None
         hits = [chunk("a#0"), chunk("b#0")] if mode != "lexical" else []
         return VectorResult(hits=hits, lexical_hits=lexical, embed=Span(start=time.time(), end=time.time()))
 
-    async def graph_search(self, collection, query, hops, limit):
+    async def graph_search(self, collection, query, hops, limit, query_vector=None):
+        self.graph_query_vector = query_vector
         await self._stage("graph", self.graph_delay)
         return GraphResult(chunks=[chunk("c#0"), chunk("a#0")], subgraph=Subgraph())
 
@@ -120,7 +126,7 @@ class FakeStages:
 
     def stages(self) -> Stages:
         return Stages(
-            embedder=SimpleNamespace(ping=self.ok),
+            embedder=SimpleNamespace(embed=self.embed, ping=self.ok),
             vector=SimpleNamespace(
                 search=self.vector_search, upsert=self.vector_upsert, delete_documents=self.vector_delete,
                 count=self.count, collections=self.collections, documents=self.documents, ping=self.ok,

@@ -29,8 +29,8 @@ def test_embedded_default_graph_and_options(tmp_path):
     assert ingress.max_ongoing_requests == config.deployments.ingress.max_ongoing_requests == 200
     assert found["Graph"].num_replicas == 2 and found["Vector"].num_replicas == 1
     # Graph replicas ask the BoltServer for its URI (bound to it, not to a port chosen at build time); their index
-    # seeds its walk with the query's vector (Embedder) and the passages' (Vector).
-    assert [a._bound_deployment.name for a in found["Graph"].init_args if isinstance(a, Application)] == ["BoltServer", "Embedder", "Vector"]
+    # loads the passages' vectors from Vector. The query's vector comes from the ingress: no Embedder handle.
+    assert [a._bound_deployment.name for a in found["Graph"].init_args if isinstance(a, Application)] == ["BoltServer", "Vector"]
     assert found["BoltServer"].init_args[0].path == str(tmp_path / "arcadedb")
     assert found["Embedder"].logging_config["enable_access_log"] is False  # stages log no access lines
 

@@ -19,7 +19,6 @@ class Graph(GraphService):
         self,
         config: GraphConfig,
         bolt: DeploymentHandle | None = None,
-        embedder: DeploymentHandle | None = None,
         vector: DeploymentHandle | None = None,
     ):
         configure_logging()
@@ -29,13 +28,9 @@ class Graph(GraphService):
             uri = (await Remote(bolt).info())["uri"]
         else:
             raise ValueError("Graph needs graph.bolt_uri or the BoltServer deployment's handle")
-        # The in-memory index seeds its walk with the query's vector (Embedder) and the passages' (Vector stage).
-        super().__init__(
-            config,
-            uri,
-            embed=Remote(embedder).embed if embedder is not None else None,
-            fetch_vectors=Remote(vector).vectors if vector is not None else None,
-        )
+        # The in-memory index seeds its walk with the query's vector (sent by the ingress with each search) and
+        # the passages' (read from the Vector stage when the index loads them).
+        super().__init__(config, uri, fetch_vectors=Remote(vector).vectors if vector is not None else None)
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
         await self.aclose()

@@ -189,6 +189,11 @@ class CollectionIndex:
     def has_vectors(self) -> bool:
         return bool(self._has_vec.any())
 
+    def vectors_of(self, chunk_ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored (unit-length) vectors of these chunks, where the index has them."""
+        slots = {c: self._slot[c] for c in chunk_ids if c in self._slot}
+        return {c: self._vecs[s] for c, s in slots.items() if self._has_vec[s]}
+
     def _compact(self) -> None:
         """Drops dead slots: re-adds the live chunks (and their vectors) to fresh arrays."""
         live = [c for c in self._by_slot if c is not None]

@@ -36,6 +36,7 @@ from deployments.models import (
     GraphNode,
     GraphQueryResponse,
     GraphResult,
+    PackedVectors,
     ScoredChunk,
     Subgraph,
 )
@@ -161,8 +162,9 @@ class GraphService:
 
         return await self.session.run(remove, work, self.config.write_timeout_s)
 
-    async def search(self, collection: str, query: str, max_hops: int, limit: int) -> GraphResult:
+    async def search(self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None) -> GraphResult:
         """Chunks mentioning entities linked from the query or reached from them within `max_hops` RELATED hops.
+        `query_vector` (the query's embedding, from the ingress) seeds the in-memory index's walk.
 
         A chunk scores the sum of its mentioned entities' weights: a linked entity weighs its specificity (fewer
         chunks mentioning it, more weight), a reached one its tie to the linked ones, specificity and depth.
@@ -173,28 +175,31 @@ class GraphService:
             raise ValueError(f"max_hops must be within 0..{MAX_HOPS}, not {max_hops}")
         limit = max(1, min(int(limit), self.config.max_chunks))
         if self._live is not None:
-            return await self._index_search(collection, query, hops, limit)
+            return await self._index_search(collection, query, hops, limit, query_vector)
         keys = query_keys(query)
         if not keys:
             return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
         return await self.session.run(False, search_work(collection, keys, hops, limit, self.config), self.config.query_timeout_s)
 
-    async def _index_search(self, collection: str, query: str, hops: int, limit: int) -> GraphResult:
+    async def _index_search(self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None) -> GraphResult:
         """The search on this replica's in-memory index: a walk from the passages most similar to the query (its
-        vector from the embedder, concurrently with the index's version check) to the passages about the
-        entities they mention (index.py)."""
-        seeded = self._embed is not None and hops > 0 and self.config.index.passage_seeds > 0
-        if seeded:
+        vector as given, else from the embedder concurrently with the index's version check) to the passages
+        about the entities they mention (index.py). Without a vector: from the entities the query names."""
+        seeded = hops > 0 and self.config.index.passage_seeds > 0 and self.config.index.query_vectors
+        if seeded and query_vector is None and self._embed is not None:
             index, vectors = await asyncio.gather(self._live.get(collection), self._embed([query]))
             vector = vectors[0]
         else:
-            index, vector = await self._live.get(collection), None
+            index, vector = await self._live.get(collection), (query_vector if seeded else None)
         found = index.search(query, limit, vector, hops=hops)
         chunks = [
             ScoredChunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text=c.text, score=score, metadata=metadata(c.metadata))
             for c, score in found.chunks
         ]
-        return GraphResult(chunks=chunks, subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges), linked=found.linked)
+        vectors = PackedVectors.pack(index.vectors_of([c.chunk_id for c in chunks])) if index.has_vectors else None
+        return GraphResult(
+            chunks=chunks, subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges), linked=found.linked, vectors=vectors
+        )
 
     def index_of(self, collection: str) -> CollectionIndex | None:
         """This replica's index of the collection, as last refreshed (tests, stats)."""

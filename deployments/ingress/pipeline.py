@@ -45,6 +45,7 @@ from deployments.models import (
     IngestRequest,
     IngestResponse,
     MAX_LISTED_IDS,
+    PackedVectors,
     RepairResponse,
     RerankHints,
     RetrieveRequest,
@@ -183,27 +184,36 @@ class Pipeline:
         hops = self.config.graph.max_hops if req.max_hops is None else req.max_hops
         mode = req.mode or cfg.mode
         use_graph = mode == "hybrid+graph" and req.use_graph  # use_graph (deprecated): false = leave the graph out
-        # The retrieval stages run concurrently; neither waits for the other (or for the query embedding).
-        # Dense and lexical hits come from the vector stage in one call; modes without the graph never call it.
-        vector_call = self.stages.vector.search(req.collection, req.query, candidates, req.filter, mode)
+        # The query is embedded once, here, and its vector goes to the vector and the graph stage, which then run
+        # concurrently, neither waiting for the other; no stage calls another on the way (one hop fewer).
+        query_vector, embed_err, embed_t = None, None, None
+        if mode != "lexical":
+            vectors, embed_err, embed_t = await _run_stage("embed", self.stages.embedder.embed([req.query]), cfg.vector_timeout_s, clock)
+            query_vector = vectors[0] if vectors else None
+            if embed_err and mode == "dense":
+                raise StageUnavailable("embed", embed_err.error)
+        # Without the query's vector, the hybrid modes still answer with BM25 (and the graph's entity links).
+        vector_mode = "lexical" if embed_err else mode
+        vector_call = self.stages.vector.search(req.collection, req.query, candidates, req.filter, vector_mode, query_vector)
         if use_graph:
+            graph_call = self.stages.graph.search(req.collection, req.query, hops, candidates, query_vector)
             (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await asyncio.gather(
                 _run_stage("vector", vector_call, cfg.vector_timeout_s, clock),
-                _run_stage("graph", self.stages.graph.search(req.collection, req.query, hops, candidates), cfg.graph_timeout_s, clock),
+                _run_stage("graph", graph_call, cfg.graph_timeout_s, clock),
             )
         else:
             (vec, vec_err, vec_t), (grf, grf_err, grf_t) = await _run_stage("vector", vector_call, cfg.vector_timeout_s, clock), (None, None, None)
-        degraded = [d for d in (vec_err, grf_err) if d]
+        degraded = [d for d in (embed_err, vec_err, grf_err) if d]
         if vec_err and grf_err:
             raise StageUnavailable("vector+graph", f"vector: {vec_err.error}; graph: {grf_err.error}")
         if vec_err and not use_graph:
             raise StageUnavailable("vector", vec_err.error)
-        timings = Timings(vector=vec_t, graph=grf_t)
+        timings = Timings(vector=vec_t, graph=grf_t, embed=embed_t)
         ranked: dict[str, list[ScoredChunk]] = {}
         if vec is not None:
-            if vec.embed is not None:
+            if vec.embed is not None:  # embedded by the vector stage itself (a caller that gave no vector)
                 timings.embed = clock.timing(vec.embed.start, vec.embed.end)
-            if mode != "lexical":
+            if vector_mode != "lexical":
                 ranked["vector"] = vec.hits
             if vec.lexical_hits is not None:
                 ranked["lexical"] = vec.lexical_hits
@@ -222,8 +232,9 @@ class Pipeline:
             hints = RerankHints(
                 collection=req.collection,
                 chunk_ids=[h.chunk_id for h in hits],
-                query_vector=vec.query_vector if vec is not None else None,
-                vectors=vec.hit_vectors if vec is not None else None,
+                query_vector=query_vector,
+                # The stored vectors that came with the hits, the vector stage's first, then the graph's.
+                vectors=PackedVectors.merge(vec.hit_vectors if vec is not None else None, grf.vectors if grf is not None else None),
                 signals=source_scores(ranked, [h.chunk_id for h in hits]),
             )
             rer, rer_err, timings.rerank = await _run_stage(

@@ -19,6 +19,7 @@ from deployments.vector.store import (
     FIRST_CHUNK_FIELD,
     FIRST_CHUNK_INDEX,
     STAGE,
+    HitVectors,
     StoredPoint,
     check_collection,
     dense_vector,
@@ -220,23 +221,34 @@ class EdgeVectorStore:
 
             return await self._engine(collection, delete)
 
-    async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+    async def search(
+        self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+    ) -> list[ScoredChunk]:
         import qdrant_edge as qe
 
-        shard = await self._shard(collection)
-        request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), filter=self._filter(filter), with_payload=True)
-        points = await self._engine(collection, shard.query, request)
-        return [scored_chunk(p.payload, p.score) for p in points]
+        return await self._query(collection, qe.Query.Nearest(vector), limit, filter, vectors)
 
-    async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+    async def search_lexical(
+        self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+    ) -> list[ScoredChunk]:
         import qdrant_edge as qe
 
-        shard = await self._shard(collection)
         if not terms.indices:  # only stop words: nothing can match
+            await self._shard(collection)  # still: a missing collection is an error
             return []
         query = qe.Query.Nearest(qe.SparseVector(terms.indices, terms.values), using=LEXICAL_VECTOR)
-        request = qe.QueryRequest(limit=limit, query=query, filter=self._filter(filter), with_payload=True)
+        return await self._query(collection, query, limit, filter, vectors)
+
+    async def _query(self, collection: str, query: Any, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None) -> list[ScoredChunk]:
+        import qdrant_edge as qe
+
+        shard = await self._shard(collection)
+        # [""]: the dense vector alone (True would add the sparse one too).
+        request = qe.QueryRequest(limit=limit, query=query, filter=self._filter(filter), with_payload=True,
+                                  with_vector=[""] if vectors is not None else False)
         points = await self._engine(collection, shard.query, request)
+        if vectors is not None:
+            vectors.update((p.payload["chunk_id"], p.vector) for p in points)
         return [scored_chunk(p.payload, p.score) for p in points]
 
     async def count(self, collection: str) -> int:

@@ -14,6 +14,7 @@ from deployments.vector.store import (
     FIRST_CHUNK_FIELD,
     FIRST_CHUNK_INDEX,
     STAGE,
+    HitVectors,
     StoredPoint,
     check_collection,
     dense_vector,
@@ -205,14 +206,19 @@ class ServerVectorStore:
             ))
         return removed
 
-    async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+    async def search(
+        self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+    ) -> list[ScoredChunk]:
         await self._require(collection)
         result = await self._on_collection(collection, "query_points", self._get_client().query_points(
-            collection, query=vector, limit=limit, query_filter=self._filter(filter), with_payload=True
+            collection, query=vector, limit=limit, query_filter=self._filter(filter), with_payload=True,
+            with_vectors=vectors is not None,
         ))
-        return [scored_chunk(p.payload, p.score) for p in result.points]
+        return self._hits(result.points, vectors)
 
-    async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
+    async def search_lexical(
+        self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+    ) -> list[ScoredChunk]:
         from qdrant_client import models
 
         await self._require(collection)
@@ -220,9 +226,15 @@ class ServerVectorStore:
             return []
         result = await self._on_collection(collection, "query_points", self._get_client().query_points(
             collection, query=models.SparseVector(indices=terms.indices, values=terms.values), using=LEXICAL_VECTOR,
-            limit=limit, query_filter=self._filter(filter), with_payload=True,
+            limit=limit, query_filter=self._filter(filter), with_payload=True, with_vectors=vectors is not None,
         ))
-        return [scored_chunk(p.payload, p.score) for p in result.points]
+        return self._hits(result.points, vectors)
+
+    @staticmethod
+    def _hits(points: list[Any], vectors: HitVectors | None) -> list[ScoredChunk]:
+        if vectors is not None:
+            vectors.update((p.payload["chunk_id"], dense_vector(p.vector)) for p in points)
+        return [scored_chunk(p.payload, p.score) for p in points]
 
     async def count(self, collection: str) -> int:
         await self._require(collection)

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Any
 
 from deployments.config import VectorConfig
 from deployments.errors import BadRequest, CollectionNotFound, StageError
@@ -71,7 +72,8 @@ class VectorService:
         return self._store
 
     async def search(
-        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense"
+        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense",
+        query_vector: list[float] | None = None,
     ) -> VectorResult:
         """Dense hits (query embedding) and/or lexical hits (BM25), as `mode` asks, searched concurrently.
 
@@ -89,25 +91,26 @@ class VectorService:
             if not dense_wanted:
                 raise StageError("lexical", lexical_error)
 
+        # The hits' stored vectors come with them (the embedded reranker scores with them instead of calling back).
+        stored: dict[str, Any] | None = {} if self.config.hit_vectors else None
+
         async def dense() -> tuple[list[ScoredChunk], Span | None, list[float] | None]:
             if not dense_wanted:
                 return [], None, None
+            if query_vector is not None:  # embedded by the caller (the ingress embeds once for vector and graph)
+                return await self.store.search(collection, query_vector, top_k, filter, stored), None, None
             start = time.time()
             vectors = await self.embedder.embed([query])
             span = Span(start=start, end=time.time())
-            return await self.store.search(collection, vectors[0], top_k, filter), span, vectors[0]
+            return await self.store.search(collection, vectors[0], top_k, filter, stored), span, vectors[0]
 
         async def lexical() -> list[ScoredChunk] | None:
             if not lexical_wanted:
                 return None
-            return await self.store.search_lexical(collection, self.lexical.query(query), top_k, filter)
+            return await self.store.search_lexical(collection, self.lexical.query(query), top_k, filter, stored)
 
         (hits, embed_span, query_vector), lexical_hits = await asyncio.gather(dense(), lexical())
-        hit_vectors = None
-        if self.config.hit_vectors:
-            # One lookup in the store this replica already holds, instead of a call back from the reranker.
-            ids = list(dict.fromkeys(h.chunk_id for h in [*hits, *(lexical_hits or [])]))
-            hit_vectors = PackedVectors.pack(await self.store.vectors(collection, ids)) if ids else PackedVectors()
+        hit_vectors = PackedVectors.pack(stored) if stored is not None else None
         return VectorResult(
             hits=hits,
             lexical_hits=lexical_hits,

@@ -54,6 +54,9 @@ class StoredPoint:
     sparse: SparseTerms | None = None  # BM25 terms; dropped for a collection created without the lexical vector
 
 
+HitVectors = dict[str, Any]  # chunk id -> its stored dense vector (a sequence of floats)
+
+
 def dense_vector(vector: Any) -> list[float]:
     """The dense vector of a record: a plain list, or the default ("") entry next to the sparse one."""
     return list(vector[""] if isinstance(vector, dict) else vector)
@@ -92,11 +95,16 @@ class VectorStore(Protocol):
     async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
         """Returns the points removed (0 for a missing collection)."""
 
-    async def search(self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
-        """Raises CollectionNotFound for a missing collection."""
+    async def search(
+        self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+    ) -> list[ScoredChunk]:
+        """Raises CollectionNotFound for a missing collection. With `vectors`, each hit's stored dense vector is
+        added to it, read with the hits (no second lookup)."""
 
-    async def search_lexical(self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar]) -> list[ScoredChunk]:
-        """BM25 over the sparse vector. Raises CollectionNotFound for a missing collection."""
+    async def search_lexical(
+        self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+    ) -> list[ScoredChunk]:
+        """BM25 over the sparse vector (`vectors` as in `search`). Raises CollectionNotFound for a missing collection."""
 
     async def count(self, collection: str) -> int:
         """Raises CollectionNotFound for a missing collection."""

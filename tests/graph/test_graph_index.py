@@ -185,6 +185,33 @@ async def test_passage_seeds_use_the_query_vector_and_the_stored_passage_vectors
         await service.aclose()
 
 
+async def test_a_query_vector_sent_with_the_search_seeds_the_walk_without_an_embedder(graph_config, collection):
+    """The ingress embeds the query once and sends the vector to the graph stage, which then embeds nothing; without
+    a vector, the walk starts from the entities the query names (none here: no result)."""
+    vectors = {"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]}
+
+    async def fetch(coll: str, ids: list[str]) -> dict[str, list[float]]:
+        return {i: vectors[i] for i in ids if i in vectors}
+
+    async def no_embedding(texts: list[str]) -> list[list[float]]:
+        raise AssertionError("the query's vector came with the search")
+
+    docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
+    service = GraphService(graph_config, graph_config.bolt_uri, embed=no_embedding, fetch_vectors=fetch)
+    bare = GraphService(graph_config, graph_config.bolt_uri, fetch_vectors=fetch)
+    try:
+        await service.upsert(collection, chunks_of(docs))
+        seeded = await service.search(collection, "what garage story?", 1, 10, [1.0, 0.0])
+        assert [c.doc_id for c in seeded.chunks][:2] == ["d1", "d2"]
+        carried = seeded.vectors.unpack()  # the chunks' stored vectors travel with them (for the reranker)
+        assert set(carried) == {c.chunk_id for c in seeded.chunks} and np.allclose(carried["d1#0"], [1.0, 0.0])
+        assert [c.doc_id for c in (await bare.search(collection, "what garage story?", 1, 10, [1.0, 0.0])).chunks][:2] == ["d1", "d2"]
+        assert (await bare.search(collection, "what garage story?", 1, 10)).chunks == []
+    finally:
+        await service.aclose()
+        await bare.aclose()
+
+
 def test_many_replacements_compact_the_slots_and_keep_results():
     index = index_of(passage_seeds=1)
     expected = [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks]
@@ -194,6 +221,14 @@ def test_many_replacements_compact_the_slots_and_keep_results():
     stats = index.stats()
     assert stats["chunks"] == 4 and stats["slots"] < 2000
     assert [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks] == expected
+
+
+def test_the_index_hands_out_the_stored_vectors_of_its_chunks():
+    rows = [*ROWS, chunk("no_vector", ("paris",))]
+    index = index_of(rows)
+    found = index.vectors_of(["mentions_nolan#0", "no_vector#0", "unknown#0"])
+    assert set(found) == {"mentions_nolan#0"}
+    assert np.allclose(found["mentions_nolan#0"], np.array([0.0, 0.9, 0.1]) / np.linalg.norm([0.0, 0.9, 0.1]))
 
 
 async def test_a_first_build_that_outlasts_a_search_timeout_completes_once_with_its_vectors(graph_config, collection):
@@ -210,16 +245,13 @@ async def test_a_first_build_that_outlasts_a_search_timeout_completes_once_with_
         await asyncio.sleep(2.0)  # longer than the first search waits
         return {i: vectors[i] for i in ids if i in vectors}
 
-    async def embed(texts: list[str]) -> list[list[float]]:
-        return [[1.0, 0.0] for _ in texts]
-
     docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
-    service = GraphService(graph_config, graph_config.bolt_uri, embed=embed, fetch_vectors=fetch)
+    service = GraphService(graph_config, graph_config.bolt_uri, fetch_vectors=fetch)
     try:
         await service.upsert(collection, chunks_of(docs))
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(service.search(collection, "what garage story?", 1, 10), timeout=0.5)
-        result = await service.search(collection, "what garage story?", 1, 10)
+            await asyncio.wait_for(service.search(collection, "what garage story?", 1, 10, [1.0, 0.0]), timeout=0.5)
+        result = await service.search(collection, "what garage story?", 1, 10, [1.0, 0.0])
         assert calls == 1
         assert service.index_of(collection).has_vectors
         assert [c.doc_id for c in result.chunks][:2] == ["d1", "d2"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.errors import StageUnavailable
-from deployments.models import RetrieveRequest
+from deployments.models import PackedVectors, RetrieveRequest
 from deployments.ingress.fusion import min_max, reciprocal_rank_fusion, source_scores, weighted_score_fusion
 from tests.fakes import FakeStages, chunk, make
 
@@ -62,8 +62,8 @@ async def test_collection_without_lexical_vector_is_reported_never_silent():
     fake = FakeStages()
     real_search = fake.vector_search
 
-    async def legacy_search(collection, query, top_k, filt, mode="dense"):
-        result = await real_search(collection, query, top_k, filt, mode)
+    async def legacy_search(collection, query, top_k, filt, mode="dense", query_vector=None):
+        result = await real_search(collection, query, top_k, filt, mode, query_vector)
         result.lexical_hits, result.lexical_error = None, "collection 'c' was created without the lexical vector"
         return result
 
@@ -109,3 +109,49 @@ def test_unknown_mode_is_refused_by_request_and_config():
         RetrieveRequest(query="q", mode="semantic")
     with pytest.raises(ValidationError, match="mode"):
         AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "semantic"})
+
+
+async def test_the_query_is_embedded_once_and_its_vector_sent_to_vector_and_graph():
+    fake = lexical_fake()
+    resp = await make(fake).retrieve(RetrieveRequest(query="q", mode="hybrid+graph"))
+    assert fake.query_vectors == [[1.0, 0.0]] and fake.graph_query_vector == [1.0, 0.0]
+    assert fake.hints.query_vector == [1.0, 0.0]  # and the reranker scores with it
+    assert resp.timings.embed is not None and fake.spans["embed"][1] <= fake.spans["vector"][0]
+    fake = lexical_fake()
+    await make(fake).retrieve(RetrieveRequest(query="q", mode="lexical"))
+    assert "embed" not in fake.spans and fake.query_vectors == [None]  # BM25 alone needs no embedding
+
+
+async def test_without_the_embedder_hybrid_modes_answer_lexically_and_dense_is_unavailable():
+    fake = lexical_fake()
+    fake.fail["embed"] = ConnectionError("embedder down")
+    resp = await make(fake).retrieve(RetrieveRequest(query="q", mode="hybrid+graph", rerank=False, top_k=10))
+    assert [d.stage for d in resp.degraded] == ["embed"] and "embedder down" in resp.degraded[0].error
+    assert fake.modes == ["lexical"] and fake.graph_query_vector is None
+    assert {h.chunk_id for h in resp.hits} == {"b#0", "d#0", "c#0", "a#0"}  # BM25 and the graph's hits
+    fake = lexical_fake()
+    fake.fail["embed"] = ConnectionError("embedder down")
+    with pytest.raises(StageUnavailable, match="embedder down") as err:
+        await make(fake).retrieve(RetrieveRequest(query="q", mode="dense"))
+    assert err.value.stage == "embed" and "vector" not in fake.spans
+
+
+async def test_the_reranker_gets_the_stored_vectors_of_vector_and_graph_hits():
+    fake = lexical_fake()
+    real_graph = fake.graph_search
+
+    async def graph_with_vectors(*args):
+        result = await real_graph(*args)
+        result.vectors = PackedVectors.pack({"c#0": [0.0, 1.0], "a#0": [9.0, 9.0]})
+        return result
+
+    async def vector_with_vectors(*args, real=fake.vector_search):
+        result = await real(*args)
+        result.hit_vectors = PackedVectors.pack({"a#0": [1.0, 0.0], "b#0": [0.5, 0.5]})
+        return result
+
+    fake.graph_search, fake.vector_search = graph_with_vectors, vector_with_vectors
+    await make(fake).retrieve(RetrieveRequest(query="q", mode="hybrid+graph"))
+    carried = fake.hints.vectors.unpack()
+    assert set(carried) == {"a#0", "b#0", "c#0"}  # nothing left for the reranker to fetch
+    assert list(carried["a#0"]) == [1.0, 0.0] and list(carried["c#0"]) == [0.0, 1.0]  # the vector stage's first

@@ -167,12 +167,19 @@ def test_point_ids_stay_uuids():
     assert uuid.UUID(point_id("c", "d#0"))
 
 
-async def test_service_search_returns_the_hits_stored_vectors_when_asked(service):
+async def test_service_search_returns_the_hits_stored_vectors_when_asked(service, monkeypatch):
     await service.upsert("kb", chunks())
     plain = await service.search("kb", "ATP in muscle", 3, {}, "hybrid")
     assert plain.hit_vectors is None  # off unless configured (the app turns it on for the embedded reranker)
     service.config = VectorConfig(hit_vectors=True)
+    lookup = service.store.vectors
+
+    async def no_second_lookup(*args):
+        raise AssertionError("the vectors are read with the hits, not looked up again")
+
+    monkeypatch.setattr(service.store, "vectors", no_second_lookup)
     hybrid = await service.search("kb", "ATP in muscle", 3, {}, "hybrid")
+    monkeypatch.setattr(service.store, "vectors", lookup)
     found = {h.chunk_id for h in [*hybrid.hits, *hybrid.lexical_hits]}
     carried = hybrid.hit_vectors.unpack()
     assert set(carried) == found  # dense and BM25-only hits alike
