@@ -125,6 +125,8 @@ class GraphIndexConfig(_Section):
 
     enabled: bool = Field(True, description="Search the in-memory index; false: the Cypher search in the store.")
     check_interval_ms: float = Field(200.0, ge=0, le=60_000, description="A replica checks the store's version at most this often.")
+    build_timeout_s: float = Field(300.0, gt=0, description="Bound on reading a whole collection from the store (an index's first build).")
+    warm_on_start: bool = Field(True, description="A Graph replica builds the index of every stored collection when it starts, in the background.")
     passage_seeds: int = Field(1, ge=0, le=100, description="Passages most similar to the query that start the walk (0: entities only).")
     entity_seed_weight: float = Field(0.3, ge=0, description="Restart mass on the names the query writes (linked entities), vs 1 on the seed passages.")
     lead_weight: float = Field(10.0, ge=0, description="Entity -> passage: a passage naming the entity in its first sentence weighs 1 + this.")

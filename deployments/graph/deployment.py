@@ -31,6 +31,7 @@ class Graph(GraphService):
         # The in-memory index seeds its walk with the query's vector (sent by the ingress with each search) and
         # the passages' (read from the Vector stage when the index loads them).
         super().__init__(config, uri, fetch_vectors=Remote(vector).vectors if vector is not None else None)
+        self.start_warming()
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
         await self.aclose()

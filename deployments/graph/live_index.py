@@ -22,7 +22,7 @@ from deployments.graph.schema import CHANGE, CHUNK, ENTITY, VERSION
 
 log = logging.getLogger("graphrag.graph.index")
 
-RunRead = Callable[[Callable[[AsyncManagedTransaction], Awaitable[Any]]], Awaitable[Any]]
+RunRead = Callable[[Callable[[AsyncManagedTransaction], Awaitable[Any]], float], Awaitable[Any]]  # (work, timeout)
 FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
 _VECTOR_BATCH = 1024  # chunk ids per vector fetch
 
@@ -76,15 +76,24 @@ async def read_changes(tx: AsyncManagedTransaction, collection: str, since: int)
             collection=collection, doc_ids=touched,
         )  # fmt: skip
     ).data()
-    keys = sorted({k for row in chunks for k in row["keys"] or ()})
+    if since > 0:
+        keys = sorted({k for row in chunks for k in row["keys"] or ()})
+        where, keys_given = "e.collection = $collection AND e.key IN $keys", bool(keys)
+    else:  # every entity of the collection: a scan, 4.5x faster than seeking 32k keys (SciFact: 1.0 s vs 4.6 s)
+        keys, where, keys_given = [], "e.collection = $collection", True
     entities = await (
         await tx.run(
-            f"MATCH (e:{ENTITY}) WHERE e.collection = $collection AND e.key IN $keys "
-            "RETURN e.key AS key, e.name AS name, e.type AS type",
+            f"MATCH (e:{ENTITY}) WHERE {where} RETURN e.key AS key, e.name AS name, e.type AS type",
             collection=collection, keys=keys,
         )  # fmt: skip
-    ).data() if keys else []
+    ).data() if keys_given else []
     return version, touched, chunks, entities
+
+
+async def read_collections(tx: AsyncManagedTransaction) -> list[str]:
+    """The collections that have a version (every collection ever written since the index existed)."""
+    rows = await (await tx.run(f"MATCH (v:{VERSION}) RETURN v.collection AS collection")).data()
+    return sorted(r["collection"] for r in rows)
 
 
 def _indexed(row: dict) -> IndexedChunk:
@@ -97,8 +106,13 @@ def _indexed(row: dict) -> IndexedChunk:
 class LiveIndexes:
     """One CollectionIndex per collection, built from the store on first use and patched from its change log."""
 
-    def __init__(self, read: RunRead, params: PPRParams, check_interval_s: float, fetch_vectors: FetchVectors | None = None):
+    def __init__(
+        self, read: RunRead, params: PPRParams, check_interval_s: float, fetch_vectors: FetchVectors | None = None,
+        check_timeout_s: float = 5.0, build_timeout_s: float = 300.0,
+    ):
         self._read = read
+        self._check_timeout = check_timeout_s  # a version check or a change read
+        self._build_timeout = build_timeout_s  # a read of the whole collection
         self._params = params
         self._interval = check_interval_s
         self._fetch = fetch_vectors
@@ -109,6 +123,14 @@ class LiveIndexes:
 
     def cached(self, collection: str) -> CollectionIndex | None:
         return self._indexes.get(collection)
+
+    async def warm(self) -> list[str]:
+        """Builds the index of every collection in the store (a replica's start: its first searches then find
+        the index ready instead of waiting for a whole-collection read)."""
+        collections = await self._read(read_collections, self._check_timeout)
+        for collection in collections:
+            await self.get(collection)
+        return collections
 
     async def get(self, collection: str) -> CollectionIndex:
         """The collection's index, at most `check_interval_s` behind the store.
@@ -129,18 +151,19 @@ class LiveIndexes:
     async def _refresh(self, collection: str, index: CollectionIndex | None) -> CollectionIndex:
         checked = time.monotonic()
         if index is not None:
-            version = await self._read(lambda tx: read_version(tx, collection))
+            version = await self._read(lambda tx: read_version(tx, collection), self._check_timeout)
             if version == index.version:
                 self._checked[collection] = checked
                 await self._fill_vectors(collection, index, set())
                 return index
         since = index.version if index is not None else 0
         started = time.perf_counter()
-        version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, since))
+        timeout = self._check_timeout if since else self._build_timeout
+        version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, since), timeout)
         if index is None or version < since:  # first use, or the store was reset: build from scratch
             index = CollectionIndex(self._params)
             if since:
-                version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, 0))
+                version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, 0), self._build_timeout)
         index.remove_docs(touched)
         index.upsert([_indexed(r) for r in rows])
         index.describe_entities({e["key"]: (e["name"] or e["key"], e["type"] or "ENTITY") for e in entities})

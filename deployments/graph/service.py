@@ -68,8 +68,9 @@ class GraphService:
         self._embed = embed if config.index.query_vectors else None
         self._live = (
             LiveIndexes(
-                lambda work: self.session.run(False, work, config.query_timeout_s), config.index.params(),
+                lambda work, timeout: self.session.run(False, work, timeout), config.index.params(),
                 config.index.check_interval_ms / 1000, fetch_vectors if config.index.query_vectors else None,
+                check_timeout_s=config.query_timeout_s, build_timeout_s=config.index.build_timeout_s,
             )  # fmt: skip
             if config.index.enabled
             else None
@@ -86,7 +87,26 @@ class GraphService:
     async def _uri(self) -> str:
         return self.session.uri
 
+    def start_warming(self) -> asyncio.Task | None:
+        """Builds every stored collection's index in the background (graph.index.warm_on_start): searches that
+        arrive meanwhile wait for the same build. A failure is logged; the first search then builds again."""
+        if self._live is None or not self.config.index.warm_on_start:
+            return None
+
+        async def warm() -> None:
+            try:
+                collections = await self._live.warm()
+                log.info("graph indexes ready: %s", ", ".join(collections) or "no collections yet")
+            except Exception as exc:
+                log.warning("warming the graph indexes failed (%s: %s); each builds on its first search", type(exc).__name__, exc)
+
+        self._warming = asyncio.get_running_loop().create_task(warm())
+        return self._warming
+
     async def aclose(self) -> None:
+        warming = getattr(self, "_warming", None)
+        if warming is not None:
+            warming.cancel()
         await self.session.aclose()
         await self._user_queries.aclose()
         close = getattr(self._extract, "aclose", None)

@@ -257,3 +257,30 @@ async def test_a_first_build_that_outlasts_a_search_timeout_completes_once_with_
         assert [c.doc_id for c in result.chunks][:2] == ["d1", "d2"]
     finally:
         await service.aclose()
+
+
+async def test_a_replica_warms_the_index_of_every_stored_collection_at_start(replicas, collection):
+    a, b = replicas
+    await a.upsert(collection, chunks_of({"d1": DOCS["d1"], "d2": DOCS["d2"]}))
+    assert b.index_of(collection) is None
+    await b.start_warming()  # what a Graph replica does when it starts, in the background
+    warmed = b.index_of(collection)
+    assert warmed is not None and len(warmed) == 2  # built before any search asked for it
+
+
+async def test_a_whole_collection_is_read_under_the_build_timeout_and_changes_under_the_check_timeout():
+    from deployments.graph.live_index import LiveIndexes
+
+    timeouts: list[float] = []
+    row = {"id": "d1#0", "doc_id": "d1", "text": "t", "metadata": "{}", "keys": ["acme"], "lead": ["acme"]}
+
+    async def read(work, timeout):
+        timeouts.append(timeout)
+        if len(timeouts) == 1:
+            return 1, [], [row], [{"key": "acme", "name": "Acme", "type": "ORG"}]  # the first build
+        return 1  # later: the version check, unchanged
+
+    live = LiveIndexes(read, PPRParams(), check_interval_s=0, check_timeout_s=5, build_timeout_s=300)
+    assert len(await live.get("c")) == 1
+    await live.get("c")
+    assert timeouts == [300, 5]
