@@ -141,7 +141,7 @@ class FakeStages:
 
 
 def make(fake: FakeStages, **args) -> Pipeline:
-    # These tests are about the vector + graph fan-out: the mode that runs both (the default is "hybrid").
+    # These tests are about the vector + graph fan-out: the mode that runs both (the default).
     return Pipeline(AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph", **args}), fake.stages())
 
 

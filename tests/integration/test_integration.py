@@ -66,9 +66,10 @@ def test_ingest_retrieve_answer_with_citations(api, ingested, llm):
     assert ingested["entities"] > 0 and ingested["relations"] > 0
 
     query = {"collection": COLLECTION, "query": "Which database ships a Bolt protocol plugin?", "top_k": 5}
-    resp = api.post("/v1/retrieve", json=query)  # the default mode: hybrid
+    resp = api.post("/v1/retrieve", json=query)  # the default mode: hybrid+graph
     assert resp.status_code == 200, resp.text
     body = resp.json()
+    assert body["mode"] == "hybrid+graph" and body["timings"]["graph"] is not None
     assert body["degraded"] == [] and len(body["hits"]) == 5
     assert body["hits"][0]["doc_id"] == "arcadedb"
     assert body["reranker"] == "embedded-dense-lexical"
