@@ -180,7 +180,7 @@ def test_retrieval_modes_over_http(api, ingested):
         assert body["mode"] == mode and body["hits"] and body["degraded"] == [], body
         assert set().union(*(h["sources"] for h in body["hits"])) <= allowed, mode
         assert body["timings"]["graph"] is None and body["graph"] == {"nodes": [], "edges": []}  # never called
-    assert api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query}).json()["mode"] == "hybrid"
+    assert api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query}).json()["mode"] == "hybrid+graph"  # the default
     resp = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query, "mode": "semantic"})
     assert resp.status_code == 422 and "mode" in resp.text
 
