@@ -205,15 +205,17 @@ class PackedVectors(BaseModel):
         return dict(zip(self.ids, matrix))
 
     @classmethod
-    def merge(cls, *packs: "PackedVectors | None") -> "PackedVectors | None":
-        """One buffer of the vectors of several (None: none of them had any); the first pack wins a shared id."""
-        present = [p for p in packs if p is not None and p.ids]
-        if len(present) <= 1:
-            return present[0] if present else next((p for p in packs if p is not None), None)
-        merged: dict[str, Any] = {}
-        for pack in reversed(present):
-            merged.update(pack.unpack())
-        return cls.pack(merged)
+    def select(cls, ids: list[str], *packs: "PackedVectors | None") -> "PackedVectors | None":
+        """The vectors of `ids` found in `packs` (the first pack holding an id wins), in one buffer; None when no
+        pack was given. Only these travel on: the stages send more vectors than the candidates fusion keeps."""
+        if all(p is None for p in packs):
+            return None
+        found: dict[str, Any] = {}
+        for pack in packs:
+            if pack is not None and pack.ids:
+                vectors = pack.unpack()
+                found.update((i, vectors[i]) for i in ids if i not in found and i in vectors)
+        return cls.pack(found)
 
 
 class VectorResult(BaseModel):

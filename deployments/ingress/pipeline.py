@@ -233,8 +233,10 @@ class Pipeline:
                 collection=req.collection,
                 chunk_ids=[h.chunk_id for h in hits],
                 query_vector=query_vector,
-                # The stored vectors that came with the hits, the vector stage's first, then the graph's.
-                vectors=PackedVectors.merge(vec.hit_vectors if vec is not None else None, grf.vectors if grf is not None else None),
+                # The candidates' stored vectors that came with the hits, the vector stage's first, then the graph's.
+                vectors=PackedVectors.select(
+                    [h.chunk_id for h in hits], vec.hit_vectors if vec is not None else None, grf.vectors if grf is not None else None
+                ),
                 signals=source_scores(ranked, [h.chunk_id for h in hits]),
             )
             rer, rer_err, timings.rerank = await _run_stage(

@@ -147,11 +147,11 @@ async def test_the_reranker_gets_the_stored_vectors_of_vector_and_graph_hits():
 
     async def vector_with_vectors(*args, real=fake.vector_search):
         result = await real(*args)
-        result.hit_vectors = PackedVectors.pack({"a#0": [1.0, 0.0], "b#0": [0.5, 0.5]})
+        result.hit_vectors = PackedVectors.pack({"a#0": [1.0, 0.0], "b#0": [0.5, 0.5], "not-a-candidate#0": [0.3, 0.3]})
         return result
 
     fake.graph_search, fake.vector_search = graph_with_vectors, vector_with_vectors
     await make(fake).retrieve(RetrieveRequest(query="q", mode="hybrid+graph"))
     carried = fake.hints.vectors.unpack()
-    assert set(carried) == {"a#0", "b#0", "c#0"}  # nothing left for the reranker to fetch
+    assert set(carried) == {"a#0", "b#0", "c#0"}  # nothing left for the reranker to fetch, and nothing more sent
     assert list(carried["a#0"]) == [1.0, 0.0] and list(carried["c#0"]) == [0.0, 1.0]  # the vector stage's first
