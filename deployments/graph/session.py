@@ -29,7 +29,24 @@ log = logging.getLogger("graphrag.graph")
 Work = Callable[[AsyncManagedTransaction], Awaitable[Any]]
 
 
-class BoltSession:
+class DriverOwner:
+    """Owns one lazily created driver: dropped (a new one comes with the next call) when its server went away,
+    closed with its owner."""
+
+    _driver: AsyncDriver | None = None
+
+    async def _drop_driver(self, stale: AsyncDriver) -> None:
+        if self._driver is stale:
+            self._driver = None
+            await close_stale(stale)
+
+    async def aclose(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            await driver.close()
+
+
+class BoltSession(DriverOwner):
     """Runs transaction work against `uri` with the graph config's timeouts and retry counts."""
 
     def __init__(self, config: GraphConfig, uri: str):
@@ -80,7 +97,7 @@ class BoltSession:
                         continue
                     # A restarted embedded server refuses the login for a moment while it re-applies its users.
                     if attempt < self.config.connect_attempts and (stale_connection(exc) or isinstance(exc, AuthError)):
-                        await self._reset_driver(driver)
+                        await self._drop_driver(driver)
                         await asyncio.sleep(0.2 * attempt)
                         continue
                     raise
@@ -89,7 +106,7 @@ class BoltSession:
                     # from a new driver. An old pool once kept a restarted ArcadeDB answering "BEGIN not expected
                     # in state: AUTHENTICATION" on every call.
                     if attempt < self.config.connect_attempts:
-                        await self._reset_driver(driver)
+                        await self._drop_driver(driver)
                         await asyncio.sleep(0.1 * attempt)
                         continue
                     raise
@@ -126,15 +143,6 @@ class BoltSession:
         agent = await self.run(False, work, self.config.query_timeout_s)
         return f"bolt {agent} at {self.where()}"
 
-    async def _reset_driver(self, stale: AsyncDriver) -> None:
-        if self._driver is stale:
-            self._driver = None
-            await close_stale(stale)
-
-    async def aclose(self) -> None:
-        driver, self._driver = self._driver, None
-        if driver is not None:
-            await driver.close()
 
 
 async def close_stale(driver: AsyncDriver) -> None:

@@ -23,7 +23,7 @@ from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavai
 from deployments.graph.credentials import CredentialsError, reader_auth
 from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
 from deployments.graph.explorer import jsonable
-from deployments.graph.session import close_stale, stale_connection
+from deployments.graph.session import DriverOwner, stale_connection
 from deployments.models import GraphQueryResponse
 
 log = logging.getLogger("graphrag.graph")
@@ -42,7 +42,7 @@ def json_size(row: list[Any]) -> int:
     return len(json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str).encode()) + 1
 
 
-class UserQueries:
+class UserQueries(DriverOwner):
     """Runs user Cypher as the store's read-only user, on its own driver (never the stage's root connection)."""
 
     def __init__(self, config: GraphConfig, uri: Callable[[], Awaitable[str]]):
@@ -72,16 +72,6 @@ class UserQueries:
                     connection_acquisition_timeout=timeout, max_transaction_retry_time=0,
                 )  # fmt: skip
         return self._driver
-
-    async def _drop_driver(self, stale: AsyncDriver) -> None:
-        if self._driver is stale:
-            self._driver = None
-            await close_stale(stale)
-
-    async def aclose(self) -> None:
-        driver, self._driver = self._driver, None
-        if driver is not None:
-            await driver.close()
 
     async def run(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
         try:
