@@ -109,14 +109,15 @@ class VectorService:
                 return None
             return await self.store.search_lexical(collection, self.lexical.query(query), top_k, filter, stored)
 
-        (hits, embed_span, query_vector), lexical_hits = await asyncio.gather(dense(), lexical())
+        # `embedded`: the vector this stage made itself (None when the caller sent `query_vector`).
+        (hits, embed_span, embedded), lexical_hits = await asyncio.gather(dense(), lexical())
         hit_vectors = PackedVectors.pack(stored) if stored is not None else None
         return VectorResult(
             hits=hits,
             lexical_hits=lexical_hits,
             lexical_error=lexical_error,
             embed=embed_span,
-            query_vector=query_vector,
+            query_vector=embedded,
             hit_vectors=hit_vectors,
         )
 
