@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+CONFIG ?= configs/local.yaml
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) graph.py demo --config configs/local.yaml
+	$(PY) graph.py demo --config $(CONFIG)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -v -ra

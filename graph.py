@@ -56,14 +56,28 @@ def load_serve_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def start_local(args: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, name: str = "graphrag") -> str:
     """Starts a local Ray (loopback, no dashboard) and the app behind Serve's HTTP ingress (HAProxy on Ray's
     throughput-optimized data plane unless GRAPHRAG_SERVE_THROUGHPUT=0); returns its base URL."""
-    import ray
-    from ray import serve
+    start_ray(host, port)
+    return deploy_local(args, host, port, name)
 
+
+def start_ray(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """A local Ray whose node processes a signal to our process group does not reach (deployments/lifetime.py):
+    the driver stops them, after Serve. An HAProxy a crash left on `port` is stopped; any other holder is named."""
+    import ray
+
+    from deployments.lifetime import claim_port, node_in_own_process_group
     from deployments.local_env import use_local_env
 
     use_local_env()
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
+        claim_port(host, port)
+        with node_in_own_process_group():
+            ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
+
+
+def deploy_local(args: dict[str, Any], host: str, port: int, name: str = "graphrag") -> str:
+    from ray import serve
+
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args), name=name, route_prefix="/")
     return f"http://{host}:{port}"
@@ -78,14 +92,15 @@ def main() -> None:
     demo.add_argument("--config", default="configs/local.yaml")
     demo.add_argument("--question", default="Which engine stores the knowledge graph, and which protocol does the graph stage use to reach it?")
     demo.add_argument("--no-wait", action="store_true", help="exit after the answer instead of serving until Ctrl-C")
-    sub.add_parser("env", help="print the exports of Ray Serve's fast path, for `ray start` / `serve run` shells")
+    sub.add_parser("env", help="print the exports of Ray Serve's fast path and of stopping on SIGTERM, for `ray start` / `serve run` shells")
     opts = parser.parse_args()
     if opts.command == "env":
         import shlex
 
+        from deployments.lifetime import hook_env
         from deployments.throughput import throughput_env
 
-        print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in throughput_env().items()))
+        print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in {**throughput_env(), **hook_env()}.items()))
         return
 
     args, http = load_serve_config(opts.config)
@@ -95,7 +110,6 @@ def main() -> None:
 def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bool) -> None:
     """Serves the app, ingests configs/sample/*.md over HTTP, prints one cited answer, keeps serving."""
     import json
-    import signal
     import time
     from pathlib import Path
 
@@ -103,16 +117,14 @@ def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bo
     import ray
     from ray import serve
 
+    from deployments.lifetime import PortTaken, stop_on_signals
+
     print(f"starting Ray Serve and the graphrag app on http://{host}:{port} ...", flush=True)
-    base = start_local(args, host, port)
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    # Both signals stop cleanly (a shell that starts us in the background leaves SIGINT ignored).
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     try:
+        start_ray(host, port)
+        # From here SIGTERM (docker stop, systemd) takes Ctrl-C's path: Serve drains and stops, then Ray.
+        stop_on_signals()
+        base = deploy_local(args, host, port)
         with httpx.Client(base_url=base, timeout=300) as client:
             docs = [
                 {"id": path.stem, "text": path.read_text(), "metadata": {"source": str(path)}}
@@ -136,11 +148,14 @@ def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bo
             print(f"\nserving at {base} (curl examples in README.md); web page: {base}/ui/ ; Ctrl-C to stop", flush=True)
             while True:
                 time.sleep(3600)
+    except PortTaken as exc:
+        raise SystemExit(f"graphrag: {exc}") from None
     except KeyboardInterrupt:
         print("stopping ...", flush=True)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
 
 
 if __name__ == "__main__":

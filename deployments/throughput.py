@@ -93,7 +93,12 @@ def loopback_binds(config: str) -> str:
 
 def haproxy_main() -> None:
     """`graphrag-haproxy`: Ray's HAProxy manager runs `<binary> -db -f <config> ...`; rewrite the config's open
-    binds in place (the manager finds its workers by that path) and exec the HAProxy that Ray bundles."""
+    binds in place (the manager finds its workers by that path) and exec the HAProxy that Ray bundles, tied to the
+    manager's life (deployments/lifetime.py): it dies with it, and a first start takes over an HAProxy of ours that
+    an earlier crash left on the port, or says who holds it."""
+    from deployments import lifetime  # noqa: PLC0415
+
+    lifetime.die_with_parent()
     args = sys.argv[1:]
     if "-f" in args:
         path = args[args.index("-f") + 1]
@@ -103,6 +108,16 @@ def haproxy_main() -> None:
         if narrowed != config:
             with open(path, "w") as f:
                 f.write(narrowed)
+        frontend = _FRONTEND_BIND.search(narrowed)
+        if frontend:
+            port = int(frontend.group(0).rsplit(":", 1)[1])
+            if "-sf" not in args:  # a reload starts beside the running HAProxy, on purpose
+                try:
+                    lifetime.claim_port(frontend.group(1), port)
+                except lifetime.PortTaken as exc:
+                    print(f"graphrag-haproxy: {exc}", file=sys.stderr, flush=True)
+                    raise SystemExit(1) from None
+            lifetime.write_haproxy_pid_file(port)
     binary = bundled_haproxy()
     os.execv(binary, [binary, *args])
 

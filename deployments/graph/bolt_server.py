@@ -27,12 +27,14 @@ from pathlib import Path
 
 from deployments.config import GraphConfig, free_port, require_loopback
 from deployments.graph.credentials import READER_USER, ROOT_USER, StoreCredentials, load_or_create
+from deployments.lifetime import alive, cmdline, read_pid, terminate
 
 log = logging.getLogger("graphrag.bolt_server")
 
 DEFAULT_DATABASE = "graphrag"
 DEFAULT_HEAP = "1g"
 READY_LINE = "BOLT-SERVER-READY"
+PID_FILE = "bolt-server.pid"  # in the data folder: the child that owns it
 # ArcadeDB refuses shorter root passwords.
 MIN_PASSWORD_CHARS = 8
 READER_GROUP = "graphrag_reader"
@@ -226,6 +228,7 @@ class EmbeddedBoltServer:
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen | None = None
         self._log_path = self.data / "bolt-server.out"
+        self._pid_path = self.data / PID_FILE
         self._credentials: StoreCredentials | None = None
 
     @property
@@ -250,6 +253,7 @@ class EmbeddedBoltServer:
         if self.alive():
             return
         self.data.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         cmd = [
@@ -266,6 +270,7 @@ class EmbeddedBoltServer:
                 cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env,
                 cwd=str(self.data), start_new_session=True,
             )  # fmt: skip
+        self._pid_path.write_text(f"{self._proc.pid}\n")
         try:
             assert self._proc.stdin is not None
             creds = self.credentials
@@ -277,6 +282,23 @@ class EmbeddedBoltServer:
             self.stop()
             raise
         log.info("embedded Bolt server pid %s serving %s (data %s)", self.pid, self.uri, self.data)
+
+    def leftover_pid(self) -> int | None:
+        """The pid of a server an earlier run left on this data folder (its parent killed before it could stop it):
+        named by the folder's pid file and serving this folder (`--data`). Else None."""
+        pid = read_pid(self._pid_path)
+        if pid is None or pid == self.pid or not alive(pid):
+            return None
+        argv = cmdline(pid)
+        serves_folder = "--data" in argv[:-1] and argv[argv.index("--data") + 1] == str(self.data)
+        return pid if serves_folder and "--parent-pid" in argv else None
+
+    def _stop_leftover(self) -> None:
+        """The folder has one owner: a server left by a crash would make ours fail on ArcadeDB's lock, obscurely."""
+        pid = self.leftover_pid()
+        if pid is not None:
+            log.warning("embedded Bolt server pid %d of an earlier run still owns %s: stopping it", pid, self.data)
+            terminate(pid, timeout_s=15.0)
 
     def _wait_ready(self) -> None:
         from neo4j import GraphDatabase  # noqa: PLC0415
@@ -344,6 +366,8 @@ class EmbeddedBoltServer:
                 proc.wait(5)
         if proc.stdin and not proc.stdin.closed:
             proc.stdin.close()
+        if read_pid(self._pid_path) == proc.pid:
+            self._pid_path.unlink(missing_ok=True)
 
 
 def _port_open(host: str, port: int) -> bool:

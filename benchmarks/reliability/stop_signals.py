@@ -1,0 +1,252 @@
+"""Stopping the app as an operator does: SIGTERM (docker stop, systemd, Kubernetes) or SIGINT (Ctrl-C) to the
+process group of `make demo`, `python graph.py demo` or `serve run`, then: how long until every process the app
+started is gone and every port it held is free, and does a second start on the same ports and data folder answer.
+
+    python -m benchmarks.reliability.stop_signals [--entry graph.py --entry serve-run --entry make] [--signal TERM]
+
+Every process of a run carries a marker in its environment (GRAPHRAG_STOP_MARK=<random>), inherited by Ray's
+node processes, its workers, HAProxy and the Bolt server's JVM whatever their process group or session: "the
+app's processes" are exactly the ones with that marker, and only those are ever signalled (cleanup included).
+Writes benchmarks/results/stop_signals.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from benchmarks.ray_nodes import free_port, process_name
+from deployments.lifetime import hook_env, socket_inodes, tcp_listeners
+
+ROOT = Path(__file__).resolve().parents[2]
+MARK = "GRAPHRAG_STOP_MARK"
+ENTRY_POINTS = ("graph.py", "serve-run", "make")
+RESULTS = ROOT / "benchmarks" / "results" / "stop_signals.json"
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Live processes whose environment holds `MARK=mark` (zombies excluded: they hold nothing)."""
+    needle = f"{MARK}={mark}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def listening_ports(pids: list[int]) -> set[int]:
+    """TCP ports in LISTEN state whose socket belongs to one of `pids`."""
+    inodes = set().union(*(socket_inodes(p) for p in pids)) if pids else set()
+    return {port for port, held in tcp_listeners().items() if held & inodes}
+
+
+def ports_in_use(ports: set[int]) -> set[int]:
+    """Which of `ports` any process on this machine still listens on."""
+    return ports & set(tcp_listeners())
+
+
+@dataclass
+class App:
+    """One start of an entry point in a session of its own, with its marker, config, ports and data folder."""
+
+    entry: str
+    workdir: Path
+    port: int
+    stats_port: int
+    metrics_port: int
+    mark: str = field(default_factory=lambda: secrets.token_hex(8))
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.workdir / "serve.yaml"
+
+    def write_config(self) -> None:
+        with open(ROOT / "configs" / "local.yaml") as f:
+            config = yaml.safe_load(f)
+        config["http_options"]["port"] = self.port
+        config["applications"][0]["args"]["data_dir"] = str(self.workdir / "data")
+        self.config.write_text(yaml.safe_dump(config))
+
+    def command(self) -> list[str]:
+        python = sys.executable
+        if self.entry == "graph.py":
+            return [python, str(ROOT / "graph.py"), "demo", "--config", str(self.config)]
+        if self.entry == "serve-run":
+            return [str(Path(python).with_name("serve")), "run", str(self.config)]
+        if self.entry == "make":
+            # STAMP= : this venv is set up already (make's own would build .venv in the checkout).
+            return ["make", "-s", "-C", str(ROOT), "demo", f"PY={python}", "STAMP=", f"CONFIG={self.config}"]
+        raise ValueError(f"unknown entry point {self.entry!r}; one of {ENTRY_POINTS}")
+
+    def env(self) -> dict[str, str]:
+        from deployments.local_env import LOCAL_ENV
+        from deployments.throughput import throughput_env
+
+        env = dict(os.environ)
+        env[MARK] = self.mark
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(self.stats_port)
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(self.metrics_port)
+        if self.entry == "serve-run":
+            # What an operator exports before `serve run` (configs/local.yaml: `eval "$(python graph.py env)"`).
+            env.update({k: v for k, v in LOCAL_ENV.items() if k not in env})
+            env.update({**throughput_env(), **hook_env()})
+        return env
+
+    def start(self, run: int) -> None:
+        self.mark = secrets.token_hex(8)
+        self.log = self.workdir / f"{self.entry}-{run}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(self.command(), cwd=str(self.workdir), env=self.env(), stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_answering(self, timeout_s: float = 300) -> float:
+        """Seconds until /readyz says ready and /v1/retrieve answers (the demo's ingest makes the collection)."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        base = f"http://127.0.0.1:{self.port}"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.entry} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=5)
+                if ready.status_code == 200:
+                    hit = httpx.post(f"{base}/v1/retrieve", json={"collection": "demo", "query": "Which engine stores the graph?", "top_k": 3},
+                                     timeout=30)
+                    if hit.status_code == 200:
+                        return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"{self.entry} did not answer within {timeout_s:g}s:\n{self.tail()}")
+
+    def stop(self, sig: signal.Signals, timeout_s: float = 30) -> dict:
+        """Signals the entry point's process group; measures until no marked process and no held port is left."""
+        assert self.proc is not None
+        pids = marked_pids(self.mark)
+        ports = listening_ports(pids)
+        names = sorted({_short(process_name(p)) for p in pids})
+        sent = time.monotonic()
+        os.killpg(self.proc.pid, sig)
+        gone_s = ports_free_s = None
+        while time.monotonic() - sent < timeout_s:
+            elapsed = time.monotonic() - sent
+            if ports_free_s is None and not ports_in_use(ports):
+                ports_free_s = elapsed
+            if gone_s is None and not marked_pids(self.mark):
+                gone_s = elapsed
+            if gone_s is not None and ports_free_s is not None:
+                break
+            time.sleep(0.1)
+        left = marked_pids(self.mark)
+        return {
+            "signal": sig.name, "processes": len(pids), "process_kinds": names, "ports": sorted(ports),
+            "all_gone_s": _round(gone_s), "ports_free_s": _round(ports_free_s),
+            "left": [f"{p} {process_name(p)[:120]}" for p in left], "ports_held": sorted(ports_in_use(ports)),
+        }
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log else ""
+        except OSError:
+            return ""
+
+    def kill_leftovers(self) -> list[int]:
+        """SIGKILL whatever of this run is still alive (marked processes only); returns their pids."""
+        left = marked_pids(self.mark)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while marked_pids(self.mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        return left
+
+
+def _short(cmdline: str) -> str:
+    for kind in ("haproxy", "raylet", "gcs_server", "bolt_server", "ray::", "dashboard", "runtime_env", "log_monitor",
+                 "graph.py", "serve run", "make", "reaper"):
+        if kind in cmdline:
+            return kind
+    return cmdline.split(" ")[0].rsplit("/", 1)[-1]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def new_app(entry: str, workdir: Path) -> App:
+    app = App(entry, workdir, port=free_port(), stats_port=free_port(), metrics_port=free_port())
+    app.write_config()
+    return app
+
+
+def stop_and_restart(entry: str, sig: signal.Signals, workdir: Path) -> dict:
+    """Start, answer, signal, measure; start again on the same ports and data folder, answer, signal again."""
+    app = new_app(entry, workdir)
+    runs = []
+    try:
+        for run in (1, 2):
+            app.start(run)
+            ready_s = app.wait_answering()
+            stopped = app.stop(sig)
+            stopped["ready_s"] = round(ready_s, 1)
+            stopped["leftovers_killed"] = app.kill_leftovers()
+            runs.append(stopped)
+    finally:
+        app.kill_leftovers()
+    return {"entry": entry, "signal": sig.name, "port": app.port, "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entry", action="append", choices=ENTRY_POINTS)
+    parser.add_argument("--signal", action="append", choices=("TERM", "INT"))
+    parser.add_argument("--out", default=str(RESULTS))
+    opts = parser.parse_args()
+    results = []
+    for entry in opts.entry or ENTRY_POINTS:
+        for name in opts.signal or ("TERM", "INT"):
+            workdir = Path(tempfile.mkdtemp(prefix=f"graphrag-stop-{entry}-"))
+            try:
+                result = stop_and_restart(entry, signal.Signals[f"SIG{name}"], workdir)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    Path(opts.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                          "command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
