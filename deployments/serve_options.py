@@ -22,6 +22,9 @@ class DeploymentOptions(_Strict):
     # No CPU reserved by default, so the whole graph fits one small node; set num_cpus on clusters.
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
     health_check_period_s: float | None = None
+    # On a stop (SIGTERM, Ctrl-C, a redeploy) a replica finishes its in-flight requests for up to this long, then is
+    # killed (Serve: 20 s). The stop timeout of a container or unit must exceed it (configs/README.md, "Stopping").
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
     # Serve's LoggingConfig, e.g. {enable_access_log: false}; unset: see DeploymentsConfig._access_logs.
     logging_config: dict[str, Any] | None = None
 

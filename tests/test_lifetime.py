@@ -4,6 +4,7 @@ parent."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -16,7 +17,14 @@ from neo4j import GraphDatabase
 
 from deployments.config import free_port
 from deployments.graph.bolt_server import EmbeddedBoltServer
-from deployments.lifetime import PortTaken, alive, claim_port, haproxy_pid_file, listener_pids, orphaned_haproxy
+from deployments.lifetime import (
+    PortTaken,
+    alive,
+    claim_port,
+    haproxy_pid_file,
+    listener_pids,
+    orphaned_haproxy,
+)
 from deployments.throughput import bundled_haproxy
 from tests.arcadedb_fixture import make_graph_config
 
@@ -78,7 +86,7 @@ def test_a_port_held_by_anything_else_is_refused_naming_the_holder():
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        with pytest.raises(PortTaken, match=rf"127.0.0.1:{port} is in use by pid {__import__('os').getpid()} "):
+        with pytest.raises(PortTaken, match=rf"127.0.0.1:{port} is in use by pid {os.getpid()} "):
             claim_port("127.0.0.1", port)
         assert orphaned_haproxy(port) is None  # no pid file names us: never ours to stop
 
@@ -135,7 +143,5 @@ def test_a_bolt_server_left_on_the_data_folder_is_stopped_and_replaced(tmp_path,
     finally:
         second.stop()
         if alive(leftover):
-            import os
-
             os.kill(leftover, signal.SIGKILL)
     assert not (tmp_path / "graph" / "bolt-server.pid").exists()

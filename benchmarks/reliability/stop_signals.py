@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,12 +144,19 @@ class App:
             time.sleep(1)
         raise TimeoutError(f"{self.entry} did not answer within {timeout_s:g}s:\n{self.tail()}")
 
-    def stop(self, sig: signal.Signals, timeout_s: float = 30) -> dict:
-        """Signals the entry point's process group; measures until no marked process and no held port is left."""
+    def stop(self, sig: signal.Signals, timeout_s: float = 30, inflight: int = 0) -> dict:
+        """Signals the entry point's process group (with `inflight` answer requests under way); measures until no
+        marked process and no held port is left, and what those requests got."""
         assert self.proc is not None
         pids = marked_pids(self.mark)
         ports = listening_ports(pids)
         names = sorted({_short(process_name(p)) for p in pids})
+        outcomes: list[str] = []
+        threads = [threading.Thread(target=self._ask, args=(outcomes,)) for _ in range(inflight)]
+        for thread in threads:
+            thread.start()
+        if threads:
+            time.sleep(0.3)  # the requests are in HAProxy / the replicas when the signal lands
         sent = time.monotonic()
         os.killpg(self.proc.pid, sig)
         gone_s = ports_free_s = None
@@ -162,11 +170,22 @@ class App:
                 break
             time.sleep(0.1)
         left = marked_pids(self.mark)
+        for thread in threads:
+            thread.join(60)
         return {
+            "inflight": {o: outcomes.count(o) for o in sorted(set(outcomes))},
             "signal": sig.name, "processes": len(pids), "process_kinds": names, "ports": sorted(ports),
             "all_gone_s": _round(gone_s), "ports_free_s": _round(ports_free_s),
             "left": [f"{p} {process_name(p)[:120]}" for p in left], "ports_held": sorted(ports_in_use(ports)),
         }
+
+    def _ask(self, outcomes: list[str]) -> None:
+        try:
+            resp = httpx.post(f"http://127.0.0.1:{self.port}/v1/answer", timeout=60,
+                              json={"collection": "demo", "query": "Which protocol does the graph stage use?", "top_k": 5})
+            outcomes.append(str(resp.status_code))
+        except httpx.HTTPError as exc:
+            outcomes.append(type(exc).__name__)
 
     def tail(self, n: int = 40) -> str:
         try:
@@ -219,7 +238,7 @@ def stop_and_restart(entry: str, sig: signal.Signals, workdir: Path) -> dict:
         for run in (1, 2):
             app.start(run)
             ready_s = app.wait_answering()
-            stopped = app.stop(sig)
+            stopped = app.stop(sig, inflight=4)
             stopped["ready_s"] = round(ready_s, 1)
             stopped["leftovers_killed"] = app.kill_leftovers()
             runs.append(stopped)
