@@ -16,7 +16,7 @@ import pytest
 from neo4j import GraphDatabase
 
 from deployments.config import free_port
-from deployments.graph.bolt_server import EmbeddedBoltServer
+from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.lifetime import (
     PortTaken,
     alive,

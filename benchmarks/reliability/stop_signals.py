@@ -212,12 +212,13 @@ class App:
         return left
 
 
+KINDS = {"haproxy": "haproxy", "raylet": "raylet", "gcs_server": "gcs_server", "graph.embedded.server": "bolt_server",
+         "ray::": "ray::", "dashboard": "dashboard", "runtime_env": "runtime_env", "log_monitor": "log_monitor",
+         "graph.py": "graph.py", "serve run": "serve run", "make": "make"}
+
+
 def _short(cmdline: str) -> str:
-    for kind in ("haproxy", "raylet", "gcs_server", "bolt_server", "ray::", "dashboard", "runtime_env", "log_monitor",
-                 "graph.py", "serve run", "make", "reaper"):
-        if kind in cmdline:
-            return kind
-    return cmdline.split(" ")[0].rsplit("/", 1)[-1]
+    return next((kind for needle, kind in KINDS.items() if needle in cmdline), cmdline.split(" ")[0].rsplit("/", 1)[-1])
 
 
 def _round(value: float | None) -> float | None:
