@@ -42,9 +42,14 @@ class PortTaken(RuntimeError):
 
 
 def _own_group_popen():
+    """Ray's Popen for node processes, and one that gives each its own process group. Only where the kernel ties
+    them to the driver (Linux): elsewhere Ray's reaper finds them by the driver's process group, so nothing changes."""
     from ray._private import services
+    from ray._private.utils import detect_fate_sharing_support
 
     original = services.ConsolePopen
+    if not detect_fate_sharing_support():
+        return services, original, original
 
     class OwnGroupPopen(original):
         def __init__(self, *args, **kwargs):
