@@ -25,6 +25,7 @@ def test_sigterm_then_sigint_leave_nothing_and_a_restart_on_the_same_ports_answe
             verify = httpx.get(f"http://127.0.0.1:{app.port}/v1/collections/demo/verify", timeout=60)
             assert verify.status_code == 200 and verify.json()["consistent"], verify.text
             stopped = app.stop(sig, timeout_s=STOP_WITHIN_S)
+            print(f"run {run}: {stopped}")  # the figures, with -s
             # The run really held the HTTP port and HAProxy's listeners: the check below is not vacuous.
             assert {app.port, app.stats_port, app.metrics_port} <= set(stopped["ports"]), stopped
             assert "haproxy" in stopped["process_kinds"] and "bolt_server" in stopped["process_kinds"], stopped
