@@ -103,7 +103,7 @@ def runtime_env_hook(runtime_env: dict | None) -> dict | None:
 
 def hook_env() -> dict[str, str]:
     """For a shell that runs `serve run` (`python graph.py env` prints it): SIGTERM stops it like Ctrl-C."""
-    return {"RAY_RUNTIME_ENV_HOOK": f"{__name__}:runtime_env_hook"}
+    return {"RAY_RUNTIME_ENV_HOOK": f"{__name__}.runtime_env_hook"}  # Ray loads it by dotted path
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

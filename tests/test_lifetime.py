@@ -145,3 +145,11 @@ def test_a_bolt_server_left_on_the_data_folder_is_stopped_and_replaced(tmp_path,
         if alive(leftover):
             os.kill(leftover, signal.SIGKILL)
     assert not (tmp_path / "graph" / "bolt-server.pid").exists()
+
+
+def test_the_exported_hook_is_what_ray_loads():
+    from ray._common.utils import load_class
+
+    from deployments.lifetime import hook_env, runtime_env_hook
+
+    assert load_class(hook_env()["RAY_RUNTIME_ENV_HOOK"]) is runtime_env_hook
