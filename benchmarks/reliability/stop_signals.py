@@ -223,6 +223,7 @@ class App:
 
 
 KINDS = {"haproxy": "haproxy", "raylet": "raylet", "gcs_server": "gcs_server", "graph.embedded.server": "bolt_server",
+         "graph.bolt_server": "bolt_server",  # its module before the graph package split
          "ray::": "ray::", "dashboard": "dashboard", "runtime_env": "runtime_env", "log_monitor": "log_monitor",
          "graph.py": "graph.py", "serve run": "serve run", "make": "make"}
 
