@@ -1,6 +1,6 @@
 """The multi-node config as `serve deploy` reads it, without Ray running: the deployments that own or reach the
 embedded stores are pinned to the `graphrag_store` node, the stateless stages are not, every node gets a proxy.
-The cluster itself is exercised by `python -m benchmarks.cluster` (README "Running on a Ray cluster")."""
+The cluster itself is exercised by `python -m benchmarks.cluster` (configs/README.md, "Running on a Ray cluster")."""
 from __future__ import annotations
 
 from pathlib import Path
