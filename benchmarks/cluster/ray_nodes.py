@@ -17,27 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import random
-import socket
+from benchmarks.harness import quiet_port as free_port  # ports no outgoing connection takes
 
 OBJECT_STORE_BYTES = 150_000_000
-# Listener ports are drawn from here: below Linux's ephemeral range (32768+, where a port free now may be taken by
-# an outgoing connection minutes later) and above Ray's worker ports (10002-19999); Serve's direct-ingress ports are
-# 30000-31000.
-QUIET_PORTS = range(21000, 29000)
-
-
-def free_port() -> int:
-    """A loopback port that is free now and that the kernel does not hand out to outgoing connections."""
-    for _ in range(200):
-        port = random.choice(QUIET_PORTS)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {QUIET_PORTS}")
 
 
 def session_pids(sid: int) -> list[int]:
@@ -94,7 +76,7 @@ class RayNode:
             params = {"gcs_address": self.head_address, "node_ip_address": "127.0.0.1", "num_cpus": self.num_cpus,
                       "resources": self.resources, "temp_dir": str(self.temp_dir),
                       "object_store_memory": OBJECT_STORE_BYTES, **ports}
-            return [sys.executable, "-m", "benchmarks.ray_nodes", "join", json.dumps(params)]
+            return [sys.executable, "-m", "benchmarks.cluster.ray_nodes", "join", json.dumps(params)]
         ray = str(Path(sys.executable).with_name("ray"))
         flags = {"node-manager-port": ports["node_manager_port"], "object-manager-port": ports["object_manager_port"],
                  "metrics-export-port": ports["metrics_export_port"],
