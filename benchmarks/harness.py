@@ -37,8 +37,8 @@ CACHE = ROOT / "benchmarks" / ".cache"  # built corpora and embeddings (git-igno
 QUIET_PORTS = range(21000, 29000)
 
 __all__ = [
-    "CACHE", "DATASETS", "RESULTS", "ROOT", "cli", "closed_loop_levels", "command", "deploy", "free_port", "local_app", "quiet_port",
-    "ray_session", "save_figure", "serve_config_app", "start_ray", "utc_now", "write_json",
+    "CACHE", "DATASETS", "RESULTS", "ROOT", "cli", "closed_loop_levels", "command", "deploy", "free_port", "local_app",
+    "pyplot", "quiet_port", "ray_session", "save_figure", "serve_config_app", "start_ray", "utc_now", "write_json",
 ]  # fmt: skip
 
 
