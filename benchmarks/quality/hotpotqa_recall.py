@@ -25,7 +25,7 @@ use_local_env()
 
 import httpx  # noqa: E402
 
-from deployments.ingest_cli import IngestState, ingest  # noqa: E402
+from deployments.cli.ingest import IngestState, ingest  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import DATASETS, RESULTS  # noqa: E402
 

@@ -30,7 +30,7 @@ use_local_env()
 import httpx  # noqa: E402
 
 from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
-from deployments.ingest_cli import IngestState, ingest, read_beir_corpus  # noqa: E402
+from deployments.cli.ingest import IngestState, ingest, read_beir_corpus  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import DATASETS, RESULTS, ROOT  # noqa: E402
 

@@ -39,7 +39,7 @@ import httpx  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import DATASETS, RESULTS, ROOT  # noqa: E402
-from deployments.ingest_cli import IngestError, IngestState, ingest, read_beir_corpus  # noqa: E402
+from deployments.cli.ingest import IngestError, IngestState, ingest, read_beir_corpus  # noqa: E402
 
 CORPUS = DATASETS / "scifact" / "corpus.jsonl.gz"
 BATCH = 8

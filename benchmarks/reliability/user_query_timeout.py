@@ -20,7 +20,7 @@ from pathlib import Path
 
 from deployments.config import GraphConfig, free_port
 from deployments.errors import StageError, StageTimeout
-from deployments.graph.bolt_server import EmbeddedBoltServer
+from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.graph.service import GraphService
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
