@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from deployments.config import free_port
 from deployments.local_env import use_local_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +36,7 @@ CACHE = ROOT / "benchmarks" / ".cache"  # built corpora and embeddings (git-igno
 QUIET_PORTS = range(21000, 29000)
 
 __all__ = [
-    "CACHE", "DATASETS", "RESULTS", "ROOT", "cli", "closed_loop_levels", "command", "deploy", "free_port", "local_app",
+    "CACHE", "DATASETS", "RESULTS", "ROOT", "cli", "closed_loop_levels", "command", "deploy", "local_app",
     "pyplot", "quiet_port", "ray_session", "save_figure", "serve_config_app", "start_ray", "utc_now", "write_json",
 ]  # fmt: skip
 
@@ -122,7 +121,7 @@ def deploy(app: Any, name: str, port: int | None = None, route_prefix: str = "/"
     manager) may miss its start timeout on a loaded machine."""
     from ray import serve
 
-    port = port or free_port()
+    port = port or quiet_port()
     for attempt in range(1, attempts + 1):
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import quiet_port as free_port  # ports no outgoing connection takes
+from benchmarks.harness import quiet_port
 
 OBJECT_STORE_BYTES = 150_000_000
 
@@ -62,12 +62,12 @@ class RayNode:
 
     def command(self) -> list[str]:
         ports = {
-            "node_manager_port": free_port(),
-            "object_manager_port": free_port(),
-            "metrics_export_port": free_port(),
-            "dashboard_agent_listen_port": free_port(),
-            "metrics_agent_port": free_port(),  # `ray start --dashboard-agent-grpc-port`
-            "runtime_env_agent_port": free_port(),
+            "node_manager_port": quiet_port(),
+            "object_manager_port": quiet_port(),
+            "metrics_export_port": quiet_port(),
+            "dashboard_agent_listen_port": quiet_port(),
+            "metrics_agent_port": quiet_port(),  # `ray start --dashboard-agent-grpc-port`
+            "runtime_env_agent_port": quiet_port(),
         }
         if self.head_address is not None:
             # A worker node joins through the call `ray start --address` ends in (see `join`): with
@@ -83,11 +83,11 @@ class RayNode:
                  "dashboard-agent-listen-port": ports["dashboard_agent_listen_port"],
                  "dashboard-agent-grpc-port": ports["metrics_agent_port"],
                  "runtime-env-agent-port": ports["runtime_env_agent_port"]}
-        self.gcs_port = self.gcs_port or free_port()
-        self.dashboard_port = self.dashboard_port or free_port()
+        self.gcs_port = self.gcs_port or quiet_port()
+        self.dashboard_port = self.dashboard_port or quiet_port()
         cmd = [ray, "start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
                f"--port={self.gcs_port}", f"--num-cpus={self.num_cpus}", f"--temp-dir={self.temp_dir}",
-               f"--object-store-memory={OBJECT_STORE_BYTES}", f"--ray-client-server-port={free_port()}",
+               f"--object-store-memory={OBJECT_STORE_BYTES}", f"--ray-client-server-port={quiet_port()}",
                # The dashboard serves Serve's REST API, which `serve deploy` and the status reads use.
                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                *(f"--{k}={v}" for k, v in flags.items())]
@@ -156,11 +156,11 @@ def node_env(base: dict[str, str], worker: bool) -> dict[str, str]:
     # On a busy shared machine a node's agents can take minutes to come up; Ray's defaults give up sooner.
     env.setdefault("RAY_agent_register_timeout_ms", "300000")
     env.setdefault("RAY_raylet_start_wait_time_s", "300")
-    env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
-    env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+    env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(quiet_port())
+    env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(quiet_port())
     if worker:
-        env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(free_port())
-        env["RAY_SERVE_WORKER_PROXY_GRPC_PORT"] = str(free_port())
+        env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(quiet_port())
+        env["RAY_SERVE_WORKER_PROXY_GRPC_PORT"] = str(quiet_port())
     return env
 
 

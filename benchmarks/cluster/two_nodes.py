@@ -29,11 +29,11 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from benchmarks.cluster.ray_nodes import RayNode, free_port, node_env, session_pids
+from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
 from deployments.local_env import LOCAL_ENV
 from deployments.throughput import throughput_env
 from benchmarks import harness  # noqa: E402
-from benchmarks.harness import RESULTS, ROOT  # noqa: E402
+from benchmarks.harness import RESULTS, ROOT, quiet_port  # noqa: E402
 
 APP = "graphrag"
 COLLECTION = "cluster"
@@ -171,7 +171,7 @@ def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trac
     app.setdefault("runtime_env", {}).setdefault("env_vars", {})["GRAPHRAG_TRACE_DIR"] = str(trace_dir)
     args = app["args"]
     args["data_dir"] = str(data_dir)
-    args.setdefault("graph", {})["embedded_port"] = free_port()
+    args.setdefault("graph", {})["embedded_port"] = quiet_port()
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 
@@ -362,7 +362,7 @@ def main() -> None:
     env = {**os.environ, **LOCAL_ENV, **throughput_env(),
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
            # The head's fallback proxy defaults to fixed ports another Serve on this machine may hold.
-           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(quiet_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(quiet_port()),
            # How soon the GCS declares a silent node dead: every 1 s, 5 misses (Ray's default: every 3 s, 5 misses).
            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
     nodes: list[RayNode] = []
@@ -382,7 +382,7 @@ def main() -> None:
         names = {v: k for k, v in ids.items()}
         node_ids.extend(ids.values())
 
-        http_port = free_port()
+        http_port = quiet_port()
         config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port, tmp / "spans")
         t0 = time.monotonic()
         subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(config), "--address", dashboard],

@@ -34,7 +34,7 @@ import httpx  # noqa: E402
 
 from benchmarks.loadgen import closed_loop, open_loop, outcomes, percentile  # noqa: E402
 from benchmarks import harness  # noqa: E402
-from benchmarks.harness import free_port  # noqa: E402
+from benchmarks.harness import quiet_port  # noqa: E402
 
 APP = "graphrag-ft"
 # Every request uses the graph stage, so graph failures are exercised (the default mode skips it).
@@ -241,7 +241,7 @@ def chat_required(tmp: str) -> dict:
     """A second app: chat down and chat.fallback_extractive=false → /v1/answer 503 naming the chat stage."""
     from graph import build_app
 
-    dead = f"http://127.0.0.1:{free_port()}/v1"
+    dead = f"http://127.0.0.1:{quiet_port()}/v1"
     chat = {"base_url": dead, "max_attempts": 1, "timeout_s": 5, "fallback_extractive": False}
     # The running proxy keeps its port: the app is reached under /strict on it.
     harness.deploy(build_app({"data_dir": f"{tmp}/strict", "chat": chat}), "graphrag-ft-strict", route_prefix="/strict")

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks import harness, use_local_env
-from benchmarks.harness import RESULTS, ROOT, free_port
+from benchmarks.harness import RESULTS, ROOT, quiet_port
 from benchmarks.loadgen import RunResult, closed_loop, cpu_ms_per_request, open_loop, percentile, process_cpu
 from benchmarks.speed.simulated import Latencies
 
@@ -65,7 +65,7 @@ async def sweep(url: str, levels: list[int], per_level: int, latencies: Latencie
 
 
 def run_baseline(system: str, latencies: Latencies, levels: list[int], per_level: int) -> dict[int, RunResult]:
-    port = free_port()
+    port = quiet_port()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed.simulated", system, "--port", str(port), "--latencies", latencies.model_dump_json()], cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
