@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import CACHE as BENCH_CACHE
+from benchmarks.harness import DATASETS
 from deployments.config import ChunkingConfig
 from deployments.ingress.chunking import chunk_document
 from deployments.models import Document
 
-ROOT = Path(__file__).resolve().parents[2]
-DATASETS = ROOT.parent / "shared" / "datasets"
-CACHE = ROOT / "benchmarks" / ".cache" / "scale"
+CACHE = BENCH_CACHE / "scale"
 EMBEDDED_ROWS = 10_000  # rows up to here carry the model's own vectors
 NOISE = 0.48  # |noise| / |parent|: cosine 1 / sqrt(1 + 0.48²) ≈ 0.90
 SEED = 20261205
