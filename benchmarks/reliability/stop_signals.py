@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmarks.ray_nodes import free_port, process_name
+from benchmarks.cluster.ray_nodes import free_port, process_name
 from deployments.lifetime import hook_env, socket_inodes, tcp_listeners
 
 ROOT = Path(__file__).resolve().parents[2]
