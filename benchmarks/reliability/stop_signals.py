@@ -28,7 +28,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmarks.cluster.ray_nodes import free_port, process_name
+from benchmarks.cluster.ray_nodes import process_name
+from benchmarks.harness import quiet_port as free_port
 from deployments.lifetime import hook_env, socket_inodes, tcp_listeners
 
 ROOT = Path(__file__).resolve().parents[2]
