@@ -31,6 +31,7 @@ from deployments.ingress.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
+from deployments.ingress.embeddings_api import EmbeddingList, EmbeddingRequest, embedding_list, is_served_model, served_model
 from deployments.ingress.intents import IntentLog
 from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
@@ -40,6 +41,7 @@ from deployments.models import (
     MAX_HOPS,
     AnswerRequest,
     AnswerResponse,
+    CollectionDeleteResponse,
     CollectionList,
     CollectionStats,
     DeleteResponse,
@@ -305,7 +307,20 @@ class Ingress:
 
     @app.get("/v1/models", response_model=ModelList)
     async def models(self) -> ModelList:
-        return ModelList(data=[ModelCard(id=MODEL_ID)])
+        return ModelList(data=[ModelCard(id=MODEL_ID), ModelCard(id=served_model(self.config.embedder))])
+
+    @app.post("/v1/embeddings", response_model=EmbeddingList, responses={
+        400: {"model": ErrorResponse, "description": "`dimensions` differs from the model's."},
+        404: {"model": ErrorResponse, "description": "`model` is not the served embedding model."}, 503: _ERRORS[503]})
+    async def embeddings(self, req: EmbeddingRequest) -> EmbeddingList:
+        """OpenAI-compatible: the texts embedded by the Embedder deployment (the model the collections use)."""
+        model = served_model(self.config.embedder)
+        if not is_served_model(req.model, self.config.embedder):
+            raise NotFound(f"model {req.model!r} is not served here: the embedding model is {model!r}")
+        if req.dimensions is not None and req.dimensions != await self.pipeline.stages.embedder.dimension():
+            raise BadRequest(f"dimensions={req.dimensions}: the model {model!r} only gives its own dimension")
+        vectors, tokens = await self.pipeline.embed(req.texts())
+        return embedding_list(vectors, model, tokens, req.encoding_format)
 
     def _recovery_state(self) -> str:
         recovery = getattr(self, "recovery", None)
@@ -361,6 +376,14 @@ class Ingress:
         _allow(request, collection)
         await self._recovered()
         return await self.pipeline.delete_document(collection, doc_id)
+
+    @app.delete("/v1/collections/{collection}", response_model=CollectionDeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    async def delete_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionDeleteResponse:
+        """Drops the collection from both stores and the graph's in-memory indexes (`admin` scope). Interrupted by
+        a crash, it is finished when the app starts again."""
+        _allow(request, collection)
+        await self._recovered()
+        return await self.pipeline.drop_collection(collection)
 
     @app.get("/v1/collections/{collection}/verify", response_model=VerifyResponse, responses={503: _ERRORS[503]})
     async def verify_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> VerifyResponse:

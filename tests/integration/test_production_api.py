@@ -81,7 +81,7 @@ def test_api_key_required_except_health(base_url, api):
 
 def test_openai_client_chat_completion_with_citations(base_url, api, clean):
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["graphrag"]
+    assert [m.id for m in client.models.list()] == ["graphrag", "all-MiniLM-L6-v2"]  # and the embedding model
     resp = client.chat.completions.create(
         model="graphrag", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": QUESTION}],
         extra_body={"collection": COLLECTION},
