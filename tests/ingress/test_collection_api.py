@@ -74,6 +74,12 @@ async def test_a_failed_store_is_a_503_naming_it_and_a_retry_finishes_the_drop(m
         assert fake.stored == {"vector": set(), "graph": set()}
 
 
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 async def test_a_drop_cut_short_by_a_crash_is_finished_at_the_next_start(tmp_path):
     fake = FakeStages()
     fake.stored = {"vector": {"d1", "d2"}, "graph": {"d1", "d2"}}
@@ -96,9 +102,7 @@ async def test_a_drop_cut_short_by_a_crash_is_finished_at_the_next_start(tmp_pat
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    pending.path.write_text(json.dumps({**json.loads(record), "owner": {**json.loads(record)["owner"], "pid": dead.pid}}))
+    pending.path.write_text(json.dumps({**json.loads(record), "owner": {**json.loads(record)["owner"], "pid": _exited_pid()}}))
     assert fake.stored["graph"] == {"d1", "d2"}
 
     [done] = await Pipeline(config, fake.stages(), IntentLog(tmp_path / "intents")).recover()
