@@ -36,6 +36,10 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
         ("POST", r"/v1/chat/completions", "read"),
         ("GET", r"/v1/models", "read"),
         ("POST", r"/v1/embeddings", "read"),  # no collection: any key that may read
+        # MCP (streamable HTTP): each tool then checks its own scope and collection (ingress/mcp_server.py).
+        ("POST", r"/mcp", "read"),
+        ("GET", r"/mcp", "read"),
+        ("DELETE", r"/mcp", "read"),
         ("GET", r"/v1/stats", "read"),
         ("GET", r"/v1/collections", "read"),  # filtered by the key's collection allow-list
         ("GET", r"/v1/collections/[^/]+", "read"),

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.routing import Route
 
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, StageTimeout, is_stage_failure
@@ -33,6 +34,7 @@ from deployments.ingress.openai_api import (
 )
 from deployments.ingress.embeddings_api import EmbeddingList, EmbeddingRequest, embedding_list, is_served_model, served_model
 from deployments.ingress.intents import IntentLog
+from deployments.ingress.mcp_server import MCP_PATH, McpEndpoint
 from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
     COLLECTION_PATTERN,
@@ -106,6 +108,21 @@ app.add_middleware(HttpGuards)
 app.router.route_class = StrictJSONRoute
 app.add_exception_handler(RequestValidationError, request_validation_error)
 add_ui(app)  # the web page at /ui/ and GET /v1/stats
+
+
+class _ReplicaMcp:
+    """`/mcp` (deployments/ingress/mcp_server.py): a raw ASGI route to the serving replica's MCP endpoint, made
+    on its first request over that replica's pipeline."""
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        ingress = serve.get_replica_context().servable_object
+        endpoint = getattr(ingress, "mcp_endpoint", None)
+        if endpoint is None:
+            endpoint = ingress.mcp_endpoint = McpEndpoint(ingress.pipeline, app.version)
+        await endpoint(scope, receive, send)
+
+
+app.router.routes.append(Route(MCP_PATH, _ReplicaMcp(), methods=["GET", "POST", "DELETE"]))
 
 
 def _openapi() -> dict:
