@@ -3,28 +3,23 @@ routes (in-process stages, no Ray): the LangChain one inside an LCEL chain with 
 from __future__ import annotations
 
 import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnablePassthrough
+from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import MetadataMode, NodeRelationship, QueryBundle
 from starlette.testclient import TestClient
 
 from deployments.client import AsyncGraphRAGClient, GraphRAGClient, NotFoundError
 from deployments.errors import CollectionNotFound
 from deployments.ingress.deployment import app
+from deployments.integrations.langchain import GraphRAGRetriever
+from deployments.integrations.llamaindex import GraphRAGLlamaRetriever
 from deployments.models import GraphEdge, GraphNode, GraphResult, Subgraph
 from tests.fakes import FakeStages, chunk
 from tests.ingress_harness import ingress_client
-
-pytest.importorskip("langchain_core")
-pytest.importorskip("llama_index.core")
-
-from langchain_core.language_models.fake_chat_models import FakeListChatModel  # noqa: E402
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_core.runnables import RunnablePassthrough  # noqa: E402
-from llama_index.core.llms import MockLLM  # noqa: E402
-from llama_index.core.query_engine import RetrieverQueryEngine  # noqa: E402
-from llama_index.core.schema import MetadataMode, NodeRelationship, QueryBundle  # noqa: E402
-
-from deployments.integrations.langchain import GraphRAGRetriever  # noqa: E402
-from deployments.integrations.llamaindex import GraphRAGLlamaRetriever  # noqa: E402
 
 
 class Stages(FakeStages):

@@ -23,7 +23,6 @@ from deployments.client.calls import RetrieveOptions
 from deployments.integrations.hits import hit_metadata
 from deployments.models import DEFAULT_COLLECTION, RetrieveResponse
 
-
 _BOOKKEEPING = ("chunk_id", "collection", "score", "sources", "degraded")
 
 
