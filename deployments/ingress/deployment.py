@@ -118,7 +118,7 @@ class _ReplicaMcp:
         ingress = serve.get_replica_context().servable_object
         endpoint = getattr(ingress, "mcp_endpoint", None)
         if endpoint is None:
-            endpoint = ingress.mcp_endpoint = McpEndpoint(ingress.pipeline, app.version)
+            endpoint = ingress.mcp_endpoint = McpEndpoint(ingress.pipeline, app.version, before_write=ingress._recovered)
         await endpoint(scope, receive, send)
 
 

@@ -165,7 +165,11 @@ def _grant_of(request: Any) -> Grant | None:
     return (scope.get("state") or {}).get("grant")
 
 
-async def call_tool(pipeline: Pipeline, name: str, arguments: Mapping[str, Any] | None, grant: Grant | None) -> types.CallToolResult:
+async def call_tool(
+    pipeline: Pipeline, name: str, arguments: Mapping[str, Any] | None, grant: Grant | None,
+    before_write: Callable[[], Awaitable[None]] | None = None,
+) -> types.CallToolResult:
+    """`before_write`: awaited before a writing tool runs (the ingress's start-up roll-back, like POST /v1/ingest)."""
     spec = TOOLS.get(name)
     if spec is None:
         return _error(f"unknown tool {name!r}; the tools are {', '.join(TOOLS)}")
@@ -174,7 +178,10 @@ async def call_tool(pipeline: Pipeline, name: str, arguments: Mapping[str, Any] 
     if spec.scope not in grant.scopes:
         return _error(f"this API key lacks the {spec.scope!r} scope that the {name} tool needs (it has: {', '.join(sorted(grant.scopes))})")
     try:
-        result = await spec.run(pipeline, spec.takes.model_validate(dict(arguments or {})), grant)
+        request = spec.takes.model_validate(dict(arguments or {}))
+        if not spec.read_only and before_write is not None:
+            await before_write()
+        result = await spec.run(pipeline, request, grant)
     except ValidationError as exc:
         return _error(_invalid(exc))
     except (Forbidden, CollectionNotFound, NotFound, BadRequest) as exc:
@@ -183,7 +190,8 @@ async def call_tool(pipeline: Pipeline, name: str, arguments: Mapping[str, Any] 
         if isinstance(exc, StageError):
             return _error(f"{exc.stage} stage unavailable: {exc.reason}")
         if is_stage_failure(exc):
-            return _error(f"a stage failed: {type(exc).__name__}")
+            last = str(exc).strip().splitlines()[-1:] or [""]  # a remote error's last line holds its cause
+            return _error(f"a stage failed: {type(exc).__name__}: {last[0][:300]}")
         request_id = uuid.uuid4().hex
         log.error("MCP tool %s failed (request id %s)", name, request_id, exc_info=exc)
         return _error(f"internal error (request id {request_id})")
@@ -197,12 +205,12 @@ class McpEndpoint:
     first request, in the replica's own event loop, so it needs no ASGI lifespan (Serve and the test harness
     both serve the app without one)."""
 
-    def __init__(self, pipeline: Pipeline, version: str = ""):
+    def __init__(self, pipeline: Pipeline, version: str = "", before_write: Callable[[], Awaitable[None]] | None = None):
         async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
             return types.ListToolsResult(tools=tool_list())
 
         async def on_call(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-            return await call_tool(pipeline, params.name, params.arguments, _grant_of(ctx.request))
+            return await call_tool(pipeline, params.name, params.arguments, _grant_of(ctx.request), before_write)
 
         server = Server("graphrag-serve", version=version, on_list_tools=list_tools, on_call_tool=on_call)
         # Stateless with JSON answers: no session lives in a replica, so any replica answers any request.

@@ -2,6 +2,7 @@
 real routes and guards, the pipeline over in-process stages (no Ray)."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -152,3 +153,19 @@ async def test_no_key_or_a_wrong_one_never_reaches_the_tools(stages):
             resp = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                                    headers={"Authorization": f"Bearer {key}"} if key else {})
         assert resp.status_code == 401
+
+
+async def test_the_ingest_tool_waits_for_the_start_up_roll_back_like_the_route(stages):
+    from ray import serve
+
+    async def failed_recovery():
+        raise ConnectionError("graph store unreachable during the roll-back")
+
+    ingress = serve.get_replica_context().servable_object
+    ingress.recovery = asyncio.ensure_future(failed_recovery())
+    await asyncio.sleep(0)
+    async with mcp_session("writer") as session:
+        refused = await session.call_tool("ingest", {"collection": "a", "documents": [{"id": "d1", "text": "t."}]})
+        found = await session.call_tool("retrieve", {"query": "q", "collection": "a"})  # reads do not wait for it
+    assert refused.is_error and "a stage failed: ConnectionError: graph store unreachable" in text(refused), text(refused)
+    assert not found.is_error and stages.stored == {"vector": set(), "graph": set()}
