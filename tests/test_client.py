@@ -149,3 +149,33 @@ def test_url_and_key_come_from_the_environment(monkeypatch):
     transport, seen = scripted(httpx.Response(200, json=OK))
     GraphRAGClient(http_client=httpx.Client(transport=transport)).collections()
     assert str(seen[0].url) == "http://from-env:1234/v1/collections" and seen[0].headers["authorization"] == "Bearer env-key"
+
+
+def test_graphrag_ingest_sends_its_batches_through_the_client(monkeypatch, tmp_path):
+    """The CLI's batch: a 503 is waited out by the client, a lost connection retried by the CLI, a 422 is final."""
+    from deployments.cli import ingest as cli
+
+    monkeypatch.setattr(sync_client.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    done = {"collection": "c", "documents": 1, "chunks": 1, "entities": 0, "relations": 0, "timings": {}}
+    answers = [httpx.Response(503, json={"detail": "busy", "stage": "graph"}), httpx.ConnectError("reset"), httpx.Response(200, json=done)]
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    client = GraphRAGClient("http://server", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    report = cli.ingest(client, "c", [{"id": "d1", "text": "Alice founded Acme."}], cli.IngestState(None), progress=False)
+    assert report.sent == 1 and report.chunks == 1 and len(seen) == 3
+    assert {r.url.path for r in seen} == {"/v1/ingest"}
+
+    refused = GraphRAGClient("http://server", http_client=httpx.Client(transport=httpx.MockTransport(
+        lambda r: httpx.Response(422, json={"detail": [{"loc": ["body", "documents"], "msg": "bad"}]}))))
+    state = cli.IngestState(tmp_path / "state.json")
+    with pytest.raises(cli.IngestError, match="answered 422"):
+        cli.ingest(refused, "c", [{"id": "d1", "text": "Alice founded Acme."}], state, progress=False)
+    assert state.hashes == {}  # nothing recorded as ingested
