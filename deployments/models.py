@@ -471,6 +471,12 @@ class DeleteResponse(BaseModel):
     chunks: int = Field(description="Chunk nodes removed from the graph store.")
 
 
+class CollectionDeleteResponse(BaseModel):
+    collection: str
+    points: int = Field(description="Points removed from the vector store.")
+    chunks: int = Field(description="Chunk nodes removed from the graph store (their entities and relations went too).")
+
+
 # ---- store consistency (GET /v1/collections/{c}/verify, POST /v1/collections/{c}/repair) -----------
 
 MAX_LISTED_IDS = 100  # document ids / entity keys listed in a report; the counts are always whole

@@ -104,6 +104,23 @@ class FakeStages:
         self.stored["graph"] -= set(doc_ids)
         return 1
 
+    async def vector_drop(self, collection):
+        return self._drop("vector")
+
+    async def graph_drop(self, collection):
+        return self._drop("graph")
+
+    def _drop(self, store):
+        """One collection per fake store: its points or chunks (one per document), None when it holds none."""
+        held, self.stored[store] = len(self.stored[store]), set()
+        return held or None
+
+    async def dimension(self):
+        return 2
+
+    async def count_tokens(self, texts):
+        return sum(len(t.split()) for t in texts)
+
     async def count(self, collection):
         return len(self.stored["vector"])
 
@@ -126,14 +143,15 @@ class FakeStages:
 
     def stages(self) -> Stages:
         return Stages(
-            embedder=SimpleNamespace(embed=self.embed, ping=self.ok),
+            embedder=SimpleNamespace(embed=self.embed, dimension=self.dimension, count_tokens=self.count_tokens, ping=self.ok),
             vector=SimpleNamespace(
                 search=self.vector_search, upsert=self.vector_upsert, delete_documents=self.vector_delete,
-                count=self.count, collections=self.collections, documents=self.documents, ping=self.ok,
+                drop_collection=self.vector_drop, count=self.count, collections=self.collections, documents=self.documents,
+                ping=self.ok,
             ),
             graph=SimpleNamespace(
                 search=self.graph_search, links=self.graph_links, upsert=self.graph_upsert,
-                delete_documents=self.graph_delete, counts=self.counts, ping=self.down,
+                delete_documents=self.graph_delete, drop_collection=self.graph_drop, counts=self.counts, ping=self.down,
             ),
             reranker=SimpleNamespace(rerank=self.rerank, ping=self.ok),
             chat=SimpleNamespace(answer=self.chat, answer_stream=self.chat_stream, ping=self.ok),

@@ -5,7 +5,7 @@
     graphrag-ingest --verify --collection demo            # after a crash: do both stores agree? (exit 3 if not)
     graphrag-ingest --repair --collection demo            # remove what they disagree on, then re-run the ingest
 
-Documents go in batches to POST /v1/ingest. A state file (in --state-dir, default ~/.cache/graphrag-ingest,
+Documents go in batches to POST /v1/ingest, through the Python client (deployments/client). A state file (in --state-dir, default ~/.cache/graphrag-ingest,
 never the repository) records each ingested document's content hash after every successful batch, so an
 unchanged document is skipped and a run that was interrupted resumes where it stopped.
 """
@@ -26,18 +26,26 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import httpx
+from pydantic import ValidationError
 
+from deployments.client import (
+    APIConnectionError,
+    APIStatusError,
+    GraphRAGClient,
+    GraphRAGError,
+)
 from deployments.models import (
     DEFAULT_COLLECTION,
     MAX_DOCUMENT_CHARS,
     MAX_DOCUMENTS_PER_INGEST,
+    IngestResponse,
+    RepairResponse,
 )
 
 FOLDER_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm"}
 DEFAULT_STATE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "graphrag-ingest"
 MAX_BATCH_CHARS = 4_000_000  # keeps one request body well under what a proxy would refuse
-RETRY_STATUSES = {429, 502, 503, 504}
+RETRY_STATUSES = {429, 502, 503, 504}  # 429 and 503 after the client's own retries
 
 
 # ---- reading documents ---------------------------------------------------------------------------
@@ -201,24 +209,24 @@ def _batches(docs: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _post(client: httpx.Client, collection: str, batch: list[dict], attempts: int) -> dict:
+def _post(client: GraphRAGClient, collection: str, batch: list[dict], attempts: int) -> IngestResponse:
+    """One batch; the client waits out 429 and 503 (Retry-After), this retries a lost connection and a gateway
+    that gave up (the server removes a timed-out ingest's documents, so resending is safe)."""
     for attempt in range(1, attempts + 1):
         try:
-            resp = client.post("/v1/ingest", json={"collection": collection, "documents": batch})
-        except httpx.TransportError as exc:
-            if attempt == attempts:
-                raise IngestError(f"cannot reach the server: {type(exc).__name__}: {exc}") from exc
-        else:
-            if resp.status_code == 200:
-                return resp.json()
-            if resp.status_code not in RETRY_STATUSES or attempt == attempts:
-                raise IngestError(f"POST /v1/ingest answered {resp.status_code}: {resp.text[:500]}")
+            return client.ingest(batch, collection)
+        except (APIConnectionError, APIStatusError) as exc:
+            status = getattr(exc, "status_code", None)
+            if status not in (None, *RETRY_STATUSES) or attempt == attempts:
+                raise IngestError(f"POST /v1/ingest answered {status}: {exc.detail}" if status else f"cannot reach the server: {exc}") from exc
+        except ValidationError as exc:  # checked by the client with the API's own model, before sending
+            raise IngestError(f"a batch the API would refuse: {exc}") from exc
         time.sleep(min(30.0, 2.0**attempt))
     raise AssertionError("unreachable")
 
 
 def ingest(
-    client: httpx.Client,
+    client: GraphRAGClient,
     collection: str,
     docs: Iterable[dict],
     state: IngestState,
@@ -256,31 +264,31 @@ def ingest(
             result = _post(client, collection, body, attempts)
             state.record({d["id"]: d["_hash"] for d in batch})
             report.sent += len(batch)
-            report.chunks += int(result.get("chunks", 0))
-            report.entities += int(result.get("entities", 0))
-            report.relations += int(result.get("relations", 0))
+            report.chunks += result.chunks
+            report.entities += result.entities
+            report.relations += result.relations
             bar.update(len(batch))
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
-def check_consistency(client: httpx.Client, collection: str, repair: bool) -> int:
+def check_consistency(client: GraphRAGClient, collection: str, repair: bool) -> int:
     """Prints the server's consistency report (GET /v1/collections/C/verify, or POST .../repair); 0 when the
     stores agree, 3 when they do not, 1 when the server could not tell."""
     try:
-        resp = client.post(f"/v1/collections/{collection}/repair") if repair else client.get(f"/v1/collections/{collection}/verify")
-    except httpx.TransportError as exc:
-        print(f"graphrag-ingest: cannot reach the server: {type(exc).__name__}: {exc}", file=sys.stderr)
+        body = client.repair(collection) if repair else client.verify(collection)
+    except GraphRAGError as exc:
+        print(f"graphrag-ingest: {exc}", file=sys.stderr)
         return 1
-    if resp.status_code != 200:
-        print(f"graphrag-ingest: {resp.request.method} {resp.request.url.path} answered {resp.status_code}: {resp.text[:500]}", file=sys.stderr)
-        return 1
-    body = resp.json()
-    print(json.dumps(body, indent=2))
-    report = body["after"] if repair else body
-    if repair and body["removed_documents"]:
-        print(f"graphrag-ingest: removed {body['removed_documents']} documents from both stores: re-run the ingest", file=sys.stderr)
-    return 0 if report["consistent"] else 3
+    print(body.model_dump_json(indent=2))
+    report = body.after if isinstance(body, RepairResponse) else body
+    if isinstance(body, RepairResponse) and body.removed_documents:
+        print(f"graphrag-ingest: removed {body.removed_documents} documents from both stores: re-run the ingest", file=sys.stderr)
+    return 0 if report.consistent else 3
+
+
+def make_client(url: str, api_key: str | None, timeout: float) -> GraphRAGClient:
+    return GraphRAGClient(url, api_key, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,9 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="bearer token (default: $GRAPHRAG_API_KEY)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     if args.verify or args.repair:
-        with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
+        with make_client(args.url, args.api_key, args.timeout) as client:
             return check_consistency(client, args.collection, args.repair)
     if args.source is None:
         parser.error("a source is required (or --verify / --repair)")
@@ -311,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     state = IngestState(None) if args.no_state else IngestState.for_target(args.state_dir, args.url, args.collection)
     try:
-        with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
+        with make_client(args.url, args.api_key, args.timeout) as client:
             report = ingest(client, args.collection, docs, state, args.batch_size, progress=not args.no_progress, total=len(docs))
     except IngestError as exc:
         print(f"graphrag-ingest: {exc}; documents already accepted are recorded, run again to resume", file=sys.stderr)

@@ -124,6 +124,10 @@ class SentenceTransformerEmbedder:
     async def dimension(self) -> int:
         return int((await self._get_model()).get_embedding_dimension())
 
+    async def count_tokens(self, texts: list[str]) -> int:
+        model = await self._get_model()
+        return int((await self._run(model.tokenize, texts))["attention_mask"].sum())
+
     async def warmup(self) -> None:
         await self.embed(["warm up"])  # loads the model and runs the first (slowest) forward pass
 

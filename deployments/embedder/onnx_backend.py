@@ -220,6 +220,10 @@ class OnnxEmbedder:
     async def dimension(self) -> int:
         return (await self._get_session()).dimension
 
+    async def count_tokens(self, texts: list[str]) -> int:
+        session = await self._get_session()
+        return sum(len(e.ids) for e in await self._run(session.tokenizer.encode_batch, texts))
+
     async def warmup(self) -> None:
         await self.embed(["warm up"])
 

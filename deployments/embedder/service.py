@@ -71,6 +71,12 @@ class EmbedderService:
     async def dimension(self) -> int:
         return await self.backend.dimension()
 
+    async def count_tokens(self, texts: list[str]) -> int | None:
+        """The model's tokens in `texts` as embedded (after truncation); None for a backend without a local
+        tokenizer (an OpenAI-compatible endpoint)."""
+        count = getattr(self.backend, "count_tokens", None)
+        return await count(texts) if count is not None else None
+
     async def ping(self) -> str:
         return await self.backend.ping()
 

@@ -27,7 +27,7 @@ from deployments.graph.store.retrieval import links_work, search_work
 from deployments.graph.store.schema import CHUNK, ENTITY, MENTIONS
 from deployments.graph.store.session import BoltSession
 from deployments.graph.store.transactions import metadata
-from deployments.graph.store.writes import counts_work, delete_work, drop_orphans, ingest_rows, upsert_work
+from deployments.graph.store.writes import counts_work, delete_work, drop_orphans, drop_work, ingest_rows, upsert_work
 from deployments.models import (
     MAX_HOPS,
     Chunk,
@@ -151,6 +151,14 @@ class GraphService:
         if not doc_ids:
             return 0
         return await self.session.run(True, delete_work(collection, doc_ids), self.config.write_timeout_s)
+
+    async def drop_collection(self, collection: str) -> int | None:
+        """Removes the whole collection from the store and this replica's index (the other replicas' indexes follow
+        at their next version check); the chunks removed, None when the store held nothing of it."""
+        chunks = await self.session.run(True, drop_work(collection), self.config.write_timeout_s)
+        if self._live is not None:
+            self._live.forget(collection)
+        return chunks
 
     async def counts(self, collection: str) -> dict:
         return await self.session.run(False, counts_work(collection), self.config.query_timeout_s)

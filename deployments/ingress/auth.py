@@ -35,6 +35,11 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
         ("POST", r"/v1/answer", "read"),
         ("POST", r"/v1/chat/completions", "read"),
         ("GET", r"/v1/models", "read"),
+        ("POST", r"/v1/embeddings", "read"),  # no collection: any key that may read
+        # MCP (streamable HTTP): each tool then checks its own scope and collection (ingress/mcp_server.py).
+        ("POST", r"/mcp", "read"),
+        ("GET", r"/mcp", "read"),
+        ("DELETE", r"/mcp", "read"),
         ("GET", r"/v1/stats", "read"),
         ("GET", r"/v1/collections", "read"),  # filtered by the key's collection allow-list
         ("GET", r"/v1/collections/[^/]+", "read"),
@@ -45,6 +50,7 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
         ("POST", r"/v1/ingest", "write"),
         ("DELETE", r"/v1/documents/.+", "write"),
         ("POST", r"/v1/graph/query", "admin"),  # arbitrary read Cypher over every collection
+        ("DELETE", r"/v1/collections/[^/]+", "admin"),  # drops a whole collection
     )
 )
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.routing import Route
 
 from deployments.config import AppConfig, LimitsConfig
 from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, StageTimeout, is_stage_failure
@@ -31,7 +32,9 @@ from deployments.ingress.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
+from deployments.ingress.embeddings_api import EmbeddingList, EmbeddingRequest, embedding_list, is_served_model, served_model
 from deployments.ingress.intents import IntentLog
+from deployments.ingress.mcp_server import MCP_PATH, McpEndpoint
 from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
     COLLECTION_PATTERN,
@@ -40,6 +43,7 @@ from deployments.models import (
     MAX_HOPS,
     AnswerRequest,
     AnswerResponse,
+    CollectionDeleteResponse,
     CollectionList,
     CollectionStats,
     DeleteResponse,
@@ -104,6 +108,21 @@ app.add_middleware(HttpGuards)
 app.router.route_class = StrictJSONRoute
 app.add_exception_handler(RequestValidationError, request_validation_error)
 add_ui(app)  # the web page at /ui/ and GET /v1/stats
+
+
+class _ReplicaMcp:
+    """`/mcp` (deployments/ingress/mcp_server.py): a raw ASGI route to the serving replica's MCP endpoint, made
+    on its first request over that replica's pipeline."""
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        ingress = serve.get_replica_context().servable_object
+        endpoint = getattr(ingress, "mcp_endpoint", None)
+        if endpoint is None:
+            endpoint = ingress.mcp_endpoint = McpEndpoint(ingress.pipeline, app.version, before_write=ingress._recovered)
+        await endpoint(scope, receive, send)
+
+
+app.router.routes.append(Route(MCP_PATH, _ReplicaMcp(), methods=["GET", "POST", "DELETE"]))
 
 
 def _openapi() -> dict:
@@ -305,7 +324,20 @@ class Ingress:
 
     @app.get("/v1/models", response_model=ModelList)
     async def models(self) -> ModelList:
-        return ModelList(data=[ModelCard(id=MODEL_ID)])
+        return ModelList(data=[ModelCard(id=MODEL_ID), ModelCard(id=served_model(self.config.embedder))])
+
+    @app.post("/v1/embeddings", response_model=EmbeddingList, responses={
+        400: {"model": ErrorResponse, "description": "`dimensions` differs from the model's."},
+        404: {"model": ErrorResponse, "description": "`model` is not the served embedding model."}, 503: _ERRORS[503]})
+    async def embeddings(self, req: EmbeddingRequest) -> EmbeddingList:
+        """OpenAI-compatible: the texts embedded by the Embedder deployment (the model the collections use)."""
+        model = served_model(self.config.embedder)
+        if not is_served_model(req.model, self.config.embedder):
+            raise NotFound(f"model {req.model!r} is not served here: the embedding model is {model!r}")
+        if req.dimensions is not None and req.dimensions != await self.pipeline.stages.embedder.dimension():
+            raise BadRequest(f"dimensions={req.dimensions}: the model {model!r} only gives its own dimension")
+        vectors, tokens = await self.pipeline.embed(req.texts())
+        return embedding_list(vectors, model, tokens, req.encoding_format)
 
     def _recovery_state(self) -> str:
         recovery = getattr(self, "recovery", None)
@@ -361,6 +393,14 @@ class Ingress:
         _allow(request, collection)
         await self._recovered()
         return await self.pipeline.delete_document(collection, doc_id)
+
+    @app.delete("/v1/collections/{collection}", response_model=CollectionDeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    async def delete_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionDeleteResponse:
+        """Drops the collection from both stores and the graph's in-memory indexes (`admin` scope). Interrupted by
+        a crash, it is finished when the app starts again."""
+        _allow(request, collection)
+        await self._recovered()
+        return await self.pipeline.drop_collection(collection)
 
     @app.get("/v1/collections/{collection}/verify", response_model=VerifyResponse, responses={503: _ERRORS[503]})
     async def verify_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> VerifyResponse:

@@ -6,7 +6,8 @@ from them) it records the intent â€” collection, document ids, its own process â
 A file that outlives its process therefore names exactly the documents that may be in one store only. At start,
 each ingress replica rolls those back: it deletes the documents from both stores (idempotent), then removes the
 file. A rolled-back document is absent from both stores; re-running the same ingest writes it again (the ingest
-client resends every batch it has no acknowledgement for).
+client resends every batch it has no acknowledgement for). A collection drop's record is finished instead (it
+names no documents): the collection is dropped from both stores.
 
 Only files of dead processes on this host are rolled back: a live replica's in-flight ingest is left alone, and
 a process id reused after a reboot is told apart by its start time. The folder is node-local: on a multi-node
@@ -49,7 +50,7 @@ def owner_alive(owner: dict) -> bool:
 @dataclass(frozen=True)
 class Intent:
     path: Path
-    action: str  # "ingest" or "delete"
+    action: str  # "ingest" or "delete" (rolled back at start), or "drop" (a collection's; finished at start)
     collection: str
     doc_ids: list[str]
     owner: dict

@@ -33,6 +33,7 @@ from deployments.models import (
     ChatDelta,
     ChatResult,
     Citation,
+    CollectionDeleteResponse,
     CollectionList,
     CollectionStats,
     DocumentPage,
@@ -163,6 +164,27 @@ class _Consistency:
             inconsistent_doc_ids=bad[:MAX_LISTED_IDS],
             orphan_entity_keys=self.orphans[:MAX_LISTED_IDS],
         )
+
+
+async def _on_both_stores(what: str, vector_call: Awaitable[T], graph_call: Awaitable[T]) -> tuple[T, T]:
+    """Both stores' results of one write, each run to its end: a failed store is a 503 naming it (a retry
+    finishes the write), a bug is raised as it is."""
+    results = await asyncio.gather(vector_call, graph_call, return_exceptions=True)
+    failed = [(store, r) for store, r in zip(("vector", "graph"), results) if isinstance(r, BaseException)]
+    for _, error in failed:
+        if not is_stage_failure(error):
+            raise error
+    if failed:
+        reasons = "; ".join(f"{store}: {_reason(r, 0)}" for store, r in failed)
+        raise StageUnavailable("+".join(store for store, _ in failed), f"{what} failed ({reasons}); retry the request")
+    return results[0], results[1]  # type: ignore[return-value]
+
+
+async def _gather_strictly(*calls: Awaitable) -> None:
+    """Runs every call to its end, then raises the first failure."""
+    for result in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
 
 
 class Pipeline:
@@ -458,20 +480,20 @@ class Pipeline:
 
     async def _remove_strictly(self, collection: str, doc_ids: list[str]) -> None:
         """Removes documents from both stores or raises (the caller keeps what it would have cleaned up)."""
-        for result in await asyncio.gather(
-            self.stages.vector.delete_documents(collection, doc_ids), self.stages.graph.delete_documents(collection, doc_ids), return_exceptions=True
-        ):
-            if isinstance(result, BaseException):
-                raise result
+        await _gather_strictly(self.stages.vector.delete_documents(collection, doc_ids), self.stages.graph.delete_documents(collection, doc_ids))
 
     async def recover(self) -> list[Intent]:
         """Rolls back the ingests and deletes a dead process left half-done (its intent records): their documents
-        are removed from both stores, then the records. Raises when a store fails; the records stay for a retry."""
+        are removed from both stores, then the records; an interrupted collection drop is finished. Raises when a
+        store fails; the records stay for a retry."""
         if self.intents is None:
             return []
         done = []
         for intent in await asyncio.to_thread(self.intents.orphaned):
-            await self._remove_strictly(intent.collection, intent.doc_ids)
+            if intent.action == "drop":  # a drop is finished, never undone: it may have removed one store already
+                await _gather_strictly(self.stages.vector.drop_collection(intent.collection), self.stages.graph.drop_collection(intent.collection))
+            else:
+                await self._remove_strictly(intent.collection, intent.doc_ids)
             await asyncio.to_thread(self.intents.end, intent.path)
             log.warning("rolled back an interrupted %s of %d documents in collection %s (%s): re-run it",
                         intent.action, len(intent.doc_ids), intent.collection, intent.path.name)
@@ -514,22 +536,42 @@ class Pipeline:
         """Removes a document from both stores: its points, chunks, mentions, and the entities and relations
         no other document supports. 404 when neither store holds it; 503 when a store failed (a retry finishes)."""
         async with self._intent("delete", collection, [doc_id]):
-            results = await asyncio.gather(
+            points, chunks = await _on_both_stores(
+                f"delete of {doc_id!r}",
                 self.stages.vector.delete_documents(collection, [doc_id]),
                 self.stages.graph.delete_documents(collection, [doc_id]),
-                return_exceptions=True,
             )
-        failed = [(store, r) for store, r in zip(("vector", "graph"), results) if isinstance(r, BaseException)]
-        for _, error in failed:
-            if not is_stage_failure(error):
-                raise error
-        if failed:
-            reasons = "; ".join(f"{store}: {_reason(r, 0)}" for store, r in failed)
-            raise StageUnavailable("+".join(store for store, _ in failed), f"delete of {doc_id!r} failed ({reasons}); retry the request")
-        points, chunks = (int(r) for r in results)
         if points == 0 and chunks == 0:
             raise NotFound(f"document {doc_id!r} not found in collection {collection!r}")
         return DeleteResponse(collection=collection, doc_id=doc_id, points=points, chunks=chunks)
+
+    async def drop_collection(self, collection: str) -> CollectionDeleteResponse:
+        """Removes a collection from both stores (and the graph's in-memory indexes). The intent record makes a
+        crash mid-way converge: the next start finishes the drop. 404 when neither store holds any of it; 503 when
+        a store failed (what was dropped stays dropped: a retry finishes it)."""
+        async with self._intent("drop", collection, []):
+            points, chunks = await _on_both_stores(
+                f"drop of collection {collection!r}",
+                self.stages.vector.drop_collection(collection),
+                self.stages.graph.drop_collection(collection),
+            )
+        if points is None and chunks is None:
+            raise CollectionNotFound(collection)
+        return CollectionDeleteResponse(collection=collection, points=points or 0, chunks=chunks or 0)
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int | None]:
+        """The embedder stage's vectors of `texts` and its token count (OpenAI's /v1/embeddings); 503 on failure."""
+        timeout = self.config.retrieval.ingest_timeout_s
+        clock = _Clock()
+        (vectors, err, _), (tokens, _, _) = await asyncio.gather(
+            _run_stage("embed", self.stages.embedder.embed(texts), timeout, clock),
+            _run_stage("embed", self.stages.embedder.count_tokens(texts), timeout, clock),
+        )
+        if err:
+            raise StageUnavailable("embed", err.error)
+        if len(vectors) != len(texts):
+            raise StageError("embed", f"the embedder returned {len(vectors)} vectors for {len(texts)} texts")
+        return vectors, tokens
 
     async def graph_query(self, req: GraphQueryRequest) -> GraphQueryResponse:
         return await self.stages.graph.query(req.query, req.parameters, req.max_rows)

@@ -5,6 +5,7 @@ import asyncio
 import importlib.metadata
 import json
 import logging
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -220,6 +221,27 @@ class EdgeVectorStore:
                 return removed
 
             return await self._engine(collection, delete)
+
+    async def drop(self, collection: str) -> bool:
+        directory = self._dir(collection)
+        async with self._lock:
+            shard = self._shards.pop(collection, None)
+            self._unoptimized.pop(collection, None)
+            self._lexical.pop(collection, None)
+
+            def drop() -> bool:
+                if shard is not None:
+                    shard.close()
+                # One atomic rename takes the collection out of sight (a name our API cannot address), then the
+                # files go; a crash in between leaves only a hidden folder, removed by the next drop.
+                existed = (directory / "edge_config.json").exists()
+                if existed:
+                    directory.rename(self.path / f".dropped-{collection}-{uuid.uuid4().hex}")
+                for leftover in self.path.glob(".dropped-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                return existed
+
+            return await self._engine(collection, drop)
 
     async def search(
         self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None

@@ -206,6 +206,12 @@ class ServerVectorStore:
             ))
         return removed
 
+    async def drop(self, collection: str) -> bool:
+        check_collection(collection)
+        self._known.discard(collection)
+        self._lexical.pop(collection, None)
+        return bool(await self._call("delete_collection", self._get_client().delete_collection(collection)))
+
     async def search(
         self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
     ) -> list[ScoredChunk]:

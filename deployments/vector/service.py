@@ -161,6 +161,12 @@ class VectorService:
         check_collection(collection)
         return await self.store.delete_documents(collection, list(doc_ids))
 
+    async def drop_collection(self, collection: str) -> int | None:
+        """Removes the collection; the points it held, None when it did not exist."""
+        check_collection(collection)
+        points = await self.store.count(collection) if await self.store.exists(collection) else None
+        return points if await self.store.drop(collection) else None
+
     async def count(self, collection: str) -> int:
         check_collection(collection)
         return await self.store.count(collection)

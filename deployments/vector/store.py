@@ -95,6 +95,9 @@ class VectorStore(Protocol):
     async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
         """Returns the points removed (0 for a missing collection)."""
 
+    async def drop(self, collection: str) -> bool:
+        """Removes the whole collection; False when it did not exist (idempotent)."""
+
     async def search(
         self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
     ) -> list[ScoredChunk]:

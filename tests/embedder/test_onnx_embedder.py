@@ -92,3 +92,15 @@ def test_the_app_caches_exports_in_its_data_folder(tmp_path):
     config = AppConfig(data_dir=str(tmp_path))
     assert config.embedder.backend == "onnx"
     assert config.embedder.cache_dir == str(tmp_path / "models")
+
+
+async def test_both_local_backends_count_the_tokens_they_embed(cache):
+    """The usage of POST /v1/embeddings: the model's tokens with [CLS] and [SEP], cut at the model's 256."""
+    onnx, torch = OnnxEmbedder(EmbedderConfig(cache_dir=str(cache))), SentenceTransformerEmbedder(EmbedderConfig(backend="torch"))
+    try:
+        assert await onnx.count_tokens(["The cat sat on the mat."]) == 9  # [CLS] the cat sat on the mat . [SEP]
+        assert await onnx.count_tokens([TEXTS[3]]) == 256
+        assert await onnx.count_tokens(TEXTS) == await torch.count_tokens(TEXTS)
+    finally:
+        await onnx.aclose()
+        await torch.aclose()

@@ -284,3 +284,32 @@ async def test_a_whole_collection_is_read_under_the_build_timeout_and_changes_un
     assert len(await live.get("c")) == 1
     await live.get("c")
     assert timeouts == [300, 5]
+
+
+BOB = "Who is Bob Jones?"
+
+
+async def test_a_dropped_collection_leaves_the_store_and_both_replicas_indexes(replicas, collection):
+    """DELETE /v1/collections/{c}'s graph half: the writer's index goes at once, the other's at its next check."""
+    a, b = replicas
+    dropme, keepme = collection[:59] + "-drop", collection[:59] + "-keep"
+    await a.upsert(dropme, chunks_of(DOCS))
+    await a.upsert(keepme, chunks_of(DOCS))
+    assert await doc_ids(a, dropme, BOB) == await doc_ids(b, dropme, BOB) == {"d2", "d3"}  # both indexes built
+    before = await a.counts(dropme)
+    assert before["chunks"] == 3 and before["entities"] > 0
+
+    assert await b.drop_collection(dropme) == 3  # through replica b
+    assert b.index_of(dropme) is None  # the writer's index is gone at once
+    assert await a.counts(dropme) == {"chunks": 0, "entities": 0, "relations": 0}
+    await asyncio.sleep(0.06)
+    assert await doc_ids(a, dropme, BOB) == set() and await doc_ids(b, dropme, BOB) == set()  # a's within its interval
+    assert await doc_ids(a, keepme, BOB) == {"d2", "d3"} and (await a.counts(keepme))["chunks"] == 3  # untouched
+
+    assert await a.drop_collection(dropme) is None  # nothing left to drop
+    assert await a.drop_collection(collection[:59] + "-none") is None
+
+    # The name can be used again; the replicas' indexes follow the new content, never the old.
+    await a.upsert(dropme, chunks_of({"d9": "Bob Jones opened a bakery in Lyon."}))
+    await asyncio.sleep(0.06)
+    assert await doc_ids(a, dropme, BOB) == await doc_ids(b, dropme, BOB) == {"d9"}

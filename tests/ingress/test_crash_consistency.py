@@ -194,32 +194,33 @@ async def test_verify_over_http(monkeypatch, tmp_path):
         assert resp.status_code == 200 and resp.json()["removed_doc_ids"] == ["b"] and resp.json()["after"]["consistent"]
 
 
-def test_ingest_cli_verify_exit_codes(capsys):
+def test_ingest_cli_verify_exit_codes(capsys, monkeypatch):
     import httpx
 
-    from deployments.cli.ingest import main
+    import deployments.cli.ingest as cli
+    from deployments.client import GraphRAGClient
+    from deployments.models import RepairResponse, VerifyResponse
 
-    answers = {"/v1/collections/ok/verify": {"consistent": True}, "/v1/collections/bad/verify": {"consistent": False},
-               "/v1/collections/bad/repair": {"removed_documents": 2, "after": {"consistent": True}}}
+    def report(consistent: bool) -> VerifyResponse:
+        return VerifyResponse(collection="c", consistent=consistent, documents=2, vector_chunks=2, graph_chunks=1, only_in_vector=0,
+                              only_in_graph=0, mismatched=int(not consistent), orphan_entities=0, pending_intents=0,
+                              inconsistent_doc_ids=[] if consistent else ["d"], orphan_entity_keys=[])
+
+    repaired = RepairResponse(collection="c", removed_doc_ids=["d"], removed_documents=2, removed_orphan_entities=0, after=report(True))
+    answers = {"/v1/collections/ok/verify": report(True), "/v1/collections/bad/verify": report(False), "/v1/collections/bad/repair": repaired}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=answers[request.url.path]) if request.url.path in answers else httpx.Response(404, json={})
+        if request.url.path in answers:
+            return httpx.Response(200, json=answers[request.url.path].model_dump())
+        return httpx.Response(404, json={"detail": "collection 'missing' does not exist"})
 
-    real_client = httpx.Client
-
-    def client(**kwargs):
-        return real_client(transport=httpx.MockTransport(handler), base_url=kwargs["base_url"])
-
-    import deployments.cli.ingest as cli
-    original, cli.httpx.Client = cli.httpx.Client, client
-    try:
-        assert main(["--verify", "--collection", "ok"]) == 0
-        assert main(["--verify", "--collection", "bad"]) == 3
-        assert main(["--repair", "--collection", "bad"]) == 0
-        assert main(["--verify", "--collection", "missing"]) == 1
-    finally:
-        cli.httpx.Client = original
-    assert "re-run the ingest" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "make_client", lambda url, key, timeout: GraphRAGClient(url, key, http_client=httpx.Client(transport=httpx.MockTransport(handler))))
+    assert cli.main(["--verify", "--collection", "ok"]) == 0
+    assert cli.main(["--verify", "--collection", "bad"]) == 3
+    assert cli.main(["--repair", "--collection", "bad"]) == 0
+    assert cli.main(["--verify", "--collection", "missing"]) == 1
+    err = capsys.readouterr().err
+    assert "re-run the ingest" in err and "HTTP 404" in err and "'missing' does not exist" in err
 
 
 async def test_start_up_roll_back_retries_while_the_stores_start_and_raises_a_bug(tmp_path):

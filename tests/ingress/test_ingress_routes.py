@@ -73,7 +73,8 @@ async def test_openai_compatible_route_and_models(served):
     _, client, _ = served
     resp = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}]})
     assert resp.status_code == 200 and resp.json()["object"] == "chat.completion"
-    assert [m["id"] for m in (await client.get("/v1/models")).json()["data"]] == ["graphrag"]
+    # the answering "model", and the embedding model POST /v1/embeddings serves
+    assert [m["id"] for m in (await client.get("/v1/models")).json()["data"]] == ["graphrag", "all-MiniLM-L6-v2"]
 
 
 async def test_stage_errors_become_404_503_and_422(served):

@@ -10,6 +10,7 @@ import pytest
 
 from deployments.cli.ingest import IngestError, IngestState, ingest, read_source
 from deployments.cli.ingest import main as ingest_main
+from deployments.client import GraphRAGClient
 from tests.fakes import WRITES
 from tests.local_app import local_app
 
@@ -180,7 +181,7 @@ def test_ingest_cli_folder_skip_unchanged_and_resume(api, tmp_path):
     # Interrupted after the first batch of two: that batch is recorded, the rest is not.
     with httpx.Client(base_url=api.base_url, timeout=120, transport=_FailAfter(1)) as flaky:
         with pytest.raises(IngestError):
-            ingest(flaky, "cli", docs, state, batch_size=2, attempts=1, progress=False)
+            ingest(GraphRAGClient(str(api.base_url), http_client=flaky), "cli", docs, state, batch_size=2, attempts=1, progress=False)
     assert sorted(IngestState.for_target(state_dir, str(api.base_url), "cli").hashes) == ["four.md", "one.md"]
     assert stats(api, "cli")["points"] == 2
 
@@ -194,7 +195,7 @@ def test_ingest_cli_folder_skip_unchanged_and_resume(api, tmp_path):
     # Unchanged documents are skipped; a changed one is sent again and replaces its old version.
     state = IngestState.for_target(state_dir, str(api.base_url), "cli")
     (folder / "two.txt").write_text("Ray Serve scales deployments independently, one by one.")
-    report = ingest(api, "cli", list(read_source(folder)), state, batch_size=2, progress=False)
+    report = ingest(GraphRAGClient(str(api.base_url), http_client=api), "cli", list(read_source(folder)), state, batch_size=2, progress=False)
     assert report.sent == 1 and report.skipped_unchanged == 3
     assert stats(api, "cli")["points"] == 4
 

@@ -1,6 +1,7 @@
 """The production face of the real app over HTTP: API keys, the OpenAI-compatible API (through the official
-`openai` client), streamed answers, cancellation reaching the chat provider, the request timeout (504), body
-limits (413), request ids in every deployment's log lines, the provider fallback chain, Prometheus metrics."""
+`openai` client, chat and embeddings), streamed answers, cancellation reaching the chat provider, the request
+timeout (504), body limits (413), request ids in every deployment's log lines, the provider fallback chain,
+Prometheus metrics; the MCP server through the official `mcp` client, the Python client, dropping a collection."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 import ray
@@ -20,6 +22,7 @@ from tests.fakes import sample_documents
 pytestmark = pytest.mark.integration
 
 KEY = "itest-key-5f1c"
+READER = "itest-reader-9a2e"  # the read scope only
 COLLECTION = "prod"
 QUESTION = "What does Qdrant Edge embed inside an application process?"
 BODY_LIMIT = 1_000_000
@@ -41,7 +44,7 @@ def base_url(tmp_path_factory, llms):
         "chat": {"base_url": primary.base_url, "model": "primary", "max_attempts": 2, "backoff_base_s": 0.05, "timeout_s": 10,
                  "fallbacks": [{"base_url": fallback.base_url, "model": "second"}]},
         "retrieval": {"chat_timeout_s": 12},
-        "auth": {"api_key_hashes": [hash_key(KEY)]},
+        "auth": {"api_key_hashes": [hash_key(KEY)], "keys": [{"sha256": hash_key(READER), "name": "reader", "scopes": ["read"]}]},
         "limits": {"max_body_bytes": BODY_LIMIT, "request_timeout_s": REQUEST_TIMEOUT_S},
     }
     with local_app(args, "graphrag-prod-itest") as base:
@@ -81,7 +84,7 @@ def test_api_key_required_except_health(base_url, api):
 
 def test_openai_client_chat_completion_with_citations(base_url, api, clean):
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["graphrag"]
+    assert [m.id for m in client.models.list()] == ["graphrag", "all-MiniLM-L6-v2"]  # and the embedding model
     resp = client.chat.completions.create(
         model="graphrag", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": QUESTION}],
         extra_body={"collection": COLLECTION},
@@ -238,3 +241,79 @@ def test_every_listener_of_the_app_binds_loopback(api):
     assert any("haproxy" in cmd for _, cmd in ours.values()), "HAProxy ingress is not running"
     everywhere = {"00000000", "00000000000000000000000000000000"}
     assert not [cmd[:80] for addr, cmd in ours.values() if addr in everywhere]
+
+
+# ---- integrations: embeddings, MCP, the Python client, dropping a collection ----------------------
+
+
+def test_openai_client_embeds_with_the_served_model(base_url, api):
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=READER, max_retries=0)
+    resp = client.embeddings.create(input=["Qdrant is a vector database.", "Qdrant stores vectors.", "A cat sat."], model="all-MiniLM-L6-v2")
+    vectors = [np.asarray(d.embedding) for d in resp.data]
+    assert [len(v) for v in vectors] == [384] * 3 and np.allclose([np.linalg.norm(v) for v in vectors], 1.0, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2  # the model's meaning, not noise
+    assert resp.usage.prompt_tokens > 12
+    with pytest.raises(openai.UnprocessableEntityError) as bad:
+        client.embeddings.create(input=[[101, 2023]], model="all-MiniLM-L6-v2")
+    assert "token arrays are not accepted" in bad.value.response.text
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(input="x", model="text-embedding-3-large")
+
+
+async def test_mcp_client_calls_each_tool_on_the_running_app(base_url, api, clean):
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def session_calls(key: str, calls: list[tuple[str, dict]]) -> tuple[list[str], list]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        async with (
+            http,
+            streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            names = [t.name for t in (await session.list_tools()).tools]
+            return names, [await session.call_tool(name, arguments) for name, arguments in calls]
+
+    names, (found, answered, listed, bad) = await session_calls(KEY, [
+        ("retrieve", {"query": QUESTION, "collection": COLLECTION, "top_k": 3}),
+        ("answer", {"query": QUESTION, "collection": COLLECTION}),
+        ("list_collections", {}),
+        ("retrieve", {"query": "", "collection": COLLECTION}),
+    ])
+    assert {"retrieve", "answer", "graph_entity", "list_collections", "ingest"} <= set(names)
+    assert not found.is_error and len(found.structured_content["hits"]) == 3 and found.structured_content["degraded"] == []
+    assert not answered.is_error and answered.structured_content["citations"] and "[1]" in answered.structured_content["answer"]
+    assert COLLECTION in [c["collection"] for c in listed.structured_content["collections"]]
+    assert bad.is_error and "query" in bad.content[0].text
+    node = found.structured_content["graph"]["nodes"][0]["name"]
+    _, (entity, refused) = await session_calls(READER, [
+        ("graph_entity", {"name": node, "collection": COLLECTION}),
+        ("ingest", {"collection": COLLECTION, "documents": [{"id": "mcp-doc", "text": "Written through MCP."}]}),
+    ])
+    assert not entity.is_error and entity.structured_content["doc_ids"]
+    assert refused.is_error and "'write' scope" in refused.content[0].text
+    assert "mcp-doc" not in [d["doc_id"] for d in api.get(f"/v1/collections/{COLLECTION}/documents").json()["documents"]]
+
+
+def test_python_client_ingests_retrieves_and_drops_a_collection(base_url, api):
+    from deployments.client import GraphRAGClient, NotFoundError, PermissionDeniedError
+
+    docs = [{"id": "drop-1", "text": "Marie Curie discovered polonium in Paris."}, {"id": "drop-2", "text": "Pierre Curie worked with Marie Curie."}]
+    with GraphRAGClient(base_url, api_key=KEY) as client, GraphRAGClient(base_url, api_key=READER) as reader:
+        before = client.collection_stats(COLLECTION)
+        assert client.ingest(docs, collection="dropme").documents == 2
+        assert {h.doc_id for h in client.retrieve("Who discovered polonium?", collection="dropme").hits} == {"drop-1", "drop-2"}
+        with pytest.raises(PermissionDeniedError):
+            reader.delete_collection("dropme")
+        dropped = client.delete_collection("dropme")
+        assert dropped.points == 2 and dropped.chunks == 2
+        with pytest.raises(NotFoundError):
+            client.retrieve("Who discovered polonium?", collection="dropme")
+        assert "dropme" not in [c.collection for c in client.collections().collections]
+        with pytest.raises(NotFoundError):
+            client.delete_collection("dropme")
+        assert client.collection_stats(COLLECTION) == before  # the other collection untouched
+        assert client.ingest(docs[:1], collection="dropme").chunks == 1  # the name is free again
+        assert {h.doc_id for h in client.retrieve("Who discovered polonium?", collection="dropme").hits} == {"drop-1"}

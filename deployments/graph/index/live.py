@@ -107,6 +107,13 @@ class LiveIndexes:
     def cached(self, collection: str) -> CollectionIndex | None:
         return self._indexes.get(collection)
 
+    def forget(self, collection: str) -> None:
+        """Drops the collection's index (the collection was dropped): its memory is freed now, and the next search
+        reads the store afresh."""
+        self._indexes.pop(collection, None)
+        self._checked.pop(collection, None)
+        self._missing_vectors.pop(collection, None)
+
     async def warm(self) -> list[str]:
         """Builds the index of every collection in the store (a replica's start: its first searches then find
         the index ready instead of waiting for a whole-collection read)."""

@@ -101,6 +101,30 @@ def delete_work(collection: str, doc_ids: list[str]) -> Work:
     return work
 
 
+def drop_work(collection: str) -> Work:
+    """Removes the whole collection (chunks, entities, their relations) in one transaction; the chunks removed,
+    None when the store held no chunk or entity of it. Its version node and change log stay: the version goes on
+    counting, with one more change naming every dropped document, so each Graph replica's in-memory index (however
+    far behind) drops them at its next check, and a re-created collection never reuses a version number."""
+
+    async def work(tx: AsyncManagedTransaction) -> int | None:
+        rows = await (await tx.run(
+            f"MATCH (c:{CHUNK}) WHERE c.collection = $collection RETURN c.doc_id AS doc_id",
+            collection=collection,
+        )).data()
+        entities = (await (await tx.run(
+            f"MATCH (e:{ENTITY}) WHERE e.collection = $collection RETURN count(e) AS n", collection=collection
+        )).single())["n"]
+        if not rows and not entities:
+            return None
+        for label in (CHUNK, ENTITY):
+            await tx.run(f"MATCH (n:{label}) WHERE n.collection = $collection DETACH DELETE n", collection=collection)
+        await bump_version(tx, collection, [row["doc_id"] for row in rows])
+        return len(rows)
+
+    return work
+
+
 def counts_work(collection: str) -> Work:
     async def work(tx: AsyncManagedTransaction) -> dict:
         out = {}
