@@ -204,7 +204,8 @@ class LLMExtractor:
         if not self.config.fallback_offline:
             raise StageError("graph", f"LLM extraction of chunk {chunk.chunk_id!r} failed on every provider ({summary})")
         log.warning("extraction %s: every provider failed, using the offline extractor (%s)", chunk.chunk_id, summary)
-        return self._offline(chunk).model_copy(update={"extractor": "offline", "failures": failures})
+        fallback = await asyncio.to_thread(self._offline, chunk)  # spaCy's parse: off the event loop
+        return fallback.model_copy(update={"extractor": "offline", "failures": failures})
 
     async def _race(self, chunk: Chunk) -> tuple[str | None, Extraction | None, dict[str, str]]:
         gate = asyncio.Semaphore(self.config.max_concurrent_providers)
