@@ -7,7 +7,7 @@ that variants can be compared in seconds.
 
 Methods (Recall@2/@5 of the supporting passages among the first distinct documents):
   dense, lexical, hybrid   as the server: dense top-N ∥ BM25 top-N, RRF, then 0.7·cosine + 0.3·BM25/best
-  ppr                      CollectionIndex.search (deployments/graph/index.py) as a third source: its top-N join
+  ppr                      CollectionIndex.search (deployments/graph/index/) as a third source: its top-N join
                            the RRF candidates (weight `weights.graph`), its score joins the blend (`graph_weight`)
 Corpus embeddings are cached under benchmarks/.cache/ (git-ignored). Writes benchmarks/results/graph-eval-<split>.json.
 """
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deployments.config import ChunkingConfig, GraphIndexConfig  # noqa: E402
-from deployments.graph.extraction import extract, named_query_keys  # noqa: E402
-from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
+from deployments.graph.extraction.offline import extract, named_query_keys  # noqa: E402
+from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
 from deployments.reranker.backends import lift  # noqa: E402
@@ -130,11 +130,10 @@ def extract_all(chunks: list, extractor: str) -> list:
         return [extract(c) for c in chunks]
     import pickle
 
-    from deployments.graph import spacy_extraction
+    from deployments.graph.extraction import spacy as spacy_extraction
     from deployments.models import Extraction
 
-    source = Path(spacy_extraction.__file__).read_bytes()
-    digest = hashlib.sha256(source + "\x00".join(c.text for c in chunks).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{spacy_extraction.VERSION}\x00".encode() + "\x00".join(c.text for c in chunks).encode()).hexdigest()[:16]
     path = CACHE / f"extract-spacy-{digest}.pkl"
     if path.exists():
         return [Extraction.model_validate(d) for d in pickle.loads(path.read_bytes())]

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.graph_eval import DATASET, extract_all, passage_text  # noqa: E402
 from deployments.config import ChunkingConfig  # noqa: E402
-from deployments.graph.ontology import UNTYPED  # noqa: E402
+from deployments.graph.extraction.ontology import UNTYPED  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
 from deployments.text import normalize_name  # noqa: E402

