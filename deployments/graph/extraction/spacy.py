@@ -43,7 +43,7 @@ NER_TYPES = {
 # A date worth a node names a year, a day of a month or a century: not "today", "3-year-old" or "age of 15".
 _DATE = re.compile(
     r"\b\d{3,4}s?\b|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d|\d (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)|centur",
-    re.I,
+    re.IGNORECASE,
 )
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")  # a heading's disambiguator: "Lilu (mythology)"
 _SUBJECTS = frozenset(("nsubj", "nsubjpass"))
@@ -61,15 +61,16 @@ _IMPERSONAL = frozenset(("it", "its"))
 
 @functools.lru_cache(maxsize=1)
 def load_pipeline():
-    """The spaCy pipeline, loaded once per process (about 1 s). Every component is used: the tagger, attribute
-    ruler and lemmatizer give verbs their lemma ("was born" -> "bear"? no: the lemma of the head word)."""
+    """The spaCy pipeline, loaded once per process (about 1 s). Every component is used: the parser gives the
+    relations, the recognizer the entities, the tagger, attribute ruler and lemmatizer a verb's lemma ("ships" ->
+    SHIP) and its tense (a past participle keeps its form: "born in" -> BORN_IN)."""
     import spacy
 
     return spacy.load(PIPELINE)
 
 
 class _Mention:
-    __slots__ = ("key", "name", "type", "start", "end", "sentence")
+    __slots__ = ("end", "key", "name", "sentence", "start", "type")
 
     def __init__(self, key: str, name: str, type_: str, start: int, end: int, sentence: int):
         self.key, self.name, self.type, self.start, self.end, self.sentence = key, name, type_, start, end, sentence
