@@ -54,10 +54,10 @@ def sentence_of(text: str, name: str) -> str:
 
 
 def _keep_labels(path: Path, rows: list[dict], ident) -> list[dict]:
-    if path.exists():
-        old = {ident(r): r.get("label") for r in map(json.loads, path.read_text().splitlines())}
+    if path.exists():  # a row drawn again keeps its label, reason and type judgement
+        old = {ident(r): r for r in map(json.loads, path.read_text().splitlines())}
         for r in rows:
-            r["label"] = old.get(ident(r))
+            r.update({k: v for k, v in old.get(ident(r), {}).items() if k in ("label", "why", "type_ok", "type_should_be")})
     return rows
 
 
