@@ -90,14 +90,20 @@ class ExtractionProvider(_Section):
         return self.name or f"{self.model}@{urlparse(self.base_url).netloc or self.base_url}"
 
 
-# Entity types the LLM may use; anything else is normalized to one of them (or to the last, OTHER).
-DEFAULT_ENTITY_TYPES = ["PERSON", "ORGANIZATION", "LOCATION", "EVENT", "WORK", "PRODUCT", "DATE", "CONCEPT", "OTHER"]
+# Entity types the LLM may use: the offline extractor's (deployments/graph/ontology.py, the graph schema); anything
+# else is normalized to one of them (or to the last, OTHER).
+DEFAULT_ENTITY_TYPES = ["PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "WORK", "EVENT", "PRODUCT", "LAW", "LANGUAGE", "DATE", "OTHER"]
 
 
 class ExtractionConfig(_Section):
     """LLM extraction: the providers race per chunk, the first valid result wins. No provider: offline extraction."""
 
     providers: list[ExtractionProvider] = Field(default_factory=list)
+    offline: Literal["spacy", "patterns"] = Field(
+        "spacy",
+        description="The extractor without an LLM (and the LLM race's fallback): spaCy en_core_web_sm (typed "
+        "entities, relations from the parse) or the older capitalization patterns (no model; CO_OCCURS only).",
+    )
     max_concurrent_providers: int = Field(3, ge=1, le=16, description="Providers in flight at once for one chunk.")
     max_concurrent_chunks: int = Field(4, ge=1, le=64, description="Chunks extracted at once by one graph replica.")
     min_entities: int = Field(1, ge=0, description="A result with fewer entities (after normalization) is a failure.")
@@ -134,6 +140,7 @@ class GraphIndexConfig(_Section):
     seed_temperature: float = Field(0.05, gt=0)
     damping: float = Field(0.5, gt=0, le=1, description="Weight of each further hop's mass (max_hops > 1).")
     restart_weight: float = Field(0.0, ge=0, description="A seed passage's restart mass kept in its score (PPR's teleport term).")
+    relation_weight: float = Field(0.5, ge=0, description="Share of an entity's mass that also flows along its typed relations and aliases.")
     query_vectors: bool = Field(True, description="Seed the walk with the passages most like the query (its vector comes with the request).")
 
     def params(self) -> "PPRParamsLike":
@@ -142,7 +149,7 @@ class GraphIndexConfig(_Section):
         return PPRParams(
             damping=self.damping, entity_seed_weight=self.entity_seed_weight, passage_seeds=self.passage_seeds,
             seed_temperature=self.seed_temperature, lead_weight=self.lead_weight, idf_power=self.idf_power,
-            restart_weight=self.restart_weight,
+            restart_weight=self.restart_weight, relation_weight=self.relation_weight,
         )  # fmt: skip
 
 

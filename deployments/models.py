@@ -122,6 +122,7 @@ class Entity(BaseModel):
     name: str
     type: str
     lead: bool = False  # named in the chunk's first sentence (or heading): what the chunk is about
+    aliases: list[str] = Field(default_factory=list)  # keys of the other names it goes by ("giuliani", "nasa")
 
 
 class Relation(BaseModel):
@@ -147,6 +148,7 @@ class GraphNode(BaseModel):
     name: str
     type: str
     hops: int = 0  # distance from an entity linked in the query
+    aliases: list[str] = Field(default_factory=list)  # keys of its other names ("giuliani", "rudy giuliani")
 
 
 class GraphEdge(BaseModel):

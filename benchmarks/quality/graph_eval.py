@@ -122,8 +122,36 @@ def scifact_docs() -> tuple[list[Document], list[dict]]:
     return docs, questions
 
 
+def extract_all(chunks: list, extractor: str) -> list:
+    """Every chunk's extraction by the named extractor; spaCy's are cached by content and extractor source."""
+    if extractor == "offline":
+        return [extract(c) for c in chunks]
+    import pickle
+
+    from deployments.graph.extraction import spacy as spacy_extraction
+    from deployments.models import Extraction
+
+    digest = hashlib.sha256(f"{spacy_extraction.VERSION}\x00".encode() + "\x00".join(c.text for c in chunks).encode()).hexdigest()[:16]
+    path = CACHE / f"extract-spacy-{digest}.pkl"
+    if path.exists():
+        return [Extraction.model_validate(d) for d in pickle.loads(path.read_bytes())]
+    found = spacy_extraction.SpacyExtractor().extract_many(chunks)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps([e.model_dump() for e in found]))
+    return found
+
+
+def indexed(chunk, ex) -> IndexedChunk:
+    """A chunk as the server's index holds it (live_index.py reads the same from the store)."""
+    return IndexedChunk(
+        chunk.chunk_id, chunk.doc_id, chunk.text, "{}", tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead),
+        tuple((r.source, r.type, r.target, r.weight) for r in ex.relations),
+        tuple((a, e.key) for e in ex.entities for a in e.aliases),
+    )  # fmt: skip
+
+
 class Corpus:
-    def __init__(self, layout: str, dataset: str = "hotpotqa"):
+    def __init__(self, layout: str, dataset: str = "hotpotqa", extractor: str = "offline"):
         self.chunks = []
         if dataset == "scifact":
             docs, self.questions = scifact_docs()
@@ -138,16 +166,14 @@ class Corpus:
             self.chunks.extend(chunk_document(doc, cfg))
         self.doc_of = [c.doc_id for c in self.chunks]
         started = time.perf_counter()
-        self.extractions = [extract(c) for c in self.chunks]
+        self.extractions = extract_all(self.chunks, extractor)
         self.extract_s = time.perf_counter() - started
         self.vectors = embed([c.text for c in self.chunks], f"{dataset}-{layout}")
         self.qvectors = embed([q["question"] for q in self.questions], f"{dataset}-questions")
         self.bm25 = Bm25([c.text for c in self.chunks])
         self.index = CollectionIndex()
-        self.index.upsert(
-            [IndexedChunk(c.chunk_id, c.doc_id, c.text, "{}", tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead)) for c, ex in zip(self.chunks, self.extractions)],
-            [v for v in self.vectors],
-        )
+        self.index.describe_entities({e.key: (e.name, e.type) for ex in self.extractions for e in ex.entities})
+        self.index.upsert([indexed(c, ex) for c, ex in zip(self.chunks, self.extractions)], [v for v in self.vectors])
         self.pos = {c.chunk_id: i for i, c in enumerate(self.chunks)}
 
 
@@ -305,6 +331,7 @@ def main() -> None:
     ap.add_argument("--split", choices=[*SPLITS, "train"], default="dev", help="HotpotQA dev/test/all; SciFact train/test")
     ap.add_argument("--dataset", choices=["hotpotqa", "scifact"], default="hotpotqa")
     ap.add_argument("--layout", choices=["blank-line", "inline", "no-title"], default="blank-line")
+    ap.add_argument("--extractor", choices=["offline", "spacy"], default="offline", help="graph.extraction.offline")
     ap.add_argument("--grid", action="store_true", help="search GRID (use on dev only)")
     ap.add_argument("--params", default="{}", help="PPRParams fields as JSON, over the server's (graph.index) defaults")
     # Defaults: the server's (reranker.graph_weight, graph_keep; retrieval.weights.graph); the walk's from --params.
@@ -321,7 +348,7 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.dataset == "scifact":
         return main_scifact(args)
-    c = Corpus(args.layout)
+    c = Corpus(args.layout, extractor=args.extractor)
     qids = SPLITS[args.split]
     print(f"corpus {len(c.chunks)} chunks, extraction {c.extract_s:.1f}s, ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     results: dict = {m: evaluate(c, qids, m) for m in ("dense", "lexical", "hybrid")}
@@ -353,7 +380,7 @@ def main() -> None:
     if args.misses:
         args.misses.write_text(json.dumps(misses(c, qids, chosen), indent=1) + "\n")
     out = {
-        "split": args.split, "questions": f"{qids.start}-{qids.stop - 1}", "layout": args.layout,
+        "split": args.split, "questions": f"{qids.start}-{qids.stop - 1}", "layout": args.layout, "extractor": args.extractor,
         "command": harness.command(), "date": harness.utc_now(),
         **results,
     }
@@ -370,7 +397,7 @@ def main_scifact(args: argparse.Namespace) -> None:
     chosen on HotpotQA does not cost single-hop ranking (benchmarks/quality/scifact.py measures it through the app)."""
     if args.split not in ("train", "test") or args.grid:
         sys.exit("SciFact: --split train or test, no --grid")
-    c = Corpus("scifact", dataset="scifact")
+    c = Corpus("scifact", dataset="scifact", extractor=args.extractor)
     qids = [i for i, q in enumerate(c.questions) if q["split"] == args.split]
     cfg = {
         "params": {**asdict(GraphIndexConfig().params()), **json.loads(args.params)}, "graph_weight": args.graph_weight,

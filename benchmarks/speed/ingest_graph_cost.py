@@ -2,6 +2,7 @@
 Graph index kept current) against the vector half alone, same documents, same embedder, one process, no Ray.
 
     python -m benchmarks.speed.ingest_graph_cost          # HotpotQA-100's 994 passages in batches of 64 -> results/ingest_graph_cost.json
+    python -m benchmarks.speed.ingest_graph_cost --extractor patterns   # the same with graph.extraction.offline=patterns
 
 "with graph": Pipeline.ingest (benchmarks/inprocess.py), and after each batch one graph search, which brings the
 Graph index up to date with the batch (what every Graph replica does within graph.index.check_interval_ms).
@@ -34,8 +35,8 @@ DATASET = DATASETS / "hotpotqa-100"
 BATCH = 64
 
 
-async def with_graph(docs: list[dict], data_dir: str) -> dict:
-    async with in_process_pipeline({"data_dir": data_dir}) as pipeline:
+async def with_graph(docs: list[dict], data_dir: str, extractor: str) -> dict:
+    async with in_process_pipeline({"data_dir": data_dir, "graph": {"extraction": {"offline": extractor}}}) as pipeline:
         start, chunks = time.perf_counter(), 0
         for i in range(0, len(docs), BATCH):
             resp = await pipeline.ingest(IngestRequest(collection="cost", documents=docs[i : i + BATCH]))
@@ -64,25 +65,28 @@ async def vector_only(docs: list[dict], data_dir: str) -> dict:
 
 
 def main() -> None:
-    harness.cli(__doc__).parse_args()
+    ap = harness.cli(__doc__)
+    ap.add_argument("--extractor", choices=["spacy", "patterns"], default="spacy", help="graph.extraction.offline")
+    args = ap.parse_args()
     docs, _ = hotpot_load(DATASET)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="graphrag-cost-") as a, tempfile.TemporaryDirectory(prefix="graphrag-cost-") as b:
         vec = asyncio.run(vector_only(docs, a))
         print(f"vector only: {vec}", flush=True)
-        both = asyncio.run(with_graph(docs, b))
+        both = asyncio.run(with_graph(docs, b, args.extractor))
         print(f"with graph:  {both}", flush=True)
     result = {
         "documents": len(docs),
+        "extractor": args.extractor,
         "vector_only": vec,
         "with_graph": both,
         "ratio": round(both["chunks_per_s"] / vec["chunks_per_s"], 3),
         "load_average_before": [round(x, 2) for x in load_before],
-        "command": "python -m benchmarks.speed.ingest_graph_cost",
+        "command": harness.command(),
         "date": harness.utc_now(),
     }
     print(json.dumps(result, indent=2))
-    harness.write_json("ingest_graph_cost.json", result)
+    harness.write_json("ingest_graph_cost.json" if args.extractor == "spacy" else f"ingest_graph_cost-{args.extractor}.json", result)
 
 
 if __name__ == "__main__":

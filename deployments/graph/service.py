@@ -120,7 +120,12 @@ class GraphService:
     # ---- writes ---------------------------------------------------------------------------------
 
     async def _extract_all(self, chunks: list[Chunk]) -> list[Extraction]:
-        """Extractions in chunk order; an async extractor (the LLM race) bounds its own concurrency."""
+        """Extractions in chunk order; an async extractor (the LLM race) bounds its own concurrency. A batch
+        extractor (spaCy) parses the batch in a worker thread: the event loop serves searches meanwhile, and the
+        parse overlaps the vector stage's embedding of the same chunks."""
+        many = getattr(self._extract, "extract_many", None)
+        if many is not None:
+            return await asyncio.to_thread(many, chunks)
         results = [self._extract(chunk) for chunk in chunks]
         if any(inspect.isawaitable(r) for r in results):
             results = await asyncio.gather(*(_awaited(r) for r in results))
@@ -267,27 +272,34 @@ class GraphService:
             raise BadRequest(f"entity name {name!r} has no letters or digits")
         if not 1 <= int(hops) <= MAX_HOPS:
             raise BadRequest(f"hops must be within 1..{MAX_HOPS}")
+        # An alias or name variant ("giuliani", "rudy giuliani") finds the entity it names, on this replica's index.
+        index = await self._live.get(collection) if self._live is not None else None
+        key = index.canonical(key) if index is not None else key
         found = await self.session.run(False, entity_work(collection, key, int(hops), self.config), self.config.query_timeout_s)
         if found is None:
             raise NotFound(f"no entity {name!r} (key {key!r}) in collection {collection!r}")
+        if index is not None:
+            found.entity.aliases = list(dict.fromkeys([*found.entity.aliases, *index.aliases_of(key)]))
         return found
 
 
 def _subgraph(found, index: CollectionIndex, max_nodes: int, max_edges: int) -> Subgraph:
-    """The linked (hops 0) and most reached (hops 1) entities, tied where one of the found chunks mentions both."""
+    """The linked (hops 0) and most reached (hops 1) entities, and the typed relations the found chunks state
+    about them ("ArcadeDB -SHIPS-> Bolt plugin"); a relation's other end joins the nodes (hops 1). Co-occurrence
+    is no fact: it is left out."""
 
     def node(key: str, hops: int) -> GraphNode:
         name, type_ = index.entity_info(key)
-        return GraphNode(id=key, name=name, type=type_, hops=hops)
+        return GraphNode(id=key, name=name, type=type_, hops=hops, aliases=index.aliases_of(key)[:8])
 
-    nodes = [node(k, 0) for k in found.linked] + [node(k, 1) for k in found.reached]
-    nodes = nodes[:max_nodes]
-    keys = {n.id for n in nodes}
-    together: Counter[tuple[str, str]] = Counter()
-    for chunk, _ in found.chunks:
-        present = sorted(keys.intersection(chunk.keys))
-        for i, a in enumerate(present):
-            for b in present[i + 1 :]:
-                together[(a, b)] += 1
-    edges = [GraphEdge(source=a, target=b, type="CO_OCCURS", weight=float(n)) for (a, b), n in together.most_common(max_edges)]
-    return Subgraph(nodes=nodes, edges=edges)
+    keys = list(dict.fromkeys([*found.linked, *found.reached]))[:max_nodes]
+    relations = index.relations_of([c for c, _ in found.chunks], set(keys))
+    edges = []
+    for source, type_, target, weight in relations:
+        for end in (source, target):
+            if end not in keys and len(keys) < max_nodes:
+                keys.append(end)
+        if source in keys and target in keys and len(edges) < max_edges:
+            edges.append(GraphEdge(source=source, target=target, type=type_, weight=weight))
+    linked = set(found.linked)
+    return Subgraph(nodes=[node(k, 0 if k in linked else 1) for k in keys], edges=edges)

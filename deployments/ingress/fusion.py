@@ -1,6 +1,7 @@
 """Fusion of the retrieval sources' ranked lists into one candidate list, and the graph facts given to chat."""
 from __future__ import annotations
 
+from deployments.graph.extraction.ontology import UNTYPED
 from deployments.models import ScoredChunk, Subgraph
 
 Fused = list[tuple[ScoredChunk, float, list[str]]]
@@ -51,9 +52,11 @@ def weighted_score_fusion(ranked: dict[str, list[ScoredChunk]], weights: dict[st
 
 
 def graph_facts(subgraph: Subgraph, limit: int = 20) -> list[str]:
+    """The subgraph's typed relations as the facts chat cites ("ArcadeDB —SHIPS→ Bolt plugin"), strongest first;
+    a co-occurrence states nothing and is left out."""
     names = {n.id: n.name for n in subgraph.nodes}
     facts = []
-    for edge in sorted(subgraph.edges, key=lambda e: e.weight, reverse=True)[:limit]:
-        if edge.source in names and edge.target in names:
-            facts.append(f"{names[edge.source]} -[{edge.type}]- {names[edge.target]}")
+    for edge in sorted(subgraph.edges, key=lambda e: e.weight, reverse=True):
+        if edge.source in names and edge.target in names and edge.type not in UNTYPED and len(facts) < limit:
+            facts.append(f"{names[edge.source]} —{edge.type}→ {names[edge.target]}")
     return facts

@@ -16,7 +16,7 @@ PASSAGES = [
     "Marie Curie was born in Warsaw in 1867. She studied physics in Paris.",
     "The Eiffel Tower is in Paris. It was completed in 1889.",
 ]
-FACTS = ["Marie Curie -[BORN_IN]- Warsaw"]
+FACTS = ["Marie Curie —BORN_IN→ Warsaw"]
 QUESTION = "Where was Marie Curie born?"
 
 
@@ -53,7 +53,7 @@ async def test_answer_cites_first_passage_and_reports_served_model(srv):
     body = req.body
     assert body["model"] == "gpt-4o-mini" and body["temperature"] == 0.0 and body["max_tokens"] == 512
     user = body["messages"][-1]["content"]
-    assert "[1] Marie Curie" in user and "[2] The Eiffel" in user and "- Marie Curie -[BORN_IN]- Warsaw" in user
+    assert "[1] Marie Curie" in user and "[2] The Eiffel" in user and "- Marie Curie —BORN_IN→ Warsaw" in user
     assert user.endswith(f"Question: {QUESTION}")
     assert "only" in body["messages"][0]["content"]
 
@@ -207,12 +207,12 @@ async def test_extractive_cites_passages_with_query_terms():
         "Marie Curie was born in Warsaw in 1867. She later moved to Paris.",
         "Warsaw is the capital of Poland.",
     ]
-    result = await chat.answer("Where was Marie Curie born?", passages, ["Marie Curie -[BORN_IN]- Warsaw", "Eiffel Tower -[IN]- Paris"])
+    result = await chat.answer("Where was Marie Curie born?", passages, ["Marie Curie —BORN_IN→ Warsaw", "Eiffel Tower —IN→ Paris"])
     assert result.model == "extractive"
     cited = parse_citations(result.answer, len(passages))
     assert cited and cited[0] == 2 and 1 not in cited
     assert "Marie Curie was born in Warsaw in 1867 [2]." in result.answer
-    assert "Marie Curie -[BORN_IN]- Warsaw" in result.answer and "Eiffel Tower -[IN]-" not in result.answer
+    assert "Marie Curie —BORN_IN→ Warsaw" in result.answer and "Eiffel Tower —IN→" not in result.answer
     again = await chat.answer("Where was Marie Curie born?", passages, [])
     assert again.answer == (await chat.answer("Where was Marie Curie born?", passages, [])).answer
 

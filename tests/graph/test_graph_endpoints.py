@@ -17,6 +17,7 @@ from deployments.errors import BadRequest, NotFound, StageUnavailable
 from deployments.graph.extraction.llm import normalize_relation_type
 from deployments.graph.service import GraphService
 from deployments.graph.store.schema import SCHEMA
+from deployments.models import Chunk
 from tests.fakes import DOCS, INJECTIONS, WRITES, chunks_of, raw
 
 
@@ -49,7 +50,9 @@ async def test_read_query_with_parameters_rows_and_graph_values(graph, collectio
     assert result.columns == ["a", "r", "target"] and len(result.rows) == 3 and not result.truncated
     node, rel, target = result.rows[0]
     assert node["labels"] == ["Entity"] and node["properties"]["collection"] == collection
-    assert rel["type"] == "RELATED" and rel["properties"]["type"] == "CO_OCCURS" and target == "alice smith"
+    # "Alice Smith founded Acme Corp": a relation typed by its verb, from subject to object
+    assert rel["type"] == "RELATED" and rel["properties"]["type"] == "FOUND" and target == "acme corp"
+    assert node["properties"]["key"] == "alice smith"
 
 
 async def test_row_cap_truncates(graph_config):  # noqa: F811
@@ -93,7 +96,7 @@ async def test_entity_neighbourhood_with_provenance(graph, collection):
     assert acme.entity.id == "acme corp" and acme.doc_ids == ["d1", "d2"] and acme.chunk_ids == ["d1#0", "d2#0"]
     assert [(n.id, n.hops) for n in acme.neighbours] == [("alice smith", 1), ("bob jones", 1)]
     assert {(r.source, r.target, tuple(r.doc_ids), tuple(r.chunk_ids)) for r in acme.relations} == {
-        ("acme corp", "alice smith", ("d1",), ("d1#0",)),
+        ("alice smith", "acme corp", ("d1",), ("d1#0",)),  # typed relations keep their direction
         ("acme corp", "bob jones", ("d2",), ("d2#0",)),
     }
     two = await graph.entity(collection, "Alice Smith", hops=2)
@@ -103,6 +106,16 @@ async def test_entity_neighbourhood_with_provenance(graph, collection):
         await graph.entity(collection, "Nobody Here")
     with pytest.raises(BadRequest):
         await graph.entity(collection, "?!")
+
+
+async def test_entity_found_by_its_alias_lists_its_aliases(graph, collection):
+    text = "Rudolph Giuliani was born in Brooklyn. Giuliani was elected mayor of New York City in 1993."
+    await graph.upsert(collection, [Chunk(chunk_id="g#0", doc_id="g", index=0, text=text)])
+    found = await graph.entity(collection, "Giuliani")  # the short form the chunk uses
+    assert found.entity.id == "rudolph giuliani" and "giuliani" in found.entity.aliases
+    variant = await graph.entity(collection, "Rudy Giuliani")  # a name variant no chunk writes
+    assert variant.entity.id == "rudolph giuliani"
+    assert ("rudolph giuliani", "BORN_IN", "brooklyn") in {(r.source, r.type, r.target) for r in found.relations}
 
 
 async def test_entity_neighbourhood_is_bounded(graph_config, collection):  # noqa: F811

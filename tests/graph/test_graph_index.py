@@ -120,8 +120,10 @@ def collection(request) -> str:
 
 @pytest.fixture
 async def replicas(graph_config):
-    """Two Graph replicas over one store; each checks the store's version at most every 50 ms."""
-    config = graph_config.model_copy(update={"index": graph_config.index.model_copy(update={"check_interval_ms": 50.0})})
+    """Two Graph replicas over one store; each checks the store's version at most every 50 ms. The walk follows
+    mentions only (relation_weight 0): these tests are about upkeep, the relation edges have their own."""
+    index = graph_config.index.model_copy(update={"check_interval_ms": 50.0, "relation_weight": 0.0})
+    config = graph_config.model_copy(update={"index": index})
     a, b = GraphService(config, config.bolt_uri), GraphService(config, config.bolt_uri)
     yield a, b
     await a.aclose()
@@ -313,3 +315,54 @@ async def test_a_dropped_collection_leaves_the_store_and_both_replicas_indexes(r
     await a.upsert(dropme, chunks_of({"d9": "Bob Jones opened a bakery in Lyon."}))
     await asyncio.sleep(0.06)
     assert await doc_ids(a, dropme, BOB) == await doc_ids(b, dropme, BOB) == {"d9"}
+
+
+# ---- relation and alias edges in the walk (no store) ---------------------------------------------------------------
+
+# The question's passage states "Ann Lee -MOTHER_OF-> Bo Lee" without Bo's passage sharing a name with it, except
+# through that relation: Bo's passage is about "bo lee"; the question names only Ann.
+REL_ROWS = [
+    IndexedChunk("ann#0", "ann", "ann", "{}", keys=("ann lee", "bo lee"), lead=("ann lee",),
+                 relations=(("ann lee", "MOTHER_OF", "bo lee", 1.0),)),
+    IndexedChunk("bo#0", "bo", "bo", "{}", keys=("bo lee", "paris"), lead=("bo lee",)),
+    IndexedChunk("cy#0", "cy", "cy", "{}", keys=("cy", "ann lee"), lead=("cy",), relations=(("cy", "CO_OCCURS", "ann lee", 1.0),)),
+    IndexedChunk("dee#0", "dee", "dee", "{}", keys=("dee",), lead=("dee",), aliases=(("rudy dee", "dee"),)),
+]  # fmt: skip
+
+
+def test_mass_flows_along_typed_relations_not_co_occurrence():
+    plain = CollectionIndex(PPRParams(relation_weight=0.0))
+    related = CollectionIndex(PPRParams(relation_weight=1.0))
+    for index in (plain, related):
+        index.upsert(REL_ROWS)
+    walk = {c.doc_id: s for c, s in related.search("Ann Lee", 10).chunks}
+    before = {c.doc_id: s for c, s in plain.search("Ann Lee", 10).chunks}
+    assert "bo" not in before  # the mention walk from "ann lee" stops at the passages mentioning her
+    assert walk["bo"] > 0  # ann lee -MOTHER_OF-> bo lee carries mass on to the passage about Bo
+    # the CO_OCCURS edge (cy ~ ann lee) takes no part: cy gets only what its mention of Ann brings
+    assert walk["cy"] == pytest.approx(before["cy"])
+    everything = CollectionIndex(PPRParams(relation_weight=1.0, relation_types="all"))
+    everything.upsert(REL_ROWS)
+    assert {c.doc_id: s for c, s in everything.search("Ann Lee", 10).chunks}["cy"] > walk["cy"]  # as it would
+    assert related.relations_of([REL_ROWS[0], REL_ROWS[2]], {"ann lee"}) == [("ann lee", "MOTHER_OF", "bo lee", 1.0)]
+
+
+def test_aliases_and_name_variants_link_the_entity():
+    index = CollectionIndex()
+    index.describe_entities({"rudolph giuliani": ("Rudolph Giuliani", "PERSON")})
+    index.upsert([*REL_ROWS, IndexedChunk("rg#0", "rg", "rg", "{}", keys=("rudolph giuliani",), lead=("rudolph giuliani",))])
+    assert index.link("Who is Rudy Dee?") == ["dee"]  # an alias a chunk states
+    assert index.link("When was Rudy Giuliani born?") == ["rudolph giuliani"]  # a name variant: Rudy / Rudolph
+    assert index.canonical("rudy giuliani") == "rudolph giuliani"
+    assert index.aliases_of("dee") == ["rudy dee"]
+    assert index.link("Who is Ruth Giuliani?") == []  # "Ruth" is not a form of "Rudolph"
+
+
+def test_name_variants():
+    from deployments.graph.index.aliases import variants
+
+    assert variants("rudy giuliani", "rudolph william louis giuliani")
+    assert variants("r giuliani", "rudolph giuliani")
+    assert not variants("john smith", "jonathan smith")  # two letters shared: not enough
+    assert not variants("albert e smith", "alan b smith")  # middle initials disagree
+    assert not variants("giuliani", "rudolph giuliani")  # a lone surname is an in-chunk alias, not a variant

@@ -18,7 +18,11 @@ def test_ingest_rows_hold_distinct_entities_and_what_each_chunk_adds():
     assert [e["key"] for e in rows.entities] == ["alice", "bob", "carol"] and rows.entities[0]["name"] == "Alice"
     first, second = rows.chunks
     assert first["keys"] == ["alice", "bob"] and first["lead"] == ["alice"] and first["metadata"] == '{"n": 0}'
-    # Undirected pairs, stored source < target, so both chunks add to the same RELATED edge.
-    assert (first["rel_src"], first["rel_tgt"], first["rel_type"], first["rel_w"]) == (["alice"], ["bob"], ["KNOWS"], [2.0])
+    # A typed relation keeps its direction: "bob KNOWS alice" and "alice KNOWS bob" are two edges.
+    assert (first["rel_src"], first["rel_tgt"], first["rel_type"], first["rel_w"]) == (["bob"], ["alice"], ["KNOWS"], [2.0])
     assert second["keys"] == ["alice", "bob", "carol"] and second["lead"] == []
-    assert rows.added == {("alice", "bob", "KNOWS"): 3.0}
+    assert rows.added == {("bob", "alice", "KNOWS"): 2.0, ("alice", "bob", "KNOWS"): 1.0}
+    # A co-occurrence is undirected: stored source < target, so both orders add to one RELATED edge.
+    both = [Extraction(chunk_id=c.chunk_id, entities=[alice, bob], relations=[Relation(source=s, target=t, type="CO_OCCURS")])
+            for c, (s, t) in zip(chunks, [("bob", "alice"), ("alice", "bob")])]  # fmt: skip
+    assert ingest_rows(chunks, both).added == {("alice", "bob", "CO_OCCURS"): 2.0}

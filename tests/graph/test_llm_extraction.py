@@ -9,9 +9,10 @@ import pytest
 
 from deployments.config import ExtractionConfig, ExtractionProvider
 from deployments.errors import StageError
-from deployments.graph.extraction.llm import LLMExtractor, LLMGraph, make_extractor, normalize, parse_reply
+from deployments.graph.extraction.llm import LLMExtractor, LLMGraph, make_extractor, normalize, offline_extractor, parse_reply
 from deployments.graph.extraction.offline import extract as offline_extract
 from deployments.graph.service import GraphService
+from deployments.graph.extraction.spacy import SpacyExtractor
 from deployments.models import Chunk
 from tests.openai_server import OpenAIProtocolServer
 
@@ -57,7 +58,7 @@ async def test_valid_provider_wins_slow_one_cancelled_invalid_one_repaired(serve
     assert result.extractor == "valid"
     assert result.failures["slow"] == "cancelled: valid won the race"
     assert result.failures["invalid"].startswith("invalid JSON after one repair attempt")
-    assert {e.key: e.type for e in result.entities} == {"alice smith": "PERSON", "acme corp": "ORGANIZATION", "paris": "LOCATION"}
+    assert {e.key: e.type for e in result.entities} == {"alice smith": "PERSON", "acme corp": "ORG", "paris": "GPE"}
     assert {(r.source, r.target, r.type) for r in result.relations} == {
         ("alice smith", "acme corp", "FOUNDED"), ("acme corp", "paris", "BASED_IN")}
     # All three started concurrently: each server saw its first request before the winner answered.
@@ -99,7 +100,7 @@ async def test_every_provider_failing_falls_back_to_offline(servers):
         assert result.extractor == "offline"
         assert result.failures["a"].startswith("HTTP 500")
         assert "below the minimum" in result.failures["b"]
-        assert result.entities == offline_extract(CHUNK).entities
+        assert result.entities == offline_extractor(config)(CHUNK).entities  # graph.extraction.offline: spaCy
 
         strict = LLMExtractor(config.model_copy(update={"fallback_offline": False}))
         a.fault("chat", status=500)
@@ -143,7 +144,7 @@ def test_normalization_merges_types_and_drops_dangling_relations():
         ],
     })  # fmt: skip
     ex = normalize(graph, "c#0", ExtractionConfig())
-    assert [(e.key, e.name, e.type) for e in ex.entities] == [("acme corp", "Acme Corp", "ORGANIZATION"), ("bob", "Bob", "OTHER")]
+    assert [(e.key, e.name, e.type) for e in ex.entities] == [("acme corp", "Acme Corp", "ORG"), ("bob", "Bob", "OTHER")]
     types = [r.type for r in ex.relations]
     assert types == ["WORKS_FOR_X_DETACH_DELETE_X", "R_2ND_TAGE", "RELATED_TO"]
     assert ex.relations[0].weight == 2.0  # the two spellings merged
@@ -160,7 +161,8 @@ def test_parse_reply_reports_what_is_wrong():
 
 
 def test_offline_is_the_default():
-    assert make_extractor(ExtractionConfig()) is offline_extract
+    assert isinstance(make_extractor(ExtractionConfig()), SpacyExtractor)
+    assert make_extractor(ExtractionConfig(offline="patterns")) is offline_extract
     with pytest.raises(ValueError, match="distinct"):
         LLMExtractor(ExtractionConfig(providers=[ExtractionProvider(base_url="http://127.0.0.1:1/v1", model="m")] * 2))
 
@@ -175,9 +177,9 @@ async def test_graph_service_stores_the_winning_extraction(servers, graph_config
         written = await service.upsert(collection, [CHUNK])
         assert written["extractors"] == {"llm": 1} and written["entities"] == 3 and written["relations"] == 2
         result = await service.search(collection, "Who founded Acme Corp?", 1, 5)
-        types = {"acme corp": "ORGANIZATION", "alice smith": "PERSON", "paris": "LOCATION"}
+        types = {"acme corp": "ORG", "alice smith": "PERSON", "paris": "GPE"}
         found = {n.id: n.type for n in result.subgraph.nodes}
-        assert found["acme corp"] == "ORGANIZATION" and found.items() <= types.items()  # the extraction's types
+        assert found["acme corp"] == "ORG" and found.items() <= types.items()  # the extraction's types
         # The search's subgraph ties entities its chunks share; the relations' own types are the store's (explorer).
         acme = await service.entity(collection, "Acme Corp", hops=1)
         assert {n.id: n.type for n in acme.neighbours} == {k: v for k, v in types.items() if k != "acme corp"}

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -25,19 +24,19 @@ from deployments.errors import StageError
 from deployments.graph.extraction.offline import extract as offline_extract
 from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.openai_client import openai_client
+from deployments.graph.extraction.ontology import DEFAULT_RELATION_TYPE, relation_type
 from deployments.text import STOP_WORDS, normalize_name, split_sentences
 
 log = logging.getLogger("graphrag.extraction")
 
 MAX_NAME_CHARS = 200
-DEFAULT_RELATION_TYPE = "RELATED_TO"
-_REL_TYPE_OK = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-# Common spellings of the default types; an unknown type becomes the allow-list's closest fit or its last entry.
+# Common spellings of the schema's types (ontology.ENTITY_TYPES); an unknown type becomes the allow-list's last entry.
 _TYPE_SYNONYMS = {
     "PER": "PERSON", "PEOPLE": "PERSON", "HUMAN": "PERSON", "CHARACTER": "PERSON",
-    "ORG": "ORGANIZATION", "ORGANISATION": "ORGANIZATION", "COMPANY": "ORGANIZATION", "INSTITUTION": "ORGANIZATION",
-    "BAND": "ORGANIZATION", "TEAM": "ORGANIZATION", "GROUP": "ORGANIZATION",
-    "LOC": "LOCATION", "GPE": "LOCATION", "PLACE": "LOCATION", "CITY": "LOCATION", "COUNTRY": "LOCATION",
+    "ORGANIZATION": "ORG", "ORGANISATION": "ORG", "COMPANY": "ORG", "INSTITUTION": "ORG", "BAND": "ORG", "TEAM": "ORG",
+    "GROUP": "ORG",
+    "LOCATION": "LOC", "PLACE": "LOC", "REGION": "LOC", "CITY": "GPE", "COUNTRY": "GPE", "STATE": "GPE", "TOWN": "GPE",
+    "NATIONALITY": "NORP", "FACILITY": "FAC", "BUILDING": "FAC", "AIRPORT": "FAC",
     "FILM": "WORK", "BOOK": "WORK", "ALBUM": "WORK", "SONG": "WORK", "MOVIE": "WORK", "WORK_OF_ART": "WORK",
     "TIME": "DATE", "YEAR": "DATE",
 }
@@ -49,6 +48,7 @@ _TYPE_SYNONYMS = {
 class LLMEntity(BaseModel):
     name: str = Field(min_length=1, max_length=1000)
     type: str = Field("OTHER", max_length=200)
+    aliases: list[str] = Field(default_factory=list, max_length=20)  # other names of it in the text ("NASA")
 
 
 class LLMRelation(BaseModel):
@@ -66,10 +66,13 @@ class LLMGraph(BaseModel):
 def system_prompt(entity_types: list[str]) -> str:
     return (
         "Extract a knowledge graph from the user's text. Reply with one JSON object and nothing else, of the form "
-        '{"entities": [{"name": "...", "type": "..."}], "relations": [{"source": "<entity name>", '
-        '"target": "<entity name>", "type": "<UPPER_SNAKE_CASE verb phrase>"}]}. '
-        f"Entity types: {', '.join(entity_types)}. Use the names as written in the text; every relation's source "
-        "and target must be names from your entities list. Extract only what the text states."
+        '{"entities": [{"name": "...", "type": "...", "aliases": ["<other name of it in the text>"]}], '
+        '"relations": [{"source": "<entity name>", "target": "<entity name>", "type": "<UPPER_SNAKE_CASE>"}]}. '
+        f"Entity types: {', '.join(entity_types)}. Entities are names (people, organizations, places, works, events, "
+        "dated events), never common words. A relation's type is the verb or preposition that ties source to target "
+        "in the text (BORN_IN, WRITTEN_BY, EDITOR_OF, SHIPS). Use the names as written in the text, the longest form "
+        "as the name and short forms or acronyms as aliases; every relation's source and target must be names from "
+        "your entities list. Extract only what the text states."
     )
 
 
@@ -92,12 +95,8 @@ def normalize_type(raw: str, allowed: list[str]) -> str:
 
 
 def normalize_relation_type(raw: str) -> str:
-    """UPPER_SNAKE_CASE made of ASCII letters, digits and `_` only: stored as data, never as query text."""
-    # NFKC first, so full-width letters count as letters; everything else outside A-Z0-9 becomes "_".
-    t = re.sub(r"[^A-Z0-9]+", "_", unicodedata.normalize("NFKC", raw).upper()).strip("_")[:64]
-    if t and not t[0].isalpha():
-        t = f"R_{t}"[:64]
-    return t if _REL_TYPE_OK.fullmatch(t or "") else DEFAULT_RELATION_TYPE
+    """UPPER_SNAKE_CASE made of ASCII letters, digits and `_` only (ontology.relation_type), else RELATED_TO."""
+    return relation_type(raw) or DEFAULT_RELATION_TYPE
 
 
 def normalize(graph: LLMGraph, chunk_id: str, config: ExtractionConfig, lead_text: str = "") -> Extraction:
@@ -113,14 +112,21 @@ def normalize(graph: LLMGraph, chunk_id: str, config: ExtractionConfig, lead_tex
         etype = normalize_type(e.type, config.entity_types)
         known = entities.get(key)
         if known is None:
-            if len(entities) < config.max_entities:
-                entities[key] = Entity(key=key, name=name, type=etype, lead=f" {key} " in lead)
+            if len(entities) >= config.max_entities:
+                continue
+            known = entities[key] = Entity(key=key, name=name, type=etype, lead=f" {key} " in lead)
         elif known.type == config.entity_types[-1] and etype != known.type:
             known.type = etype  # a specific type beats the catch-all
+        for alias in e.aliases:
+            a = normalize_name(alias[:MAX_NAME_CHARS])
+            if a and a != key and a not in STOP_WORDS and a not in known.aliases:
+                known.aliases.append(a)
+    alias_of = {a: e.key for e in entities.values() for a in e.aliases if a not in entities}
     relations: dict[tuple[str, str, str], Relation] = {}
     dropped = 0
     for r in graph.relations:
         source, target = normalize_name(r.source), normalize_name(r.target)
+        source, target = alias_of.get(source, source), alias_of.get(target, target)
         if source not in entities or target not in entities or source == target:
             dropped += 1
             continue
@@ -160,14 +166,14 @@ class ProviderFailed(Exception):
 class LLMExtractor:
     """Async extractor for GraphService: `await extractor(chunk)` -> Extraction."""
 
-    def __init__(self, config: ExtractionConfig, offline: Callable[[Chunk], Extraction] = offline_extract):
+    def __init__(self, config: ExtractionConfig, offline: Callable[[Chunk], Extraction] | None = None):
         if not config.providers:
             raise ValueError("LLMExtractor needs at least one provider in graph.extraction.providers")
         labels = [p.label for p in config.providers]
         if len(set(labels)) != len(labels):
             raise ValueError(f"extraction providers need distinct names, got {labels}")
         self.config = config
-        self._offline = offline
+        self._offline = offline or offline_extractor(config)
         self._clients: dict[str, openai.AsyncOpenAI] = {}
         self._chunks = asyncio.Semaphore(config.max_concurrent_chunks)
 
@@ -198,7 +204,8 @@ class LLMExtractor:
         if not self.config.fallback_offline:
             raise StageError("graph", f"LLM extraction of chunk {chunk.chunk_id!r} failed on every provider ({summary})")
         log.warning("extraction %s: every provider failed, using the offline extractor (%s)", chunk.chunk_id, summary)
-        return self._offline(chunk).model_copy(update={"extractor": "offline", "failures": failures})
+        fallback = await asyncio.to_thread(self._offline, chunk)  # spaCy's parse: off the event loop
+        return fallback.model_copy(update={"extractor": "offline", "failures": failures})
 
     async def _race(self, chunk: Chunk) -> tuple[str | None, Extraction | None, dict[str, str]]:
         gate = asyncio.Semaphore(self.config.max_concurrent_providers)
@@ -286,6 +293,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
+def offline_extractor(config: ExtractionConfig) -> Callable[[Chunk], Extraction]:
+    """`graph.extraction.offline`: spaCy's parse (typed entities and relations) or the capitalization patterns."""
+    if config.offline == "patterns":
+        return offline_extract
+    from deployments.graph.extraction.spacy import SpacyExtractor
+
+    return SpacyExtractor()
+
+
 def make_extractor(config: ExtractionConfig) -> Callable[[Chunk], Any]:
-    """The extractor a GraphService uses: the LLM race when providers are configured, else offline."""
-    return LLMExtractor(config) if config.providers else offline_extract
+    """The extractor a GraphService uses: the LLM race when providers are configured, else the offline one."""
+    return LLMExtractor(config) if config.providers else offline_extractor(config)

@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from deployments.graph.extraction.offline import named_query_keys, query_keys
+from deployments.graph.extraction.ontology import UNTYPED
+from deployments.graph.index.aliases import NameVariants
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class PPRParams:
     # A seed passage keeps this share of its restart mass in its score (PPR's teleport term): the passage most
     # like the question stays ahead of the passages the walk reaches from it (0: the walk's mass alone).
     restart_weight: float = 0.0
+    # Entity -> entity: this share of an entity's mass also flows along its relations (typed relations and
+    # aliases), so "X -MOTHER_OF-> Y" stated in the passage about X carries X's mass to Y and on to Y's passages.
+    relation_weight: float = 0.0
+    relation_types: str = "typed"  # "typed": CO_OCCURS/RELATED_TO edges take no part; "all": they do
 
 
 @dataclass
@@ -45,6 +51,8 @@ class IndexedChunk:
     metadata: str  # JSON, as stored
     keys: tuple[str, ...]
     lead: tuple[str, ...] = ()  # the keys named in the chunk's first sentence: what it is about
+    relations: tuple[tuple[str, str, str, float], ...] = ()  # (source key, type, target key, weight)
+    aliases: tuple[tuple[str, str], ...] = ()  # (alias key, entity key): "giuliani" -> "rudolph giuliani"
 
 
 @dataclass
@@ -82,12 +90,17 @@ class CollectionIndex:
         self._entity_info: dict[str, tuple[str, str]] = {}  # key -> (display name, type), for the subgraph
         # Mentions as appended (slot, entity, lead) arrays, concatenated at build.
         self._m_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Relations as appended (slot, source, target, weight) arrays; the alias pairs each chunk states.
+        self._r_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._alias_of: dict[str, str] = {}  # alias key -> entity key (built)
+        self._variants = NameVariants()
         self._vecs = np.zeros((0, dim or 0), dtype=np.float32)
         self._has_vec = np.zeros(0, dtype=bool)
         self._stale = True
         # Built by _build():
         self._to_entities: sp.csr_matrix | None = None  # E x P: passage mass -> entities
         self._to_passages: sp.csr_matrix | None = None  # P x E: entity mass -> passages
+        self._related: sp.csr_matrix | None = None  # E x E: entity mass -> related entities (column-stochastic)
         self._df: np.ndarray = np.zeros(0)
         self._idf: np.ndarray = np.zeros(0)
         self._seedable = np.zeros(0, dtype=bool)  # live slots with a vector
@@ -123,6 +136,7 @@ class CollectionIndex:
         rows: list[int] = []
         cols: list[int] = []
         lead: list[bool] = []
+        rel: list[tuple[int, int, int, float]] = []
         first = len(self._by_slot)
         self._grow(first + len(chunks))
         for i, chunk in enumerate(chunks):
@@ -141,10 +155,27 @@ class CollectionIndex:
                 rows.append(slot)
                 cols.append(j)
                 lead.append(key in about)
+            typed_only = self.params.relation_types == "typed"
+            for source, type_, target, weight in chunk.relations:
+                if typed_only and type_ in UNTYPED:
+                    continue
+                rel.append((slot, self._entity_id(source), self._entity_id(target), float(weight)))
+            for alias, key in chunk.aliases:
+                rel.append((slot, self._entity_id(alias), self._entity_id(key), 1.0))
         self._m_parts.append((np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(lead, dtype=bool)))
+        if rel:
+            r = np.asarray(rel, dtype=np.float64).reshape(-1, 4)
+            self._r_parts.append((r[:, 0].astype(np.int64), r[:, 1].astype(np.int64), r[:, 2].astype(np.int64), r[:, 3].astype(np.float32)))
         if vectors is not None:
             self.set_vectors({c.chunk_id: v for c, v in zip(chunks, vectors) if v is not None})
         self._stale = True
+
+    def _entity_id(self, key: str) -> int:
+        j = self._entity_pos.get(key)
+        if j is None:
+            j = self._entity_pos[key] = len(self._entity_keys)
+            self._entity_keys.append(key)
+        return j
 
     def remove_docs(self, doc_ids: list[str]) -> int:
         removed = 0
@@ -232,10 +263,65 @@ class CollectionIndex:
         w_in = 1.0 + p.lead_weight * is_lead
         in_sum = np.bincount(c, weights=w_in, minlength=n_e)
         self._to_passages = sp.csr_matrix((w_in / in_sum[c], (r, c)), shape=(n_p, n_e), dtype=np.float32)
+        self._related = self._build_related(n_e, df)
         self._df = df
         self._idf = idf
         self._seedable = (self._alive & self._has_vec)[:n_p]
         self._stale = False
+
+    def _build_related(self, n_e: int, df: np.ndarray) -> sp.csr_matrix:
+        """The entity -> entity matrix of live relations and aliases (both directions, weights summed over chunks),
+        each column scaled to sum 1; name variants across documents ("rudy giuliani" ~ "rudolph giuliani") join
+        as aliases. Alias keys that no chunk mentions are resolved for linking (`_alias_of`)."""
+        if self._r_parts:
+            slot = np.concatenate([x[0] for x in self._r_parts])
+            src = np.concatenate([x[1] for x in self._r_parts])
+            tgt = np.concatenate([x[2] for x in self._r_parts])
+            w = np.concatenate([x[3] for x in self._r_parts])
+            keep = self._alive[slot]
+            self._r_parts = [(slot[keep], src[keep], tgt[keep], w[keep])]
+            src, tgt, w = src[keep], tgt[keep], w[keep]
+        else:
+            src = tgt = np.zeros(0, dtype=np.int64)
+            w = np.zeros(0, dtype=np.float32)
+        mentioned = {self._entity_keys[j] for j in np.flatnonzero(df > 0)}
+        self._alias_of = {}
+        for s, t in zip(src.tolist(), tgt.tolist()):
+            a, k = self._entity_keys[s], self._entity_keys[t]
+            if a not in mentioned and k in mentioned:
+                self._alias_of.setdefault(a, k)
+        persons = {k for k, (_, t) in self._entity_info.items() if t == "PERSON"} if self._entity_info else None
+        self._variants = NameVariants(mentioned, persons)
+        pairs = [(self._entity_pos[a], self._entity_pos[b]) for a, b in self._variants.pairs()]
+        if pairs:
+            v = np.asarray(pairs, dtype=np.int64)
+            src, tgt = np.concatenate([src, v[:, 0]]), np.concatenate([tgt, v[:, 1]])
+            w = np.concatenate([w, np.ones(len(v), dtype=np.float32)])
+        rows, cols, vals = np.concatenate([tgt, src]), np.concatenate([src, tgt]), np.concatenate([w, w])
+        m = sp.csr_matrix((vals, (rows, cols)), shape=(n_e, n_e), dtype=np.float32)
+        col_sum = np.asarray(m.sum(axis=0)).ravel()
+        return (m @ sp.diags(1.0 / np.maximum(col_sum, 1e-12))).tocsr().astype(np.float32)
+
+    def canonical(self, key: str) -> str:
+        """The entity a key names: itself, the entity it is an alias of, or its one name variant."""
+        self.ensure_built()
+        found = self._resolve(key)
+        return found[0] if len(found) == 1 else key
+
+    def aliases_of(self, key: str) -> list[str]:
+        """Other names of an entity: the short forms chunks state, and its name variants across documents."""
+        self.ensure_built()
+        stated = sorted(a for a, k in self._alias_of.items() if k == key)
+        return stated + [v for v in self._variants.of(key) if v not in stated]
+
+    def relations_of(self, chunks: list[IndexedChunk], keys: set[str]) -> list[tuple[str, str, str, float]]:
+        """The typed relations these chunks state that touch `keys` (summed over chunks), strongest first."""
+        summed: dict[tuple[str, str, str], float] = {}
+        for chunk in chunks:
+            for source, type_, target, weight in chunk.relations:
+                if type_ not in UNTYPED and (source in keys or target in keys):
+                    summed[(source, type_, target)] = summed.get((source, type_, target), 0.0) + weight
+        return [(s, t, o, w) for (s, t, o), w in sorted(summed.items(), key=lambda kv: -kv[1])]
 
     def ensure_built(self) -> None:
         if self._stale:
@@ -261,8 +347,21 @@ class CollectionIndex:
     def link(self, query: str) -> list[str]:
         """Entity keys the query names (longest matches only)."""
         self.ensure_built()
-        found = [k for k in query_keys(query) if k in self._entity_pos and self._df[self._entity_pos[k]] > 0]
-        return longest_matches(found)
+        return longest_matches(list(dict.fromkeys(k for q in query_keys(query) for k in self._resolve(q))))
+
+    def _resolve(self, key: str) -> list[str]:
+        """The entity keys a query key names: itself, the entity it is an alias of, or its name variants."""
+        key = self._alias_of.get(key, key)
+        if key in self._entity_pos and self._df[self._entity_pos[key]] > 0:
+            return [key]
+        return self._variants.match(key)
+
+    def _spread(self, e: np.ndarray) -> np.ndarray:
+        """Entity mass plus the share `relation_weight` of it passed along relations (one step)."""
+        w = self.params.relation_weight
+        if w <= 0 or self._related is None or not self._related.nnz:
+            return e
+        return e + w * (self._related @ e)
 
     def search(self, query: str, limit: int, query_vector: list[float] | np.ndarray | None = None, hops: int | None = None) -> SearchResult:
         """Chunks ranked by the mass a walk from the query's most similar passages (and linked entities) brings.
@@ -293,7 +392,7 @@ class CollectionIndex:
         seed_e = np.zeros(len(self._entity_keys), dtype=np.float32)
         # Beside passage seeds, only the entities the query writes as names restart the walk: a generic word it
         # shares with some passage's frequent phrases ("killed", "type") would pull in passages about anything.
-        named = named_query_keys(query) if seed_p.any() else None
+        named = {k for q in named_query_keys(query) for k in self._resolve(q)} if seed_p.any() else None
         for key in linked if named is None else [k for k in linked if k in named]:
             seed_e[self._entity_pos[key]] = self._idf[self._entity_pos[key]]
         entity_share = params.entity_seed_weight if seed_p.any() else 1.0
@@ -303,13 +402,13 @@ class CollectionIndex:
             seed_e[:] = 0
         if not seed_p.any() and not seed_e.any():
             return SearchResult(chunks=[], linked=linked)
-        e = self._to_entities @ seed_p + seed_e
+        e = self._spread(self._to_entities @ seed_p + seed_e)
         entity_mass = e.copy()
         p = self._to_passages @ e
         scale = 1.0
         for _ in range(steps - 1):  # further hops add damped mass
             scale *= params.damping
-            e = self._to_entities @ p
+            e = self._spread(self._to_entities @ p)
             entity_mass += scale * e
             p = p + scale * (self._to_passages @ e)
         if params.restart_weight > 0:

@@ -55,7 +55,9 @@ async def read_changes(tx: AsyncManagedTransaction, collection: str, since: int)
     chunks = await (
         await tx.run(
             f"MATCH (c:{CHUNK}) WHERE {where} "
-            "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata, c.keys AS keys, c.lead AS lead",
+            "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata, c.keys AS keys, c.lead AS lead, "
+            "c.rel_src AS rel_src, c.rel_type AS rel_type, c.rel_tgt AS rel_tgt, c.rel_w AS rel_w, "
+            "c.alias_src AS alias_src, c.alias_tgt AS alias_tgt",
             collection=collection, doc_ids=touched,
         )  # fmt: skip
     ).data()
@@ -83,6 +85,8 @@ def _indexed(row: dict) -> IndexedChunk:
     return IndexedChunk(
         chunk_id=row["id"], doc_id=row["doc_id"], text=row["text"] or "", metadata=row["metadata"] or "{}",
         keys=tuple(row["keys"] or ()), lead=tuple(row["lead"] or ()),
+        relations=tuple(zip(row.get("rel_src") or (), row.get("rel_type") or (), row.get("rel_tgt") or (), row.get("rel_w") or ())),
+        aliases=tuple(zip(row.get("alias_src") or (), row.get("alias_tgt") or ())),
     )  # fmt: skip
 
 

@@ -37,13 +37,17 @@ def entity_work(collection: str, key: str, hops: int, cfg: GraphConfig) -> Work:
         mentions = await (
             await tx.run(
                 f"MATCH (e:{ENTITY})<-[:{MENTIONS}]-(c:{CHUNK}) WHERE e.key = $key AND e.collection = $collection "
-                "RETURN c.id AS id, c.doc_id AS doc_id, c.rel_src AS s, c.rel_tgt AS t, c.rel_type AS type "
+                "RETURN c.id AS id, c.doc_id AS doc_id, c.rel_src AS s, c.rel_tgt AS t, c.rel_type AS type, "
+                "c.alias_src AS alias_src, c.alias_tgt AS alias_tgt "
                 "ORDER BY c.doc_id, c.id LIMIT $limit",
                 key=key, collection=collection, limit=cfg.max_chunks,
             )  # fmt: skip
         ).data()
         support: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
         for m in mentions:
+            for alias, of in zip(m["alias_src"] or [], m["alias_tgt"] or []):
+                if of == key and alias not in center.aliases:
+                    center.aliases.append(alias)
             for s, t, typ in zip(m["s"] or [], m["t"] or [], m["type"] or []):
                 if key in (s, t):
                     support.setdefault((s, t, typ), []).append((m["doc_id"], m["id"]))

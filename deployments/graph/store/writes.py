@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from neo4j import AsyncManagedTransaction
 
+from deployments.graph.extraction.ontology import UNTYPED
 from deployments.graph.store.schema import CHANGE, CHUNK, ENTITY, MENTIONS, RELATED, VERSION
 from deployments.graph.store.session import Work
 from deployments.models import Chunk, Extraction
@@ -56,6 +57,9 @@ def ingest_rows(chunks: list[Chunk], extractions: list[Extraction]) -> IngestRow
                 "rel_tgt": [t for _, t, _ in rels],
                 "rel_type": [typ for _, _, typ in rels],
                 "rel_w": [float(w) for w in rels.values()],
+                # The short forms this chunk uses for its entities ("giuliani" for "rudolph giuliani").
+                "alias_src": [a for e in ex.entities if e.key in keys for a in e.aliases],
+                "alias_tgt": [e.key for e in ex.entities if e.key in keys for _ in e.aliases],
             }
         )
     return IngestRows(entities=list(entities.values()), chunks=chunk_rows, added=added)
@@ -76,7 +80,7 @@ def upsert_work(collection: str, doc_ids: list[str], rows: IngestRows) -> Work:
         await tx.run(
             f"UNWIND $rows AS row CREATE (c:{CHUNK} {{id: row.id, doc_id: row.doc_id, collection: $collection, "
             "idx: row.idx, text: row.text, metadata: row.metadata, keys: row.keys, lead: row.lead, rel_src: row.rel_src, "
-            "rel_tgt: row.rel_tgt, rel_type: row.rel_type, rel_w: row.rel_w}) "
+            "rel_tgt: row.rel_tgt, rel_type: row.rel_type, rel_w: row.rel_w, alias_src: row.alias_src, alias_tgt: row.alias_tgt}) "
             f"WITH c, row UNWIND row.keys AS key MATCH (e:{ENTITY} {{collection: $collection, key: key}}) "
             f"CREATE (c)-[:{MENTIONS}]->(e)",
             rows=chunk_rows, collection=collection,
@@ -167,12 +171,13 @@ async def bump_version(tx: AsyncManagedTransaction, collection: str, doc_ids: li
 
 
 def chunk_relations(ex: Extraction, keys: set[str]) -> Counter[tuple[str, str, str]]:
-    """Relations of one chunk as (source, target, type) -> weight, undirected pairs stored source < target."""
+    """Relations of one chunk as (source, target, type) -> weight. A typed relation keeps its direction
+    (Helen -MOTHER_OF-> Giuliani); a co-occurrence is undirected, stored source < target."""
     out: Counter[tuple[str, str, str]] = Counter()
     for r in ex.relations:
         if r.source == r.target or r.source not in keys or r.target not in keys or r.weight <= 0:
             continue
-        s, t = sorted((r.source, r.target))
+        s, t = sorted((r.source, r.target)) if r.type in UNTYPED else (r.source, r.target)
         out[(s, t, r.type)] += r.weight
     return out
 

@@ -1,0 +1,100 @@
+"""The offline extractor on spaCy's parse (deployments/graph/extraction/spacy.py): typed entities, relations typed by
+the words that tie them, in-chunk aliases, common words refused; and the shape both extractors share."""
+import pytest
+
+from deployments.config import ExtractionConfig
+from deployments.graph.extraction.llm import LLMGraph, normalize
+from deployments.graph.extraction.ontology import ENTITY_TYPES, UNTYPED, relation_type
+from deployments.graph.extraction.spacy import SpacyExtractor
+from deployments.models import Chunk, Extraction
+
+
+@pytest.fixture(scope="module")
+def extractor() -> SpacyExtractor:
+    return SpacyExtractor()
+
+
+def run(extractor: SpacyExtractor, text: str) -> Extraction:
+    return extractor(Chunk(chunk_id="d#0", doc_id="d", index=0, text=text))
+
+
+def facts(ex: Extraction) -> set[tuple[str, str, str]]:
+    return {(r.source, r.type, r.target) for r in ex.relations}
+
+
+def test_entities_are_typed_names(extractor):
+    ex = run(extractor, "Tina Brown, the editor of Vanity Fair, moved to New York City in 1984.")
+    types = {e.key: e.type for e in ex.entities}
+    assert types == {"tina brown": "PERSON", "vanity fair": "ORG", "new york city": "GPE", "1984": "DATE"}
+    assert all(e.type in ENTITY_TYPES for e in ex.entities)
+
+
+def test_relations_are_typed_by_verb_preposition_apposition_and_copula(extractor):
+    ex = run(
+        extractor,
+        "Rudolph Giuliani, the mayor of New York City, was born in Brooklyn. Dune was written by Frank Herbert. "
+        "Leland is a town in Brunswick County. Giuliani's mother, Helen, lived in Queens.",
+    )
+    found = facts(ex)
+    assert ("rudolph giuliani", "MAYOR_OF", "new york city") in found  # apposition + "of"
+    assert ("rudolph giuliani", "BORN_IN", "brooklyn") in found  # passive verb + preposition
+    assert ("dune", "WRITTEN_BY", "frank herbert") in found  # passive agent
+    assert ("leland", "TOWN_IN", "brunswick county") in found  # copula: "X is a town in Y"
+    assert ("helen", "MOTHER_OF", "rudolph giuliani") in found  # possessive apposition, through the alias
+    assert not {r.type for r in ex.relations} & UNTYPED  # no co-occurrence
+
+
+def test_a_pronoun_subject_stands_for_what_the_chunk_is_about(extractor):
+    ex = run(extractor, "David Smith\nDavid Smith was an English film director. He was born in Faversham.")
+    assert ("david smith", "BORN_IN", "faversham") in facts(ex)
+    assert [e.key for e in ex.entities if e.lead] == ["david smith"]
+
+
+def test_short_forms_are_aliases_of_the_full_name(extractor):
+    ex = run(
+        extractor,
+        "The National Aeronautics and Space Administration (NASA) hired Katherine Johnson. Johnson computed "
+        "orbits for NASA.",
+    )
+    by_key = {e.key: e for e in ex.entities}
+    assert "nasa" in by_key["national aeronautics and space administration"].aliases
+    assert "johnson" in by_key["katherine johnson"].aliases
+    assert "nasa" not in by_key and "johnson" not in by_key  # one entity each, not two
+    assert all(r.source in by_key and r.target in by_key for r in ex.relations)
+
+
+def test_common_words_numbers_and_vague_dates_are_not_entities(extractor):
+    ex = run(extractor, "The work was read by three people last year. Patterns of nodes write clauses through the API.")
+    keys = {e.key for e in ex.entities}
+    assert not keys & {"work", "read", "three", "last year", "patterns", "nodes", "write", "clause"}
+    ex = run(extractor, "The country's capital works well today; 73 tornadoes hit the state in May 2008.")
+    assert {e.key for e in ex.entities} <= {"may 2008"}
+
+
+def test_a_heading_line_is_the_entity_the_chunk_is_about(extractor):
+    ex = run(extractor, "Lilu (mythology)\nA lilu is a masculine Akkadian word for a spirit.")
+    lead = {e.key: e for e in ex.entities if e.lead}
+    assert set(lead) == {"lilu"}  # the disambiguator in parentheses is not part of the name
+
+
+def test_a_batch_gives_what_one_at_a_time_gives(extractor):
+    texts = ["Dune was written by Frank Herbert.", "Leland is a town in Brunswick County."]
+    chunks = [Chunk(chunk_id=f"d{i}#0", doc_id=f"d{i}", index=0, text=t) for i, t in enumerate(texts)]
+    assert extractor.extract_many(chunks) == [extractor(c) for c in chunks]
+
+
+def test_both_extractors_emit_one_shape():
+    """The LLM extractor's result, normalized, uses the same entity types, relation type spelling and aliases."""
+    graph = LLMGraph.model_validate({
+        "entities": [
+            {"name": "Rudolph Giuliani", "type": "person", "aliases": ["Giuliani", "Rudy Giuliani"]},
+            {"name": "New York City", "type": "city"}, {"name": "Vanity Fair", "type": "Organization"},
+        ],
+        "relations": [{"source": "Giuliani", "target": "New York City", "type": "mayor of"}],
+    })  # fmt: skip
+    ex = normalize(graph, "d#0", ExtractionConfig())
+    assert {e.key: e.type for e in ex.entities} == {"rudolph giuliani": "PERSON", "new york city": "GPE", "vanity fair": "ORG"}
+    assert ex.entities[0].aliases == ["giuliani", "rudy giuliani"]
+    assert [(r.source, r.type, r.target) for r in ex.relations] == [("rudolph giuliani", "MAYOR_OF", "new york city")]
+    assert relation_type("mayor of") == "MAYOR_OF"  # the spaCy extractor's spelling of the same words
+    assert ExtractionConfig().entity_types == list(ENTITY_TYPES)
