@@ -18,6 +18,10 @@ class StageUnavailable(StageError):
     """The stage's backend cannot be reached (connection refused, timed out, stopped)."""
 
 
+class CircuitOpen(StageUnavailable):
+    """The backend failed too often in a row: skipped, without waiting on it, until a probe finds it back."""
+
+
 class StageTimeout(StageUnavailable):
     """The stage's backend did not finish the work within its time bound, and was told to stop (HTTP 504)."""
 

@@ -54,6 +54,7 @@ class BoltSession(DriverOwner):
         self.uri = uri
         self._driver: AsyncDriver | None = None
         self._schema_done = False
+        self.breaker = config.breaker.make("graph", self.where())
 
     def _get_driver(self) -> AsyncDriver:
         if self._driver is None:  # created lazily: the server may come up after this replica
@@ -75,7 +76,11 @@ class BoltSession(DriverOwner):
         return redact_url(self.uri) or "the Bolt server"
 
     async def run(self, write: bool, work: Work, timeout: float) -> Any:
-        """Runs `work` in one managed transaction with a deadline; driver errors become stage errors."""
+        """Runs `work` in one managed transaction with a deadline; driver errors become stage errors. Once the
+        server was unreachable `graph.breaker.failure_threshold` times in a row, fails fast (CircuitOpen)."""
+        return await self.breaker.call(lambda: self._run(write, work, timeout))
+
+    async def _run(self, write: bool, work: Work, timeout: float) -> Any:
 
         async def attempt_all() -> Any:
             await self._ensure_schema(self._get_driver())
