@@ -45,6 +45,7 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
         ("POST", r"/v1/ingest", "write"),
         ("DELETE", r"/v1/documents/.+", "write"),
         ("POST", r"/v1/graph/query", "admin"),  # arbitrary read Cypher over every collection
+        ("POST", r"/v1/admin/(snapshot|restore)", "admin"),  # files on the server's machine, every collection
     )
 )
 

@@ -31,6 +31,7 @@ from deployments.ingress.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
+from deployments.ingress.backups import Backups
 from deployments.ingress.intents import IntentLog
 from deployments.ingress.pipeline import Pipeline
 from deployments.models import (
@@ -52,8 +53,11 @@ from deployments.models import (
     IngestResponse,
     ReadyResponse,
     RepairResponse,
+    RestoreResponse,
     RetrieveRequest,
     RetrieveResponse,
+    SnapshotRequest,
+    SnapshotResponse,
     StreamDone,
     VerifyResponse,
 )
@@ -68,6 +72,7 @@ log = logging.getLogger("graphrag.ingress")
 _CURSOR_PATTERN = r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
 
 _ERRORS = {
+    400: {"model": ErrorResponse, "description": "The request cannot be run as asked; `detail` says why."},
     404: {"model": ErrorResponse, "description": "The collection does not exist."},
     503: {"model": ErrorResponse, "description": "A required stage is unavailable; `stage` names it."},
 }
@@ -250,6 +255,7 @@ class Ingress:
         self.config = config
         intents = IntentLog(PathLib(config.data_dir) / "intents")
         self.pipeline = Pipeline(config, stages, intents)
+        self.backups = Backups(self.pipeline)
         # Roll back what a crashed predecessor left half-written, before this replica writes anything itself.
         self.recovery = asyncio.get_running_loop().create_task(recover_until_done(self.pipeline))
         # `app` here is the copy Serve serves (serve.ingress freezes the app, and this class ships with it by
@@ -375,6 +381,22 @@ class Ingress:
         _allow(request, collection)
         await self._recovered()
         return await self.pipeline.repair(collection)
+
+    @app.post("/v1/admin/snapshot", response_model=SnapshotResponse, responses={400: _ERRORS[400], 503: _ERRORS[503]})
+    async def snapshot(self, req: SnapshotRequest, request: Request) -> SnapshotResponse:
+        """Both stores of the collections copied into `dir` on the server's machine, consistent with each other:
+        ingests wait meanwhile, reads go on. `graphrag-ingest --snapshot DIR` calls it."""
+        _allow(request, None)
+        await self._recovered()
+        return await self.backups.snapshot(req.dir, req.collections)
+
+    @app.post("/v1/admin/restore", response_model=RestoreResponse, responses={400: _ERRORS[400], 503: _ERRORS[503]})
+    async def restore(self, req: SnapshotRequest, request: Request) -> RestoreResponse:
+        """A snapshot's collections loaded into stores that do not hold them (an empty data folder); each one's
+        `verify` report. `graphrag-ingest --restore DIR` calls it."""
+        _allow(request, None)
+        await self._recovered()
+        return await self.backups.restore(req.dir, req.collections)
 
     @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503], 504: {"model": ErrorResponse, "description": "The query ran longer than `graph.user_query_timeout_s` and was stopped."}})
     async def graph_query(self, req: GraphQueryRequest, request: Request) -> GraphQueryResponse:

@@ -5,6 +5,7 @@ import asyncio
 import importlib.metadata
 import json
 import logging
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deployments.errors import CollectionNotFound, StageError, StageUnavailable
+from deployments.errors import BadRequest, CollectionNotFound, StageError, StageUnavailable
 from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
@@ -323,6 +324,34 @@ class EdgeVectorStore:
         ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]
         records = await self._engine(collection, shard.retrieve, ids, True, True)
         return {r.payload["chunk_id"]: dense_vector(r.vector) for r in records}
+
+    async def snapshot(self, collection: str, dest: Path) -> int:
+        """Copies the collection's shard, flushed, to `dest` while writes wait (reads go on); returns bytes copied."""
+        async with self._lock:
+            shard = await self._open(collection)
+
+            def copy() -> int:
+                shard.flush()
+                shutil.copytree(self._dir(collection), dest)
+                return sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+
+            return await self._engine(collection, copy)
+
+    async def restore(self, collection: str, src: Path) -> None:
+        """Puts a shard copied by `snapshot` in place as `collection`, which must not exist."""
+        async with self._lock:
+            if await self.exists(collection):
+                raise BadRequest(f"the vector store already holds collection {collection!r}: restore into an empty data folder")
+            target = self._dir(collection)
+            tmp = target.with_name(f".{collection}.restoring")
+
+            def copy() -> None:
+                shutil.rmtree(tmp, ignore_errors=True)  # a restore cut short before
+                shutil.copytree(src, tmp)
+                tmp.rename(target)  # the collection appears whole or not at all
+
+            await self._engine(collection, copy)
+            self._lexical.pop(collection, None)
 
     async def ping(self) -> str:
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)

@@ -1,0 +1,117 @@
+"""Snapshot and restore (ingress/backups.py) over the real engines in one process: Qdrant Edge, ArcadeDB's Bolt
+server, the OpenAI-protocol test double as embeddings endpoint. And the intent log's pause, on its own."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from benchmarks.inprocess import in_process_pipeline
+from deployments.errors import BadRequest, StageUnavailable
+from deployments.ingress.backups import Backups
+from deployments.ingress.intents import PAUSE, IntentLog
+from deployments.models import Document, IngestRequest, RetrieveRequest
+from tests.fakes import sample_documents
+from tests.openai_server import OpenAIProtocolServer
+
+QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
+           "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    with OpenAIProtocolServer() as server:
+        yield server
+
+
+def app_args(data_dir, embeddings) -> dict:
+    return {"data_dir": str(data_dir), "embedder": {"openai_base_url": embeddings.base_url, "max_retries": 0}}
+
+
+async def top10(pipeline) -> list[list[tuple[str, float]]]:
+    out = []
+    for q in QUERIES:
+        r = await pipeline.retrieve(RetrieveRequest(collection="docs", query=q, top_k=10, mode="hybrid+graph"))
+        assert not r.degraded
+        out.append([(h.chunk_id, round(h.score, 6)) for h in r.hits])
+    return out
+
+
+def many_documents(n: int) -> list[Document]:
+    base = sample_documents()
+    return [Document(id=f"copy{i}-{d['id']}", text=d["text"]) for i in range(n) for d in base]
+
+
+async def test_snapshot_while_ingesting_restores_the_same_answers_into_an_empty_folder(tmp_path, embeddings):
+    snap = tmp_path / "snap"
+    async with in_process_pipeline(app_args(tmp_path / "a", embeddings)) as pipeline:
+        pipeline.intents = IntentLog(tmp_path / "a" / "intents")
+        docs = [Document(**d) for d in sample_documents()]
+        await pipeline.ingest(IngestRequest(collection="docs", documents=docs))
+        before = await top10(pipeline)
+        backups = Backups(pipeline)
+
+        async def keep_ingesting() -> int:  # into another collection, one document at a time, during the snapshot
+            n = 0
+            for doc in many_documents(3):
+                await pipeline.ingest(IngestRequest(collection="busy", documents=[doc]))
+                n += 1
+            return n
+
+        writer = asyncio.ensure_future(keep_ingesting())
+        await asyncio.sleep(0.3)
+        taken = await backups.snapshot(str(snap))
+        written = await writer
+        assert set(taken.collections) == {"docs", "busy"} and written > 0
+        assert taken.collections["docs"].points == (await pipeline.stats("docs")).points
+        with pytest.raises(BadRequest, match="not empty"):
+            await backups.snapshot(str(snap))
+    manifest = json.loads((snap / "manifest.json").read_text())
+    assert manifest["collections"]["docs"]["graph"]["chunks"] == taken.collections["docs"].points
+
+    async with in_process_pipeline(app_args(tmp_path / "b", embeddings)) as pipeline:
+        pipeline.intents = IntentLog(tmp_path / "b" / "intents")
+        restored = await Backups(pipeline).restore(str(snap))
+        for name, report in restored.collections.items():
+            assert report.consistent, (name, report)
+        assert restored.collections["busy"].vector_chunks == taken.collections["busy"].points
+        assert await top10(pipeline) == before  # same ids, same scores
+        with pytest.raises(BadRequest, match="already holds collection"):
+            await Backups(pipeline).restore(str(snap), ["docs"])
+        assert (await pipeline.verify("docs")).consistent
+
+
+def test_begin_waits_while_a_snapshot_holds_the_log(tmp_path):
+    log = IntentLog(tmp_path)
+    log.pause()
+    with pytest.raises(BadRequest, match="another snapshot"):
+        log.pause()
+    began: list[float] = []
+    t = threading.Thread(target=lambda: began.append(time.monotonic()) if log.begin("ingest", "c", ["d"]) else None)
+    t.start()
+    time.sleep(0.4)
+    assert not began and log.pending() == []  # waiting, its intent withdrawn
+    resumed = time.monotonic()
+    log.resume()
+    t.join(5)
+    assert began and began[0] >= resumed and len(log.pending()) == 1
+
+
+def test_a_dead_snapshot_pauses_nothing_and_a_long_one_gives_up(tmp_path):
+    log = IntentLog(tmp_path, pause_wait_s=0.3)
+    gone = subprocess.Popen([sys.executable, "-c", "import os; print(os.getpid())"], stdout=subprocess.PIPE, text=True)
+    pid = int(gone.communicate()[0])
+    (tmp_path / PAUSE).write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": "1"}))  # ended
+    assert not log.paused()
+    log.end(log.begin("ingest", "c", ["d"]))
+    log.resume()
+    log.pause()
+    with pytest.raises(StageUnavailable, match="paused writes"):
+        log.begin("ingest", "c", ["d"])
+    assert log.pending() == []
