@@ -115,3 +115,27 @@ def test_a_dead_snapshot_pauses_nothing_and_a_long_one_gives_up(tmp_path):
     with pytest.raises(StageUnavailable, match="paused writes"):
         log.begin("ingest", "c", ["d"])
     assert log.pending() == []
+
+
+def test_ingest_cli_snapshot_and_restore_send_the_folder_and_report(tmp_path, capsys, monkeypatch):
+    import httpx
+
+    import deployments.ingest_cli as cli
+
+    sent: list[tuple[str, dict]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append((request.url.path, body))
+        if request.url.path == "/v1/admin/snapshot":
+            return httpx.Response(200, json={"dir": body["dir"], "seconds": 0.1, "collections": {}})
+        consistent = body["collections"] != ["bad"]
+        return httpx.Response(200, json={"dir": body["dir"], "seconds": 0.1, "collections": {"c": {"consistent": consistent}}})
+
+    real_client = httpx.Client
+    monkeypatch.setattr(cli.httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), base_url=kw["base_url"]))
+    assert cli.main(["--snapshot", str(tmp_path / "s")]) == 0
+    assert cli.main(["--restore", str(tmp_path / "s"), "--collection", "docs"]) == 0
+    assert cli.main(["--restore", str(tmp_path / "s"), "--collection", "bad"]) == 3
+    assert sent[0] == ("/v1/admin/snapshot", {"dir": str(tmp_path / "s"), "collections": None})
+    assert sent[1] == ("/v1/admin/restore", {"dir": str(tmp_path / "s"), "collections": ["docs"]})
