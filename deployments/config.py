@@ -78,6 +78,10 @@ class VectorConfig(_Section):
     optimize_every_points: int = Field(
         1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
     )
+    # Qdrant Edge writes through memory-mapped files: a write that finds the disk full kills the process (SIGBUS)
+    # instead of failing. So ingests are refused (507) while the data folder has less room than this; make it
+    # larger than the largest ingest request's growth.
+    min_free_disk_mb: int = Field(256, ge=0, description="Ingests answer 507 while the data folder's disk has less free space (MB).")
     # BM25 document weights, written at ingest (changing them affects documents ingested afterwards only).
     bm25_k1: float = Field(1.2, gt=0)
     bm25_b: float = Field(0.75, ge=0, le=1)

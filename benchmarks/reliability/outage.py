@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import use_local_env  # noqa: E402
+from benchmarks import use_local_env
 
 use_local_env()
 
-import httpx  # noqa: E402
+import httpx
 
-from benchmarks.loadgen import Sample, closed_loop, outcomes, percentile  # noqa: E402
+from benchmarks.loadgen import Sample, closed_loop, outcomes, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -95,7 +95,7 @@ async def outage(base: str, name: str, pid: int, stage: str, normal_s: float, ou
                                 max_wall_s=normal_s + outage_s + after_s, timeout_s=120)
     finally:
         stopped, resumed = await controller
-    done = lambda s: s.intended + s.latency  # noqa: E731
+    done = lambda s: s.intended + s.latency
     before = [s for s in run.samples if done(s) < stopped]
     during = [s for s in run.samples if s.intended >= stopped and s.intended < resumed]
     after = sorted((s for s in run.samples if s.intended >= resumed), key=done)

@@ -19,7 +19,7 @@ from neo4j.exceptions import (
 )
 
 from deployments.config import GraphConfig, redact_url
-from deployments.errors import StageError, StageUnavailable
+from deployments.errors import StageError, StageUnavailable, StorageFull, is_disk_full
 from deployments.graph.credentials import CredentialsError, admin_auth
 from deployments.graph.schema import SCHEMA, is_conflict
 
@@ -127,7 +127,8 @@ class BoltSession(DriverOwner):
         except TransientError as exc:
             raise StageUnavailable("graph", f"{self.where()} kept failing transiently: {exc.code}: {exc.message}") from exc
         except Neo4jError as exc:
-            raise StageError("graph", f"{exc.code}: {exc.message}") from exc
+            error = StorageFull if is_disk_full(exc.message or "") else StageError
+            raise error("graph", f"{exc.code}: {exc.message}") from exc
         except (DriverError, OSError) as exc:
             raise StageUnavailable("graph", f"cannot reach {self.where()}: {type(exc).__name__}: {exc}") from exc
 

@@ -15,7 +15,15 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig, LimitsConfig
-from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, StageTimeout, is_stage_failure
+from deployments.errors import (
+    BadRequest,
+    CollectionNotFound,
+    NotFound,
+    StageError,
+    StageTimeout,
+    StorageFull,
+    is_stage_failure,
+)
 from deployments.handles import stages_from_handles
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection, visible_collections
 from deployments.ingress.http_guards import HttpGuards
@@ -152,6 +160,8 @@ async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
     # Built from the fields: str() of an error raised in another replica carries its remote traceback.
     if isinstance(exc, StageTimeout):  # the backend was too slow for this request, and was stopped: a gateway timeout
         return JSONResponse(status_code=504, content={"detail": f"{exc.stage} stage timed out: {exc.reason}", "stage": exc.stage})
+    if isinstance(exc, StorageFull):  # WebDAV's 507 Insufficient Storage: the write needs room the server lacks
+        return JSONResponse(status_code=507, content={"detail": f"{exc.stage} store is out of disk space: {exc.reason}", "stage": exc.stage})
     return JSONResponse(
         status_code=503,
         content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage},

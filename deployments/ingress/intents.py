@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployments.errors import BadRequest, StageUnavailable
+from deployments.errors import BadRequest, StageUnavailable, StorageFull, is_disk_full
 
 log = logging.getLogger("graphrag.intents")
 
@@ -75,7 +75,12 @@ class IntentLog:
         snapshot runs."""
         deadline = time.monotonic() + self.pause_wait_s
         while True:
-            path = self._record(action, collection, doc_ids)
+            try:
+                path = self._record(action, collection, doc_ids)
+            except OSError as exc:
+                if is_disk_full(exc):  # nothing written yet: refuse the write clearly
+                    raise StorageFull("ingest", f"the intent log {self.folder}: {exc}") from exc
+                raise
             if not self.paused():
                 return path
             self.end(path)  # a snapshot began meanwhile; no store was touched: withdraw, wait, record again

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deployments.errors import BadRequest, CollectionNotFound, StageError, StageUnavailable
+from deployments.errors import BadRequest, CollectionNotFound, StageError, StageUnavailable, StorageFull, is_disk_full, require_free_space
 from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
@@ -42,8 +42,9 @@ class EdgeVectorStore:
     reads run concurrently with them. Every write is flushed before it returns.
     """
 
-    def __init__(self, path: str | Path, optimize_every_points: int = 1024, indexing_threshold_kb: int | None = None):
+    def __init__(self, path: str | Path, optimize_every_points: int = 1024, indexing_threshold_kb: int | None = None, min_free_mb: int = 0):
         self.path = Path(path)
+        self.min_free_mb = min_free_mb  # writes refused below it: a full disk under mmap is a SIGBUS, not an error
         self.optimize_every_points = optimize_every_points
         self.indexing_threshold_kb = indexing_threshold_kb  # None: the engine default (10 MB per segment)
         self._shards: dict[str, Any] = {}
@@ -61,7 +62,8 @@ class EdgeVectorStore:
         try:
             return await asyncio.to_thread(fn, *args)
         except Exception as exc:
-            raise StageError(STAGE, f"qdrant-edge collection {collection!r}: {exc}") from exc
+            error = StorageFull if is_disk_full(exc) else StageError
+            raise error(STAGE, f"qdrant-edge collection {collection!r}: {exc}") from exc
 
     async def exists(self, collection: str) -> bool:
         if collection in self._shards:
@@ -99,6 +101,7 @@ class EdgeVectorStore:
         async with self._lock:
             if await self.exists(collection):
                 return
+            await asyncio.to_thread(require_free_space, self.path, self.min_free_mb, STAGE)
             directory = self._dir(collection)
             optimizers = (
                 qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
@@ -188,6 +191,7 @@ class EdgeVectorStore:
         import qdrant_edge as qe
 
         async with self._lock:
+            await asyncio.to_thread(require_free_space, self.path, self.min_free_mb, STAGE)
             shard = await self._open(collection)
             lexical = await self.has_lexical(collection)
 
