@@ -54,7 +54,8 @@ async def top10(pipeline, queries: list[str]) -> list[list[tuple[str, float]]]:
 
 
 def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    """Bytes on disk (the engines' files are mostly holes: their apparent size says little)."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
 
 
 async def run(args: argparse.Namespace) -> dict:

@@ -139,3 +139,17 @@ def test_ingest_cli_snapshot_and_restore_send_the_folder_and_report(tmp_path, ca
     assert cli.main(["--restore", str(tmp_path / "s"), "--collection", "bad"]) == 3
     assert sent[0] == ("/v1/admin/snapshot", {"dir": str(tmp_path / "s"), "collections": None})
     assert sent[1] == ("/v1/admin/restore", {"dir": str(tmp_path / "s"), "collections": ["docs"]})
+
+
+def test_shard_files_are_copied_with_their_holes(tmp_path):
+    from deployments.vector.edge import copy_sparse
+
+    src, dst = tmp_path / "wal", tmp_path / "copy"
+    with open(src, "wb") as f:  # 32 MB with 8 KB of data at the start and 4 KB in the middle, the rest holes
+        f.write(b"a" * 8192)
+        f.seek(16 << 20)
+        f.write(b"b" * 4096)
+        f.truncate(32 << 20)
+    copy_sparse(str(src), str(dst))
+    assert dst.read_bytes() == src.read_bytes()
+    assert dst.stat().st_blocks * 512 < 1 << 20  # a plain copy writes 32 MB
