@@ -11,11 +11,11 @@ from typing import Any
 
 from ray.serve import Application
 
-from deployments.graph.bolt_deployment import BoltServer
 from deployments.chat.deployment import Chat
 from deployments.config import AppConfig
 from deployments.embedder.deployment import Embedder
 from deployments.graph.deployment import Graph
+from deployments.graph.embedded.deployment import BoltServer
 from deployments.ingress.deployment import Ingress
 from deployments.reranker.deployment import Reranker
 from deployments.vector.deployment import Vector

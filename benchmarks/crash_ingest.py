@@ -37,7 +37,7 @@ use_local_env()
 
 import httpx  # noqa: E402
 
-from deployments.ingest_cli import IngestError, IngestState, ingest, read_beir_corpus  # noqa: E402
+from deployments.cli.ingest import IngestError, IngestState, ingest, read_beir_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -28,10 +28,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
 from benchmarks.scifact import APP_ARGS, DEFAULT_DATASET, load_queries  # noqa: E402
+from deployments.cli.ingest import read_beir_corpus  # noqa: E402
 from deployments.config import ChunkingConfig, EmbedderConfig  # noqa: E402
 from deployments.embedder.backends import SentenceTransformerEmbedder, resolve_model_path  # noqa: E402
 from deployments.embedder.onnx_backend import OnnxSession, export_onnx, onnx_model_path  # noqa: E402
-from deployments.ingest_cli import read_beir_corpus  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
 

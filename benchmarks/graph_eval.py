@@ -7,7 +7,7 @@ that variants can be compared in seconds.
 
 Methods (Recall@2/@5 of the supporting passages among the first distinct documents):
   dense, lexical, hybrid   as the server: dense top-N ∥ BM25 top-N, RRF, then 0.7·cosine + 0.3·BM25/best
-  ppr                      CollectionIndex.search (deployments/graph/index.py) as a third source: its top-N join
+  ppr                      CollectionIndex.search (deployments/graph/index/) as a third source: its top-N join
                            the RRF candidates (weight `weights.graph`), its score joins the blend (`graph_weight`)
 Corpus embeddings are cached under benchmarks/.cache/ (git-ignored). Writes benchmarks/results/graph-eval-<split>.json.
 """
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deployments.config import ChunkingConfig, GraphIndexConfig  # noqa: E402
-from deployments.graph.extraction import extract, named_query_keys  # noqa: E402
-from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
+from deployments.graph.extraction.offline import extract, named_query_keys  # noqa: E402
+from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
 from deployments.reranker.backends import lift  # noqa: E402

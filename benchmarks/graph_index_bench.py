@@ -1,5 +1,5 @@
-"""The Graph replica's in-memory index (deployments/graph/index.py) in isolation: search latency and throughput on
-a SciFact-sized collection, and how build time and memory grow with passages (10k, 100k synthetic).
+"""The Graph replica's in-memory index (deployments/graph/index/collection.py) in isolation: search latency and
+throughput on a SciFact-sized collection, and how build time and memory grow with passages (10k, 100k synthetic).
 
     python benchmarks/graph_index_bench.py                  # -> benchmarks/results/graph_index.json
     python benchmarks/graph_index_bench.py --sizes 10000 100000 --queries 300
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.graph.index import CollectionIndex, IndexedChunk  # noqa: E402
+from deployments.graph.index.collection import CollectionIndex, IndexedChunk  # noqa: E402
 
 DIM = 384
 
@@ -47,7 +47,7 @@ def unit(rng: np.random.Generator, n: int) -> np.ndarray:
 def scifact_rows() -> tuple[list[IndexedChunk], np.ndarray | None, list[str]]:
     from benchmarks.graph_eval import CACHE, scifact_docs
     from deployments.config import ChunkingConfig
-    from deployments.graph.extraction import extract
+    from deployments.graph.extraction.offline import extract
     from deployments.ingress.chunking import chunk_document
 
     docs, questions = scifact_docs()

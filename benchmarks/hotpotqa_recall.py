@@ -29,7 +29,7 @@ use_local_env()
 
 import httpx  # noqa: E402
 
-from deployments.ingest_cli import IngestState, ingest  # noqa: E402
+from deployments.cli.ingest import IngestState, ingest  # noqa: E402
 
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "hotpotqa-100"
 KS = (2, 5)

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 from deployments.chat.service import ChatService
 from deployments.config import AppConfig
 from deployments.embedder.service import EmbedderService
-from deployments.graph.bolt_server import EmbeddedBoltServer
+from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.graph.service import GraphService
 from deployments.ingress.pipeline import Pipeline
 from deployments.reranker.service import RerankerService

@@ -161,7 +161,7 @@ def monolith_main(data_dir: str, port: int, http_layer: str) -> None:
     from deployments.chat.backends import make_chat
     from deployments.config import AppConfig
     from deployments.embedder.service import EmbedderService
-    from deployments.graph.bolt_server import EmbeddedBoltServer
+    from deployments.graph.embedded.server import EmbeddedBoltServer
     from deployments.graph.service import GraphService
     from deployments.ingress.pipeline import Pipeline
     from deployments.models import AnswerRequest, AnswerResponse, RetrieveRequest, RetrieveResponse
@@ -217,9 +217,9 @@ def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
     """SciFact into the vector store, in this process, before any server opens it: chunked by the app's chunker
     and config, embedded by the configured backend, written by VectorService.upsert (the code path of
     /v1/ingest's vector half). The graph half is bulk_load_scifact_graph."""
+    from deployments.cli.ingest import read_beir_corpus
     from deployments.config import AppConfig
     from deployments.embedder.backends import make_embedder
-    from deployments.ingest_cli import read_beir_corpus
     from deployments.ingress.chunking import chunk_document
     from deployments.models import Document
     from deployments.vector.service import VectorService
@@ -273,10 +273,10 @@ def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
 def bulk_load_scifact_graph(data_dir: str, max_docs: int | None = None) -> dict:
     """SciFact into the graph store, in this process, before any server opens it: the app's chunker, offline
     extractor and GraphService.upsert (the code path of /v1/ingest's graph half), in batches of 256 chunks."""
+    from deployments.cli.ingest import read_beir_corpus
     from deployments.config import AppConfig
-    from deployments.graph.bolt_server import EmbeddedBoltServer
+    from deployments.graph.embedded.server import EmbeddedBoltServer
     from deployments.graph.service import GraphService
-    from deployments.ingest_cli import read_beir_corpus
     from deployments.ingress.chunking import chunk_document
     from deployments.models import Document
 
@@ -308,7 +308,7 @@ def bulk_load_scifact_graph(data_dir: str, max_docs: int | None = None) -> dict:
 
 def ingest_all(url: str, names: list[str]) -> dict:
     from benchmarks.hotpotqa_recall import load as hotpot_load
-    from deployments.ingest_cli import read_beir_corpus
+    from deployments.cli.ingest import read_beir_corpus
 
     hotpot_docs, _ = hotpot_load(DATASETS / "hotpotqa-100")
     out = {}

@@ -35,7 +35,7 @@ use_local_env()
 import httpx  # noqa: E402
 
 from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
-from deployments.ingest_cli import IngestState, ingest, read_beir_corpus  # noqa: E402
+from deployments.cli.ingest import IngestState, ingest, read_beir_corpus  # noqa: E402
 
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
 MODES = ("dense", "lexical", "hybrid", "hybrid+graph")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from deployments.config import GraphConfig, free_port
 from deployments.errors import StageError, StageTimeout
-from deployments.graph.bolt_server import EmbeddedBoltServer
+from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.graph.service import GraphService
 
 QUERY = "UNWIND range(1,1000) AS a UNWIND range(1,1000) AS b UNWIND range(1,40) AS c RETURN count(*)"

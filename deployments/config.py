@@ -136,7 +136,7 @@ class ExtractionConfig(_Section):
 
 
 class GraphIndexConfig(_Section):
-    """The Graph replicas' in-memory passage–entity index (deployments/graph/index.py) and its walk.
+    """The Graph replicas' in-memory passage–entity index (deployments/graph/index/collection.py) and its walk.
 
     Walk settings chosen on HotpotQA-100 questions 0–49 and SciFact train only (benchmarks/graph_tune.py)."""
 
@@ -154,7 +154,7 @@ class GraphIndexConfig(_Section):
     query_vectors: bool = Field(True, description="Seed the walk with the passages most like the query (its vector comes with the request).")
 
     def params(self) -> "PPRParamsLike":
-        from deployments.graph.index import PPRParams
+        from deployments.graph.index.collection import PPRParams
 
         return PPRParams(
             damping=self.damping, entity_seed_weight=self.entity_seed_weight, passage_seeds=self.passage_seeds,
@@ -171,7 +171,7 @@ class GraphConfig(_Section):
     bolt_uri: str | None = None
     user: str = "root"
     # Credentials of an external server (`bolt_uri`). The embedded server has none here: its passwords are random,
-    # made per data folder at its first start (deployments/graph/credentials.py).
+    # made per data folder at its first start (deployments/graph/store/credentials.py).
     password: SecretStr | None = None
     # POST /v1/graph/query runs as this user on an external server, in READ sessions: on Neo4j, a user with the
     # built-in `reader` role only. Unset: user queries are refused on an external server.
@@ -230,7 +230,7 @@ class RerankerConfig(_Section):
     max_connections: int = Field(32, ge=1)
     breaker: BreakerConfig = BreakerConfig()  # the HTTP reranker's
     dense_weight: float = Field(0.7, ge=0, le=1, description="Embedded scorer: dense share; the rest is lexical.")
-    # The graph stage's walk score (graph/index.py: a passage's share of the walk's mass) lifts a candidate by up to
+    # The graph stage's walk score (graph/index/: a passage's share of the walk's mass) lifts a candidate by up to
     # graph_weight × that share, never past the graph_keep best dense + lexical candidates. Chosen on HotpotQA-100
     # questions 0–49 and SciFact train only (benchmarks/graph_tune.py); hybrid and dense/lexical never see it.
     graph_weight: float = Field(2.0, ge=0, description="Embedded scorer: lift per unit of graph mass (hybrid+graph).")
@@ -293,7 +293,7 @@ class RetrievalConfig(_Section):
     weights: FusionWeights = FusionWeights()
     rrf_k: int = Field(60, ge=1)
     # 0 by default: the graph stage's walk from the best passage to the passages about what it mentions does this
-    # job in the same call (graph/index.py); the boost measured in-sample only and costs a sequential store call.
+    # job in the same call (graph/index/); the boost measured in-sample only and costs a sequential store call.
     link_weight: float = Field(
         0.0, ge=0, le=5,
         description="After reranking, candidates tied to the top `link_seeds` hits by a specific entity (not named in "

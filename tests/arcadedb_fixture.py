@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from deployments.graph.bolt_server import EmbeddedBoltServer
 from deployments.config import GraphConfig, free_port
+from deployments.graph.embedded.server import EmbeddedBoltServer
 
 # The session server's user-query timeout (its reaper's limit): short, so timeout tests stay short.
 USER_QUERY_TIMEOUT_S = 3.0

@@ -20,7 +20,7 @@ from deployments.config import (
 )
 from deployments.embedder.backends import OpenAIEmbedder
 from deployments.errors import CircuitOpen, StageError, StageUnavailable
-from deployments.graph.session import BoltSession
+from deployments.graph.store.session import BoltSession
 from deployments.reranker.backends import HttpReranker
 from tests.openai_server import OpenAIProtocolServer
 

@@ -23,7 +23,7 @@ from benchmarks import use_local_env
 use_local_env()
 
 from benchmarks.inprocess import in_process_pipeline
-from deployments.ingest_cli import read_beir_corpus
+from deployments.cli.ingest import read_beir_corpus
 from deployments.ingress.backups import Backups
 from deployments.ingress.intents import IntentLog
 from deployments.models import Document, IngestRequest, RetrieveRequest

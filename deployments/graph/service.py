@@ -1,8 +1,9 @@
 """The knowledge-graph stage: chunks, extracted entities and co-occurrence relations in a Neo4j-protocol store
 (the embedded ArcadeDB Bolt server or Neo4j), searched by entity linking plus multi-hop expansion.
 
-What runs in the store lives beside it: the connection and its retries (session.py), the writes (writes.py),
-retrieval (retrieval.py), the explorer's endpoints (explorer.py); this class checks the requests and wires them.
+What runs in the store lives beside it: the connection and its retries (store/session.py), the writes
+(store/writes.py), retrieval (store/retrieval.py), the explorer's endpoints (queries/explorer.py); this class
+checks the requests and wires them.
 """
 from __future__ import annotations
 
@@ -17,18 +18,18 @@ from neo4j import AsyncManagedTransaction
 
 from deployments.config import GraphConfig
 from deployments.errors import BadRequest, NotFound
-from deployments.graph.backup import dump_counts, export_work, import_work, read_dump, write_dump
-from deployments.graph.explorer import entity_work
-from deployments.graph.extraction import query_keys
-from deployments.graph.index import CollectionIndex
-from deployments.graph.live_index import FetchVectors, LiveIndexes
-from deployments.graph.llm_extraction import make_extractor
-from deployments.graph.retrieval import links_work, search_work
-from deployments.graph.schema import CHUNK, ENTITY, MENTIONS
-from deployments.graph.session import BoltSession
-from deployments.graph.transactions import metadata
-from deployments.graph.user_query import UserQueries
-from deployments.graph.writes import counts_work, delete_work, drop_orphans, ingest_rows, upsert_work
+from deployments.graph.store.backup import dump_counts, export_work, import_work, read_dump, write_dump
+from deployments.graph.extraction.llm import make_extractor
+from deployments.graph.extraction.offline import query_keys
+from deployments.graph.index.collection import CollectionIndex
+from deployments.graph.index.live import FetchVectors, LiveIndexes
+from deployments.graph.queries.explorer import entity_work
+from deployments.graph.queries.user_query import UserQueries
+from deployments.graph.store.retrieval import links_work, search_work
+from deployments.graph.store.schema import CHUNK, ENTITY, MENTIONS
+from deployments.graph.store.session import BoltSession
+from deployments.graph.store.transactions import metadata
+from deployments.graph.store.writes import counts_work, delete_work, drop_orphans, ingest_rows, upsert_work
 from deployments.models import (
     MAX_HOPS,
     Chunk,
@@ -79,7 +80,7 @@ class GraphService:
         )
         # Offline by default; the LLM provider race when graph.extraction.providers is set.
         self._extract = extractor if extractor is not None else make_extractor(config.extraction)
-        # User Cypher runs as the store's read-only user, on a driver of its own (user_query.py).
+        # User Cypher runs as the store's read-only user, on a driver of its own (queries/user_query.py).
         self._user_queries = UserQueries(config, self._uri)
 
     @property
@@ -223,7 +224,7 @@ class GraphService:
     async def _index_search(self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None) -> GraphResult:
         """The search on this replica's in-memory index: a walk from the passages most similar to the query (its
         vector as given, else from the embedder concurrently with the index's version check) to the passages
-        about the entities they mention (index.py). Without a vector: from the entities the query names."""
+        about the entities they mention (index/collection.py). Without a vector: from the entities the query names."""
         seeded = hops > 0 and self.config.index.passage_seeds > 0 and self.config.index.query_vectors
         if seeded and query_vector is None and self._embed is not None:
             index, vectors = await asyncio.gather(self._live.get(collection), self._embed([query]))
@@ -266,7 +267,7 @@ class GraphService:
     # ---- explorer -------------------------------------------------------------------------------
 
     async def query(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
-        """A user's read-only Cypher, as the store's read-only user under the user-query bounds (user_query.py)."""
+        """A user's read-only Cypher, as the store's read-only user under the user-query bounds (queries/)."""
         return await self._user_queries.run(cypher, parameters, max_rows)
 
     async def entity(self, collection: str, name: str, hops: int = 1) -> EntityResponse:

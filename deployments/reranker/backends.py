@@ -159,7 +159,7 @@ class EmbeddedScorer:
     SciFact's train queries (figures in benchmarks/README.md, "Retrieval quality"). Without signals, the dense
     cosine alone.
 
-    The graph score (the walk's share of its restart mass, graph/index.py; clipped at 1) lifts a candidate by
+    The graph score (the walk's share of its restart mass, graph/index/collection.py; clipped at 1) lifts a candidate by
     `graph_weight` × that share, but never past the `graph_keep` best dense + lexical candidates: the second hop
     of a multi-hop question joins the top hits behind the ones that lead to it, and a single-hop question keeps
     its best hits (chosen on HotpotQA-100 questions 0–49 and SciFact train: benchmarks/graph_tune.py).

@@ -10,16 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.arcadedb_fixture import make_graph_config
 from neo4j import GraphDatabase
 from neo4j.exceptions import AuthError
 
-from deployments.graph.bolt_deployment import BoltServer
-from deployments.graph.bolt_server import BoltServerError, EmbeddedBoltServer
-from deployments.graph.credentials import credentials_path, load_or_create
 from deployments.errors import StageUnavailable
+from deployments.graph.embedded.deployment import BoltServer
+from deployments.graph.embedded.server import BoltServerError, EmbeddedBoltServer
 from deployments.graph.service import GraphService
+from deployments.graph.store.credentials import credentials_path, load_or_create
 from deployments.models import Chunk
+from tests.arcadedb_fixture import make_graph_config
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +71,7 @@ async def test_lifecycle_health_stop_and_restart(tmp_path):
         environ = Path(f"/proc/{server.pid}/environ").read_bytes()
         for secret in (server.credentials.root_password, server.credentials.reader_password):
             assert secret.encode() not in cmdline and secret.encode() not in environ
-        assert b"deployments.graph.bolt_server" in cmdline
+        assert b"deployments.graph.embedded.server" in cmdline
 
         # Bolt listens on loopback only.
         addresses = listening_addresses(config.embedded_port)
@@ -118,7 +118,7 @@ def test_child_exits_when_its_parent_dies(tmp_path):
     config = make_graph_config(tmp_path / "graph")
     script = textwrap.dedent("""
         import sys, time
-        from deployments.graph.bolt_server import EmbeddedBoltServer
+        from deployments.graph.embedded.server import EmbeddedBoltServer
         from deployments.config import GraphConfig
         server = EmbeddedBoltServer(GraphConfig.model_validate_json(sys.stdin.read()))
         server.start()
@@ -162,7 +162,7 @@ def test_embedded_server_refuses_non_loopback_and_non_root(tmp_path):
 
 def test_the_deployment_picks_the_port_and_keeps_it_across_restarts(tmp_path):
     from deployments.config import AppConfig, free_port
-    from deployments.graph.bolt_deployment import PORT_FILE, server_port
+    from deployments.graph.embedded.deployment import PORT_FILE, server_port
 
     config = AppConfig.from_args({"data_dir": str(tmp_path)}).graph
     assert config.embedded_port == 0  # nothing chosen (nor bound) while the config was validated

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from deployments.graph.credentials import CredentialsError, credentials_path, load, load_or_create
+from deployments.graph.store.credentials import CredentialsError, credentials_path, load, load_or_create
 
 
 def test_made_once_per_folder_private_and_kept(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deployments.graph.cypher_guard import LINE_TERMINATORS, UnsafeQuery, check_read_only, tokens
+from deployments.graph.queries.cypher_guard import LINE_TERMINATORS, UnsafeQuery, check_read_only, tokens
 from tests.fakes import WRITES
 
 READS = [

@@ -1,6 +1,12 @@
-from deployments.graph.extraction import ENTITY_TYPES, MAX_ENTITIES_PER_CHUNK, RELATION_TYPE, extract, query_keys
-from deployments.text import STOP_WORDS, normalize_name
+from deployments.graph.extraction.offline import (
+    ENTITY_TYPES,
+    MAX_ENTITIES_PER_CHUNK,
+    RELATION_TYPE,
+    extract,
+    query_keys,
+)
 from deployments.models import Chunk
+from deployments.text import STOP_WORDS, normalize_name
 
 
 def chunk(text: str, chunk_id: str = "d#0") -> Chunk:

@@ -5,7 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams
+from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams
 from deployments.graph.service import GraphService
 from deployments.models import Chunk
 
@@ -269,7 +269,7 @@ async def test_a_replica_warms_the_index_of_every_stored_collection_at_start(rep
 
 
 async def test_a_whole_collection_is_read_under_the_build_timeout_and_changes_under_the_check_timeout():
-    from deployments.graph.live_index import LiveIndexes
+    from deployments.graph.index.live import LiveIndexes
 
     timeouts: list[float] = []
     row = {"id": "d1#0", "doc_id": "d1", "text": "t", "metadata": "{}", "keys": ["acme"], "lead": ["acme"]}

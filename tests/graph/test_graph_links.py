@@ -5,7 +5,7 @@ import pytest
 
 from deployments.errors import NotFound, StageUnavailable
 from deployments.graph.service import GraphService
-from deployments.graph.transactions import longest_matches, specificity
+from deployments.graph.store.transactions import longest_matches, specificity
 from deployments.models import RetrieveRequest
 from tests.fakes import DOCS, FakeStages, chunks_of, make
 
@@ -111,8 +111,8 @@ async def test_links_need_an_entity_one_side_is_about(graph, request):
 
 def test_lead_entities_are_the_first_sentences():
     from deployments.config import ExtractionConfig
-    from deployments.graph.extraction import extract
-    from deployments.graph.llm_extraction import LLMGraph, normalize
+    from deployments.graph.extraction.llm import LLMGraph, normalize
+    from deployments.graph.extraction.offline import extract
     from deployments.models import Chunk
 
     ex = extract(Chunk(chunk_id="c", doc_id="d", index=0, text="Blue Harbour\n\nAlice Smith wrote it. Bob Jones read it."))

@@ -1,5 +1,5 @@
-"""The rows a graph upsert writes (deployments/graph/writes.py), built without a store."""
-from deployments.graph.writes import ingest_rows
+"""The rows a graph upsert writes (deployments/graph/store/writes.py), built without a store."""
+from deployments.graph.store.writes import ingest_rows
 from deployments.models import Chunk, Entity, Extraction, Relation
 
 

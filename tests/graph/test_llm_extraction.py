@@ -9,9 +9,9 @@ import pytest
 
 from deployments.config import ExtractionConfig, ExtractionProvider
 from deployments.errors import StageError
+from deployments.graph.extraction.llm import LLMExtractor, LLMGraph, make_extractor, normalize, parse_reply
+from deployments.graph.extraction.offline import extract as offline_extract
 from deployments.graph.service import GraphService
-from deployments.graph.llm_extraction import LLMExtractor, LLMGraph, make_extractor, normalize, parse_reply
-from deployments.graph.extraction import extract as offline_extract
 from deployments.models import Chunk
 from tests.openai_server import OpenAIProtocolServer
 

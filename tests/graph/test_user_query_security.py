@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from neo4j import READ_ACCESS, GraphDatabase
 from neo4j.exceptions import Neo4jError
 
-import deployments.graph.user_query as user_query
+import deployments.graph.queries.user_query as user_query
 from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavailable
+from deployments.graph.queries.user_query import json_size
 from deployments.graph.service import GraphService
-from deployments.graph.user_query import json_size
 from tests.fakes import DOCS, chunks_of
 
 # Writes, schema and admin changes, and file reads: what the guard refuses and the engine must refuse too.

@@ -120,7 +120,7 @@ def test_a_dead_snapshot_pauses_nothing_and_a_long_one_gives_up(tmp_path):
 def test_ingest_cli_snapshot_and_restore_send_the_folder_and_report(tmp_path, capsys, monkeypatch):
     import httpx
 
-    import deployments.ingest_cli as cli
+    import deployments.cli.ingest as cli
 
     sent: list[tuple[str, dict]] = []
 

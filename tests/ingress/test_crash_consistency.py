@@ -197,7 +197,7 @@ async def test_verify_over_http(monkeypatch, tmp_path):
 def test_ingest_cli_verify_exit_codes(capsys):
     import httpx
 
-    from deployments.ingest_cli import main
+    from deployments.cli.ingest import main
 
     answers = {"/v1/collections/ok/verify": {"consistent": True}, "/v1/collections/bad/verify": {"consistent": False},
                "/v1/collections/bad/repair": {"removed_documents": 2, "after": {"consistent": True}}}
@@ -210,7 +210,7 @@ def test_ingest_cli_verify_exit_codes(capsys):
     def client(**kwargs):
         return real_client(transport=httpx.MockTransport(handler), base_url=kwargs["base_url"])
 
-    import deployments.ingest_cli as cli
+    import deployments.cli.ingest as cli
     original, cli.httpx.Client = cli.httpx.Client, client
     try:
         assert main(["--verify", "--collection", "ok"]) == 0

@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.ingest_cli import IngestError, IngestState, ingest, main as ingest_main, read_source
-from tests.local_app import local_app
+from deployments.cli.ingest import IngestError, IngestState, ingest, read_source
+from deployments.cli.ingest import main as ingest_main
 from tests.fakes import WRITES
+from tests.local_app import local_app
 
 pytestmark = pytest.mark.integration
 

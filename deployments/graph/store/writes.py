@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 from neo4j import AsyncManagedTransaction
 
-from deployments.graph.live_index import bump_version
-from deployments.graph.schema import CHUNK, ENTITY, MENTIONS, RELATED
-from deployments.graph.session import Work
+from deployments.graph.store.schema import CHANGE, CHUNK, ENTITY, MENTIONS, RELATED, VERSION
+from deployments.graph.store.session import Work
 from deployments.models import Chunk, Extraction
 
 
@@ -123,6 +122,24 @@ class Removed:
     def __init__(self) -> None:
         self.weights: Counter[tuple[str, str, str]] = Counter()
         self.total_chunks = 0
+
+
+async def bump_version(tx: AsyncManagedTransaction, collection: str, doc_ids: list[str]) -> int:
+    """Inside a write transaction: the collection's next version, and the documents this write touches (what the
+    replicas' in-memory indexes read to catch up, index/live.py)."""
+    row = await (
+        await tx.run(
+            f"MERGE (v:{VERSION} {{collection: $collection}}) ON CREATE SET v.version = 1 "
+            "ON MATCH SET v.version = v.version + 1 RETURN v.version AS version",
+            collection=collection,
+        )  # fmt: skip
+    ).single()
+    version = int(row["version"])
+    await tx.run(
+        f"CREATE (:{CHANGE} {{collection: $collection, version: $version, doc_ids: $doc_ids}})",
+        collection=collection, version=version, doc_ids=sorted(set(doc_ids)),
+    )  # fmt: skip
+    return version
 
 
 def chunk_relations(ex: Extraction, keys: set[str]) -> Counter[tuple[str, str, str]]:

@@ -1,11 +1,11 @@
 """The embedded Neo4j-protocol graph store: ArcadeDB (a JVM, via arcadedb-embedded) serving Bolt on loopback,
 run in a child process that owns the data folder and dies with its parent.
 
-Run alone: `python -m deployments.graph.bolt_server --host 127.0.0.1 --port 7687 --data DIR` with the root password
+Run alone: `python -m deployments.graph.embedded.server --host 127.0.0.1 --port 7687 --data DIR` with the root password
 and the read-only user's password on standard input (its first two lines), never on the command line.
 
 What protects the store: Bolt is the only listener (ArcadeDB's HTTP API is stopped once the server is up, no other
-protocol plugin is loaded), both passwords are random per data folder (deployments/graph/credentials.py), user
+protocol plugin is loaded), both passwords are random per data folder (deployments/graph/store/credentials.py), user
 Cypher runs as a user whose group may only read records (writes, schema changes and LOAD CSV's file access are
 refused by the engine), LOAD CSV is switched off for files and URLs, and a reaper terminates that user's queries
 once they run longer than the user-query timeout, so a query the client gave up on stops using the engine.
@@ -26,7 +26,7 @@ from collections import deque
 from pathlib import Path
 
 from deployments.config import GraphConfig, free_port, require_loopback
-from deployments.graph.credentials import READER_USER, ROOT_USER, StoreCredentials, load_or_create
+from deployments.graph.store.credentials import READER_USER, ROOT_USER, StoreCredentials, load_or_create
 
 log = logging.getLogger("graphrag.bolt_server")
 
@@ -253,7 +253,7 @@ class EmbeddedBoltServer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         cmd = [
-            sys.executable, "-m", "deployments.graph.bolt_server",
+            sys.executable, "-m", "deployments.graph.embedded.server",
             "--host", self.host, "--port", str(self.port), "--data", str(self.data),
             "--database", self.database, "--heap", self.heap, "--parent-pid", str(os.getpid()),
             "--user-query-timeout-ms", str(max(1, round(self.config.user_query_timeout_s * 1000))),
@@ -313,7 +313,7 @@ class EmbeddedBoltServer:
         # schema is defined once, in graph_store, for the embedded and an external server alike.
         from neo4j import GraphDatabase  # noqa: PLC0415
 
-        from deployments.graph.schema import SCHEMA
+        from deployments.graph.store.schema import SCHEMA
 
         with GraphDatabase.driver(self.uri, auth=self._auth(), connection_timeout=5.0) as driver:
             for statement in SCHEMA:

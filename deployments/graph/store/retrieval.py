@@ -5,9 +5,16 @@ from __future__ import annotations
 from neo4j import AsyncManagedTransaction
 
 from deployments.config import GraphConfig
-from deployments.graph.schema import CHUNK, ENTITY, MENTIONS
-from deployments.graph.session import Work
-from deployments.graph.transactions import edges_among, expand, longest_matches, mention_counts, metadata, specificity
+from deployments.graph.store.schema import CHUNK, ENTITY, MENTIONS
+from deployments.graph.store.session import Work
+from deployments.graph.store.transactions import (
+    edges_among,
+    expand,
+    longest_matches,
+    mention_counts,
+    metadata,
+    specificity,
+)
 from deployments.models import GraphNode, GraphResult, ScoredChunk, Subgraph
 
 

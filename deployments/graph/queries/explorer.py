@@ -10,9 +10,9 @@ from neo4j import AsyncManagedTransaction
 from neo4j.graph import Node, Path, Relationship
 
 from deployments.config import GraphConfig
-from deployments.graph.schema import CHUNK, ENTITY, MENTIONS
-from deployments.graph.session import Work
-from deployments.graph.transactions import edges_among, expand
+from deployments.graph.store.schema import CHUNK, ENTITY, MENTIONS
+from deployments.graph.store.session import Work
+from deployments.graph.store.transactions import edges_among, expand
 from deployments.models import EntityResponse, GraphNode, RelationProvenance
 
 

@@ -1,6 +1,6 @@
 """Keeps each Graph replica's in-memory CollectionIndex current with the graph store.
 
-Every write transaction (GraphService.upsert / delete_documents) bumps the collection's version on a
+Every write transaction (GraphService.upsert / delete_documents, store/writes.py) bumps the collection's version on a
 `GraphVersion` node, stamps the chunks it creates with that version (`seq`) and logs the documents it replaced
 or removed on a `GraphChange` node — in the same transaction, so a replica that sees version v also sees
 everything written up to v. A replica checks the version at most every `index_check_ms` (one tiny read), and on
@@ -17,31 +17,14 @@ from typing import Any, Awaitable, Callable
 
 from neo4j import AsyncManagedTransaction
 
-from deployments.graph.index import CollectionIndex, IndexedChunk, PPRParams
-from deployments.graph.schema import CHANGE, CHUNK, ENTITY, VERSION
+from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams
+from deployments.graph.store.schema import CHANGE, CHUNK, ENTITY, VERSION
 
 log = logging.getLogger("graphrag.graph.index")
 
 RunRead = Callable[[Callable[[AsyncManagedTransaction], Awaitable[Any]], float], Awaitable[Any]]  # (work, timeout)
 FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
 _VECTOR_BATCH = 1024  # chunk ids per vector fetch
-
-
-async def bump_version(tx: AsyncManagedTransaction, collection: str, doc_ids: list[str]) -> int:
-    """Inside a write transaction: the collection's next version, and the documents this write touches."""
-    row = await (
-        await tx.run(
-            f"MERGE (v:{VERSION} {{collection: $collection}}) ON CREATE SET v.version = 1 "
-            "ON MATCH SET v.version = v.version + 1 RETURN v.version AS version",
-            collection=collection,
-        )  # fmt: skip
-    ).single()
-    version = int(row["version"])
-    await tx.run(
-        f"CREATE (:{CHANGE} {{collection: $collection, version: $version, doc_ids: $doc_ids}})",
-        collection=collection, version=version, doc_ids=sorted(set(doc_ids)),
-    )  # fmt: skip
-    return version
 
 
 async def read_version(tx: AsyncManagedTransaction, collection: str) -> int:

@@ -20,7 +20,7 @@ CHUNK = _checked("Chunk", _LABEL)
 ENTITY = _checked("Entity", _LABEL)
 MENTIONS = _checked("MENTIONS", _REL_TYPE)
 RELATED = _checked("RELATED", _REL_TYPE)  # the relation's own type (e.g. CO_OCCURS) is a property: data
-# A collection's write counter and its change log, read by the Graph replicas' in-memory indexes (live_index.py).
+# A collection's write counter and its change log, read by the Graph replicas' in-memory indexes (index/live.py).
 VERSION = _checked("GraphVersion", _LABEL)
 CHANGE = _checked("GraphChange", _LABEL)
 

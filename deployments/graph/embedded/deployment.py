@@ -8,7 +8,7 @@ from pathlib import Path
 from ray import serve
 
 from deployments.config import GraphConfig, free_port
-from deployments.graph.bolt_server import BoltServerError, EmbeddedBoltServer
+from deployments.graph.embedded.server import BoltServerError, EmbeddedBoltServer
 from deployments.observability import configure_logging
 
 log = logging.getLogger("graphrag.bolt_server")

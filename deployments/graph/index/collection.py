@@ -2,7 +2,7 @@
 
 The graph store stays the source of truth; a Graph replica builds this index from it at start and patches it on
 ingest and delete, so a search is a few sparse matrix–vector products in this process instead of Cypher round
-trips. Plain numpy/scipy, no Ray, no store: `deployments/graph/live_index.py` keeps it current.
+trips. Plain numpy/scipy, no Ray, no store: `deployments/graph/index/live.py` keeps it current.
 
 Nodes are the collection's chunks (passages) and the entities they mention; a chunk and an entity are tied when
 the chunk mentions it. A search restarts the walk at the entities the query names (weighted by specificity) and,
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from deployments.graph.extraction import named_query_keys, query_keys
+from deployments.graph.extraction.offline import named_query_keys, query_keys
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class CollectionIndex:
     def __init__(self, params: PPRParams | None = None, dim: int | None = None):
         self.params = params or PPRParams()
         self.dim = dim
-        self.version = 0  # the store's version this index reflects (live_index.py)
+        self.version = 0  # the store's version this index reflects (index/live.py)
         self._slot: dict[str, int] = {}  # chunk id -> slot
         self._by_slot: list[IndexedChunk | None] = []
         self._by_doc: dict[str, set[str]] = {}

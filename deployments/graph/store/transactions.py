@@ -7,7 +7,7 @@ from typing import Any
 
 from neo4j import AsyncManagedTransaction
 
-from deployments.graph.schema import ENTITY, MENTIONS, RELATED
+from deployments.graph.store.schema import ENTITY, MENTIONS, RELATED
 from deployments.models import GraphEdge, GraphNode
 
 

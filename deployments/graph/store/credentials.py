@@ -17,7 +17,7 @@ from deployments.config import GraphConfig
 
 CREDENTIALS_FILE = "graphrag-store-credentials.json"
 ROOT_USER = "root"
-# The store user user Cypher runs as: a group that may only read records (see bolt_server._secure).
+# The store user user Cypher runs as: a group that may only read records (see embedded/server.py, _secure).
 READER_USER = "graphrag_reader"
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from neo4j import AsyncManagedTransaction
 
-from deployments.graph.schema import CHANGE, CHUNK, ENTITY, MENTIONS, RELATED, VERSION
+from deployments.graph.store.schema import CHANGE, CHUNK, ENTITY, MENTIONS, RELATED, VERSION
 
 # The property that names a node within its collection, per label that relationships connect.
 NODE_KEY = {CHUNK: "id", ENTITY: "key"}

@@ -20,10 +20,10 @@ from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavaila
 
 from deployments.config import GraphConfig
 from deployments.errors import BadRequest, StageError, StageTimeout, StageUnavailable
-from deployments.graph.credentials import CredentialsError, reader_auth
-from deployments.graph.cypher_guard import UnsafeQuery, check_read_only
-from deployments.graph.explorer import jsonable
-from deployments.graph.session import DriverOwner, stale_connection
+from deployments.graph.queries.cypher_guard import UnsafeQuery, check_read_only
+from deployments.graph.queries.explorer import jsonable
+from deployments.graph.store.credentials import CredentialsError, reader_auth
+from deployments.graph.store.session import DriverOwner, stale_connection
 from deployments.models import GraphQueryResponse
 
 log = logging.getLogger("graphrag.graph")

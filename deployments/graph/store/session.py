@@ -20,8 +20,8 @@ from neo4j.exceptions import (
 
 from deployments.config import GraphConfig, redact_url
 from deployments.errors import StageError, StageUnavailable, StorageFull, is_disk_full
-from deployments.graph.credentials import CredentialsError, admin_auth
-from deployments.graph.schema import SCHEMA, is_conflict
+from deployments.graph.store.credentials import CredentialsError, admin_auth
+from deployments.graph.store.schema import SCHEMA, is_conflict
 
 log = logging.getLogger("graphrag.graph")
 

@@ -1,0 +1,1 @@
+"""The embedded Neo4j-protocol store: ArcadeDB serving Bolt in a child process, and its Serve deployment."""

@@ -1,0 +1,1 @@
+"""User-facing graph queries: read-only user Cypher (static guard + read-only store user) and the entity explorer."""
