@@ -266,19 +266,28 @@ def ingest(
     return report
 
 
+def _report(client: httpx.Client, method: str, path: str, body: dict | None = None) -> dict | None:
+    """The server's JSON answer to an admin call, printed; None (said on stderr) when it did not answer 200."""
+    try:
+        resp = client.request(method, path, json=body)
+    except httpx.TransportError as exc:
+        print(f"graphrag-ingest: cannot reach the server: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    if resp.status_code != 200:
+        print(f"graphrag-ingest: {method} {path} answered {resp.status_code}: {resp.text[:500]}", file=sys.stderr)
+        return None
+    report = resp.json()
+    print(json.dumps(report, indent=2))
+    return report
+
+
 def check_consistency(client: httpx.Client, collection: str, repair: bool) -> int:
     """Prints the server's consistency report (GET /v1/collections/C/verify, or POST .../repair); 0 when the
     stores agree, 3 when they do not, 1 when the server could not tell."""
-    try:
-        resp = client.post(f"/v1/collections/{collection}/repair") if repair else client.get(f"/v1/collections/{collection}/verify")
-    except httpx.TransportError as exc:
-        print(f"graphrag-ingest: cannot reach the server: {type(exc).__name__}: {exc}", file=sys.stderr)
+    path = f"/v1/collections/{collection}/" + ("repair" if repair else "verify")
+    body = _report(client, "POST" if repair else "GET", path)
+    if body is None:
         return 1
-    if resp.status_code != 200:
-        print(f"graphrag-ingest: {resp.request.method} {resp.request.url.path} answered {resp.status_code}: {resp.text[:500]}", file=sys.stderr)
-        return 1
-    body = resp.json()
-    print(json.dumps(body, indent=2))
     report = body["after"] if repair else body
     if repair and body["removed_documents"]:
         print(f"graphrag-ingest: removed {body['removed_documents']} documents from both stores: re-run the ingest", file=sys.stderr)
@@ -289,16 +298,9 @@ def backup(client: httpx.Client, action: str, folder: Path, collection: str | No
     """POST /v1/admin/snapshot or /restore (the folder is on the server's machine); prints the report. 0 when done
     (and, for a restore, every collection consistent), 3 when a restored collection is not, 1 on failure."""
     body = {"dir": str(folder.expanduser().absolute()), "collections": [collection] if collection else None}
-    try:
-        resp = client.post(f"/v1/admin/{action}", json=body)
-    except httpx.TransportError as exc:
-        print(f"graphrag-ingest: cannot reach the server: {type(exc).__name__}: {exc}", file=sys.stderr)
+    report = _report(client, "POST", f"/v1/admin/{action}", body)
+    if report is None:
         return 1
-    if resp.status_code != 200:
-        print(f"graphrag-ingest: {action} answered {resp.status_code}: {resp.text[:500]}", file=sys.stderr)
-        return 1
-    report = resp.json()
-    print(json.dumps(report, indent=2))
     if action == "restore" and not all(c["consistent"] for c in report["collections"].values()):
         return 3
     return 0
