@@ -2,9 +2,12 @@
 
 After `failure_threshold` calls in a row fail because the backend is unreachable (StageUnavailable: refused,
 timed out), the circuit opens: calls fail at once with CircuitOpen (the caller reports the stage `degraded` or
-takes its fallback) instead of each waiting out a timeout. After `open_s` one call at a time goes through as a
-probe (half-open): its success closes the circuit, its failure opens it again. So traffic resumes by itself
-when the server returns, at most `open_s` later.
+takes its fallback) instead of each waiting out a timeout. After `open_s` one probe goes to the server (half-open):
+the backend's own cheap `probe` call, in the background, while requests keep failing fast (without a `probe`,
+the next call is the probe). Its success closes the circuit, its failure opens it again. So traffic resumes by
+itself when the server returns, about `open_s` later. A background probe matters where calls are shared: the
+embedder batches concurrent requests into one call and the graph's index refresh serves every waiting search,
+so a request as the probe would hold all of them for a timeout.
 
 Errors from a server that answers (a 4xx, a malformed body) do not count: they are the request's or the retry
 loop's business, not an outage. A cancelled call (its caller gave up) counts neither way, but frees the probe.
@@ -12,11 +15,14 @@ loop's business, not an outage. A cancelled call (its caller gave up) counts nei
 from __future__ import annotations
 
 import time
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from deployments.errors import CircuitOpen, StageError, StageUnavailable
 
+log = logging.getLogger("graphrag.breaker")
 T = TypeVar("T")
 State = Literal["closed", "open", "half_open"]
 
@@ -24,7 +30,7 @@ State = Literal["closed", "open", "half_open"]
 class CircuitBreaker:
     def __init__(
         self, stage: str, backend: str, failure_threshold: int = 5, open_s: float = 5.0, enabled: bool = True,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, probe: Callable[[], Awaitable[Any]] | None = None,
     ):
         if failure_threshold < 1 or open_s <= 0:
             raise ValueError("failure_threshold must be >= 1 and open_s > 0")
@@ -34,6 +40,8 @@ class CircuitBreaker:
         self.open_s = open_s
         self.enabled = enabled
         self._clock = clock
+        self._probe = probe
+        self._probe_task: asyncio.Task | None = None
         self._failures = 0  # in a row
         self._opened_at: float | None = None
         self._probing = False
@@ -64,8 +72,26 @@ class CircuitBreaker:
             return True
         if state == "half_open" and not self._probing:
             self._probing = True
-            return True
+            if self._probe is None:
+                return True
+            self._probe_task = asyncio.ensure_future(self._run_probe())
         return False
+
+    async def _run_probe(self) -> None:
+        try:
+            await self._probe()  # type: ignore[misc]
+        except StageUnavailable as exc:
+            self._record(exc)
+        except StageError:
+            self._record(None)  # it answered
+        except Exception as exc:  # our own bug in the probe: say so, keep the circuit open
+            log.error("%s: the probe of %s failed unexpectedly: %s", self.stage, self.backend, exc, exc_info=exc)
+            self._opened_at = self._clock()
+        else:
+            self._record(None)
+            log.info("%s: %s answers again; circuit closed", self.stage, self.backend)
+        finally:
+            self._probing = False
 
     def _record(self, error: StageUnavailable | None) -> None:
         if error is None:

@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -42,8 +43,8 @@ class BreakerConfig(_Section):
     failure_threshold: int = Field(5, ge=1, le=1000, description="Calls in a row that found the server unreachable before it is skipped.")
     open_s: float = Field(5.0, gt=0, le=3600, description="Seconds the server is skipped before one probe call goes through.")
 
-    def make(self, stage: str, backend: str) -> CircuitBreaker:
-        return CircuitBreaker(stage, backend, self.failure_threshold, self.open_s, self.enabled)
+    def make(self, stage: str, backend: str, probe: Callable[[], Awaitable[Any]] | None = None) -> CircuitBreaker:
+        return CircuitBreaker(stage, backend, self.failure_threshold, self.open_s, self.enabled, probe=probe)
 
 
 class EmbedderConfig(_Section):

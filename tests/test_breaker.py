@@ -146,6 +146,42 @@ async def test_a_cancelled_probe_frees_the_probe_slot():
     assert await b.call(backend) == "ok"  # the next call is the probe
 
 
+async def test_with_a_probe_calls_never_wait_on_it_and_its_success_closes():
+    clock, backend = Clock(), Backend()
+    release = asyncio.Event()
+
+    async def probe() -> str:
+        await release.wait()
+        return await backend()
+
+    b = CircuitBreaker("embed", "x", failure_threshold=2, open_s=5, clock=clock, probe=probe)
+    for _ in range(2):
+        with pytest.raises(StageUnavailable):
+            await b.call(backend)
+    clock.now += 5
+    backend.down = False
+    for _ in range(3):  # half-open: the probe runs in the background, the calls fail fast meanwhile
+        with pytest.raises(CircuitOpen):
+            await b.call(backend)
+    assert backend.calls == 2
+    release.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert b.state == "closed" and await b.call(backend) == "ok"
+
+
+async def test_a_failed_background_probe_opens_again():
+    clock, backend = Clock(), Backend()
+    b = CircuitBreaker("embed", "x", failure_threshold=1, open_s=5, clock=clock, probe=backend)
+    with pytest.raises(StageUnavailable):
+        await b.call(backend)
+    clock.now += 5
+    with pytest.raises(CircuitOpen):
+        await b.call(backend)
+    await asyncio.sleep(0)
+    assert backend.calls == 2 and b.state == "open" and b.snapshot()["probe_in_s"] == 5.0
+
+
 async def test_disabled_breaker_passes_every_call():
     backend = Backend()
     b = CircuitBreaker("rerank", "x", failure_threshold=1, open_s=5, enabled=False)
@@ -178,8 +214,12 @@ async def test_reranker_server_stopped_is_skipped_then_resumes_by_itself():
         assert time.monotonic() - t0 < 0.05
         server = OpenAIProtocolServer(port=port).start()
         await asyncio.sleep(0.5)
-        assert len((await rr.rerank("q", ["a"])).scores) == 1  # the probe goes through and closes the circuit
-        assert rr.breaker.state == "closed" and len(server.requests("rerank")) == 1
+        with pytest.raises(CircuitOpen):  # fails fast still, and starts the probe (a one-text rerank)
+            await rr.rerank("q", ["a"])
+        await asyncio.sleep(0.3)
+        assert rr.breaker.state == "closed"  # the probe found the server back
+        assert len((await rr.rerank("q", ["a"])).scores) == 1
+        assert [r.body["texts"] for r in server.requests("rerank")] == [["ping"], ["a"]]
     finally:
         await rr.aclose()
         server.stop()

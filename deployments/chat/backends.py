@@ -97,7 +97,7 @@ class OpenAIChat:
         self.name = f"openai:{redact_url(config.base_url)}"
         self._client: openai.AsyncOpenAI | None = None
         # Around the whole retry loop: once open, a request skips this provider (the next one, or extractive).
-        self.breaker = config.breaker.make(STAGE, self.name)
+        self.breaker = config.breaker.make(STAGE, self.name, probe=self._list_models)
 
     def _openai(self) -> openai.AsyncOpenAI:
         if self._client is None:

@@ -147,7 +147,7 @@ class OpenAIEmbedder:
         self.name = f"openai:{config.openai_model}@{redact_url(config.openai_base_url)}"
         self._client: Any = None
         self._dimension: int | None = None
-        self.breaker = config.breaker.make(STAGE, self.name)
+        self.breaker = config.breaker.make(STAGE, self.name, probe=lambda: self._post(["ping"]))
 
     def _get_client(self) -> Any:
         if self._client is None:

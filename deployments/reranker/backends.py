@@ -47,7 +47,7 @@ class HttpReranker:
         self.url = config.url
         self.scorer = f"http:{redact_url(config.url)}"
         self._client: httpx.AsyncClient | None = None
-        self.breaker = config.breaker.make(STAGE, f"reranker {self.scorer}")
+        self.breaker = config.breaker.make(STAGE, f"reranker {self.scorer}", probe=lambda: self._rerank("ping", ["ping"]))
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -54,7 +54,7 @@ class BoltSession(DriverOwner):
         self.uri = uri
         self._driver: AsyncDriver | None = None
         self._schema_done = False
-        self.breaker = config.breaker.make("graph", self.where())
+        self.breaker = config.breaker.make("graph", self.where(), probe=lambda: self._run(False, server_agent, config.query_timeout_s))
 
     def _get_driver(self) -> AsyncDriver:
         if self._driver is None:  # created lazily: the server may come up after this replica
@@ -142,13 +142,15 @@ class BoltSession(DriverOwner):
         self._schema_done = True
 
     async def ping(self) -> str:
-        async def work(tx: AsyncManagedTransaction) -> str:
-            summary = await (await tx.run("RETURN 1 AS ok")).consume()
-            return summary.server.agent
-
-        agent = await self.run(False, work, self.config.query_timeout_s)
+        agent = await self.run(False, server_agent, self.config.query_timeout_s)
         return f"bolt {agent} at {self.where()}"
 
+
+
+async def server_agent(tx: AsyncManagedTransaction) -> str:
+    """The server's name and version, from the cheapest query (a readiness check, the breaker's probe)."""
+    summary = await (await tx.run("RETURN 1 AS ok")).consume()
+    return summary.server.agent
 
 
 async def close_stale(driver: AsyncDriver) -> None:
