@@ -14,9 +14,9 @@ loop's business, not an outage. A cancelled call (its caller gave up) counts nei
 """
 from __future__ import annotations
 
-import time
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
