@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=20.0)
     parser.add_argument("--backends", default="chat,rerank,embeddings,bolt")
     parser.add_argument("--no-breaker", action="store_true", help="every breaker disabled (the comparison)")
+    parser.add_argument("--out", default=None, help="results file name (default outage.json, outage-no-breaker.json)")
     args = parser.parse_args()
 
     import ray
@@ -166,7 +167,7 @@ def main() -> None:
             ray.shutdown()
             bolt.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("outage.json" if breaker else "outage-no-breaker.json")
+    out = RESULTS / (args.out or ("outage.json" if breaker else "outage-no-breaker.json"))
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
 
