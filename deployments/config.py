@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -24,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deployments.breaker import CircuitBreaker
 from deployments.models import COLLECTION_PATTERN, MAX_HOPS, MAX_TOP_K, RetrievalMode
 from deployments.serve_options import DeploymentsConfig
 
@@ -32,6 +34,17 @@ log = logging.getLogger("graphrag.config")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class BreakerConfig(_Section):
+    """The circuit breaker in front of a backend server (deployments/breaker.py); one per backend per replica."""
+
+    enabled: bool = True
+    failure_threshold: int = Field(5, ge=1, le=1000, description="Calls in a row that found the server unreachable before it is skipped.")
+    open_s: float = Field(5.0, gt=0, le=3600, description="Seconds the server is skipped before one probe call goes through.")
+
+    def make(self, stage: str, backend: str, probe: Callable[[], Awaitable[Any]] | None = None) -> CircuitBreaker:
+        return CircuitBreaker(stage, backend, self.failure_threshold, self.open_s, self.enabled, probe=probe)
 
 
 class EmbedderConfig(_Section):
@@ -50,6 +63,7 @@ class EmbedderConfig(_Section):
     num_threads: int | None = Field(None, ge=1, le=64, description="torch / ONNX Runtime intra-op threads; default: the CPUs this process may use.")
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
     max_retries: int = Field(2, ge=0, le=10, description="Retries of a failed request to the OpenAI-compatible endpoint.")
+    breaker: BreakerConfig = BreakerConfig()  # the OpenAI-compatible endpoint's
 
 
 class VectorConfig(_Section):
@@ -65,6 +79,10 @@ class VectorConfig(_Section):
     optimize_every_points: int = Field(
         1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
     )
+    # Qdrant Edge writes through memory-mapped files: a write that finds the disk full kills the process (SIGBUS)
+    # instead of failing. So ingests are refused (507) while the data folder has less room than this; make it
+    # larger than the largest ingest request's growth.
+    min_free_disk_mb: int = Field(256, ge=0, description="Ingests answer 507 while the data folder's disk has less free space (MB).")
     # BM25 document weights, written at ingest (changing them affects documents ingested afterwards only).
     bm25_k1: float = Field(1.2, gt=0)
     bm25_b: float = Field(0.75, ge=0, le=1)
@@ -181,6 +199,7 @@ class GraphConfig(_Section):
     write_timeout_s: float = Field(120.0, gt=0, description="Bound on one upsert/delete transaction.")
     connect_attempts: int = Field(3, ge=1, le=20, description="Attempts at a transaction after a dropped connection.")
     conflict_attempts: int = Field(12, ge=1, le=100, description="Attempts at a write after a concurrent-write conflict.")
+    breaker: BreakerConfig = BreakerConfig()  # the Bolt server's (embedded or external)
     extraction: ExtractionConfig = ExtractionConfig()
     index: GraphIndexConfig = GraphIndexConfig()
     # POST /v1/graph/query: user Cypher, run in a read transaction under these bounds.
@@ -217,6 +236,7 @@ class RerankerConfig(_Section):
     model: str | None = None  # sent as "model" for Cohere/Jina-style APIs
     timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(32, ge=1)
+    breaker: BreakerConfig = BreakerConfig()  # the HTTP reranker's
     dense_weight: float = Field(0.7, ge=0, le=1, description="Embedded scorer: dense share; the rest is lexical.")
     # The graph stage's walk score (graph/index/: a passage's share of the walk's mass) lifts a candidate by up to
     # graph_weight × that share, never past the graph_keep best dense + lexical candidates. Chosen on HotpotQA-100
@@ -247,6 +267,7 @@ class ChatConfig(_Section):
     backoff_max_s: float = Field(8.0, gt=0)
     timeout_s: float = Field(60.0, gt=0, description="Bound on all attempts together.")
     max_passages: int = Field(6, ge=1, le=50)
+    breaker: BreakerConfig = BreakerConfig()  # each provider's (the primary and every fallback has its own)
     fallback_extractive: bool = Field(
         True, description="When every provider fails: the extractive answer (listed in `degraded`), else 503 naming chat."
     )

@@ -1,6 +1,9 @@
 """Exceptions that cross stage boundaries; the ingress maps them to HTTP statuses."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 
 class StageError(Exception):
     """A stage failed to do its work: the ingress reports it in `degraded`, or as a 503 when it is required."""
@@ -16,6 +19,32 @@ class StageError(Exception):
 
 class StageUnavailable(StageError):
     """The stage's backend cannot be reached (connection refused, timed out, stopped)."""
+
+
+class StorageFull(StageError):
+    """A store's disk has no space left: writes are refused (HTTP 507) until there is; reads go on."""
+
+
+def is_disk_full(error: BaseException | str) -> bool:
+    """ENOSPC, raised here or reported in an engine's message (Qdrant Edge's Rust error, ArcadeDB's Java one)."""
+    if isinstance(error, OSError) and error.errno == 28:
+        return True
+    return "no space left on device" in str(error).lower()
+
+
+def require_free_space(path: str | Path, min_free_mb: int, stage: str) -> None:
+    """Raises StorageFull while the filesystem of `path` (or its nearest existing parent) has less room than that."""
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < min_free_mb * 1024 * 1024:
+        raise StorageFull(stage, f"no space left on device for writes: {free / 2**20:.0f} MB free under {path}, "
+                                 f"below the {min_free_mb} MB kept free (vector.min_free_disk_mb); free some space")
+
+
+class CircuitOpen(StageUnavailable):
+    """The backend failed too often in a row: skipped, without waiting on it, until a probe finds it back."""
 
 
 class StageTimeout(StageUnavailable):

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # Hard bounds of the API; the config may only tighten them.
 MAX_QUERY_CHARS = 2_000
@@ -505,3 +505,33 @@ class RepairResponse(BaseModel):
     removed_documents: int
     removed_orphan_entities: int
     after: VerifyResponse
+
+
+# ---- backup (POST /v1/admin/snapshot, POST /v1/admin/restore; graphrag-ingest --snapshot / --restore) --------
+
+
+class SnapshotRequest(_Strict):
+    dir: str = Field(min_length=1, description="An absolute folder on the server's machine: new or empty for a snapshot.")
+    collections: list[Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)]] | None = Field(
+        None, description="The collections (default: all the snapshot holds, or all the vector store holds)."
+    )
+
+
+class CollectionSnapshot(BaseModel):
+    points: int
+    vector_bytes: int
+    graph_bytes: int
+    graph: dict[str, int] = Field(description="Chunks, entities, relations and mentions in the graph's copy.")
+    roll_back: list[str] = Field(description="Documents of an ingest a crash left half-done: removed on restore.")
+
+
+class SnapshotResponse(BaseModel):
+    dir: str
+    seconds: float
+    collections: dict[str, CollectionSnapshot]
+
+
+class RestoreResponse(BaseModel):
+    dir: str
+    seconds: float
+    collections: dict[str, VerifyResponse]

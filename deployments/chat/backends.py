@@ -96,6 +96,8 @@ class OpenAIChat:
         self.config = config
         self.name = f"openai:{redact_url(config.base_url)}"
         self._client: openai.AsyncOpenAI | None = None
+        # Around the whole retry loop: once open, a request skips this provider (the next one, or extractive).
+        self.breaker = config.breaker.make(STAGE, self.name, probe=self._list_models)
 
     def _openai(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -161,6 +163,9 @@ class OpenAIChat:
             await stream.close()  # closes the HTTP response: the provider stops generating
 
     async def _with_retries(self, attempt_once: Callable[[float], Awaitable[T]]) -> T:
+        return await self.breaker.call(lambda: self._retry_loop(attempt_once))
+
+    async def _retry_loop(self, attempt_once: Callable[[float], Awaitable[T]]) -> T:
         cfg = self.config
         start = time.monotonic()
         deadline = start + cfg.timeout_s
@@ -216,6 +221,10 @@ class OpenAIChat:
         return ChatResult(answer=content.strip(), model=resp.model or self.config.model)
 
     async def ping(self) -> str:
+        await self.breaker.call(self._list_models)  # a readiness probe is a probe of the circuit too
+        return f"{self.name} model {self.config.model}"
+
+    async def _list_models(self) -> None:
         try:
             await self._openai().models.list(timeout=min(self.config.timeout_s, 5.0))
         except openai.APIStatusError as exc:
@@ -226,7 +235,6 @@ class OpenAIChat:
             # Some compatible servers have no /models: any other HTTP answer still proves reachability.
         except (openai.APIConnectionError, ValueError) as exc:
             raise StageUnavailable(STAGE, f"{self.name} unreachable: {exc.__cause__ or exc}") from exc
-        return f"{self.name} model {self.config.model}"
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -4,6 +4,8 @@
     graphrag-ingest corpus.jsonl.gz --collection scifact --batch-size 64
     graphrag-ingest --verify --collection demo            # after a crash: do both stores agree? (exit 3 if not)
     graphrag-ingest --repair --collection demo            # remove what they disagree on, then re-run the ingest
+    graphrag-ingest --snapshot /backups/2026-12-05          # both stores of every collection (or --collection C)
+    graphrag-ingest --restore /backups/2026-12-05           # into a server whose data folder does not hold them
 
 Documents go in batches to POST /v1/ingest, through the Python client (deployments/client). A state file (in --state-dir, default ~/.cache/graphrag-ingest,
 never the repository) records each ingested document's content hash after every successful batch, so an
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from pydantic import ValidationError
 
@@ -272,6 +276,21 @@ def ingest(
     return report
 
 
+def _report(client: httpx.Client, method: str, path: str, body: dict | None = None) -> dict | None:
+    """The server's JSON answer to an admin call, printed; None (said on stderr) when it did not answer 200."""
+    try:
+        resp = client.request(method, path, json=body)
+    except httpx.TransportError as exc:
+        print(f"graphrag-ingest: cannot reach the server: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    if resp.status_code != 200:
+        print(f"graphrag-ingest: {method} {path} answered {resp.status_code}: {resp.text[:500]}", file=sys.stderr)
+        return None
+    report = resp.json()
+    print(json.dumps(report, indent=2))
+    return report
+
+
 def check_consistency(client: GraphRAGClient, collection: str, repair: bool) -> int:
     """Prints the server's consistency report (GET /v1/collections/C/verify, or POST .../repair); 0 when the
     stores agree, 3 when they do not, 1 when the server could not tell."""
@@ -291,13 +310,27 @@ def make_client(url: str, api_key: str | None, timeout: float) -> GraphRAGClient
     return GraphRAGClient(url, api_key, timeout=timeout)
 
 
+def backup(client: httpx.Client, action: str, folder: Path, collection: str | None) -> int:
+    """POST /v1/admin/snapshot or /restore (the folder is on the server's machine); prints the report. 0 when done
+    (and, for a restore, every collection consistent), 3 when a restored collection is not, 1 on failure."""
+    body = {"dir": str(folder.expanduser().absolute()), "collections": [collection] if collection else None}
+    report = _report(client, "POST", f"/v1/admin/{action}", body)
+    if report is None:
+        return 1
+    if action == "restore" and not all(c["consistent"] for c in report["collections"].values()):
+        return 3
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphrag-ingest", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, nargs="?", help="a folder of .md/.txt/.html files, or a BEIR corpus.jsonl(.gz)")
     parser.add_argument("--verify", action="store_true", help="check that both stores hold the same chunks per document (no ingest)")
     parser.add_argument("--repair", action="store_true", help="remove the documents the stores disagree on and orphan entities (no ingest)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the graphrag-serve base URL")
-    parser.add_argument("--collection", default=DEFAULT_COLLECTION)
+    parser.add_argument("--snapshot", type=Path, metavar="DIR", help="copy both stores of every collection (or --collection) into DIR, a new folder on the server's machine")
+    parser.add_argument("--restore", type=Path, metavar="DIR", help="load a snapshot's collections (or --collection) into a server that lacks them")
+    parser.add_argument("--collection", default=None, help=f"default: {DEFAULT_COLLECTION} (for --snapshot / --restore: all)")
     parser.add_argument("--batch-size", type=int, default=32, help=f"documents per request (at most {MAX_DOCUMENTS_PER_INGEST})")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the resume/skip state lives")
     parser.add_argument("--no-state", action="store_true", help="send every document and record nothing")
@@ -305,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="bearer token (default: $GRAPHRAG_API_KEY)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    if args.snapshot or args.restore:
+        with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
+            action, folder = ("snapshot", args.snapshot) if args.snapshot else ("restore", args.restore)
+            return backup(client, action, folder, args.collection)
+    args.collection = args.collection or DEFAULT_COLLECTION
     if args.verify or args.repair:
         with make_client(args.url, args.api_key, args.timeout) as client:
             return check_consistency(client, args.collection, args.repair)

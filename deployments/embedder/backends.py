@@ -151,6 +151,7 @@ class OpenAIEmbedder:
         self.name = f"openai:{config.openai_model}@{redact_url(config.openai_base_url)}"
         self._client: Any = None
         self._dimension: int | None = None
+        self.breaker = config.breaker.make(STAGE, self.name, probe=lambda: self._post(["ping"]))
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -162,6 +163,9 @@ class OpenAIEmbedder:
         return self._client
 
     async def _request(self, texts: list[str]) -> np.ndarray:
+        return await self.breaker.call(lambda: self._post(texts))
+
+    async def _post(self, texts: list[str]) -> np.ndarray:
         import openai
 
         try:

@@ -11,12 +11,14 @@ import asyncio
 import inspect
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from neo4j import AsyncManagedTransaction
 
 from deployments.config import GraphConfig
 from deployments.errors import BadRequest, NotFound
+from deployments.graph.store.backup import dump_counts, export_work, import_work, read_dump, write_dump
 from deployments.graph.extraction.llm import make_extractor
 from deployments.graph.extraction.offline import query_keys
 from deployments.graph.index.collection import CollectionIndex
@@ -167,6 +169,23 @@ class GraphService:
 
     async def counts(self, collection: str) -> dict:
         return await self.session.run(False, counts_work(collection), self.config.query_timeout_s)
+
+    # ---- backup (graph/backup.py) -----------------------------------------------------------------
+
+    async def export_collection(self, collection: str, path: str) -> dict:
+        """The collection's graph, read in one transaction, written to `path` (on this machine)."""
+        dump = await self.session.run(False, export_work(collection), self.config.write_timeout_s)
+        size = await asyncio.to_thread(write_dump, dump, Path(path))
+        return {**dump_counts(dump), "bytes": size}
+
+    async def import_collection(self, collection: str, path: str) -> dict:
+        """Loads an exported graph into `collection`, which must be empty (a restore never merges)."""
+        held = await self.counts(collection)
+        if held.get("chunks") or held.get("entities"):
+            raise BadRequest(f"the graph store already holds collection {collection!r}: restore into an empty data folder")
+        dump = await asyncio.to_thread(read_dump, Path(path))
+        await self.session.run(True, import_work(collection, dump), self.config.write_timeout_s)
+        return dump_counts(dump)
 
     # ---- retrieval ------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern, str], ...] = tuple(
         ("DELETE", r"/v1/documents/.+", "write"),
         ("POST", r"/v1/graph/query", "admin"),  # arbitrary read Cypher over every collection
         ("DELETE", r"/v1/collections/[^/]+", "admin"),  # drops a whole collection
+        ("POST", r"/v1/admin/(snapshot|restore)", "admin"),  # files on the server's machine, every collection
     )
 )
 

@@ -16,7 +16,15 @@ from ray.serve.handle import DeploymentHandle
 from starlette.routing import Route
 
 from deployments.config import AppConfig, LimitsConfig
-from deployments.errors import BadRequest, CollectionNotFound, NotFound, StageError, StageTimeout, is_stage_failure
+from deployments.errors import (
+    BadRequest,
+    CollectionNotFound,
+    NotFound,
+    StageError,
+    StageTimeout,
+    StorageFull,
+    is_stage_failure,
+)
 from deployments.handles import stages_from_handles
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection, visible_collections
 from deployments.ingress.http_guards import HttpGuards
@@ -33,6 +41,7 @@ from deployments.ingress.openai_api import (
     to_completion,
 )
 from deployments.ingress.embeddings_api import EmbeddingList, EmbeddingRequest, embedding_list, is_served_model, served_model
+from deployments.ingress.backups import Backups
 from deployments.ingress.intents import IntentLog
 from deployments.ingress.mcp_server import MCP_PATH, McpEndpoint
 from deployments.ingress.pipeline import Pipeline
@@ -56,8 +65,11 @@ from deployments.models import (
     IngestResponse,
     ReadyResponse,
     RepairResponse,
+    RestoreResponse,
     RetrieveRequest,
     RetrieveResponse,
+    SnapshotRequest,
+    SnapshotResponse,
     StreamDone,
     VerifyResponse,
 )
@@ -72,6 +84,7 @@ log = logging.getLogger("graphrag.ingress")
 _CURSOR_PATTERN = r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
 
 _ERRORS = {
+    400: {"model": ErrorResponse, "description": "The request cannot be run as asked; `detail` says why."},
     404: {"model": ErrorResponse, "description": "The collection does not exist."},
     503: {"model": ErrorResponse, "description": "A required stage is unavailable; `stage` names it."},
 }
@@ -166,6 +179,8 @@ async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
     # Built from the fields: str() of an error raised in another replica carries its remote traceback.
     if isinstance(exc, StageTimeout):  # the backend was too slow for this request, and was stopped: a gateway timeout
         return JSONResponse(status_code=504, content={"detail": f"{exc.stage} stage timed out: {exc.reason}", "stage": exc.stage})
+    if isinstance(exc, StorageFull):  # WebDAV's 507 Insufficient Storage: the write needs room the server lacks
+        return JSONResponse(status_code=507, content={"detail": f"{exc.stage} store is out of disk space: {exc.reason}", "stage": exc.stage})
     return JSONResponse(
         status_code=503,
         content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage},
@@ -269,6 +284,7 @@ class Ingress:
         self.config = config
         intents = IntentLog(PathLib(config.data_dir) / "intents")
         self.pipeline = Pipeline(config, stages, intents)
+        self.backups = Backups(self.pipeline)
         # Roll back what a crashed predecessor left half-written, before this replica writes anything itself.
         self.recovery = asyncio.get_running_loop().create_task(recover_until_done(self.pipeline))
         # `app` here is the copy Serve serves (serve.ingress freezes the app, and this class ships with it by
@@ -415,6 +431,22 @@ class Ingress:
         _allow(request, collection)
         await self._recovered()
         return await self.pipeline.repair(collection)
+
+    @app.post("/v1/admin/snapshot", response_model=SnapshotResponse, responses={400: _ERRORS[400], 503: _ERRORS[503]})
+    async def snapshot(self, req: SnapshotRequest, request: Request) -> SnapshotResponse:
+        """Both stores of the collections copied into `dir` on the server's machine, consistent with each other:
+        ingests wait meanwhile, reads go on. `graphrag-ingest --snapshot DIR` calls it."""
+        _allow(request, None)
+        await self._recovered()
+        return await self.backups.snapshot(req.dir, req.collections)
+
+    @app.post("/v1/admin/restore", response_model=RestoreResponse, responses={400: _ERRORS[400], 503: _ERRORS[503]})
+    async def restore(self, req: SnapshotRequest, request: Request) -> RestoreResponse:
+        """A snapshot's collections loaded into stores that do not hold them (an empty data folder); each one's
+        `verify` report. `graphrag-ingest --restore DIR` calls it."""
+        _allow(request, None)
+        await self._recovered()
+        return await self.backups.restore(req.dir, req.collections)
 
     @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503], 504: {"model": ErrorResponse, "description": "The query ran longer than `graph.user_query_timeout_s` and was stopped."}})
     async def graph_query(self, req: GraphQueryRequest, request: Request) -> GraphQueryResponse:

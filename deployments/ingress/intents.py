@@ -9,6 +9,10 @@ file. A rolled-back document is absent from both stores; re-running the same ing
 client resends every batch it has no acknowledgement for). A collection drop's record is finished instead (it
 names no documents): the collection is dropped from both stores.
 
+A snapshot (ingress/backups.py) pauses the log: while its `snapshot.pause` file names a live process, `begin`
+waits, and the snapshot starts once no live intent is pending. Each side writes its own file first and then
+looks for the other's, so an ingest and a snapshot never both go ahead: the stores' copies agree.
+
 Only files of dead processes on this host are rolled back: a live replica's in-flight ingest is left alone, and
 a process id reused after a reboot is told apart by its start time. The folder is node-local: on a multi-node
 cluster, put `data_dir` on a volume every ingress replica shares, or run `graphrag-ingest --verify --repair`.
@@ -19,9 +23,12 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from deployments.errors import BadRequest, StageUnavailable, StorageFull, is_disk_full
 
 log = logging.getLogger("graphrag.intents")
 
@@ -56,12 +63,61 @@ class Intent:
     owner: dict
 
 
+PAUSE = "snapshot.pause"  # not *.json: never read as an intent
+
+
 class IntentLog:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, pause_wait_s: float = 300.0):
         self.folder = Path(folder)
+        self.pause_wait_s = pause_wait_s  # how long `begin` waits for a snapshot before giving up (503)
 
     def begin(self, action: str, collection: str, doc_ids: list[str]) -> Path:
-        """Records the intent durably (file and folder fsynced) before any store is touched."""
+        """Records the intent durably (file and folder fsynced) before any store is touched; waits while a
+        snapshot runs."""
+        deadline = time.monotonic() + self.pause_wait_s
+        while True:
+            try:
+                path = self._record(action, collection, doc_ids)
+            except OSError as exc:
+                if is_disk_full(exc):  # nothing written yet: refuse the write clearly
+                    raise StorageFull("ingest", f"the intent log {self.folder}: {exc}") from exc
+                raise
+            if not self.paused():
+                return path
+            self.end(path)  # a snapshot began meanwhile; no store was touched: withdraw, wait, record again
+            while self.paused():
+                if time.monotonic() > deadline:
+                    raise StageUnavailable("ingest", f"a snapshot or restore has paused writes for over {self.pause_wait_s:g}s; retry later")
+                time.sleep(0.05)
+
+    def paused(self) -> bool:
+        try:
+            owner = json.loads((self.folder / PAUSE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False
+        except ValueError:  # being written
+            return True
+        return owner_alive(owner)  # a snapshot whose process died pauses nothing
+
+    def pause(self) -> None:
+        """Stops new intents (a snapshot or restore begins); the caller then waits for `live()` to empty."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.paused():
+            raise BadRequest("another snapshot or restore is running; retry when it is done")
+        tmp = self.folder / f"{PAUSE}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(_owner()), encoding="utf-8")
+        tmp.replace(self.folder / PAUSE)
+        self._sync_folder()
+
+    def resume(self) -> None:
+        (self.folder / PAUSE).unlink(missing_ok=True)
+        self._sync_folder()
+
+    def live(self) -> list[Intent]:
+        """Intents of running processes: ingests and deletes under way."""
+        return [i for i in self.pending() if owner_alive(i.owner)]
+
+    def _record(self, action: str, collection: str, doc_ids: list[str]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{action}-{uuid.uuid4().hex}.json"
         tmp = path.with_suffix(".tmp")

@@ -21,7 +21,10 @@ from deployments.errors import (
     NotFound,
     StageError,
     StageUnavailable,
+    StorageFull,
+    is_disk_full,
     is_stage_failure,
+    require_free_space,
 )
 from deployments.ingress.chunking import chunk_document
 from deployments.ingress.fusion import Fused, graph_facts, reciprocal_rank_fusion, source_scores, weighted_score_fusion
@@ -419,6 +422,8 @@ class Pipeline:
         timeout = self.config.retrieval.ingest_timeout_s
         chunks = [c for doc in req.documents for c in chunk_document(doc, self.config.chunking)]
         doc_ids = [doc.id for doc in req.documents]
+        # Refused before any store is touched while the data folder's disk is nearly full (507).
+        await asyncio.to_thread(require_free_space, self.config.data_dir, self.config.vector.min_free_disk_mb, "ingest")
         async with self._intent("ingest", req.collection, doc_ids):
             try:
                 runs = await asyncio.gather(
@@ -439,7 +444,8 @@ class Pipeline:
                 await self._remove_everywhere(req.collection, doc_ids)
                 stage = "+".join(e.stage for e in failed)
                 reasons = "; ".join(f"{e.stage}: {e.error}" for e in failed)
-                raise StageUnavailable(stage, f"ingest failed ({reasons}); the documents were removed from every store, retry the request")
+                error = StorageFull if any(is_disk_full(e.error) for e in failed) else StageUnavailable
+                raise error(stage, f"ingest failed ({reasons}); the documents were removed from every store, retry the request")
         return IngestResponse(
             collection=req.collection,
             documents=len(req.documents),

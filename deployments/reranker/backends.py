@@ -47,6 +47,7 @@ class HttpReranker:
         self.url = config.url
         self.scorer = f"http:{redact_url(config.url)}"
         self._client: httpx.AsyncClient | None = None
+        self.breaker = config.breaker.make(STAGE, f"reranker {self.scorer}", probe=lambda: self._rerank("ping", ["ping"]))
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -70,6 +71,9 @@ class HttpReranker:
     async def rerank(self, query: str, texts: list[str], hints: RerankHints | None = None) -> RerankResult:
         if not texts:
             return RerankResult(scores=[], scorer=self.scorer)
+        return await self.breaker.call(lambda: self._rerank(query, texts))
+
+    async def _rerank(self, query: str, texts: list[str]) -> RerankResult:
         try:
             resp = await self._http().post(self.url, json=self._payload(query, texts))
         except httpx.TimeoutException as exc:

@@ -5,6 +5,7 @@ import asyncio
 import importlib.metadata
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -13,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deployments.errors import CollectionNotFound, StageError, StageUnavailable
+from deployments.errors import BadRequest, CollectionNotFound, StageError, StageUnavailable, StorageFull, is_disk_full, require_free_space
 from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
@@ -35,6 +36,28 @@ log = logging.getLogger(__name__)
 # ---- embedded: qdrant-edge ----------------------------------------------------------------------
 
 
+def copy_sparse(src: str, dst: str) -> None:
+    """Copies a file's data regions only: the engine's files are mostly holes (a 32 MB WAL segment holding a few
+    points), which a plain copy would write out as zeros (a 300 KB shard became 180 MB)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size, pos = os.fstat(fin.fileno()).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fin.fileno(), pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(fin.fileno(), start, os.SEEK_HOLE)
+            fin.seek(start)
+            fout.seek(start)
+            while start < end:
+                block = fin.read(min(end - start, 1 << 20))
+                fout.write(block)
+                start += len(block)
+            pos = end
+        fout.truncate(size)
+    shutil.copystat(src, dst)
+
+
 class EdgeVectorStore:
     """One qdrant-edge shard per collection under `path/<collection>`, owned by this process.
 
@@ -42,8 +65,9 @@ class EdgeVectorStore:
     reads run concurrently with them. Every write is flushed before it returns.
     """
 
-    def __init__(self, path: str | Path, optimize_every_points: int = 1024, indexing_threshold_kb: int | None = None):
+    def __init__(self, path: str | Path, optimize_every_points: int = 1024, indexing_threshold_kb: int | None = None, min_free_mb: int = 0):
         self.path = Path(path)
+        self.min_free_mb = min_free_mb  # writes refused below it: a full disk under mmap is a SIGBUS, not an error
         self.optimize_every_points = optimize_every_points
         self.indexing_threshold_kb = indexing_threshold_kb  # None: the engine default (10 MB per segment)
         self._shards: dict[str, Any] = {}
@@ -61,7 +85,8 @@ class EdgeVectorStore:
         try:
             return await asyncio.to_thread(fn, *args)
         except Exception as exc:
-            raise StageError(STAGE, f"qdrant-edge collection {collection!r}: {exc}") from exc
+            error = StorageFull if is_disk_full(exc) else StageError
+            raise error(STAGE, f"qdrant-edge collection {collection!r}: {exc}") from exc
 
     async def exists(self, collection: str) -> bool:
         if collection in self._shards:
@@ -99,6 +124,7 @@ class EdgeVectorStore:
         async with self._lock:
             if await self.exists(collection):
                 return
+            await asyncio.to_thread(require_free_space, self.path, self.min_free_mb, STAGE)
             directory = self._dir(collection)
             optimizers = (
                 qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
@@ -188,6 +214,7 @@ class EdgeVectorStore:
         import qdrant_edge as qe
 
         async with self._lock:
+            await asyncio.to_thread(require_free_space, self.path, self.min_free_mb, STAGE)
             shard = await self._open(collection)
             lexical = await self.has_lexical(collection)
 
@@ -345,6 +372,34 @@ class EdgeVectorStore:
         ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]
         records = await self._engine(collection, shard.retrieve, ids, True, True)
         return {r.payload["chunk_id"]: dense_vector(r.vector) for r in records}
+
+    async def snapshot(self, collection: str, dest: Path) -> int:
+        """Copies the collection's shard, flushed, to `dest` while writes wait (reads go on); returns bytes copied."""
+        async with self._lock:
+            shard = await self._open(collection)
+
+            def copy() -> int:
+                shard.flush()
+                shutil.copytree(self._dir(collection), dest, copy_function=copy_sparse)
+                return sum(f.stat().st_blocks * 512 for f in dest.rglob("*") if f.is_file())  # on disk
+
+            return await self._engine(collection, copy)
+
+    async def restore(self, collection: str, src: Path) -> None:
+        """Puts a shard copied by `snapshot` in place as `collection`, which must not exist."""
+        async with self._lock:
+            if await self.exists(collection):
+                raise BadRequest(f"the vector store already holds collection {collection!r}: restore into an empty data folder")
+            target = self._dir(collection)
+            tmp = target.with_name(f".{collection}.restoring")
+
+            def copy() -> None:
+                shutil.rmtree(tmp, ignore_errors=True)  # a restore cut short before
+                shutil.copytree(src, tmp, copy_function=copy_sparse)
+                tmp.rename(target)  # the collection appears whole or not at all
+
+            await self._engine(collection, copy)
+            self._lexical.pop(collection, None)
 
     async def ping(self) -> str:
         await asyncio.to_thread(self.path.mkdir, parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from deployments.config import VectorConfig
@@ -43,7 +44,7 @@ def make_vector_store(config: VectorConfig) -> VectorStore:
     if config.embedded:
         if not config.path:
             raise ValueError("vector.path is required for the embedded store (AppConfig sets <data_dir>/qdrant)")
-        return EdgeVectorStore(config.path, optimize_every_points=config.optimize_every_points)
+        return EdgeVectorStore(config.path, optimize_every_points=config.optimize_every_points, min_free_mb=config.min_free_disk_mb)
     api_key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
     return ServerVectorStore(config.qdrant_url or "", api_key=api_key, timeout=config.timeout_s)
 
@@ -217,6 +218,20 @@ class VectorService:
         """The stored vectors of these chunks (the embedded reranker reuses them instead of re-embedding)."""
         check_collection(collection)
         return await self.store.vectors(collection, list(chunk_ids))
+
+    async def snapshot(self, collection: str, dest: str) -> int:
+        """The collection's shard copied to `dest` (a folder on this machine); bytes copied."""
+        check_collection(collection)
+        return await self._snapshots().snapshot(collection, Path(dest))
+
+    async def restore(self, collection: str, src: str) -> None:
+        check_collection(collection)
+        await self._snapshots().restore(collection, Path(src))
+
+    def _snapshots(self) -> EdgeVectorStore:
+        if not isinstance(self.store, EdgeVectorStore):
+            raise BadRequest("snapshots here cover the embedded engine (vector.path); back up a Qdrant server with its own snapshot API")
+        return self.store
 
     async def ping(self) -> str:
         return await self.store.ping()

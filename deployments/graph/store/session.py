@@ -19,7 +19,7 @@ from neo4j.exceptions import (
 )
 
 from deployments.config import GraphConfig, redact_url
-from deployments.errors import StageError, StageUnavailable
+from deployments.errors import StageError, StageUnavailable, StorageFull, is_disk_full
 from deployments.graph.store.credentials import CredentialsError, admin_auth
 from deployments.graph.store.schema import SCHEMA, is_conflict
 
@@ -54,6 +54,7 @@ class BoltSession(DriverOwner):
         self.uri = uri
         self._driver: AsyncDriver | None = None
         self._schema_done = False
+        self.breaker = config.breaker.make("graph", self.where(), probe=lambda: self._run(False, server_agent, config.query_timeout_s))
 
     def _get_driver(self) -> AsyncDriver:
         if self._driver is None:  # created lazily: the server may come up after this replica
@@ -75,7 +76,11 @@ class BoltSession(DriverOwner):
         return redact_url(self.uri) or "the Bolt server"
 
     async def run(self, write: bool, work: Work, timeout: float) -> Any:
-        """Runs `work` in one managed transaction with a deadline; driver errors become stage errors."""
+        """Runs `work` in one managed transaction with a deadline; driver errors become stage errors. Once the
+        server was unreachable `graph.breaker.failure_threshold` times in a row, fails fast (CircuitOpen)."""
+        return await self.breaker.call(lambda: self._run(write, work, timeout))
+
+    async def _run(self, write: bool, work: Work, timeout: float) -> Any:
 
         async def attempt_all() -> Any:
             await self._ensure_schema(self._get_driver())
@@ -122,7 +127,8 @@ class BoltSession(DriverOwner):
         except TransientError as exc:
             raise StageUnavailable("graph", f"{self.where()} kept failing transiently: {exc.code}: {exc.message}") from exc
         except Neo4jError as exc:
-            raise StageError("graph", f"{exc.code}: {exc.message}") from exc
+            error = StorageFull if is_disk_full(exc.message or "") else StageError
+            raise error("graph", f"{exc.code}: {exc.message}") from exc
         except (DriverError, OSError) as exc:
             raise StageUnavailable("graph", f"cannot reach {self.where()}: {type(exc).__name__}: {exc}") from exc
 
@@ -136,13 +142,15 @@ class BoltSession(DriverOwner):
         self._schema_done = True
 
     async def ping(self) -> str:
-        async def work(tx: AsyncManagedTransaction) -> str:
-            summary = await (await tx.run("RETURN 1 AS ok")).consume()
-            return summary.server.agent
-
-        agent = await self.run(False, work, self.config.query_timeout_s)
+        agent = await self.run(False, server_agent, self.config.query_timeout_s)
         return f"bolt {agent} at {self.where()}"
 
+
+
+async def server_agent(tx: AsyncManagedTransaction) -> str:
+    """The server's name and version, from the cheapest query (a readiness check, the breaker's probe)."""
+    summary = await (await tx.run("RETURN 1 AS ok")).consume()
+    return summary.server.agent
 
 
 async def close_stale(driver: AsyncDriver) -> None:
