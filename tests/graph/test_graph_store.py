@@ -10,8 +10,13 @@ from deployments.models import Chunk, Entity, Extraction, Relation
 from tests.fakes import DOCS, INJECTIONS, chunks_of, raw
 
 def store_search(config):
-    """These tests cover the Cypher search in the store (graph.index.enabled: false); tests/graph/test_graph_index.py the index."""
-    return config.model_copy(update={"index": config.index.model_copy(update={"enabled": False})})
+    """These tests cover the store: its writes and the Cypher search (graph.index.enabled: false;
+    tests/graph/test_graph_index.py covers the index). Their counts are the pattern extractor's entities
+    (graph.extraction.offline: patterns); the spaCy extractor has tests of its own (test_spacy_extraction.py)."""
+    return config.model_copy(update={
+        "index": config.index.model_copy(update={"enabled": False}),
+        "extraction": config.extraction.model_copy(update={"offline": "patterns"}),
+    })  # fmt: skip
 
 
 @pytest.fixture

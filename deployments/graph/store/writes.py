@@ -121,8 +121,8 @@ def drop_work(collection: str) -> Work:
         )).single())["n"]
         if not rows and not entities:
             return None
-        for label in (CHUNK, ENTITY):
-            await tx.run(f"MATCH (n:{label}) WHERE n.collection = $collection DETACH DELETE n", collection=collection)
+        await tx.run(f"MATCH (n:{CHUNK}) WHERE n.collection = $collection DETACH DELETE n", collection=collection)
+        await tx.run(f"MATCH (n:{ENTITY}) WHERE n.collection = $collection DETACH DELETE n", collection=collection)
         await bump_version(tx, collection, [row["doc_id"] for row in rows])
         return len(rows)
 
