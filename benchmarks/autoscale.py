@@ -131,7 +131,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from deployments.config import free_port
+    from deployments.net import free_port
 
     app_cfg = yaml.safe_load(Path(args.config).read_text())["applications"][0]
     module, func = app_cfg["import_path"].split(":")

@@ -242,7 +242,7 @@ def chat_required(tmp: str) -> dict:
     """A second app: chat down and chat.fallback_extractive=false → /v1/answer 503 naming the chat stage."""
     from ray import serve
 
-    from deployments.config import free_port
+    from deployments.net import free_port
     from graph import build_app
 
     port = free_port()
@@ -257,10 +257,10 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from deployments.config import free_port
+    from deployments.net import free_port
     from graph import start_local
-    from tests.openai_server import OpenAIProtocolServer, OpenAIProtocolServerProcess
     from tests.fakes import sample_documents
+    from tests.openai_server import OpenAIProtocolServer, OpenAIProtocolServerProcess
 
     results: dict = {"started_load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="graphrag-ft-") as tmp, OpenAIProtocolServer() as primary, \

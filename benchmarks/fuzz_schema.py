@@ -147,10 +147,10 @@ def main() -> None:
     from ray import serve
 
     from deployments.ingress.auth import hash_key
-    from deployments.config import free_port
+    from deployments.net import free_port
     from graph import start_local
-    from tests.openai_server import OpenAIProtocolServer
     from tests.fakes import sample_documents
+    from tests.openai_server import OpenAIProtocolServer
 
     with OpenAIProtocolServer() as llm, tempfile.TemporaryDirectory(prefix="graphrag-fuzz-") as tmp:
         args = {"data_dir": f"{tmp}/data", "chat": {"base_url": llm.base_url, "model": "fuzz"},

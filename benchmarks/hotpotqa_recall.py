@@ -167,7 +167,7 @@ def main() -> None:
         import ray
         from ray import serve
 
-        from deployments.config import free_port
+        from deployments.net import free_port
         from graph import start_local
 
         overrides = dict(item.split("=", 1) for item in args.set)

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
-    from deployments.config import free_port
+    from deployments.net import free_port
 
     return free_port()
 

@@ -522,7 +522,7 @@ def profile_replicas(url: str, app_name: str, queries: list[str], seconds: float
 def start_serve(data_dir: str) -> tuple[str, str]:
     from ray import serve
 
-    from deployments.config import free_port
+    from deployments.net import free_port
     from graph import build_app
 
     port = free_port()
@@ -697,7 +697,7 @@ def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], 
     levels = [int(c) for c in args.levels.split(",")]
     if args.skip_monolith:
         return
-    from deployments.config import free_port
+    from deployments.net import free_port
 
     for layer in args.monoliths.split(","):
         key = "monolith" if layer == "ingress" else f"monolith_{layer}"

@@ -41,7 +41,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
     from ray import serve
 
-    from deployments.config import free_port
+    from deployments.net import free_port
 
     app_cfg = yaml.safe_load(CONFIG.read_text())["applications"][0]
     module, func = app_cfg["import_path"].split(":")

@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from deployments.config import GraphConfig, free_port
+from deployments.config import GraphConfig
 from deployments.errors import StageError, StageTimeout
 from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.graph.service import GraphService
+from deployments.net import free_port
 
 QUERY = "UNWIND range(1,1000) AS a UNWIND range(1,1000) AS b UNWIND range(1,40) AS c RETURN count(*)"
 RESULTS = Path(__file__).resolve().parent / "results" / "user_query_timeout.json"

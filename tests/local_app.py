@@ -1,14 +1,13 @@
 """The real app over HTTP for integration tests: Ray, Serve and the whole deployment graph on loopback."""
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import os
 
 import ray
 from ray import serve
 
 from benchmarks.ray_nodes import free_port as quiet_port
-from deployments.config import free_port
+from deployments.net import free_port
 from graph import start_local
 
 

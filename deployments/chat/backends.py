@@ -14,11 +14,12 @@ from typing import Any, Mapping, Protocol, TypeVar
 
 import openai
 
-from deployments.config import ChatConfig, redact_url
+from deployments.chat.extractive import ExtractiveChat
+from deployments.config import ChatConfig
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import ChatDelta, ChatResult
+from deployments.net import redact_url
 from deployments.openai_client import openai_client
-from deployments.chat.extractive import ExtractiveChat
 
 logger = logging.getLogger(__name__)
 STAGE = "chat"

@@ -12,10 +12,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from deployments.config import EmbedderConfig, redact_url
+from deployments.config import EmbedderConfig
 from deployments.embedder.local_model import available_cpus, resolve_model_path
 from deployments.embedder.onnx_backend import OnnxEmbedder
 from deployments.errors import StageError, StageUnavailable
+from deployments.net import redact_url
 
 log = logging.getLogger(__name__)
 

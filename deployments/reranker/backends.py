@@ -9,9 +9,10 @@ from typing import Any, Awaitable, Callable, Protocol
 import httpx
 import numpy as np
 
-from deployments.config import RerankerConfig, redact_url
+from deployments.config import RerankerConfig
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import RerankHints, RerankResult
+from deployments.net import redact_url
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]

@@ -25,8 +25,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-from deployments.config import GraphConfig, free_port, require_loopback
+from deployments.config import GraphConfig
 from deployments.graph.store.credentials import READER_USER, ROOT_USER, StoreCredentials, load_or_create
+from deployments.net import free_port, require_loopback
 
 log = logging.getLogger("graphrag.bolt_server")
 

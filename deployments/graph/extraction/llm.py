@@ -20,10 +20,11 @@ from typing import Any
 import openai
 from pydantic import BaseModel, Field, ValidationError
 
-from deployments.config import ExtractionConfig, ExtractionProvider, redact_url
+from deployments.config import ExtractionConfig, ExtractionProvider
 from deployments.errors import StageError
 from deployments.graph.extraction.offline import extract as offline_extract
 from deployments.models import Chunk, Entity, Extraction, Relation
+from deployments.net import redact_url
 from deployments.openai_client import openai_client
 from deployments.text import STOP_WORDS, normalize_name, split_sentences
 
