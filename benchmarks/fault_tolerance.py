@@ -260,7 +260,8 @@ def main() -> None:
     from deployments.net import free_port
     from graph import start_local
     from tests.fakes import sample_documents
-    from tests.openai_server import OpenAIProtocolServer, OpenAIProtocolServerProcess
+    from tests.openai_server import OpenAIProtocolServer
+    from tests.openai_server_process import OpenAIProtocolServerProcess
 
     results: dict = {"started_load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="graphrag-ft-") as tmp, OpenAIProtocolServer() as primary, \

@@ -247,7 +247,7 @@ async def test_test_double_streams_openai_chunks(srv):
 
 
 async def test_subprocess_test_double_is_scripted_over_http():
-    from tests.openai_server import OpenAIProtocolServerProcess
+    from tests.openai_server_process import OpenAIProtocolServerProcess
 
     with OpenAIProtocolServerProcess() as proc:
         proc.fault("chat", status=503, times=2)
