@@ -9,7 +9,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Mapping, Protocol, TypeVar
 
 import openai
@@ -148,7 +148,7 @@ class OpenAIChat:
 
         return await self._with_retries(attempt)
 
-    async def _pieces(self, stream: Any) -> AsyncIterator[ChatDelta]:
+    async def _pieces(self, stream: Any) -> AsyncGenerator[ChatDelta, None]:
         try:
             async for chunk in stream:
                 if not chunk.choices:  # e.g. a usage-only chunk

@@ -73,6 +73,7 @@ class Answering:
     async def answer(self, req: AnswerRequest) -> AnswerResponse:
         clock = Clock()
         retrieved, passages, texts, facts, degraded = await self._retrieve_for_answer(req, clock)
+        result: ChatResult | None
         if not passages:
             result = ChatResult(answer="No ingested passage matches this question.", model="none")
         else:
@@ -82,6 +83,7 @@ class Answering:
             if chat_err:
                 self._fall_back_from_chat(chat_err.error, degraded)
                 result = await self.extractive.answer(req.query, texts, facts)
+        assert result is not None  # run_stage returns a result or an error
         retrieved.timings.total = clock.timing(clock.t0, time.time())
         return AnswerResponse(
             **_retrieved_fields(retrieved),

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from deployments.config import AppConfig
 from deployments.errors import (
@@ -250,7 +251,7 @@ class Pipeline:
         if failed:
             reasons = "; ".join(f"{store}: {failure_reason(r, 0)}" for store, r in failed)
             raise StageUnavailable("+".join(store for store, _ in failed), f"delete of {doc_id!r} failed ({reasons}); retry the request")
-        points, chunks = (int(r) for r in results)
+        points, chunks = (int(cast(int, r)) for r in results)  # no failure left: both are counts
         if points == 0 and chunks == 0:
             raise NotFound(f"document {doc_id!r} not found in collection {collection!r}")
         return DeleteResponse(collection=collection, doc_id=doc_id, points=points, chunks=chunks)

@@ -287,8 +287,9 @@ class EmbeddedBoltServer:
         last_error = "not started"
         while time.monotonic() < deadline:
             if not self.alive():
+                code = self._proc.returncode if self._proc is not None else None
                 raise BoltServerError(
-                    f"the embedded Bolt server exited with code {self._proc.returncode} before it was ready; "
+                    f"the embedded Bolt server exited with code {code} before it was ready; "
                     f"its output ends with:\n{self.output_tail()}"
                 )
             if _port_open(self.host, self.port) and READY_LINE in self.output_tail(400):
