@@ -5,7 +5,7 @@ header, and carries it in the request context of every downstream handle call, s
 same id from `serve.context`. `configure_logging()` (called in every deployment's constructor) stamps it on
 the lines of the app's loggers (`graphrag.*`, `deployments.*`).
 
-Metrics (exported by Ray's metrics agent, names prefixed `ray_`; see README "Observability"):
+Metrics (exported by Ray's metrics agent, names prefixed `ray_`; see deployments/README.md, "Observability"):
   graphrag_stage_latency_seconds{stage}          histogram: embed, vector, graph, rerank, chat
   graphrag_stage_degraded_total{stage,reason}    a stage failed and the request went on without it
   graphrag_stage_errors_total{stage,reason}      a required stage failed: the request answered 503

@@ -1,6 +1,6 @@
 """The multi-node config as `serve deploy` reads it, without Ray running: the deployments that own or reach the
 embedded stores are pinned to the `graphrag_store` node, the stateless stages are not, every node gets a proxy.
-The cluster itself is exercised by `python -m benchmarks.cluster` (README "Running on a Ray cluster")."""
+The cluster itself is exercised by `python -m benchmarks.cluster.two_nodes` (configs/README.md, "Running on a Ray cluster")."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from benchmarks.cluster import cluster_config
+from benchmarks.cluster.two_nodes import cluster_config
 from deployments.config import AppConfig
 
 ROOT = Path(__file__).resolve().parent.parent

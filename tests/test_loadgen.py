@@ -56,7 +56,7 @@ def test_degraded_answers_are_counted_apart_from_ok_and_failed():
 
 
 def test_kill_impact_splits_outcomes_at_the_kill():
-    from benchmarks.fault_tolerance import impact
+    from benchmarks.reliability.fault_tolerance import impact
     from benchmarks.loadgen import Sample
 
     # Completion times: 1, 2 (before a kill at 5), then 6 degraded, 7 failed, 9 degraded, 10 ok, 12 ok.
@@ -72,7 +72,7 @@ def test_kill_impact_splits_outcomes_at_the_kill():
 async def test_the_replacement_is_polled_from_the_kill_while_the_load_runs(monkeypatch):
     import time
 
-    import benchmarks.fault_tolerance as ft
+    import benchmarks.reliability.fault_tolerance as ft
 
     polls = 0
 

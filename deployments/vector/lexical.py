@@ -3,7 +3,7 @@
 Tokenization is Qdrant's own BM25 model (qdrant-edge-py's `Bm25`, the same for the embedded engine and a Qdrant
 server): lower-casing, English stop words and the Snowball English stemmer. On SciFact's 809 train queries the
 stemmer is worth +2.6 nDCG@10 points over no stemming (0.699 vs 0.673); k1/b/avg_len variations moved it by
-under 0.3 points, so Qdrant's defaults stay (README, "Retrieval quality").
+under 0.3 points, so Qdrant's defaults stay (benchmarks/README.md, "Retrieval quality").
 
 A document's vector holds, per term, tf·(k1+1) / (tf + k1·(1 − b + b·len/avg_len)); a query's holds 1 per term.
 The collection's sparse vector is created with Modifier.IDF, so Qdrant multiplies each query term by the IDF of

@@ -1,5 +1,5 @@
 """Crash consistency of ingest without Ray: intent records, the start-up roll-back, verify and repair.
-(The real kill -9 of the whole app is benchmarks/crash_ingest.py.)"""
+(The real kill -9 of the whole app is benchmarks/reliability/crash_ingest.py.)"""
 from __future__ import annotations
 
 import asyncio

@@ -1,8 +1,8 @@
 """Where the CPU of a request goes: py-spy flame graphs of the ingress and one stage replica while the no-op graph
 (SIMULATED zero-latency stages, `mode: hybrid+graph`) is under closed-loop load, plus CPU-ms per request by process.
 
-    python -m benchmarks.profile_noop                                  # Serve's fast path, as shipped
-    GRAPHRAG_SERVE_THROUGHPUT=0 python -m benchmarks.profile_noop      # Ray Serve's default data plane
+    python -m benchmarks.speed.profile_noop                                  # Serve's fast path, as shipped
+    GRAPHRAG_SERVE_THROUGHPUT=0 python -m benchmarks.speed.profile_noop      # Ray Serve's default data plane
 
 Writes benchmarks/results/flame-<plane>-ingress.svg, flame-<plane>-stage.svg and profile-<plane>.json.
 """
@@ -15,28 +15,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import use_local_env
+from benchmarks import harness, use_local_env
+from benchmarks.harness import RESULTS
 from benchmarks.loadgen import closed_loop, cpu_ms_per_request, process_cpu
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    use_local_env()
-    import ray
-    from ray import serve
-
-    from benchmarks.performance import _free_port, _wait, payload
-    from benchmarks.simulated import Latencies, build_serve_app
+    harness.cli(__doc__).parse_args()
+    use_local_env()  # before reading the data plane below
+    from benchmarks.speed.performance import _wait, payload
+    from benchmarks.speed.simulated import Latencies, build_serve_app
 
     plane = "fast-path" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "default-plane"
     py_spy = str(Path(sys.executable).with_name("py-spy"))
-    ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
-    try:
-        port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_serve_app(Latencies.zero()), name="profile", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
+    with harness.ray_session():
+        url = harness.deploy(build_serve_app(Latencies.zero()), "profile")
         _wait(url)
         asyncio.run(closed_loop(f"{url}/v1/answer", payload, 50, 500))  # warm
         targets = {"ingress": "ServeReplica:profile:Ingress", "stage": "ServeReplica:profile:SimulatedChat"}
@@ -52,14 +45,11 @@ def main() -> None:
         cpu = cpu_ms_per_request(before, process_cpu(), len(run.samples) + run.extra_ok)
         for spy in spies:
             spy.wait(timeout=120)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
     summary = run.summary()
     out = {"plane": plane, "qps": summary["qps"], "p50_ms": summary["p50_ms"], "cpu_ms_per_request": round(sum(cpu.values()), 2),
            "cpu_ms_by_process": cpu, "flame_graphs": [f"flame-{plane}-{name}.svg" for name in targets],
-           "command": f"{'GRAPHRAG_SERVE_THROUGHPUT=0 ' if plane == 'default-plane' else ''}python -m benchmarks.profile_noop"}
-    (RESULTS / f"profile-{plane}.json").write_text(json.dumps(out, indent=2) + "\n")
+           "command": f"{'GRAPHRAG_SERVE_THROUGHPUT=0 ' if plane == 'default-plane' else ''}python -m benchmarks.speed.profile_noop"}
+    harness.write_json(f"profile-{plane}.json", out)
     print(json.dumps(out, indent=2))
 
 

@@ -1,6 +1,6 @@
 """Schemathesis against the live OpenAPI schema of the running app (API keys on, sample corpus ingested).
 
-    python -m benchmarks.fuzz_schema [--max-examples 150] [--seed 1]
+    python -m benchmarks.reliability.fuzz_schema [--max-examples 150] [--seed 1]
 
 Every operation gets up to `max-examples` generated requests (valid and invalid, examples, coverage and
 fuzzing phases); the checks are: no 5xx, every status/content type/header/body as the schema documents it,
@@ -21,11 +21,11 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import use_local_env  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import ROOT  # noqa: E402
 
 use_local_env()
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 CHECKS = ",".join([
     "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",
     "response_schema_conformance", "negative_data_rejection", "ignored_auth",
@@ -143,32 +143,23 @@ def main() -> None:
     opts = parser.parse_args()
 
     import httpx
-    import ray
-    from ray import serve
 
     from deployments.ingress.auth import hash_key
-    from deployments.net import free_port
-    from graph import start_local
-    from tests.fakes import sample_documents
     from tests.openai_server import OpenAIProtocolServer
+    from tests.fakes import sample_documents
 
     with OpenAIProtocolServer() as llm, tempfile.TemporaryDirectory(prefix="graphrag-fuzz-") as tmp:
         args = {"data_dir": f"{tmp}/data", "chat": {"base_url": llm.base_url, "model": "fuzz"},
                 "auth": {"api_key_hashes": [hash_key(KEY)]}}
-        try:
-            base = start_local(args, port=free_port(), name="graphrag-fuzz")
+        with harness.local_app(args, "graphrag-fuzz") as base:
             resp = httpx.post(f"{base}/v1/ingest", json={"documents": sample_documents()},
                               headers={"X-API-Key": KEY}, timeout=300)
             resp.raise_for_status()
             report = Path(opts.report_dir) if opts.report_dir else Path(tmp) / "report"
             result = run_schemathesis(base, KEY, opts.max_examples, opts.seed, report)
             result["malformed_json"] = run_malformed(base, KEY)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
     result.update(max_examples=opts.max_examples, seed=opts.seed, checks=CHECKS.split(","), load_average=os.getloadavg())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fuzz_schema.json").write_text(json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2))
+    harness.write_json("fuzz_schema.json", {k: v for k, v in result.items() if k != "output"})
     print(result.pop("output"))
     print(json.dumps(result, indent=2))
     ok = result["exit_code"] == 0 and not result["failures"] and result["server_errors_5xx"] == 0 and not result["malformed_json"]["failures"]

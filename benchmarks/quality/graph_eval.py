@@ -2,8 +2,8 @@
 MiniLM embedder, BM25 tokenizer, fusion and embedded-scorer blend as the server, computed in one process so
 that variants can be compared in seconds.
 
-    python benchmarks/graph_eval.py --split dev            # tune: questions 0-49 only, grid over PPR settings
-    python benchmarks/graph_eval.py --split test --params '{"damping": 0.5}' --graph-weight 0.3
+    python -m benchmarks.quality.graph_eval --split dev            # tune: questions 0-49 only, grid over PPR settings
+    python -m benchmarks.quality.graph_eval --split test --params '{"damping": 0.5}' --graph-weight 0.3
 
 Methods (Recall@2/@5 of the supporting passages among the first distinct documents):
   dense, lexical, hybrid   as the server: dense top-N ∥ BM25 top-N, RRF, then 0.7·cosine + 0.3·BM25/best
@@ -22,13 +22,10 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from deployments.config import ChunkingConfig, GraphIndexConfig  # noqa: E402
 from deployments.graph.extraction.offline import extract, named_query_keys  # noqa: E402
@@ -37,17 +34,18 @@ from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
 from deployments.reranker.backends import lift  # noqa: E402
 from deployments.vector.lexical import LexicalEncoder  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import CACHE, DATASETS, RESULTS  # noqa: E402
 
-DATASET = ROOT.parent / "shared" / "datasets" / "hotpotqa-100"
-SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
-CACHE = ROOT / "benchmarks" / ".cache"
+DATASET = DATASETS / "hotpotqa-100"
+SCIFACT = DATASETS / "scifact"
 SPLITS = {"dev": range(0, 50), "test": range(50, 100), "all": range(0, 100)}
 KS = (2, 5)
 
 
 def passage_text(title: str, sentences: list[str], layout: str) -> str:
     body = "".join(sentences).strip()
-    if layout == "blank-line":  # as benchmarks/hotpotqa_recall.py ingests it
+    if layout == "blank-line":  # as benchmarks/quality/hotpotqa_recall.py ingests it
         return f"{title}\n\n{body}"
     if layout == "no-title":
         return body
@@ -106,10 +104,10 @@ def top(scores: np.ndarray, n: int) -> list[int]:
 
 
 def scifact_docs() -> tuple[list[Document], list[dict]]:
-    """SciFact as benchmarks/scifact.py ingests it (title, blank line, abstract); queries of both splits with qrels."""
+    """SciFact as benchmarks/quality/scifact.py ingests it (title, blank line, abstract); queries of both splits with qrels."""
     import gzip
 
-    from benchmarks.scifact import load_queries
+    from benchmarks.quality.scifact import load_queries
 
     docs = []
     with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as f:
@@ -129,7 +127,7 @@ class Corpus:
         self.chunks = []
         if dataset == "scifact":
             docs, self.questions = scifact_docs()
-            cfg = ChunkingConfig(max_words=512, overlap_words=64)  # benchmarks/scifact.py APP_ARGS
+            cfg = ChunkingConfig(max_words=512, overlap_words=64)  # benchmarks/quality/scifact.py APP_ARGS
             layout = "scifact"
         else:
             corpus = json.loads((DATASET / "hotpotqa_train_corpus.json").read_text())
@@ -356,11 +354,11 @@ def main() -> None:
         args.misses.write_text(json.dumps(misses(c, qids, chosen), indent=1) + "\n")
     out = {
         "split": args.split, "questions": f"{qids.start}-{qids.stop - 1}", "layout": args.layout,
-        "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": harness.command(), "date": harness.utc_now(),
         **results,
     }
-    path = args.out or ROOT / "benchmarks" / "results" / f"graph-eval-{args.layout}-{args.split}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = args.out or RESULTS / f"graph-eval-{args.layout}-{args.split}.json"
+    harness.write_json(path, out)
     print(json.dumps({k: v for k, v in out.items() if k != "grid_top10"}, indent=2))
     if args.grid:
         for t in results["grid_top10"]:
@@ -369,7 +367,7 @@ def main() -> None:
 
 def main_scifact(args: argparse.Namespace) -> None:
     """hybrid vs the walk on SciFact (train for tuning, test to report), offline: a quick check that a setting
-    chosen on HotpotQA does not cost single-hop ranking (benchmarks/scifact.py measures it through the app)."""
+    chosen on HotpotQA does not cost single-hop ranking (benchmarks/quality/scifact.py measures it through the app)."""
     if args.split not in ("train", "test") or args.grid:
         sys.exit("SciFact: --split train or test, no --grid")
     c = Corpus("scifact", dataset="scifact")
@@ -381,12 +379,12 @@ def main_scifact(args: argparse.Namespace) -> None:
     }
     out = {
         "dataset": "scifact", "split": args.split, "queries": len(qids),
-        "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": harness.command(), "date": harness.utc_now(),
         "hybrid": evaluate_scifact(c, qids, "hybrid"), "ppr": evaluate_scifact(c, qids, "ppr", cfg),
         "ppr_settings": {**cfg, "params": asdict(replace(PPRParams(), **cfg["params"]))},
     }
-    path = args.out or ROOT / "benchmarks" / "results" / f"graph-eval-scifact-{args.split}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = args.out or RESULTS / f"graph-eval-scifact-{args.split}.json"
+    harness.write_json(path, out)
     print(json.dumps(out, indent=2))
 
 

@@ -232,7 +232,7 @@ class _CapacityLimited:
 
 def build_autoscale_app(args: dict):
     """Serve builder for autoscaling experiments (configs/autoscale-*.yaml): simulated stages, each with a
-    per-replica capacity and its own autoscaling_config. `args.load_profile` is read by benchmarks/autoscale.py."""
+    per-replica capacity and its own autoscaling_config. `args.load_profile` is read by benchmarks/speed/autoscale.py."""
     from ray import serve
 
     from deployments.ingress.deployment import Ingress

@@ -3,26 +3,19 @@ Ingress over simulated stages, the graph stage the bottleneck), opens /ui/#stage
 drives a shortened load step, records the Graph replicas the page shows every 2 s, and saves the view at the end
 of the step to benchmarks/results/ui-stages-autoscaling.png (+ ui-autoscale.json).
 
-    python -m benchmarks.ui_autoscale [--low 6 --high 24 --low-s 20 --high-s 70]
+    python -m benchmarks.speed.ui_autoscale [--low 6 --high 24 --low-s 20 --high-s 70]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+from benchmarks import harness
+from benchmarks.harness import RESULTS, ROOT
+from benchmarks.speed.autoscale import drive
 
-import yaml
-
-from benchmarks import use_local_env
-from benchmarks.autoscale import drive
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "configs" / "autoscale-graph.yaml"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -30,30 +23,19 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.cli(__doc__)
     parser.add_argument("--low", type=float, default=6, help="requests/s before the step")
     parser.add_argument("--high", type=float, default=24, help="requests/s during the step")
     parser.add_argument("--low-s", type=float, default=20)
     parser.add_argument("--high-s", type=float, default=70)
     opts = parser.parse_args()
-    use_local_env()
-    import ray
-    from playwright.sync_api import sync_playwright
-    from ray import serve
-
-    from deployments.net import free_port
-
-    app_cfg = yaml.safe_load(CONFIG.read_text())["applications"][0]
-    module, func = app_cfg["import_path"].split(":")
-    builder = getattr(__import__(module, fromlist=[func]), func)
     steps = [[opts.low, opts.low_s], [opts.high, opts.high_s]]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     seen: list[dict] = []  # what the page showed
-    ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(builder(app_cfg["args"]), name=app_cfg["name"], route_prefix="/")
+    with harness.ray_session():
+        from playwright.sync_api import sync_playwright
+
+        app, app_cfg = harness.serve_config_app(CONFIG)
+        base = harness.deploy(app, app_cfg["name"])
         series: dict = {}
         load = threading.Thread(target=lambda: series.update(asyncio.run(drive(base, steps, app_cfg["name"]))), daemon=True)
         with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
@@ -73,17 +55,14 @@ def main() -> None:
             page.screenshot(path=str(RESULTS / "ui-stages-autoscaling.png"))
             context.close()
         load.join()
-    finally:
-        serve.shutdown()
-        ray.shutdown()
     peak = {name: max(r[name] for r in series["replicas"]) for name in series["replicas"][0] if name != "t"}
     result = {
         "config": str(CONFIG.relative_to(ROOT)), "load_profile": steps, "peak_replicas_from_serve": peak,
         "peak_graph_replicas_on_page": max(s["graph_running"] for s in seen), "page_samples": seen,
         "requests": series["requests"], "errors": series["errors"],
-        "command": "python -m benchmarks.ui_autoscale", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.speed.ui_autoscale", "date": harness.utc_now(),
     }
-    (RESULTS / "ui-autoscale.json").write_text(json.dumps(result, indent=1) + "\n")
+    harness.write_json("ui-autoscale.json", result, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k != "page_samples"}, indent=2))
 
 

@@ -1,11 +1,11 @@
 """The Graph replica's in-memory index (deployments/graph/index/collection.py) in isolation: search latency and
 throughput on a SciFact-sized collection, and how build time and memory grow with passages (10k, 100k synthetic).
 
-    python benchmarks/graph_index_bench.py                  # -> benchmarks/results/graph_index.json
-    python benchmarks/graph_index_bench.py --sizes 10000 100000 --queries 300
+    python -m benchmarks.speed.graph_index_bench                  # -> benchmarks/results/graph_index.json
+    python -m benchmarks.speed.graph_index_bench --sizes 10000 100000 --queries 300
 
-SciFact: the 5,183 abstracts chunked as benchmarks/scifact.py ingests them, entities from the offline extractor,
-MiniLM vectors from benchmarks/.cache when benchmarks/graph_eval.py has computed them (else random unit vectors:
+SciFact: the 5,183 abstracts chunked as benchmarks/quality/scifact.py ingests them, entities from the offline extractor,
+MiniLM vectors from benchmarks/.cache when benchmarks/quality/graph_eval.py has computed them (else random unit vectors:
 the same arithmetic). Synthetic collections: ~15 entity mentions per passage drawn from a Zipf vocabulary of
 2 × passages entities, 2 of them lead; 384-d random vectors. One thread, no Ray: what a search costs in a replica
 besides Serve's own per-call overhead and the query embedding.
@@ -23,18 +23,16 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 import tracemalloc
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from deployments.graph.index.collection import CollectionIndex, IndexedChunk  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import RESULTS  # noqa: E402
 
 DIM = 384
 
@@ -45,7 +43,7 @@ def unit(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def scifact_rows() -> tuple[list[IndexedChunk], np.ndarray | None, list[str]]:
-    from benchmarks.graph_eval import CACHE, scifact_docs
+    from benchmarks.quality.graph_eval import CACHE, scifact_docs
     from deployments.config import ChunkingConfig
     from deployments.graph.extraction.offline import extract
     from deployments.ingress.chunking import chunk_document
@@ -129,10 +127,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "graph_index.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "graph_index.json")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    out: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": "python " + " ".join(sys.argv),
+    out: dict = {"date": harness.utc_now(), "command": harness.command(),
                  "machine": f"{platform.machine()}, shared with other jobs (noisy)"}
 
     rows, vectors, questions = scifact_rows()
@@ -155,7 +153,7 @@ def main() -> None:
                                  **search_latency(sindex, sq, unit(rng, len(sq)))}
         print(n, json.dumps(out[f"synthetic_{n}"]), flush=True)
         del sindex, srows, svecs
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    harness.write_json(args.out, out)
 
 
 if __name__ == "__main__":

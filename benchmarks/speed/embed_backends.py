@@ -1,9 +1,9 @@
 """The embedding backends side by side, in this one process: quality on SciFact dense and raw questions/s.
 
-    python -m benchmarks.embed_backends                   # torch, onnx, onnx-int8: quality + speed
-    python -m benchmarks.embed_backends --skip-quality    # speed only (seconds instead of minutes)
+    python -m benchmarks.speed.embed_backends                   # torch, onnx, onnx-int8: quality + speed
+    python -m benchmarks.speed.embed_backends --skip-quality    # speed only (seconds instead of minutes)
 
-Quality: the SciFact corpus chunked as the app chunks it (benchmarks/scifact.py's settings), every chunk embedded
+Quality: the SciFact corpus chunked as the app chunks it (benchmarks/quality/scifact.py's settings), every chunk embedded
 by each backend (cached under benchmarks/.cache/, minutes per backend on 2 shared cores), exact cosine search,
 documents ranked by their best chunk, nDCG@10 / Recall@100 on the 300 test queries. This is the app's `dense`
 mode without Qdrant (HNSW) in between, so the backends are compared on the vectors alone.
@@ -12,12 +12,9 @@ without ONNX Runtime's spinning threads. Writes benchmarks/results/embed_backend
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import use_local_env
@@ -27,17 +24,17 @@ use_local_env()
 import numpy as np  # noqa: E402
 
 from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
-from benchmarks.scifact import APP_ARGS, DEFAULT_DATASET, load_queries  # noqa: E402
+from benchmarks.quality.scifact import APP_ARGS, DEFAULT_DATASET, load_queries  # noqa: E402
 from deployments.cli.ingest import read_beir_corpus  # noqa: E402
 from deployments.config import ChunkingConfig, EmbedderConfig  # noqa: E402
 from deployments.embedder.backends import SentenceTransformerEmbedder, resolve_model_path  # noqa: E402
 from deployments.embedder.onnx_backend import OnnxSession, export_onnx, onnx_model_path  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import CACHE, DATASETS, RESULTS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "benchmarks" / ".cache"
-HOTPOT = ROOT.parent / "shared" / "datasets" / "hotpotqa-100" / "hotpotqa_train.json"
+HOTPOT = DATASETS / "hotpotqa-100" / "hotpotqa_train.json"
 MODEL = "all-MiniLM-L6-v2"
 
 
@@ -141,25 +138,25 @@ def speed(encoders: Encoders, questions: list[str], seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.cli(__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0, help="per backend and batch size")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--docs", type=int, default=None, help="quality on the first N abstracts only (a busy machine)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embed_backends.json"))
+    parser.add_argument("--out", default=str(RESULTS / "embed_backends.json"))
     args = parser.parse_args()
     questions = [q["question"] for q in json.load(open(HOTPOT))][:100]
-    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
-                    "load_average_before": os.getloadavg()[0], "command": "python -m benchmarks.embed_backends " + " ".join(sys.argv[1:])}
+    result: dict = {"date": harness.utc_now(), "threads": args.threads,
+                    "load_average_before": os.getloadavg()[0], "command": harness.command()}
     for spinning in () if args.skip_speed else (False, True):
         encoders = Encoders(args.threads, spinning)
         result[f"speed_onnx_spinning_{str(spinning).lower()}"] = speed(encoders, questions, args.seconds)
     if not args.skip_quality:
         result["scifact_dense"] = quality(Encoders(args.threads, False), DEFAULT_DATASET, args.split, args.docs)
     result["load_average_after"] = os.getloadavg()[0]
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json(Path(args.out), result)
     print(json.dumps(result, indent=2))
 
 

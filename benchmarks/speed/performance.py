@@ -2,8 +2,8 @@
 monolith over the same SIMULATED stages; orchestration cost with zero-latency stages; embedder and ingest
 throughput against the raw model. Prints figures, writes benchmarks/results/performance.json and PNG plots.
 
-    python -m benchmarks.performance            # full run (~5 min on 2 cores)
-    python -m benchmarks.performance --quick    # smaller counts, for a smoke run
+    python -m benchmarks.speed.performance            # full run (~5 min on 2 cores)
+    python -m benchmarks.speed.performance --quick    # smaller counts, for a smoke run
 """
 from __future__ import annotations
 
@@ -14,27 +14,19 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 
-from benchmarks import use_local_env
+from benchmarks import harness, use_local_env
+from benchmarks.harness import RESULTS, ROOT, quiet_port
 from benchmarks.loadgen import RunResult, closed_loop, cpu_ms_per_request, open_loop, percentile, process_cpu
-from benchmarks.simulated import Latencies
+from benchmarks.speed.simulated import Latencies
 
-RESULTS = Path(__file__).parent / "results"
 # Closed-loop workers start staggered over this many seconds, and what they send meanwhile is not counted: the
 # steady state at a concurrency, not the burst of all clients starting at once (loadgen.closed_loop).
 RAMP_S = 1.0
 LEVEL_S = 20.0  # see sweep()
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    from deployments.net import free_port
-
-    return free_port()
 
 
 def _wait(url: str, timeout: float = 120) -> None:
@@ -62,21 +54,19 @@ def efficiency(run: RunResult, latencies: Latencies, p: float) -> float:
 
 
 async def sweep(url: str, levels: list[int], per_level: int, latencies: Latencies, label: str) -> dict[int, RunResult]:
-    runs = {}
-    for c in levels:
-        # Each level runs until `per_level` requests answered or LEVEL_S seconds passed, whichever comes first: at
-        # least 1,000 requests or 20 s of steady state (the full run), so that slow levels are not a handful of samples.
-        run = await closed_loop(f"{url}/v1/answer", payload, c, max(per_level, 2 * c), ramp_s=RAMP_S, max_wall_s=LEVEL_S)
-        runs[c] = run
+    def report(c: int, run: RunResult) -> None:
         s = run.summary()
         print(f"  {label:9s} c={c:<4d} qps={s['qps']:7.1f} p50={s['p50_ms']:7.1f} p95={s['p95_ms']:7.1f} status={s['status']} "
               f"e2e/critical p50={efficiency(run, latencies, 50):.3f} p95={efficiency(run, latencies, 95):.3f} loadgen_cpu={s['loadgen_cpu_share']:.2f}", flush=True)
-    return runs
+
+    # Each level runs until `per_level` requests answered or LEVEL_S seconds passed, whichever comes first: at
+    # least 1,000 requests or 20 s of steady state (the full run), so that slow levels are not a handful of samples.
+    return await harness.closed_loop_levels(f"{url}/v1/answer", payload, levels, per_level, report, ramp_s=RAMP_S, max_wall_s=LEVEL_S)
 
 
 def run_baseline(system: str, latencies: Latencies, levels: list[int], per_level: int) -> dict[int, RunResult]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.simulated", system, "--port", str(port), "--latencies", latencies.model_dump_json()], cwd=ROOT)
+    port = quiet_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed.simulated", system, "--port", str(port), "--latencies", latencies.model_dump_json()], cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait(url)
@@ -91,12 +81,9 @@ def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: st
     the last level."""
     from ray import serve
 
-    from benchmarks.simulated import build_serve_app
+    from benchmarks.speed.simulated import build_serve_app
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_serve_app(latencies), name=f"sim-{label}", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    url = harness.deploy(build_serve_app(latencies), f"sim-{label}")
     try:
         _wait(url)
         asyncio.run(closed_loop(f"{url}/v1/answer", payload, levels[-1], 2 * levels[-1]))  # warm every hop
@@ -119,14 +106,9 @@ def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: st
 
 def noop_run(requests: int) -> dict:
     """One no-op run (concurrency 50) in this process's Ray: QPS and CPU-ms per request by process."""
-    import ray
-
-    ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
-    try:
+    with harness.ray_session():
         cpu: dict = {}
         runs, _ = run_serve(Latencies.zero(), [50], requests, label="serve-noop", cpu=cpu)
-    finally:
-        ray.shutdown()
     return {"qps": runs[50].summary()["qps"], "p50_ms": runs[50].summary()["p50_ms"], "cpu_ms_per_request": round(sum(cpu.values()), 2), "cpu_ms_by_process": cpu}
 
 
@@ -135,7 +117,7 @@ def noop_default_data_plane(requests: int) -> dict:
     from deployments.throughput import OPT_OUT, throughput_env
 
     env = {k: v for k, v in os.environ.items() if k not in throughput_env()} | {OPT_OUT: "0"}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.performance", "--noop-only", str(requests)], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.speed.performance", "--noop-only", str(requests)], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -158,10 +140,8 @@ def embedder_and_ingest(n_texts: int) -> dict:
     asyncio.run(raw.aclose())
     del raw
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     data = tempfile.mkdtemp(prefix="graphrag-bench-")
-    serve.run(build_app({"data_dir": data, "chunking": {"max_words": 200, "overlap_words": 0}}), name="perf-real", route_prefix="/")
+    url = harness.deploy(build_app({"data_dir": data, "chunking": {"max_words": 200, "overlap_words": 0}}), "perf-real")
     docs = [{"id": f"d{i}", "text": text} for i, text in enumerate(texts)]
 
     # One event loop for the handle's whole life, shutdown included: on the fast path
@@ -173,7 +153,7 @@ def embedder_and_ingest(n_texts: int) -> dict:
             t = time.perf_counter()
             await asyncio.gather(*(embedder.embed.remote(texts[i : i + 8]) for i in range(0, n_texts, 8)))
             deployment_tps = n_texts / (time.perf_counter() - t)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=600) as client:
                 (await client.post("/v1/ingest", json={"collection": "warm", "documents": docs[:8]})).raise_for_status()
                 t = time.perf_counter()
                 chunks = 0
@@ -191,11 +171,7 @@ def embedder_and_ingest(n_texts: int) -> dict:
 
 
 def plot(series: dict[str, dict[int, RunResult]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = harness.pyplot()
     fig, (ax_qps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in series.items():
         levels = sorted(runs)
@@ -207,12 +183,11 @@ def plot(series: dict[str, dict[int, RunResult]], path: Path) -> None:
     for ax in (ax_qps, ax_lat):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    harness.save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.cli(__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sigma", type=float, default=0.0, help="lognormal spread of the simulated latencies")
     parser.add_argument("--skip-real", action="store_true", help="skip the embedder/ingest measurements")
@@ -232,17 +207,12 @@ def main() -> None:
     sync_wide_runs = run_baseline("sync-wide", latencies, levels, per_level)
     monolith_runs = run_baseline("monolith", latencies, levels, per_level)
 
-    import ray
-
-    ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
-    try:
+    with harness.ray_session():
         serve_runs, poisson = run_serve(latencies, levels, per_level, open_rate=40.0)
         print("zero-latency stages (orchestration cost):", flush=True)
         noop_cpu: dict = {}
         noop_runs, _ = run_serve(Latencies.zero(), [50], 3000 if not args.quick else 600, label="serve-noop", cpu=noop_cpu)
         real = {} if args.skip_real else embedder_and_ingest(256 if args.quick else 512)
-    finally:
-        ray.shutdown()
     print("the same no-op graph on Ray Serve's default data plane (Python proxy, actor calls):", flush=True)
     default_plane = noop_default_data_plane(3000 if not args.quick else 600)
     print(f"  serve-default-plane qps={default_plane['qps']} CPU-ms per request by process: {default_plane['cpu_ms_per_request']}", flush=True)
@@ -270,14 +240,13 @@ def main() -> None:
         },
         "serve_open_loop": poisson.summary() if poisson else None,
         "load_average_before": [round(x, 2) for x in load_before],
-        "command": "python -m benchmarks.performance" + (" --quick" if args.quick else "") + (f" --sigma {args.sigma}" if args.sigma else ""),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.speed.performance" + (" --quick" if args.quick else "") + (f" --sigma {args.sigma}" if args.sigma else ""),
+        "date": harness.utc_now(),
     }
-    RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "performance.json"
-    # The real-stage figures (benchmarks/real_stages.py) live in the same file, under "real": keep them.
+    # The real-stage figures (benchmarks/speed/real_stages.py) live in the same file, under "real": keep them.
     previous = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**results, **({"real": previous["real"]} if "real" in previous else {})}, indent=2) + "\n")
+    harness.write_json(path, {**results, **({"real": previous["real"]} if "real" in previous else {})})
     plot({"sync": sync_runs, "sync (256 threads)": sync_wide_runs, "monolith": monolith_runs, "serve": serve_runs}, RESULTS / "performance.png")
     print(json.dumps({k: v for k, v in results.items() if k not in ("systems", "serve_open_loop")}, indent=2))
 

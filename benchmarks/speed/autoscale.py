@@ -2,25 +2,21 @@
 profile (open-loop Poisson steps), samples every deployment's replica count and the latency each second, and
 writes benchmarks/results/autoscale-<profile>.json and .png.
 
-    python -m benchmarks.autoscale configs/autoscale-graph.yaml
+    python -m benchmarks.speed.autoscale configs/autoscale-graph.yaml
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
-import yaml
 
-from benchmarks import use_local_env
+from benchmarks import harness
+from benchmarks.harness import RESULTS
 from benchmarks.loadgen import percentile
-
-RESULTS = Path(__file__).parent / "results"
 
 
 async def drive(url: str, steps: list[list[float]], app_name: str, sample_every: float = 1.0) -> dict:
@@ -100,11 +96,7 @@ def recovery(series: dict, hold_s: int = 10) -> dict:
 
 
 def plot(series: dict, title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = harness.pyplot()
     fig, (ax_rep, ax_lat) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     names = [k for k in series["replicas"][0] if k != "t"]
     for name in names:
@@ -119,42 +111,26 @@ def plot(series: dict, title: str, path: Path) -> None:
     ax_load.set_ylabel("requests/s", color="tab:red")
     for ax in (ax_rep, ax_lat):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    harness.save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.cli(__doc__)
     parser.add_argument("config", help="a Serve config whose args hold load_profile: [[rate, seconds], ...]")
     args = parser.parse_args()
-    use_local_env()
-    import ray
-    from ray import serve
-
-    from deployments.net import free_port
-
-    app_cfg = yaml.safe_load(Path(args.config).read_text())["applications"][0]
-    module, func = app_cfg["import_path"].split(":")
-    builder = getattr(__import__(module, fromlist=[func]), func)
     profile = Path(args.config).stem
-    port = free_port()
-    ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(builder(app_cfg["args"]), name=app_cfg["name"], route_prefix="/")
+    with harness.ray_session():
+        app, app_cfg = harness.serve_config_app(args.config)
+        url = harness.deploy(app, app_cfg["name"])
         print(f"{profile}: driving {app_cfg['args']['load_profile']} (rate/s, seconds)", flush=True)
-        series = asyncio.run(drive(f"http://127.0.0.1:{port}", app_cfg["args"]["load_profile"], app_cfg["name"]))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+        series = asyncio.run(drive(url, app_cfg["args"]["load_profile"], app_cfg["name"]))
     peak = {name: max(r[name] for r in series["replicas"]) for name in series["replicas"][0] if name != "t"}
     result = {
         "profile": profile, "config": args.config, "peak_replicas": peak, **recovery(series),
         "requests": series["requests"], "errors": series["errors"], "status": series["status"], "series": series,
-        "command": f"python -m benchmarks.autoscale {args.config}", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": f"python -m benchmarks.speed.autoscale {args.config}", "date": harness.utc_now(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{profile}.json").write_text(json.dumps(result, indent=1) + "\n")
+    harness.write_json(f"{profile}.json", result, indent=1)
     plot(series, f"{profile}: replicas per stage and p95 under a load step", RESULTS / f"{profile}.png")
     print(json.dumps({k: v for k, v in result.items() if k != "series"}, indent=2))
 

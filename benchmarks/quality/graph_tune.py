@@ -1,7 +1,7 @@
 """Joint tuning of the walk on the tuning splits only: HotpotQA-100 questions 0-49 (both passage layouts, R@5) and
-SciFact train (nDCG@10), in one process with benchmarks/graph_eval.py's offline pipeline.
+SciFact train (nDCG@10), in one process with benchmarks/quality/graph_eval.py's offline pipeline.
 
-    python benchmarks/graph_tune.py            # writes benchmarks/results/graph-tune-dev-train.json
+    python -m benchmarks.quality.graph_tune            # writes benchmarks/results/graph-tune-dev-train.json
 
 A setting is kept only if its SciFact train nDCG@10 stays within 0.0025 of `hybrid` (half the single-hop target's
 0.005, as a margin for test); among those, the best HotpotQA dev R@5 with and without titles (mean), then R@2,
@@ -13,13 +13,11 @@ import itertools
 import json
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from benchmarks.graph_eval import SPLITS, Corpus, evaluate, evaluate_scifact  # noqa: E402
+from benchmarks.quality.graph_eval import SPLITS, Corpus, evaluate, evaluate_scifact  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import RESULTS  # noqa: E402
 
 GRID = {
     "graph_norm": ["max", "mass"],  # the graph score over its best, or the walk's own mass share
@@ -38,6 +36,7 @@ TOLERANCE = 0.0025
 
 
 def main() -> None:
+    harness.cli(__doc__).parse_args()
     t0 = time.perf_counter()
     hotpot = {layout: Corpus(layout) for layout in ("blank-line", "no-title")}
     scifact = Corpus("scifact", dataset="scifact")
@@ -76,10 +75,10 @@ def main() -> None:
     out = {
         "splits": "HotpotQA-100 questions 0-49 (dev), SciFact train", "tolerance": TOLERANCE, **base,
         "chosen": ok[0] if ok else None, "trials": trials,
-        "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": harness.command(), "date": harness.utc_now(),
     }
-    path = ROOT / "benchmarks" / "results" / "graph-tune-dev-train.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = RESULTS / "graph-tune-dev-train.json"
+    harness.write_json(path, out)
     print(json.dumps({k: out[k] for k in ("hotpotqa_dev_hybrid", "scifact_train_hybrid", "chosen")}, indent=2))
 
 

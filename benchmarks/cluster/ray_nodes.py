@@ -17,27 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import random
-import socket
+from benchmarks.harness import quiet_port
 
 OBJECT_STORE_BYTES = 150_000_000
-# Listener ports are drawn from here: below Linux's ephemeral range (32768+, where a port free now may be taken by
-# an outgoing connection minutes later) and above Ray's worker ports (10002-19999); Serve's direct-ingress ports are
-# 30000-31000.
-QUIET_PORTS = range(21000, 29000)
-
-
-def free_port() -> int:
-    """A loopback port that is free now and that the kernel does not hand out to outgoing connections."""
-    for _ in range(200):
-        port = random.choice(QUIET_PORTS)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {QUIET_PORTS}")
 
 
 def session_pids(sid: int) -> list[int]:
@@ -80,12 +62,12 @@ class RayNode:
 
     def command(self) -> list[str]:
         ports = {
-            "node_manager_port": free_port(),
-            "object_manager_port": free_port(),
-            "metrics_export_port": free_port(),
-            "dashboard_agent_listen_port": free_port(),
-            "metrics_agent_port": free_port(),  # `ray start --dashboard-agent-grpc-port`
-            "runtime_env_agent_port": free_port(),
+            "node_manager_port": quiet_port(),
+            "object_manager_port": quiet_port(),
+            "metrics_export_port": quiet_port(),
+            "dashboard_agent_listen_port": quiet_port(),
+            "metrics_agent_port": quiet_port(),  # `ray start --dashboard-agent-grpc-port`
+            "runtime_env_agent_port": quiet_port(),
         }
         if self.head_address is not None:
             # A worker node joins through the call `ray start --address` ends in (see `join`): with
@@ -94,18 +76,18 @@ class RayNode:
             params = {"gcs_address": self.head_address, "node_ip_address": "127.0.0.1", "num_cpus": self.num_cpus,
                       "resources": self.resources, "temp_dir": str(self.temp_dir),
                       "object_store_memory": OBJECT_STORE_BYTES, **ports}
-            return [sys.executable, "-m", "benchmarks.ray_nodes", "join", json.dumps(params)]
+            return [sys.executable, "-m", "benchmarks.cluster.ray_nodes", "join", json.dumps(params)]
         ray = str(Path(sys.executable).with_name("ray"))
         flags = {"node-manager-port": ports["node_manager_port"], "object-manager-port": ports["object_manager_port"],
                  "metrics-export-port": ports["metrics_export_port"],
                  "dashboard-agent-listen-port": ports["dashboard_agent_listen_port"],
                  "dashboard-agent-grpc-port": ports["metrics_agent_port"],
                  "runtime-env-agent-port": ports["runtime_env_agent_port"]}
-        self.gcs_port = self.gcs_port or free_port()
-        self.dashboard_port = self.dashboard_port or free_port()
+        self.gcs_port = self.gcs_port or quiet_port()
+        self.dashboard_port = self.dashboard_port or quiet_port()
         cmd = [ray, "start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
                f"--port={self.gcs_port}", f"--num-cpus={self.num_cpus}", f"--temp-dir={self.temp_dir}",
-               f"--object-store-memory={OBJECT_STORE_BYTES}", f"--ray-client-server-port={free_port()}",
+               f"--object-store-memory={OBJECT_STORE_BYTES}", f"--ray-client-server-port={quiet_port()}",
                # The dashboard serves Serve's REST API, which `serve deploy` and the status reads use.
                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                *(f"--{k}={v}" for k, v in flags.items())]
@@ -174,11 +156,11 @@ def node_env(base: dict[str, str], worker: bool) -> dict[str, str]:
     # On a busy shared machine a node's agents can take minutes to come up; Ray's defaults give up sooner.
     env.setdefault("RAY_agent_register_timeout_ms", "300000")
     env.setdefault("RAY_raylet_start_wait_time_s", "300")
-    env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
-    env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+    env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(quiet_port())
+    env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(quiet_port())
     if worker:
-        env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(free_port())
-        env["RAY_SERVE_WORKER_PROXY_GRPC_PORT"] = str(free_port())
+        env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(quiet_port())
+        env["RAY_SERVE_WORKER_PROXY_GRPC_PORT"] = str(quiet_port())
     return env
 
 

@@ -1,10 +1,10 @@
 """Retrieval quality on BEIR SciFact through the HTTP API: nDCG@10, Recall@100 and MRR@10 per retrieval mode,
 beside published baselines.
 
-    python benchmarks/scifact.py                        # own app (temp data dir, free port): ingest, 300 test queries
-    python benchmarks/scifact.py --split train          # the 809 train queries (tuning); writes scifact-train.*
-    python benchmarks/scifact.py --url http://127.0.0.1:8000 --skip-ingest   # an app that already holds `scifact`
-    python benchmarks/scifact.py --in-process --split train,test --modes hybrid,hybrid+graph   # no Ray; one ingest, both splits
+    python -m benchmarks.quality.scifact                        # own app (temp data dir, free port): ingest, 300 test queries
+    python -m benchmarks.quality.scifact --split train          # the 809 train queries (tuning); writes scifact-train.*
+    python -m benchmarks.quality.scifact --url http://127.0.0.1:8000 --skip-ingest   # an app that already holds `scifact`
+    python -m benchmarks.quality.scifact --in-process --split train,test --modes hybrid,hybrid+graph   # no Ray; one ingest, both splits
 
 The corpus (5,183 abstracts, title + text) is ingested through POST /v1/ingest; every query goes through
 POST /v1/retrieve with top_k=100 once per mode. Chunk hits are aggregated to documents by their best chunk
@@ -16,18 +16,13 @@ import argparse
 import asyncio
 import csv
 import json
-import os
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from benchmarks import use_local_env  # noqa: E402
 
 use_local_env()
@@ -36,8 +31,10 @@ import httpx  # noqa: E402
 
 from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
 from deployments.cli.ingest import IngestState, ingest, read_beir_corpus  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import DATASETS, RESULTS, ROOT  # noqa: E402
 
-DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
+DEFAULT_DATASET = DATASETS / "scifact"
 MODES = ("dense", "lexical", "hybrid", "hybrid+graph")
 TOP_K = 100  # Recall@100 needs 100 hits; the API's maximum
 # The local app: abstracts are ~200 words (99th percentile 473), so most are one chunk, as BEIR scores them;
@@ -174,7 +171,7 @@ def main() -> None:
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := set(args.modes) - set(MODES):
         parser.error(f"unknown modes {sorted(unknown)}")
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    command = harness.command()
     started = time.perf_counter()
     per_split = {split: load_queries(args.dataset, split) for split in splits}
     for split, (queries, _) in per_split.items():
@@ -211,28 +208,18 @@ def main() -> None:
                 client.close()
         transport = "in-process (no Ray Serve): the app's pipeline and real engines; latencies exclude the hops between replicas"
     else:
-        import ray
-        from ray import serve
-
-        from deployments.net import free_port
-        from graph import start_local
-
         app_args = {**APP_ARGS, **dict(item.split("=", 1) for item in args.set)}
         with tempfile.TemporaryDirectory(prefix="graphrag-scifact-") as data_dir:
             print("starting the app ...", file=sys.stderr, flush=True)
-            url = start_local({"data_dir": data_dir, **app_args}, port=args.port or free_port(), name="graphrag-scifact")
-            try:
+            with harness.local_app({"data_dir": data_dir, **app_args}, "graphrag-scifact", args.port) as url:
                 by_split = evaluate_at(url)
-            finally:
-                serve.shutdown()
-                ray.shutdown()
     for split, results in by_split.items():
         queries = per_split[split][0]
         out = {
             "default_mode": results["default_mode"],
             "modes": {m: {k: r[k] for k in ("ndcg@10", "recall@100", "mrr@10")} for m, r in results["modes"].items()},
             "command": command,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": harness.utc_now(),
             "split": split,
             "queries": len(queries),
             "rerank": args.rerank,
@@ -243,9 +230,8 @@ def main() -> None:
             "ingest": results["ingest"],
             "total_seconds": round(time.perf_counter() - started, 1),
         }
-        path = args.out or ROOT / "benchmarks" / "results" / ("scifact.json" if split == "test" else "scifact-train.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2) + "\n")
+        path = args.out or RESULTS / ("scifact.json" if split == "test" else "scifact-train.json")
+        harness.write_json(path, out)
         md = f"# SciFact ({split} split, {len(queries)} queries)\n\n{table(out)}\n\n`{command}` — {out['date']}\n"
         path.with_suffix(".md").write_text(md)
         print(table(out))

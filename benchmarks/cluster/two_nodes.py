@@ -1,9 +1,9 @@
 """The app on a two-node Ray cluster on this machine, deployed with `serve deploy`, and a node lost under load.
 
-    python -m benchmarks.cluster                       # ~6 min on 2 shared cores → benchmarks/results/cluster.json
+    python -m benchmarks.cluster.two_nodes                       # ~6 min on 2 shared cores → benchmarks/results/cluster.json
 
 1. A head node (`ray start --head`, 1 CPU, the `graphrag_store` resource: it holds data_dir) and a worker node
-   (1 CPU), separate raylets with their own temp folders and ports (benchmarks/ray_nodes.py).
+   (1 CPU), separate raylets with their own temp folders and ports (benchmarks/cluster/ray_nodes.py).
 2. `serve deploy configs/cluster-embedded.yaml` (data_dir, ports and host rewritten into a temporary copy).
 3. Where Serve placed each replica (Serve's REST status), each node's HTTP proxy answering `/v1/answer`.
 4. Closed-loop `/v1/answer` load through the head's proxy; the worker node is killed (its raylet SIGKILLed, then
@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,11 +29,12 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from benchmarks.ray_nodes import RayNode, free_port, node_env, session_pids
+from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
 from deployments.local_env import LOCAL_ENV
 from deployments.throughput import throughput_env
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import RESULTS, ROOT, quiet_port  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = "graphrag"
 COLLECTION = "cluster"
 QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
@@ -171,7 +171,7 @@ def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trac
     app.setdefault("runtime_env", {}).setdefault("env_vars", {})["GRAPHRAG_TRACE_DIR"] = str(trace_dir)
     args = app["args"]
     args["data_dir"] = str(data_dir)
-    args.setdefault("graph", {})["embedded_port"] = free_port()
+    args.setdefault("graph", {})["embedded_port"] = quiet_port()
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 
@@ -345,7 +345,7 @@ def per_proxy(ports: dict[str, int], n: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.cli(__doc__)
     parser.add_argument("--config", default=str(ROOT / "configs" / "cluster-embedded.yaml"))
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--before-kill-s", type=float, default=30)
@@ -353,7 +353,7 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=15)
     parser.add_argument("--rejoin-concurrency", type=int, default=12)
     parser.add_argument("--rejoin-s", type=float, default=60)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cluster.json"))
+    parser.add_argument("--out", default=str(RESULTS / "cluster.json"))
     parser.add_argument("--keep", action="store_true", help="keep the run's temporary folder (logs) afterwards")
     opts = parser.parse_args()
 
@@ -362,12 +362,12 @@ def main() -> None:
     env = {**os.environ, **LOCAL_ENV, **throughput_env(),
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
            # The head's fallback proxy defaults to fixed ports another Serve on this machine may hold.
-           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(quiet_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(quiet_port()),
            # How soon the GCS declares a silent node dead: every 1 s, 5 misses (Ray's default: every 3 s, 5 misses).
            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
     nodes: list[RayNode] = []
     node_ids: list[str] = []
-    result: dict = {"command": "python -m benchmarks.cluster " + " ".join(sys.argv[1:]),
+    result: dict = {"command": harness.command(),
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     "load_average_1m_before": round(os.getloadavg()[0], 2)}
     try:
@@ -382,7 +382,7 @@ def main() -> None:
         names = {v: k for k, v in ids.items()}
         node_ids.extend(ids.values())
 
-        http_port = free_port()
+        http_port = quiet_port()
         config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port, tmp / "spans")
         t0 = time.monotonic()
         subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(config), "--address", dashboard],
@@ -413,7 +413,7 @@ def main() -> None:
         result["node_kill"] = kill
         result["replicas_after_kill"] = view.replicas_by_node(names)
         print(json.dumps(kill, indent=1), flush=True)
-        Path(opts.out).write_text(json.dumps({**result, "incomplete": "rejoin phase not run yet"}, indent=2) + "\n")
+        harness.write_json(Path(opts.out), {**result, "incomplete": "rejoin phase not run yet"})
 
         rejoined, new_id, attempts = start_worker(view, "rejoined", tmp, worker_env, f"127.0.0.1:{head.gcs_port}",
                                                   set(ids.values()), nodes)
@@ -427,7 +427,7 @@ def main() -> None:
         result["rejoined_replicas"] = sum(c.get("rejoined", 0) for c in scale["replicas_by_node"].values())
         result["wall_s"] = round(time.monotonic() - started, 1)
         result["load_average_1m_after"] = round(os.getloadavg()[0], 2)
-        Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
+        harness.write_json(Path(opts.out), result)
         print(json.dumps(scale, indent=1), flush=True)
         print(f"wrote {opts.out}", flush=True)
     finally:

@@ -1,7 +1,7 @@
 """Crash consistency of ingest: the whole app (every process of it) killed with SIGKILL at random points of a
 large ingest, restarted on the same data folder, the same ingest re-run; then the stores are checked.
 
-    python -m benchmarks.crash_ingest [--docs 200] [--kills 3] [--seed 7] [--code DIR]
+    python -m benchmarks.reliability.crash_ingest [--docs 200] [--kills 3] [--seed 7] [--code DIR]
 
 The app runs in its own session (a driver process that starts Ray and Serve, and everything Ray starts under
 it); a kill freezes every process of that tree (SIGSTOP), then SIGKILLs them, so nothing gets to clean up.
@@ -37,11 +37,11 @@ use_local_env()
 
 import httpx  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import DATASETS, RESULTS, ROOT  # noqa: E402
 from deployments.cli.ingest import IngestError, IngestState, ingest, read_beir_corpus  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-CORPUS = Path("/work/shared/datasets/scifact/corpus.jsonl.gz")
+CORPUS = DATASETS / "scifact" / "corpus.jsonl.gz"
 BATCH = 8
 
 SERVE = """
@@ -275,8 +275,7 @@ def main() -> None:
     }
     result["failed_starts_retried"] = app.failed_starts
     result["load_average_end"] = os.getloadavg()
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(result, indent=2))
+    harness.write_json(opts.out, result)
     print(json.dumps(result["figures"], indent=2))
 
 

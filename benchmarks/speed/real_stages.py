@@ -1,7 +1,7 @@
 """Real-stage load benchmark: the Serve graph against an in-process monolith of the same real components.
 
-    python -m benchmarks.real_stages                          # full run: c=1, 8, 32, 50, 64, >= 20 s per level
-    python -m benchmarks.real_stages --levels 1,8 --seconds 5 --min-requests 50   # a short run while developing
+    python -m benchmarks.speed.real_stages                          # full run: c=1, 8, 32, 50, 64, >= 20 s per level
+    python -m benchmarks.speed.real_stages --levels 1,8 --seconds 5 --min-requests 50   # a short run while developing
 
 Both systems serve the same data folder: SciFact (5,183 abstracts) bulk-loaded in-process into both stores by the
 app's chunker, embedder, VectorService and GraphService (and, with --hotpotqa, HotpotQA-100 through /v1/ingest),
@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,13 @@ use_local_env()
 
 import httpx  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import DATASETS, RESULTS, ROOT  # noqa: E402
 from benchmarks.loadgen import RunResult, closed_loop, cpu_ms_per_request, process_cpu  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-CACHE = ROOT / "benchmarks" / ".cache" / "real-stages"
+CACHE = harness.CACHE / "real-stages"
 PARTIAL = CACHE / "partial.json"
-DATASETS = ROOT.parent / "shared" / "datasets"
-# Abstracts are ~200 words: one chunk each, as in benchmarks/scifact.py. Everything else as shipped.
+# Abstracts are ~200 words: one chunk each, as in benchmarks/quality/scifact.py. Everything else as shipped.
 APP_ARGS: dict[str, Any] = {"chunking": {"max_words": 512, "overlap_words": 64}}
 RAMP_S = 1.0
 RAY_WORKER_NICENESS = 15  # Ray starts its workers (every Serve replica) at this niceness (its worker_niceness)
@@ -233,7 +231,7 @@ def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
 
         embedder = make_embedder(config.embedder)
         start = time.perf_counter()
-        # The vectors are kept beside benchmarks/embed_backends.py's cache (same chunks, same order): that
+        # The vectors are kept beside benchmarks/speed/embed_backends.py's cache (same chunks, same order): that
         # quality check then reuses them instead of embedding the corpus a second time.
         cached = ROOT / "benchmarks" / ".cache" / f"scifact-{config.embedder.backend}-{len(chunks)}.npy"
         if cached.is_file():
@@ -307,7 +305,7 @@ def bulk_load_scifact_graph(data_dir: str, max_docs: int | None = None) -> dict:
 
 
 def ingest_all(url: str, names: list[str]) -> dict:
-    from benchmarks.hotpotqa_recall import load as hotpot_load
+    from benchmarks.quality.hotpotqa_recall import load as hotpot_load
     from deployments.cli.ingest import read_beir_corpus
 
     hotpot_docs, _ = hotpot_load(DATASETS / "hotpotqa-100")
@@ -378,7 +376,7 @@ def sweep(url: str, label: str, levels: list[int], seconds: float, min_requests:
 
 
 def hotpot_graph_level(url: str, c: int, seconds: float, min_requests: int) -> dict:
-    from benchmarks.hotpotqa_recall import load as hotpot_load
+    from benchmarks.quality.hotpotqa_recall import load as hotpot_load
 
     _, questions = hotpot_load(DATASETS / "hotpotqa-100")
     run = asyncio.run(run_level(url, "/v1/retrieve", payload_for([q["question"] for q in questions], {"mode": "hybrid+graph"}, "hotpotqa"), c, seconds, min_requests))
@@ -519,18 +517,6 @@ def profile_replicas(url: str, app_name: str, queries: list[str], seconds: float
 # ---- the run --------------------------------------------------------------------------------------
 
 
-def start_serve(data_dir: str) -> tuple[str, str]:
-    from ray import serve
-
-    from deployments.net import free_port
-    from graph import build_app
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({**APP_ARGS, "data_dir": data_dir}), name="real", route_prefix="/")
-    return f"http://127.0.0.1:{port}", "real"
-
-
 def wait_ready(url: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -547,11 +533,7 @@ def wait_ready(url: str, timeout: float = 300) -> None:
 
 
 def plot(systems: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = harness.pyplot()
     shown = list(next(iter(systems.values())))  # the first system's workloads (Serve's: all of them)
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4))
     for ax, workload in zip(axes, shown):
@@ -566,12 +548,11 @@ def plot(systems: dict[str, dict], path: Path) -> None:
         ax.set(xlabel="requests/s", ylabel="latency (ms)", yscale="log", title=f"{workload} (SciFact, real stages)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    harness.save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.cli(__doc__)
     parser.add_argument("--levels", default="1,8,32,50,64")
     parser.add_argument("--seconds", type=float, default=20.0, help="per level (at least --min-requests)")
     parser.add_argument("--min-requests", type=int, default=200)
@@ -612,12 +593,12 @@ def main() -> None:
         run_serve_part(args, data_dir, queries, result)
         previous = json.loads((RESULTS / "real_stages.json").read_text())
         previous.update({k: result[k] for k in ("profile_hybrid_c32", "embed") if k in result})
-        previous["profile_command"] = "python -m benchmarks.real_stages " + " ".join(sys.argv[1:])
-        (RESULTS / "real_stages.json").write_text(json.dumps(previous, indent=2) + "\n")
+        previous["profile_command"] = "python -m benchmarks.speed.real_stages " + " ".join(sys.argv[1:])
+        harness.write_json("real_stages.json", previous)
         perf = json.loads((RESULTS / "performance.json").read_text())
         perf["real"]["embed"] = result.get("embed")
         perf["real"]["embed_efficiency"] = (result.get("embed") or {}).get("efficiency")
-        (RESULTS / "performance.json").write_text(json.dumps(perf, indent=2) + "\n")
+        harness.write_json("performance.json", perf)
         print(json.dumps({k: previous.get(k) for k in ("profile_hybrid_c32", "embed")}, indent=2))
         return
     if args.serve_table:
@@ -633,34 +614,18 @@ def main() -> None:
 
 def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str], result: dict) -> None:
     levels = [int(c) for c in args.levels.split(",")]
-    import ray
-    from ray import serve
+    from graph import build_app
 
-    for attempt in range(8):  # Ray gives its raylet 30 s to register: not always enough on a loaded machine
-        try:
-            ray.init(include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
-            break
-        except Exception as exc:
-            if attempt == 7:
-                raise
-            print(f"ray.init failed ({exc}); retrying", flush=True)
-            ray.shutdown()
-            for pid in own_process_cpu():  # what the failed start left running (its GCS, raylet, agents)
-                try:
-                    os.kill(pid, 9)
-                except OSError:
-                    pass
-            time.sleep(5)
-    try:
-        for attempt in range(3):  # Serve's proxy (HAProxy manager) may miss its start timeout on a loaded machine
+    def stop_leftovers() -> None:  # what a failed start left running (its GCS, raylet, agents)
+        for pid in own_process_cpu():
             try:
-                url, app_name = start_serve(str(data_dir))
-                break
-            except Exception as exc:
-                if attempt == 2:
-                    raise
-                print(f"serve start failed ({type(exc).__name__}); retrying", flush=True)
-                serve.shutdown()
+                os.kill(pid, 9)
+            except OSError:
+                pass
+
+    app_name = "real"
+    with harness.ray_session(attempts=8, cleanup=stop_leftovers):
+        url = harness.deploy(build_app({**APP_ARGS, "data_dir": str(data_dir)}), app_name, attempts=3)
         wait_ready(url)
         collections = json.loads((data_dir / "ingested.json").read_text())
         if args.hotpotqa and "hotpotqa" not in collections:
@@ -683,12 +648,6 @@ def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str],
         if not args.no_profile:
             result["profile_hybrid_c32"] = profile_replicas(url, app_name, queries, max(args.seconds, 10))
         result["embed"] = embedder_efficiency(app_name, queries, 32, min(args.seconds, 10), str(data_dir))
-    finally:
-        try:
-            serve.shutdown()
-        except RuntimeError as exc:  # a handle used on a loop that asyncio.run closed ("Event loop is closed")
-            print(f"serve.shutdown: {exc}; Ray's shutdown stops the replicas", flush=True)
-        ray.shutdown()
 
 
 
@@ -704,7 +663,7 @@ def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], 
         port = free_port()
         # At Ray's worker niceness (15, as every Serve replica runs): on a shared machine both systems then get
         # the same share of the CPU against the other work.
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.real_stages", "--monolith", str(data_dir), str(port), layer],
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed.real_stages", "--monolith", str(data_dir), str(port), layer],
                                 cwd=ROOT, preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS))
         try:
             url = f"http://127.0.0.1:{port}"
@@ -727,18 +686,17 @@ def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], 
 def finish(result: dict, levels: list[int], load_before: tuple) -> None:
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    result["command"] = "python -m benchmarks.real_stages " + " ".join(sys.argv[1:])
-    result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["command"] = "python -m benchmarks.speed.real_stages " + " ".join(sys.argv[1:])
+    result["date"] = harness.utc_now()
     result["machine"] = f"{os.cpu_count()} cores, shared with other work while measured (see load_average_*)"
     summary = headline(result, levels)
     print(json.dumps(summary, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "real_stages.json").write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json("real_stages.json", result)
     perf_path = RESULTS / "performance.json"
     perf = json.loads(perf_path.read_text()) if perf_path.exists() else {}
     systems = {k: result[k] for k in ("serve", "monolith", "monolith_thin") if k in result}
     perf["real"] = {**summary, "table": systems}
-    perf_path.write_text(json.dumps(perf, indent=2) + "\n")
+    harness.write_json(perf_path, perf)
     plot(systems, RESULTS / "real_stages.png")
 
 

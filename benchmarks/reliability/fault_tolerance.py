@@ -1,7 +1,7 @@
 """Fault tolerance and load shedding of the real app under load (a local Ray, the embedded engines, the
 OpenAI-protocol test double as chat and TEI reranker, each in its own process).
 
-    python -m benchmarks.fault_tolerance
+    python -m benchmarks.reliability.fault_tolerance
 
 Scenarios, each with figures printed and written to benchmarks/results/fault_tolerance.json. Every answer is
 counted as ok (200, every stage), degraded (200 with `degraded`) or failed (anything else), separately:
@@ -25,7 +25,6 @@ import os
 import signal
 import tempfile
 import time
-from pathlib import Path
 
 from benchmarks import use_local_env  # noqa: E402
 
@@ -34,9 +33,9 @@ use_local_env()
 import httpx  # noqa: E402
 
 from benchmarks.loadgen import closed_loop, open_loop, outcomes, percentile  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import quiet_port  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 APP = "graphrag-ft"
 # Every request uses the graph stage, so graph failures are exercised (the default mode skips it).
 GRAPH_MODE = "hybrid+graph"
@@ -240,28 +239,23 @@ async def overload(base: str) -> dict:
 
 def chat_required(tmp: str) -> dict:
     """A second app: chat down and chat.fallback_extractive=false → /v1/answer 503 naming the chat stage."""
-    from ray import serve
-
-    from deployments.net import free_port
     from graph import build_app
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})  # the running proxy keeps its port
-    dead = f"http://127.0.0.1:{free_port()}/v1"
+    dead = f"http://127.0.0.1:{quiet_port()}/v1"
     chat = {"base_url": dead, "max_attempts": 1, "timeout_s": 5, "fallback_extractive": False}
-    serve.run(build_app({"data_dir": f"{tmp}/strict", "chat": chat}), name="graphrag-ft-strict", route_prefix="/strict")
+    # The running proxy keeps its port: the app is reached under /strict on it.
+    harness.deploy(build_app({"data_dir": f"{tmp}/strict", "chat": chat}), "graphrag-ft-strict", route_prefix="/strict")
     return {"route_prefix": "/strict", "chat_base_url": dead}
 
 
 def main() -> None:
-    import ray
+    harness.cli(__doc__).parse_args()
     from ray import serve
 
-    from deployments.net import free_port
-    from graph import start_local
-    from tests.fakes import sample_documents
+    from graph import build_app
     from tests.openai_server import OpenAIProtocolServer
     from tests.openai_server_process import OpenAIProtocolServerProcess
+    from tests.fakes import sample_documents
 
     results: dict = {"started_load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="graphrag-ft-") as tmp, OpenAIProtocolServer() as primary, \
@@ -277,8 +271,7 @@ def main() -> None:
                 "bolt_server": {"num_replicas": 1, "health_check_period_s": 1.0},
             },
         }
-        try:
-            base = start_local(args, port=free_port(), name=APP)
+        with harness.local_app(args, APP) as base:
             api = httpx.Client(base_url=base, timeout=120)
             assert api.post("/v1/ingest", json={"collection": "ft", "documents": sample_documents()}).status_code == 200
             print("overload ...", flush=True)
@@ -297,7 +290,7 @@ def main() -> None:
             results["fallback_chain"] = fallback_chain(api, primary, second)
             print(json.dumps(results["fallback_chain"]), flush=True)
             # The remaining scenarios break endpoints: a reranker and chat that then disappear.
-            serve.run(__import__("graph").build_app({**args, "reranker": {"url": f"{aux.root_url}/rerank"},
+            serve.run(build_app({**args, "reranker": {"url": f"{aux.root_url}/rerank"},
                                                      "chat": {"base_url": aux.base_url, "model": "aux", "max_attempts": 2,
                                                               "backoff_base_s": 0.1, "timeout_s": 5}}),
                       name=APP, route_prefix="/")
@@ -314,11 +307,7 @@ def main() -> None:
                                         "retry_after": r.headers.get("retry-after"), "detail": r.json().get("detail", "")[:200],
                                         "load_average_1m": load()}
             print(json.dumps(results["chat_required"]), flush=True)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fault_tolerance.json").write_text(json.dumps(results, indent=2))
+    harness.write_json("fault_tolerance.json", results)
     print(json.dumps(results, indent=2))
 
 

@@ -1,7 +1,7 @@
 """What the graph stage costs ingest: the app's ingest (vector and graph stores written concurrently, every
 Graph index kept current) against the vector half alone, same documents, same embedder, one process, no Ray.
 
-    python -m benchmarks.ingest_graph_cost          # HotpotQA-100's 994 passages in batches of 64 -> results/ingest_graph_cost.json
+    python -m benchmarks.speed.ingest_graph_cost          # HotpotQA-100's 994 passages in batches of 64 -> results/ingest_graph_cost.json
 
 "with graph": Pipeline.ingest (benchmarks/inprocess.py), and after each batch one graph search, which brings the
 Graph index up to date with the batch (what every Graph replica does within graph.index.check_interval_ms).
@@ -15,23 +15,22 @@ import json
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 from benchmarks import use_local_env
 
 use_local_env(fast_path=False)
 
-from benchmarks.hotpotqa_recall import load as hotpot_load  # noqa: E402
+from benchmarks.quality.hotpotqa_recall import load as hotpot_load  # noqa: E402
 from benchmarks.inprocess import in_process_pipeline  # noqa: E402
 from deployments.config import AppConfig  # noqa: E402
 from deployments.embedder.service import EmbedderService  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document, IngestRequest, RetrieveRequest  # noqa: E402
 from deployments.vector.service import VectorService  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import DATASETS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASET = ROOT.parent / "shared" / "datasets" / "hotpotqa-100"
+DATASET = DATASETS / "hotpotqa-100"
 BATCH = 64
 
 
@@ -65,6 +64,7 @@ async def vector_only(docs: list[dict], data_dir: str) -> dict:
 
 
 def main() -> None:
+    harness.cli(__doc__).parse_args()
     docs, _ = hotpot_load(DATASET)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="graphrag-cost-") as a, tempfile.TemporaryDirectory(prefix="graphrag-cost-") as b:
@@ -78,11 +78,11 @@ def main() -> None:
         "with_graph": both,
         "ratio": round(both["chunks_per_s"] / vec["chunks_per_s"], 3),
         "load_average_before": [round(x, 2) for x in load_before],
-        "command": "python -m benchmarks.ingest_graph_cost",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.speed.ingest_graph_cost",
+        "date": harness.utc_now(),
     }
     print(json.dumps(result, indent=2))
-    (ROOT / "benchmarks" / "results" / "ingest_graph_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json("ingest_graph_cost.json", result)
 
 
 if __name__ == "__main__":

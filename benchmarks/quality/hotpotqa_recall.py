@@ -2,8 +2,8 @@
 POST /v1/retrieve with the graph stage on (`mode: hybrid+graph`) and off (`mode: hybrid`: the vector stage's dense
 + lexical retrieval alone, same reranker); `graph_linked_only` is the graph without expansion (max_hops 0).
 
-    python benchmarks/hotpotqa_recall.py                       # starts its own app (own data dir and port)
-    python benchmarks/hotpotqa_recall.py --url http://127.0.0.1:8000
+    python -m benchmarks.quality.hotpotqa_recall                       # starts its own app (own data dir and port)
+    python -m benchmarks.quality.hotpotqa_recall --url http://127.0.0.1:8000
 
 Each passage is ingested through the API as one document: id = its Wikipedia title, text = title + sentences.
 Recall@k of a question = share of its supporting titles among the first k distinct documents of the hits.
@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from benchmarks import use_local_env  # noqa: E402
 
 use_local_env()
@@ -30,10 +26,12 @@ use_local_env()
 import httpx  # noqa: E402
 
 from deployments.cli.ingest import IngestState, ingest  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import DATASETS, RESULTS  # noqa: E402
 
-DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "hotpotqa-100"
+DEFAULT_DATASET = DATASETS / "hotpotqa-100"
 KS = (2, 5)
-# Settings are tuned on dev only (benchmarks/graph_eval.py --grid); test is reported, never tuned on.
+# Settings are tuned on dev only (benchmarks/quality/graph_eval.py --grid); test is reported, never tuned on.
 SPLITS = {"dev": range(0, 50), "test": range(50, 100), "all": range(0, 100)}
 VARIANTS = {
     "default": {},  # the config's retrieval.mode
@@ -109,15 +107,9 @@ def run_with(client, args: argparse.Namespace) -> dict:
 
 
 def run(url: str, args: argparse.Namespace) -> dict:
-    docs, questions = load(args.dataset)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     with httpx.Client(base_url=url, timeout=600, headers=headers) as client:
-        report = ingest(client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs))
-        print(f"ingested {report.sent} passages ({report.chunks} chunks) in {report.seconds:.1f}s", file=sys.stderr)
-        results = {name: measure(client, args.collection, questions, v) for name, v in VARIANTS.items()}
-    results["ingest_seconds"] = report.seconds
-    results["passages"] = len(docs)
-    return results
+        return run_with(client, args)
 
 
 def table(results: dict) -> str:
@@ -140,7 +132,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="for --url behind auth")
     parser.add_argument("--port", type=int, default=0, help="port of the local app (0 = a free one)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hotpotqa.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "hotpotqa.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app")
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="measure only these (default: all)")
     parser.add_argument("--in-process", action="store_true",
@@ -149,7 +141,7 @@ def main() -> None:
     for name in set(VARIANTS) - set(args.variants or VARIANTS):
         del VARIANTS[name]
 
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    command = harness.command()
     if args.url:
         results = run(args.url, args)
     elif args.in_process:
@@ -164,31 +156,20 @@ def main() -> None:
                 client.close()
         results["transport"] = "in-process (no Ray Serve): latencies exclude the hops between replicas"
     else:
-        import ray
-        from ray import serve
-
-        from deployments.net import free_port
-        from graph import start_local
-
         overrides = dict(item.split("=", 1) for item in args.set)
         with tempfile.TemporaryDirectory(prefix="graphrag-hotpotqa-") as data_dir:
-            url = start_local({"data_dir": data_dir, **overrides}, port=args.port or free_port(), name="graphrag-hotpotqa")
-            try:
+            with harness.local_app({"data_dir": data_dir, **overrides}, "graphrag-hotpotqa", args.port) as url:
                 results = run(url, args)
-            finally:
-                serve.shutdown()
-                ray.shutdown()
     out = {
         "graph_on": {k: results["graph_on"][k] for k in ("recall@2", "recall@5")},
         "graph_off": {k: results["graph_off"][k] for k in ("recall@2", "recall@5")},
         "splits": {name: {s: results[name][s] for s in SPLITS} for name in VARIANTS},
         "tuned_on": "dev (questions 0-49)",
         "command": command,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": harness.utc_now(),
         "details": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    harness.write_json(args.out, out)
     md = f"# HotpotQA-100 supporting-passage recall\n\n{table(results)}\n\n`{command}` — {out['date']}\n"
     args.out.with_suffix(".md").write_text(md)
     print(table(results))

@@ -3,7 +3,7 @@ GraphService.query against a fresh embedded ArcadeDB and samples the server proc
 all its threads) in 0.5 s windows from the moment the client got its timeout, and when the query left the
 store (SHOW TRANSACTIONS).
 
-    python -m benchmarks.user_query_timeout [--timeout 5] [--after 10]
+    python -m benchmarks.reliability.user_query_timeout [--timeout 5] [--after 10]
 
 Writes benchmarks/results/user_query_timeout.json. CPU figures are noisy on a shared machine: compare the
 windows of one run (busy while the query runs, ~0 once it is stopped) and when the query left the store.
@@ -19,13 +19,15 @@ import time
 from pathlib import Path
 
 from deployments.config import GraphConfig
+from deployments.net import free_port
 from deployments.errors import StageError, StageTimeout
 from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.graph.service import GraphService
-from deployments.net import free_port
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import RESULTS  # noqa: E402
 
 QUERY = "UNWIND range(1,1000) AS a UNWIND range(1,1000) AS b UNWIND range(1,40) AS c RETURN count(*)"
-RESULTS = Path(__file__).resolve().parent / "results" / "user_query_timeout.json"
+OUT = RESULTS / "user_query_timeout.json"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -86,8 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(measure(args.timeout, args.after))
     print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json(OUT, result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Several Ray nodes on this machine: placement, a node lost under load, a node rejoining."""
