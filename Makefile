@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup clean browser ui-vendor
+.PHONY: demo test lint setup clean browser ui-vendor
 
 setup: $(STAMP) browser
 
@@ -35,7 +35,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) graph.py demo --config $(CONFIG)
 
-test: $(STAMP) browser
+# Lint, format check and types ([tool.ruff] and [tool.mypy] in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy deployments
+
+test: $(STAMP) browser lint
 	$(PY) -m pytest -v -ra
 
 clean:

@@ -78,7 +78,9 @@ class StageMetrics:
 
     def __init__(self, metrics: Any = None):
         if metrics is None:
-            from ray.serve import metrics
+            from ray.serve import metrics as serve_metrics
+
+            metrics = serve_metrics
         self.latency = metrics.Histogram(
             "graphrag_stage_latency_seconds", description="Latency of one pipeline stage per request.",
             boundaries=LATENCY_BUCKETS_S, tag_keys=("stage",),

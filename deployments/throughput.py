@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import sys
+from typing import Any
 
 THROUGHPUT_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -61,7 +62,7 @@ def haproxy_wrapper_path() -> str:
 def bind_replica_grpc_to_node_ip() -> None:
     """In a Serve replica process: bind the inter-deployment gRPC server to the node IP instead of `[::]`.
     Callers dial `node_ip:port` (replica_wrapper.py), so nothing that worked stops working. A no-op elsewhere."""
-    replica = sys.modules.get("ray.serve._private.replica")
+    replica: Any = sys.modules.get("ray.serve._private.replica")  # Ray's private module: patched below
     if replica is None or getattr(replica.add_port_to_grpc_server, "node_ip_only", False):
         return
     original = replica.add_port_to_grpc_server
@@ -74,7 +75,7 @@ def bind_replica_grpc_to_node_ip() -> None:
             address = f"{f'[{ip}]' if ':' in ip else ip}:{address.rsplit(':', 1)[1]}"
         return original(server, address)
 
-    add_port.node_ip_only = True
+    add_port.node_ip_only = True  # type: ignore[attr-defined]  # marks the patch, so it is applied once
     replica.add_port_to_grpc_server = add_port
 
 

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from starlette.types import Receive, Scope, Send
 
 TRACE_DIR_ENV = "GRAPHRAG_TRACE_DIR"
 OTLP_ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -36,6 +37,7 @@ log = logging.getLogger("graphrag.tracing")
 def span_record(span: ReadableSpan) -> dict[str, Any]:
     """One span as a flat JSON object (ids in the W3C hex form that collectors and `traceparent` use)."""
     ctx = span.get_span_context()
+    assert ctx is not None  # an ended span has its context
     return {
         "name": span.name,
         "trace_id": f"{ctx.trace_id:032x}",
@@ -112,7 +114,7 @@ class FastAPIInServeTrace(FastAPI):
     the current span (Serve's, when tracing is on) is handed over as the `traceparent` header. With tracing off
     there is no current span and the headers stay as they came."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from deployments.config import GraphConfig, free_port
+from deployments.config import GraphConfig
 from deployments.graph.embedded.server import EmbeddedBoltServer
+from deployments.net import free_port
 
 # The session server's user-query timeout (its reaper's limit): short, so timeout tests stay short.
 USER_QUERY_TIMEOUT_S = 3.0

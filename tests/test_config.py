@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from deployments.config import AppConfig, redact_url
+from deployments.config import AppConfig
+from deployments.net import redact_url
 
 
 def test_dotted_args_nest_and_coerce():

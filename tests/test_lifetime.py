@@ -15,7 +15,7 @@ import time
 import pytest
 from neo4j import GraphDatabase
 
-from deployments.config import free_port
+from deployments.net import free_port
 from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.lifetime import (
     PortTaken,

@@ -131,7 +131,7 @@ class App:
         raise AssertionError("unreachable")
 
     def _start(self, timeout_s: float) -> str:
-        from deployments.config import free_port
+        from deployments.net import free_port
 
         port = free_port()
         # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101): another app on the machine

@@ -253,7 +253,8 @@ def main() -> None:
     from ray import serve
 
     from graph import build_app
-    from tests.openai_server import OpenAIProtocolServer, OpenAIProtocolServerProcess
+    from tests.openai_server import OpenAIProtocolServer
+    from tests.openai_server_process import OpenAIProtocolServerProcess
     from tests.fakes import sample_documents
 
     results: dict = {"started_load_average": os.getloadavg()}

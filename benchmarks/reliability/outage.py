@@ -135,7 +135,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from deployments.config import free_port
+    from deployments.net import free_port
     from graph import start_local
     from tests.arcadedb_fixture import EmbeddedBoltServer, make_graph_config
     from tests.fakes import sample_documents

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deployments.config import GraphConfig, free_port
+from deployments.config import GraphConfig
+from deployments.net import free_port
 from deployments.errors import StageError, StageTimeout
 from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.graph.service import GraphService

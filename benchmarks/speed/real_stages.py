@@ -656,7 +656,7 @@ def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], 
     levels = [int(c) for c in args.levels.split(",")]
     if args.skip_monolith:
         return
-    from deployments.config import free_port
+    from deployments.net import free_port
 
     for layer in args.monoliths.split(","):
         key = "monolith" if layer == "ingress" else f"monolith_{layer}"

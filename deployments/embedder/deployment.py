@@ -12,7 +12,7 @@ from deployments.observability import configure_logging
 class Embedder(EmbedderService):
     """The embedder stage; loads the model before the replica takes requests."""
 
-    async def __init__(self, config: EmbedderConfig):
+    async def __init__(self, config: EmbedderConfig):  # type: ignore[misc]  # Serve awaits an async __init__
         configure_logging()
         super().__init__(config)
         await self.warmup()

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from deployments.config import EmbedderConfig
+from deployments.embedder.local_model import available_cpus, resolve_model_path
 from deployments.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,6 @@ STAGE = "embed"
 # Bumped when the export below changes (inputs, outputs, opset): the cached file name changes with it.
 _EXPORT_VERSION = "bert-last-hidden-state-opset17-v1"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _weights_hash(model_dir: Path) -> str:
@@ -177,8 +171,6 @@ class OnnxEmbedder:
         self._thread: ThreadPoolExecutor | None = None
 
     def _load(self) -> OnnxSession:
-        from deployments.embedder.backends import resolve_model_path
-
         model_dir = Path(resolve_model_path(self.config.model_name))
         if not model_dir.is_dir():
             raise FileNotFoundError(f"the onnx embedder needs local weights; {self.config.model_name!r} is not a directory or bundled model")
@@ -189,7 +181,7 @@ class OnnxEmbedder:
                 if not path.is_file():
                     log.info("exporting %s to %s (first start)", self.config.model_name, path)
                     export_onnx(model_dir, path)
-        threads = self.config.num_threads or _available_cpus()
+        threads = self.config.num_threads or available_cpus()
         return OnnxSession(path, model_dir, threads, self.config.onnx_allow_spinning)
 
     async def _run(self, fn: Any, *args: Any) -> Any:

@@ -53,7 +53,7 @@ class EmbedderService:
             return (await asyncio.shield(future))[0]
         finally:
             future.waiters -= 1  # type: ignore[attr-defined]
-            if future.waiters == 0 and not future.done():
+            if future.waiters == 0 and not future.done():  # type: ignore[attr-defined]
                 future.cancel()  # every caller is gone: leave the text out of its batch
 
     async def _embed_calls(self, calls: list[list[str]]) -> list[list[list[float]]]:

@@ -15,7 +15,7 @@ class Graph(GraphService):
     """The graph stage. Its Bolt URI is `graph.bolt_uri` (Neo4j), else the one the embedded Bolt server
     deployment (`bolt`) reports, asked once when the replica starts."""
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async __init__
         self,
         config: GraphConfig,
         bolt: DeploymentHandle | None = None,

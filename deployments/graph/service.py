@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 from neo4j import AsyncManagedTransaction
 
@@ -93,12 +93,13 @@ class GraphService:
     def start_warming(self) -> asyncio.Task | None:
         """Builds every stored collection's index in the background (graph.index.warm_on_start): searches that
         arrive meanwhile wait for the same build. A failure is logged; the first search then builds again."""
-        if self._live is None or not self.config.index.warm_on_start:
+        live = self._live
+        if live is None or not self.config.index.warm_on_start:
             return None
 
         async def warm() -> None:
             try:
-                collections = await self._live.warm()
+                collections = await live.warm()
                 log.info("graph indexes ready: %s", ", ".join(collections) or "no collections yet")
             except Exception as exc:
                 log.warning("warming the graph indexes failed (%s: %s); each builds on its first search", type(exc).__name__, exc)
@@ -130,8 +131,8 @@ class GraphService:
             return await asyncio.to_thread(many, chunks)
         results = [self._extract(chunk) for chunk in chunks]
         if any(inspect.isawaitable(r) for r in results):
-            results = await asyncio.gather(*(_awaited(r) for r in results))
-        return list(results)
+            return list(await asyncio.gather(*(_awaited(r) for r in results)))
+        return cast(list[Extraction], results)
 
     async def upsert(self, collection: str, chunks: list[Chunk]) -> dict:
         """Replaces the chunks of these chunks' documents and their graph, in one transaction.
@@ -238,20 +239,23 @@ class GraphService:
         """The search on this replica's in-memory index: a walk from the passages most similar to the query (its
         vector as given, else from the embedder concurrently with the index's version check) to the passages
         about the entities they mention (index/collection.py). Without a vector: from the entities the query names."""
+        live = self._live
+        assert live is not None  # searched only when the in-memory index is on
         seeded = hops > 0 and self.config.index.passage_seeds > 0 and self.config.index.query_vectors
+        vector: list[float] | None
         if seeded and query_vector is None and self._embed is not None:
-            index, vectors = await asyncio.gather(self._live.get(collection), self._embed([query]))
+            index, vectors = await asyncio.gather(live.get(collection), self._embed([query]))
             vector = vectors[0]
         else:
-            index, vector = await self._live.get(collection), (query_vector if seeded else None)
+            index, vector = await live.get(collection), (query_vector if seeded else None)
         found = index.search(query, limit, vector, hops=hops)
         chunks = [
             ScoredChunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text=c.text, score=score, metadata=metadata(c.metadata))
             for c, score in found.chunks
         ]
-        vectors = PackedVectors.pack(index.vectors_of([c.chunk_id for c in chunks])) if index.has_vectors else None
+        packed = PackedVectors.pack(index.vectors_of([c.chunk_id for c in chunks])) if index.has_vectors else None
         return GraphResult(
-            chunks=chunks, subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges), linked=found.linked, vectors=vectors
+            chunks=chunks, subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges), linked=found.linked, vectors=packed
         )
 
     def index_of(self, collection: str) -> CollectionIndex | None:

@@ -16,8 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from deployments.config import ALL_SCOPES, AuthConfig
-
+from deployments.auth_config import ALL_SCOPES, AuthConfig
 from deployments.ui.paths import UI_OPEN_PATHS
 
 # Open even when keys are configured: load balancers and orchestrators probe them without credentials; the web

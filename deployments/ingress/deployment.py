@@ -5,6 +5,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path as PathLib
+from typing import Any
 
 from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -83,7 +84,7 @@ log = logging.getLogger("graphrag.ingress")
 # A point id (UUID), as GET /v1/collections/{c}/documents returns it in `next_cursor`.
 _CURSOR_PATTERN = r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The request cannot be run as asked; `detail` says why."},
     404: {"model": ErrorResponse, "description": "The collection does not exist."},
     503: {"model": ErrorResponse, "description": "A required stage is unavailable; `stage` names it."},
@@ -92,7 +93,7 @@ _ERRORS = {
 # Each event's `data` is one JSON object (StreamReferences, StreamDelta, StreamDone or StreamError for /v1/answer;
 # OpenAI's chat.completion.chunk for /v1/chat/completions), and the last is the literal `[DONE]`.
 _SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
-_STREAMED = {200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}, "description": (
+_STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}, "description": (
     "JSON, or with `stream: true` Server-Sent Events: each `data:` is one JSON event (references first, then "
     "the answer in pieces, then the whole response or an error), the last is `[DONE]`.")}}
 # Statuses any route may answer, from the guards in front of every route or from Serve's load shedding.
@@ -119,7 +120,7 @@ app = FastAPIInServeTrace(
 app.add_middleware(HttpGuards)
 # Strict JSON bodies (no NaN, no lone surrogates) and 422s that echo only an excerpt of the input.
 app.router.route_class = StrictJSONRoute
-app.add_exception_handler(RequestValidationError, request_validation_error)
+app.add_exception_handler(RequestValidationError, request_validation_error)  # type: ignore[arg-type]  # typed for Exception
 add_ui(app)  # the web page at /ui/ and GET /v1/stats
 
 
@@ -163,7 +164,7 @@ def _openapi() -> dict:
     return schema
 
 
-app.openapi = _openapi
+app.openapi = _openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
 def _retry_after(request: Request) -> dict[str, str]:
@@ -275,7 +276,7 @@ class Ingress:
     def over_stages(cls, config: AppConfig, stages: Stages, metrics: StageMetrics | None = None) -> "Ingress":
         """The routes over in-process stages, without Ray or Serve's replica (tests)."""
         own = next(c for c in cls.__mro__ if "_start" in vars(c))  # this class, not Serve's ASGI wrapper
-        routes = object.__new__(own)
+        routes: Ingress = object.__new__(own)
         routes._start(config, stages, metrics)
         return routes
 

@@ -9,9 +9,10 @@ from typing import Any, Awaitable, Callable, Protocol
 import httpx
 import numpy as np
 
-from deployments.config import RerankerConfig, redact_url
+from deployments.config import RerankerConfig
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import RerankHints, RerankResult
+from deployments.net import redact_url
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
@@ -199,7 +200,7 @@ class EmbeddedScorer:
         # The vectors that came with the hits first; only the rest (chunks the graph alone found) are fetched.
         stored: dict[str, Any] = hints.vectors.unpack() if hints and hints.vectors else {}
         missing = [c for c in hints.chunk_ids if c not in stored] if hints else []
-        if missing and self._fetch is not None:
+        if hints and missing and self._fetch is not None:
             try:
                 stored.update(await self._fetch(hints.collection, missing))
             except Exception as exc:  # stored vectors only save work: embed instead, and say so
@@ -227,7 +228,7 @@ class EmbeddedScorer:
         else:
             if total <= 0:  # every used source weighs 0: keep the retrieval order
                 blend, total = [(1.0, np.linspace(1.0, 0.0, len(texts)))], 1.0
-            fused = sum(w * x for w, x in blend) / total
+            fused = np.asarray(sum(w * x for w, x in blend)) / total
             if graph is not None and self.graph_weight > 0:
                 fused = lift(fused, self.graph_weight * graph, self.graph_keep)
         return RerankResult(scores=[round(float(s), 6) for s in fused], scorer=self.scorer)

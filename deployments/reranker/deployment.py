@@ -18,8 +18,8 @@ class Reranker(RerankerService):
         configure_logging()
         super().__init__(
             config,
-            Remote(embedder) if embedder is not None else None,  # type: ignore[arg-type]
-            Remote(vector) if vector is not None else None,  # type: ignore[arg-type]
+            Remote(embedder) if embedder is not None else None,
+            Remote(vector) if vector is not None else None,
         )
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown

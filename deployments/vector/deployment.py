@@ -16,7 +16,7 @@ class Vector(VectorService):
 
     def __init__(self, config: VectorConfig, embedder: DeploymentHandle):
         configure_logging()
-        super().__init__(config, Remote(embedder))  # type: ignore[arg-type]
+        super().__init__(config, Remote(embedder))
 
     async def __del__(self) -> None:
         await self.aclose()

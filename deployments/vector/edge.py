@@ -10,7 +10,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from deployments.vector.store import (
     scored_chunk,
     point_id,
 )
+
+if TYPE_CHECKING:
+    from qdrant_edge import ConditionType
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +178,9 @@ class EdgeVectorStore:
         """Points of `doc_ids`, except the point ids in `keep`."""
         import qdrant_edge as qe
 
-        must_not = [qe.HasIdCondition({uuid.UUID(i) for i in keep})] if keep else None
-        return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))], must_not=must_not)
+        must_not: list[ConditionType] | None = [qe.HasIdCondition({uuid.UUID(i) for i in keep})] if keep else None
+        must: list[ConditionType] = [qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))]
+        return qe.Filter(must=must, must_not=must_not)
 
     @staticmethod
     def _filter(filter: dict[str, Scalar]) -> Any:
@@ -184,7 +188,7 @@ class EdgeVectorStore:
 
         if not filter:
             return None
-        conditions = []
+        conditions: list[ConditionType] = []
         for key, value in filter.items():
             field = f"metadata.{key}"
             if isinstance(value, float):  # MatchValue takes str/int/bool only: a float matches as a point range
@@ -192,7 +196,7 @@ class EdgeVectorStore:
             elif isinstance(value, bool):
                 # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 (never matching a stored true/false);
                 # numpy's bool is no int subclass and arrives as a bool.
-                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(np.bool_(value))))
+                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(np.bool_(value))))  # type: ignore[arg-type]  # see above
             else:
                 conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(value)))
         return qe.Filter(must=conditions)

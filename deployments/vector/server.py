@@ -6,9 +6,9 @@ import logging
 import math
 from typing import Any, Awaitable
 
-from deployments.config import redact_url
 from deployments.errors import CollectionNotFound, StageError, StageUnavailable
 from deployments.models import Scalar, ScoredChunk
+from deployments.net import redact_url
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
     FIRST_CHUNK_FIELD,
@@ -19,8 +19,8 @@ from deployments.vector.store import (
     check_collection,
     dense_vector,
     is_collection_name,
-    scored_chunk,
     point_id,
+    scored_chunk,
 )
 
 log = logging.getLogger(__name__)

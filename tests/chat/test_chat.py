@@ -161,7 +161,7 @@ async def test_wrong_key_is_not_retried(srv):
 
 
 async def test_unreachable_server_is_stage_unavailable():
-    from deployments.config import free_port
+    from deployments.net import free_port
 
     chat = OpenAIChat(ChatConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", max_attempts=2, backoff_base_s=0.01))
     with pytest.raises(StageUnavailable, match="connection failed"):
@@ -247,7 +247,7 @@ async def test_test_double_streams_openai_chunks(srv):
 
 
 async def test_subprocess_test_double_is_scripted_over_http():
-    from tests.openai_server import OpenAIProtocolServerProcess
+    from tests.openai_server_process import OpenAIProtocolServerProcess
 
     with OpenAIProtocolServerProcess() as proc:
         proc.fault("chat", status=503, times=2)

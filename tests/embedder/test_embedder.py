@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from deployments.config import EmbedderConfig
-from deployments.embedder.backends import OpenAIEmbedder, SentenceTransformerEmbedder, make_embedder, resolve_model_path
+from deployments.embedder.backends import OpenAIEmbedder, SentenceTransformerEmbedder, make_embedder
+from deployments.embedder.local_model import resolve_model_path
 from deployments.embedder.service import EmbedderService
 from deployments.errors import StageError, StageUnavailable
 from tests.openai_server import OpenAIProtocolServer

@@ -7,7 +7,8 @@ import pytest
 
 from deployments.config import AppConfig, EmbedderConfig
 from deployments.embedder import onnx_backend
-from deployments.embedder.backends import SentenceTransformerEmbedder, resolve_model_path
+from deployments.embedder.backends import SentenceTransformerEmbedder
+from deployments.embedder.local_model import resolve_model_path
 from deployments.embedder.onnx_backend import OnnxEmbedder, onnx_model_path
 
 TEXTS = [

@@ -161,8 +161,9 @@ def test_embedded_server_refuses_non_loopback_and_non_root(tmp_path):
 
 
 def test_the_deployment_picks_the_port_and_keeps_it_across_restarts(tmp_path):
-    from deployments.config import AppConfig, free_port
+    from deployments.config import AppConfig
     from deployments.graph.embedded.deployment import PORT_FILE, server_port
+    from deployments.net import free_port
 
     config = AppConfig.from_args({"data_dir": str(tmp_path)}).graph
     assert config.embedded_port == 0  # nothing chosen (nor bound) while the config was validated

@@ -2,12 +2,14 @@ import asyncio
 
 import pytest
 
-from deployments.config import GraphConfig, free_port
+from deployments.config import GraphConfig
 from deployments.errors import StageUnavailable
-from deployments.text import normalize_name
 from deployments.graph.service import GraphService
 from deployments.models import Chunk, Entity, Extraction, Relation
+from deployments.net import free_port
+from deployments.text import normalize_name
 from tests.fakes import DOCS, INJECTIONS, chunks_of, raw
+
 
 def store_search(config):
     """These tests cover the store: its writes and the Cypher search (graph.index.enabled: false;

@@ -7,9 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.config import RerankerConfig, free_port
+from deployments.config import RerankerConfig
 from deployments.errors import StageError, StageUnavailable
 from deployments.models import PackedVectors, RerankHints
+from deployments.net import free_port
 from deployments.reranker.backends import EmbeddedScorer, HttpReranker, make_reranker
 from tests.openai_server import OpenAIProtocolServer
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from ray import serve
 
-from deployments.config import GraphConfig, free_port
+from deployments.config import GraphConfig
 from deployments.graph.embedded.server import BoltServerError, EmbeddedBoltServer
+from deployments.net import free_port
 from deployments.observability import configure_logging
 
 log = logging.getLogger("graphrag.bolt_server")

@@ -25,9 +25,10 @@ import time
 from collections import deque
 from pathlib import Path
 
-from deployments.config import GraphConfig, free_port, require_loopback
+from deployments.config import GraphConfig
 from deployments.graph.store.credentials import READER_USER, ROOT_USER, StoreCredentials, load_or_create
 from deployments.lifetime import alive, cmdline, read_pid, terminate
+from deployments.net import free_port, require_loopback
 
 log = logging.getLogger("graphrag.bolt_server")
 
@@ -308,8 +309,9 @@ class EmbeddedBoltServer:
         last_error = "not started"
         while time.monotonic() < deadline:
             if not self.alive():
+                code = self._proc.returncode if self._proc is not None else None
                 raise BoltServerError(
-                    f"the embedded Bolt server exited with code {self._proc.returncode} before it was ready; "
+                    f"the embedded Bolt server exited with code {code} before it was ready; "
                     f"its output ends with:\n{self.output_tail()}"
                 )
             if _port_open(self.host, self.port) and READY_LINE in self.output_tail(400):

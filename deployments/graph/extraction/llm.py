@@ -17,12 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, Field, ValidationError
 
-from deployments.config import ExtractionConfig, ExtractionProvider, redact_url
+from deployments.config import ExtractionConfig, ExtractionProvider
 from deployments.errors import StageError
 from deployments.graph.extraction.offline import extract as offline_extract
 from deployments.models import Chunk, Entity, Extraction, Relation
+from deployments.net import redact_url
 from deployments.openai_client import openai_client
 from deployments.graph.extraction.ontology import DEFAULT_RELATION_TYPE, relation_type
 from deployments.text import STOP_WORDS, normalize_name, split_sentences
@@ -131,11 +133,11 @@ def normalize(graph: LLMGraph, chunk_id: str, config: ExtractionConfig, lead_tex
             dropped += 1
             continue
         rtype = normalize_relation_type(r.type)
-        key = (source, target, rtype)
-        if key in relations:
-            relations[key].weight += r.weight
+        rel_key = (source, target, rtype)
+        if rel_key in relations:
+            relations[rel_key].weight += r.weight
         elif len(relations) < config.max_relations:
-            relations[key] = Relation(source=source, target=target, type=rtype, weight=r.weight)
+            relations[rel_key] = Relation(source=source, target=target, type=rtype, weight=r.weight)
         else:
             dropped += 1
     return Extraction(chunk_id=chunk_id, entities=list(entities.values()), relations=list(relations.values()),
@@ -228,10 +230,11 @@ class LLMExtractor:
                     if exc is None:
                         winner = tasks[task]
                         for other in done - {task}:
-                            if other.exception() is None:
+                            other_exc = other.exception()
+                            if other_exc is None:
                                 failures[tasks[other]] = f"valid too, but finished together with {winner}"
                             else:
-                                failures[tasks[other]] = _describe(other.exception())
+                                failures[tasks[other]] = _describe(other_exc)
                         for loser in pending:
                             failures[tasks[loser]] = f"cancelled: {winner} won the race"
                         return winner, task.result(), failures
@@ -245,7 +248,7 @@ class LLMExtractor:
 
     async def _attempt(self, p: ExtractionProvider, chunk: Chunk) -> Extraction:
         cfg = self.config
-        messages: list[dict[str, str]] = [
+        messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system_prompt(cfg.entity_types)},
             {"role": "user", "content": chunk.text},
         ]
@@ -269,7 +272,7 @@ class LLMExtractor:
             )
         return result
 
-    async def _complete(self, p: ExtractionProvider, messages: list[dict[str, str]]) -> str | None:
+    async def _complete(self, p: ExtractionProvider, messages: list[ChatCompletionMessageParam]) -> str | None:
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if p.json_mode else {}
         try:
             reply = await self._client(p).chat.completions.create(

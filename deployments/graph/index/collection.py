@@ -402,15 +402,17 @@ class CollectionIndex:
             seed_e[:] = 0
         if not seed_p.any() and not seed_e.any():
             return SearchResult(chunks=[], linked=linked)
-        e = self._spread(self._to_entities @ seed_p + seed_e)
+        to_entities, to_passages = self._to_entities, self._to_passages
+        assert to_entities is not None and to_passages is not None  # ensure_built made them
+        e = self._spread(to_entities @ seed_p + seed_e)
         entity_mass = e.copy()
-        p = self._to_passages @ e
+        p = to_passages @ e
         scale = 1.0
         for _ in range(steps - 1):  # further hops add damped mass
             scale *= params.damping
-            e = self._spread(self._to_entities @ p)
+            e = self._spread(to_entities @ p)
             entity_mass += scale * e
-            p = p + scale * (self._to_passages @ e)
+            p = p + scale * (to_passages @ e)
         if params.restart_weight > 0:
             p = p + params.restart_weight * seed_p
         k = min(limit, n_p)

@@ -68,8 +68,9 @@ def tokens(query: str) -> list[Token]:
         if ch in WHITESPACE:
             i += 1
         elif query.startswith("//", i):
-            end = _COMMENT_END.search(query, i + 2)
-            i = n if end is None else end.start()  # the terminator itself is lexed as code (only CR/LF pass)
+            terminator = _COMMENT_END.search(query, i + 2)
+            # the terminator itself is lexed as code (only CR/LF pass)
+            i = n if terminator is None else terminator.start()
         elif query.startswith("/*", i):
             end = query.find("*/", i + 2)
             if end < 0:
@@ -105,12 +106,11 @@ def tokens(query: str) -> list[Token]:
                 raise UnsafeQuery("a $ must name a parameter")
             out.append(Token("param", m.group()))
             i = m.end()
-        elif _WORD.match(query, i):
-            m = _WORD.match(query, i)
-            out.append(Token("word", m.group()))
-            i = m.end()
-        elif _NUMBER.match(query, i):
-            i = _NUMBER.match(query, i).end()
+        elif word := _WORD.match(query, i):
+            out.append(Token("word", word.group()))
+            i = word.end()
+        elif number := _NUMBER.match(query, i):
+            i = number.end()
         elif " " < ch < "\x7f":
             out.append(Token("symbol", ch))
             i += 1

@@ -18,10 +18,11 @@ from neo4j.exceptions import (
     TransientError,
 )
 
-from deployments.config import GraphConfig, redact_url
+from deployments.config import GraphConfig
 from deployments.errors import StageError, StageUnavailable, StorageFull, is_disk_full
 from deployments.graph.store.credentials import CredentialsError, admin_auth
 from deployments.graph.store.schema import SCHEMA, is_conflict
+from deployments.net import redact_url
 
 log = logging.getLogger("graphrag.graph")
 

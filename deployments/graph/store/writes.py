@@ -137,7 +137,7 @@ def counts_work(collection: str) -> Work:
             ("entities", f"MATCH (e:{ENTITY}) WHERE e.collection = $collection RETURN count(e) AS n"),
             ("relations", f"MATCH (a:{ENTITY})-[r:{RELATED}]->(:{ENTITY}) WHERE a.collection = $collection RETURN count(r) AS n"),
         ):
-            out[name] = (await (await tx.run(query, collection=collection)).single())["n"]
+            out[name] = (await (await tx.run(query, collection=collection)).single(strict=True))["n"]
         return out
 
     return work
@@ -161,7 +161,7 @@ async def bump_version(tx: AsyncManagedTransaction, collection: str, doc_ids: li
             "ON MATCH SET v.version = v.version + 1 RETURN v.version AS version",
             collection=collection,
         )  # fmt: skip
-    ).single()
+    ).single(strict=True)
     version = int(row["version"])
     await tx.run(
         f"CREATE (:{CHANGE} {{collection: $collection, version: $version, doc_ids: $doc_ids}})",
@@ -178,7 +178,7 @@ def chunk_relations(ex: Extraction, keys: set[str]) -> Counter[tuple[str, str, s
         if r.source == r.target or r.source not in keys or r.target not in keys or r.weight <= 0:
             continue
         s, t = sorted((r.source, r.target)) if r.type in UNTYPED else (r.source, r.target)
-        out[(s, t, r.type)] += r.weight
+        out[(s, t, r.type)] += r.weight  # type: ignore[assignment]  # float weights (typeshed's Counter: int)
     return out
 
 
