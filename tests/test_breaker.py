@@ -16,9 +16,9 @@ from deployments.config import (
     EmbedderConfig,
     GraphConfig,
     RerankerConfig,
-    free_port,
 )
 from deployments.embedder.backends import OpenAIEmbedder
+from deployments.net import free_port
 from deployments.errors import CircuitOpen, StageError, StageUnavailable
 from deployments.graph.store.session import BoltSession
 from deployments.reranker.backends import HttpReranker
