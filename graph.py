@@ -5,6 +5,7 @@
 
 `python graph.py demo` runs the offline demo (see README).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -90,9 +91,15 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="serve the embedded default, ingest the sample corpus, answer a question")
     demo.add_argument("--config", default="configs/local.yaml")
-    demo.add_argument("--question", default="Which engine stores the knowledge graph, and which protocol does the graph stage use to reach it?")
+    demo.add_argument(
+        "--question",
+        default="Which engine stores the knowledge graph, and which protocol does the graph stage use to reach it?",
+    )
     demo.add_argument("--no-wait", action="store_true", help="exit after the answer instead of serving until Ctrl-C")
-    sub.add_parser("env", help="print the exports of Ray Serve's fast path and of stopping on SIGTERM, for `ray start` / `serve run` shells")
+    sub.add_parser(
+        "env",
+        help="print the exports of Ray Serve's fast path and of stopping on SIGTERM, for `ray start` / `serve run` shells",
+    )
     opts = parser.parse_args()
     if opts.command == "env":
         import shlex
@@ -134,18 +141,27 @@ def run_demo(args: dict[str, Any], host: str, port: int, question: str, wait: bo
             ingest = client.post("/v1/ingest", json={"collection": "demo", "documents": docs})
             ingest.raise_for_status()
             print(f"ingested {json.dumps(ingest.json())} in {time.perf_counter() - started:.1f}s", flush=True)
-            answer = client.post("/v1/answer", json={"collection": "demo", "query": question, "top_k": 5, "mode": "hybrid+graph"})
+            answer = client.post(
+                "/v1/answer", json={"collection": "demo", "query": question, "top_k": 5, "mode": "hybrid+graph"}
+            )
             answer.raise_for_status()
             body = answer.json()
             print(f"\nQ: {question}\nA ({body['model']}): {body['answer']}\n")
             for c in body["citations"]:
                 hit = next(h for h in body["hits"] if h["chunk_id"] == c["chunk_id"])
                 print(f"  [{c['n']}] {c['chunk_id']}  score={hit['score']:.3f}  sources={hit['sources']}")
-            print(f"  graph: {len(body['graph']['nodes'])} nodes, {len(body['graph']['edges'])} edges; degraded: {body['degraded']}")
+            print(
+                f"  graph: {len(body['graph']['nodes'])} nodes, {len(body['graph']['edges'])} edges; degraded: {body['degraded']}"
+            )
             timings = {k: v for k, v in body["timings"].items() if v}
-            print("  timings (ms): " + ", ".join(f"{k} +{v['start_ms']:.0f}/{v['duration_ms']:.0f}" for k, v in timings.items()))
+            print(
+                "  timings (ms): "
+                + ", ".join(f"{k} +{v['start_ms']:.0f}/{v['duration_ms']:.0f}" for k, v in timings.items())
+            )
         if wait:
-            print(f"\nserving at {base} (curl examples in README.md); web page: {base}/ui/ ; Ctrl-C to stop", flush=True)
+            print(
+                f"\nserving at {base} (curl examples in README.md); web page: {base}/ui/ ; Ctrl-C to stop", flush=True
+            )
             while True:
                 time.sleep(3600)
     except PortTaken as exc:

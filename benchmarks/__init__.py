@@ -3,4 +3,5 @@ question they answer (quality/, speed/, reliability/, cluster/) over one shared 
 
 Each calls `use_local_env()` before Ray or transformers is imported: loopback-only Ray, offline, on the app's
 shipped data plane (opt out with GRAPHRAG_SERVE_THROUGHPUT=0), so benchmarks measure what users run."""
+
 from deployments.local_env import use_local_env  # noqa: F401

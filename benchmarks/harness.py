@@ -7,6 +7,7 @@
 - Results: `write_json` and `save_figure` under `benchmarks/results/` (the paths the READMEs link), `utc_now` for
   the `date` each result carries.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ __all__ = [
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def cli(doc: str | None) -> argparse.ArgumentParser:
@@ -155,7 +156,11 @@ def serve_config_app(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
 
 async def closed_loop_levels(
-    url: str, payload: Callable[[int], dict], levels: list[int], per_level: int, report: Callable[[int, Any], None] | None = None,
+    url: str,
+    payload: Callable[[int], dict],
+    levels: list[int],
+    per_level: int,
+    report: Callable[[int, Any], None] | None = None,
     **options: Any,
 ) -> dict[int, Any]:
     """One closed-loop run per concurrency level (`loadgen.closed_loop`: at least `per_level` requests, and 2 per
@@ -195,4 +200,3 @@ def save_figure(fig: Any, name: str | Path, dpi: int = 110) -> Path:
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return path
-

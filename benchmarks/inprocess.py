@@ -5,10 +5,12 @@ the extractive chat, wired by the same `Stages` the ingress builds over deployme
 For quality runs when Ray cannot start (a machine too loaded for its node to register) or is not wanted: the
 retrieval code and engines are the ones the server runs; only the transport between stages differs.
 """
+
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from deployments.chat.service import ChatService
 from deployments.config import AppConfig

@@ -5,6 +5,7 @@ Open loop: requests are due at Poisson arrival times; latency counts from the *i
 server (or a generator) that falls behind shows it as latency instead of hiding it in a slower send rate.
 The generator measures its own CPU time: it shares the machine with the server.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -100,7 +101,9 @@ def process_cpu(match: tuple[str, ...] = ("ray", "haproxy")) -> dict[int, tuple[
     return out
 
 
-def cpu_ms_per_request(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], requests: int) -> dict[str, float]:
+def cpu_ms_per_request(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], requests: int
+) -> dict[str, float]:
     """CPU milliseconds per request by process name (Ray's process titles: `ray::ServeReplica:app:Ingress`, ...)."""
     per: dict[str, float] = {}
     for pid, (cmd, cpu) in after.items():
@@ -135,7 +138,7 @@ async def _send(session: aiohttp.ClientSession, url: str, body: dict, intended: 
         async with session.post(url, json=body) as resp:
             raw = await resp.read()
             status = resp.status
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return Sample(intended, time.monotonic() - intended, 0, body.get("query", ""))
     latency = time.monotonic() - intended
     timings = degraded = None
@@ -146,7 +149,16 @@ async def _send(session: aiohttp.ClientSession, url: str, body: dict, intended: 
     return Sample(intended, latency, status, body.get("query", ""), timings, degraded)
 
 
-async def closed_loop(url: str, payload: Payload, concurrency: int, requests: int, timeout_s: float = 60, max_wall_s: float = 120, keep_timings: bool = True, ramp_s: float = 0.0) -> RunResult:
+async def closed_loop(
+    url: str,
+    payload: Payload,
+    concurrency: int,
+    requests: int,
+    timeout_s: float = 60,
+    max_wall_s: float = 120,
+    keep_timings: bool = True,
+    ramp_s: float = 0.0,
+) -> RunResult:
     """`concurrency` workers share `requests` counted requests; stops early after `max_wall_s`.
 
     With `ramp_s`, worker i starts at i·ramp_s/concurrency and requests sent before the ramp ends are not
@@ -179,13 +191,23 @@ async def closed_loop(url: str, payload: Payload, concurrency: int, requests: in
         cpu0 = _cpu()
         tasks = [asyncio.ensure_future(worker(i)) for i in range(concurrency)]
         await asyncio.sleep(max(0.0, measured_from - time.monotonic()))
-        cpu0, t0 = (_cpu(), measured_from) if ramp_s else (cpu0, start)  # the window's own start, however late this wakes
+        cpu0, t0 = (
+            (_cpu(), measured_from) if ramp_s else (cpu0, start)
+        )  # the window's own start, however late this wakes
         await asyncio.gather(*tasks)
         wall, cpu = time.monotonic() - t0, _cpu() - cpu0
     return RunResult("closed", concurrency, wall, samples, cpu, extra_ok=sum(late_warmups))
 
 
-async def open_loop(url: str, payload: Payload, rate: float, duration_s: float, timeout_s: float = 30, seed: int = 7, keep_timings: bool = True) -> RunResult:
+async def open_loop(
+    url: str,
+    payload: Payload,
+    rate: float,
+    duration_s: float,
+    timeout_s: float = 30,
+    seed: int = 7,
+    keep_timings: bool = True,
+) -> RunResult:
     """Poisson arrivals at `rate`/s for `duration_s`; every due request is sent, however late the server is."""
     rng = random.Random(seed)
     arrivals, t = [], 0.0

@@ -3,6 +3,7 @@
 `qrels`: {query_id: {doc_id: relevance}}; only relevance > 0 counts as relevant. `run`: {query_id: [doc_id, ...]}
 best first, without repeats. Queries absent from `qrels` are not scored; a query of `qrels` with no run scores 0.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """The `auth` section of the one typed config (deployments/config.py): API keys as SHA-256 digests, their scopes
 and collection allow-lists. Checked by deployments/ingress/auth.py."""
+
 from __future__ import annotations
 
 import re
@@ -30,7 +31,9 @@ class ApiKey(_Section):
     """One API key: its digest, what it may do, and (optionally) the only collections it may touch."""
 
     sha256: str = Field(description="SHA-256 hex digest of the key.")
-    scopes: list[KeyScope] = Field(min_length=1, description="read (retrieve/answer/chat), write (ingest/delete), admin (graph query).")
+    scopes: list[KeyScope] = Field(
+        min_length=1, description="read (retrieve/answer/chat), write (ingest/delete), admin (graph query)."
+    )
     collections: list[str] | None = Field(None, description="Allow-list of collections; absent: every collection.")
     name: str | None = Field(None, max_length=64, description="A label for the logs (never the key).")
 
@@ -48,7 +51,7 @@ class ApiKey(_Section):
         return v
 
     @model_validator(mode="after")
-    def _admin_sees_everything(self) -> "ApiKey":
+    def _admin_sees_everything(self) -> ApiKey:
         if "admin" in self.scopes and self.collections is not None:
             raise ValueError(
                 "auth.keys[]: the admin scope runs graph queries over every collection; a key limited to "
@@ -61,8 +64,12 @@ class AuthConfig(_Section):
     """API keys, stored as SHA-256 hex digests only (`python -m deployments.ingress.auth hash` prints one).
     No key at all: open mode, for local use (`/readyz` says `"auth": "open"`)."""
 
-    api_key_hashes: list[str] = Field(default_factory=list, description="Full-access keys (every scope, every collection).")
-    keys: list[ApiKey] = Field(default_factory=list, description="Keys with scopes and an optional collection allow-list.")
+    api_key_hashes: list[str] = Field(
+        default_factory=list, description="Full-access keys (every scope, every collection)."
+    )
+    keys: list[ApiKey] = Field(
+        default_factory=list, description="Keys with scopes and an optional collection allow-list."
+    )
 
     @field_validator("api_key_hashes")
     @classmethod
@@ -70,7 +77,7 @@ class AuthConfig(_Section):
         return [_hex_digest(h, "auth.api_key_hashes") for h in v]
 
     @model_validator(mode="after")
-    def _one_entry_per_key(self) -> "AuthConfig":
+    def _one_entry_per_key(self) -> AuthConfig:
         digests = self.api_key_hashes + [k.sha256 for k in self.keys]
         if len(set(digests)) != len(digests):
             raise ValueError("auth: a key digest appears twice (in api_key_hashes or keys); give each key one entry")

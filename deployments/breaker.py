@@ -12,6 +12,7 @@ so a request as the probe would hold all of them for a timeout.
 Errors from a server that answers (a 4xx, a malformed body) do not count: they are the request's or the retry
 loop's business, not an outage. A cancelled call (its caller gave up) counts neither way, but frees the probe.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,14 @@ State = Literal["closed", "open", "half_open"]
 
 class CircuitBreaker:
     def __init__(
-        self, stage: str, backend: str, failure_threshold: int = 5, open_s: float = 5.0, enabled: bool = True,
-        clock: Callable[[], float] = time.monotonic, probe: Callable[[], Awaitable[Any]] | None = None,
+        self,
+        stage: str,
+        backend: str,
+        failure_threshold: int = 5,
+        open_s: float = 5.0,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        probe: Callable[[], Awaitable[Any]] | None = None,
     ):
         if failure_threshold < 1 or open_s <= 0:
             raise ValueError("failure_threshold must be >= 1 and open_s > 0")
@@ -57,8 +64,12 @@ class CircuitBreaker:
 
     def snapshot(self) -> dict:
         """The state for /readyz and stats: what a person looking at an outage wants to see."""
-        out: dict = {"state": self.state, "failures_in_a_row": self._failures, "times_opened": self.times_opened,
-                     "rejected": self.rejected}
+        out: dict = {
+            "state": self.state,
+            "failures_in_a_row": self._failures,
+            "times_opened": self.times_opened,
+            "rejected": self.rejected,
+        }
         if self._opened_at is not None:
             out["probe_in_s"] = round(max(self.open_s - (self._clock() - self._opened_at), 0.0), 2)
             out["last_error"] = self._last_error

@@ -4,12 +4,13 @@ Values come from `build_app` args (Serve YAML `args:` or `serve run graph:build_
 keys for nesting), then from `GRAPHRAG_*` environment variables (nested with `__`, e.g.
 `GRAPHRAG_VECTOR__QDRANT_URL`), then from the defaults below. Secrets are `SecretStr`: never logged.
 """
+
 from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -40,8 +41,12 @@ class BreakerConfig(_Section):
     """The circuit breaker in front of a backend server (deployments/breaker.py); one per backend per replica."""
 
     enabled: bool = True
-    failure_threshold: int = Field(5, ge=1, le=1000, description="Calls in a row that found the server unreachable before it is skipped.")
-    open_s: float = Field(5.0, gt=0, le=3600, description="Seconds the server is skipped before one probe call goes through.")
+    failure_threshold: int = Field(
+        5, ge=1, le=1000, description="Calls in a row that found the server unreachable before it is skipped."
+    )
+    open_s: float = Field(
+        5.0, gt=0, le=3600, description="Seconds the server is skipped before one probe call goes through."
+    )
 
     def make(self, stage: str, backend: str, probe: Callable[[], Awaitable[Any]] | None = None) -> CircuitBreaker:
         return CircuitBreaker(stage, backend, self.failure_threshold, self.open_s, self.enabled, probe=probe)
@@ -53,16 +58,24 @@ class EmbedderConfig(_Section):
     # `cache_dir`; 2-3x the questions/s of torch at the same vectors, README "Performance") or torch itself.
     backend: Literal["onnx", "torch"] = "onnx"
     cache_dir: str | None = None  # default: <data_dir>/models
-    onnx_allow_spinning: bool = Field(False, description="ONNX Runtime threads spin while idle (a core each, even when other processes need it).")
+    onnx_allow_spinning: bool = Field(
+        False, description="ONNX Runtime threads spin while idle (a core each, even when other processes need it)."
+    )
     # An OpenAI-compatible /v1/embeddings endpoint replaces the in-process model when set.
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str = "text-embedding-3-small"
-    max_batch_size: int = Field(64, ge=1, le=4096, description="Texts per model call (the embedder batches concurrent calls up to this).")
+    max_batch_size: int = Field(
+        64, ge=1, le=4096, description="Texts per model call (the embedder batches concurrent calls up to this)."
+    )
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
-    num_threads: int | None = Field(None, ge=1, le=64, description="torch / ONNX Runtime intra-op threads; default: the CPUs this process may use.")
+    num_threads: int | None = Field(
+        None, ge=1, le=64, description="torch / ONNX Runtime intra-op threads; default: the CPUs this process may use."
+    )
     timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of the OpenAI-compatible endpoint.")
-    max_retries: int = Field(2, ge=0, le=10, description="Retries of a failed request to the OpenAI-compatible endpoint.")
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed request to the OpenAI-compatible endpoint."
+    )
     breaker: BreakerConfig = BreakerConfig()  # the OpenAI-compatible endpoint's
 
 
@@ -74,7 +87,8 @@ class VectorConfig(_Section):
     timeout_s: float = Field(10.0, gt=0)
     embed_batch_size: int = Field(256, ge=1, description="Chunk texts per embed call when upserting.")
     hit_vectors: bool | None = Field(
-        None, description="Searches return their hits' stored vectors (for the embedded reranker); default: on when no reranker.url is set."
+        None,
+        description="Searches return their hits' stored vectors (for the embedded reranker); default: on when no reranker.url is set.",
     )
     optimize_every_points: int = Field(
         1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
@@ -82,7 +96,9 @@ class VectorConfig(_Section):
     # Qdrant Edge writes through memory-mapped files: a write that finds the disk full kills the process (SIGBUS)
     # instead of failing. So ingests are refused (507) while the data folder has less room than this; make it
     # larger than the largest ingest request's growth.
-    min_free_disk_mb: int = Field(256, ge=0, description="Ingests answer 507 while the data folder's disk has less free space (MB).")
+    min_free_disk_mb: int = Field(
+        256, ge=0, description="Ingests answer 507 while the data folder's disk has less free space (MB)."
+    )
     # BM25 document weights, written at ingest (changing them affects documents ingested afterwards only).
     bm25_k1: float = Field(1.2, gt=0)
     bm25_b: float = Field(0.75, ge=0, le=1)
@@ -110,7 +126,21 @@ class ExtractionProvider(_Section):
 
 # Entity types the LLM may use: the offline extractor's (deployments/graph/ontology.py, the graph schema); anything
 # else is normalized to one of them (or to the last, OTHER).
-DEFAULT_ENTITY_TYPES = ["PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "WORK", "EVENT", "PRODUCT", "LAW", "LANGUAGE", "DATE", "OTHER"]
+DEFAULT_ENTITY_TYPES = [
+    "PERSON",
+    "ORG",
+    "GPE",
+    "LOC",
+    "NORP",
+    "FAC",
+    "WORK",
+    "EVENT",
+    "PRODUCT",
+    "LAW",
+    "LANGUAGE",
+    "DATE",
+    "OTHER",
+]
 
 
 class ExtractionConfig(_Section):
@@ -131,7 +161,9 @@ class ExtractionConfig(_Section):
     max_relations: int = Field(80, ge=0, le=2000)
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(2048, ge=64)
-    fallback_offline: bool = Field(True, description="When every provider fails: offline extraction (else the ingest fails).")
+    fallback_offline: bool = Field(
+        True, description="When every provider fails: offline extraction (else the ingest fails)."
+    )
 
     @field_validator("entity_types")
     @classmethod
@@ -148,20 +180,41 @@ class GraphIndexConfig(_Section):
     Walk settings chosen on HotpotQA-100 questions 0–49 and SciFact train only (benchmarks/graph_tune.py)."""
 
     enabled: bool = Field(True, description="Search the in-memory index; false: the Cypher search in the store.")
-    check_interval_ms: float = Field(200.0, ge=0, le=60_000, description="A replica checks the store's version at most this often.")
-    build_timeout_s: float = Field(300.0, gt=0, description="Bound on reading a whole collection from the store (an index's first build).")
-    warm_on_start: bool = Field(True, description="A Graph replica builds the index of every stored collection when it starts, in the background.")
-    passage_seeds: int = Field(1, ge=0, le=100, description="Passages most similar to the query that start the walk (0: entities only).")
-    entity_seed_weight: float = Field(0.3, ge=0, description="Restart mass on the names the query writes (linked entities), vs 1 on the seed passages.")
-    lead_weight: float = Field(10.0, ge=0, description="Entity -> passage: a passage naming the entity in its first sentence weighs 1 + this.")
+    check_interval_ms: float = Field(
+        200.0, ge=0, le=60_000, description="A replica checks the store's version at most this often."
+    )
+    build_timeout_s: float = Field(
+        300.0, gt=0, description="Bound on reading a whole collection from the store (an index's first build)."
+    )
+    warm_on_start: bool = Field(
+        True,
+        description="A Graph replica builds the index of every stored collection when it starts, in the background.",
+    )
+    passage_seeds: int = Field(
+        1, ge=0, le=100, description="Passages most similar to the query that start the walk (0: entities only)."
+    )
+    entity_seed_weight: float = Field(
+        0.3,
+        ge=0,
+        description="Restart mass on the names the query writes (linked entities), vs 1 on the seed passages.",
+    )
+    lead_weight: float = Field(
+        10.0, ge=0, description="Entity -> passage: a passage naming the entity in its first sentence weighs 1 + this."
+    )
     idf_power: float = Field(1.0, ge=0, description="Passage -> entity: an entity weighs idf ** this.")
     seed_temperature: float = Field(0.05, gt=0)
     damping: float = Field(0.5, gt=0, le=1, description="Weight of each further hop's mass (max_hops > 1).")
-    restart_weight: float = Field(0.0, ge=0, description="A seed passage's restart mass kept in its score (PPR's teleport term).")
-    relation_weight: float = Field(0.5, ge=0, description="Share of an entity's mass that also flows along its typed relations and aliases.")
-    query_vectors: bool = Field(True, description="Seed the walk with the passages most like the query (its vector comes with the request).")
+    restart_weight: float = Field(
+        0.0, ge=0, description="A seed passage's restart mass kept in its score (PPR's teleport term)."
+    )
+    relation_weight: float = Field(
+        0.5, ge=0, description="Share of an entity's mass that also flows along its typed relations and aliases."
+    )
+    query_vectors: bool = Field(
+        True, description="Seed the walk with the passages most like the query (its vector comes with the request)."
+    )
 
-    def params(self) -> "PPRParamsLike":
+    def params(self) -> PPRParamsLike:
         from deployments.graph.index.collection import PPRParams
 
         return PPRParams(
@@ -188,7 +241,10 @@ class GraphConfig(_Section):
     database: str | None = None
     embedded_host: str = "127.0.0.1"
     embedded_port: int = Field(
-        0, ge=0, le=65535, description="0: the BoltServer deployment picks a free port (kept across its restarts) and reports it."
+        0,
+        ge=0,
+        le=65535,
+        description="0: the BoltServer deployment picks a free port (kept across its restarts) and reports it.",
     )
     path: str | None = None  # default: <data_dir>/arcadedb
     max_hops: int = Field(2, ge=0, le=MAX_HOPS)
@@ -198,7 +254,9 @@ class GraphConfig(_Section):
     query_timeout_s: float = Field(5.0, gt=0)
     write_timeout_s: float = Field(120.0, gt=0, description="Bound on one upsert/delete transaction.")
     connect_attempts: int = Field(3, ge=1, le=20, description="Attempts at a transaction after a dropped connection.")
-    conflict_attempts: int = Field(12, ge=1, le=100, description="Attempts at a write after a concurrent-write conflict.")
+    conflict_attempts: int = Field(
+        12, ge=1, le=100, description="Attempts at a write after a concurrent-write conflict."
+    )
     breaker: BreakerConfig = BreakerConfig()  # the Bolt server's (embedded or external)
     extraction: ExtractionConfig = ExtractionConfig()
     index: GraphIndexConfig = GraphIndexConfig()
@@ -206,10 +264,16 @@ class GraphConfig(_Section):
     user_query_timeout_s: float = Field(5.0, gt=0, le=300)
     user_query_max_rows: int = Field(1000, ge=1, le=100_000)
     user_query_max_concurrent: int = Field(
-        2, ge=1, le=256, description="User queries one graph replica runs at once; more get 503 (retrieval keeps the store)."
+        2,
+        ge=1,
+        le=256,
+        description="User queries one graph replica runs at once; more get 503 (retrieval keeps the store).",
     )
     user_query_max_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Bound on the rows' JSON size; the rest is cut (`truncated`)."
+        4 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Bound on the rows' JSON size; the rest is cut (`truncated`).",
     )
     entity_neighbours: int = Field(50, ge=1, le=1000, description="GET /v1/graph/entities/{name}: neighbours returned.")
 
@@ -218,7 +282,7 @@ class GraphConfig(_Section):
         return not self.bolt_uri
 
     @model_validator(mode="after")
-    def _embedded_credentials(self) -> "GraphConfig":
+    def _embedded_credentials(self) -> GraphConfig:
         if self.embedded and (self.password is not None or self.reader_user or self.reader_password is not None):
             raise ValueError(
                 "graph.password, graph.reader_user and graph.reader_password are for an external server (graph.bolt_uri); "
@@ -242,7 +306,9 @@ class RerankerConfig(_Section):
     # graph_weight × that share, never past the graph_keep best dense + lexical candidates. Chosen on HotpotQA-100
     # questions 0–49 and SciFact train only (benchmarks/graph_tune.py); hybrid and dense/lexical never see it.
     graph_weight: float = Field(2.0, ge=0, description="Embedded scorer: lift per unit of graph mass (hybrid+graph).")
-    graph_keep: int = Field(2, ge=0, le=100, description="Embedded scorer: the graph never lifts a candidate past this many best ones.")
+    graph_keep: int = Field(
+        2, ge=0, le=100, description="Embedded scorer: the graph never lifts a candidate past this many best ones."
+    )
 
 
 class ChatProvider(_Section):
@@ -269,11 +335,12 @@ class ChatConfig(_Section):
     max_passages: int = Field(6, ge=1, le=50)
     breaker: BreakerConfig = BreakerConfig()  # each provider's (the primary and every fallback has its own)
     fallback_extractive: bool = Field(
-        True, description="When every provider fails: the extractive answer (listed in `degraded`), else 503 naming chat."
+        True,
+        description="When every provider fails: the extractive answer (listed in `degraded`), else 503 naming chat.",
     )
 
     @model_validator(mode="after")
-    def _fallbacks_need_primary(self) -> "ChatConfig":
+    def _fallbacks_need_primary(self) -> ChatConfig:
         if self.fallbacks and not self.base_url:
             raise ValueError("chat.fallbacks needs chat.base_url (the first provider)")
         return self
@@ -303,7 +370,9 @@ class RetrievalConfig(_Section):
     # 0 by default: the graph stage's walk from the best passage to the passages about what it mentions does this
     # job in the same call (graph/index/); the boost measured in-sample only and costs a sequential store call.
     link_weight: float = Field(
-        0.0, ge=0, le=5,
+        0.0,
+        ge=0,
+        le=5,
         description="After reranking, candidates tied to the top `link_seeds` hits by a specific entity (not named in "
         "the query) that one of them is about gain up to this share of the score range: the second hop of a "
         "multi-hop question. 0 = off.",
@@ -322,7 +391,7 @@ class ChunkingConfig(_Section):
     overlap_words: int = Field(30, ge=0)
 
     @model_validator(mode="after")
-    def _overlap(self) -> "ChunkingConfig":
+    def _overlap(self) -> ChunkingConfig:
         if self.overlap_words >= self.max_words:
             raise ValueError("chunking.overlap_words must be smaller than chunking.max_words")
         return self
@@ -331,7 +400,9 @@ class ChunkingConfig(_Section):
 class LimitsConfig(_Section):
     # 64 MiB admits the largest valid ingest (256 documents of 200,000 characters).
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    request_timeout_s: float = Field(120.0, gt=0, description="Whole-request bound; the graph is cancelled and 504 returned.")
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Whole-request bound; the graph is cancelled and 504 returned."
+    )
     ingest_request_timeout_s: float = Field(660.0, gt=0, description="The same bound for POST /v1/ingest.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s of an unavailable or overloaded stage.")
 
@@ -382,7 +453,7 @@ class AppConfig(BaseSettings):
         return str(Path(v).expanduser().resolve())
 
     @model_validator(mode="after")
-    def _resolve(self) -> "AppConfig":
+    def _resolve(self) -> AppConfig:
         self.embedder.cache_dir = self.embedder.cache_dir or str(Path(self.data_dir) / "models")
         if self.vector.hit_vectors is None:  # only the embedded scorer uses them
             self.vector.hit_vectors = not self.reranker.url
@@ -397,11 +468,13 @@ class AppConfig(BaseSettings):
             self.graph.path = self.graph.path or str(Path(self.data_dir) / "arcadedb")
             require_loopback(self.graph.embedded_host)
             if self.deployments.bolt_server.max_replicas() > 1:
-                raise ValueError("the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica")
+                raise ValueError(
+                    "the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica"
+                )
         return self
 
     @model_validator(mode="after")
-    def _timeouts_nest(self) -> "AppConfig":
+    def _timeouts_nest(self) -> AppConfig:
         """Each bound ends before the one around it: a stage's own budget, then the pipeline's bound on that
         stage, then the whole request's. The inner one decides (a degraded stage, the fallback answer); the
         outer one only backs it up."""
@@ -413,15 +486,22 @@ class AppConfig(BaseSettings):
             ("retrieval.graph_timeout_s", r.graph_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
             ("retrieval.rerank_timeout_s", r.rerank_timeout_s, "limits.request_timeout_s", limits.request_timeout_s),
             ("graph.write_timeout_s", self.graph.write_timeout_s, "retrieval.ingest_timeout_s", r.ingest_timeout_s),
-            ("retrieval.ingest_timeout_s", r.ingest_timeout_s, "limits.ingest_request_timeout_s", limits.ingest_request_timeout_s),
+            (
+                "retrieval.ingest_timeout_s",
+                r.ingest_timeout_s,
+                "limits.ingest_request_timeout_s",
+                limits.ingest_request_timeout_s,
+            ),
         ]
-        wrong = [f"{inner} ({a:g}s) must be shorter than {outer} ({b:g}s)" for inner, a, outer, b in nested if not a < b]
+        wrong = [
+            f"{inner} ({a:g}s) must be shorter than {outer} ({b:g}s)" for inner, a, outer, b in nested if not a < b
+        ]
         if wrong:
             raise ValueError("timeouts must nest: " + "; ".join(wrong))
         return self
 
     @classmethod
-    def from_args(cls, args: dict[str, Any] | None = None) -> "AppConfig":
+    def from_args(cls, args: dict[str, Any] | None = None) -> AppConfig:
         """Build from `build_app` args; `a.b=c` dotted keys become nested sections."""
         return cls(**nest_dotted(args or {}))
 

@@ -1,4 +1,5 @@
 """Exceptions that cross stage boundaries; the ingress maps them to HTTP statuses."""
+
 from __future__ import annotations
 
 import shutil
@@ -39,8 +40,11 @@ def require_free_space(path: str | Path, min_free_mb: int, stage: str) -> None:
         where = where.parent
     free = shutil.disk_usage(where).free
     if free < min_free_mb * 1024 * 1024:
-        raise StorageFull(stage, f"no space left on device for writes: {free / 2**20:.0f} MB free under {path}, "
-                                 f"below the {min_free_mb} MB kept free (vector.min_free_disk_mb); free some space")
+        raise StorageFull(
+            stage,
+            f"no space left on device for writes: {free / 2**20:.0f} MB free under {path}, "
+            f"below the {min_free_mb} MB kept free (vector.min_free_disk_mb); free some space",
+        )
 
 
 class CircuitOpen(StageUnavailable):

@@ -3,6 +3,7 @@
 Awaiting a DeploymentResponse does not cancel the remote request when the awaiting task is cancelled (client
 gone, timeout); every call made through `Remote` does, so a cancelled request stops its whole graph.
 """
+
 from __future__ import annotations
 
 import asyncio

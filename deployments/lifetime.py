@@ -16,6 +16,7 @@ The helpers the app starts die with their parent whatever kills it: HAProxy by t
 start that finds one still running after a crash can prove it is ours (pid file + command line + what it holds)
 before stopping it, and names any other holder instead of failing obscurely.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -131,7 +132,7 @@ def parent_pid(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat[stat.rindex(")") + 2:].split()[1])
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
 def alive(pid: int) -> bool:
@@ -158,7 +159,7 @@ def tcp_listeners() -> dict[int, set[str]]:
 
 
 def socket_inodes(pid: int) -> set[str]:
-    inodes = set()
+    inodes: set[str] = set()
     try:
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
@@ -238,8 +239,13 @@ def claim_port(host: str, port: int) -> None:
         return
     orphan = orphaned_haproxy(port)
     if orphan is not None:
-        log.warning("HAProxy pid %d, left by an earlier run of this app, still listens on port %d: stopping it", orphan, port)
-        print(f"graphrag: HAProxy pid {orphan} (left by an earlier run) still listens on port {port}: stopping it", flush=True)
+        log.warning(
+            "HAProxy pid %d, left by an earlier run of this app, still listens on port %d: stopping it", orphan, port
+        )
+        print(
+            f"graphrag: HAProxy pid {orphan} (left by an earlier run) still listens on port {port}: stopping it",
+            flush=True,
+        )
         terminate(orphan, timeout_s=5.0)
         holders = listener_pids(port)
         if not holders and not _bind_fails(host, port):

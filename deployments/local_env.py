@@ -1,6 +1,7 @@
 """The environment of a Ray this project starts on one machine: loopback only, no auth prompt or usage stats, no
 model-hub downloads, and (unless opted out) Ray Serve's fast data plane. Set it before Ray or transformers is
 imported: Ray and its workers read it at start."""
+
 import os
 
 from deployments.throughput import use_throughput_env

@@ -1,5 +1,6 @@
 """Network helpers shared by the stages and the embedded servers: a free port, the loopback-only rule, URLs safe to
 log."""
+
 from __future__ import annotations
 
 import ipaddress

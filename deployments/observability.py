@@ -11,6 +11,7 @@ Metrics (exported by Ray's metrics agent, names prefixed `ray_`; see deployments
   graphrag_stage_errors_total{stage,reason}      a required stage failed: the request answered 503
   graphrag_ingest_documents_total / graphrag_ingest_chunks_total / graphrag_ingest_failures_total{stage}
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,19 +83,25 @@ class StageMetrics:
 
             metrics = serve_metrics
         self.latency = metrics.Histogram(
-            "graphrag_stage_latency_seconds", description="Latency of one pipeline stage per request.",
-            boundaries=LATENCY_BUCKETS_S, tag_keys=("stage",),
+            "graphrag_stage_latency_seconds",
+            description="Latency of one pipeline stage per request.",
+            boundaries=LATENCY_BUCKETS_S,
+            tag_keys=("stage",),
         )
         self.degraded = metrics.Counter(
-            "graphrag_stage_degraded_total", description="Stage failures the request survived (listed in `degraded`).",
+            "graphrag_stage_degraded_total",
+            description="Stage failures the request survived (listed in `degraded`).",
             tag_keys=("stage", "reason"),
         )
         self.errors = metrics.Counter(
-            "graphrag_stage_errors_total", description="Failures of a required stage (the request answered 503).",
+            "graphrag_stage_errors_total",
+            description="Failures of a required stage (the request answered 503).",
             tag_keys=("stage", "reason"),
         )
         self.ingest_documents = metrics.Counter("graphrag_ingest_documents_total", description="Documents ingested.")
-        self.ingest_chunks = metrics.Counter("graphrag_ingest_chunks_total", description="Chunks written to the vector store.")
+        self.ingest_chunks = metrics.Counter(
+            "graphrag_ingest_chunks_total", description="Chunks written to the vector store."
+        )
         self.ingest_failures = metrics.Counter(
             "graphrag_ingest_failures_total", description="Ingest requests rolled back.", tag_keys=("stage",)
         )

@@ -1,4 +1,5 @@
 """The one way this app builds an OpenAI-compatible client (chat, LLM extraction, remote embeddings)."""
+
 from __future__ import annotations
 
 import openai
@@ -8,7 +9,9 @@ from pydantic import SecretStr
 PLACEHOLDER_KEY = "unused"
 
 
-def openai_client(base_url: str, api_key: SecretStr | None, timeout_s: float, max_retries: int = 0) -> openai.AsyncOpenAI:
+def openai_client(
+    base_url: str, api_key: SecretStr | None, timeout_s: float, max_retries: int = 0
+) -> openai.AsyncOpenAI:
     """A client for `base_url` with the configured key only: never OPENAI_API_KEY from the environment, which
     would send that key to whatever server is configured. Retries are the caller's (0) unless it asks."""
     key = api_key.get_secret_value() if api_key else PLACEHOLDER_KEY

@@ -1,4 +1,5 @@
 """Ray Serve options of each deployment, per stage (`deployments.<stage>` in the config)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,7 +30,7 @@ class DeploymentOptions(_Strict):
     logging_config: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "DeploymentOptions":
+    def _one_of(self) -> DeploymentOptions:
         if self.num_replicas is not None and self.autoscaling_config is not None:
             raise ValueError("set num_replicas or autoscaling_config, not both")
         return self
@@ -56,7 +57,7 @@ class DeploymentsConfig(_Strict):
     chat: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
 
     @model_validator(mode="after")
-    def _access_logs(self) -> "DeploymentsConfig":
+    def _access_logs(self) -> DeploymentsConfig:
         """Serve writes an access-log line per call in every replica; the ingress's lines are the HTTP requests,
         the stages' only repeat them per hop (about 5% of a stage call's CPU), so stages default to none."""
         for name in type(self).model_fields:

@@ -5,6 +5,7 @@ embedder and vector when not given the vectors) depend on these protocols only. 
 (`deployments.handles.stages_from_handles`) and over in-process services in tests and the benchmarks' monolith:
 one construction, two transports.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -42,7 +43,12 @@ class EmbedderStage(Protocol):
 
 class VectorStage(Protocol):
     async def search(
-        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense",
+        self,
+        collection: str,
+        query: str,
+        top_k: int,
+        filter: dict[str, Scalar] | None = None,
+        mode: RetrievalMode = "dense",
         query_vector: list[float] | None = None,
     ) -> VectorResult:
         """`query_vector`: the query's embedding when the caller has it (else the stage embeds the query)."""
@@ -82,11 +88,15 @@ class VectorStage(Protocol):
 
 
 class GraphStage(Protocol):
-    async def search(self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None) -> GraphResult:
+    async def search(
+        self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None
+    ) -> GraphResult:
         """`query_vector` seeds the walk with the passages most like the query; without it, entity links alone."""
         ...
 
-    async def links(self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]) -> dict[str, float]: ...
+    async def links(
+        self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]
+    ) -> dict[str, float]: ...
 
     async def upsert(self, collection: str, chunks: list[Chunk]) -> dict: ...
 
@@ -104,7 +114,9 @@ class GraphStage(Protocol):
         """Keys of entities no chunk mentions; with `remove`, they are deleted."""
         ...
 
-    async def query(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse: ...
+    async def query(
+        self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None
+    ) -> GraphQueryResponse: ...
 
     async def export_collection(self, collection: str, path: str) -> dict:
         """The collection's graph written to the file `path`; its counts and size (ingress/backups.py)."""

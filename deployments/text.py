@@ -3,6 +3,7 @@
 One definition of each, so extraction, query linking and the extractive answer agree on what a word, a
 sentence and a name are.
 """
+
 from __future__ import annotations
 
 import re

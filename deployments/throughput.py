@@ -14,6 +14,7 @@ this module narrows them without changing what Ray dials:
 
 The environment must be in place before Ray starts (`ray.init`, `ray start`): the controller and HAProxy read it.
 """
+
 from __future__ import annotations
 
 import os
@@ -131,4 +132,3 @@ def bundled_haproxy() -> str:
     if not os.access(binary, os.X_OK):
         raise FileNotFoundError(f"no HAProxy binary at {binary}: reinstall ray[serve]")
     return binary
-

@@ -11,6 +11,7 @@ in the environment of `ray start`. Point either at `deployments.tracing:span_pro
 
 With neither set, tracing is on but exports nothing (a warning says so).
 """
+
 from __future__ import annotations
 
 import json
@@ -120,6 +121,10 @@ class FastAPIInServeTrace(FastAPI):
             propagate.inject(carrier)
             if "traceparent" in carrier:
                 keep = [(k, v) for k, v in scope["headers"] if k not in (b"traceparent", b"tracestate")]
-                ours = [(k.encode("latin-1"), carrier[k].encode("latin-1")) for k in ("traceparent", "tracestate") if k in carrier]
+                ours = [
+                    (k.encode("latin-1"), carrier[k].encode("latin-1"))
+                    for k in ("traceparent", "tracestate")
+                    if k in carrier
+                ]
                 scope["headers"] = keep + ours
         await super().__call__(scope, receive, send)

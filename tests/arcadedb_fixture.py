@@ -2,6 +2,7 @@
 
 Registered in tests/conftest.py, so any test can ask for `arcadedb_server`, `bolt_uri` or `graph_config`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ def make_graph_config(path, **overrides) -> GraphConfig:
 
 @pytest.fixture(scope="session")
 def arcadedb_server(tmp_path_factory) -> Iterator[EmbeddedBoltServer]:
-    server = EmbeddedBoltServer(make_graph_config(tmp_path_factory.mktemp("arcadedb"), user_query_timeout_s=USER_QUERY_TIMEOUT_S))
+    server = EmbeddedBoltServer(
+        make_graph_config(tmp_path_factory.mktemp("arcadedb"), user_query_timeout_s=USER_QUERY_TIMEOUT_S)
+    )
     server.start()
     try:
         yield server

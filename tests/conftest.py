@@ -9,13 +9,12 @@ from deployments.local_env import use_local_env
 use_local_env(fast_path=False)
 
 # One real ArcadeDB Bolt server per test session, shared by every module that asks for it.
-from tests.arcadedb_fixture import arcadedb_server, bolt_uri, graph_config  # noqa: E402,F401
-
-
 # The session's result is final once pytest has reported it. Native extensions the suite loads (torch, Qdrant Edge,
 # gRPC, Ray's core worker) once crashed during interpreter teardown *after* "413 passed" (SIGSEGV, make failed);
 # leave with pytest's own exit status (5 for "no tests" included) instead of running that teardown.
 import pytest  # noqa: E402
+
+from tests.arcadedb_fixture import arcadedb_server, bolt_uri, graph_config  # noqa: E402,F401
 
 
 def pytest_sessionfinish(session, exitstatus):

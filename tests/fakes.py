@@ -1,5 +1,6 @@
 """Shared test doubles and data: in-process stages for the pipeline (the `Stages` of deployments.stages, without
 Ray), a stand-in for Serve's metrics, and the documents and queries several test modules use."""
+
 from __future__ import annotations
 
 import asyncio
@@ -129,11 +130,16 @@ class FakeStages:
 
     async def collections(self, only=None):
         names = ["a", "b"] if only is None else [n for n in ["a", "b"] if n in only]
-        return [CollectionSummary(collection=n, points=len(self.stored["vector"]), documents=len(self.stored["vector"])) for n in names]
+        return [
+            CollectionSummary(collection=n, points=len(self.stored["vector"]), documents=len(self.stored["vector"]))
+            for n in names
+        ]
 
     async def documents(self, collection, limit=100, cursor=None):
         docs = sorted(self.stored["vector"])[:limit]
-        return DocumentPage(collection=collection, documents=[DocumentSummary(doc_id=d, chunks=1) for d in docs], next_cursor=None)
+        return DocumentPage(
+            collection=collection, documents=[DocumentSummary(doc_id=d, chunks=1) for d in docs], next_cursor=None
+        )
 
     async def ok(self):
         return "fine"
@@ -143,15 +149,27 @@ class FakeStages:
 
     def stages(self) -> Stages:
         return Stages(
-            embedder=SimpleNamespace(embed=self.embed, dimension=self.dimension, count_tokens=self.count_tokens, ping=self.ok),
+            embedder=SimpleNamespace(
+                embed=self.embed, dimension=self.dimension, count_tokens=self.count_tokens, ping=self.ok
+            ),
             vector=SimpleNamespace(
-                search=self.vector_search, upsert=self.vector_upsert, delete_documents=self.vector_delete,
-                drop_collection=self.vector_drop, count=self.count, collections=self.collections, documents=self.documents,
+                search=self.vector_search,
+                upsert=self.vector_upsert,
+                delete_documents=self.vector_delete,
+                drop_collection=self.vector_drop,
+                count=self.count,
+                collections=self.collections,
+                documents=self.documents,
                 ping=self.ok,
             ),
             graph=SimpleNamespace(
-                search=self.graph_search, links=self.graph_links, upsert=self.graph_upsert,
-                delete_documents=self.graph_delete, drop_collection=self.graph_drop, counts=self.counts, ping=self.down,
+                search=self.graph_search,
+                links=self.graph_links,
+                upsert=self.graph_upsert,
+                delete_documents=self.graph_delete,
+                drop_collection=self.graph_drop,
+                counts=self.counts,
+                ping=self.down,
             ),
             reranker=SimpleNamespace(rerank=self.rerank, ping=self.ok),
             chat=SimpleNamespace(answer=self.chat, answer_stream=self.chat_stream, ping=self.ok),
@@ -160,7 +178,9 @@ class FakeStages:
 
 def make(fake: FakeStages, **args) -> Pipeline:
     # These tests are about the vector + graph fan-out: the mode that runs both (the default).
-    return Pipeline(AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph", **args}), fake.stages())
+    return Pipeline(
+        AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", "retrieval.mode": "hybrid+graph", **args}), fake.stages()
+    )
 
 
 class _Recorder:
@@ -194,11 +214,15 @@ DOCS = {
 
 
 def chunks_of(docs: dict[str, str], **meta) -> list[Chunk]:
-    return [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t, metadata={"source": d, **meta}) for d, t in docs.items()]
+    return [
+        Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=t, metadata={"source": d, **meta}) for d, t in docs.items()
+    ]
 
 
 async def raw(graph_config, query: str, **params):
-    async with AsyncGraphDatabase.driver(graph_config.bolt_uri, auth=("root", graph_config.password.get_secret_value())) as d:
+    async with AsyncGraphDatabase.driver(
+        graph_config.bolt_uri, auth=("root", graph_config.password.get_secret_value())
+    ) as d:
         records, _, _ = await d.execute_query(query, params, database_=graph_config.database)
         return [r.data() for r in records]
 

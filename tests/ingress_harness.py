@@ -1,5 +1,6 @@
 """The ingress's FastAPI app over HTTP without Ray: the real routes, exception handlers and guards, with the
 pipeline over plain stage objects (tests/fakes.py's FakeStages), served in-process by an ASGI client."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -27,7 +28,9 @@ class _TestIngress(Ingress.func_or_class):
 
 
 @contextmanager
-def ingress_client(stages: Stages, monkeypatch, args: dict | None = None, raise_app_exceptions: bool = False) -> Iterator[httpx.AsyncClient]:
+def ingress_client(
+    stages: Stages, monkeypatch, args: dict | None = None, raise_app_exceptions: bool = False
+) -> Iterator[httpx.AsyncClient]:
     """An httpx client for the ingress app whose routes run on an Ingress over `stages` (no Serve replica: the
     routes' `self` comes from a patched replica context)."""
     config = AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", **(args or {})})

@@ -2,6 +2,7 @@
 
 The same start and stop as the benchmarks' (`benchmarks.harness.local_app`): a free loopback port, HAProxy's
 listeners on free ports, Serve and Ray stopped afterwards, also when the block fails."""
+
 from benchmarks.harness import local_app
 
 __all__ = ["local_app"]

@@ -10,6 +10,7 @@ Subprocess:   python -m tests.openai_server --port P   (faults over HTTP: POST /
               GET /_control/requests, POST /_control/reset), or `with OpenAIProtocolServerProcess() as srv:`
               (tests/openai_server_process.py), which exposes the same Python API over those endpoints.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -121,7 +123,9 @@ def _first_passage(messages: list[dict[str, Any]]) -> tuple[str, str] | None:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, body: Any = None) -> JSONResponse:
-    kind = {429: "rate_limit_exceeded", 400: "invalid_request_error", 401: "invalid_api_key"}.get(status, "server_error")
+    kind = {429: "rate_limit_exceeded", 400: "invalid_request_error", 401: "invalid_api_key"}.get(
+        status, "server_error"
+    )
     content = body if body is not None else {"error": {"message": message, "type": kind, "code": kind}}
     return JSONResponse(content, status_code=status, headers=headers)
 
@@ -187,12 +191,14 @@ class OpenAIProtocolServer:
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> "OpenAIProtocolServer":
+    def start(self) -> OpenAIProtocolServer:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((self.host, self.port))
         self.port = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="openai-test-double", daemon=True
@@ -214,7 +220,7 @@ class OpenAIProtocolServer:
             self._sock.close()
         self._server = self._thread = self._sock = None
 
-    def __enter__(self) -> "OpenAIProtocolServer":
+    def __enter__(self) -> OpenAIProtocolServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -228,7 +234,9 @@ class OpenAIProtocolServer:
         self.port = sock.getsockname()[1]
         sock.listen(128)  # connections queue from now on, so READY is true before uvicorn starts accepting
         print(f"READY {self.root_url}", flush=True)
-        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1))
+        server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1)
+        )
         server.run(sockets=[sock])
 
     # ---- HTTP ----------------------------------------------------------------------------------
@@ -294,7 +302,9 @@ class OpenAIProtocolServer:
         record.status = response.status_code
         return response
 
-    async def _respond(self, request: Request, body: Any, handler: Callable[[Any], Any], fault: Fault | None) -> Response:
+    async def _respond(
+        self, request: Request, body: Any, handler: Callable[[Any], Any], fault: Fault | None
+    ) -> Response:
         if fault and fault.delay:
             # Sleep in steps, watching the connection: a client that cancels is recorded as disconnected.
             deadline = time.monotonic() + fault.delay
@@ -325,12 +335,27 @@ class OpenAIProtocolServer:
             record.disconnected = True
 
     def _scripted_chat(self, body: dict[str, Any], content: str) -> Response:
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": self._served_model(str(body["model"])),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": len(words(content)), "total_tokens": len(words(content))},
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self._served_model(str(body["model"])),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 0,
+                    "completion_tokens": len(words(content)),
+                    "total_tokens": len(words(content)),
+                },
+            }
+        )
 
     # ---- protocol handlers ---------------------------------------------------------------------
 
@@ -347,20 +372,39 @@ class OpenAIProtocolServer:
         created = int(time.time())
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         prompt_tokens = sum(len(words(str(m.get("content", "")))) for m in messages)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words(answer)),
-                 "total_tokens": prompt_tokens + len(words(answer))}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words(answer)),
+            "total_tokens": prompt_tokens + len(words(answer)),
+        }
         if not body.get("stream"):
-            return JSONResponse({
-                "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                             "finish_reason": "stop", "logprobs": None}],
-                "usage": usage,
-            })
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-            payload = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            payload = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            }
             return f"data: {json.dumps(payload)}\n\n"
 
         async def events():
@@ -369,8 +413,14 @@ class OpenAIProtocolServer:
                 yield chunk({"content": piece})
             yield chunk({}, "stop")
             if include_usage:
-                payload = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [], "usage": usage}
+                payload = {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
                 yield f"data: {json.dumps(payload)}\n\n"
             yield "data: [DONE]\n\n"
 
@@ -390,13 +440,23 @@ class OpenAIProtocolServer:
             emb: Any = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode() if as_base64 else vec
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(len(words(t)) for t in inputs)
-        return JSONResponse({"object": "list", "data": data, "model": str(body.get("model", "")),
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": str(body.get("model", "")),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     def _models(self, body: Any) -> Response:
         ids = ["test-chat", "test-embed"]
-        return JSONResponse({"object": "list",
-                             "data": [{"id": i, "object": "model", "created": 0, "owned_by": "test-double"} for i in ids]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": i, "object": "model", "created": 0, "owned_by": "test-double"} for i in ids],
+            }
+        )
 
     def _tei_rerank(self, body: dict[str, Any]) -> Response:
         query, texts = body["query"], body["texts"]

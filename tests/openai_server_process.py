@@ -1,5 +1,6 @@
 """The OpenAI-protocol test double (tests/openai_server.py) in a subprocess, for Serve replicas in other
 processes: started with `python -m tests.openai_server`, scripted over its /_control endpoints."""
+
 from __future__ import annotations
 
 import subprocess
@@ -27,11 +28,13 @@ class OpenAIProtocolServerProcess:
     def base_url(self) -> str:
         return f"{self.root_url}/v1"
 
-    def start(self) -> "OpenAIProtocolServerProcess":
+    def start(self) -> OpenAIProtocolServerProcess:
         root = Path(__file__).resolve().parents[1]
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tests.openai_server", *self._args],
-            cwd=root, stdout=subprocess.PIPE, text=True,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().strip()  # "READY http://127.0.0.1:P"
@@ -53,7 +56,7 @@ class OpenAIProtocolServerProcess:
                 self._proc.stdout.close()
             self._proc = None
 
-    def __enter__(self) -> "OpenAIProtocolServerProcess":
+    def __enter__(self) -> OpenAIProtocolServerProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

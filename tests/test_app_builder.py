@@ -1,5 +1,6 @@
 """The app builder (graph.py): the deployment graph and each deployment's options, read from the built
 Application without starting Ray."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,7 +31,10 @@ def test_embedded_default_graph_and_options(tmp_path):
     assert found["Graph"].num_replicas == 2 and found["Vector"].num_replicas == 1
     # Graph replicas ask the BoltServer for its URI (bound to it, not to a port chosen at build time); their index
     # loads the passages' vectors from Vector. The query's vector comes from the ingress: no Embedder handle.
-    assert [a._bound_deployment.name for a in found["Graph"].init_args if isinstance(a, Application)] == ["BoltServer", "Vector"]
+    assert [a._bound_deployment.name for a in found["Graph"].init_args if isinstance(a, Application)] == [
+        "BoltServer",
+        "Vector",
+    ]
     assert found["BoltServer"].init_args[0].path == str(tmp_path / "arcadedb")
     assert found["Embedder"].logging_config["enable_access_log"] is False  # stages log no access lines
 

@@ -1,4 +1,5 @@
 """The benchmark's IR metrics on examples worked out by hand."""
+
 import math
 
 import pytest
@@ -17,7 +18,9 @@ def test_ndcg_binary_by_hand():
 
 def test_ndcg_graded_uses_linear_gain():
     # rel d1=2, d2=1; ranked [d2, d1]: DCG = 1 + 2/log2(3) = 2.26186; ideal [d1, d2]: 2 + 1/log2(3) = 2.63093
-    assert ndcg_at_k(["d2", "d1"], {"d1": 2, "d2": 1}, 10) == pytest.approx((1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3)))
+    assert ndcg_at_k(["d2", "d1"], {"d1": 2, "d2": 1}, 10) == pytest.approx(
+        (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    )
     assert ndcg_at_k(["d2", "d1"], {"d1": 2, "d2": 1}, 10) == pytest.approx(0.85972, abs=1e-5)
     assert ndcg_at_k(["d3"], {"d3": 0, "d1": 1}, 10) == 0.0  # relevance 0 is not relevant
 

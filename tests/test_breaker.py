@@ -1,6 +1,7 @@
 """The circuit breaker (deployments/breaker.py): plain, on a fake clock; then in front of real servers that go
 away and come back (the OpenAI-protocol test double as reranker, chat and embeddings endpoint; a Bolt port
 nobody listens on)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +19,9 @@ from deployments.config import (
     RerankerConfig,
 )
 from deployments.embedder.backends import OpenAIEmbedder
-from deployments.net import free_port
 from deployments.errors import CircuitOpen, StageError, StageUnavailable
 from deployments.graph.store.session import BoltSession
+from deployments.net import free_port
 from deployments.reranker.backends import HttpReranker
 from tests.openai_server import OpenAIProtocolServer
 
@@ -244,7 +245,9 @@ async def test_chat_provider_that_stays_down_is_skipped_for_the_next_one():
 
 
 async def test_embeddings_endpoint_down_fails_fast_after_the_threshold():
-    emb = OpenAIEmbedder(EmbedderConfig(openai_base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0, breaker=FAST))
+    emb = OpenAIEmbedder(
+        EmbedderConfig(openai_base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0, breaker=FAST)
+    )
     try:
         for _ in range(2):
             with pytest.raises(StageUnavailable, match="unreachable"):

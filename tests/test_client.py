@@ -1,5 +1,6 @@
 """The typed Python client (deployments/client): against the ingress app's real routes over in-process stages
 (async), and its retry policy against scripted answers (sync and async)."""
+
 from __future__ import annotations
 
 import email.utils
@@ -31,10 +32,14 @@ from deployments.models import (
 from tests.fakes import FakeStages
 from tests.ingress_harness import ingress_client
 
-AUTH = {"auth": {"keys": [
-    {"sha256": hash_key("reader"), "scopes": ["read"]},
-    {"sha256": hash_key("admin"), "scopes": ["read", "write", "admin"]},
-]}}
+AUTH = {
+    "auth": {
+        "keys": [
+            {"sha256": hash_key("reader"), "scopes": ["read"]},
+            {"sha256": hash_key("admin"), "scopes": ["read", "write", "admin"]},
+        ]
+    }
+}
 
 
 def over(client: httpx.AsyncClient, key: str | None = None) -> AsyncGraphRAGClient:
@@ -112,7 +117,9 @@ def test_the_sync_client_retries_429_and_503_honouring_retry_after(monkeypatch):
 
 def test_the_sync_client_gives_up_with_the_last_error(monkeypatch):
     monkeypatch.setattr(sync_client.time, "sleep", lambda s: None)
-    transport, seen = scripted(*[httpx.Response(503, json={"detail": "vector stage unavailable", "stage": "vector"})] * 3)
+    transport, seen = scripted(
+        *[httpx.Response(503, json={"detail": "vector stage unavailable", "stage": "vector"})] * 3
+    )
     api = GraphRAGClient("http://server", http_client=httpx.Client(transport=transport), max_retries=2)
     with pytest.raises(ServiceUnavailableError) as failed:
         api.collections()
@@ -130,16 +137,23 @@ async def test_the_async_client_retries_too_and_waits_no_longer_than_allowed(mon
         waits.append(seconds)
 
     monkeypatch.setattr(async_client.asyncio, "sleep", sleep)
-    transport, seen = scripted(httpx.Response(429, json={"detail": "busy"}, headers={"Retry-After": "600"}), httpx.Response(200, json=OK))
+    transport, seen = scripted(
+        httpx.Response(429, json={"detail": "busy"}, headers={"Retry-After": "600"}), httpx.Response(200, json=OK)
+    )
     api = AsyncGraphRAGClient("http://server", http_client=httpx.AsyncClient(transport=transport), max_retry_wait=5)
     assert (await api.collections()).collections == [] and waits == [5] and len(seen) == 2
     transport, _ = scripted(httpx.Response(429, json={"detail": "busy"}, headers={"Retry-After": "0"}))
     with pytest.raises(RateLimitError):
-        await AsyncGraphRAGClient("http://server", http_client=httpx.AsyncClient(transport=transport), max_retries=0).collections()
+        await AsyncGraphRAGClient(
+            "http://server", http_client=httpx.AsyncClient(transport=transport), max_retries=0
+        ).collections()
 
 
 def test_an_unreachable_server_is_a_connection_error():
-    with GraphRAGClient("http://127.0.0.1:9", timeout=2) as api, pytest.raises(APIConnectionError, match="ConnectError"):
+    with (
+        GraphRAGClient("http://127.0.0.1:9", timeout=2) as api,
+        pytest.raises(APIConnectionError, match="ConnectError"),
+    ):
         api.collections()  # the discard port: nothing listens
 
 
@@ -148,7 +162,10 @@ def test_url_and_key_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("GRAPHRAG_API_KEY", "env-key")
     transport, seen = scripted(httpx.Response(200, json=OK))
     GraphRAGClient(http_client=httpx.Client(transport=transport)).collections()
-    assert str(seen[0].url) == "http://from-env:1234/v1/collections" and seen[0].headers["authorization"] == "Bearer env-key"
+    assert (
+        str(seen[0].url) == "http://from-env:1234/v1/collections"
+        and seen[0].headers["authorization"] == "Bearer env-key"
+    )
 
 
 def test_graphrag_ingest_sends_its_batches_through_the_client(monkeypatch, tmp_path):
@@ -158,7 +175,11 @@ def test_graphrag_ingest_sends_its_batches_through_the_client(monkeypatch, tmp_p
     monkeypatch.setattr(sync_client.time, "sleep", lambda s: None)
     monkeypatch.setattr(cli.time, "sleep", lambda s: None)
     done = {"collection": "c", "documents": 1, "chunks": 1, "entities": 0, "relations": 0, "timings": {}}
-    answers = [httpx.Response(503, json={"detail": "busy", "stage": "graph"}), httpx.ConnectError("reset"), httpx.Response(200, json=done)]
+    answers = [
+        httpx.Response(503, json={"detail": "busy", "stage": "graph"}),
+        httpx.ConnectError("reset"),
+        httpx.Response(200, json=done),
+    ]
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -169,12 +190,20 @@ def test_graphrag_ingest_sends_its_batches_through_the_client(monkeypatch, tmp_p
         return answer
 
     client = GraphRAGClient("http://server", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
-    report = cli.ingest(client, "c", [{"id": "d1", "text": "Alice founded Acme."}], cli.IngestState(None), progress=False)
+    report = cli.ingest(
+        client, "c", [{"id": "d1", "text": "Alice founded Acme."}], cli.IngestState(None), progress=False
+    )
     assert report.sent == 1 and report.chunks == 1 and len(seen) == 3
     assert {r.url.path for r in seen} == {"/v1/ingest"}
 
-    refused = GraphRAGClient("http://server", http_client=httpx.Client(transport=httpx.MockTransport(
-        lambda r: httpx.Response(422, json={"detail": [{"loc": ["body", "documents"], "msg": "bad"}]}))))
+    refused = GraphRAGClient(
+        "http://server",
+        http_client=httpx.Client(
+            transport=httpx.MockTransport(
+                lambda r: httpx.Response(422, json={"detail": [{"loc": ["body", "documents"], "msg": "bad"}]})
+            )
+        ),
+    )
     state = cli.IngestState(tmp_path / "state.json")
     with pytest.raises(cli.IngestError, match="answered 422"):
         cli.ingest(refused, "c", [{"id": "d1", "text": "Alice founded Acme."}], state, progress=False)

@@ -15,7 +15,12 @@ def test_dotted_args_nest_and_coerce():
 def test_embedded_vector_store_keeps_one_replica():
     with pytest.raises(ValidationError, match="one owner process"):
         AppConfig.from_args({"deployments": {"vector": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}}})
-    cfg = AppConfig.from_args({"vector.qdrant_url": "http://qdrant:6333", "deployments": {"vector": {"autoscaling_config": {"max_replicas": 3}}}})
+    cfg = AppConfig.from_args(
+        {
+            "vector.qdrant_url": "http://qdrant:6333",
+            "deployments": {"vector": {"autoscaling_config": {"max_replicas": 3}}},
+        }
+    )
     assert cfg.deployments.vector.serve_options()["autoscaling_config"]["max_replicas"] == 3
 
 
@@ -55,7 +60,9 @@ def test_moved_key_is_accepted_with_a_warning(caplog):
 
 def test_inner_timeouts_must_end_before_the_outer_ones():
     AppConfig.from_args({})  # the defaults nest: chat 60 s < retrieval.chat_timeout_s 90 s < request 120 s
-    with pytest.raises(ValidationError, match=r"chat.timeout_s \(100s\) must be shorter than retrieval.chat_timeout_s \(90s\)"):
+    with pytest.raises(
+        ValidationError, match=r"chat.timeout_s \(100s\) must be shorter than retrieval.chat_timeout_s \(90s\)"
+    ):
         AppConfig.from_args({"chat.timeout_s": 100})
     with pytest.raises(ValidationError, match="retrieval.chat_timeout_s .* limits.request_timeout_s"):
         AppConfig.from_args({"limits.request_timeout_s": 15})
@@ -70,7 +77,9 @@ def test_graph_credentials_are_for_an_external_server_only():
     with pytest.raises(ValidationError, match="external server"):
         AppConfig.from_args({"graph.password": "something"})
     with pytest.raises(ValidationError, match="together"):
-        AppConfig.from_args({"graph.bolt_uri": "bolt://neo4j:7687", "graph.password": "p", "graph.reader_user": "reader"})
+        AppConfig.from_args(
+            {"graph.bolt_uri": "bolt://neo4j:7687", "graph.password": "p", "graph.reader_user": "reader"}
+        )
     external = AppConfig.from_args({
         "graph.bolt_uri": "bolt://neo4j:7687", "graph.user": "neo4j", "graph.password": "p",
         "graph.reader_user": "reader", "graph.reader_password": "r",

@@ -1,5 +1,6 @@
 """The LangChain and LlamaIndex retrievers, through each library's own interfaces, over the ingress app's real
 routes (in-process stages, no Ray): the LangChain one inside an LCEL chain with langchain-core's fake chat model."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,17 +28,26 @@ class Stages(FakeStages):
 
     async def graph_search(self, collection, query, hops, limit, query_vector=None):
         await self._stage("graph", 0)
-        nodes = [GraphNode(id="alice", name="Alice Smith", type="PERSON"), GraphNode(id="acme", name="Acme Corp", type="ORG")]
+        nodes = [
+            GraphNode(id="alice", name="Alice Smith", type="PERSON"),
+            GraphNode(id="acme", name="Acme Corp", type="ORG"),
+        ]
         found = chunk("c#0", "Alice Smith founded Acme Corp.")
         found.metadata = {"source": "c.md"}
-        return GraphResult(chunks=[found], subgraph=Subgraph(nodes=nodes, edges=[GraphEdge(source="alice", target="acme", type="FOUNDED")]))
+        return GraphResult(
+            chunks=[found],
+            subgraph=Subgraph(nodes=nodes, edges=[GraphEdge(source="alice", target="acme", type="FOUNDED")]),
+        )
 
 
 @pytest.fixture
 def clients(monkeypatch):
     """A sync and an async client of the app's real routes (the sync one through Starlette's TestClient)."""
     with ingress_client(Stages().stages(), monkeypatch) as http:
-        yield GraphRAGClient("http://ingress", http_client=TestClient(app)), AsyncGraphRAGClient("http://ingress", http_client=http)
+        yield (
+            GraphRAGClient("http://ingress", http_client=TestClient(app)),
+            AsyncGraphRAGClient("http://ingress", http_client=http),
+        )
 
 
 def check_metadata(metadata: dict) -> None:
@@ -65,14 +75,24 @@ async def test_langchain_retriever_in_an_lcel_chain(clients):
     prompts: list[str] = []
 
     def context(docs) -> str:
-        return "\n".join(f"[{i}] {d.page_content} ({d.metadata['doc_id']})" for i, d in enumerate(docs, 1)) + "\nFacts: " + "; ".join(docs[0].metadata["graph_facts"])
+        return (
+            "\n".join(f"[{i}] {d.page_content} ({d.metadata['doc_id']})" for i, d in enumerate(docs, 1))
+            + "\nFacts: "
+            + "; ".join(docs[0].metadata["graph_facts"])
+        )
 
     def seen(prompt):
         prompts.append(prompt.to_string())
         return prompt
 
     prompt = ChatPromptTemplate.from_template("Answer from the passages.\n{context}\nQuestion: {question}")
-    chain = {"context": retriever | context, "question": RunnablePassthrough()} | prompt | seen | FakeListChatModel(responses=["Alice Smith [1]."]) | StrOutputParser()
+    chain = (
+        {"context": retriever | context, "question": RunnablePassthrough()}
+        | prompt
+        | seen
+        | FakeListChatModel(responses=["Alice Smith [1]."])
+        | StrOutputParser()
+    )
     assert await chain.ainvoke("Who founded Acme?") == "Alice Smith [1]."
     assert "Question: Who founded Acme?" in prompts[0] and "Facts: Alice Smith -[FOUNDED]- Acme Corp" in prompts[0]
     assert prompts[0].count("\n[") == 2  # the two passages the retriever returned
@@ -88,7 +108,9 @@ async def test_llamaindex_retriever_sync_async_and_in_a_query_engine(clients):
         check_metadata(n.node.metadata)
         assert n.node.node_id == n.node.metadata["chunk_id"]
         assert n.node.relationships[NodeRelationship.SOURCE].node_id == n.node.metadata["doc_id"]
-    assert [n.node.node_id for n in await retriever.aretrieve(QueryBundle("Who founded Acme?"))] == [n.node.node_id for n in nodes]
+    assert [n.node.node_id for n in await retriever.aretrieve(QueryBundle("Who founded Acme?"))] == [
+        n.node.node_id for n in nodes
+    ]
     # What an LLM reads: the passage with its document and facts, not the scores and ids.
     text = next(n for n in nodes if n.node.node_id == "c#0").node.get_content(metadata_mode=MetadataMode.LLM)
     assert "Alice Smith -[FOUNDED]- Acme Corp" in text and "doc_id: c" in text and "score" not in text
@@ -102,7 +124,10 @@ async def test_a_missing_collection_raises_the_clients_error_in_both(monkeypatch
     fake = Stages()
     fake.fail["vector"] = CollectionNotFound("nope")
     with ingress_client(fake.stages(), monkeypatch) as http:
-        sync, async_ = GraphRAGClient("http://ingress", http_client=TestClient(app)), AsyncGraphRAGClient("http://ingress", http_client=http)
+        sync, async_ = (
+            GraphRAGClient("http://ingress", http_client=TestClient(app)),
+            AsyncGraphRAGClient("http://ingress", http_client=http),
+        )
         with pytest.raises(NotFoundError):
             await GraphRAGRetriever(collection="nope", client=sync, async_client=async_).ainvoke("q")
         with pytest.raises(NotFoundError):

@@ -1,5 +1,6 @@
 """The handle transport (deployments/handles.py) with stand-in handles: a stage call made through Remote is
 cancelled downstream when its caller is, for plain and streamed methods."""
+
 from __future__ import annotations
 
 import asyncio

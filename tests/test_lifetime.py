@@ -1,6 +1,7 @@
 """What a start finds left over from a crash (issue 21), without Ray: an HAProxy of ours still on the HTTP port is
 stopped, any other holder is named; a Bolt server still owning the data folder is stopped; HAProxy dies with its
 parent."""
+
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,6 @@ import time
 import pytest
 from neo4j import GraphDatabase
 
-from deployments.net import free_port
 from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.lifetime import (
     PortTaken,
@@ -25,6 +25,7 @@ from deployments.lifetime import (
     listener_pids,
     orphaned_haproxy,
 )
+from deployments.net import free_port
 from deployments.throughput import bundled_haproxy
 from tests.arcadedb_fixture import make_graph_config
 
@@ -49,7 +50,8 @@ def stray_haproxy(tmp_path):
     pid file: what a crash of an older version left behind."""
     port = free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         defaults
             mode http
             timeout connect 1s
@@ -58,8 +60,11 @@ def stray_haproxy(tmp_path):
         frontend http_frontend
             bind 127.0.0.1:{port}
             http-request return status 500
-        """))
-    proc = subprocess.Popen([bundled_haproxy(), "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        """)
+    )
+    proc = subprocess.Popen(
+        [bundled_haproxy(), "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     pid_file = haproxy_pid_file(port)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{proc.pid}\n")
@@ -103,15 +108,25 @@ def test_haproxy_started_through_the_wrapper_dies_with_its_parent(tmp_path):
     """graphrag-haproxy sets the parent-death signal: a parent killed with SIGKILL takes HAProxy with it."""
     port = free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(f"defaults\n    mode http\n    timeout client 1s\n    timeout connect 1s\n    timeout server 1s\n"
-                      f"frontend http_frontend\n    bind 127.0.0.1:{port}\n    http-request return status 200\n")
-    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+    config.write_text(
+        f"defaults\n    mode http\n    timeout client 1s\n    timeout connect 1s\n    timeout server 1s\n"
+        f"frontend http_frontend\n    bind 127.0.0.1:{port}\n    http-request return status 200\n"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""\
         import subprocess, sys, time
         from deployments.throughput import haproxy_main
         child = subprocess.Popen([sys.executable, "-c", "import sys; sys.argv = ['graphrag-haproxy', '-db', '-f', {str(config)!r}]; from deployments.throughput import haproxy_main; haproxy_main()"])
         print(child.pid, flush=True)
         time.sleep(600)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         haproxy = int(parent.stdout.readline())
         wait_listening(port)

@@ -1,4 +1,5 @@
 """The load generator's accounting: the ramp's warm-up stays out of the latencies, CPU is attributed per process."""
+
 import asyncio
 
 from aiohttp import web
@@ -49,19 +50,33 @@ def test_process_cpu_sees_this_process():
 def test_degraded_answers_are_counted_apart_from_ok_and_failed():
     from benchmarks.loadgen import RunResult, Sample
 
-    samples = [Sample(0, 0.1, 200, "q", {}, []), Sample(0, 0.1, 200, "q", {}, ["graph"]), Sample(0, 0.1, 503, "q"),
-               Sample(0, 0.1, 0, "q")]
+    samples = [
+        Sample(0, 0.1, 200, "q", {}, []),
+        Sample(0, 0.1, 200, "q", {}, ["graph"]),
+        Sample(0, 0.1, 503, "q"),
+        Sample(0, 0.1, 0, "q"),
+    ]
     assert [s.outcome for s in samples] == ["ok", "degraded", "failed", "failed"]
     assert RunResult("closed", 1, 1.0, samples).summary()["outcomes"] == {"ok": 1, "degraded": 1, "failed": 2}
 
 
 def test_kill_impact_splits_outcomes_at_the_kill():
-    from benchmarks.reliability.fault_tolerance import impact
     from benchmarks.loadgen import Sample
+    from benchmarks.reliability.fault_tolerance import impact
 
     # Completion times: 1, 2 (before a kill at 5), then 6 degraded, 7 failed, 9 degraded, 10 ok, 12 ok.
-    samples = [Sample(t - 0.5, 0.5, status, "q", {}, degraded) for t, status, degraded in
-               [(1, 200, []), (2, 200, []), (6, 200, ["graph"]), (7, 503, None), (9, 200, ["graph"]), (10, 200, []), (12, 200, [])]]
+    samples = [
+        Sample(t - 0.5, 0.5, status, "q", {}, degraded)
+        for t, status, degraded in [
+            (1, 200, []),
+            (2, 200, []),
+            (6, 200, ["graph"]),
+            (7, 503, None),
+            (9, 200, ["graph"]),
+            (10, 200, []),
+            (12, 200, []),
+        ]
+    ]
     got = impact(samples, killed_at=5.0)
     assert got["before_kill"] == {"ok": 2, "degraded": 0, "failed": 0}
     assert got["after_kill"] == {"ok": 2, "degraded": 2, "failed": 1}

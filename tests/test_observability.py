@@ -1,4 +1,5 @@
 """Request ids on log lines and the per-stage metrics (deployments/observability.py), without Ray."""
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,14 @@ def test_failure_reasons_map_to_few_labels():
 def test_retrieval_records_latency_per_stage_and_degraded_reasons():
     metrics = StageMetrics(RecordingMetrics)
     resp = RetrieveResponse(
-        query="q", collection="c", hits=[], graph=Subgraph(), mode="hybrid",
-        timings=Timings(vector=StageTiming(start_ms=0, duration_ms=250), rerank=StageTiming(start_ms=250, duration_ms=50)),
+        query="q",
+        collection="c",
+        hits=[],
+        graph=Subgraph(),
+        mode="hybrid",
+        timings=Timings(
+            vector=StageTiming(start_ms=0, duration_ms=250), rerank=StageTiming(start_ms=250, duration_ms=50)
+        ),
         degraded=[Degraded(stage="graph", error="timed out after 5s")],
     )
     metrics.record_retrieval(resp)

@@ -1,5 +1,6 @@
 """The scale benchmark's distractor passages: deterministic, made of the real text with names swapped, and
 vectors that stay near their parent's."""
+
 import numpy as np
 
 from benchmarks.speed.scale_corpus import DistractorMaker, Passage, perturbed
@@ -7,9 +8,24 @@ from benchmarks.speed.scale_corpus import DistractorMaker, Passage, perturbed
 
 def passages() -> list[Passage]:
     return [
-        Passage("hotpotqa", "Ada Lovelace", "Ada Lovelace", ["She worked with Charles Babbage.", "Her notes were published in London."]),
-        Passage("hotpotqa", "Alan Turing", "Alan Turing", ["He was born in London.", "He worked at Bletchley Park with Gordon Welchman."]),
-        Passage("scifact", "1", "Insulin and Beta Cells", ["Insulin is made by beta cells.", "Type 2 diabetes follows from Insulin resistance."]),
+        Passage(
+            "hotpotqa",
+            "Ada Lovelace",
+            "Ada Lovelace",
+            ["She worked with Charles Babbage.", "Her notes were published in London."],
+        ),
+        Passage(
+            "hotpotqa",
+            "Alan Turing",
+            "Alan Turing",
+            ["He was born in London.", "He worked at Bletchley Park with Gordon Welchman."],
+        ),
+        Passage(
+            "scifact",
+            "1",
+            "Insulin and Beta Cells",
+            ["Insulin is made by beta cells.", "Type 2 diabetes follows from Insulin resistance."],
+        ),
     ]
 
 

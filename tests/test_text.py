@@ -1,4 +1,5 @@
 """The shared text helpers (deployments/text.py): one notion of a term, a sentence and a name for every stage."""
+
 from deployments.text import NAME_TOKEN, STOP_WORDS, normalize_name, split_sentences, terms
 
 
@@ -13,7 +14,14 @@ def test_sentences_split_after_punctuation_and_on_lines():
 
 
 def test_name_tokens_keep_inner_punctuation_and_keys_drop_it():
-    assert NAME_TOKEN.findall("O'Brien met Jean-Luc in the U.S.A.") == ["O'Brien", "met", "Jean-Luc", "in", "the", "U.S.A"]
+    assert NAME_TOKEN.findall("O'Brien met Jean-Luc in the U.S.A.") == [
+        "O'Brien",
+        "met",
+        "Jean-Luc",
+        "in",
+        "the",
+        "U.S.A",
+    ]
     assert normalize_name("O'Brien") == "obrien" and normalize_name("Jean-Luc") == "jean luc"
 
 

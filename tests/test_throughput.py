@@ -1,4 +1,5 @@
 """The fast-path helpers: HAProxy config narrowing and the env Ray reads at start."""
+
 import os
 
 from deployments import throughput
@@ -23,7 +24,11 @@ def binds(config: str) -> list[str]:
 
 
 def test_open_listeners_move_to_the_frontend_host():
-    assert binds(loopback_binds(CONFIG.format(host="127.0.0.1"))) == ["127.0.0.1:9101", "127.0.0.1:8000", "127.0.0.1:8404"]
+    assert binds(loopback_binds(CONFIG.format(host="127.0.0.1"))) == [
+        "127.0.0.1:9101",
+        "127.0.0.1:8000",
+        "127.0.0.1:8404",
+    ]
     assert binds(loopback_binds(CONFIG.format(host="10.0.0.5"))) == ["10.0.0.5:9101", "10.0.0.5:8000", "10.0.0.5:8404"]
 
 

@@ -6,6 +6,7 @@ Several raylets on one host share its addresses, so every port a node would take
 (free ports), including Serve's per-node listeners that default to fixed numbers (HAProxy stats/metrics, the
 fallback proxy; a worker node's HTTP proxy port via RAY_SERVE_WORKER_PROXY_HTTP_PORT).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def session_pids(sid: int) -> list[int]:
         except OSError:
             continue
         # Fields after the parenthesised command: state ppid pgrp session ...
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[3]) == sid and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
@@ -73,24 +74,45 @@ class RayNode:
             # A worker node joins through the call `ray start --address` ends in (see `join`): with
             # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 that command refuses to join, with =1 it swaps 127.0.0.1 for the
             # host's network address. Everything else is `ray start`'s.
-            params = {"gcs_address": self.head_address, "node_ip_address": "127.0.0.1", "num_cpus": self.num_cpus,
-                      "resources": self.resources, "temp_dir": str(self.temp_dir),
-                      "object_store_memory": OBJECT_STORE_BYTES, **ports}
+            params = {
+                "gcs_address": self.head_address,
+                "node_ip_address": "127.0.0.1",
+                "num_cpus": self.num_cpus,
+                "resources": self.resources,
+                "temp_dir": str(self.temp_dir),
+                "object_store_memory": OBJECT_STORE_BYTES,
+                **ports,
+            }
             return [sys.executable, "-m", "benchmarks.cluster.ray_nodes", "join", json.dumps(params)]
         ray = str(Path(sys.executable).with_name("ray"))
-        flags = {"node-manager-port": ports["node_manager_port"], "object-manager-port": ports["object_manager_port"],
-                 "metrics-export-port": ports["metrics_export_port"],
-                 "dashboard-agent-listen-port": ports["dashboard_agent_listen_port"],
-                 "dashboard-agent-grpc-port": ports["metrics_agent_port"],
-                 "runtime-env-agent-port": ports["runtime_env_agent_port"]}
+        flags = {
+            "node-manager-port": ports["node_manager_port"],
+            "object-manager-port": ports["object_manager_port"],
+            "metrics-export-port": ports["metrics_export_port"],
+            "dashboard-agent-listen-port": ports["dashboard_agent_listen_port"],
+            "dashboard-agent-grpc-port": ports["metrics_agent_port"],
+            "runtime-env-agent-port": ports["runtime_env_agent_port"],
+        }
         self.gcs_port = self.gcs_port or quiet_port()
         self.dashboard_port = self.dashboard_port or quiet_port()
-        cmd = [ray, "start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-               f"--port={self.gcs_port}", f"--num-cpus={self.num_cpus}", f"--temp-dir={self.temp_dir}",
-               f"--object-store-memory={OBJECT_STORE_BYTES}", f"--ray-client-server-port={quiet_port()}",
-               # The dashboard serves Serve's REST API, which `serve deploy` and the status reads use.
-               "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               *(f"--{k}={v}" for k, v in flags.items())]
+        cmd = [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.gcs_port}",
+            f"--num-cpus={self.num_cpus}",
+            f"--temp-dir={self.temp_dir}",
+            f"--object-store-memory={OBJECT_STORE_BYTES}",
+            f"--ray-client-server-port={quiet_port()}",
+            # The dashboard serves Serve's REST API, which `serve deploy` and the status reads use.
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            *(f"--{k}={v}" for k, v in flags.items()),
+        ]
         if self.resources:
             cmd.append(f"--resources={json.dumps(self.resources)}")
         return cmd
@@ -98,8 +120,9 @@ class RayNode:
     def start(self, log: Path) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")
-        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     @property
     def sid(self) -> int:

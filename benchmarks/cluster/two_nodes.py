@@ -11,6 +11,7 @@
    again with all its replicas on the head, the collection's points before and after.
 5. The worker node restarted; a load step makes autoscaling add replicas: how many land on it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,22 +24,28 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import yaml
 
+from benchmarks import harness  # noqa: E402
 from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
+from benchmarks.harness import RESULTS, ROOT, quiet_port  # noqa: E402
 from deployments.local_env import LOCAL_ENV
 from deployments.throughput import throughput_env
-from benchmarks import harness  # noqa: E402
-from benchmarks.harness import RESULTS, ROOT, quiet_port  # noqa: E402
 
 APP = "graphrag"
 COLLECTION = "cluster"
-QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
-           "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
+QUERIES = [
+    "Which database ships a Bolt protocol plugin?",
+    "What does Qdrant Edge embed?",
+    "How does Ray Serve scale?",
+    "What is reciprocal rank fusion?",
+    "Which model embeds the passages?",
+    "What is GraphRAG?",
+]
 STATELESS = ("Ingress", "Embedder", "Reranker", "Chat")
 PINNED = ("Vector", "BoltServer", "Graph")
 
@@ -77,21 +84,30 @@ class ClusterView:
         app = self.app() or {"deployments": {}}
         out = {}
         for deployment, details in sorted(app["deployments"].items()):
-            counts = Counter(names.get(r.get("node_id", ""), (r.get("node_id") or "?")[:8]) for r in details["replicas"] if r["state"] == "RUNNING")
+            counts = Counter(
+                names.get(r.get("node_id", ""), (r.get("node_id") or "?")[:8])
+                for r in details["replicas"]
+                if r["state"] == "RUNNING"
+            )
             out[deployment] = dict(sorted(counts.items()))
         return out
 
     def only_on(self, node_ids: set[str]) -> bool:
         """No replica, in any state, listed on a node outside `node_ids`."""
         app = self.app() or {"deployments": {}}
-        return all(r.get("node_id") in node_ids for d in app["deployments"].values() for r in d["replicas"]
-                   if r.get("node_id"))
+        return all(
+            r.get("node_id") in node_ids for d in app["deployments"].values() for r in d["replicas"] if r.get("node_id")
+        )
 
     def replica_nodes_by_pid(self) -> dict[int, tuple[str, str]]:
         """Replica process id → (deployment, node id)."""
         app = self.app() or {"deployments": {}}
-        return {r["pid"]: (name, r.get("node_id", "")) for name, d in app["deployments"].items() for r in d["replicas"]
-                if r.get("pid")}
+        return {
+            r["pid"]: (name, r.get("node_id", ""))
+            for name, d in app["deployments"].items()
+            for r in d["replicas"]
+            if r.get("pid")
+        }
 
     def healthy_on(self, node_ids: set[str]) -> bool:
         """The app RUNNING, every deployment HEALTHY with its target of RUNNING replicas, all on `node_ids`."""
@@ -124,8 +140,9 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
 def start_head(tmp: Path, env: dict[str, str], nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
     """`ray start --head` until its node is ALIVE (on a busy machine its raylet may give up on its dashboard agent)."""
     for attempt in range(1, attempts + 1):
-        head = RayNode("head", tmp / f"head-{attempt}", node_env(env, worker=False), num_cpus=1,
-                       resources={"graphrag_store": 1})
+        head = RayNode(
+            "head", tmp / f"head-{attempt}", node_env(env, worker=False), num_cpus=1, resources={"graphrag_store": 1}
+        )
         nodes.append(head)
         head.start(tmp / f"head-{attempt}.log")
         view = ClusterView(f"http://127.0.0.1:{head.dashboard_port}")
@@ -142,8 +159,16 @@ def start_head(tmp: Path, env: dict[str, str], nodes: list[RayNode], attempts: i
     raise RuntimeError(f"no head node in {attempts} attempts (logs under {tmp})")
 
 
-def start_worker(view: ClusterView, name: str, tmp: Path, env: dict[str, str], head_gcs: str, known: set[str],
-                 nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
+def start_worker(
+    view: ClusterView,
+    name: str,
+    tmp: Path,
+    env: dict[str, str],
+    head_gcs: str,
+    known: set[str],
+    nodes: list[RayNode],
+    attempts: int = 3,
+) -> tuple[RayNode, str, int]:
     """Starts a worker node and returns it with its node id once ALIVE. On a busy machine a raylet sometimes gives up
     waiting for its dashboard agent (a hard-coded 15 s) and exits: then it is started again, at most `attempts` times."""
     for attempt in range(1, attempts + 1):
@@ -165,8 +190,11 @@ def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trac
     a sampled `traceparent` (sampling ratio 0 for the rest: the load is not traced)."""
     config = yaml.safe_load(source.read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": http_port}
-    config["tracing_config"] = {"enabled": True, "exporter_import_path": "deployments.tracing:span_processors",
-                                "sampling_ratio": 0.0}
+    config["tracing_config"] = {
+        "enabled": True,
+        "exporter_import_path": "deployments.tracing:span_processors",
+        "sampling_ratio": 0.0,
+    }
     app = config["applications"][0]
     app.setdefault("runtime_env", {}).setdefault("env_vars", {})["GRAPHRAG_TRACE_DIR"] = str(trace_dir)
     args = app["args"]
@@ -194,16 +222,20 @@ class Load:
             async with session.post(f"{self.base}/v1/answer", json=payload(n)) as resp:
                 body = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return {"sent": sent, "done": time.monotonic(), "status": 0, "error": type(exc).__name__, "degraded": []}
-        degraded = [f'{d["stage"]}: {d["error"][:100]}' for d in json.loads(body).get("degraded", [])] if status == 200 else []
+        degraded = (
+            [f"{d['stage']}: {d['error'][:100]}" for d in json.loads(body).get("degraded", [])] if status == 200 else []
+        )
         error = None if status == 200 else body[:200].decode(errors="replace")
         return {"sent": sent, "done": time.monotonic(), "status": status, "error": error, "degraded": degraded}
 
     async def run(self) -> None:
         counter = iter(range(10**9))
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=self.concurrency)) as session:
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=self.concurrency)
+        ) as session:
 
             async def client() -> None:
                 while not self._stop.is_set():
@@ -231,8 +263,16 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
-async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str, concurrency: int,
-                    before_s: float, after_max_s: float, settle_s: float) -> dict:
+async def node_kill(
+    view: ClusterView,
+    worker: RayNode,
+    head_id: str,
+    base: str,
+    concurrency: int,
+    before_s: float,
+    after_max_s: float,
+    settle_s: float,
+) -> dict:
     load = Load(base, concurrency)
     runner = asyncio.create_task(load.run())
     await asyncio.sleep(before_s)
@@ -261,14 +301,17 @@ async def node_kill(view: ClusterView, worker: RayNode, head_id: str, base: str,
         "last_degraded_sent_s": round(max((r["sent"] - killed_at for r in after if r["degraded"]), default=0), 1),
         "load_before_kill_s": before_s,
         "after_kill": summarize(after),
-        "failed_after_recovery": sum(1 for r in after if recovery_s and r["sent"] >= killed_at + recovery_s and r["status"] != 200),
+        "failed_after_recovery": sum(
+            1 for r in after if recovery_s and r["sent"] >= killed_at + recovery_s and r["status"] != 200
+        ),
         "killed": killed,
         "concurrency": concurrency,
     }
 
 
-async def rejoin_scale_up(view: ClusterView, names: dict[str, str], new_id: str, base: str, concurrency: int,
-                          duration_s: float) -> dict:
+async def rejoin_scale_up(
+    view: ClusterView, names: dict[str, str], new_id: str, base: str, concurrency: int, duration_s: float
+) -> dict:
     """A load step after the node rejoined: the replicas autoscaling adds, where they land, and the rejoined node's
     proxy (Serve runs one on the head and on every node that has a replica)."""
     load = Load(base, concurrency)
@@ -286,9 +329,14 @@ async def rejoin_scale_up(view: ClusterView, names: dict[str, str], new_id: str,
     placed = await asyncio.to_thread(view.replicas_by_node, names)
     load.stop()
     await runner
-    return {"replicas_by_node": placed, "first_replica_on_rejoined_node_s": first_on_new_s,
-            "rejoined_proxy_healthy_s": proxy_s, "load": summarize(load.records), "concurrency": concurrency,
-            "duration_s": duration_s}
+    return {
+        "replicas_by_node": placed,
+        "first_replica_on_rejoined_node_s": first_on_new_s,
+        "rejoined_proxy_healthy_s": proxy_s,
+        "load": summarize(load.records),
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+    }
 
 
 def trace_across_nodes(view: ClusterView, names: dict[str, str], port: int, trace_dir: Path, tries: int = 6) -> dict:
@@ -307,8 +355,11 @@ def one_trace(view: ClusterView, names: dict[str, str], port: int, trace_dir: Pa
     from deployments.tracing import read_spans
 
     trace_id = os.urandom(16).hex()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/answer", json.dumps(payload(0)).encode(),
-                                 {"content-type": "application/json", "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/answer",
+        json.dumps(payload(0)).encode(),
+        {"content-type": "application/json", "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"},
+    )
     with urllib.request.urlopen(req, timeout=120) as resp:
         request_id = resp.headers["x-request-id"]
     where = view.replica_nodes_by_pid()
@@ -316,7 +367,9 @@ def one_trace(view: ClusterView, names: dict[str, str], port: int, trace_dir: Pa
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         spans = [s for s in read_spans(trace_dir) if s["trace_id"] == trace_id]
-        if {"Ingress", "Vector", "Embedder", "Graph", "Reranker", "Chat"} <= {s["attributes"].get("deployment") for s in spans}:
+        if {"Ingress", "Vector", "Embedder", "Graph", "Reranker", "Chat"} <= {
+            s["attributes"].get("deployment") for s in spans
+        }:
             break
         time.sleep(1)
     nodes_by_deployment: dict[str, set[str]] = {}
@@ -324,10 +377,17 @@ def one_trace(view: ClusterView, names: dict[str, str], port: int, trace_dir: Pa
         deployment, node = where.get(span["pid"], ("?", ""))
         if span["name"].startswith("replica_handle_request"):
             nodes_by_deployment.setdefault(deployment, set()).add(names.get(node, node[:8]))
-    return {"trace_id": trace_id, "request_id": request_id, "spans": len(spans),
-            "request_id_on_replica_spans": all(s["attributes"].get("request_id") == request_id
-                                               for s in spans if s["name"].startswith("replica_handle_request")),
-            "replica_spans_by_deployment": {k: sorted(v) for k, v in sorted(nodes_by_deployment.items())}}
+    return {
+        "trace_id": trace_id,
+        "request_id": request_id,
+        "spans": len(spans),
+        "request_id_on_replica_spans": all(
+            s["attributes"].get("request_id") == request_id
+            for s in spans
+            if s["name"].startswith("replica_handle_request")
+        ),
+        "replica_spans_by_deployment": {k: sorted(v) for k, v in sorted(nodes_by_deployment.items())},
+    }
 
 
 def per_proxy(ports: dict[str, int], n: int) -> dict:
@@ -359,24 +419,34 @@ def main() -> None:
 
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="graphrag-cluster-"))
-    env = {**os.environ, **LOCAL_ENV, **throughput_env(),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-           # The head's fallback proxy defaults to fixed ports another Serve on this machine may hold.
-           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(quiet_port()), "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(quiet_port()),
-           # How soon the GCS declares a silent node dead: every 1 s, 5 misses (Ray's default: every 3 s, 5 misses).
-           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
+    env = {
+        **os.environ,
+        **LOCAL_ENV,
+        **throughput_env(),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        # The head's fallback proxy defaults to fixed ports another Serve on this machine may hold.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(quiet_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(quiet_port()),
+        # How soon the GCS declares a silent node dead: every 1 s, 5 misses (Ray's default: every 3 s, 5 misses).
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "5",
+    }
     nodes: list[RayNode] = []
     node_ids: list[str] = []
-    result: dict = {"command": harness.command(),
-                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    "load_average_1m_before": round(os.getloadavg()[0], 2)}
+    result: dict = {
+        "command": harness.command(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_1m_before": round(os.getloadavg()[0], 2),
+    }
     try:
         head, head_id, attempts = start_head(tmp, env, nodes)
         result["node_start_attempts"] = {"head": attempts}
         dashboard = f"http://127.0.0.1:{head.dashboard_port}"
         view = ClusterView(dashboard)
         worker_env = node_env(env, worker=True)
-        worker, worker_id, attempts = start_worker(view, "worker", tmp, worker_env, f"127.0.0.1:{head.gcs_port}", {head_id}, nodes)
+        worker, worker_id, attempts = start_worker(
+            view, "worker", tmp, worker_env, f"127.0.0.1:{head.gcs_port}", {head_id}, nodes
+        )
         ids = {"head": head_id, "worker": worker_id}
         result["node_start_attempts"]["worker"] = attempts
         names = {v: k for k, v in ids.items()}
@@ -385,38 +455,60 @@ def main() -> None:
         http_port = quiet_port()
         config = cluster_config(Path(opts.config), tmp / "cluster.yaml", tmp / "data", http_port, tmp / "spans")
         t0 = time.monotonic()
-        subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(config), "--address", dashboard],
-                       env=env, check=True, cwd=ROOT)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("serve")), "deploy", str(config), "--address", dashboard],
+            env=env,
+            check=True,
+            cwd=ROOT,
+        )
         wait_for("app running on both nodes", lambda: view.healthy_on(set(ids.values())), 420, every_s=2)
         result["deploy_s"] = round(time.monotonic() - t0, 1)
         base = f"http://127.0.0.1:{http_port}"
         proxy_ports = {"head": http_port, "worker": int(worker_env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"])}
-        wait_for("both proxies", lambda: all(get_json(f"http://127.0.0.1:{p}/healthz", 5) for p in proxy_ports.values()), 120)
+        wait_for(
+            "both proxies", lambda: all(get_json(f"http://127.0.0.1:{p}/healthz", 5) for p in proxy_ports.values()), 120
+        )
 
-        documents = [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}}
-                     for p in sorted((ROOT / "configs" / "sample").glob("*.md"))]
+        documents = [
+            {"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}}
+            for p in sorted((ROOT / "configs" / "sample").glob("*.md"))
+        ]
         ingest = post_json(f"{base}/v1/ingest", {"collection": COLLECTION, "documents": documents}, timeout=600)
-        result["nodes"] = {name: {"node_id": node_id, "cpus": 1, "resources": {"graphrag_store": 1} if name == "head" else {}}
-                           for name, node_id in ids.items()}
+        result["nodes"] = {
+            name: {"node_id": node_id, "cpus": 1, "resources": {"graphrag_store": 1} if name == "head" else {}}
+            for name, node_id in ids.items()
+        }
         result["replicas_by_node"] = view.replicas_by_node(names)
         result["proxies"] = {names.get(k, k): v["status"] for k, v in view.serve().get("proxies", {}).items()}
         result["answered_by_proxy"] = per_proxy(proxy_ports, 10)
         result["trace"] = trace_across_nodes(view, names, proxy_ports["worker"], tmp / "spans")
         points_before = get_json(f"{base}/v1/collections/{COLLECTION}")
-        print(json.dumps({k: result[k] for k in ("replicas_by_node", "proxies", "answered_by_proxy", "trace")}, indent=1), flush=True)
+        print(
+            json.dumps({k: result[k] for k in ("replicas_by_node", "proxies", "answered_by_proxy", "trace")}, indent=1),
+            flush=True,
+        )
 
-        kill = asyncio.run(node_kill(view, worker, ids["head"], base, opts.concurrency, opts.before_kill_s,
-                                     opts.after_max_s, opts.settle_s))
+        kill = asyncio.run(
+            node_kill(
+                view, worker, ids["head"], base, opts.concurrency, opts.before_kill_s, opts.after_max_s, opts.settle_s
+            )
+        )
         points_after = get_json(f"{base}/v1/collections/{COLLECTION}")
-        kill.update(points_before=points_before["points"], points_after=points_after["points"],
-                    collection_before=points_before, collection_after=points_after, ingested=ingest)
+        kill.update(
+            points_before=points_before["points"],
+            points_after=points_after["points"],
+            collection_before=points_before,
+            collection_after=points_after,
+            ingested=ingest,
+        )
         result["node_kill"] = kill
         result["replicas_after_kill"] = view.replicas_by_node(names)
         print(json.dumps(kill, indent=1), flush=True)
         harness.write_json(Path(opts.out), {**result, "incomplete": "rejoin phase not run yet"})
 
-        rejoined, new_id, attempts = start_worker(view, "rejoined", tmp, worker_env, f"127.0.0.1:{head.gcs_port}",
-                                                  set(ids.values()), nodes)
+        rejoined, new_id, attempts = start_worker(
+            view, "rejoined", tmp, worker_env, f"127.0.0.1:{head.gcs_port}", set(ids.values()), nodes
+        )
         result["node_start_attempts"]["rejoined"] = attempts
         names[new_id] = "rejoined"
         node_ids.append(new_id)

@@ -11,6 +11,7 @@ Methods (Recall@2/@5 of the supporting passages among the first distinct documen
                            the RRF candidates (weight `weights.graph`), its score joins the blend (`graph_weight`)
 Corpus embeddings are cached under benchmarks/.cache/ (git-ignored). Writes benchmarks/results/graph-eval-<split>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import CACHE, DATASETS, RESULTS  # noqa: E402
 from deployments.config import ChunkingConfig, GraphIndexConfig  # noqa: E402
 from deployments.graph.extraction.offline import extract, named_query_keys  # noqa: E402
 from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams  # noqa: E402
@@ -34,8 +36,6 @@ from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
 from deployments.reranker.backends import lift  # noqa: E402
 from deployments.vector.lexical import LexicalEncoder  # noqa: E402
-from benchmarks import harness  # noqa: E402
-from benchmarks.harness import CACHE, DATASETS, RESULTS  # noqa: E402
 
 DATASET = DATASETS / "hotpotqa-100"
 SCIFACT = DATASETS / "scifact"
@@ -131,7 +131,9 @@ def extract_all(chunks: list, extractor: str) -> list:
     from deployments.graph.extraction import spacy as spacy_extraction
     from deployments.models import Extraction
 
-    digest = hashlib.sha256(f"{spacy_extraction.VERSION}\x00".encode() + "\x00".join(c.text for c in chunks).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        f"{spacy_extraction.VERSION}\x00".encode() + "\x00".join(c.text for c in chunks).encode()
+    ).hexdigest()[:16]
     path = CACHE / f"extract-spacy-{digest}.pkl"
     if path.exists():
         return [Extraction.model_validate(d) for d in pickle.loads(path.read_bytes())]
@@ -218,7 +220,11 @@ def ranking(c: Corpus, qi: int, method: str, cfg: dict) -> list[str]:
         if gw > 0:
             # "max": the graph score over the best one's (the embedded scorer's `_found_scores`); "mass": the walk's
             # own share of the restart mass, so a walk that spreads thin (generic entities) adds little
-            g = found(graph, cands) if cfg.get("graph_norm", "max") == "max" else np.minimum([graph.get(i, 0.0) for i in cands], 1.0)
+            g = (
+                found(graph, cands)
+                if cfg.get("graph_norm", "max") == "max"
+                else np.minimum([graph.get(i, 0.0) for i in cands], 1.0)
+            )
             combine = cfg.get("graph_combine", "add")
             if combine == "add":
                 blend = (blend + gw * g) / (1 + gw)
@@ -300,17 +306,29 @@ def misses(c: Corpus, qids: range, cfg: dict) -> list[dict]:
         seed = int(np.argmax(c.vectors @ c.qvectors[qi]))
         seed_keys = {e.key for e in c.extractions[seed].entities}
         linked = c.index.link(q["question"])
-        row = {"q": qi, "question": q["question"], "seed": c.doc_of[seed], "seed_is_gold": c.doc_of[seed] in gold,
-               "linked": linked, "top5": ranked, "missed": []}
+        row = {
+            "q": qi,
+            "question": q["question"],
+            "seed": c.doc_of[seed],
+            "seed_is_gold": c.doc_of[seed] in gold,
+            "linked": linked,
+            "top5": ranked,
+            "missed": [],
+        }
         for title in sorted(gold - set(ranked)):
             idx = [i for i, d in enumerate(c.doc_of) if d == title]
             keys = {e.key for i in idx for e in c.extractions[i].entities}
             lead = {e.key for i in idx for e in c.extractions[i].entities if e.lead}
-            row["missed"].append({
-                "title": title, "first_sentence": c.chunks[idx[0]].text[:160] if idx else None,
-                "lead": sorted(lead), "shared": sorted(seed_keys & keys), "shared_lead": sorted(seed_keys & lead),
-                "linked_here": sorted(set(linked) & keys),
-            })
+            row["missed"].append(
+                {
+                    "title": title,
+                    "first_sentence": c.chunks[idx[0]].text[:160] if idx else None,
+                    "lead": sorted(lead),
+                    "shared": sorted(seed_keys & keys),
+                    "shared_lead": sorted(seed_keys & lead),
+                    "linked_here": sorted(set(linked) & keys),
+                }
+            )
         out.append(row)
     return out
 
@@ -328,7 +346,9 @@ PARAM_KEYS = ("lead_weight", "idf_power", "entity_seed_weight", "passage_seeds")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=[*SPLITS, "train"], default="dev", help="HotpotQA dev/test/all; SciFact train/test")
+    ap.add_argument(
+        "--split", choices=[*SPLITS, "train"], default="dev", help="HotpotQA dev/test/all; SciFact train/test"
+    )
     ap.add_argument("--dataset", choices=["hotpotqa", "scifact"], default="hotpotqa")
     ap.add_argument("--layout", choices=["blank-line", "inline", "no-title"], default="blank-line")
     ap.add_argument("--extractor", choices=["offline", "spacy"], default="offline", help="graph.extraction.offline")
@@ -337,11 +357,23 @@ def main() -> None:
     # Defaults: the server's (reranker.graph_weight, graph_keep; retrieval.weights.graph); the walk's from --params.
     ap.add_argument("--graph-weight", type=float, default=2.0)
     ap.add_argument("--fusion-graph", type=float, default=0.2)
-    ap.add_argument("--graph-norm", choices=["mass", "max"], default="mass", help="mass: the walk's share (the server); max: over the best")
-    ap.add_argument("--graph-combine", choices=["cap", "add", "mult"], default="cap", help="cap: the server's lift, never past --graph-keep")
+    ap.add_argument(
+        "--graph-norm",
+        choices=["mass", "max"],
+        default="mass",
+        help="mass: the walk's share (the server); max: over the best",
+    )
+    ap.add_argument(
+        "--graph-combine",
+        choices=["cap", "add", "mult"],
+        default="cap",
+        help="cap: the server's lift, never past --graph-keep",
+    )
     ap.add_argument("--graph-keep", type=int, default=2)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--misses", type=Path, help="also write the failure study (questions whose gold passage ppr misses at 5)")
+    ap.add_argument(
+        "--misses", type=Path, help="also write the failure study (questions whose gold passage ppr misses at 5)"
+    )
     args = ap.parse_args()
     if args.grid and args.split != "dev":
         sys.exit("tune on dev only")
@@ -350,12 +382,19 @@ def main() -> None:
         return main_scifact(args)
     c = Corpus(args.layout, extractor=args.extractor)
     qids = SPLITS[args.split]
-    print(f"corpus {len(c.chunks)} chunks, extraction {c.extract_s:.1f}s, ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    print(
+        f"corpus {len(c.chunks)} chunks, extraction {c.extract_s:.1f}s, ready in {time.perf_counter() - t0:.1f}s",
+        file=sys.stderr,
+    )
     results: dict = {m: evaluate(c, qids, m) for m in ("dense", "lexical", "hybrid")}
     base_params = {**asdict(GraphIndexConfig().params()), **json.loads(args.params)}  # the server's walk by default
     chosen = {
-        "params": base_params, "graph_weight": args.graph_weight, "fusion_graph": args.fusion_graph,
-        "graph_norm": args.graph_norm, "graph_combine": args.graph_combine, "graph_keep": args.graph_keep,
+        "params": base_params,
+        "graph_weight": args.graph_weight,
+        "fusion_graph": args.fusion_graph,
+        "graph_norm": args.graph_norm,
+        "graph_combine": args.graph_combine,
+        "graph_keep": args.graph_keep,
     }
     if args.grid:
         trials = []
@@ -364,8 +403,11 @@ def main() -> None:
             v = dict(zip(keys, values))
             cfg = {
                 "params": {**base_params, **{k: v[k] for k in PARAM_KEYS}},
-                "graph_weight": v["graph_weight"], "fusion_graph": v["fusion_graph"],
-                "graph_norm": args.graph_norm, "graph_combine": args.graph_combine, "graph_keep": args.graph_keep,
+                "graph_weight": v["graph_weight"],
+                "fusion_graph": v["fusion_graph"],
+                "graph_norm": args.graph_norm,
+                "graph_combine": args.graph_combine,
+                "graph_keep": args.graph_keep,
             }
             r = evaluate(c, qids, "ppr", cfg)
             trials.append({**cfg, **r})
@@ -373,15 +415,21 @@ def main() -> None:
         results["grid_top10"] = trials[:10]
         results["grid_trials"] = len(trials)
         best = trials[0]
-        chosen = {k: best[k] for k in ("params", "graph_weight", "fusion_graph", "graph_norm", "graph_combine", "graph_keep")}
+        chosen = {
+            k: best[k] for k in ("params", "graph_weight", "fusion_graph", "graph_norm", "graph_combine", "graph_keep")
+        }
     results["ppr"] = evaluate(c, qids, "ppr", chosen)
     results["ppr_settings"] = {**chosen, "params": asdict(replace(PPRParams(), **chosen["params"]))}
     results["linking"] = coverage(c, qids)
     if args.misses:
         args.misses.write_text(json.dumps(misses(c, qids, chosen), indent=1) + "\n")
     out = {
-        "split": args.split, "questions": f"{qids.start}-{qids.stop - 1}", "layout": args.layout, "extractor": args.extractor,
-        "command": harness.command(), "date": harness.utc_now(),
+        "split": args.split,
+        "questions": f"{qids.start}-{qids.stop - 1}",
+        "layout": args.layout,
+        "extractor": args.extractor,
+        "command": harness.command(),
+        "date": harness.utc_now(),
         **results,
     }
     path = args.out or RESULTS / f"graph-eval-{args.layout}-{args.split}.json"
@@ -400,14 +448,21 @@ def main_scifact(args: argparse.Namespace) -> None:
     c = Corpus("scifact", dataset="scifact", extractor=args.extractor)
     qids = [i for i, q in enumerate(c.questions) if q["split"] == args.split]
     cfg = {
-        "params": {**asdict(GraphIndexConfig().params()), **json.loads(args.params)}, "graph_weight": args.graph_weight,
-        "fusion_graph": args.fusion_graph, "graph_norm": args.graph_norm, "graph_combine": args.graph_combine,
+        "params": {**asdict(GraphIndexConfig().params()), **json.loads(args.params)},
+        "graph_weight": args.graph_weight,
+        "fusion_graph": args.fusion_graph,
+        "graph_norm": args.graph_norm,
+        "graph_combine": args.graph_combine,
         "graph_keep": args.graph_keep,
     }
     out = {
-        "dataset": "scifact", "split": args.split, "queries": len(qids),
-        "command": harness.command(), "date": harness.utc_now(),
-        "hybrid": evaluate_scifact(c, qids, "hybrid"), "ppr": evaluate_scifact(c, qids, "ppr", cfg),
+        "dataset": "scifact",
+        "split": args.split,
+        "queries": len(qids),
+        "command": harness.command(),
+        "date": harness.utc_now(),
+        "hybrid": evaluate_scifact(c, qids, "hybrid"),
+        "ppr": evaluate_scifact(c, qids, "ppr", cfg),
         "ppr_settings": {**cfg, "params": asdict(replace(PPRParams(), **cfg["params"]))},
     }
     path = args.out or RESULTS / f"graph-eval-scifact-{args.split}.json"

@@ -7,6 +7,7 @@ A setting is kept only if its SciFact train nDCG@10 stays within 0.0025 of `hybr
 0.005, as a margin for test); among those, the best HotpotQA dev R@5 with and without titles (mean), then R@2,
 then SciFact train nDCG@10.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,10 +15,9 @@ import json
 import sys
 import time
 
-
-from benchmarks.quality.graph_eval import SPLITS, Corpus, evaluate, evaluate_scifact  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
+from benchmarks.quality.graph_eval import SPLITS, Corpus, evaluate, evaluate_scifact  # noqa: E402
 
 GRID = {
     "graph_norm": ["max", "mass"],  # the graph score over its best, or the walk's own mass share
@@ -54,9 +54,15 @@ def main() -> None:
         if v["graph_combine"] == "add" and v["graph_keep"] != GRID["graph_keep"][0]:
             continue  # graph_keep only matters for "cap"
         cfg = {
-            "params": {**FIXED, **{k: v[k] for k in GRID if k not in ("graph_weight", "graph_norm", "graph_combine", "graph_keep")}},
-            "graph_weight": v["graph_weight"], "fusion_graph": FUSION_GRAPH, "graph_norm": v["graph_norm"],
-            "graph_combine": v["graph_combine"], "graph_keep": v["graph_keep"],
+            "params": {
+                **FIXED,
+                **{k: v[k] for k in GRID if k not in ("graph_weight", "graph_norm", "graph_combine", "graph_keep")},
+            },
+            "graph_weight": v["graph_weight"],
+            "fusion_graph": FUSION_GRAPH,
+            "graph_norm": v["graph_norm"],
+            "graph_combine": v["graph_combine"],
+            "graph_keep": v["graph_keep"],
         }
         row = {
             **cfg,
@@ -73,9 +79,13 @@ def main() -> None:
     )
     ok = sorted((t for t in trials if t["scifact_ok"]), key=key)
     out = {
-        "splits": "HotpotQA-100 questions 0-49 (dev), SciFact train", "tolerance": TOLERANCE, **base,
-        "chosen": ok[0] if ok else None, "trials": trials,
-        "command": harness.command(), "date": harness.utc_now(),
+        "splits": "HotpotQA-100 questions 0-49 (dev), SciFact train",
+        "tolerance": TOLERANCE,
+        **base,
+        "chosen": ok[0] if ok else None,
+        "trials": trials,
+        "command": harness.command(),
+        "date": harness.utc_now(),
     }
     path = RESULTS / "graph-tune-dev-train.json"
     harness.write_json(path, out)

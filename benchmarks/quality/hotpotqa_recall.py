@@ -9,6 +9,7 @@ Each passage is ingested through the API as one document: id = its Wikipedia tit
 Recall@k of a question = share of its supporting titles among the first k distinct documents of the hits.
 Writes benchmarks/results/hotpotqa.json and hotpotqa.md, and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,9 @@ use_local_env()
 
 import httpx  # noqa: E402
 
-from deployments.cli.ingest import IngestState, ingest  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import DATASETS, RESULTS  # noqa: E402
+from deployments.cli.ingest import IngestState, ingest  # noqa: E402
 
 DEFAULT_DATASET = DATASETS / "hotpotqa-100"
 KS = (2, 5)
@@ -46,8 +47,10 @@ VARIANTS = {
 def load(dataset: Path) -> tuple[list[dict], list[dict]]:
     corpus = json.loads((dataset / "hotpotqa_train_corpus.json").read_text())
     questions = json.loads((dataset / "hotpotqa_train.json").read_text())
-    docs = [{"id": title, "text": f"{title}\n\n{''.join(sentences).strip()}", "metadata": {"title": title}}
-            for title, sentences in corpus.items()]
+    docs = [
+        {"id": title, "text": f"{title}\n\n{''.join(sentences).strip()}", "metadata": {"title": title}}
+        for title, sentences in corpus.items()
+    ]
     return docs, questions
 
 
@@ -68,7 +71,9 @@ def measure(client: httpx.Client, collection: str, questions: list[dict], varian
     for q in questions:
         gold = {title for title, _ in q["supporting_facts"]}
         started = time.perf_counter()
-        resp = client.post("/v1/retrieve", json={"collection": collection, "query": q["question"], "top_k": 20, **variant})
+        resp = client.post(
+            "/v1/retrieve", json={"collection": collection, "query": q["question"], "top_k": 20, **variant}
+        )
         latencies.append(time.perf_counter() - started)
         resp.raise_for_status()
         body = resp.json()
@@ -83,7 +88,8 @@ def measure(client: httpx.Client, collection: str, questions: list[dict], varian
     graph_ms.sort()
     out = {
         split: {f"recall@{k}": round(sum(per_question[i][k] for i in ids) / len(ids), 4) for k in KS}
-        for split, ids in SPLITS.items() if ids.stop <= n
+        for split, ids in SPLITS.items()
+        if ids.stop <= n
     }
     return {
         **{f"recall@{k}": round(sum(r[k] for r in per_question) / n, 4) for k in KS},
@@ -120,7 +126,9 @@ def table(results: dict) -> str:
     for name in VARIANTS:
         r = results[name]
         cells = " | ".join(f"{r[s][f'recall@{k}']:.3f}" for s in ("dev", "test", "all") for k in KS)
-        rows.append(f"| {name} ({r['mode']}) | {cells} | {r['p50_ms']:.0f} | {r['graph_p50_ms'] if r['graph_p50_ms'] is not None else '-'} |")
+        rows.append(
+            f"| {name} ({r['mode']}) | {cells} | {r['p50_ms']:.0f} | {r['graph_p50_ms'] if r['graph_p50_ms'] is not None else '-'} |"
+        )
     return "\n".join(rows)
 
 
@@ -133,10 +141,15 @@ def main() -> None:
     parser.add_argument("--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="for --url behind auth")
     parser.add_argument("--port", type=int, default=0, help="port of the local app (0 = a free one)")
     parser.add_argument("--out", type=Path, default=RESULTS / "hotpotqa.json")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app"
+    )
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="measure only these (default: all)")
-    parser.add_argument("--in-process", action="store_true",
-                        help="the pipeline and real engines in this process, without Ray Serve (benchmarks/inprocess.py)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the pipeline and real engines in this process, without Ray Serve (benchmarks/inprocess.py)",
+    )
     args = parser.parse_args()
     for name in set(VARIANTS) - set(args.variants or VARIANTS):
         del VARIANTS[name]

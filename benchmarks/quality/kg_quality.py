@@ -7,13 +7,14 @@ dev questions' gold titles found as entities, and the share of relations that ar
 Samples come from HotpotQA-100 dev passages only (the context passages of questions 0-49), extracted by the
 default extractor (spaCy) as graph_eval.py ingests them. The labelling rule is LABELS.md beside the samples.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import random
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import harness  # noqa: E402
@@ -55,7 +56,9 @@ def _keep_labels(path: Path, rows: list[dict], ident) -> list[dict]:
     if path.exists():  # a row drawn again keeps its label, reason and type judgement
         old = {ident(r): r for r in map(json.loads, path.read_text().splitlines())}
         for r in rows:
-            r.update({k: v for k, v in old.get(ident(r), {}).items() if k in ("label", "why", "type_ok", "type_should_be")})
+            r.update(
+                {k: v for k, v in old.get(ident(r), {}).items() if k in ("label", "why", "type_ok", "type_should_be")}
+            )
     return rows
 
 
@@ -63,10 +66,20 @@ def sample(extractor: str) -> None:
     questions, chunks, extractions = corpus(extractor)
     dev = dev_titles(questions)
     rng = random.Random(SEED)
-    mentions = sorted({(c.doc_id, c.chunk_id, e.name, e.type) for c, ex in zip(chunks, extractions) if c.doc_id in dev for e in ex.entities})
+    mentions = sorted(
+        {
+            (c.doc_id, c.chunk_id, e.name, e.type)
+            for c, ex in zip(chunks, extractions)
+            if c.doc_id in dev
+            for e in ex.entities
+        }
+    )
     text = {c.chunk_id: c.text for c in chunks}
     picked = rng.sample(mentions, N_ENTITIES)
-    rows = [{"doc": d, "chunk": ch, "name": n, "type": t, "context": sentence_of(text[ch], n), "label": None} for d, ch, n, t in picked]
+    rows = [
+        {"doc": d, "chunk": ch, "name": n, "type": t, "context": sentence_of(text[ch], n), "label": None}
+        for d, ch, n, t in picked
+    ]
     LABELS.mkdir(parents=True, exist_ok=True)
     path = LABELS / "entities.jsonl"
     rows = _keep_labels(path, rows, lambda r: (r["chunk"], r["name"]))
@@ -133,7 +146,7 @@ def main() -> None:
         return sample(args.extractor)
     out = score(args.extractor)
     out["command"] = harness.command()
-    out["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     path = RESULTS / f"kg-quality-{args.extractor}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -10,6 +10,7 @@ The corpus (5,183 abstracts, title + text) is ingested through POST /v1/ingest; 
 POST /v1/retrieve with top_k=100 once per mode. Chunk hits are aggregated to documents by their best chunk
 (BEIR scores documents). Writes benchmarks/results/scifact.json and scifact.md, and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,10 @@ use_local_env()
 
 import httpx  # noqa: E402
 
-from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
-from deployments.cli.ingest import IngestState, ingest, read_beir_corpus  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import DATASETS, RESULTS, ROOT  # noqa: E402
+from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
+from deployments.cli.ingest import IngestState, ingest, read_beir_corpus  # noqa: E402
 
 DEFAULT_DATASET = DATASETS / "scifact"
 MODES = ("dense", "lexical", "hybrid", "hybrid+graph")
@@ -66,7 +67,9 @@ def load_queries(dataset: Path, split: str) -> tuple[dict[str, str], dict[str, d
     return queries, {q: rel for q, rel in qrels.items() if q in queries}
 
 
-async def run_mode(client: httpx.AsyncClient, collection: str, queries: dict[str, str], request: dict, concurrency: int) -> tuple[dict, list[float], int]:
+async def run_mode(
+    client: httpx.AsyncClient, collection: str, queries: dict[str, str], request: dict, concurrency: int
+) -> tuple[dict, list[float], int]:
     """Ranked doc ids per query, latencies (s), and how many responses reported a degraded stage."""
     gate = asyncio.Semaphore(concurrency)
     run: dict[str, list[str]] = {}
@@ -77,7 +80,9 @@ async def run_mode(client: httpx.AsyncClient, collection: str, queries: dict[str
         nonlocal degraded
         async with gate:
             started = time.perf_counter()
-            resp = await client.post("/v1/retrieve", json={"collection": collection, "query": text, "top_k": TOP_K, **request})
+            resp = await client.post(
+                "/v1/retrieve", json={"collection": collection, "query": text, "top_k": TOP_K, **request}
+            )
             latencies.append(time.perf_counter() - started)
         if resp.status_code != 200:
             raise RuntimeError(f"query {qid}: HTTP {resp.status_code}: {resp.text[:300]}")
@@ -101,7 +106,7 @@ class _AsyncInProcess:
     def __init__(self, client):
         self._client = client
 
-    async def __aenter__(self) -> "_AsyncInProcess":
+    async def __aenter__(self) -> _AsyncInProcess:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -123,7 +128,9 @@ async def measure(url, args: argparse.Namespace, queries: dict[str, str], qrels:
         for mode in args.modes:
             print(f"mode {mode}: {len(queries)} queries", file=sys.stderr, flush=True)
             started = time.perf_counter()
-            run, latencies, degraded = await run_mode(client, args.collection, queries, {"mode": mode, **extra}, args.concurrency)
+            run, latencies, degraded = await run_mode(
+                client, args.collection, queries, {"mode": mode, **extra}, args.concurrency
+            )
             metrics = {k: round(v, 4) for k, v in evaluate(qrels, run).items()}
             latencies.sort()
             results[mode] = {
@@ -158,10 +165,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     parser.add_argument("--batch-size", type=int, default=128, help="documents per ingest request")
     parser.add_argument("--port", type=int, default=0, help="port of the local app (0 = a free one)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app")
-    parser.add_argument("--out", type=Path, help="default: benchmarks/results/scifact.json (scifact-train.json for --split train); one split only")
-    parser.add_argument("--in-process", action="store_true",
-                        help="the pipeline and real engines in this process, without Ray Serve (benchmarks/inprocess.py)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the local app"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default: benchmarks/results/scifact.json (scifact-train.json for --split train); one split only",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the pipeline and real engines in this process, without Ray Serve (benchmarks/inprocess.py)",
+    )
     args = parser.parse_args()
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if not splits or set(splits) - {"train", "test"}:
@@ -182,10 +198,16 @@ def main() -> None:
         ingest_report = None
         if not args.skip_ingest:
             docs = list(read_beir_corpus(args.dataset / "corpus.jsonl.gz"))
-            with (httpx.Client(base_url=url, timeout=900) if client is None else nullcontext(client)) as sync_client:
-                report = ingest(sync_client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs))
+            with httpx.Client(base_url=url, timeout=900) if client is None else nullcontext(client) as sync_client:
+                report = ingest(
+                    sync_client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs)
+                )
             ingest_report = {"documents": report.sent, "chunks": report.chunks, "seconds": report.seconds}
-            print(f"ingested {report.sent} documents ({report.chunks} chunks) in {report.seconds:.0f}s", file=sys.stderr, flush=True)
+            print(
+                f"ingested {report.sent} documents ({report.chunks} chunks) in {report.seconds:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
         target = url if client is None else client
         return {
             split: {**asyncio.run(measure(target, args, queries, qrels)), "ingest": ingest_report}
@@ -226,7 +248,10 @@ def main() -> None:
             "app_args": app_args,
             "transport": transport,
             "baselines_ndcg@10": dict(BASELINES),
-            "details": {m: {k: v for k, v in r.items() if k not in ("ndcg@10", "recall@100", "mrr@10")} for m, r in results["modes"].items()},
+            "details": {
+                m: {k: v for k, v in r.items() if k not in ("ndcg@10", "recall@100", "mrr@10")}
+                for m, r in results["modes"].items()
+            },
             "ingest": results["ingest"],
             "total_seconds": round(time.perf_counter() - started, 1),
         }
@@ -236,6 +261,7 @@ def main() -> None:
         path.with_suffix(".md").write_text(md)
         print(table(out))
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} in {out['total_seconds']:.0f}s")
+
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ Bolt server, no Ray Serve); the snapshot and restore are the code behind POST /v
 (ingress/backups.py), with the intent log the ingress keeps. `--docs`: the first N corpus documents (all 5,183
 take ~10 min to ingest on this machine). Results: benchmarks/results/backup.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,12 @@ from benchmarks import use_local_env
 
 use_local_env()
 
-from benchmarks.inprocess import in_process_pipeline
-from deployments.cli.ingest import read_beir_corpus
-from deployments.ingress.backups import Backups
-from deployments.ingress.intents import IntentLog
-from deployments.models import Document, IngestRequest, RetrieveRequest
+# The app's modules after the environment is set (they read it at import).
+from benchmarks.inprocess import in_process_pipeline  # noqa: E402
+from deployments.cli.ingest import read_beir_corpus  # noqa: E402
+from deployments.ingress.backups import Backups  # noqa: E402
+from deployments.ingress.intents import IntentLog  # noqa: E402
+from deployments.models import Document, IngestRequest, RetrieveRequest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
@@ -42,7 +44,9 @@ def app_args(data_dir: Path) -> dict:
 
 async def ingest(pipeline, collection: str, docs: list[dict], batch: int) -> None:
     for i in range(0, len(docs), batch):
-        await pipeline.ingest(IngestRequest(collection=collection, documents=[Document(**d) for d in docs[i : i + batch]]))
+        await pipeline.ingest(
+            IngestRequest(collection=collection, documents=[Document(**d) for d in docs[i : i + batch]])
+        )
 
 
 async def top10(pipeline, queries: list[str]) -> list[list[tuple[str, float]]]:
@@ -63,8 +67,14 @@ async def run(args: argparse.Namespace) -> dict:
     docs, busy_docs = corpus[: args.docs], corpus[args.docs : args.docs + args.busy_docs]
     lines = (DATASET / "queries.test.jsonl").read_text(encoding="utf-8").splitlines()
     queries = [json.loads(line)["text"] for line in lines if line.strip()][: args.queries]
-    out: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "corpus": "SciFact", "documents": len(docs),
-                 "queries": len(queries), "mode": "hybrid+graph", "load_average_1m_start": round(os.getloadavg()[0], 2)}
+    out: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "corpus": "SciFact",
+        "documents": len(docs),
+        "queries": len(queries),
+        "mode": "hybrid+graph",
+        "load_average_1m_start": round(os.getloadavg()[0], 2),
+    }
     with tempfile.TemporaryDirectory(prefix="graphrag-backup-") as tmp:
         snap = Path(tmp) / "snapshot"
         async with in_process_pipeline(app_args(Path(tmp) / "a")) as pipeline:
@@ -78,22 +88,35 @@ async def run(args: argparse.Namespace) -> dict:
             taken = await Backups(pipeline).snapshot(str(snap))
             busy_during = not busy.done()
             await busy
-            out["snapshot"] = {"seconds": taken.seconds, "while_ingesting": busy_during,
-                               "collections": {n: c.model_dump() for n, c in taken.collections.items()},
-                               "snapshot_bytes": folder_bytes(snap), "source_data_bytes": folder_bytes(Path(tmp) / "a" / "qdrant")
-                               + folder_bytes(Path(tmp) / "a" / "arcadedb")}
+            out["snapshot"] = {
+                "seconds": taken.seconds,
+                "while_ingesting": busy_during,
+                "collections": {n: c.model_dump() for n, c in taken.collections.items()},
+                "snapshot_bytes": folder_bytes(snap),
+                "source_data_bytes": folder_bytes(Path(tmp) / "a" / "qdrant")
+                + folder_bytes(Path(tmp) / "a" / "arcadedb"),
+            }
             out["source_verify"] = {n: (await pipeline.verify(n)).consistent for n in ("scifact", "busy")}
         async with in_process_pipeline(app_args(Path(tmp) / "b")) as pipeline:
             pipeline.intents = IntentLog(Path(tmp) / "b" / "intents")
             restored = await Backups(pipeline).restore(str(snap))
-            out["restore"] = {"seconds": restored.seconds,
-                              "verify": {n: r.model_dump(include={"consistent", "documents", "vector_chunks", "graph_chunks"})
-                                         for n, r in restored.collections.items()}}
+            out["restore"] = {
+                "seconds": restored.seconds,
+                "verify": {
+                    n: r.model_dump(include={"consistent", "documents", "vector_chunks", "graph_chunks"})
+                    for n, r in restored.collections.items()
+                },
+            }
             after = await top10(pipeline, queries)
     same = sum(a == b for a, b in zip(before, after))
     same_ids = sum([i for i, _ in a] == [i for i, _ in b] for a, b in zip(before, after))
     diffs = [abs(x[1] - y[1]) for a, b in zip(before, after) for x, y in zip(a, b)]
-    out["top10"] = {"same_ids_and_scores": same, "same_ids": same_ids, "of": len(queries), "max_score_diff": max(diffs, default=0.0)}
+    out["top10"] = {
+        "same_ids_and_scores": same,
+        "same_ids": same_ids,
+        "of": len(queries),
+        "max_score_diff": max(diffs, default=0.0),
+    }
     out["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     return out
 
@@ -101,7 +124,9 @@ async def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1000, help="SciFact documents in the snapshotted collection")
-    parser.add_argument("--busy-docs", type=int, default=200, help="documents ingested into another collection meanwhile")
+    parser.add_argument(
+        "--busy-docs", type=int, default=200, help="documents ingested into another collection meanwhile"
+    )
     parser.add_argument("--queries", type=int, default=100)
     args = parser.parse_args()
     out = asyncio.run(run(args))

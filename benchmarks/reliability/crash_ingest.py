@@ -17,6 +17,7 @@ resends every batch it has no answer for), and a final uninterrupted run. Figure
 `--code DIR` serves the app from another checkout (e.g. the commit before the fix; its collection stats are
 used when it has no verify endpoint). Results: benchmarks/results/crash_ingest.json (or --out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -136,14 +137,27 @@ class App:
         port = free_port()
         # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101): another app on the machine
         # would make this one fail to start, so each start takes free ones.
-        env = {**os.environ, "PYTHONPATH": str(self.code), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-               "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(self.code),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        }
         self.starts += 1
         log = open(self.log_dir / f"app-{self.starts}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVE, self.data_dir, str(port)], cwd=self.code, env=env,
-                                     stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE, self.data_dir, str(port)],
+            cwd=self.code,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
         ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.extend(line for line in self.proc.stdout if line.startswith("READY")), daemon=True)
+        reader = threading.Thread(
+            target=lambda: ready.extend(line for line in self.proc.stdout if line.startswith("READY")), daemon=True
+        )
         reader.start()
         started = time.monotonic()
         while not ready:
@@ -196,8 +210,20 @@ def snapshot(client: httpx.Client, collection: str) -> dict:
     v = verify(client, collection)
     out = {"stats": s, "points_equal_chunks": None if s is None else s["points"] == s["chunks"]}
     if v is not None:
-        out["verify"] = {k: v[k] for k in ("consistent", "documents", "vector_chunks", "graph_chunks", "only_in_vector",
-                                           "only_in_graph", "mismatched", "orphan_entities", "pending_intents")}
+        out["verify"] = {
+            k: v[k]
+            for k in (
+                "consistent",
+                "documents",
+                "vector_chunks",
+                "graph_chunks",
+                "only_in_vector",
+                "only_in_graph",
+                "mismatched",
+                "orphan_entities",
+                "pending_intents",
+            )
+        }
     out["consistent"] = out["points_equal_chunks"] is not False and (v is None or v["consistent"])
     return out
 
@@ -218,8 +244,15 @@ def main() -> None:
     opts = parser.parse_args()
     rng = random.Random(opts.seed)
     docs = [d for _, d in zip(range(opts.docs), read_beir_corpus(CORPUS))]
-    result: dict = {"docs": len(docs), "batch": BATCH, "kills": opts.kills, "seed": opts.seed, "code": str(opts.code),
-                    "load_average_start": os.getloadavg(), "cycles": []}
+    result: dict = {
+        "docs": len(docs),
+        "batch": BATCH,
+        "kills": opts.kills,
+        "seed": opts.seed,
+        "code": str(opts.code),
+        "load_average_start": os.getloadavg(),
+        "cycles": [],
+    }
     with tempfile.TemporaryDirectory(prefix="graphrag-crash-") as tmp:
         logs = Path(tempfile.mkdtemp(prefix="graphrag-crash-logs-"))  # kept: the app's output per start
         print(f"app logs: {logs}", flush=True)
@@ -234,28 +267,38 @@ def main() -> None:
                 result["clean"] = snapshot(client, "clean")
             print(json.dumps({"clean": result["clean"], **clean}), flush=True)
             state = IngestState(Path(tmp) / "state.json")
-            for n in range(opts.kills):
+            for _ in range(opts.kills):
                 at = rng.uniform(1.0, max(2.0, clean["seconds"] * 0.8))
                 outcome: dict = {}
-                worker = threading.Thread(target=lambda: outcome.update(_attempt(base, docs, state)), daemon=True)
+                worker = threading.Thread(
+                    target=lambda outcome=outcome, base=base: outcome.update(_attempt(base, docs, state)), daemon=True
+                )
                 worker.start()
                 worker.join(at)
                 processes = app.kill()
                 worker.join(60)
                 intents_dir = Path(f"{tmp}/data/intents")
-                at_kill = [json.loads(p.read_text()) for p in intents_dir.glob("*.json")] if intents_dir.exists() else None
+                at_kill = (
+                    [json.loads(p.read_text()) for p in intents_dir.glob("*.json")] if intents_dir.exists() else None
+                )
                 t1 = time.monotonic()
                 base = app.start()
                 restart_s = round(time.monotonic() - t1, 1)
                 intents_left = len(list(intents_dir.glob("*.json"))) if intents_dir.exists() else None
                 with httpx.Client(base_url=base, timeout=120) as client:
-                    cycle = {"kill_after_s": round(at, 1), "processes_killed": processes, "restart_s": restart_s,
-                             "acknowledged_docs": len(state.hashes), "ingest_outcome": outcome.get("error", "finished"),
-                             "after_restart": snapshot(client, "crash"), "clean_after_restart": snapshot(client, "clean"),
-                             # In-flight batches the kill interrupted (None: an app without intent records).
-                             "intent_records_at_kill": None if at_kill is None else len(at_kill),
-                             "docs_in_flight_at_kill": None if at_kill is None else sum(len(i["doc_ids"]) for i in at_kill),
-                             "intent_records_after_restart": intents_left}
+                    cycle = {
+                        "kill_after_s": round(at, 1),
+                        "processes_killed": processes,
+                        "restart_s": restart_s,
+                        "acknowledged_docs": len(state.hashes),
+                        "ingest_outcome": outcome.get("error", "finished"),
+                        "after_restart": snapshot(client, "crash"),
+                        "clean_after_restart": snapshot(client, "clean"),
+                        # In-flight batches the kill interrupted (None: an app without intent records).
+                        "intent_records_at_kill": None if at_kill is None else len(at_kill),
+                        "docs_in_flight_at_kill": None if at_kill is None else sum(len(i["doc_ids"]) for i in at_kill),
+                        "intent_records_after_restart": intents_left,
+                    }
                 result["cycles"].append(cycle)
                 print(json.dumps(cycle), flush=True)
             result["final_ingest"] = run_ingest(base, "crash", docs, state)
@@ -270,7 +313,9 @@ def main() -> None:
         "inconsistent_restarts": sum(not c["after_restart"]["consistent"] for c in result["cycles"]),
         "final_counts_equal_clean": all(final["crash"]["stats"][k] == final["clean"]["stats"][k] for k in counts),
         "final_consistent": final["crash"]["consistent"] and final["clean"]["consistent"],
-        "clean_unchanged_by_kills": all(c["clean_after_restart"]["stats"] == result["clean"]["stats"] for c in result["cycles"])
+        "clean_unchanged_by_kills": all(
+            c["clean_after_restart"]["stats"] == result["clean"]["stats"] for c in result["cycles"]
+        )
         and final["clean"]["stats"] == result["clean"]["stats"],
     }
     result["failed_starts_retried"] = app.failed_starts

@@ -17,6 +17,7 @@ counted as ok (200, every stage), degraded (200 with `degraded`) or failed (anyt
   overload          4x the ingress capacity (max_ongoing + max_queued): fast 503 + Retry-After, admitted p95 kept
 The machine may be shared: the 1-minute load average is recorded with each scenario.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,15 +33,21 @@ use_local_env()
 
 import httpx  # noqa: E402
 
-from benchmarks.loadgen import closed_loop, open_loop, outcomes, percentile  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import quiet_port  # noqa: E402
+from benchmarks.loadgen import closed_loop, open_loop, outcomes, percentile  # noqa: E402
 
 APP = "graphrag-ft"
 # Every request uses the graph stage, so graph failures are exercised (the default mode skips it).
 GRAPH_MODE = "hybrid+graph"
-QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
-           "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
+QUERIES = [
+    "Which database ships a Bolt protocol plugin?",
+    "What does Qdrant Edge embed?",
+    "How does Ray Serve scale?",
+    "What is reciprocal rank fusion?",
+    "Which model embeds the passages?",
+    "What is GraphRAG?",
+]
 # Ingress capacity: requests in flight + queued at the proxy; beyond it Serve sheds with 503 + Retry-After.
 INGRESS_ONGOING, INGRESS_QUEUED = 4, 4
 
@@ -69,15 +76,22 @@ def replica_states(deployment: str) -> list[str]:
 def replica_actor_names(deployment: str) -> list[str]:
     import ray
 
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#"))
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#")
+    )
 
 
-async def poll_replacement(deployment: str, victim: str, replicas: int, killed_at: float, limit_s: float = 180) -> float | None:
+async def poll_replacement(
+    deployment: str, victim: str, replicas: int, killed_at: float, limit_s: float = 180
+) -> float | None:
     """Seconds from the kill until `replicas` RUNNING replicas again, the victim not among them; polled from the
     moment of the kill, concurrently with the load (None: not within `limit_s`)."""
     while time.monotonic() - killed_at < limit_s:
-        names, states = await asyncio.gather(asyncio.to_thread(replica_actor_names, deployment), asyncio.to_thread(replica_states, deployment))
+        names, states = await asyncio.gather(
+            asyncio.to_thread(replica_actor_names, deployment), asyncio.to_thread(replica_states, deployment)
+        )
         if states.count("RUNNING") == replicas and victim not in names and len(names) == replicas:
             return round(time.monotonic() - killed_at, 1)
         await asyncio.sleep(0.25)
@@ -92,15 +106,26 @@ def impact(samples: list, killed_at: float) -> dict:
     failed = [s.intended + s.latency - killed_at for s in after if s.outcome == "failed"]
     degraded_stages = sorted({stage for s in after for stage in (s.degraded or [])})
     return {
-        "before_kill": outcomes(before), "after_kill": outcomes(after), "degraded_stages": degraded_stages,
+        "before_kill": outcomes(before),
+        "after_kill": outcomes(after),
+        "degraded_stages": degraded_stages,
         # From the kill to the last answer that was not a full success (degraded or failed) / that failed.
         "impaired_for_s": round(max(impaired), 1) if impaired else 0.0,
         "unavailable_for_s": round(max(failed), 1) if failed else 0.0,
-        "first_ok_after_kill_s": next((round(s.intended + s.latency - killed_at, 1) for s in sorted(after, key=lambda s: s.intended + s.latency) if s.outcome == "ok" and s.intended >= killed_at), None),
+        "first_ok_after_kill_s": next(
+            (
+                round(s.intended + s.latency - killed_at, 1)
+                for s in sorted(after, key=lambda s: s.intended + s.latency)
+                if s.outcome == "ok" and s.intended >= killed_at
+            ),
+            None,
+        ),
     }
 
 
-async def kill_under_load(base: str, deployment: str, replicas: int, mode: str, kill_after_s: float = 8, load_s: float = 60) -> dict:
+async def kill_under_load(
+    base: str, deployment: str, replicas: int, mode: str, kill_after_s: float = 8, load_s: float = 60
+) -> dict:
     """A replica of `deployment` killed (ray.kill, no restart by Ray: Serve replaces it) `kill_after_s` into a
     closed-loop load of /v1/retrieve; the replacement is polled from the kill on, during the load."""
     import ray
@@ -121,9 +146,17 @@ async def kill_under_load(base: str, deployment: str, replicas: int, mode: str, 
     run = await closed_loop(f"{base}/v1/retrieve", body, concurrency=4, requests=100_000, max_wall_s=load_s)
     killed_at, replaced_s = await killer
     return {
-        "deployment": deployment, "replicas": replicas, "mode": mode, "killed": victim, "replicas_before": names,
-        "replicas_after": replica_actor_names(deployment), "replaced_after_s": replaced_s,
-        "load_s": load_s, "kill_after_s": kill_after_s, "load": summary(run), **impact(run.samples, killed_at),
+        "deployment": deployment,
+        "replicas": replicas,
+        "mode": mode,
+        "killed": victim,
+        "replicas_before": names,
+        "replicas_after": replica_actor_names(deployment),
+        "replaced_after_s": replaced_s,
+        "load_s": load_s,
+        "kill_after_s": kill_after_s,
+        "load": summary(run),
+        **impact(run.samples, killed_at),
         "load_average_1m": load(),
     }
 
@@ -146,7 +179,9 @@ async def store_replica_kill(base: str, api: httpx.Client, deployment: str, mode
             break
         await asyncio.sleep(1)
     after = await asyncio.to_thread(store_state, api)
-    result.update(store_before=before, store_after=after, data_lost=before["stats"] != after["stats"] or not after["consistent"])
+    result.update(
+        store_before=before, store_after=after, data_lost=before["stats"] != after["stats"] or not after["consistent"]
+    )
     return result
 
 
@@ -165,6 +200,7 @@ def stages_down(api: httpx.Client, aux) -> dict:
 
     out = {}
     q = {"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE}
+
     async def bolt_pid() -> int:
         # On Serve's fast path a handle routes on its caller's event loop: an uncached handle (serve.shutdown
         # would shut a cached one down on this loop after asyncio.run closed it), shut down on its own loop.
@@ -177,14 +213,25 @@ def stages_down(api: httpx.Client, aux) -> dict:
     pid = asyncio.run(bolt_pid())
     os.kill(pid, signal.SIGKILL)
     r = api.post("/v1/retrieve", json=q)
-    out["graph_store_killed"] = {"retrieve_status": r.status_code, "outcome": outcome(r), "degraded": degraded_stages(r)}
+    out["graph_store_killed"] = {
+        "retrieve_status": r.status_code,
+        "outcome": outcome(r),
+        "degraded": degraded_stages(r),
+    }
     aux.stop()  # the reranker and chat endpoints go away
     r = api.post("/v1/retrieve", json=q)
-    out["graph_store_and_reranker_down"] = {"retrieve_status": r.status_code, "outcome": outcome(r), "degraded": degraded_stages(r)}
+    out["graph_store_and_reranker_down"] = {
+        "retrieve_status": r.status_code,
+        "outcome": outcome(r),
+        "degraded": degraded_stages(r),
+    }
     r = api.post("/v1/answer", json=q)
     body = r.json()
     out["graph_store_reranker_chat_down"] = {
-        "answer_status": r.status_code, "outcome": outcome(r), "degraded": degraded_stages(r), "model": body.get("model"),
+        "answer_status": r.status_code,
+        "outcome": outcome(r),
+        "degraded": degraded_stages(r),
+        "model": body.get("model"),
         "citations": len(body.get("citations", [])),
     }
     out["load_average_1m"] = load()
@@ -197,10 +244,16 @@ def chat_429(api: httpx.Client, primary) -> dict:
     r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[1], "mode": GRAPH_MODE})
     calls = primary.requests("chat")[-2:]
     return {
-        "status": r.status_code, "outcome": outcome(r), "model": r.json().get("model"), "degraded": degraded_stages(r),
-        "provider_statuses": [c.status for c in calls], "retry_after_s": 2,
-        "waited_s": round(calls[-1].mono - calls[0].mono, 2), "answer_latency_s": round(time.monotonic() - t0, 2),
-        "bound_s": "chat.timeout_s=20", "load_average_1m": load(),
+        "status": r.status_code,
+        "outcome": outcome(r),
+        "model": r.json().get("model"),
+        "degraded": degraded_stages(r),
+        "provider_statuses": [c.status for c in calls],
+        "retry_after_s": 2,
+        "waited_s": round(calls[-1].mono - calls[0].mono, 2),
+        "answer_latency_s": round(time.monotonic() - t0, 2),
+        "bound_s": "chat.timeout_s=20",
+        "load_average_1m": load(),
     }
 
 
@@ -208,31 +261,44 @@ def fallback_chain(api: httpx.Client, primary, second) -> dict:
     primary.fault("chat", status=500, times=3)  # every attempt (chat.max_attempts=3) of the first provider
     r = api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[2], "mode": GRAPH_MODE})
     return {
-        "status": r.status_code, "outcome": outcome(r), "model": r.json().get("model"), "degraded": degraded_stages(r),
+        "status": r.status_code,
+        "outcome": outcome(r),
+        "model": r.json().get("model"),
+        "degraded": degraded_stages(r),
         "primary_statuses": [c.status for c in primary.requests("chat")[-3:]],
-        "second_provider_calls": len(second.requests("chat")), "load_average_1m": load(),
+        "second_provider_calls": len(second.requests("chat")),
+        "load_average_1m": load(),
     }
 
 
 async def overload(base: str) -> dict:
     """Capacity = the throughput at max_ongoing_requests concurrent requests; then Poisson arrivals at 4x it."""
-    at_capacity = await closed_loop(f"{base}/v1/retrieve", payload, concurrency=INGRESS_ONGOING, requests=10_000, max_wall_s=25)
+    at_capacity = await closed_loop(
+        f"{base}/v1/retrieve", payload, concurrency=INGRESS_ONGOING, requests=10_000, max_wall_s=25
+    )
     rate = at_capacity.summary()["qps"]
     over = await open_loop(f"{base}/v1/retrieve", payload, rate=4 * rate, duration_s=25, timeout_s=60)
     shed = sorted(s.latency for s in over.samples if s.status in (429, 503))
     admitted = sorted(s.latency for s in over.samples if s.status == 200)
     async with httpx.AsyncClient(timeout=30) as client:
-        probes = await asyncio.gather(*(client.post(f"{base}/v1/retrieve", json=payload(i)) for i in range(8 * INGRESS_ONGOING)))
+        probes = await asyncio.gather(
+            *(client.post(f"{base}/v1/retrieve", json=payload(i)) for i in range(8 * INGRESS_ONGOING))
+        )
     rejected = [p for p in probes if p.status_code in (429, 503)]
     return {
         "capacity": {"max_ongoing_requests": INGRESS_ONGOING, "max_queued_requests": INGRESS_QUEUED, "qps": rate},
-        "at_capacity": summary(at_capacity), "offered_qps_4x": round(4 * rate, 2), "at_4x": summary(over),
+        "at_capacity": summary(at_capacity),
+        "offered_qps_4x": round(4 * rate, 2),
+        "at_4x": summary(over),
         "shed_pct": round(100 * len(shed) / max(len(over.samples), 1), 1),
         "shed_p50_ms": round(percentile(shed, 50) * 1000, 1) if shed else None,
         "shed_p95_ms": round(percentile(shed, 95) * 1000, 1) if shed else None,
         "admitted_p95_ms": round(percentile(admitted, 95) * 1000, 1) if admitted else None,
-        "burst_probe": {"sent": len(probes), "rejected": len(rejected),
-                        "retry_after": sorted({p.headers.get("retry-after") for p in rejected}, key=str)},
+        "burst_probe": {
+            "sent": len(probes),
+            "rejected": len(rejected),
+            "retry_after": sorted({p.headers.get("retry-after") for p in rejected}, key=str),
+        },
         "load_average_1m": load(),
     }
 
@@ -253,20 +319,33 @@ def main() -> None:
     from ray import serve
 
     from graph import build_app
+    from tests.fakes import sample_documents
     from tests.openai_server import OpenAIProtocolServer
     from tests.openai_server_process import OpenAIProtocolServerProcess
-    from tests.fakes import sample_documents
 
     results: dict = {"started_load_average": os.getloadavg()}
-    with tempfile.TemporaryDirectory(prefix="graphrag-ft-") as tmp, OpenAIProtocolServer() as primary, \
-            OpenAIProtocolServer(model_suffix="-second") as second, OpenAIProtocolServerProcess() as aux:
+    with (
+        tempfile.TemporaryDirectory(prefix="graphrag-ft-") as tmp,
+        OpenAIProtocolServer() as primary,
+        OpenAIProtocolServer(model_suffix="-second") as second,
+        OpenAIProtocolServerProcess() as aux,
+    ):
         args = {
             "data_dir": f"{tmp}/data",
-            "chat": {"base_url": primary.base_url, "model": "primary", "max_attempts": 3, "backoff_base_s": 0.1,
-                     "timeout_s": 20, "fallbacks": [{"base_url": second.base_url, "model": "second"}]},
+            "chat": {
+                "base_url": primary.base_url,
+                "model": "primary",
+                "max_attempts": 3,
+                "backoff_base_s": 0.1,
+                "timeout_s": 20,
+                "fallbacks": [{"base_url": second.base_url, "model": "second"}],
+            },
             "deployments": {
-                "ingress": {"max_ongoing_requests": INGRESS_ONGOING, "max_queued_requests": INGRESS_QUEUED,
-                            "backpressure_config": {"status_code": 503, "retry_after_s": 1}},
+                "ingress": {
+                    "max_ongoing_requests": INGRESS_ONGOING,
+                    "max_queued_requests": INGRESS_QUEUED,
+                    "backpressure_config": {"status_code": 503, "retry_after_s": 1},
+                },
                 "graph": {"num_replicas": 2, "max_ongoing_requests": 100},
                 "bolt_server": {"num_replicas": 1, "health_check_period_s": 1.0},
             },
@@ -290,10 +369,23 @@ def main() -> None:
             results["fallback_chain"] = fallback_chain(api, primary, second)
             print(json.dumps(results["fallback_chain"]), flush=True)
             # The remaining scenarios break endpoints: a reranker and chat that then disappear.
-            serve.run(build_app({**args, "reranker": {"url": f"{aux.root_url}/rerank"},
-                                                     "chat": {"base_url": aux.base_url, "model": "aux", "max_attempts": 2,
-                                                              "backoff_base_s": 0.1, "timeout_s": 5}}),
-                      name=APP, route_prefix="/")
+            serve.run(
+                build_app(
+                    {
+                        **args,
+                        "reranker": {"url": f"{aux.root_url}/rerank"},
+                        "chat": {
+                            "base_url": aux.base_url,
+                            "model": "aux",
+                            "max_attempts": 2,
+                            "backoff_base_s": 0.1,
+                            "timeout_s": 5,
+                        },
+                    }
+                ),
+                name=APP,
+                route_prefix="/",
+            )
             r = api.post("/v1/retrieve", json={"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE})
             results["reranker_endpoint_up"] = {"status": r.status_code, "reranker": r.json().get("reranker")}
             results["stages_down"] = stages_down(api, aux)
@@ -301,11 +393,18 @@ def main() -> None:
             serve.delete(APP)
             strict = chat_required(tmp)
             strict_api = httpx.Client(base_url=f"{base}{strict['route_prefix']}", timeout=120)
-            strict_api.post("/v1/ingest", json={"collection": "ft", "documents": sample_documents()[:2]}).raise_for_status()
+            strict_api.post(
+                "/v1/ingest", json={"collection": "ft", "documents": sample_documents()[:2]}
+            ).raise_for_status()
             r = strict_api.post("/v1/answer", json={"collection": "ft", "query": QUERIES[0], "mode": GRAPH_MODE})
-            results["chat_required"] = {"answer_status": r.status_code, "outcome": outcome(r), "stage": r.json().get("stage"),
-                                        "retry_after": r.headers.get("retry-after"), "detail": r.json().get("detail", "")[:200],
-                                        "load_average_1m": load()}
+            results["chat_required"] = {
+                "answer_status": r.status_code,
+                "outcome": outcome(r),
+                "stage": r.json().get("stage"),
+                "retry_after": r.headers.get("retry-after"),
+                "detail": r.json().get("detail", "")[:200],
+                "load_average_1m": load(),
+            }
             print(json.dumps(results["chat_required"]), flush=True)
     harness.write_json("fault_tolerance.json", results)
     print(json.dumps(results, indent=2))

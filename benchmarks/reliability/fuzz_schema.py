@@ -8,6 +8,7 @@ invalid data rejected with a 4xx, and auth not ignored. Then hand-written bodies
 (NaN, Infinity, 1e400, lone surrogates; a document over the size limit) must all answer a short 4xx. Prints the figures and writes
 benchmarks/results/fuzz_schema.json; exits non-zero on any failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,29 +21,57 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks import use_local_env  # noqa: E402
-from benchmarks import harness  # noqa: E402
+from benchmarks import (
+    harness,  # noqa: E402
+    use_local_env,  # noqa: E402
+)
 from benchmarks.harness import ROOT  # noqa: E402
 
 use_local_env()
 
-CHECKS = ",".join([
-    "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",
-    "response_schema_conformance", "negative_data_rejection", "ignored_auth",
-])
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "negative_data_rejection",
+        "ignored_auth",
+    ]
+)
 KEY = "fuzz-key"
 
 
 def run_schemathesis(base: str, key: str, max_examples: int, seed: int, report_dir: Path) -> dict:
     """Runs the CLI against `base`; returns the request and failure counts from its NDJSON event report."""
     cmd = [
-        sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json",
-        "-H", f"Authorization: Bearer {key}", "--checks", CHECKS, "--max-examples", str(max_examples),
-        "--seed", str(seed),
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{base}/openapi.json",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        str(seed),
         # One worker: with several, hypothesis (6.170) intermittently fails parsing its own lambdas in threads
         # (SystemError: AST constructor recursion depth mismatch), a tool error that aborts an operation.
-        "--workers", "1", "--request-timeout", "60", "--no-shrink",
-        "--report", "ndjson", "--report-dir", str(report_dir), "--output-sanitize", "true",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "60",
+        "--no-shrink",
+        "--report",
+        "ndjson",
+        "--report-dir",
+        str(report_dir),
+        "--output-sanitize",
+        "true",
     ]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -58,10 +87,14 @@ def run_schemathesis(base: str, key: str, max_examples: int, seed: int, report_d
                 per_operation[interaction["label"]] += 1
             failures += _failures(event)
     return {
-        "exit_code": proc.returncode, "wall_s": round(wall, 1), "requests": sum(statuses.values()),
+        "exit_code": proc.returncode,
+        "wall_s": round(wall, 1),
+        "requests": sum(statuses.values()),
         "server_errors_5xx": sum(n for s, n in statuses.items() if s.startswith("5")),
-        "statuses": dict(sorted(statuses.items())), "requests_per_operation": dict(sorted(per_operation.items())),
-        "failures": failures, "output": proc.stdout + proc.stderr[-3000:],
+        "statuses": dict(sorted(statuses.items())),
+        "requests_per_operation": dict(sorted(per_operation.items())),
+        "failures": failures,
+        "output": proc.stdout + proc.stderr[-3000:],
     }
 
 
@@ -70,13 +103,21 @@ def run_schemathesis(base: str, key: str, max_examples: int, seed: int, report_d
 # size limit, whose 422 must not echo it back.
 _BAD_VALUES = ["NaN", "Infinity", "-Infinity", "1e400", '"\\ud800"', '"a\\udfffb"', '"\\ude00\\ud83d"']
 _MALFORMED_TEMPLATES = {
-    "/v1/retrieve": ['{"collection": "x", "query": "rust", "top_k": V}', '{"collection": "x", "query": V}',
-                     '{"query": "rust", "filter": {"year": V}}'],
+    "/v1/retrieve": [
+        '{"collection": "x", "query": "rust", "top_k": V}',
+        '{"collection": "x", "query": V}',
+        '{"query": "rust", "filter": {"year": V}}',
+    ],
     "/v1/answer": ['{"collection": "x", "query": "rust", "top_k": V}', '{"query": V, "stream": true}'],
-    "/v1/chat/completions": ['{"model": "m", "messages": [{"role": "user", "content": V}]}',
-                             '{"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": V}'],
-    "/v1/ingest": ['{"documents": [{"id": V, "text": "t"}]}', '{"documents": [{"id": "a", "text": V}]}',
-                   '{"documents": [{"id": "a", "text": "t", "metadata": {"k": V}}]}'],
+    "/v1/chat/completions": [
+        '{"model": "m", "messages": [{"role": "user", "content": V}]}',
+        '{"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": V}',
+    ],
+    "/v1/ingest": [
+        '{"documents": [{"id": V, "text": "t"}]}',
+        '{"documents": [{"id": "a", "text": V}]}',
+        '{"documents": [{"id": "a", "text": "t", "metadata": {"k": V}}]}',
+    ],
     "/v1/graph/query": ['{"query": "RETURN $p AS p", "parameters": {"p": V}}', '{"query": V}'],
 }
 
@@ -103,9 +144,13 @@ def run_malformed(base: str, key: str) -> dict:
         statuses[str(resp.status_code)] += 1
         if resp.status_code != 422 or len(resp.content) > 2_000:
             failures.append(f"/v1/ingest 200,001-character document: {resp.status_code}, {len(resp.content)} bytes")
-    return {"requests": sum(statuses.values()), "statuses": dict(sorted(statuses.items())),
-            "server_errors_5xx": sum(n for s, n in statuses.items() if s.startswith("5")),
-            "oversized_document_422_bytes": len(resp.content), "failures": failures}
+    return {
+        "requests": sum(statuses.values()),
+        "statuses": dict(sorted(statuses.items())),
+        "server_errors_5xx": sum(n for s, n in statuses.items() if s.startswith("5")),
+        "oversized_document_422_bytes": len(resp.content),
+        "failures": failures,
+    }
 
 
 def _interactions(event: dict):
@@ -139,30 +184,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=150)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--report-dir", default=None, help="keep schemathesis' NDJSON report here (default: a temp dir)")
+    parser.add_argument(
+        "--report-dir", default=None, help="keep schemathesis' NDJSON report here (default: a temp dir)"
+    )
     opts = parser.parse_args()
 
     import httpx
 
     from deployments.ingress.auth import hash_key
-    from tests.openai_server import OpenAIProtocolServer
     from tests.fakes import sample_documents
+    from tests.openai_server import OpenAIProtocolServer
 
     with OpenAIProtocolServer() as llm, tempfile.TemporaryDirectory(prefix="graphrag-fuzz-") as tmp:
-        args = {"data_dir": f"{tmp}/data", "chat": {"base_url": llm.base_url, "model": "fuzz"},
-                "auth": {"api_key_hashes": [hash_key(KEY)]}}
+        args = {
+            "data_dir": f"{tmp}/data",
+            "chat": {"base_url": llm.base_url, "model": "fuzz"},
+            "auth": {"api_key_hashes": [hash_key(KEY)]},
+        }
         with harness.local_app(args, "graphrag-fuzz") as base:
-            resp = httpx.post(f"{base}/v1/ingest", json={"documents": sample_documents()},
-                              headers={"X-API-Key": KEY}, timeout=300)
+            resp = httpx.post(
+                f"{base}/v1/ingest", json={"documents": sample_documents()}, headers={"X-API-Key": KEY}, timeout=300
+            )
             resp.raise_for_status()
             report = Path(opts.report_dir) if opts.report_dir else Path(tmp) / "report"
             result = run_schemathesis(base, KEY, opts.max_examples, opts.seed, report)
             result["malformed_json"] = run_malformed(base, KEY)
-    result.update(max_examples=opts.max_examples, seed=opts.seed, checks=CHECKS.split(","), load_average=os.getloadavg())
+    result.update(
+        max_examples=opts.max_examples, seed=opts.seed, checks=CHECKS.split(","), load_average=os.getloadavg()
+    )
     harness.write_json("fuzz_schema.json", {k: v for k, v in result.items() if k != "output"})
     print(result.pop("output"))
     print(json.dumps(result, indent=2))
-    ok = result["exit_code"] == 0 and not result["failures"] and result["server_errors_5xx"] == 0 and not result["malformed_json"]["failures"]
+    ok = (
+        result["exit_code"] == 0
+        and not result["failures"]
+        and result["server_errors_5xx"] == 0
+        and not result["malformed_json"]["failures"]
+    )
     sys.exit(0 if ok and result["requests"] >= 1000 else 1)
 
 

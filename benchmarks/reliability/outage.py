@@ -11,6 +11,7 @@ went without the stopped backend (`degraded`), the seconds from its return until
 /readyz said during the outage (the breaker's state). Results: benchmarks/results/outage.json
 (outage-no-breaker.json with --no-breaker, the same run with every breaker disabled, for comparison).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,23 @@ from benchmarks import use_local_env
 
 use_local_env()
 
-import httpx
+import httpx  # noqa: E402  (after the environment is set)
 
-from benchmarks.loadgen import Sample, closed_loop, outcomes, percentile
+from benchmarks.loadgen import Sample, closed_loop, outcomes, percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 APP = "graphrag-outage"
 MODE = "hybrid+graph"
 CONCURRENCY = 8
-QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
-           "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
+QUERIES = [
+    "Which database ships a Bolt protocol plugin?",
+    "What does Qdrant Edge embed?",
+    "How does Ray Serve scale?",
+    "What is reciprocal rank fusion?",
+    "Which model embeds the passages?",
+    "What is GraphRAG?",
+]
 # The stage each backend serves, as named in an answer's `degraded`.
 STAGE = {"chat": "chat", "rerank": "rerank", "embeddings": "embed", "bolt": "graph"}
 
@@ -49,14 +56,31 @@ def payload(n: int) -> dict:
 def app_args(data: str, servers: dict, bolt, breaker: bool) -> dict:
     off = {"breaker": {"enabled": False}} if not breaker else {}
     creds = bolt.credentials  # the graph stage reaches the Bolt server as an external one
-    graph = {"bolt_uri": bolt.uri, "password": creds.root_password, "reader_user": creds.reader[0],
-             "reader_password": creds.reader_password}
+    graph = {
+        "bolt_uri": bolt.uri,
+        "password": creds.root_password,
+        "reader_user": creds.reader[0],
+        "reader_password": creds.reader_password,
+    }
     return {
         "data_dir": data,
         # Each backend's own bound sits inside the ingress's bound on its stage, so the backend sees its timeouts.
-        "embedder": {"openai_base_url": servers["embeddings"].base_url, "openai_model": "emb", "timeout_s": 2, "max_retries": 0, **off},
+        "embedder": {
+            "openai_base_url": servers["embeddings"].base_url,
+            "openai_model": "emb",
+            "timeout_s": 2,
+            "max_retries": 0,
+            **off,
+        },
         "reranker": {"url": f"{servers['rerank'].root_url}/rerank", "timeout_s": 2, **off},
-        "chat": {"base_url": servers["chat"].base_url, "model": "chat", "max_attempts": 2, "backoff_base_s": 0.1, "timeout_s": 4, **off},
+        "chat": {
+            "base_url": servers["chat"].base_url,
+            "model": "chat",
+            "max_attempts": 2,
+            "backoff_base_s": 0.1,
+            "timeout_s": 4,
+            **off,
+        },
         "graph": {**graph, "query_timeout_s": 2, **off},
         "retrieval": {"vector_timeout_s": 3, "graph_timeout_s": 3, "rerank_timeout_s": 3, "chat_timeout_s": 5},
     }
@@ -68,8 +92,12 @@ def p95_ms(samples: list[Sample]) -> float | None:
 
 
 def phase(samples: list[Sample], stage: str) -> dict:
-    return {"requests": len(samples), "p95_ms": p95_ms(samples), **outcomes(samples),
-            "without_" + stage: sum(1 for s in samples if stage in (s.degraded or []))}
+    return {
+        "requests": len(samples),
+        "p95_ms": p95_ms(samples),
+        **outcomes(samples),
+        "without_" + stage: sum(1 for s in samples if stage in (s.degraded or [])),
+    }
 
 
 async def outage(base: str, name: str, pid: int, stage: str, normal_s: float, outage_s: float, after_s: float) -> dict:
@@ -91,11 +119,20 @@ async def outage(base: str, name: str, pid: int, stage: str, normal_s: float, ou
     print(f"{name}: stopping pid {pid} for {outage_s:.0f}s ...", flush=True)
     controller = asyncio.create_task(stop_and_continue())
     try:
-        run = await closed_loop(f"{base}/v1/answer", payload, concurrency=CONCURRENCY, requests=10_000_000,
-                                max_wall_s=normal_s + outage_s + after_s, timeout_s=120)
+        run = await closed_loop(
+            f"{base}/v1/answer",
+            payload,
+            concurrency=CONCURRENCY,
+            requests=10_000_000,
+            max_wall_s=normal_s + outage_s + after_s,
+            timeout_s=120,
+        )
     finally:
         stopped, resumed = await controller
-    done = lambda s: s.intended + s.latency
+
+    def done(s: Sample) -> float:
+        return s.intended + s.latency
+
     before = [s for s in run.samples if done(s) < stopped]
     during = [s for s in run.samples if s.intended >= stopped and s.intended < resumed]
     after = sorted((s for s in run.samples if s.intended >= resumed), key=done)
@@ -103,18 +140,25 @@ async def outage(base: str, name: str, pid: int, stage: str, normal_s: float, ou
     still = [done(s) - resumed for s in run.samples if done(s) >= resumed and stage in (s.degraded or [])]
     normal_p95, outage_p95 = p95_ms(before), p95_ms(during)
     return {
-        "backend": name, "stage": stage, "stopped_s": outage_s,
-        "normal": phase(before, stage), "outage": phase(during, stage), "after": phase(after, stage),
+        "backend": name,
+        "stage": stage,
+        "stopped_s": outage_s,
+        "normal": phase(before, stage),
+        "outage": phase(during, stage),
+        "after": phase(after, stage),
         "outage_p95_over_normal": round(outage_p95 / normal_p95, 2) if normal_p95 and outage_p95 else None,
         "failed_during_outage": outcomes(during)["failed"],
         # From SIGCONT to the first answer (sent after it) that used the backend again.
         "resumed_after_s": round(done(back) - resumed, 2) if back else None,
         "last_answer_without_it_after_return_s": round(max(still), 2) if still else 0.0,
         # p95 per 10 s of the outage: the first window holds the calls that waited before the circuit opened.
-        "outage_p95_ms_per_10s": [p95_ms([s for s in during if stopped + t <= s.intended < stopped + t + 10])
-                                  for t in range(0, int(outage_s), 10)],
+        "outage_p95_ms_per_10s": [
+            p95_ms([s for s in during if stopped + t <= s.intended < stopped + t + 10])
+            for t in range(0, int(outage_s), 10)
+        ],
         "slowest_during_outage_ms": round(max(s.latency for s in during) * 1000, 1) if during else None,
-        "readyz_mid_outage": readyz, "load_average_1m": round(os.getloadavg()[0], 2),
+        "readyz_mid_outage": readyz,
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -142,12 +186,22 @@ def main() -> None:
     from tests.openai_server import OpenAIProtocolServerProcess
 
     breaker = not args.no_breaker
-    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "breaker": breaker,
-                     "concurrency": CONCURRENCY, "mode": MODE, "endpoint": "/v1/answer", "how": "SIGSTOP, then SIGCONT",
-                     "started_load_average": os.getloadavg(), "backends": {}}
-    with tempfile.TemporaryDirectory(prefix="graphrag-outage-") as tmp, \
-            OpenAIProtocolServerProcess() as chat, OpenAIProtocolServerProcess() as rerank, \
-            OpenAIProtocolServerProcess() as embeddings:
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "breaker": breaker,
+        "concurrency": CONCURRENCY,
+        "mode": MODE,
+        "endpoint": "/v1/answer",
+        "how": "SIGSTOP, then SIGCONT",
+        "started_load_average": os.getloadavg(),
+        "backends": {},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="graphrag-outage-") as tmp,
+        OpenAIProtocolServerProcess() as chat,
+        OpenAIProtocolServerProcess() as rerank,
+        OpenAIProtocolServerProcess() as embeddings,
+    ):
         bolt = EmbeddedBoltServer(make_graph_config(Path(tmp) / "arcadedb"))
         bolt.start()
         servers = {"chat": chat, "rerank": rerank, "embeddings": embeddings}

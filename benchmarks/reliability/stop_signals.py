@@ -9,6 +9,7 @@ node processes, its workers, HAProxy and the Bolt server's JVM whatever their pr
 app's processes" are exactly the ones with that marker, and only those are ever signalled (cleanup included).
 Writes benchmarks/results/stop_signals.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -121,8 +122,15 @@ class App:
         self.mark = secrets.token_hex(8)
         self.log = self.workdir / f"{self.entry}-{run}.log"
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(self.command(), cwd=str(self.workdir), env=self.env(), stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=str(self.workdir),
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def wait_answering(self, timeout_s: float = 300) -> float:
         """Seconds until the app is ready with the sample corpus ingested (the demo's own ingest, which it reports
@@ -137,8 +145,11 @@ class App:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.entry} did not answer within {timeout_s:g}s:\n{self.tail()}")
             time.sleep(1)
-        hit = httpx.post(f"{base}/v1/retrieve", json={"collection": "demo", "query": "Which engine stores the graph?",
-                                                      "top_k": 3}, timeout=60)
+        hit = httpx.post(
+            f"{base}/v1/retrieve",
+            json={"collection": "demo", "query": "Which engine stores the graph?", "top_k": 3},
+            timeout=60,
+        )
         hit.raise_for_status()
         return time.monotonic() - started
 
@@ -148,9 +159,13 @@ class App:
         try:
             if httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
                 return False
-            docs = [{"id": p.stem, "text": p.read_text(), "metadata": {"source": str(p)}}
-                    for p in sorted((ROOT / "configs" / "sample").glob("*.md"))]
-            httpx.post(f"{base}/v1/ingest", json={"collection": "demo", "documents": docs}, timeout=300).raise_for_status()
+            docs = [
+                {"id": p.stem, "text": p.read_text(), "metadata": {"source": str(p)}}
+                for p in sorted((ROOT / "configs" / "sample").glob("*.md"))
+            ]
+            httpx.post(
+                f"{base}/v1/ingest", json={"collection": "demo", "documents": docs}, timeout=300
+            ).raise_for_status()
             return True
         except httpx.HTTPError:
             return False
@@ -185,15 +200,23 @@ class App:
             thread.join(60)
         return {
             "inflight": {o: outcomes.count(o) for o in sorted(set(outcomes))},
-            "signal": sig.name, "processes": len(pids), "process_kinds": names, "ports": sorted(ports),
-            "all_gone_s": _round(gone_s), "ports_free_s": _round(ports_free_s),
-            "left": [f"{p} {process_name(p)[:120]}" for p in left], "ports_held": sorted(ports_in_use(ports)),
+            "signal": sig.name,
+            "processes": len(pids),
+            "process_kinds": names,
+            "ports": sorted(ports),
+            "all_gone_s": _round(gone_s),
+            "ports_free_s": _round(ports_free_s),
+            "left": [f"{p} {process_name(p)[:120]}" for p in left],
+            "ports_held": sorted(ports_in_use(ports)),
         }
 
     def _ask(self, outcomes: list[str]) -> None:
         try:
-            resp = httpx.post(f"http://127.0.0.1:{self.port}/v1/answer", timeout=60,
-                              json={"collection": "demo", "query": "Which protocol does the graph stage use?", "top_k": 5})
+            resp = httpx.post(
+                f"http://127.0.0.1:{self.port}/v1/answer",
+                timeout=60,
+                json={"collection": "demo", "query": "Which protocol does the graph stage use?", "top_k": 5},
+            )
             outcomes.append(str(resp.status_code))
         except httpx.HTTPError as exc:
             outcomes.append(type(exc).__name__)
@@ -223,10 +246,20 @@ class App:
         return left
 
 
-KINDS = {"haproxy": "haproxy", "raylet": "raylet", "gcs_server": "gcs_server", "graph.embedded.server": "bolt_server",
-         "graph.bolt_server": "bolt_server",  # its module before the graph package split
-         "ray::": "ray::", "dashboard": "dashboard", "runtime_env": "runtime_env", "log_monitor": "log_monitor",
-         "graph.py": "graph.py", "serve run": "serve run", "make": "make"}
+KINDS = {
+    "haproxy": "haproxy",
+    "raylet": "raylet",
+    "gcs_server": "gcs_server",
+    "graph.embedded.server": "bolt_server",
+    "graph.bolt_server": "bolt_server",  # its module before the graph package split
+    "ray::": "ray::",
+    "dashboard": "dashboard",
+    "runtime_env": "runtime_env",
+    "log_monitor": "log_monitor",
+    "graph.py": "graph.py",
+    "serve run": "serve run",
+    "make": "make",
+}
 
 
 def _short(cmdline: str) -> str:
@@ -264,7 +297,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entry", action="append", choices=ENTRY_POINTS)
     parser.add_argument("--signal", action="append", choices=("TERM", "INT"))
-    parser.add_argument("--starts", type=int, default=2, help="starts per entry point and signal (same ports, same data)")
+    parser.add_argument(
+        "--starts", type=int, default=2, help="starts per entry point and signal (same ports, same data)"
+    )
     parser.add_argument("--out", default=str(RESULTS))
     opts = parser.parse_args()
     results = []
@@ -277,8 +312,17 @@ def main() -> None:
                 shutil.rmtree(workdir, ignore_errors=True)
             print(json.dumps(result), flush=True)
             results.append(result)
-    Path(opts.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                          "command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
+    Path(opts.out).write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "command": " ".join(sys.argv),
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ store (SHOW TRANSACTIONS).
 Writes benchmarks/results/user_query_timeout.json. CPU figures are noisy on a shared machine: compare the
 windows of one run (busy while the query runs, ~0 once it is stopped) and when the query left the store.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import RESULTS  # noqa: E402
 from deployments.config import GraphConfig
-from deployments.net import free_port
 from deployments.errors import StageError, StageTimeout
 from deployments.graph.embedded.server import EmbeddedBoltServer
 from deployments.graph.service import GraphService
-from benchmarks import harness  # noqa: E402
-from benchmarks.harness import RESULTS  # noqa: E402
+from deployments.net import free_port
 
 QUERY = "UNWIND range(1,1000) AS a UNWIND range(1,1000) AS b UNWIND range(1,40) AS c RETURN count(*)"
 OUT = RESULTS / "user_query_timeout.json"

@@ -4,6 +4,7 @@ writes benchmarks/results/autoscale-<profile>.json and .png.
 
     python -m benchmarks.speed.autoscale configs/autoscale-graph.yaml
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,19 +33,25 @@ async def drive(url: str, steps: list[list[float]], app_name: str, sample_every:
     async def sample() -> None:
         while (now := time.monotonic() - t0) < total + 2:
             status = (await asyncio.to_thread(serve.status)).applications[app_name].deployments
-            replicas.append({"t": round(now, 2), **{name: d.replica_states.get("RUNNING", 0) for name, d in status.items()}})
+            replicas.append(
+                {"t": round(now, 2), **{name: d.replica_states.get("RUNNING", 0) for name, d in status.items()}}
+            )
             await asyncio.sleep(sample_every)
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
 
         async def one(n: int, at: float) -> None:
             await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
             status = 0
             try:
-                async with session.post(f"{url}/v1/answer", json={"query": f"autoscale question {n}", "top_k": 3, "mode": "hybrid+graph"}) as resp:
+                async with session.post(
+                    f"{url}/v1/answer", json={"query": f"autoscale question {n}", "top_k": 3, "mode": "hybrid+graph"}
+                ) as resp:
                     await resp.read()
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             end = time.monotonic() - t0
             finished.append((end, end - at, status))
@@ -63,8 +70,13 @@ async def drive(url: str, steps: list[list[float]], app_name: str, sample_every:
     latency = []
     for s in range(seconds):
         window = sorted(lat for end, lat, st in finished if s - 4 < end <= s + 1 and st == 200)  # 5 s sliding window
-        latency.append({"t": s + 1, "p95_ms": round(percentile(window, 95) * 1000, 1) if window else None,
-                        "errors": sum(1 for end, _, st in finished if s < end <= s + 1 and st != 200)})
+        latency.append(
+            {
+                "t": s + 1,
+                "p95_ms": round(percentile(window, 95) * 1000, 1) if window else None,
+                "errors": sum(1 for end, _, st in finished if s < end <= s + 1 and st != 200),
+            }
+        )
     load = []
     start = 0.0
     for rate, duration in steps:
@@ -73,8 +85,14 @@ async def drive(url: str, steps: list[list[float]], app_name: str, sample_every:
     statuses: dict[str, int] = {}
     for _, _, st in finished:
         statuses[str(st)] = statuses.get(str(st), 0) + 1
-    return {"replicas": replicas, "latency": latency, "load": load, "requests": len(finished),
-            "errors": sum(1 for _, _, st in finished if st != 200), "status": statuses}
+    return {
+        "replicas": replicas,
+        "latency": latency,
+        "load": load,
+        "requests": len(finished),
+        "errors": sum(1 for _, _, st in finished if st != 200),
+        "status": statuses,
+    }
 
 
 def recovery(series: dict, hold_s: int = 10) -> dict:
@@ -100,14 +118,23 @@ def plot(series: dict, title: str, path: Path) -> None:
     fig, (ax_rep, ax_lat) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     names = [k for k in series["replicas"][0] if k != "t"]
     for name in names:
-        ax_rep.step([r["t"] for r in series["replicas"]], [r[name] for r in series["replicas"]], where="post", label=name)
+        ax_rep.step(
+            [r["t"] for r in series["replicas"]], [r[name] for r in series["replicas"]], where="post", label=name
+        )
     ax_rep.set(ylabel="replicas", title=title)
     ax_rep.legend(loc="upper left", fontsize=8)
     points = [p for p in series["latency"] if p["p95_ms"] is not None]
     ax_lat.plot([p["t"] for p in points], [p["p95_ms"] for p in points], color="black", label="p95 (5 s window)")
     ax_lat.set(xlabel="seconds", ylabel="p95 ms")
     ax_load = ax_lat.twinx()
-    ax_load.step([s["from"] for s in series["load"]] + [series["load"][-1]["to"]], [s["rate"] for s in series["load"]] + [series["load"][-1]["rate"]], where="post", color="tab:red", alpha=0.5, label="offered load")
+    ax_load.step(
+        [s["from"] for s in series["load"]] + [series["load"][-1]["to"]],
+        [s["rate"] for s in series["load"]] + [series["load"][-1]["rate"]],
+        where="post",
+        color="tab:red",
+        alpha=0.5,
+        label="offered load",
+    )
     ax_load.set_ylabel("requests/s", color="tab:red")
     for ax in (ax_rep, ax_lat):
         ax.grid(alpha=0.3)
@@ -126,9 +153,16 @@ def main() -> None:
         series = asyncio.run(drive(url, app_cfg["args"]["load_profile"], app_cfg["name"]))
     peak = {name: max(r[name] for r in series["replicas"]) for name in series["replicas"][0] if name != "t"}
     result = {
-        "profile": profile, "config": args.config, "peak_replicas": peak, **recovery(series),
-        "requests": series["requests"], "errors": series["errors"], "status": series["status"], "series": series,
-        "command": f"python -m benchmarks.speed.autoscale {args.config}", "date": harness.utc_now(),
+        "profile": profile,
+        "config": args.config,
+        "peak_replicas": peak,
+        **recovery(series),
+        "requests": series["requests"],
+        "errors": series["errors"],
+        "status": series["status"],
+        "series": series,
+        "command": f"python -m benchmarks.speed.autoscale {args.config}",
+        "date": harness.utc_now(),
     }
     harness.write_json(f"{profile}.json", result, indent=1)
     plot(series, f"{profile}: replicas per stage and p95 under a load step", RESULTS / f"{profile}.png")

@@ -10,6 +10,7 @@ mode without Qdrant (HNSW) in between, so the backends are compared on the vecto
 Speed: HotpotQA-100 questions one at a time and in batches of 8 and 32, `threads` intra-op threads, with and
 without ONNX Runtime's spinning threads. Writes benchmarks/results/embed_backends.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,8 @@ use_local_env()
 
 import numpy as np  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import CACHE, DATASETS, RESULTS  # noqa: E402
 from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
 from benchmarks.quality.scifact import APP_ARGS, DEFAULT_DATASET, load_queries  # noqa: E402
 from deployments.cli.ingest import read_beir_corpus  # noqa: E402
@@ -31,8 +34,6 @@ from deployments.embedder.backends import SentenceTransformerEmbedder, resolve_m
 from deployments.embedder.onnx_backend import OnnxSession, export_onnx, onnx_model_path  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document  # noqa: E402
-from benchmarks import harness  # noqa: E402
-from benchmarks.harness import CACHE, DATASETS, RESULTS  # noqa: E402
 
 HOTPOT = DATASETS / "hotpotqa-100" / "hotpotqa_train.json"
 MODEL = "all-MiniLM-L6-v2"
@@ -69,12 +70,16 @@ class Encoders:
 
     def encode(self, name: str, texts: list[str], batch_size: int) -> np.ndarray:
         if name == "torch":
-            return self._torch.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            return self._torch.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
         return self._onnx[name].encode(texts, batch_size)
 
 
 def scifact_chunks(dataset: Path, max_docs: int | None = None) -> tuple[list[str], list[str]]:
-    chunking = ChunkingConfig(max_words=APP_ARGS["chunking.max_words"], overlap_words=APP_ARGS["chunking.overlap_words"])
+    chunking = ChunkingConfig(
+        max_words=APP_ARGS["chunking.max_words"], overlap_words=APP_ARGS["chunking.overlap_words"]
+    )
     doc_ids, texts = [], []
     for row in list(read_beir_corpus(dataset / "corpus.jsonl.gz"))[:max_docs]:
         for chunk in chunk_document(Document(**row), chunking):
@@ -148,8 +153,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "embed_backends.json"))
     args = parser.parse_args()
     questions = [q["question"] for q in json.load(open(HOTPOT))][:100]
-    result: dict = {"date": harness.utc_now(), "threads": args.threads,
-                    "load_average_before": os.getloadavg()[0], "command": harness.command()}
+    result: dict = {
+        "date": harness.utc_now(),
+        "threads": args.threads,
+        "load_average_before": os.getloadavg()[0],
+        "command": harness.command(),
+    }
     for spinning in () if args.skip_speed else (False, True):
         encoders = Encoders(args.threads, spinning)
         result[f"speed_onnx_spinning_{str(spinning).lower()}"] = speed(encoders, questions, args.seconds)

@@ -10,6 +10,7 @@ the same arithmetic). Synthetic collections: ~15 entity mentions per passage dra
 2 × passages entities, 2 of them lead; 384-d random vectors. One thread, no Ray: what a search costs in a replica
 besides Serve's own per-call overhead and the query embedding.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-
-from deployments.graph.index.collection import CollectionIndex, IndexedChunk  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
+from deployments.graph.index.collection import CollectionIndex, IndexedChunk  # noqa: E402
 
 DIM = 384
 
@@ -54,7 +54,16 @@ def scifact_rows() -> tuple[list[IndexedChunk], np.ndarray | None, list[str]]:
     rows = []
     for c in chunks:
         ex = extract(c)
-        rows.append(IndexedChunk(c.chunk_id, c.doc_id, c.text, "{}", tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead)))
+        rows.append(
+            IndexedChunk(
+                c.chunk_id,
+                c.doc_id,
+                c.text,
+                "{}",
+                tuple(e.key for e in ex.entities),
+                tuple(e.key for e in ex.entities if e.lead),
+            )
+        )
     cached = sorted(CACHE.glob("scifact-scifact-*.npy")) if CACHE.exists() else []
     vectors = np.load(cached[-1]) if cached else None
     if vectors is not None and len(vectors) != len(rows):
@@ -89,10 +98,17 @@ def build(rows: list[IndexedChunk], vectors: np.ndarray) -> tuple[CollectionInde
     tracemalloc.stop()
     del traced
     stats = index.stats()
-    return index, {**stats, "build_cpu_s": round(cpu_s, 3), "index_mb": round(current / 2**20, 1), "build_peak_mb": round(peak / 2**20, 1)}
+    return index, {
+        **stats,
+        "build_cpu_s": round(cpu_s, 3),
+        "index_mb": round(current / 2**20, 1),
+        "build_peak_mb": round(peak / 2**20, 1),
+    }
 
 
-def rebuild_after_ingest(index: CollectionIndex, rows: list[IndexedChunk], vectors: np.ndarray, batch: int = 64) -> float:
+def rebuild_after_ingest(
+    index: CollectionIndex, rows: list[IndexedChunk], vectors: np.ndarray, batch: int = 64
+) -> float:
     """What a replica pays per ingest batch: drop/add `batch` documents, rebuild the matrices (ms)."""
     victims = rows[:batch]
     started = time.process_time()
@@ -130,8 +146,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "graph_index.json")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    out: dict = {"date": harness.utc_now(), "command": harness.command(),
-                 "machine": f"{platform.machine()}, shared with other jobs (noisy)"}
+    out: dict = {
+        "date": harness.utc_now(),
+        "command": harness.command(),
+        "machine": f"{platform.machine()}, shared with other jobs (noisy)",
+    }
 
     rows, vectors, questions = scifact_rows()
     real = vectors is not None
@@ -140,8 +159,12 @@ def main() -> None:
     index, built = build(rows, vectors)
     qs = questions[: args.queries]
     qvecs = vectors[rng.integers(0, len(rows), len(qs))] + 0.1 * unit(rng, len(qs))  # near a passage, like a query
-    out["scifact"] = {"real_vectors": real, **built, "rebuild_after_64_doc_ingest_cpu_ms": rebuild_after_ingest(index, rows, vectors),
-                      **search_latency(index, qs, qvecs)}
+    out["scifact"] = {
+        "real_vectors": real,
+        **built,
+        "rebuild_after_64_doc_ingest_cpu_ms": rebuild_after_ingest(index, rows, vectors),
+        **search_latency(index, qs, qvecs),
+    }
     print(json.dumps(out["scifact"]), flush=True)
 
     for n in args.sizes:
@@ -149,8 +172,11 @@ def main() -> None:
         svecs = unit(rng, n)
         sindex, sbuilt = build(srows, svecs)
         sq = [f"what about e{int(j)} and e{int(k)}" for j, k in rng.integers(0, 2 * n, (min(args.queries, 200), 2))]
-        out[f"synthetic_{n}"] = {**sbuilt, "rebuild_after_64_doc_ingest_cpu_ms": rebuild_after_ingest(sindex, srows, svecs),
-                                 **search_latency(sindex, sq, unit(rng, len(sq)))}
+        out[f"synthetic_{n}"] = {
+            **sbuilt,
+            "rebuild_after_64_doc_ingest_cpu_ms": rebuild_after_ingest(sindex, srows, svecs),
+            **search_latency(sindex, sq, unit(rng, len(sq))),
+        }
         print(n, json.dumps(out[f"synthetic_{n}"]), flush=True)
         del sindex, srows, svecs
     harness.write_json(args.out, out)

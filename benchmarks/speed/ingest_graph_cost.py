@@ -9,6 +9,7 @@ Graph index up to date with the batch (what every Graph replica does within grap
 "vector only": the same chunks through VectorService.upsert (the vector half of /v1/ingest).
 Each run gets a fresh data folder; the embedder is warmed before either clock starts.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,15 +22,15 @@ from benchmarks import use_local_env
 
 use_local_env(fast_path=False)
 
-from benchmarks.quality.hotpotqa_recall import load as hotpot_load  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import DATASETS  # noqa: E402
 from benchmarks.inprocess import in_process_pipeline  # noqa: E402
+from benchmarks.quality.hotpotqa_recall import load as hotpot_load  # noqa: E402
 from deployments.config import AppConfig  # noqa: E402
 from deployments.embedder.service import EmbedderService  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402
 from deployments.models import Document, IngestRequest, RetrieveRequest  # noqa: E402
 from deployments.vector.service import VectorService  # noqa: E402
-from benchmarks import harness  # noqa: E402
-from benchmarks.harness import DATASETS  # noqa: E402
 
 DATASET = DATASETS / "hotpotqa-100"
 BATCH = 64
@@ -42,7 +43,9 @@ async def with_graph(docs: list[dict], data_dir: str, extractor: str) -> dict:
             resp = await pipeline.ingest(IngestRequest(collection="cost", documents=docs[i : i + BATCH]))
             chunks += resp.chunks
             # The index catches up with the batch (one version check and a read of the touched documents).
-            await pipeline.retrieve(RetrieveRequest(collection="cost", query=docs[i]["text"][:80], mode="hybrid+graph", rerank=False))
+            await pipeline.retrieve(
+                RetrieveRequest(collection="cost", query=docs[i]["text"][:80], mode="hybrid+graph", rerank=False)
+            )
         seconds = time.perf_counter() - start
     return {"chunks": chunks, "seconds": round(seconds, 1), "chunks_per_s": round(chunks / seconds, 1)}
 
@@ -70,7 +73,10 @@ def main() -> None:
     args = ap.parse_args()
     docs, _ = hotpot_load(DATASET)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="graphrag-cost-") as a, tempfile.TemporaryDirectory(prefix="graphrag-cost-") as b:
+    with (
+        tempfile.TemporaryDirectory(prefix="graphrag-cost-") as a,
+        tempfile.TemporaryDirectory(prefix="graphrag-cost-") as b,
+    ):
         vec = asyncio.run(vector_only(docs, a))
         print(f"vector only: {vec}", flush=True)
         both = asyncio.run(with_graph(docs, b, args.extractor))
@@ -86,7 +92,9 @@ def main() -> None:
         "date": harness.utc_now(),
     }
     print(json.dumps(result, indent=2))
-    harness.write_json("ingest_graph_cost.json" if args.extractor == "spacy" else f"ingest_graph_cost-{args.extractor}.json", result)
+    harness.write_json(
+        "ingest_graph_cost.json" if args.extractor == "spacy" else f"ingest_graph_cost-{args.extractor}.json", result
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ throughput against the raw model. Prints figures, writes benchmarks/results/perf
     python -m benchmarks.speed.performance            # full run (~5 min on 2 cores)
     python -m benchmarks.speed.performance --quick    # smaller counts, for a smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,17 +57,34 @@ def efficiency(run: RunResult, latencies: Latencies, p: float) -> float:
 async def sweep(url: str, levels: list[int], per_level: int, latencies: Latencies, label: str) -> dict[int, RunResult]:
     def report(c: int, run: RunResult) -> None:
         s = run.summary()
-        print(f"  {label:9s} c={c:<4d} qps={s['qps']:7.1f} p50={s['p50_ms']:7.1f} p95={s['p95_ms']:7.1f} status={s['status']} "
-              f"e2e/critical p50={efficiency(run, latencies, 50):.3f} p95={efficiency(run, latencies, 95):.3f} loadgen_cpu={s['loadgen_cpu_share']:.2f}", flush=True)
+        print(
+            f"  {label:9s} c={c:<4d} qps={s['qps']:7.1f} p50={s['p50_ms']:7.1f} p95={s['p95_ms']:7.1f} status={s['status']} "
+            f"e2e/critical p50={efficiency(run, latencies, 50):.3f} p95={efficiency(run, latencies, 95):.3f} loadgen_cpu={s['loadgen_cpu_share']:.2f}",
+            flush=True,
+        )
 
     # Each level runs until `per_level` requests answered or LEVEL_S seconds passed, whichever comes first: at
     # least 1,000 requests or 20 s of steady state (the full run), so that slow levels are not a handful of samples.
-    return await harness.closed_loop_levels(f"{url}/v1/answer", payload, levels, per_level, report, ramp_s=RAMP_S, max_wall_s=LEVEL_S)
+    return await harness.closed_loop_levels(
+        f"{url}/v1/answer", payload, levels, per_level, report, ramp_s=RAMP_S, max_wall_s=LEVEL_S
+    )
 
 
 def run_baseline(system: str, latencies: Latencies, levels: list[int], per_level: int) -> dict[int, RunResult]:
     port = quiet_port()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed.simulated", system, "--port", str(port), "--latencies", latencies.model_dump_json()], cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.speed.simulated",
+            system,
+            "--port",
+            str(port),
+            "--latencies",
+            latencies.model_dump_json(),
+        ],
+        cwd=ROOT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait(url)
@@ -76,7 +94,14 @@ def run_baseline(system: str, latencies: Latencies, levels: list[int], per_level
         proc.wait(timeout=30)
 
 
-def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: str = "serve", open_rate: float = 0.0, cpu: dict | None = None) -> tuple[dict[int, RunResult], RunResult | None]:
+def run_serve(
+    latencies: Latencies,
+    levels: list[int],
+    per_level: int,
+    label: str = "serve",
+    open_rate: float = 0.0,
+    cpu: dict | None = None,
+) -> tuple[dict[int, RunResult], RunResult | None]:
     """Sweeps the Serve graph over simulated stages; `cpu` (if given) receives CPU-ms per request by process for
     the last level."""
     from ray import serve
@@ -91,14 +116,19 @@ def run_serve(latencies: Latencies, levels: list[int], per_level: int, label: st
         before = process_cpu()
         runs |= asyncio.run(sweep(url, levels[-1:], per_level, latencies, label))
         if cpu is not None:
-            cpu.update(cpu_ms_per_request(before, process_cpu(), len(runs[levels[-1]].samples) + runs[levels[-1]].extra_ok))
+            cpu.update(
+                cpu_ms_per_request(before, process_cpu(), len(runs[levels[-1]].samples) + runs[levels[-1]].extra_ok)
+            )
             cpu["loadgen"] = round(runs[levels[-1]].loadgen_cpu_s * 1000 / len(runs[levels[-1]].samples), 2)
             print(f"  {label:9s} CPU-ms per request by process: {cpu}", flush=True)
         poisson = None
         if open_rate:
             poisson = asyncio.run(open_loop(f"{url}/v1/answer", payload, open_rate, 20))
             s = poisson.summary()
-            print(f"  {label:9s} open rate={open_rate}/s qps={s['qps']} p50={s['p50_ms']} p95={s['p95_ms']} p99={s['p99_ms']} status={s['status']}", flush=True)
+            print(
+                f"  {label:9s} open rate={open_rate}/s qps={s['qps']} p50={s['p50_ms']} p95={s['p95_ms']} p99={s['p99_ms']} status={s['status']}",
+                flush=True,
+            )
         return runs, poisson
     finally:
         serve.shutdown()
@@ -109,7 +139,12 @@ def noop_run(requests: int) -> dict:
     with harness.ray_session():
         cpu: dict = {}
         runs, _ = run_serve(Latencies.zero(), [50], requests, label="serve-noop", cpu=cpu)
-    return {"qps": runs[50].summary()["qps"], "p50_ms": runs[50].summary()["p50_ms"], "cpu_ms_per_request": round(sum(cpu.values()), 2), "cpu_ms_by_process": cpu}
+    return {
+        "qps": runs[50].summary()["qps"],
+        "p50_ms": runs[50].summary()["p50_ms"],
+        "cpu_ms_per_request": round(sum(cpu.values()), 2),
+        "cpu_ms_by_process": cpu,
+    }
 
 
 def noop_default_data_plane(requests: int) -> dict:
@@ -117,7 +152,14 @@ def noop_default_data_plane(requests: int) -> dict:
     from deployments.throughput import OPT_OUT, throughput_env
 
     env = {k: v for k, v in os.environ.items() if k not in throughput_env()} | {OPT_OUT: "0"}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.speed.performance", "--noop-only", str(requests)], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed.performance", "--noop-only", str(requests)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -165,7 +207,11 @@ def embedder_and_ingest(n_texts: int) -> dict:
             await serve.shutdown_async()
 
     deployment_tps, ingest_tps = asyncio.run(measure())
-    out = {"raw_texts_per_s": round(raw_tps, 1), "deployment_texts_per_s": round(deployment_tps, 1), "ingest_chunks_per_s": round(ingest_tps, 1)}
+    out = {
+        "raw_texts_per_s": round(raw_tps, 1),
+        "deployment_texts_per_s": round(deployment_tps, 1),
+        "ingest_chunks_per_s": round(ingest_tps, 1),
+    }
     print(f"  embedder: {out}", flush=True)
     return out
 
@@ -211,15 +257,23 @@ def main() -> None:
         serve_runs, poisson = run_serve(latencies, levels, per_level, open_rate=40.0)
         print("zero-latency stages (orchestration cost):", flush=True)
         noop_cpu: dict = {}
-        noop_runs, _ = run_serve(Latencies.zero(), [50], 3000 if not args.quick else 600, label="serve-noop", cpu=noop_cpu)
+        noop_runs, _ = run_serve(
+            Latencies.zero(), [50], 3000 if not args.quick else 600, label="serve-noop", cpu=noop_cpu
+        )
         real = {} if args.skip_real else embedder_and_ingest(256 if args.quick else 512)
     print("the same no-op graph on Ray Serve's default data plane (Python proxy, actor calls):", flush=True)
     default_plane = noop_default_data_plane(3000 if not args.quick else 600)
-    print(f"  serve-default-plane qps={default_plane['qps']} CPU-ms per request by process: {default_plane['cpu_ms_per_request']}", flush=True)
+    print(
+        f"  serve-default-plane qps={default_plane['qps']} CPU-ms per request by process: {default_plane['cpu_ms_per_request']}",
+        flush=True,
+    )
 
     qps = lambda runs, c: runs[c].summary()["qps"]  # noqa: E731
     results = {
-        "fanout_efficiency": {"c1_p50": efficiency(serve_runs[1], latencies, 50), "c50_p95": efficiency(serve_runs[50], latencies, 95)},
+        "fanout_efficiency": {
+            "c1_p50": efficiency(serve_runs[1], latencies, 50),
+            "c50_p95": efficiency(serve_runs[50], latencies, 95),
+        },
         # The default sync baseline runs its `def` route in AnyIO's 40-thread pool: ~42 requests/s at 950 ms,
         # a cap of the pool, not of sequential calls. sync-wide has 256 threads: that ratio measures the fan-out.
         "qps_vs_sync_c128": round(qps(serve_runs, 128) / qps(sync_runs, 128), 3),
@@ -236,18 +290,29 @@ def main() -> None:
         "latencies_ms": latencies.model_dump(),
         "systems": {
             name: {str(c): r.summary() for c, r in runs.items()}
-            for name, runs in (("sync", sync_runs), ("sync_wide_pool", sync_wide_runs), ("monolith", monolith_runs), ("serve", serve_runs), ("serve_noop", noop_runs))
+            for name, runs in (
+                ("sync", sync_runs),
+                ("sync_wide_pool", sync_wide_runs),
+                ("monolith", monolith_runs),
+                ("serve", serve_runs),
+                ("serve_noop", noop_runs),
+            )
         },
         "serve_open_loop": poisson.summary() if poisson else None,
         "load_average_before": [round(x, 2) for x in load_before],
-        "command": "python -m benchmarks.speed.performance" + (" --quick" if args.quick else "") + (f" --sigma {args.sigma}" if args.sigma else ""),
+        "command": "python -m benchmarks.speed.performance"
+        + (" --quick" if args.quick else "")
+        + (f" --sigma {args.sigma}" if args.sigma else ""),
         "date": harness.utc_now(),
     }
     path = RESULTS / "performance.json"
     # The real-stage figures (benchmarks/speed/real_stages.py) live in the same file, under "real": keep them.
     previous = json.loads(path.read_text()) if path.exists() else {}
     harness.write_json(path, {**results, **({"real": previous["real"]} if "real" in previous else {})})
-    plot({"sync": sync_runs, "sync (256 threads)": sync_wide_runs, "monolith": monolith_runs, "serve": serve_runs}, RESULTS / "performance.png")
+    plot(
+        {"sync": sync_runs, "sync (256 threads)": sync_wide_runs, "monolith": monolith_runs, "serve": serve_runs},
+        RESULTS / "performance.png",
+    )
     print(json.dumps({k: v for k, v in results.items() if k not in ("systems", "serve_open_loop")}, indent=2))
 
 

@@ -6,6 +6,7 @@
 
 Writes benchmarks/results/flame-<plane>-ingress.svg, flame-<plane>-stage.svg and profile-<plane>.json.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,11 +34,30 @@ def main() -> None:
         _wait(url)
         asyncio.run(closed_loop(f"{url}/v1/answer", payload, 50, 500))  # warm
         targets = {"ingress": "ServeReplica:profile:Ingress", "stage": "ServeReplica:profile:SimulatedChat"}
-        pids = {name: next(pid for pid, (cmd, _) in process_cpu().items() if title in cmd) for name, title in targets.items()}
+        pids = {
+            name: next(pid for pid, (cmd, _) in process_cpu().items() if title in cmd)
+            for name, title in targets.items()
+        }
         spies = [
-            subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", "20", "--rate", "100", "--nonblocking",
-                              "--format", "flamegraph", "--output", str(RESULTS / f"flame-{plane}-{name}.svg")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    "20",
+                    "--rate",
+                    "100",
+                    "--nonblocking",
+                    "--format",
+                    "flamegraph",
+                    "--output",
+                    str(RESULTS / f"flame-{plane}-{name}.svg"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for name, pid in pids.items()
         ]
         before = process_cpu()
@@ -46,9 +66,15 @@ def main() -> None:
         for spy in spies:
             spy.wait(timeout=120)
     summary = run.summary()
-    out = {"plane": plane, "qps": summary["qps"], "p50_ms": summary["p50_ms"], "cpu_ms_per_request": round(sum(cpu.values()), 2),
-           "cpu_ms_by_process": cpu, "flame_graphs": [f"flame-{plane}-{name}.svg" for name in targets],
-           "command": f"{'GRAPHRAG_SERVE_THROUGHPUT=0 ' if plane == 'default-plane' else ''}python -m benchmarks.speed.profile_noop"}
+    out = {
+        "plane": plane,
+        "qps": summary["qps"],
+        "p50_ms": summary["p50_ms"],
+        "cpu_ms_per_request": round(sum(cpu.values()), 2),
+        "cpu_ms_by_process": cpu,
+        "flame_graphs": [f"flame-{plane}-{name}.svg" for name in targets],
+        "command": f"{'GRAPHRAG_SERVE_THROUGHPUT=0 ' if plane == 'default-plane' else ''}python -m benchmarks.speed.profile_noop",
+    }
     harness.write_json(f"profile-{plane}.json", out)
     print(json.dumps(out, indent=2))
 

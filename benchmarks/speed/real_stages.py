@@ -19,6 +19,7 @@ The headline monolith serves the ingress deployment's own FastAPI app (the same 
 routes over the Pipeline, is measured at c=1 and c=32 beside it. Writes benchmarks/results/performance.json -> "real" (the rest of the file is kept) and
 benchmarks/results/real_stages.json (full tables) and real_stages.png (latency vs throughput).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -175,7 +176,9 @@ def monolith_main(data_dir: str, port: int, http_layer: str) -> None:
     vector = VectorService(config.vector, embedder)
     graph = GraphService(config.graph, bolt.uri, embed=embedder.embed, fetch_vectors=vector.vectors)
     reranker = make_reranker(config.reranker, embedder.embed, vector.vectors)
-    stages = Stages(embedder=embedder, vector=vector, graph=graph, reranker=reranker, chat=ChatAdapter(make_chat(config.chat)))
+    stages = Stages(
+        embedder=embedder, vector=vector, graph=graph, reranker=reranker, chat=ChatAdapter(make_chat(config.chat))
+    )
     pipeline = Pipeline(config, stages)
     app = ingress_app(config, stages) if http_layer == "ingress" else FastAPI(title="real-stage monolith")
 
@@ -262,8 +265,13 @@ def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
         finally:
             await vector.aclose()
             await embedder.aclose()
-        return {"documents": len({c.doc_id for c in chunks}), "chunks": written, "seconds": round(time.perf_counter() - start, 1),
-                "how": "vector store only, in-process bulk load (VectorService.upsert)", "embedder": embedder.name}
+        return {
+            "documents": len({c.doc_id for c in chunks}),
+            "chunks": written,
+            "seconds": round(time.perf_counter() - start, 1),
+            "how": "vector store only, in-process bulk load (VectorService.upsert)",
+            "embedder": embedder.name,
+        }
 
     return asyncio.run(load())
 
@@ -295,8 +303,12 @@ def bulk_load_scifact_graph(data_dir: str, max_docs: int | None = None) -> dict:
         finally:
             await graph.aclose()
         seconds = time.perf_counter() - start
-        return {**counts, "seconds": round(seconds, 1), "chunks_per_s": round(len(chunks) / seconds, 1),
-                "how": "graph store, in-process bulk load (GraphService.upsert, offline extractor)"}
+        return {
+            **counts,
+            "seconds": round(seconds, 1),
+            "chunks_per_s": round(len(chunks) / seconds, 1),
+            "how": "graph store, in-process bulk load (GraphService.upsert, offline extractor)",
+        }
 
     try:
         return asyncio.run(load())
@@ -311,14 +323,21 @@ def ingest_all(url: str, names: list[str]) -> dict:
     hotpot_docs, _ = hotpot_load(DATASETS / "hotpotqa-100")
     out = {}
     with httpx.Client(base_url=url, timeout=600) as client:
-        sources = {"hotpotqa": lambda: hotpot_docs, "scifact": lambda: list(read_beir_corpus(DATASETS / "scifact" / "corpus.jsonl.gz"))}
+        sources = {
+            "hotpotqa": lambda: hotpot_docs,
+            "scifact": lambda: list(read_beir_corpus(DATASETS / "scifact" / "corpus.jsonl.gz")),
+        }
         for collection in names:
             docs = sources[collection]()
             start, chunks = time.perf_counter(), 0
             for i in range(0, len(docs), 64):
                 resp = client.post("/v1/ingest", json={"collection": collection, "documents": docs[i : i + 64]})
                 chunks += resp.raise_for_status().json()["chunks"]
-            out[collection] = {"documents": len(docs), "chunks": chunks, "seconds": round(time.perf_counter() - start, 1)}
+            out[collection] = {
+                "documents": len(docs),
+                "chunks": chunks,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
             print(f"  ingested {collection}: {out[collection]}", flush=True)
     return out
 
@@ -349,14 +368,18 @@ async def run_level(url: str, path: str, payload, c: int, seconds: float, min_re
     probe = await closed_loop(f"{url}{path}", payload, c, max(2 * c, 8), ramp_s=0.0, keep_timings=False)
     rate = max(probe.summary()["qps"], 0.5)
     n = max(min_requests, int(rate * seconds))
-    return await closed_loop(f"{url}{path}", payload, c, n, ramp_s=RAMP_S, max_wall_s=max(seconds * 3, 60), timeout_s=120)
+    return await closed_loop(
+        f"{url}{path}", payload, c, n, ramp_s=RAMP_S, max_wall_s=max(seconds * 3, 60), timeout_s=120
+    )
 
 
 def workloads(collections: dict) -> list[str]:
     return [w for w in WORKLOADS if w != "retrieve_hybrid_graph" or "scifact_graph" in collections]
 
 
-def sweep(url: str, label: str, levels: list[int], seconds: float, min_requests: int, queries: list[str], workloads: list[str]) -> dict:
+def sweep(
+    url: str, label: str, levels: list[int], seconds: float, min_requests: int, queries: list[str], workloads: list[str]
+) -> dict:
     out: dict[str, dict] = {}
     for name in workloads:
         path, extra = WORKLOADS[name]
@@ -369,9 +392,14 @@ def sweep(url: str, label: str, levels: list[int], seconds: float, min_requests:
             s["wall_s"] = round(run.wall_s, 1)
             out[name][str(c)] = s
             PARTIAL.parent.mkdir(parents=True, exist_ok=True)
-            PARTIAL.with_name(f"partial-{label}.json").write_text(json.dumps(out, indent=1))  # a crash later keeps what was measured
-            print(f"  {label:8s} {name:16s} c={c:<3d} qps={s['qps']:7.2f} p50={s['p50_ms']:8.1f} p95={s['p95_ms']:8.1f} p99={s['p99_ms']:8.1f} "
-                  f"n={s['requests']} status={s['status']} stages={s['stage_p50_ms']} cpu={sum(s['cpu_ms_per_request'].values()):.0f}ms", flush=True)
+            PARTIAL.with_name(f"partial-{label}.json").write_text(
+                json.dumps(out, indent=1)
+            )  # a crash later keeps what was measured
+            print(
+                f"  {label:8s} {name:16s} c={c:<3d} qps={s['qps']:7.2f} p50={s['p50_ms']:8.1f} p95={s['p95_ms']:8.1f} p99={s['p99_ms']:8.1f} "
+                f"n={s['requests']} status={s['status']} stages={s['stage_p50_ms']} cpu={sum(s['cpu_ms_per_request'].values()):.0f}ms",
+                flush=True,
+            )
     return out
 
 
@@ -379,7 +407,16 @@ def hotpot_graph_level(url: str, c: int, seconds: float, min_requests: int) -> d
     from benchmarks.quality.hotpotqa_recall import load as hotpot_load
 
     _, questions = hotpot_load(DATASETS / "hotpotqa-100")
-    run = asyncio.run(run_level(url, "/v1/retrieve", payload_for([q["question"] for q in questions], {"mode": "hybrid+graph"}, "hotpotqa"), c, seconds, min_requests))
+    run = asyncio.run(
+        run_level(
+            url,
+            "/v1/retrieve",
+            payload_for([q["question"] for q in questions], {"mode": "hybrid+graph"}, "hotpotqa"),
+            c,
+            seconds,
+            min_requests,
+        )
+    )
     s = run.summary()
     print(f"  hotpotqa hybrid+graph c={c} qps={s['qps']} p95={s['p95_ms']} stages={s['stage_p50_ms']}", flush=True)
     return s
@@ -423,8 +460,12 @@ def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str
             start = time.monotonic()
             await asyncio.gather(*(worker(i) for i in range(c)))
             wall = time.monotonic() - start
-            return {"searches_per_s": round(len(latencies) / wall, 1), "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
-                    "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1), "searches": len(latencies)}
+            return {
+                "searches_per_s": round(len(latencies) / wall, 1),
+                "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
+                "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1),
+                "searches": len(latencies),
+            }
 
         return {"c1": await level(1), "c32": await level(32), "replicas": config.deployments.graph.max_replicas()}
 
@@ -482,8 +523,14 @@ def embedder_efficiency(app_name: str, queries: list[str], concurrency: int, sec
 
     raw_qps = raw()
     raw_qps = asyncio.run(raw_qps)
-    out = {"serve_queries_per_s": round(serve_qps, 1), "mean_batch": round(mean_batch, 2), "raw_queries_per_s_at_that_batch": round(raw_qps, 1),
-           "efficiency": round(serve_qps / raw_qps, 3), "concurrency": concurrency, "backend": config.backend}
+    out = {
+        "serve_queries_per_s": round(serve_qps, 1),
+        "mean_batch": round(mean_batch, 2),
+        "raw_queries_per_s_at_that_batch": round(raw_qps, 1),
+        "efficiency": round(serve_qps / raw_qps, 3),
+        "concurrency": concurrency,
+        "backend": config.backend,
+    }
     print(f"  embedder: {out}", flush=True)
     return out
 
@@ -499,17 +546,45 @@ def profile_replicas(url: str, app_name: str, queries: list[str], seconds: float
         if pid is None:
             continue
         path = RESULTS / f"flame-real-{name.lower()}.svg"
-        cmd = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50", "--nonblocking",
-               "--format", "flamegraph", "--output", str(path)] + (["--native"] if name == "Embedder" else [])
+        cmd = [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "50",
+            "--nonblocking",
+            "--format",
+            "flamegraph",
+            "--output",
+            str(path),
+        ] + (["--native"] if name == "Embedder" else [])
         spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         out[name] = path.name
     before = own_process_cpu()
-    run = asyncio.run(closed_loop(f"{url}/v1/retrieve", payload_for(queries, {"mode": "hybrid"}), 32, 100_000, max_wall_s=seconds, ramp_s=RAMP_S))
+    run = asyncio.run(
+        closed_loop(
+            f"{url}/v1/retrieve",
+            payload_for(queries, {"mode": "hybrid"}),
+            32,
+            100_000,
+            max_wall_s=seconds,
+            ramp_s=RAMP_S,
+        )
+    )
     cpu = cpu_ms_per_request(before, own_process_cpu(), len(run.samples) + run.extra_ok)
     for spy in spies:
         spy.wait(timeout=180)
     s = run.summary()
-    result = {"flame_graphs": out, "qps": s["qps"], "p50_ms": s["p50_ms"], "stage_p50_ms": s["stage_p50_ms"], "cpu_ms_by_process": cpu}
+    result = {
+        "flame_graphs": out,
+        "qps": s["qps"],
+        "p50_ms": s["p50_ms"],
+        "stage_p50_ms": s["stage_p50_ms"],
+        "cpu_ms_by_process": cpu,
+    }
     print(f"  profile: {result}", flush=True)
     return result
 
@@ -521,7 +596,9 @@ def wait_ready(url: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            status = httpx.post(f"{url}/v1/retrieve", json={"collection": "scifact", "query": "warm up"}, timeout=30).status_code
+            status = httpx.post(
+                f"{url}/v1/retrieve", json={"collection": "scifact", "query": "warm up"}, timeout=30
+            ).status_code
             if status == 200:
                 return
             if 400 <= status < 500:
@@ -542,7 +619,9 @@ def plot(systems: dict[str, dict], path: Path) -> None:
                 continue
             rows = [table[workload][c] for c in sorted(table[workload], key=int)]
             ax.plot([r["qps"] for r in rows], [r["p95_ms"] for r in rows], marker="o", label=f"{name} p95")
-            ax.plot([r["qps"] for r in rows], [r["p50_ms"] for r in rows], marker=".", linestyle="--", label=f"{name} p50")
+            ax.plot(
+                [r["qps"] for r in rows], [r["p50_ms"] for r in rows], marker=".", linestyle="--", label=f"{name} p50"
+            )
             for r in rows:
                 ax.annotate(f"c={int(r['level'])}", (r["qps"], r["p95_ms"]), fontsize=7)
         ax.set(xlabel="requests/s", ylabel="latency (ms)", yscale="log", title=f"{workload} (SciFact, real stages)")
@@ -557,15 +636,35 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per level (at least --min-requests)")
     parser.add_argument("--min-requests", type=int, default=200)
     parser.add_argument("--fresh", action="store_true", help="ingest again into a new data folder")
-    parser.add_argument("--docs", type=int, default=None, help="load only the first N SciFact abstracts (a machine too busy to embed all 5,183)")
+    parser.add_argument(
+        "--docs",
+        type=int,
+        default=None,
+        help="load only the first N SciFact abstracts (a machine too busy to embed all 5,183)",
+    )
     parser.add_argument("--skip-monolith", action="store_true")
-    parser.add_argument("--profile-only", action="store_true", help="start Serve, record flame graphs and the embedder's efficiency, add them to real_stages.json")
+    parser.add_argument(
+        "--profile-only",
+        action="store_true",
+        help="start Serve, record flame graphs and the embedder's efficiency, add them to real_stages.json",
+    )
     parser.add_argument("--serve-table", help="a Serve table from an earlier run (JSON) instead of starting Serve")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy flame graphs")
-    parser.add_argument("--no-graph", action="store_true", help="leave SciFact out of the graph store (no hybrid+graph level, no graph-stage probe)")
-    parser.add_argument("--hotpotqa", action="store_true", help="also ingest HotpotQA-100 through /v1/ingest and measure hybrid+graph at c=16 (slow)")
-    parser.add_argument("--monoliths", default="ingress,thin",
-                        help="the monoliths' HTTP layers: ingress (the ingress deployment's own FastAPI app, the headline), thin (bare routes)")
+    parser.add_argument(
+        "--no-graph",
+        action="store_true",
+        help="leave SciFact out of the graph store (no hybrid+graph level, no graph-stage probe)",
+    )
+    parser.add_argument(
+        "--hotpotqa",
+        action="store_true",
+        help="also ingest HotpotQA-100 through /v1/ingest and measure hybrid+graph at c=16 (slow)",
+    )
+    parser.add_argument(
+        "--monoliths",
+        default="ingress,thin",
+        help="the monoliths' HTTP layers: ingress (the ingress deployment's own FastAPI app, the headline), thin (bare routes)",
+    )
     parser.add_argument("--monolith", nargs=3, metavar=("DATA_DIR", "PORT", "HTTP_LAYER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monolith:
@@ -644,11 +743,12 @@ def run_serve_part(args: argparse.Namespace, data_dir: Path, queries: list[str],
         if "scifact_graph" in collections:
             result["graph_stage"] = graph_stage(app_name, queries, max(10.0, args.seconds / 2), str(data_dir))
         if "hotpotqa" in collections:
-            result["hotpotqa_hybrid_graph_c16"] = {"serve": hotpot_graph_level(url, 16, args.seconds, args.min_requests)}
+            result["hotpotqa_hybrid_graph_c16"] = {
+                "serve": hotpot_graph_level(url, 16, args.seconds, args.min_requests)
+            }
         if not args.no_profile:
             result["profile_hybrid_c32"] = profile_replicas(url, app_name, queries, max(args.seconds, 10))
         result["embed"] = embedder_efficiency(app_name, queries, 32, min(args.seconds, 10), str(data_dir))
-
 
 
 def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], result: dict) -> None:
@@ -663,8 +763,11 @@ def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], 
         port = free_port()
         # At Ray's worker niceness (15, as every Serve replica runs): on a shared machine both systems then get
         # the same share of the CPU against the other work.
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed.real_stages", "--monolith", str(data_dir), str(port), layer],
-                                cwd=ROOT, preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.speed.real_stages", "--monolith", str(data_dir), str(port), layer],
+            cwd=ROOT,
+            preexec_fn=lambda: os.nice(RAY_WORKER_NICENESS),
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url)
@@ -674,13 +777,20 @@ def monolith_part(args: argparse.Namespace, data_dir: Path, queries: list[str], 
             if layer == "ingress":
                 result[key] = sweep(url, key, levels, args.seconds, args.min_requests, queries, workloads(collections))
             else:  # its ratio's figures only: default retrieval at c=1 and c=32
-                result[key] = sweep(url, key, [c for c in levels if c in (1, 32)], args.seconds, args.min_requests, queries, ["retrieve_default"])
+                result[key] = sweep(
+                    url,
+                    key,
+                    [c for c in levels if c in (1, 32)],
+                    args.seconds,
+                    args.min_requests,
+                    queries,
+                    ["retrieve_default"],
+                )
             if "hotpotqa_hybrid_graph_c16" in result:
                 result["hotpotqa_hybrid_graph_c16"][key] = hotpot_graph_level(url, 16, args.seconds, args.min_requests)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-
 
 
 def finish(result: dict, levels: list[int], load_before: tuple) -> None:
@@ -709,6 +819,7 @@ def headline(result: dict, levels: list[int]) -> dict:
 
     c32 = 32 if 32 in levels else levels[-1]
     c50 = 50 if 50 in levels else levels[-1]
+
     def ratio(mono: dict | None) -> float | None:
         if mono and at(mono, "retrieve_default", c32, "qps"):
             return round(at(serve_t, "retrieve_default", c32, "qps") / at(mono, "retrieve_default", c32, "qps"), 3)

@@ -15,6 +15,7 @@ Vectors: every real chunk, and the first distractors up to 10,000 rows, are embe
 (cosine ~0.9 to the parent: a hard negative next to a real document), since embedding 1M passages takes hours here.
 Sizes are prefixes of one stream: the 100k corpus holds the 10k one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,9 @@ def passage_text(title: str, sentences: list[str]) -> str:
     return f"{title}\n\n{body}" if title else body
 
 
-CHUNKING = ChunkingConfig(max_words=512, overlap_words=64)  # as benchmarks/scifact.py ingests SciFact; the scale app too
+CHUNKING = ChunkingConfig(
+    max_words=512, overlap_words=64
+)  # as benchmarks/scifact.py ingests SciFact; the scale app too
 
 
 def real_rows(passages: list[Passage]) -> list[dict]:
@@ -80,7 +83,9 @@ def real_rows(passages: list[Passage]) -> list[dict]:
         chunks = chunk_document(Document(id=p.doc_id, text=passage_text(p.title, p.sentences), metadata={}), cfg)
         for c in chunks:
             row_id = p.doc_id if len(chunks) == 1 else f"{p.doc_id}~{c.index}"
-            rows.append({"id": row_id, "text": c.text, "metadata": {"dataset": p.dataset, "source_doc": p.doc_id, "real": True}})
+            rows.append(
+                {"id": row_id, "text": c.text, "metadata": {"dataset": p.dataset, "source_doc": p.doc_id, "real": True}}
+            )
     return rows
 
 
@@ -134,7 +139,11 @@ class DistractorMaker:
             words += n
         text = passage_text(title, body)
         meta = {"dataset": parent.dataset, "parent": parent.doc_id, "real": False}
-        return {"id": f"x{i:07d}", "text": " ".join(text.split()[: self.max_words + 20]) if words > self.max_words + 20 else text, "metadata": meta}
+        return {
+            "id": f"x{i:07d}",
+            "text": " ".join(text.split()[: self.max_words + 20]) if words > self.max_words + 20 else text,
+            "metadata": meta,
+        }
 
 
 def embed(texts: list[str]) -> np.ndarray:
@@ -147,7 +156,9 @@ def embed(texts: list[str]) -> np.ndarray:
     async def run() -> np.ndarray:
         backend = make_embedder(EmbedderConfig(cache_dir=str(CACHE.parent / "models")))
         try:
-            parts = [np.asarray(await backend.embed(texts[s : s + 256]), dtype=np.float32) for s in range(0, len(texts), 256)]
+            parts = [
+                np.asarray(await backend.embed(texts[s : s + 256]), dtype=np.float32) for s in range(0, len(texts), 256)
+            ]
         finally:
             await backend.aclose()
         return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
@@ -192,7 +203,9 @@ def build(size: int, log=print) -> Path:
     for r, v in zip(real, real_vecs):
         parent_vec[r["metadata"]["source_doc"]] = parent_vec.get(r["metadata"]["source_doc"], 0) + v
     n_embedded = max(0, min(size, EMBEDDED_ROWS) - len(real))
-    embedded = _cached_vectors("distractors", [maker.make(i)["text"] for i in range(n_embedded)]) if n_embedded else None
+    embedded = (
+        _cached_vectors("distractors", [maker.make(i)["text"] for i in range(n_embedded)]) if n_embedded else None
+    )
     dim = real_vecs.shape[1]
     vector_type = pa.list_(pa.float32(), dim)
     schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("metadata", pa.string()), ("vector", vector_type)])
@@ -200,8 +213,12 @@ def build(size: int, log=print) -> Path:
     def table(rows: list[dict], vecs: np.ndarray) -> pa.Table:
         flat = pa.array(vecs.astype(np.float32).reshape(-1), type=pa.float32())
         return pa.table(
-            [pa.array([r["id"] for r in rows]), pa.array([r["text"] for r in rows]),
-             pa.array([json.dumps(r["metadata"]) for r in rows]), pa.FixedSizeListArray.from_arrays(flat, dim)],
+            [
+                pa.array([r["id"] for r in rows]),
+                pa.array([r["text"] for r in rows]),
+                pa.array([json.dumps(r["metadata"]) for r in rows]),
+                pa.FixedSizeListArray.from_arrays(flat, dim),
+            ],
             schema=schema,
         )
 

@@ -13,6 +13,7 @@ Three systems over the same simulated stages:
 - `monolith` one asyncio process: the project's own Pipeline (vector and graph gathered) over in-process stages;
 - `serve`    the real Ingress + Pipeline of graph.py, with each simulated stage its own Serve deployment.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,12 +60,20 @@ class Latencies(BaseModel):
         return max(s("vector", query), s("graph", query)) + s("rerank", query) + s("chat", query)
 
     @classmethod
-    def zero(cls) -> "Latencies":
+    def zero(cls) -> Latencies:
         return cls(vector=0, graph=0, rerank=0, chat=0)
 
 
 def _hits(source: str, n: int = 3) -> list[ScoredChunk]:
-    return [ScoredChunk(chunk_id=f"sim-{source}-{i}#0", doc_id=f"sim-{source}-{i}", text=f"simulated {source} passage {i}", score=1.0 / (i + 1)) for i in range(n)]
+    return [
+        ScoredChunk(
+            chunk_id=f"sim-{source}-{i}#0",
+            doc_id=f"sim-{source}-{i}",
+            text=f"simulated {source} passage {i}",
+            score=1.0 / (i + 1),
+        )
+        for i in range(n)
+    ]
 
 
 class SimulatedStage:
@@ -88,7 +97,13 @@ class SimulatedVector(SimulatedStage):
         return [[1.0, 0.0, 0.0] for _ in texts]  # the ingress's query-embedding hop; its time is the vector stage's
 
     async def search(
-        self, collection: str, query: str, top_k: int, filter: dict | None = None, mode: str = "hybrid", query_vector: list[float] | None = None
+        self,
+        collection: str,
+        query: str,
+        top_k: int,
+        filter: dict | None = None,
+        mode: str = "hybrid",
+        query_vector: list[float] | None = None,
     ) -> VectorResult:
         start = time.time()
         await self._sleep("vector", query)
@@ -96,7 +111,9 @@ class SimulatedVector(SimulatedStage):
 
 
 class SimulatedGraph(SimulatedStage):
-    async def search(self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None) -> GraphResult:
+    async def search(
+        self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None
+    ) -> GraphResult:
         await self._sleep("graph", query)
         return GraphResult(chunks=_hits("graph"), subgraph=Subgraph())
 
@@ -134,6 +151,7 @@ def sync_app(latencies: Latencies, threads: int | None = None):
     app = FastAPI(title="simulated sync baseline")
 
     if threads is not None:
+
         @app.on_event("startup")
         async def widen_pool() -> None:
             import anyio.to_thread
@@ -172,7 +190,11 @@ def monolith_app(latencies: Latencies):
     vector = SimulatedVector(latencies)
     # The vector stage answers the embedder's calls too (the query embedding, a ping).
     stages = Stages(
-        embedder=vector, vector=vector, graph=SimulatedGraph(latencies), reranker=SimulatedReranker(latencies), chat=SimulatedChat(latencies)
+        embedder=vector,
+        vector=vector,
+        graph=SimulatedGraph(latencies),
+        reranker=SimulatedReranker(latencies),
+        chat=SimulatedChat(latencies),
     )
     pipeline = Pipeline(_pipeline_config(), stages)
     app = FastAPI(title="simulated asyncio monolith")
@@ -197,7 +219,9 @@ def _serve_options(options: dict) -> Callable[[str], dict]:
     from deployments.config import DeploymentsConfig
 
     names = {"rerank": "reranker"}
-    config = DeploymentsConfig(**{names.get(s, s): options.get(s, {"max_ongoing_requests": 1000}) for s in (*STAGES, "ingress")})
+    config = DeploymentsConfig(
+        **{names.get(s, s): options.get(s, {"max_ongoing_requests": 1000}) for s in (*STAGES, "ingress")}
+    )
     return lambda stage: getattr(config, names.get(stage, stage)).serve_options()
 
 
@@ -245,7 +269,9 @@ def build_autoscale_app(args: dict):
 
     classes = {name: type(f"Autoscale{cls.__name__}", (_CapacityLimited, cls), {}) for name, cls in SIMULATED.items()}
     bound = {
-        name: serve.deployment(cls, name=f"Simulated{name.title()}").options(**serve_options(name)).bind(latencies, capacity[name])
+        name: serve.deployment(cls, name=f"Simulated{name.title()}")
+        .options(**serve_options(name))
+        .bind(latencies, capacity[name])
         for name, cls in classes.items()
     }
     return Ingress.options(**serve_options("ingress")).bind(

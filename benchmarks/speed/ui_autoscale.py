@@ -5,6 +5,7 @@ of the step to benchmarks/results/ui-stages-autoscaling.png (+ ui-autoscale.json
 
     python -m benchmarks.speed.ui_autoscale [--low 6 --high 24 --low-s 20 --high-s 70]
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,23 @@ import json
 import tempfile
 import threading
 import time
+
 from benchmarks import harness
 from benchmarks.harness import RESULTS, ROOT
 from benchmarks.speed.autoscale import drive
 
 CONFIG = ROOT / "configs" / "autoscale-graph.yaml"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> None:
@@ -37,11 +47,17 @@ def main() -> None:
         app, app_cfg = harness.serve_config_app(CONFIG)
         base = harness.deploy(app, app_cfg["name"])
         series: dict = {}
-        load = threading.Thread(target=lambda: series.update(asyncio.run(drive(base, steps, app_cfg["name"]))), daemon=True)
+        load = threading.Thread(
+            target=lambda: series.update(asyncio.run(drive(base, steps, app_cfg["name"]))), daemon=True
+        )
         with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
             context = pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-                viewport={"width": 1440, "height": 900}, device_scale_factor=1,
+                profile,
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_FLAGS,
+                viewport={"width": 1440, "height": 900},
+                device_scale_factor=1,
             )
             page = context.pages[0] if context.pages else context.new_page()
             page.goto(f"{base}/ui/#stages")
@@ -57,10 +73,15 @@ def main() -> None:
         load.join()
     peak = {name: max(r[name] for r in series["replicas"]) for name in series["replicas"][0] if name != "t"}
     result = {
-        "config": str(CONFIG.relative_to(ROOT)), "load_profile": steps, "peak_replicas_from_serve": peak,
-        "peak_graph_replicas_on_page": max(s["graph_running"] for s in seen), "page_samples": seen,
-        "requests": series["requests"], "errors": series["errors"],
-        "command": "python -m benchmarks.speed.ui_autoscale", "date": harness.utc_now(),
+        "config": str(CONFIG.relative_to(ROOT)),
+        "load_profile": steps,
+        "peak_replicas_from_serve": peak,
+        "peak_graph_replicas_on_page": max(s["graph_running"] for s in seen),
+        "page_samples": seen,
+        "requests": series["requests"],
+        "errors": series["errors"],
+        "command": "python -m benchmarks.speed.ui_autoscale",
+        "date": harness.utc_now(),
     }
     harness.write_json("ui-autoscale.json", result, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k != "page_samples"}, indent=2))

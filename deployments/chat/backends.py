@@ -1,5 +1,6 @@
 """Chat stage: answers a question from numbered passages and graph facts with [n] citations, through an
 OpenAI-compatible API (with our own bounded retry loop) or, without an LLM, extractively."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,8 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Mapping, Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import openai
 
@@ -35,7 +36,9 @@ SYSTEM_PROMPT = (
 
 class ChatBackend(Protocol):
     async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult: ...
-    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]: ...
+    async def open_stream(
+        self, query: str, passages: list[str], facts: list[str]
+    ) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]: ...
     async def ping(self) -> str: ...
     async def aclose(self) -> None: ...
 
@@ -124,7 +127,9 @@ class OpenAIChat:
 
         return await self._with_retries(attempt)
 
-    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+    async def open_stream(
+        self, query: str, passages: list[str], facts: list[str]
+    ) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
         """The first piece of a streamed answer, and the rest. Retries (like `answer`) only until the first piece:
         once text has been sent on, a failure ends the stream with a StageError."""
         messages = build_messages(query, passages[: self.config.max_passages], facts)
@@ -194,7 +199,10 @@ class OpenAIChat:
                 last, unreachable = f"timed out after {time.monotonic() - start:.1f}s", True
             except openai.APIConnectionError as exc:
                 last, unreachable = f"connection failed: {exc.__cause__ or exc}", True
-            except (ValueError, openai.APIResponseValidationError) as exc:  # a 2xx body that is not JSON or not a completion
+            except (
+                ValueError,
+                openai.APIResponseValidationError,
+            ) as exc:  # a 2xx body that is not JSON or not a completion
                 last, unreachable = f"unparseable response: {exc}", False
             if attempt >= cfg.max_attempts:
                 break
@@ -271,7 +279,9 @@ class FallbackChat:
     async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
         return await self._first_success(lambda p: p.answer(query, passages, facts))
 
-    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+    async def open_stream(
+        self, query: str, passages: list[str], facts: list[str]
+    ) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
         return await self._first_success(lambda p: p.open_stream(query, passages, facts))
 
     async def ping(self) -> str:
@@ -286,12 +296,14 @@ class FallbackChat:
 def make_chat(config: ChatConfig) -> ChatBackend:
     if config.base_url and config.fallbacks:
         providers = [OpenAIChat(config)] + [
-            OpenAIChat(config.model_copy(update={"base_url": f.base_url, "api_key": f.api_key, "model": f.model, "fallbacks": []}))
+            OpenAIChat(
+                config.model_copy(
+                    update={"base_url": f.base_url, "api_key": f.api_key, "model": f.model, "fallbacks": []}
+                )
+            )
             for f in config.fallbacks
         ]
         return FallbackChat(providers)
     if config.base_url:
         return OpenAIChat(config)
     return ExtractiveChat(max_passages=config.max_passages)
-
-

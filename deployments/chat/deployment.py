@@ -1,4 +1,5 @@
 """The chat stage as a Serve deployment over ChatService (`answer_stream` is called through a stream=True handle)."""
+
 from __future__ import annotations
 
 from ray import serve

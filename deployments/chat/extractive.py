@@ -1,5 +1,6 @@
 """The chat stage without an LLM: the sentences of the top passages that share the most (rarest) query terms,
 quoted with [n] citations. Also the pipeline's fallback when the chat stage fails."""
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,13 @@ class ExtractiveChat:
     async def answer(self, query: str, passages: list[str], facts: list[str]) -> ChatResult:
         return ChatResult(answer=self.compose(query, passages, facts), model="extractive")
 
-    async def open_stream(self, query: str, passages: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+    async def open_stream(
+        self, query: str, passages: list[str], facts: list[str]
+    ) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
         """The composed answer in word-sized pieces (it is computed at once; streaming keeps one wire format)."""
-        pieces = [ChatDelta(content=p, model="extractive") for p in split_for_streaming(self.compose(query, passages, facts))]
+        pieces = [
+            ChatDelta(content=p, model="extractive") for p in split_for_streaming(self.compose(query, passages, facts))
+        ]
 
         async def rest() -> AsyncIterator[ChatDelta]:
             for piece in pieces[1:]:

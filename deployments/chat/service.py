@@ -1,4 +1,5 @@
 """The chat stage's logic: the configured backend (provider chain or extractive), answering whole or streamed."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator

@@ -11,6 +11,7 @@ Documents go in batches to POST /v1/ingest, through the Python client (deploymen
 never the repository) records each ingested document's content hash after every successful batch, so an
 unchanged document is skipped and a run that was interrupted resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from pydantic import ValidationError
 
 from deployments.client import (
@@ -104,7 +104,11 @@ def read_folder(root: Path) -> Iterator[dict]:
     """Every md/txt/html file under `root` (sorted, hidden entries skipped); the id is the relative path."""
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if not path.is_file() or path.suffix.lower() not in FOLDER_SUFFIXES or any(p.startswith(".") for p in rel.parts):
+        if (
+            not path.is_file()
+            or path.suffix.lower() not in FOLDER_SUFFIXES
+            or any(p.startswith(".") for p in rel.parts)
+        ):
             continue
         raw = path.read_text(encoding="utf-8", errors="replace")
         metadata: dict[str, Any] = {"source": rel.as_posix()}
@@ -145,7 +149,9 @@ def read_source(path: Path) -> Iterator[dict]:
 
 
 def content_hash(doc: dict) -> str:
-    payload = json.dumps({"text": doc["text"], "metadata": doc.get("metadata") or {}}, sort_keys=True, ensure_ascii=False)
+    payload = json.dumps(
+        {"text": doc["text"], "metadata": doc.get("metadata") or {}}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -162,10 +168,12 @@ class IngestState:
             try:
                 self.hashes = dict(json.loads(path.read_text())["hashes"])
             except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"the state file {path} is not valid ({exc}); delete it to re-ingest everything") from exc
+                raise ValueError(
+                    f"the state file {path} is not valid ({exc}); delete it to re-ingest everything"
+                ) from exc
 
     @staticmethod
-    def for_target(state_dir: Path, url: str, collection: str) -> "IngestState":
+    def for_target(state_dir: Path, url: str, collection: str) -> IngestState:
         name = hashlib.sha256(f"{url.rstrip('/')}\n{collection}".encode()).hexdigest()[:16]
         return IngestState(state_dir / f"{collection}-{name}.json")
 
@@ -220,9 +228,11 @@ def _post(client: GraphRAGClient, collection: str, batch: list[dict], attempts: 
         try:
             return client.ingest(batch, collection)
         except (APIConnectionError, APIStatusError) as exc:
-            status = getattr(exc, "status_code", None)
-            if status not in (None, *RETRY_STATUSES) or attempt == attempts:
-                raise IngestError(f"POST /v1/ingest answered {status}: {exc.detail}" if status else f"cannot reach the server: {exc}") from exc
+            if isinstance(exc, APIStatusError):
+                if exc.status_code not in RETRY_STATUSES or attempt == attempts:
+                    raise IngestError(f"POST /v1/ingest answered {exc.status_code}: {exc.detail}") from exc
+            elif attempt == attempts:
+                raise IngestError(f"cannot reach the server: {exc}") from exc
         except ValidationError as exc:  # checked by the client with the API's own model, before sending
             raise IngestError(f"a batch the API would refuse: {exc}") from exc
         time.sleep(min(30.0, 2.0**attempt))
@@ -302,7 +312,10 @@ def check_consistency(client: GraphRAGClient, collection: str, repair: bool) -> 
     print(body.model_dump_json(indent=2))
     report = body.after if isinstance(body, RepairResponse) else body
     if isinstance(body, RepairResponse) and body.removed_documents:
-        print(f"graphrag-ingest: removed {body.removed_documents} documents from both stores: re-run the ingest", file=sys.stderr)
+        print(
+            f"graphrag-ingest: removed {body.removed_documents} documents from both stores: re-run the ingest",
+            file=sys.stderr,
+        )
     return 0 if report.consistent else 3
 
 
@@ -324,18 +337,42 @@ def backup(client: httpx.Client, action: str, folder: Path, collection: str | No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphrag-ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, nargs="?", help="a folder of .md/.txt/.html files, or a BEIR corpus.jsonl(.gz)")
-    parser.add_argument("--verify", action="store_true", help="check that both stores hold the same chunks per document (no ingest)")
-    parser.add_argument("--repair", action="store_true", help="remove the documents the stores disagree on and orphan entities (no ingest)")
+    parser.add_argument(
+        "source", type=Path, nargs="?", help="a folder of .md/.txt/.html files, or a BEIR corpus.jsonl(.gz)"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="check that both stores hold the same chunks per document (no ingest)"
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove the documents the stores disagree on and orphan entities (no ingest)",
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the graphrag-serve base URL")
-    parser.add_argument("--snapshot", type=Path, metavar="DIR", help="copy both stores of every collection (or --collection) into DIR, a new folder on the server's machine")
-    parser.add_argument("--restore", type=Path, metavar="DIR", help="load a snapshot's collections (or --collection) into a server that lacks them")
-    parser.add_argument("--collection", default=None, help=f"default: {DEFAULT_COLLECTION} (for --snapshot / --restore: all)")
-    parser.add_argument("--batch-size", type=int, default=32, help=f"documents per request (at most {MAX_DOCUMENTS_PER_INGEST})")
+    parser.add_argument(
+        "--snapshot",
+        type=Path,
+        metavar="DIR",
+        help="copy both stores of every collection (or --collection) into DIR, a new folder on the server's machine",
+    )
+    parser.add_argument(
+        "--restore",
+        type=Path,
+        metavar="DIR",
+        help="load a snapshot's collections (or --collection) into a server that lacks them",
+    )
+    parser.add_argument(
+        "--collection", default=None, help=f"default: {DEFAULT_COLLECTION} (for --snapshot / --restore: all)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help=f"documents per request (at most {MAX_DOCUMENTS_PER_INGEST})"
+    )
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="where the resume/skip state lives")
     parser.add_argument("--no-state", action="store_true", help="send every document and record nothing")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
-    parser.add_argument("--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="bearer token (default: $GRAPHRAG_API_KEY)")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="bearer token (default: $GRAPHRAG_API_KEY)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -358,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     state = IngestState(None) if args.no_state else IngestState.for_target(args.state_dir, args.url, args.collection)
     try:
         with make_client(args.url, args.api_key, args.timeout) as client:
-            report = ingest(client, args.collection, docs, state, args.batch_size, progress=not args.no_progress, total=len(docs))
+            report = ingest(
+                client, args.collection, docs, state, args.batch_size, progress=not args.no_progress, total=len(docs)
+            )
     except IngestError as exc:
         print(f"graphrag-ingest: {exc}; documents already accepted are recorded, run again to resume", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
 """The asyncio client, on httpx.AsyncClient: the same methods as GraphRAGClient (sync_client.py), awaited."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,8 +44,14 @@ class AsyncGraphRAGClient:
     """
 
     def __init__(
-        self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0, max_retries: int = 3,
-        max_retry_wait: float = 30.0, http_client: httpx.AsyncClient | None = None,
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        max_retry_wait: float = 30.0,
+        http_client: httpx.AsyncClient | None = None,
     ):
         url, headers = calls.settings(base_url, api_key)
         self.max_retries, self.max_retry_wait = max_retries, max_retry_wait
@@ -72,7 +79,9 @@ class AsyncGraphRAGClient:
     async def answer(self, query: str, **options: Unpack[RetrieveOptions]) -> AnswerResponse:
         return await self._run(calls.answer(query, options))
 
-    async def ingest(self, documents: Iterable[Document | Mapping[str, Any]], collection: str = DEFAULT_COLLECTION) -> IngestResponse:
+    async def ingest(
+        self, documents: Iterable[Document | Mapping[str, Any]], collection: str = DEFAULT_COLLECTION
+    ) -> IngestResponse:
         return await self._run(calls.ingest(documents, collection))
 
     async def delete_document(self, doc_id: str, collection: str = DEFAULT_COLLECTION) -> DeleteResponse:
@@ -87,7 +96,9 @@ class AsyncGraphRAGClient:
     async def collection_stats(self, collection: str = DEFAULT_COLLECTION) -> CollectionStats:
         return await self._run(calls.collection_stats(collection))
 
-    async def documents(self, collection: str = DEFAULT_COLLECTION, limit: int = 100, cursor: str | None = None) -> DocumentPage:
+    async def documents(
+        self, collection: str = DEFAULT_COLLECTION, limit: int = 100, cursor: str | None = None
+    ) -> DocumentPage:
         return await self._run(calls.documents(collection, limit, cursor))
 
     async def verify(self, collection: str = DEFAULT_COLLECTION) -> VerifyResponse:
@@ -99,7 +110,9 @@ class AsyncGraphRAGClient:
     async def graph_entity(self, name: str, collection: str = DEFAULT_COLLECTION, hops: int = 1) -> EntityResponse:
         return await self._run(calls.graph_entity(name, collection, hops))
 
-    async def graph_query(self, query: str, parameters: Mapping[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
+    async def graph_query(
+        self, query: str, parameters: Mapping[str, Any] | None = None, max_rows: int | None = None
+    ) -> GraphQueryResponse:
         return await self._run(calls.graph_query(query, parameters, max_rows))
 
     async def embeddings(self, texts: str | list[str], model: str = "all-MiniLM-L6-v2") -> EmbeddingList:

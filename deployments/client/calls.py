@@ -1,5 +1,6 @@
 """What each API call sends and what it returns, apart from how it is sent: the sync and the async client run the
 same `Call`s (one definition of every route's request), and share the retry policy."""
+
 from __future__ import annotations
 
 import email.utils
@@ -115,7 +116,9 @@ def answer(query: str, options: RetrieveOptions) -> Call[AnswerResponse]:
 
 def ingest(documents: Iterable[Document | Mapping[str, Any]], collection: str) -> Call[IngestResponse]:
     docs = [d.model_dump() if isinstance(d, Document) else dict(d) for d in documents]
-    return Call("POST", "/v1/ingest", IngestResponse, _request_body(IngestRequest, collection=collection, documents=docs))
+    return Call(
+        "POST", "/v1/ingest", IngestResponse, _request_body(IngestRequest, collection=collection, documents=docs)
+    )
 
 
 def delete_document(doc_id: str, collection: str) -> Call[DeleteResponse]:
@@ -148,7 +151,9 @@ def repair(collection: str) -> Call[RepairResponse]:
 
 
 def graph_entity(name: str, collection: str, hops: int) -> Call[EntityResponse]:
-    return Call("GET", _path("/v1/graph/entities/{}", name), EntityResponse, params={"collection": collection, "hops": hops})
+    return Call(
+        "GET", _path("/v1/graph/entities/{}", name), EntityResponse, params={"collection": collection, "hops": hops}
+    )
 
 
 def graph_query(query: str, parameters: Mapping[str, Any] | None, max_rows: int | None) -> Call[GraphQueryResponse]:

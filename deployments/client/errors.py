@@ -1,5 +1,6 @@
 """The client's errors: one class per HTTP status the API answers, each carrying the server's `detail` (and
 `stage` for a failed stage), so that callers catch what they can handle (`NotFoundError`, `RateLimitError`)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,7 +29,9 @@ class APIStatusError(GraphRAGError):
         self.detail: Any = detail
         self.stage: str | None = body.get("stage") if isinstance(body, dict) else None  # the failed stage (503, 504)
         self.request_id: str | None = response.headers.get("x-request-id")
-        super().__init__(f"HTTP {self.status_code} from {response.request.method} {response.request.url.path}: {detail}")
+        super().__init__(
+            f"HTTP {self.status_code} from {response.request.method} {response.request.url.path}: {detail}"
+        )
 
 
 class BadRequestError(APIStatusError):
@@ -73,8 +76,18 @@ class GatewayTimeoutError(APIStatusError):
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     cls.status_code: cls
-    for cls in (BadRequestError, AuthenticationError, PermissionDeniedError, NotFoundError, RequestTooLargeError,
-                UnprocessableEntityError, RateLimitError, InternalServerError, ServiceUnavailableError, GatewayTimeoutError)
+    for cls in (
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        RequestTooLargeError,
+        UnprocessableEntityError,
+        RateLimitError,
+        InternalServerError,
+        ServiceUnavailableError,
+        GatewayTimeoutError,
+    )
 }
 
 

@@ -1,4 +1,5 @@
 """The blocking client, on httpx.Client. Every method is one `Call` (calls.py), run with the shared retry policy."""
+
 from __future__ import annotations
 
 import time
@@ -43,8 +44,14 @@ class GraphRAGClient:
     """
 
     def __init__(
-        self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0, max_retries: int = 3,
-        max_retry_wait: float = 30.0, http_client: httpx.Client | None = None,
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        max_retry_wait: float = 30.0,
+        http_client: httpx.Client | None = None,
     ):
         url, headers = calls.settings(base_url, api_key)
         self.max_retries, self.max_retry_wait = max_retries, max_retry_wait
@@ -72,7 +79,9 @@ class GraphRAGClient:
     def answer(self, query: str, **options: Unpack[RetrieveOptions]) -> AnswerResponse:
         return self._run(calls.answer(query, options))
 
-    def ingest(self, documents: Iterable[Document | Mapping[str, Any]], collection: str = DEFAULT_COLLECTION) -> IngestResponse:
+    def ingest(
+        self, documents: Iterable[Document | Mapping[str, Any]], collection: str = DEFAULT_COLLECTION
+    ) -> IngestResponse:
         return self._run(calls.ingest(documents, collection))
 
     def delete_document(self, doc_id: str, collection: str = DEFAULT_COLLECTION) -> DeleteResponse:
@@ -87,7 +96,9 @@ class GraphRAGClient:
     def collection_stats(self, collection: str = DEFAULT_COLLECTION) -> CollectionStats:
         return self._run(calls.collection_stats(collection))
 
-    def documents(self, collection: str = DEFAULT_COLLECTION, limit: int = 100, cursor: str | None = None) -> DocumentPage:
+    def documents(
+        self, collection: str = DEFAULT_COLLECTION, limit: int = 100, cursor: str | None = None
+    ) -> DocumentPage:
         return self._run(calls.documents(collection, limit, cursor))
 
     def verify(self, collection: str = DEFAULT_COLLECTION) -> VerifyResponse:
@@ -99,7 +110,9 @@ class GraphRAGClient:
     def graph_entity(self, name: str, collection: str = DEFAULT_COLLECTION, hops: int = 1) -> EntityResponse:
         return self._run(calls.graph_entity(name, collection, hops))
 
-    def graph_query(self, query: str, parameters: Mapping[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
+    def graph_query(
+        self, query: str, parameters: Mapping[str, Any] | None = None, max_rows: int | None = None
+    ) -> GraphQueryResponse:
         return self._run(calls.graph_query(query, parameters, max_rows))
 
     def embeddings(self, texts: str | list[str], model: str = "all-MiniLM-L6-v2") -> EmbeddingList:

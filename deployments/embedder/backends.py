@@ -2,6 +2,7 @@
 
 EmbedderService (service.py) batches texts from concurrent calls into one model call (batching.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -137,7 +138,10 @@ class OpenAIEmbedder:
             from deployments.openai_client import openai_client
 
             self._client = openai_client(
-                self.config.openai_base_url or "", self.config.openai_api_key, self.config.timeout_s, self.config.max_retries
+                self.config.openai_base_url or "",
+                self.config.openai_api_key,
+                self.config.timeout_s,
+                self.config.max_retries,
             )
         return self._client
 
@@ -203,4 +207,3 @@ def make_embedder(config: EmbedderConfig) -> EmbeddingBackend:
     if config.backend == "onnx":
         return OnnxEmbedder(config)
     return SentenceTransformerEmbedder(config)
-

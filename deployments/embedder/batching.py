@@ -4,6 +4,7 @@ One batch runs at a time; the next one fills while it runs. A batch closes when 
 `wait_s` after its first call arrived. A call is never split here (the caller sends at most `max_texts`), and a
 call whose caller was cancelled while it waited is left out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,7 +47,7 @@ class MicroBatcher:
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except (asyncio.TimeoutError, TimeoutError):
+                    except TimeoutError:
                         break
                 if size + len(item[0]) > self.max_texts:
                     carry = item  # opens the next batch

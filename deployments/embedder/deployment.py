@@ -1,4 +1,5 @@
 """The embedder stage as a Serve deployment over EmbedderService."""
+
 from __future__ import annotations
 
 from ray import serve

@@ -1,5 +1,6 @@
 """What the in-process embedders (torch and ONNX Runtime) share: where the local weights are, and how many CPUs
 this process may use."""
+
 from __future__ import annotations
 
 import os

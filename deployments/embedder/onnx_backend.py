@@ -7,6 +7,7 @@ that file with onnxruntime and the tokenizer with `tokenizers`, and never import
 normalisation run in numpy, as sentence-transformers does them (its Pooling + Normalize modules).
 Nothing is ever fetched from a hub.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,7 +53,8 @@ def _check_mean_pooling(model_dir: Path) -> None:
     if pooling.is_file():
         cfg = json.loads(pooling.read_text())
         if not cfg.get("pooling_mode_mean_tokens") or any(
-            cfg.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
+            cfg.get(k)
+            for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
         ):
             raise ValueError(f"{model_dir}: the onnx backend implements mean pooling only, got {cfg}")
 
@@ -76,10 +78,14 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
             self.bert = bert
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+            return self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     model = LastHidden(AutoModel.from_pretrained(str(model_dir))).eval()
-    sample = AutoTokenizer.from_pretrained(str(model_dir))(["an export sample", "a longer export sample text"], padding=True, return_tensors="pt")
+    sample = AutoTokenizer.from_pretrained(str(model_dir))(
+        ["an export sample", "a longer export sample text"], padding=True, return_tensors="pt"
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -173,7 +179,9 @@ class OnnxEmbedder:
     def _load(self) -> OnnxSession:
         model_dir = Path(resolve_model_path(self.config.model_name))
         if not model_dir.is_dir():
-            raise FileNotFoundError(f"the onnx embedder needs local weights; {self.config.model_name!r} is not a directory or bundled model")
+            raise FileNotFoundError(
+                f"the onnx embedder needs local weights; {self.config.model_name!r} is not a directory or bundled model"
+            )
         _check_mean_pooling(model_dir)
         path = onnx_model_path(model_dir, default_cache_dir(self.config), self.config.model_name)
         if not path.is_file():

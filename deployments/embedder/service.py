@@ -1,4 +1,5 @@
 """The embedder stage's logic: texts of concurrent calls share one model call (up to max_batch_size texts)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """The graph stage as a Serve deployment over GraphService."""
+
 from __future__ import annotations
 
 from ray import serve

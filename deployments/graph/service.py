@@ -5,26 +5,28 @@ What runs in the store lives beside it: the connection and its retries (store/se
 (store/writes.py), retrieval (store/retrieval.py), the explorer's endpoints (queries/explorer.py); this class
 checks the requests and wires them.
 """
+
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, cast
+from typing import Any, cast
 
 from neo4j import AsyncManagedTransaction
 
 from deployments.config import GraphConfig
 from deployments.errors import BadRequest, NotFound
-from deployments.graph.store.backup import dump_counts, export_work, import_work, read_dump, write_dump
 from deployments.graph.extraction.llm import make_extractor
 from deployments.graph.extraction.offline import query_keys
 from deployments.graph.index.collection import CollectionIndex
 from deployments.graph.index.live import FetchVectors, LiveIndexes
 from deployments.graph.queries.explorer import entity_work
 from deployments.graph.queries.user_query import UserQueries
+from deployments.graph.store.backup import dump_counts, export_work, import_work, read_dump, write_dump
 from deployments.graph.store.retrieval import links_work, search_work
 from deployments.graph.store.schema import CHUNK, ENTITY, MENTIONS
 from deployments.graph.store.session import BoltSession
@@ -71,9 +73,12 @@ class GraphService:
         self._embed = embed if config.index.query_vectors else None
         self._live = (
             LiveIndexes(
-                lambda work, timeout: self.session.run(False, work, timeout), config.index.params(),
-                config.index.check_interval_ms / 1000, fetch_vectors if config.index.query_vectors else None,
-                check_timeout_s=config.query_timeout_s, build_timeout_s=config.index.build_timeout_s,
+                lambda work, timeout: self.session.run(False, work, timeout),
+                config.index.params(),
+                config.index.check_interval_ms / 1000,
+                fetch_vectors if config.index.query_vectors else None,
+                check_timeout_s=config.query_timeout_s,
+                build_timeout_s=config.index.build_timeout_s,
             )  # fmt: skip
             if config.index.enabled
             else None
@@ -102,7 +107,11 @@ class GraphService:
                 collections = await live.warm()
                 log.info("graph indexes ready: %s", ", ".join(collections) or "no collections yet")
             except Exception as exc:
-                log.warning("warming the graph indexes failed (%s: %s); each builds on its first search", type(exc).__name__, exc)
+                log.warning(
+                    "warming the graph indexes failed (%s: %s); each builds on its first search",
+                    type(exc).__name__,
+                    exc,
+                )
 
         self._warming = asyncio.get_running_loop().create_task(warm())
         return self._warming
@@ -183,7 +192,9 @@ class GraphService:
         """Loads an exported graph into `collection`, which must be empty (a restore never merges)."""
         held = await self.counts(collection)
         if held.get("chunks") or held.get("entities"):
-            raise BadRequest(f"the graph store already holds collection {collection!r}: restore into an empty data folder")
+            raise BadRequest(
+                f"the graph store already holds collection {collection!r}: restore into an empty data folder"
+            )
         dump = await asyncio.to_thread(read_dump, Path(path))
         await self.session.run(True, import_work(collection, dump), self.config.write_timeout_s)
         return dump_counts(dump)
@@ -194,9 +205,12 @@ class GraphService:
         """Every chunk id with its document id (the consistency check)."""
 
         async def work(tx: AsyncManagedTransaction) -> dict[str, str]:
-            rows = await (await tx.run(
-                f"MATCH (c:{CHUNK}) WHERE c.collection = $collection RETURN c.id AS id, c.doc_id AS doc_id", collection=collection
-            )).data()
+            rows = await (
+                await tx.run(
+                    f"MATCH (c:{CHUNK}) WHERE c.collection = $collection RETURN c.id AS id, c.doc_id AS doc_id",
+                    collection=collection,
+                )
+            ).data()
             return {row["id"]: row["doc_id"] for row in rows}
 
         return await self.session.run(False, work, self.config.write_timeout_s)
@@ -205,10 +219,12 @@ class GraphService:
         """Keys of entities no chunk mentions (a consistent graph has none); with `remove`, they are deleted."""
 
         async def work(tx: AsyncManagedTransaction) -> list[str]:
-            rows = await (await tx.run(
-                f"MATCH (e:{ENTITY}) WHERE e.collection = $collection AND NOT (e)<-[:{MENTIONS}]-() RETURN e.key AS key",
-                collection=collection,
-            )).data()
+            rows = await (
+                await tx.run(
+                    f"MATCH (e:{ENTITY}) WHERE e.collection = $collection AND NOT (e)<-[:{MENTIONS}]-() RETURN e.key AS key",
+                    collection=collection,
+                )
+            ).data()
             keys = sorted(row["key"] for row in rows)
             if remove:
                 await drop_orphans(tx, collection, keys)
@@ -216,7 +232,9 @@ class GraphService:
 
         return await self.session.run(remove, work, self.config.write_timeout_s)
 
-    async def search(self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None) -> GraphResult:
+    async def search(
+        self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None
+    ) -> GraphResult:
         """Chunks mentioning entities linked from the query or reached from them within `max_hops` RELATED hops.
         `query_vector` (the query's embedding, from the ingress) seeds the in-memory index's walk.
 
@@ -233,9 +251,13 @@ class GraphService:
         keys = query_keys(query)
         if not keys:
             return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
-        return await self.session.run(False, search_work(collection, keys, hops, limit, self.config), self.config.query_timeout_s)
+        return await self.session.run(
+            False, search_work(collection, keys, hops, limit, self.config), self.config.query_timeout_s
+        )
 
-    async def _index_search(self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None) -> GraphResult:
+    async def _index_search(
+        self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None
+    ) -> GraphResult:
         """The search on this replica's in-memory index: a walk from the passages most similar to the query (its
         vector as given, else from the embedder concurrently with the index's version check) to the passages
         about the entities they mention (index/collection.py). Without a vector: from the entities the query names."""
@@ -255,7 +277,10 @@ class GraphService:
         ]
         packed = PackedVectors.pack(index.vectors_of([c.chunk_id for c in chunks])) if index.has_vectors else None
         return GraphResult(
-            chunks=chunks, subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges), linked=found.linked, vectors=packed
+            chunks=chunks,
+            subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges),
+            linked=found.linked,
+            vectors=packed,
         )
 
     def index_of(self, collection: str) -> CollectionIndex | None:
@@ -279,11 +304,15 @@ class GraphService:
         if not seeds or not candidates:
             return {}
         exclude = set(query_keys(query))
-        return await self.session.run(False, links_work(collection, seeds, candidates, exclude), self.config.query_timeout_s)
+        return await self.session.run(
+            False, links_work(collection, seeds, candidates, exclude), self.config.query_timeout_s
+        )
 
     # ---- explorer -------------------------------------------------------------------------------
 
-    async def query(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
+    async def query(
+        self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None
+    ) -> GraphQueryResponse:
         """A user's read-only Cypher, as the store's read-only user under the user-query bounds (queries/)."""
         return await self._user_queries.run(cypher, parameters, max_rows)
 
@@ -298,7 +327,9 @@ class GraphService:
         # An alias or name variant ("giuliani", "rudy giuliani") finds the entity it names, on this replica's index.
         index = await self._live.get(collection) if self._live is not None else None
         key = index.canonical(key) if index is not None else key
-        found = await self.session.run(False, entity_work(collection, key, int(hops), self.config), self.config.query_timeout_s)
+        found = await self.session.run(
+            False, entity_work(collection, key, int(hops), self.config), self.config.query_timeout_s
+        )
         if found is None:
             raise NotFound(f"no entity {name!r} (key {key!r}) in collection {collection!r}")
         if index is not None:
@@ -317,7 +348,7 @@ def _subgraph(found, index: CollectionIndex, max_nodes: int, max_edges: int) -> 
 
     keys = list(dict.fromkeys([*found.linked, *found.reached]))[:max_nodes]
     relations = index.relations_of([c for c, _ in found.chunks], set(keys))
-    edges = []
+    edges: list[GraphEdge] = []
     for source, type_, target, weight in relations:
         for end in (source, target):
             if end not in keys and len(keys) < max_nodes:

@@ -1,6 +1,7 @@
 """Answers over a retrieval: the passages and the graph's facts go to the chat stage, whole (`answer`) or streamed
 (`answer_stream`); a chat failure falls back to the extractive answer (reported in `degraded`) unless the config
 turns that off (503 naming chat)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +49,10 @@ async def _close(stream: AsyncIterator) -> None:
 
 def _citations(answer: str, passages: list[Hit]) -> list[Citation]:
     """The [n] markers of an answer that point at a passage given to the chat stage (passage n-1)."""
-    return [Citation(n=n, chunk_id=passages[n - 1].chunk_id, doc_id=passages[n - 1].doc_id) for n in parse_citations(answer, len(passages))]
+    return [
+        Citation(n=n, chunk_id=passages[n - 1].chunk_id, doc_id=passages[n - 1].doc_id)
+        for n in parse_citations(answer, len(passages))
+    ]
 
 
 def _retrieved_fields(retrieved: RetrieveResponse) -> dict:
@@ -64,7 +68,9 @@ class Answering:
         self.retrieval = retrieval
         self.extractive = ExtractiveChat()
 
-    async def _retrieve_for_answer(self, req: AnswerRequest, clock: Clock) -> tuple[RetrieveResponse, list[Hit], list[str], list[str], list[Degraded]]:
+    async def _retrieve_for_answer(
+        self, req: AnswerRequest, clock: Clock
+    ) -> tuple[RetrieveResponse, list[Hit], list[str], list[str], list[Degraded]]:
         """Retrieval, then what the chat stage gets: the passages (and their texts) and the graph's facts."""
         retrieved = await self.retrieval.run(req, clock)
         passages = retrieved.hits[: self.config.chat.max_passages]
@@ -93,7 +99,9 @@ class Answering:
             model=result.model,
         )
 
-    async def answer_stream(self, req: AnswerRequest) -> AsyncIterator[StreamReferences | StreamDelta | StreamDone | StreamError]:
+    async def answer_stream(
+        self, req: AnswerRequest
+    ) -> AsyncIterator[StreamReferences | StreamDelta | StreamDone | StreamError]:
         """`answer`, streamed: the references, the answer in pieces, then the whole response (or an error event).
 
         Retrieval and the chat's first piece complete before the first event, so their failures still raise
@@ -141,7 +149,11 @@ class Answering:
             retrieved.timings.chat = clock.timing(start, time.time())
         retrieved.timings.total = clock.timing(clock.t0, time.time())
         yield StreamDone(
-            **_retrieved_fields(retrieved), degraded=degraded, answer=answer, citations=_citations(answer, passages), model=first.model
+            **_retrieved_fields(retrieved),
+            degraded=degraded,
+            answer=answer,
+            citations=_citations(answer, passages),
+            model=first.model,
         )
 
     def _fall_back_from_chat(self, error: str, degraded: list[Degraded]) -> None:
@@ -151,7 +163,9 @@ class Answering:
             raise StageUnavailable("chat", error)
         degraded.append(Degraded(stage="chat", error=error))
 
-    async def _open_chat_stream(self, query: str, texts: list[str], facts: list[str]) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+    async def _open_chat_stream(
+        self, query: str, texts: list[str], facts: list[str]
+    ) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
         stream = self.stages.chat.answer_stream(query, texts, facts)
         try:
             first = await anext(stream)

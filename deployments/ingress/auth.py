@@ -7,6 +7,7 @@ The HTTP guard layer authenticates the key and checks the scope the route needs 
 path, no body parsing); the collection is known only once the route has parsed its request, so the route checks
 it against the grant the guard left in the request's state (`authorize_collection`): 403 for either.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -108,7 +109,10 @@ class ApiKeyAuth:
             config = AuthConfig(api_key_hashes=config)
         self._keys = [(bytes.fromhex(h), FULL_ACCESS) for h in config.api_key_hashes]
         self._keys += [
-            (bytes.fromhex(k.sha256), Grant(frozenset(k.scopes), None if k.collections is None else frozenset(k.collections), k.name or "-"))
+            (
+                bytes.fromhex(k.sha256),
+                Grant(frozenset(k.scopes), None if k.collections is None else frozenset(k.collections), k.name or "-"),
+            )
             for k in config.keys
         ]
 
@@ -145,7 +149,9 @@ def scope_refusal(grant: Grant, method: str, path: str) -> str | None:
     scope = required_scope(method, path)
     if scope is None or scope in grant.scopes:
         return None
-    return f"this API key lacks the {scope!r} scope that {method} {path} needs (it has: {', '.join(sorted(grant.scopes))})"
+    return (
+        f"this API key lacks the {scope!r} scope that {method} {path} needs (it has: {', '.join(sorted(grant.scopes))})"
+    )
 
 
 def authorize_collection(state: Mapping | None, collection: str, guarded: bool) -> None:

@@ -10,6 +10,7 @@ start-up recovery would. Layout of a snapshot folder:
     <collection>/qdrant/            the shard's files (qdrant-edge)
     <collection>/graph.json.gz      the collection's graph (graph/backup.py)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,7 +47,9 @@ class Backups:
             deadline = time.monotonic() + self.wait_s
             while await asyncio.to_thread(self.intents.live):
                 if time.monotonic() > deadline:
-                    raise StageUnavailable("ingest", f"ingests still running after {self.wait_s:g}s; the snapshot was not taken")
+                    raise StageUnavailable(
+                        "ingest", f"ingests still running after {self.wait_s:g}s; the snapshot was not taken"
+                    )
                 await asyncio.sleep(0.05)
             half_done: dict[str, list[str]] = {}
             for intent in await asyncio.to_thread(self.intents.orphaned):
@@ -60,7 +63,9 @@ class Backups:
         folder = _absolute(dest)
         if folder.exists() and any(folder.iterdir()):
             raise BadRequest(f"{folder} is not empty: a snapshot goes into a new or empty folder")
-        names = collections if collections is not None else [s.collection for s in await self.stages.vector.collections()]
+        names = (
+            collections if collections is not None else [s.collection for s in await self.stages.vector.collections()]
+        )
         taken: dict[str, CollectionSnapshot] = {}
         async with self._paused() as half_done:
             for name in names:
@@ -71,10 +76,18 @@ class Backups:
                     self.stages.vector.count(name),
                 )
                 graph_bytes = graph.pop("bytes")
-                taken[name] = CollectionSnapshot(points=points, vector_bytes=vector_bytes, graph_bytes=graph_bytes, graph=graph,
-                                                 roll_back=sorted(set(half_done.get(name, []))))
-        manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "collections": {n: c.model_dump() for n, c in taken.items()}}
+                taken[name] = CollectionSnapshot(
+                    points=points,
+                    vector_bytes=vector_bytes,
+                    graph_bytes=graph_bytes,
+                    graph=graph,
+                    roll_back=sorted(set(half_done.get(name, []))),
+                )
+        manifest = {
+            "format": FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "collections": {n: c.model_dump() for n, c in taken.items()},
+        }
         await asyncio.to_thread((folder / MANIFEST).write_text, json.dumps(manifest, indent=2), "utf-8")
         seconds = round(time.monotonic() - started, 2)
         log.info("snapshot of %s into %s in %.1fs", ", ".join(names) or "no collections", folder, seconds)

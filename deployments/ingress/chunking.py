@@ -1,4 +1,5 @@
 """Splits documents into overlapping word windows that end on sentence boundaries where possible."""
+
 from __future__ import annotations
 
 import re

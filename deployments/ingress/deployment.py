@@ -28,9 +28,17 @@ from deployments.errors import (
 )
 from deployments.handles import stages_from_handles
 from deployments.ingress.auth import OPEN_PATHS, ApiKeyAuth, Forbidden, authorize_collection, visible_collections
+from deployments.ingress.backups import Backups
+from deployments.ingress.embeddings_api import (
+    EmbeddingList,
+    EmbeddingRequest,
+    embedding_list,
+    is_served_model,
+    served_model,
+)
 from deployments.ingress.http_guards import HttpGuards
-from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
-from deployments.tracing import FastAPIInServeTrace
+from deployments.ingress.intents import IntentLog
+from deployments.ingress.mcp_server import MCP_PATH, McpEndpoint
 from deployments.ingress.openai_api import (
     MODEL_ID,
     ChatCompletion,
@@ -41,11 +49,8 @@ from deployments.ingress.openai_api import (
     completion_chunks_sse,
     to_completion,
 )
-from deployments.ingress.embeddings_api import EmbeddingList, EmbeddingRequest, embedding_list, is_served_model, served_model
-from deployments.ingress.backups import Backups
-from deployments.ingress.intents import IntentLog
-from deployments.ingress.mcp_server import MCP_PATH, McpEndpoint
 from deployments.ingress.pipeline import Pipeline
+from deployments.ingress.strict_json import StrictJSONRoute, request_validation_error
 from deployments.models import (
     COLLECTION_PATTERN,
     DEFAULT_COLLECTION,
@@ -76,6 +81,7 @@ from deployments.models import (
 )
 from deployments.observability import StageMetrics, configure_logging, current_request_id
 from deployments.stages import Stages
+from deployments.tracing import FastAPIInServeTrace
 from deployments.ui.routes import add_ui
 from deployments.ui.stats import WindowedStageMetrics
 
@@ -93,9 +99,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # Each event's `data` is one JSON object (StreamReferences, StreamDelta, StreamDone or StreamError for /v1/answer;
 # OpenAI's chat.completion.chunk for /v1/chat/completions), and the last is the literal `[DONE]`.
 _SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
-_STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}, "description": (
-    "JSON, or with `stream: true` Server-Sent Events: each `data:` is one JSON event (references first, then "
-    "the answer in pieces, then the whole response or an error), the last is `[DONE]`.")}}
+_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        "description": (
+            "JSON, or with `stream: true` Server-Sent Events: each `data:` is one JSON event (references first, then "
+            "the answer in pieces, then the whole response or an error), the last is `[DONE]`."
+        ),
+    }
+}
 # Statuses any route may answer, from the guards in front of every route or from Serve's load shedding.
 _COMMON_ERRORS = {
     "400": "The body is not valid JSON.",
@@ -132,7 +144,9 @@ class _ReplicaMcp:
         ingress = serve.get_replica_context().servable_object
         endpoint = getattr(ingress, "mcp_endpoint", None)
         if endpoint is None:
-            endpoint = ingress.mcp_endpoint = McpEndpoint(ingress.pipeline, app.version, before_write=ingress._recovered)
+            endpoint = ingress.mcp_endpoint = McpEndpoint(
+                ingress.pipeline, app.version, before_write=ingress._recovered
+            )
         await endpoint(scope, receive, send)
 
 
@@ -145,10 +159,12 @@ def _openapi() -> dict:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {})
-    components.setdefault("securitySchemes", {}).update({
-        "bearer": {"type": "http", "scheme": "bearer"},
-        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-    })
+    components.setdefault("securitySchemes", {}).update(
+        {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+    )
     error_schema = {"$ref": "#/components/schemas/ErrorResponse"}
     components.setdefault("schemas", {}).setdefault("ErrorResponse", ErrorResponse.model_json_schema())
     for path, operations in schema.get("paths", {}).items():
@@ -159,7 +175,9 @@ def _openapi() -> dict:
             for status, description in _COMMON_ERRORS.items():
                 if status == "422" and status in responses:
                     continue
-                responses.setdefault(status, {"description": description, "content": {"application/json": {"schema": error_schema}}})
+                responses.setdefault(
+                    status, {"description": description, "content": {"application/json": {"schema": error_schema}}}
+                )
     app.openapi_schema = schema
     return schema
 
@@ -179,9 +197,14 @@ async def _stage_error(request: Request, exc: StageError) -> JSONResponse:
         metrics.record_error(exc.stage, exc.reason, request.url.path)
     # Built from the fields: str() of an error raised in another replica carries its remote traceback.
     if isinstance(exc, StageTimeout):  # the backend was too slow for this request, and was stopped: a gateway timeout
-        return JSONResponse(status_code=504, content={"detail": f"{exc.stage} stage timed out: {exc.reason}", "stage": exc.stage})
+        return JSONResponse(
+            status_code=504, content={"detail": f"{exc.stage} stage timed out: {exc.reason}", "stage": exc.stage}
+        )
     if isinstance(exc, StorageFull):  # WebDAV's 507 Insufficient Storage: the write needs room the server lacks
-        return JSONResponse(status_code=507, content={"detail": f"{exc.stage} store is out of disk space: {exc.reason}", "stage": exc.stage})
+        return JSONResponse(
+            status_code=507,
+            content={"detail": f"{exc.stage} store is out of disk space: {exc.reason}", "stage": exc.stage},
+        )
     return JSONResponse(
         status_code=503,
         content={"detail": f"{exc.stage} stage unavailable: {exc.reason}", "stage": exc.stage},
@@ -294,9 +317,13 @@ class Ingress:
         self.metrics = app.state.metrics = metrics if metrics is not None else WindowedStageMetrics()
         app.state.guards = (ApiKeyAuth(config.auth), config.limits)
         if config.auth.open:
-            log.warning("no API key configured: open mode, every caller may read, write and query every collection (local use only)")
+            log.warning(
+                "no API key configured: open mode, every caller may read, write and query every collection (local use only)"
+            )
 
-    async def _streamed(self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]) -> StreamingResponse:
+    async def _streamed(
+        self, events: AsyncIterator, to_sse: Callable[[AsyncIterator], AsyncIterator[bytes]]
+    ) -> StreamingResponse:
         # The first event (after retrieval and the chat's first piece) is awaited here, before any byte is
         # sent, so a failure up to then still answers with its own status (404, 503).
         first = await anext(events)
@@ -308,7 +335,9 @@ class Ingress:
                     self.metrics.record_retrieval(event)
                 yield event
 
-        return StreamingResponse(to_sse(observed()), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            to_sse(observed()), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.post("/v1/retrieve", response_model=RetrieveResponse, responses=_ERRORS)
     async def retrieve(self, req: RetrieveRequest, request: Request) -> RetrieveResponse:
@@ -327,13 +356,16 @@ class Ingress:
         return resp
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**_ERRORS, **_STREAMED})
-    async def chat_completions(self, req: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
+    async def chat_completions(
+        self, req: ChatCompletionRequest, request: Request
+    ) -> ChatCompletion | StreamingResponse:
         """OpenAI-compatible: the last user message is the question; retrieval runs behind it."""
         _allow(request, req.to_answer_request().collection)
         passages = self.config.chat.max_passages
         if req.stream:
             return await self._streamed(
-                self.pipeline.answer_stream(req.to_answer_request()), lambda events: completion_chunks_sse(events, passages)
+                self.pipeline.answer_stream(req.to_answer_request()),
+                lambda events: completion_chunks_sse(events, passages),
             )
         resp = await self.pipeline.answer(req.to_answer_request())
         self.metrics.record_retrieval(resp)
@@ -343,9 +375,15 @@ class Ingress:
     async def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=MODEL_ID), ModelCard(id=served_model(self.config.embedder))])
 
-    @app.post("/v1/embeddings", response_model=EmbeddingList, responses={
-        400: {"model": ErrorResponse, "description": "`dimensions` differs from the model's."},
-        404: {"model": ErrorResponse, "description": "`model` is not the served embedding model."}, 503: _ERRORS[503]})
+    @app.post(
+        "/v1/embeddings",
+        response_model=EmbeddingList,
+        responses={
+            400: {"model": ErrorResponse, "description": "`dimensions` differs from the model's."},
+            404: {"model": ErrorResponse, "description": "`model` is not the served embedding model."},
+            503: _ERRORS[503],
+        },
+    )
     async def embeddings(self, req: EmbeddingRequest) -> EmbeddingList:
         """OpenAI-compatible: the texts embedded by the Embedder deployment (the model the collections use)."""
         model = served_model(self.config.embedder)
@@ -386,7 +424,11 @@ class Ingress:
         guarded = getattr(request.app.state, "guards", None) is not None
         return await self.pipeline.collections(visible_collections(request.scope.get("state"), guarded))
 
-    @app.get("/v1/collections/{collection}/documents", response_model=DocumentPage, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    @app.get(
+        "/v1/collections/{collection}/documents",
+        response_model=DocumentPage,
+        responses={404: _ERRORS[404], 503: _ERRORS[503]},
+    )
     async def list_documents(
         self,
         request: Request,
@@ -399,11 +441,15 @@ class Ingress:
         return await self.pipeline.documents(collection, limit, cursor)
 
     @app.get("/v1/collections/{collection}", response_model=CollectionStats, responses={404: _ERRORS[404]})
-    async def collection_stats(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionStats:
+    async def collection_stats(
+        self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)
+    ) -> CollectionStats:
         _allow(request, collection)
         return await self.pipeline.stats(collection)
 
-    @app.delete("/v1/documents/{doc_id:path}", response_model=DeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    @app.delete(
+        "/v1/documents/{doc_id:path}", response_model=DeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]}
+    )
     async def delete_document(
         self, doc_id: str, request: Request, collection: str = Query(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
     ) -> DeleteResponse:
@@ -411,8 +457,14 @@ class Ingress:
         await self._recovered()
         return await self.pipeline.delete_document(collection, doc_id)
 
-    @app.delete("/v1/collections/{collection}", response_model=CollectionDeleteResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
-    async def delete_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> CollectionDeleteResponse:
+    @app.delete(
+        "/v1/collections/{collection}",
+        response_model=CollectionDeleteResponse,
+        responses={404: _ERRORS[404], 503: _ERRORS[503]},
+    )
+    async def delete_collection(
+        self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)
+    ) -> CollectionDeleteResponse:
         """Drops the collection from both stores and the graph's in-memory indexes (`admin` scope). Interrupted by
         a crash, it is finished when the app starts again."""
         _allow(request, collection)
@@ -420,14 +472,18 @@ class Ingress:
         return await self.pipeline.drop_collection(collection)
 
     @app.get("/v1/collections/{collection}/verify", response_model=VerifyResponse, responses={503: _ERRORS[503]})
-    async def verify_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> VerifyResponse:
+    async def verify_collection(
+        self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)
+    ) -> VerifyResponse:
         """Store consistency: per document the same chunks in both stores, no entity without a chunk, no
         interrupted ingest pending. `graphrag-ingest --verify` calls it."""
         _allow(request, collection)
         return await self.pipeline.verify(collection)
 
     @app.post("/v1/collections/{collection}/repair", response_model=RepairResponse, responses={503: _ERRORS[503]})
-    async def repair_collection(self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)) -> RepairResponse:
+    async def repair_collection(
+        self, request: Request, collection: str = Path(pattern=COLLECTION_PATTERN)
+    ) -> RepairResponse:
         """Removes from both stores the documents the stores disagree on (re-ingest them) and orphan entities."""
         _allow(request, collection)
         await self._recovered()
@@ -449,12 +505,30 @@ class Ingress:
         await self._recovered()
         return await self.backups.restore(req.dir, req.collections)
 
-    @app.post("/v1/graph/query", response_model=GraphQueryResponse, responses={400: {"model": ErrorResponse, "description": "The query was refused (not read-only) or rejected by the store."}, 503: _ERRORS[503], 504: {"model": ErrorResponse, "description": "The query ran longer than `graph.user_query_timeout_s` and was stopped."}})
+    @app.post(
+        "/v1/graph/query",
+        response_model=GraphQueryResponse,
+        responses={
+            400: {
+                "model": ErrorResponse,
+                "description": "The query was refused (not read-only) or rejected by the store.",
+            },
+            503: _ERRORS[503],
+            504: {
+                "model": ErrorResponse,
+                "description": "The query ran longer than `graph.user_query_timeout_s` and was stopped.",
+            },
+        },
+    )
     async def graph_query(self, req: GraphQueryRequest, request: Request) -> GraphQueryResponse:
         _allow(request, None)  # admin scope (the guard), and a key that is not limited to collections
         return await self.pipeline.graph_query(req)
 
-    @app.get("/v1/graph/entities/{name:path}", response_model=EntityResponse, responses={404: _ERRORS[404], 503: _ERRORS[503]})
+    @app.get(
+        "/v1/graph/entities/{name:path}",
+        response_model=EntityResponse,
+        responses={404: _ERRORS[404], 503: _ERRORS[503]},
+    )
     async def graph_entity(
         self,
         name: str,
@@ -474,7 +548,9 @@ class Ingress:
         stages = await self.pipeline.ready()
         recovery = self._recovery_state()
         body = ReadyResponse(
-            ready=all(s.ok for s in stages.values()) and recovery == "done", stages=stages,
-            auth="open" if self.config.auth.open else "api_keys", recovery=recovery,
+            ready=all(s.ok for s in stages.values()) and recovery == "done",
+            stages=stages,
+            auth="open" if self.config.auth.open else "api_keys",
+            recovery=recovery,
         )
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())

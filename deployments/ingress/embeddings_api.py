@@ -3,6 +3,7 @@ embedded with), for clients that must embed with the server's model. OpenAI's wi
 
 The official client asks for base64 unless told otherwise (and decodes it): both encodings are served.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,7 +23,9 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     input: str | list[str] = Field(description="One text or a list of texts (not token arrays).")
-    model: str = Field(min_length=1, max_length=256, description="The served embedding model (GET /v1/models lists it).")
+    model: str = Field(
+        min_length=1, max_length=256, description="The served embedding model (GET /v1/models lists it)."
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, description="Only the model's own dimension is served.")
 
@@ -30,7 +33,9 @@ class EmbeddingRequest(BaseModel):
     @classmethod
     def _texts_only(cls, value: Any) -> Any:
         if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
-            raise ValueError("input must be a string or a list of strings: token arrays are not accepted (the server tokenizes with its own model)")
+            raise ValueError(
+                "input must be a string or a list of strings: token arrays are not accepted (the server tokenizes with its own model)"
+            )
         return value
 
     @field_validator("input")
@@ -55,11 +60,15 @@ class EmbeddingRequest(BaseModel):
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str = Field(description="Floats, or with encoding_format=base64 little-endian float32 bytes.")
+    embedding: list[float] | str = Field(
+        description="Floats, or with encoding_format=base64 little-endian float32 bytes."
+    )
 
 
 class EmbeddingUsage(BaseModel):
-    prompt_tokens: int = Field(description="The model's tokens in the inputs (after its truncation); 0 when the backend is a remote endpoint.")
+    prompt_tokens: int = Field(
+        description="The model's tokens in the inputs (after its truncation); 0 when the backend is a remote endpoint."
+    )
     total_tokens: int
 
 

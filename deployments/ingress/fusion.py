@@ -1,4 +1,5 @@
 """Fusion of the retrieval sources' ranked lists into one candidate list, and the graph facts given to chat."""
+
 from __future__ import annotations
 
 from deployments.graph.extraction.ontology import UNTYPED
@@ -7,7 +8,9 @@ from deployments.models import ScoredChunk, Subgraph
 Fused = list[tuple[ScoredChunk, float, list[str]]]
 
 
-def reciprocal_rank_fusion(ranked: dict[str, list[ScoredChunk]], k: int, weights: dict[str, float] | None = None) -> Fused:
+def reciprocal_rank_fusion(
+    ranked: dict[str, list[ScoredChunk]], k: int, weights: dict[str, float] | None = None
+) -> Fused:
     """Fuses ranked lists by RRF: score(d) = sum over lists of weight / (k + rank). Returns (chunk, score, sources)."""
     fused: dict[str, list] = {}
     for source, chunks in ranked.items():
@@ -55,7 +58,7 @@ def graph_facts(subgraph: Subgraph, limit: int = 20) -> list[str]:
     """The subgraph's typed relations as the facts chat cites ("ArcadeDB —SHIPS→ Bolt plugin"), strongest first;
     a co-occurrence states nothing and is left out."""
     names = {n.id: n.name for n in subgraph.nodes}
-    facts = []
+    facts: list[str] = []
     for edge in sorted(subgraph.edges, key=lambda e: e.weight, reverse=True):
         if edge.source in names and edge.target in names and edge.type not in UNTYPED and len(facts) < limit:
             facts.append(f"{names[edge.source]} —{edge.type}→ {names[edge.target]}")

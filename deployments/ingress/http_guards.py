@@ -4,6 +4,7 @@ Pure ASGI (not BaseHTTPMiddleware) so streamed responses pass through untouched 
 cancels the route's task itself, which cancels every downstream handle call it awaits. Installed on the whole
 app, so routes added later are covered by construction.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,9 @@ Message = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 
-async def send_json(send: Callable[[Message], Awaitable[None]], status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+async def send_json(
+    send: Callable[[Message], Awaitable[None]], status: int, body: dict, headers: dict[str, str] | None = None
+) -> None:
     raw = json.dumps(body).encode()
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
     hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -53,7 +56,9 @@ class HttpGuards:
         # Read per request from the serving app's state (`app.state.guards`, set by the ingress replica's
         # constructor, after the app object exists); unset means unguarded (plain FastAPI tests).
         state = getattr(scope.get("app"), "state", None)
-        current: tuple[ApiKeyAuth, LimitsConfig] | None = getattr(state, "guards", None) if scope["type"] == "http" else None
+        current: tuple[ApiKeyAuth, LimitsConfig] | None = (
+            getattr(state, "guards", None) if scope["type"] == "http" else None
+        )
         if current is None:
             await self.app(scope, receive, send)
             return
@@ -108,6 +113,8 @@ class HttpGuards:
             # The route's task was cancelled, and with it every handle call it was awaiting.
             log.warning("request to %s passed the %.0fs request timeout; cancelled", path, timeout)
             if not started:
-                await send_json(send, 504, {"detail": f"the request did not finish within {timeout:g}s and was cancelled"})
+                await send_json(
+                    send, 504, {"detail": f"the request did not finish within {timeout:g}s and was cancelled"}
+                )
             else:  # a stream already under way: end it
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

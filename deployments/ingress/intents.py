@@ -17,6 +17,7 @@ Only files of dead processes on this host are rolled back: a live replica's in-f
 a process id reused after a reboot is told apart by its start time. The folder is node-local: on a multi-node
 cluster, put `data_dir` on a volume every ingress replica shares, or run `graphrag-ingest --verify --repair`.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,10 @@ class IntentLog:
             self.end(path)  # a snapshot began meanwhile; no store was touched: withdraw, wait, record again
             while self.paused():
                 if time.monotonic() > deadline:
-                    raise StageUnavailable("ingest", f"a snapshot or restore has paused writes for over {self.pause_wait_s:g}s; retry later")
+                    raise StageUnavailable(
+                        "ingest",
+                        f"a snapshot or restore has paused writes for over {self.pause_wait_s:g}s; retry later",
+                    )
                 time.sleep(0.05)
 
     def paused(self) -> bool:

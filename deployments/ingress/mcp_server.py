@@ -9,6 +9,7 @@ key's collection allow-list, like the matching route. A refused call, a bad argu
 failed stage is a tool error (`isError`) saying why, never a protocol failure. Stateless: any ingress replica
 answers any call, so the MCP endpoint scales with the ingress.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -106,18 +107,42 @@ TOOLS: dict[str, ToolSpec] = {
     "retrieve": ToolSpec(
         "Find the passages that answer a question: dense, lexical and knowledge-graph retrieval, fused and reranked. "
         "Returns the passages (hits) with score, sources and document id, the graph facts, and the stages that "
-        "failed (degraded).", RetrieveRequest, RetrieveResponse, "read", _retrieve),
+        "failed (degraded).",
+        RetrieveRequest,
+        RetrieveResponse,
+        "read",
+        _retrieve,
+    ),
     "answer": ToolSpec(
         "Answer a question from the collection with citations: [n] in the answer is hit n-1; `citations` lists the "
-        "cited passages with their document ids.", RetrieveRequest, AnswerResponse, "read", _answer),
+        "cited passages with their document ids.",
+        RetrieveRequest,
+        AnswerResponse,
+        "read",
+        _answer,
+    ),
     "graph_entity": ToolSpec(
         "An entity of the knowledge graph with its neighbours, relations and the documents that mention it.",
-        EntityRequest, EntityResponse, "read", _entity),
+        EntityRequest,
+        EntityResponse,
+        "read",
+        _entity,
+    ),
     "list_collections": ToolSpec(
-        "The collections this API key may use, with their point and document counts.", NoArguments, CollectionList, "read", _collections),
+        "The collections this API key may use, with their point and document counts.",
+        NoArguments,
+        CollectionList,
+        "read",
+        _collections,
+    ),
     "ingest": ToolSpec(
         "Add or replace documents in a collection (needs an API key with the write scope).",
-        IngestRequest, IngestResponse, "write", _ingest, read_only=False),
+        IngestRequest,
+        IngestResponse,
+        "write",
+        _ingest,
+        read_only=False,
+    ),
 }
 
 
@@ -130,9 +155,13 @@ def _schema(model: type[BaseModel], mode: str) -> dict[str, Any]:
 def tool_list() -> list[types.Tool]:
     return [
         types.Tool(
-            name=name, description=spec.description, input_schema=_schema(spec.takes, "validation"),
+            name=name,
+            description=spec.description,
+            input_schema=_schema(spec.takes, "validation"),
             output_schema=_schema(spec.returns, "serialization"),
-            annotations=types.ToolAnnotations(read_only_hint=spec.read_only, destructive_hint=False, open_world_hint=False),
+            annotations=types.ToolAnnotations(
+                read_only_hint=spec.read_only, destructive_hint=False, open_world_hint=False
+            ),
         )
         for name, spec in TOOLS.items()
     ]
@@ -144,7 +173,9 @@ def as_text(result: BaseModel) -> str:
     if isinstance(result, AnswerResponse):
         lines += [result.answer, ""]
     if isinstance(result, RetrieveResponse):
-        lines += [f"[{n}] {h.doc_id} ({h.chunk_id}, score {h.score:.3f}): {h.text}" for n, h in enumerate(result.hits, 1)]
+        lines += [
+            f"[{n}] {h.doc_id} ({h.chunk_id}, score {h.score:.3f}): {h.text}" for n, h in enumerate(result.hits, 1)
+        ]
         if result.degraded:
             lines.append("degraded: " + "; ".join(f"{d.stage}: {d.error}" for d in result.degraded))
         return "\n".join(lines)
@@ -156,7 +187,9 @@ def _error(text: str) -> types.CallToolResult:
 
 
 def _invalid(exc: ValidationError) -> str:
-    return "invalid arguments: " + "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+    return "invalid arguments: " + "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def _grant_of(request: Any) -> Grant | None:
@@ -166,7 +199,10 @@ def _grant_of(request: Any) -> Grant | None:
 
 
 async def call_tool(
-    pipeline: Pipeline, name: str, arguments: Mapping[str, Any] | None, grant: Grant | None,
+    pipeline: Pipeline,
+    name: str,
+    arguments: Mapping[str, Any] | None,
+    grant: Grant | None,
     before_write: Callable[[], Awaitable[None]] | None = None,
 ) -> types.CallToolResult:
     """`before_write`: awaited before a writing tool runs (the ingress's start-up roll-back, like POST /v1/ingest)."""
@@ -176,7 +212,9 @@ async def call_tool(
     if grant is None:
         return _error("no API key grant for this request")
     if spec.scope not in grant.scopes:
-        return _error(f"this API key lacks the {spec.scope!r} scope that the {name} tool needs (it has: {', '.join(sorted(grant.scopes))})")
+        return _error(
+            f"this API key lacks the {spec.scope!r} scope that the {name} tool needs (it has: {', '.join(sorted(grant.scopes))})"
+        )
     try:
         request = spec.takes.model_validate(dict(arguments or {}))
         if not spec.read_only and before_write is not None:
@@ -196,7 +234,8 @@ async def call_tool(
         log.error("MCP tool %s failed (request id %s)", name, request_id, exc_info=exc)
         return _error(f"internal error (request id {request_id})")
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=as_text(result))], structured_content=result.model_dump(mode="json")
+        content=[types.TextContent(type="text", text=as_text(result))],
+        structured_content=result.model_dump(mode="json"),
     )
 
 
@@ -205,7 +244,9 @@ class McpEndpoint:
     first request, in the replica's own event loop, so it needs no ASGI lifespan (Serve and the test harness
     both serve the app without one)."""
 
-    def __init__(self, pipeline: Pipeline, version: str = "", before_write: Callable[[], Awaitable[None]] | None = None):
+    def __init__(
+        self, pipeline: Pipeline, version: str = "", before_write: Callable[[], Awaitable[None]] | None = None
+    ):
         async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
             return types.ListToolsResult(tools=tool_list())
 

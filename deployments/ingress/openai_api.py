@@ -6,6 +6,7 @@ The last user message is the query; `collection`, `top_k`, `max_hops` and `filte
 fields (`extra_body=` in the openai client). Answers carry their citations twice: as [n] markers and a
 "Sources" list in the message, and as the extra fields `citations` and `references`.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,9 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)  # name, tool_calls, ...: accepted, unused
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)] | Annotated[list[ContentPart], Field(max_length=256)] | None = None
+    content: (
+        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)] | Annotated[list[ContentPart], Field(max_length=256)] | None
+    ) = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -71,7 +74,9 @@ class ChatCompletionRequest(BaseModel):
     # Unknown OpenAI parameters (temperature, top_p, user, ...) are accepted and ignored, as compatible servers do.
     model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str = Field(MODEL_ID, min_length=1, max_length=256, description="Any id; answers name the model that answered.")
+    model: str = Field(
+        MODEL_ID, min_length=1, max_length=256, description="Any id; answers name the model that answered."
+    )
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -85,11 +90,15 @@ class ChatCompletionRequest(BaseModel):
     _answer_request: AnswerRequest | None = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _has_query(self) -> "ChatCompletionRequest":
+    def _has_query(self) -> ChatCompletionRequest:
         # Validated here, so every bad value is a 422 naming it (never an error later in the route).
         try:
             self._answer_request = AnswerRequest(
-                query=self.query(), collection=self.collection, top_k=self.top_k, max_hops=self.max_hops, filter=self.filter
+                query=self.query(),
+                collection=self.collection,
+                top_k=self.top_k,
+                max_hops=self.max_hops,
+                filter=self.filter,
             )
         except ValidationError as exc:
             raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
@@ -140,8 +149,12 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     citations: list[Citation] = Field(description="Extension: the passages the answer cites.")
-    references: list[Reference] = Field(description="Extension: the passages given to the model, [n] = references[n-1].")
-    degraded: list[Degraded] = Field(default_factory=list, description="Extension: stages that failed (see /v1/answer).")
+    references: list[Reference] = Field(
+        description="Extension: the passages given to the model, [n] = references[n-1]."
+    )
+    degraded: list[Degraded] = Field(
+        default_factory=list, description="Extension: stages that failed (see /v1/answer)."
+    )
 
 
 class Delta(BaseModel):
@@ -232,12 +245,24 @@ async def completion_chunks_sse(events: AsyncIterator[Any], max_passages: int) -
     model = MODEL_ID
 
     def chunk(delta: Delta, **extra: Any) -> bytes:
-        return sse(ChatCompletionChunk(id=cid, created=created, model=model, choices=[ChunkChoice(delta=delta, **extra.pop("choice", {}))], **extra))
+        return sse(
+            ChatCompletionChunk(
+                id=cid,
+                created=created,
+                model=model,
+                choices=[ChunkChoice(delta=delta, **extra.pop("choice", {}))],
+                **extra,
+            )
+        )
 
     async for event in events:
         if isinstance(event, StreamReferences):
             model = event.model
-            yield chunk(Delta(role="assistant", content=""), references=references(event.hits, max_passages), degraded=event.degraded)
+            yield chunk(
+                Delta(role="assistant", content=""),
+                references=references(event.hits, max_passages),
+                degraded=event.degraded,
+            )
         elif isinstance(event, StreamDelta):
             yield chunk(Delta(content=event.content))
         elif isinstance(event, StreamDone):

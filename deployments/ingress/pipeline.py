@@ -3,6 +3,7 @@
 Plain asyncio over the typed stage interfaces (deployments.stages), so it runs and is tested without Ray; the
 ingress builds them over deployment handles. It never sees HTTP objects.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -139,7 +140,9 @@ class Pipeline:
     async def answer(self, req: AnswerRequest) -> AnswerResponse:
         return await self.answering.answer(req)
 
-    def answer_stream(self, req: AnswerRequest) -> AsyncIterator[StreamReferences | StreamDelta | StreamDone | StreamError]:
+    def answer_stream(
+        self, req: AnswerRequest
+    ) -> AsyncIterator[StreamReferences | StreamDelta | StreamDone | StreamError]:
         return self.answering.answer_stream(req)
 
     async def ingest(self, req: IngestRequest) -> IngestResponse:
@@ -172,7 +175,9 @@ class Pipeline:
                 stage = "+".join(e.stage for e in failed)
                 reasons = "; ".join(f"{e.stage}: {e.error}" for e in failed)
                 error = StorageFull if any(is_disk_full(e.error) for e in failed) else StageUnavailable
-                raise error(stage, f"ingest failed ({reasons}); the documents were removed from every store, retry the request")
+                raise error(
+                    stage, f"ingest failed ({reasons}); the documents were removed from every store, retry the request"
+                )
         return IngestResponse(
             collection=req.collection,
             documents=len(req.documents),
@@ -207,13 +212,22 @@ class Pipeline:
         for store, result in zip(("vector", "graph"), results):
             if isinstance(result, BaseException) and not isinstance(result, CollectionNotFound):
                 removed = False
-                log.error("could not remove documents %s from the %s store after a failed ingest: %s; "
-                          "GET /v1/collections/%s/verify lists them", doc_ids, store, result, collection)
+                log.error(
+                    "could not remove documents %s from the %s store after a failed ingest: %s; "
+                    "GET /v1/collections/%s/verify lists them",
+                    doc_ids,
+                    store,
+                    result,
+                    collection,
+                )
         return removed
 
     async def _remove_strictly(self, collection: str, doc_ids: list[str]) -> None:
         """Removes documents from both stores or raises (the caller keeps what it would have cleaned up)."""
-        await _gather_strictly(self.stages.vector.delete_documents(collection, doc_ids), self.stages.graph.delete_documents(collection, doc_ids))
+        await _gather_strictly(
+            self.stages.vector.delete_documents(collection, doc_ids),
+            self.stages.graph.delete_documents(collection, doc_ids),
+        )
 
     async def recover(self) -> list[Intent]:
         """Rolls back the ingests and deletes a dead process left half-done (its intent records): their documents
@@ -224,22 +238,33 @@ class Pipeline:
         done = []
         for intent in await asyncio.to_thread(self.intents.orphaned):
             if intent.action == "drop":  # a drop is finished, never undone: it may have removed one store already
-                await _gather_strictly(self.stages.vector.drop_collection(intent.collection), self.stages.graph.drop_collection(intent.collection))
+                await _gather_strictly(
+                    self.stages.vector.drop_collection(intent.collection),
+                    self.stages.graph.drop_collection(intent.collection),
+                )
             else:
                 await self._remove_strictly(intent.collection, intent.doc_ids)
             await asyncio.to_thread(self.intents.end, intent.path)
-            log.warning("rolled back an interrupted %s of %d documents in collection %s (%s): re-run it",
-                        intent.action, len(intent.doc_ids), intent.collection, intent.path.name)
+            log.warning(
+                "rolled back an interrupted %s of %d documents in collection %s (%s): re-run it",
+                intent.action,
+                len(intent.doc_ids),
+                intent.collection,
+                intent.path.name,
+            )
             done.append(intent)
         return done
 
     async def _consistency(self, collection: str, remove_orphans: bool = False) -> _Consistency:
         vector, graph, orphans = await asyncio.gather(
-            self.stages.vector.chunk_ids(collection), self.stages.graph.chunk_ids(collection),
+            self.stages.vector.chunk_ids(collection),
+            self.stages.graph.chunk_ids(collection),
             self.stages.graph.orphan_entities(collection, remove_orphans),
         )
         pending = [] if self.intents is None else await asyncio.to_thread(self.intents.pending)
-        return _Consistency(_by_document(vector), _by_document(graph), list(orphans), [i for i in pending if i.collection == collection])
+        return _Consistency(
+            _by_document(vector), _by_document(graph), list(orphans), [i for i in pending if i.collection == collection]
+        )
 
     async def verify(self, collection: str) -> VerifyResponse:
         """Compares the stores: per document, the same chunk ids in both; no entity without a chunk mentioning it."""
@@ -256,7 +281,12 @@ class Pipeline:
             await self._remove_strictly(collection, bad[start : start + 256])
         orphans = (await self._consistency(collection, remove_orphans=True)).orphans
         if bad or orphans:
-            log.warning("repair of collection %s removed %d documents (re-ingest them) and %d orphan entities", collection, len(bad), len(orphans))
+            log.warning(
+                "repair of collection %s removed %d documents (re-ingest them) and %d orphan entities",
+                collection,
+                len(bad),
+                len(orphans),
+            )
         return RepairResponse(
             collection=collection,
             removed_doc_ids=bad[:MAX_LISTED_IDS],
@@ -300,8 +330,8 @@ class Pipeline:
             run_stage("embed", self.stages.embedder.embed(texts), timeout, clock),
             run_stage("embed", self.stages.embedder.count_tokens(texts), timeout, clock),
         )
-        if err:
-            raise StageUnavailable("embed", err.error)
+        if err or vectors is None:
+            raise StageUnavailable("embed", err.error if err else "no vectors")
         if len(vectors) != len(texts):
             raise StageError("embed", f"the embedder returned {len(vectors)} vectors for {len(texts)} texts")
         return vectors, tokens
@@ -322,8 +352,14 @@ class Pipeline:
         return await self.stages.vector.documents(collection, limit, cursor)
 
     async def stats(self, collection: str) -> CollectionStats:
-        points, counts = await asyncio.gather(self.stages.vector.count(collection), self.stages.graph.counts(collection))
-        return CollectionStats(collection=collection, points=points, **{k: int(counts.get(k, 0)) for k in ("chunks", "entities", "relations")})
+        points, counts = await asyncio.gather(
+            self.stages.vector.count(collection), self.stages.graph.counts(collection)
+        )
+        return CollectionStats(
+            collection=collection,
+            points=points,
+            **{k: int(counts.get(k, 0)) for k in ("chunks", "entities", "relations")},
+        )
 
     async def ready(self, timeout: float = 3.0) -> dict[str, StageHealth]:
         async def check(name: str, ping: Callable[[], Awaitable[str]]) -> tuple[str, StageHealth]:

@@ -4,6 +4,7 @@ Each step is a method over one `_Run` (the request's settings and what the steps
 reported in `degraded` and the steps after it work with what is left; only a retrieval with no source left is a
 503 (StageUnavailable).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -194,7 +195,9 @@ class Retrieval:
         ceiling = min(h.score for h in hits[:n_seeds]) - 1e-6
         for hit in hits[n_seeds:]:
             if links.get(hit.chunk_id, 0.0) > 0:
-                hit.score = min(hit.score + cfg.link_weight * spread * links[hit.chunk_id] / strongest, max(hit.score, ceiling))
+                hit.score = min(
+                    hit.score + cfg.link_weight * spread * links[hit.chunk_id] / strongest, max(hit.score, ceiling)
+                )
         hits.sort(key=lambda h: h.score, reverse=True)
 
     def _response(self, run: _Run, hits: list[Hit]) -> RetrieveResponse:

@@ -1,5 +1,6 @@
 """Calling a stage from the pipeline: under a timeout, timed on the request's clock, a stage failure reported
 (`degraded`) rather than hidden, anything else (a bug, a 404) raised as it is."""
+
 from __future__ import annotations
 
 import asyncio

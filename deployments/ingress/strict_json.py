@@ -5,6 +5,7 @@ JSON text or Unicode (RFC 8259, I-JSON), and both break later: a 422 that echoes
 stored surrogate cannot be encoded. So they are refused while parsing, as FastAPI refuses any invalid JSON: a
 422 of type `json_invalid`. Valid surrogate pairs (`"\\ud83d\\ude00"`) are one character and pass.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,11 +60,17 @@ def loads_strict(body: bytes) -> Any:
         value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except _NonFinite as exc:
         doc = body.decode("utf-8", "replace")
-        raise json.JSONDecodeError(f"{exc.args[0]} is not a finite number (JSON numbers are)", doc, max(doc.find(exc.args[0]), 0)) from None
+        raise json.JSONDecodeError(
+            f"{exc.args[0]} is not a finite number (JSON numbers are)", doc, max(doc.find(exc.args[0]), 0)
+        ) from None
     escape = _SURROGATE_ESCAPE.search(body)
     if escape is not None and _has_lone_surrogate(value):
         doc = body.decode("utf-8", "replace")
-        raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair): not Unicode text", doc, escape.start())
+        raise json.JSONDecodeError(
+            "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair): not Unicode text",
+            doc,
+            escape.start(),
+        )
     return value
 
 
@@ -104,7 +111,12 @@ def excerpt(value: Any) -> Any:
         return _text_excerpt(bytes(value).decode("utf-8", "backslashreplace"), EXCERPT_CHARS)
     # Anything else as JSON text (bytes, sets, ... via str); non-finite floats render as NaN: shown as text only.
     text = json.dumps(value, default=str, ensure_ascii=False)
-    if len(text) <= EXCERPT_JSON_CHARS and "NaN" not in text and "Infinity" not in text and not _has_lone_surrogate(text):
+    if (
+        len(text) <= EXCERPT_JSON_CHARS
+        and "NaN" not in text
+        and "Infinity" not in text
+        and not _has_lone_surrogate(text)
+    ):
         return json.loads(text)  # JSON-native from here on, whatever the input held
     return _text_excerpt(text, EXCERPT_JSON_CHARS)
 
@@ -114,11 +126,18 @@ def validation_error_body(errors: list[dict]) -> dict:
     excerpt, so it is always serialisable and never echoes a large document back."""
     detail = []
     for error in errors:
-        item = {"type": error.get("type"), "loc": [excerpt(p) for p in error.get("loc", ())], "msg": _text_excerpt(str(error.get("msg", "")), 500)}
+        item = {
+            "type": error.get("type"),
+            "loc": [excerpt(p) for p in error.get("loc", ())],
+            "msg": _text_excerpt(str(error.get("msg", "")), 500),
+        }
         if "input" in error:
             item["input"] = excerpt(error["input"])
         if error.get("ctx"):
-            item["ctx"] = {str(k): excerpt(v if isinstance(v, str | int | float | bool | None) else str(v)) for k, v in error["ctx"].items()}
+            item["ctx"] = {
+                str(k): excerpt(v if isinstance(v, str | int | float | bool | None) else str(v))
+                for k, v in error["ctx"].items()
+            }
         detail.append(item)
     return {"detail": detail}
 

@@ -1,5 +1,6 @@
 """What both framework retrievers put into a document's metadata: the hit's own metadata, then its score,
 sources, document and chunk ids, the graph facts retrieval found, and the stages that failed."""
+
 from __future__ import annotations
 
 from typing import Any

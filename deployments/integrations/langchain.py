@@ -4,6 +4,7 @@ score, sources, doc id, chunk id, graph facts, degraded stages; id: the chunk id
     retriever = GraphRAGRetriever(base_url="http://127.0.0.1:8000", api_key="...", collection="docs", top_k=5)
     docs = retriever.invoke("Who founded Acme?")
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,13 +38,20 @@ class GraphRAGRetriever(BaseRetriever):
     mode: RetrievalMode | None = None
     max_hops: int | None = None
     filter: dict[str, Scalar] | None = None
-    client: GraphRAGClient | None = Field(None, exclude=True, description="A client to use instead of one made from base_url.")
+    client: GraphRAGClient | None = Field(
+        None, exclude=True, description="A client to use instead of one made from base_url."
+    )
     async_client: AsyncGraphRAGClient | None = Field(None, exclude=True)
     _made: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def _options(self) -> RetrieveOptions:
-        options: dict[str, Any] = {"collection": self.collection, "top_k": self.top_k, "mode": self.mode,
-                                   "max_hops": self.max_hops, "filter": self.filter}
+        options: dict[str, Any] = {
+            "collection": self.collection,
+            "top_k": self.top_k,
+            "mode": self.mode,
+            "max_hops": self.max_hops,
+            "filter": self.filter,
+        }
         return {k: v for k, v in options.items() if v is not None}  # type: ignore[return-value]
 
     def _documents(self, response: RetrieveResponse) -> list[Document]:
@@ -62,5 +70,7 @@ class GraphRAGRetriever(BaseRetriever):
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return self._documents(self._sync().retrieve(query, **self._options()))
 
-    async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun) -> list[Document]:
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
         return self._documents(await self._async().retrieve(query, **self._options()))

@@ -5,6 +5,7 @@ its metadata.
     retriever = GraphRAGLlamaRetriever(base_url="http://127.0.0.1:8000", api_key="...", collection="docs")
     nodes = retriever.retrieve("Who founded Acme?")
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,8 +29,14 @@ _BOOKKEEPING = ("chunk_id", "collection", "score", "sources", "degraded")
 
 class GraphRAGLlamaRetriever(BaseRetriever):
     def __init__(
-        self, base_url: str | None = None, api_key: str | None = None, *, collection: str = DEFAULT_COLLECTION,
-        client: GraphRAGClient | None = None, async_client: AsyncGraphRAGClient | None = None, **options: Any,
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        collection: str = DEFAULT_COLLECTION,
+        client: GraphRAGClient | None = None,
+        async_client: AsyncGraphRAGClient | None = None,
+        **options: Any,
     ):
         """`options`: the other fields of a retrieve request (top_k, mode, max_hops, rerank, filter)."""
         super().__init__()
@@ -42,10 +49,13 @@ class GraphRAGLlamaRetriever(BaseRetriever):
         return [
             NodeWithScore(
                 node=TextNode(
-                    id_=h.chunk_id, text=h.text, metadata=hit_metadata(response, h),
+                    id_=h.chunk_id,
+                    text=h.text,
+                    metadata=hit_metadata(response, h),
                     relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=h.doc_id)},
                     # What an LLM reads with the passage: its own metadata, the document id and the graph facts.
-                    excluded_llm_metadata_keys=list(_BOOKKEEPING), excluded_embed_metadata_keys=list(_BOOKKEEPING),
+                    excluded_llm_metadata_keys=list(_BOOKKEEPING),
+                    excluded_embed_metadata_keys=list(_BOOKKEEPING),
                 ),
                 score=h.score,
             )

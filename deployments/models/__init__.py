@@ -1,6 +1,7 @@
 """Wire models: every request and response body (here), and the payloads passed between deployments (messages.py).
 
 Import them all from `deployments.models`: this module re-exports the messages, one surface."""
+
 from __future__ import annotations
 
 import re
@@ -59,7 +60,9 @@ def _non_blank(value: str, what: str) -> str:
 
 
 class Document(_Strict):
-    id: str = Field(min_length=1, max_length=MAX_DOC_ID_CHARS, description="Stable document id; re-ingesting it replaces it.")
+    id: str = Field(
+        min_length=1, max_length=MAX_DOC_ID_CHARS, description="Stable document id; re-ingesting it replaces it."
+    )
     text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)
     metadata: dict[str, Scalar | list[Scalar] | None] = Field(default_factory=dict)
 
@@ -95,16 +98,21 @@ class RetrieveRequest(_Strict):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     collection: str = Field(DEFAULT_COLLECTION, pattern=COLLECTION_PATTERN)
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Hits returned; config default when absent.")
-    max_hops: int | None = Field(None, ge=0, le=MAX_HOPS, description="Graph expansion depth; 0 = linked entities only.")
+    max_hops: int | None = Field(
+        None, ge=0, le=MAX_HOPS, description="Graph expansion depth; 0 = linked entities only."
+    )
     use_graph: bool = Field(
         True,
         deprecated="use `mode` (hybrid instead of hybrid+graph): false only left the graph out of hybrid+graph",
         description="Deprecated: `mode` says which stages run. false = hybrid+graph without the graph stage.",
     )
     mode: RetrievalMode | None = Field(
-        None, description="Sources fused: dense, lexical (BM25), hybrid (both), hybrid+graph; config default when absent."
+        None,
+        description="Sources fused: dense, lexical (BM25), hybrid (both), hybrid+graph; config default when absent.",
     )
-    rerank: bool | None = Field(None, description="Rerank the fused candidates; config default (retrieval.rerank) when absent.")
+    rerank: bool | None = Field(
+        None, description="Rerank the fused candidates; config default (retrieval.rerank) when absent."
+    )
     filter: dict[str, Scalar] = Field(default_factory=dict, description="Metadata equality filter on the vector stage.")
 
     @field_validator("query")
@@ -218,7 +226,8 @@ class IngestResponse(BaseModel):
     relations: int
     timings: dict[str, StageTiming]
     extractors: dict[str, int] = Field(
-        default_factory=dict, description="Chunks per extractor that produced their graph (an LLM provider, or offline)."
+        default_factory=dict,
+        description="Chunks per extractor that produced their graph (an LLM provider, or offline).",
     )
     dropped_relations: int = Field(0, description="Extracted relations dropped in normalization (a missing endpoint).")
 
@@ -253,7 +262,9 @@ class DocumentSummary(BaseModel):
 
 class DocumentPage(BaseModel):
     collection: str
-    documents: list[DocumentSummary] = Field(description="One page, in the vector store's point order (not sorted by id).")
+    documents: list[DocumentSummary] = Field(
+        description="One page, in the vector store's point order (not sorted by id)."
+    )
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
@@ -285,7 +296,9 @@ MAX_GRAPH_QUERY_CHARS = 20_000
 
 class GraphQueryRequest(_Strict):
     query: str = Field(min_length=1, max_length=MAX_GRAPH_QUERY_CHARS, description="One read-only Cypher statement.")
-    parameters: dict[str, Any] = Field(default_factory=dict, description="Query parameters ($name); values only, never code.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Query parameters ($name); values only, never code."
+    )
     max_rows: int | None = Field(None, ge=1, description="Rows returned at most; the server's cap applies anyway.")
 
     @field_validator("parameters")
@@ -321,7 +334,9 @@ class EntityResponse(BaseModel):
     chunk_ids: list[str]
     neighbours: list[GraphNode]
     edges: list[GraphEdge]
-    relations: list[RelationProvenance] = Field(description="The entity's own relations with the chunks that support them.")
+    relations: list[RelationProvenance] = Field(
+        description="The entity's own relations with the chunks that support them."
+    )
 
 
 class DeleteResponse(BaseModel):
@@ -344,7 +359,9 @@ MAX_LISTED_IDS = 100  # document ids / entity keys listed in a report; the count
 
 class VerifyResponse(BaseModel):
     collection: str
-    consistent: bool = Field(description="Every document has the same chunks in both stores, no entity lacks a chunk, no intent is pending.")
+    consistent: bool = Field(
+        description="Every document has the same chunks in both stores, no entity lacks a chunk, no intent is pending."
+    )
     documents: int = Field(description="Documents in either store.")
     vector_chunks: int
     graph_chunks: int
@@ -359,7 +376,9 @@ class VerifyResponse(BaseModel):
 
 class RepairResponse(BaseModel):
     collection: str
-    removed_doc_ids: list[str] = Field(description=f"Documents removed from both stores: re-ingest them (at most {MAX_LISTED_IDS} listed).")
+    removed_doc_ids: list[str] = Field(
+        description=f"Documents removed from both stores: re-ingest them (at most {MAX_LISTED_IDS} listed)."
+    )
     removed_documents: int
     removed_orphan_entities: int
     after: VerifyResponse
@@ -369,7 +388,9 @@ class RepairResponse(BaseModel):
 
 
 class SnapshotRequest(_Strict):
-    dir: str = Field(min_length=1, description="An absolute folder on the server's machine: new or empty for a snapshot.")
+    dir: str = Field(
+        min_length=1, description="An absolute folder on the server's machine: new or empty for a snapshot."
+    )
     collections: list[Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)]] | None = Field(
         None, description="The collections (default: all the snapshot holds, or all the vector store holds)."
     )

@@ -1,5 +1,6 @@
 """The payloads the stages pass each other over deployment handles: chunks and what extraction finds in them,
 each stage's results, and the vectors that travel with them. Re-exported by `deployments.models`."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -87,7 +88,7 @@ class PackedVectors(BaseModel):
     data: bytes = b""
 
     @classmethod
-    def pack(cls, vectors: dict[str, Any]) -> "PackedVectors":
+    def pack(cls, vectors: dict[str, Any]) -> PackedVectors:
         import numpy as np
 
         if not vectors:
@@ -105,7 +106,7 @@ class PackedVectors(BaseModel):
         return dict(zip(self.ids, matrix))
 
     @classmethod
-    def select(cls, ids: list[str], *packs: "PackedVectors | None") -> "PackedVectors | None":
+    def select(cls, ids: list[str], *packs: PackedVectors | None) -> PackedVectors | None:
         """The vectors of `ids` found in `packs` (the first pack holding an id wins), in one buffer; None when no
         pack was given. Only these travel on: the stages send more vectors than the candidates fusion keeps."""
         if all(p is None for p in packs):

@@ -1,10 +1,12 @@
 """Rerank stage: scores the fused candidates against the query, with an HTTP reranker (TEI / Cohere / Jina)
 or, offline, our own embedded dense + lexical scorer."""
+
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -48,7 +50,9 @@ class HttpReranker:
         self.url = config.url
         self.scorer = f"http:{redact_url(config.url)}"
         self._client: httpx.AsyncClient | None = None
-        self.breaker = config.breaker.make(STAGE, f"reranker {self.scorer}", probe=lambda: self._rerank("ping", ["ping"]))
+        self.breaker = config.breaker.make(
+            STAGE, f"reranker {self.scorer}", probe=lambda: self._rerank("ping", ["ping"])
+        )
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -103,15 +107,21 @@ class HttpReranker:
                 index = item["index"]
                 score = float(item[key] if key in item else item["score"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise StageError(STAGE, f"reranker {self.scorer} answered a malformed item: {str(item)[:200]!r}") from exc
+                raise StageError(
+                    STAGE, f"reranker {self.scorer} answered a malformed item: {str(item)[:200]!r}"
+                ) from exc
             if not isinstance(index, int) or not 0 <= index < n or scores[index] is not None:
-                raise StageError(STAGE, f"reranker {self.scorer} answered a bad or repeated index {index!r} for {n} texts")
+                raise StageError(
+                    STAGE, f"reranker {self.scorer} answered a bad or repeated index {index!r} for {n} texts"
+                )
             if not math.isfinite(score):
                 raise StageError(STAGE, f"reranker {self.scorer} answered a non-finite score for text {index}")
             scores[index] = score
         missing = [i for i, s in enumerate(scores) if s is None]
         if missing:
-            raise StageError(STAGE, f"reranker {self.scorer} scored {n - len(missing)} of {n} texts (missing {missing[:10]})")
+            raise StageError(
+                STAGE, f"reranker {self.scorer} scored {n - len(missing)} of {n} texts (missing {missing[:10]})"
+            )
         return [s for s in scores if s is not None]
 
     async def ping(self) -> str:
@@ -169,7 +179,11 @@ class EmbeddedScorer:
     scorer = EMBEDDED_SCORER
 
     def __init__(
-        self, embed: Embed, dense_weight: float = 0.7, fetch_vectors: FetchVectors | None = None, graph_weight: float = 0.0,
+        self,
+        embed: Embed,
+        dense_weight: float = 0.7,
+        fetch_vectors: FetchVectors | None = None,
+        graph_weight: float = 0.0,
         graph_keep: int = 0,
     ):
         if not 0 <= dense_weight <= 1:
@@ -190,11 +204,15 @@ class EmbeddedScorer:
         except Exception as exc:
             raise StageError(STAGE, f"{self.scorer} could not embed: {type(exc).__name__}: {exc}") from exc
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise StageError(STAGE, f"{self.scorer}: the embedder returned shape {vectors.shape} for {len(texts)} texts")
+            raise StageError(
+                STAGE, f"{self.scorer}: the embedder returned shape {vectors.shape} for {len(texts)} texts"
+            )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
-    async def _known_vectors(self, texts: list[str], hints: RerankHints | None) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
+    async def _known_vectors(
+        self, texts: list[str], hints: RerankHints | None
+    ) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
         """Vectors computed earlier in the request (the query's) or stored at ingest (the passages')."""
         query_vec = np.asarray(hints.query_vector, dtype=np.float32) if hints and hints.query_vector else None
         # The vectors that came with the hits first; only the rest (chunks the graph alone found) are fetched.
@@ -253,11 +271,11 @@ class EmbeddedScorer:
         return None
 
 
-def make_reranker(config: RerankerConfig, embed: Embed | None = None, fetch_vectors: FetchVectors | None = None) -> RerankBackend:
+def make_reranker(
+    config: RerankerConfig, embed: Embed | None = None, fetch_vectors: FetchVectors | None = None
+) -> RerankBackend:
     if config.url:
         return HttpReranker(config)
     if embed is None:
         raise ValueError("the embedded scorer needs an embed callable (no reranker.url is set)")
     return EmbeddedScorer(embed, config.dense_weight, fetch_vectors, config.graph_weight, config.graph_keep)
-
-

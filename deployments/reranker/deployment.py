@@ -1,4 +1,5 @@
 """The rerank stage as a Serve deployment over RerankerService."""
+
 from __future__ import annotations
 
 from ray import serve
@@ -14,7 +15,9 @@ from deployments.reranker.service import RerankerService
 class Reranker(RerankerService):
     """The rerank stage; the embedded scorer reaches the embedder and vector deployments through their handles."""
 
-    def __init__(self, config: RerankerConfig, embedder: DeploymentHandle | None = None, vector: DeploymentHandle | None = None):
+    def __init__(
+        self, config: RerankerConfig, embedder: DeploymentHandle | None = None, vector: DeploymentHandle | None = None
+    ):
         configure_logging()
         super().__init__(
             config,

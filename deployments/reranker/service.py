@@ -1,5 +1,6 @@
 """The rerank stage's logic: the configured backend (an HTTP reranker, else the embedded scorer, which embeds
 through the embedder stage and reuses the vector stage's stored vectors)."""
+
 from __future__ import annotations
 
 from deployments.config import RerankerConfig
@@ -11,7 +12,9 @@ from deployments.stages import EmbedderStage, VectorStage
 class RerankerService:
     """`rerank(query, texts, hints) -> RerankResult`, `ping`, `aclose`."""
 
-    def __init__(self, config: RerankerConfig, embedder: EmbedderStage | None = None, vector: VectorStage | None = None):
+    def __init__(
+        self, config: RerankerConfig, embedder: EmbedderStage | None = None, vector: VectorStage | None = None
+    ):
         self.config = config
         self.backend: RerankBackend = make_reranker(
             config,

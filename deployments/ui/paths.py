@@ -1,6 +1,7 @@
 """The web page's static files and their URL paths. Its own small module (no FastAPI, no Ray) because the auth
 layer needs the list: these paths, and only these, load without an API key, so that the user can open the page
 and type the key. They hold no data: everything the page shows comes from the /v1 API, with the key."""
+
 from __future__ import annotations
 
 from pathlib import Path

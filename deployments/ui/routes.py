@@ -5,6 +5,7 @@ The page is plain HTML/JS/CSS under static/ plus Cytoscape.js vendored from npm 
 package-lock.json here; `make ui-vendor` refreshes static/vendor/). Its static files load without an API key
 (deployments/ui/paths.py); every call the page makes goes to the guarded /v1 API with the key the user typed.
 """
+
 # No `from __future__ import annotations` here: Serve ships the app to the replica by value (cloudpickle), and
 # the routes' string annotations would not resolve there (`request: Request` became a query parameter).
 import asyncio

@@ -5,6 +5,7 @@ The ingress already measures every stage per request (`timings`); `RollingStageS
 for a short window in the ingress replica itself, so the page needs no Prometheus. Each ingress replica keeps its
 own window: with several ingress replicas, `GET /v1/stats` describes the requests of the replica that answers it.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,14 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 class RollingStageStats:
     """Per-stage durations of the last `window_s` seconds: rate, p50/p95 overall and per `bucket_s` bucket."""
 
-    def __init__(self, window_s: float = WINDOW_S, bucket_s: float = BUCKET_S, clock: Callable[[], float] = time.time,
-                 max_samples: int = MAX_SAMPLES, rate_window_s: float = RATE_WINDOW_S):
+    def __init__(
+        self,
+        window_s: float = WINDOW_S,
+        bucket_s: float = BUCKET_S,
+        clock: Callable[[], float] = time.time,
+        max_samples: int = MAX_SAMPLES,
+        rate_window_s: float = RATE_WINDOW_S,
+    ):
         self.window_s = window_s
         self.rate_window_s = min(rate_window_s, window_s)
         self.bucket_s = bucket_s
@@ -92,13 +99,21 @@ class RollingStageStats:
                 "p95_ms": percentile(durations, 95),
                 "max_ms": durations[-1] if durations else None,
                 "buckets": [
-                    {"start": (first_bucket + i) * self.bucket_s, "count": counts[i],
-                     "p95_ms": percentile(sorted(per_bucket[i]), 95)}
+                    {
+                        "start": (first_bucket + i) * self.bucket_s,
+                        "count": counts[i],
+                        "p95_ms": percentile(sorted(per_bucket[i]), 95),
+                    }
                     for i in range(n_buckets)
                 ],
             }
-        return {"window_s": self.window_s, "bucket_s": self.bucket_s, "rate_window_s": self.rate_window_s, "now": now,
-                "stages": stages}
+        return {
+            "window_s": self.window_s,
+            "bucket_s": self.bucket_s,
+            "rate_window_s": self.rate_window_s,
+            "now": now,
+            "stages": stages,
+        }
 
 
 class WindowedStageMetrics(StageMetrics):
@@ -132,17 +147,21 @@ def replicas_from_details(details: dict[str, Any], app_name: str) -> list[dict[s
             states[state] = states.get(state, 0) + 1
         config = dep.get("deployment_config") or {}
         autoscaling = config.get("autoscaling_config") or None
-        rows.append({
-            "deployment": name,
-            "status": _enum_name(dep.get("status"), "UNKNOWN"),
-            "running": states.get("RUNNING", 0),
-            "target": dep.get("target_num_replicas"),
-            "states": states,
-            "autoscaling": {
-                "min_replicas": autoscaling.get("min_replicas"),
-                "max_replicas": autoscaling.get("max_replicas"),
-                "target_ongoing_requests": autoscaling.get("target_ongoing_requests"),
-            } if autoscaling else None,
-            "message": dep.get("message") or "",
-        })
+        rows.append(
+            {
+                "deployment": name,
+                "status": _enum_name(dep.get("status"), "UNKNOWN"),
+                "running": states.get("RUNNING", 0),
+                "target": dep.get("target_num_replicas"),
+                "states": states,
+                "autoscaling": {
+                    "min_replicas": autoscaling.get("min_replicas"),
+                    "max_replicas": autoscaling.get("max_replicas"),
+                    "target_ongoing_requests": autoscaling.get("target_ongoing_requests"),
+                }
+                if autoscaling
+                else None,
+                "message": dep.get("message") or "",
+            }
+        )
     return sorted(rows, key=lambda r: r["deployment"])

@@ -1,4 +1,5 @@
 """The vector stage as a Serve deployment over VectorService."""
+
 from __future__ import annotations
 
 from ray import serve

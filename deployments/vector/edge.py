@@ -1,4 +1,5 @@
 """Embedded Qdrant: one qdrant-edge shard per collection in the data folder (one owner process)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,12 +10,21 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deployments.errors import BadRequest, CollectionNotFound, StageError, StageUnavailable, StorageFull, is_disk_full, require_free_space
+from deployments.errors import (
+    BadRequest,
+    CollectionNotFound,
+    StageError,
+    StageUnavailable,
+    StorageFull,
+    is_disk_full,
+    require_free_space,
+)
 from deployments.models import Scalar, ScoredChunk
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.store import (
@@ -26,8 +36,8 @@ from deployments.vector.store import (
     check_collection,
     dense_vector,
     is_collection_name,
-    scored_chunk,
     point_id,
+    scored_chunk,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +78,13 @@ class EdgeVectorStore:
     reads run concurrently with them. Every write is flushed before it returns.
     """
 
-    def __init__(self, path: str | Path, optimize_every_points: int = 1024, indexing_threshold_kb: int | None = None, min_free_mb: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        optimize_every_points: int = 1024,
+        indexing_threshold_kb: int | None = None,
+        min_free_mb: int = 0,
+    ):
         self.path = Path(path)
         self.min_free_mb = min_free_mb  # writes refused below it: a full disk under mmap is a SIGBUS, not an error
         self.optimize_every_points = optimize_every_points
@@ -152,7 +168,9 @@ class EdgeVectorStore:
             self._shards[collection] = await asyncio.to_thread(create)
             self._unoptimized[collection] = 0
             self._lexical[collection] = True
-            log.info("created qdrant-edge collection %s (%d-d cosine + BM25 sparse) in %s", collection, dimension, directory)
+            log.info(
+                "created qdrant-edge collection %s (%d-d cosine + BM25 sparse) in %s", collection, dimension, directory
+            )
 
     async def has_lexical(self, collection: str) -> bool:
         if collection not in self._lexical:  # the engine does not expose its config: read the file it writes
@@ -275,14 +293,24 @@ class EdgeVectorStore:
             return await self._engine(collection, drop)
 
     async def search(
-        self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+        self,
+        collection: str,
+        vector: list[float],
+        limit: int,
+        filter: dict[str, Scalar],
+        vectors: HitVectors | None = None,
     ) -> list[ScoredChunk]:
         import qdrant_edge as qe
 
         return await self._query(collection, qe.Query.Nearest(vector), limit, filter, vectors)
 
     async def search_lexical(
-        self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+        self,
+        collection: str,
+        terms: SparseTerms,
+        limit: int,
+        filter: dict[str, Scalar],
+        vectors: HitVectors | None = None,
     ) -> list[ScoredChunk]:
         import qdrant_edge as qe
 
@@ -292,13 +320,20 @@ class EdgeVectorStore:
         query = qe.Query.Nearest(qe.SparseVector(terms.indices, terms.values), using=LEXICAL_VECTOR)
         return await self._query(collection, query, limit, filter, vectors)
 
-    async def _query(self, collection: str, query: Any, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None) -> list[ScoredChunk]:
+    async def _query(
+        self, collection: str, query: Any, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None
+    ) -> list[ScoredChunk]:
         import qdrant_edge as qe
 
         shard = await self._shard(collection)
         # [""]: the dense vector alone (True would add the sparse one too).
-        request = qe.QueryRequest(limit=limit, query=query, filter=self._filter(filter), with_payload=True,
-                                  with_vector=[""] if vectors is not None else False)
+        request = qe.QueryRequest(
+            limit=limit,
+            query=query,
+            filter=self._filter(filter),
+            with_payload=True,
+            with_vector=[""] if vectors is not None else False,
+        )
         points = await self._engine(collection, shard.query, request)
         if vectors is not None:
             vectors.update((p.payload["chunk_id"], p.vector) for p in points)
@@ -320,7 +355,9 @@ class EdgeVectorStore:
             out: list[dict[str, Any]] = []
             offset = None
             while True:
-                request = qe.ScrollRequest(offset=offset, limit=1024, filter=filter, with_payload=fields, with_vector=False)
+                request = qe.ScrollRequest(
+                    offset=offset, limit=1024, filter=filter, with_payload=fields, with_vector=False
+                )
                 records, offset = shard.scroll(request)
                 out += [r.payload for r in records]
                 if offset is None or not records:
@@ -337,7 +374,9 @@ class EdgeVectorStore:
         def listing() -> list[str]:
             if not self.path.is_dir():
                 return []
-            return sorted(p.name for p in self.path.iterdir() if is_collection_name(p.name) and (p / "edge_config.json").exists())
+            return sorted(
+                p.name for p in self.path.iterdir() if is_collection_name(p.name) and (p / "edge_config.json").exists()
+            )
 
         return await asyncio.to_thread(listing)
 
@@ -358,8 +397,11 @@ class EdgeVectorStore:
 
         shard = await self._shard(collection)
         request = qe.ScrollRequest(
-            offset=uuid.UUID(cursor) if cursor else None, limit=limit, filter=self._first_chunks(),
-            with_payload=["doc_id"], with_vector=False,
+            offset=uuid.UUID(cursor) if cursor else None,
+            limit=limit,
+            filter=self._first_chunks(),
+            with_payload=["doc_id"],
+            with_vector=False,
         )
         records, offset = await self._engine(collection, shard.scroll, request)
         return [r.payload["doc_id"] for r in records], None if offset is None else str(offset)
@@ -393,7 +435,9 @@ class EdgeVectorStore:
         """Puts a shard copied by `snapshot` in place as `collection`, which must not exist."""
         async with self._lock:
             if await self.exists(collection):
-                raise BadRequest(f"the vector store already holds collection {collection!r}: restore into an empty data folder")
+                raise BadRequest(
+                    f"the vector store already holds collection {collection!r}: restore into an empty data folder"
+                )
             target = self._dir(collection)
             tmp = target.with_name(f".{collection}.restoring")
 
@@ -420,5 +464,3 @@ class EdgeVectorStore:
                     shard.close()
 
             await asyncio.to_thread(close)
-
-

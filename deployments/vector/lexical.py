@@ -9,6 +9,7 @@ A document's vector holds, per term, tf·(k1+1) / (tf + k1·(1 − b + b·len/av
 The collection's sparse vector is created with Modifier.IDF, so Qdrant multiplies each query term by the IDF of
 the collection as it is when searched: the score is BM25, and it stays exact as documents come and go.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,10 +1,12 @@
 """A Qdrant server through AsyncQdrantClient (or qdrant-client's local mode in tests)."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from deployments.errors import CollectionNotFound, StageError, StageUnavailable
 from deployments.models import Scalar, ScoredChunk
@@ -116,29 +118,36 @@ class ServerVectorStore:
                 return
             client = self._get_client()
             try:
-                await self._call("create_collection", client.create_collection(
-                    collection,
-                    vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
-                    sparse_vectors_config={LEXICAL_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-                ))
+                await self._call(
+                    "create_collection",
+                    client.create_collection(
+                        collection,
+                        vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+                        sparse_vectors_config={LEXICAL_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                    ),
+                )
             except StageError as exc:
                 if getattr(exc.__cause__, "status_code", None) != 409:  # 409: another replica created it first
                     raise
             if not self._local:  # local mode has no payload indexes (it warns and ignores them)
                 # Replacing and deleting documents filter on doc_id; listing and counting them on the chunk index.
-                await self._call("create_payload_index", client.create_payload_index(
-                    collection, "doc_id", models.PayloadSchemaType.KEYWORD
-                ))
-                await self._call("create_payload_index", client.create_payload_index(
-                    collection, FIRST_CHUNK_FIELD, models.PayloadSchemaType.INTEGER
-                ))
+                await self._call(
+                    "create_payload_index",
+                    client.create_payload_index(collection, "doc_id", models.PayloadSchemaType.KEYWORD),
+                )
+                await self._call(
+                    "create_payload_index",
+                    client.create_payload_index(collection, FIRST_CHUNK_FIELD, models.PayloadSchemaType.INTEGER),
+                )
             self._known.add(collection)
             log.info("created Qdrant collection %s (%d-d cosine + BM25 sparse) on %s", collection, dimension, self.name)
 
     async def has_lexical(self, collection: str) -> bool:
         if collection not in self._lexical:
             await self._require(collection)
-            info = await self._on_collection(collection, "get_collection", self._get_client().get_collection(collection))
+            info = await self._on_collection(
+                collection, "get_collection", self._get_client().get_collection(collection)
+            )
             self._lexical[collection] = LEXICAL_VECTOR in (info.config.params.sparse_vectors or {})
         return self._lexical[collection]
 
@@ -189,7 +198,9 @@ class ServerVectorStore:
             await self._call("upsert", client.upsert(collection, points=batch, wait=True))
         if doc_ids:
             stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
-            await self._call("delete", client.delete(collection, points_selector=models.FilterSelector(filter=stale), wait=True))
+            await self._call(
+                "delete", client.delete(collection, points_selector=models.FilterSelector(filter=stale), wait=True)
+            )
         return len(points)
 
     async def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
@@ -201,9 +212,9 @@ class ServerVectorStore:
         doc_filter = self._doc_filter(doc_ids)
         removed = (await self._call("count", client.count(collection, count_filter=doc_filter, exact=True))).count
         if removed:
-            await self._call("delete", client.delete(
-                collection, points_selector=models.FilterSelector(filter=doc_filter), wait=True
-            ))
+            await self._call(
+                "delete", client.delete(collection, points_selector=models.FilterSelector(filter=doc_filter), wait=True)
+            )
         return removed
 
     async def drop(self, collection: str) -> bool:
@@ -213,27 +224,54 @@ class ServerVectorStore:
         return bool(await self._call("delete_collection", self._get_client().delete_collection(collection)))
 
     async def search(
-        self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+        self,
+        collection: str,
+        vector: list[float],
+        limit: int,
+        filter: dict[str, Scalar],
+        vectors: HitVectors | None = None,
     ) -> list[ScoredChunk]:
         await self._require(collection)
-        result = await self._on_collection(collection, "query_points", self._get_client().query_points(
-            collection, query=vector, limit=limit, query_filter=self._filter(filter), with_payload=True,
-            with_vectors=vectors is not None,
-        ))
+        result = await self._on_collection(
+            collection,
+            "query_points",
+            self._get_client().query_points(
+                collection,
+                query=vector,
+                limit=limit,
+                query_filter=self._filter(filter),
+                with_payload=True,
+                with_vectors=vectors is not None,
+            ),
+        )
         return self._hits(result.points, vectors)
 
     async def search_lexical(
-        self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+        self,
+        collection: str,
+        terms: SparseTerms,
+        limit: int,
+        filter: dict[str, Scalar],
+        vectors: HitVectors | None = None,
     ) -> list[ScoredChunk]:
         from qdrant_client import models
 
         await self._require(collection)
         if not terms.indices:  # only stop words: nothing can match
             return []
-        result = await self._on_collection(collection, "query_points", self._get_client().query_points(
-            collection, query=models.SparseVector(indices=terms.indices, values=terms.values), using=LEXICAL_VECTOR,
-            limit=limit, query_filter=self._filter(filter), with_payload=True, with_vectors=vectors is not None,
-        ))
+        result = await self._on_collection(
+            collection,
+            "query_points",
+            self._get_client().query_points(
+                collection,
+                query=models.SparseVector(indices=terms.indices, values=terms.values),
+                using=LEXICAL_VECTOR,
+                limit=limit,
+                query_filter=self._filter(filter),
+                with_payload=True,
+                with_vectors=vectors is not None,
+            ),
+        )
         return self._hits(result.points, vectors)
 
     @staticmethod
@@ -253,9 +291,12 @@ class ServerVectorStore:
         out: list[dict[str, Any]] = []
         offset = None
         while True:
-            records, offset = await self._call("scroll", client.scroll(
-                collection, scroll_filter=filter, limit=1024, offset=offset, with_payload=fields, with_vectors=False
-            ))
+            records, offset = await self._call(
+                "scroll",
+                client.scroll(
+                    collection, scroll_filter=filter, limit=1024, offset=offset, with_payload=fields, with_vectors=False
+                ),
+            )
             out += [r.payload for r in records]
             if offset is None or not records:
                 return out
@@ -274,20 +315,31 @@ class ServerVectorStore:
     def _first_chunks() -> Any:
         from qdrant_client import models
 
-        return models.Filter(must=[models.FieldCondition(key=FIRST_CHUNK_FIELD, match=models.MatchValue(value=FIRST_CHUNK_INDEX))])
+        return models.Filter(
+            must=[models.FieldCondition(key=FIRST_CHUNK_FIELD, match=models.MatchValue(value=FIRST_CHUNK_INDEX))]
+        )
 
     async def document_count(self, collection: str) -> int:
         await self._require(collection)
-        result = await self._on_collection(collection, "count", self._get_client().count(
-            collection, count_filter=self._first_chunks(), exact=True
-        ))
+        result = await self._on_collection(
+            collection, "count", self._get_client().count(collection, count_filter=self._first_chunks(), exact=True)
+        )
         return result.count
 
     async def documents(self, collection: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
         await self._require(collection)
-        records, offset = await self._on_collection(collection, "scroll", self._get_client().scroll(
-            collection, scroll_filter=self._first_chunks(), limit=limit, offset=cursor, with_payload=["doc_id"], with_vectors=False
-        ))
+        records, offset = await self._on_collection(
+            collection,
+            "scroll",
+            self._get_client().scroll(
+                collection,
+                scroll_filter=self._first_chunks(),
+                limit=limit,
+                offset=cursor,
+                with_payload=["doc_id"],
+                with_vectors=False,
+            ),
+        )
         return [r.payload["doc_id"] for r in records], None if offset is None else str(offset)
 
     async def chunk_counts(self, collection: str, doc_ids: list[str]) -> dict[str, int]:
@@ -300,9 +352,15 @@ class ServerVectorStore:
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         await self._require(collection)
-        records = await self._call("retrieve", self._get_client().retrieve(
-            collection, ids=[point_id(collection, c) for c in chunk_ids], with_payload=["chunk_id"], with_vectors=True
-        ))
+        records = await self._call(
+            "retrieve",
+            self._get_client().retrieve(
+                collection,
+                ids=[point_id(collection, c) for c in chunk_ids],
+                with_payload=["chunk_id"],
+                with_vectors=True,
+            ),
+        )
         return {r.payload["chunk_id"]: dense_vector(r.vector) for r in records}
 
     async def ping(self) -> str:
@@ -313,5 +371,3 @@ class ServerVectorStore:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-

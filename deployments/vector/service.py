@@ -1,4 +1,5 @@
 """The vector stage's logic: embeds (via the embedder stage) and BM25-encodes chunks, stores and searches them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,6 @@ from typing import Any
 
 from deployments.config import VectorConfig
 from deployments.errors import BadRequest, CollectionNotFound, StageError
-from deployments.stages import EmbedderStage
 from deployments.models import (
     MAX_DOCUMENT_PAGE,
     Chunk,
@@ -24,6 +24,7 @@ from deployments.models import (
     Span,
     VectorResult,
 )
+from deployments.stages import EmbedderStage
 from deployments.vector.edge import EdgeVectorStore
 from deployments.vector.lexical import LexicalEncoder, SparseTerms
 from deployments.vector.server import ServerVectorStore
@@ -44,7 +45,9 @@ def make_vector_store(config: VectorConfig) -> VectorStore:
     if config.embedded:
         if not config.path:
             raise ValueError("vector.path is required for the embedded store (AppConfig sets <data_dir>/qdrant)")
-        return EdgeVectorStore(config.path, optimize_every_points=config.optimize_every_points, min_free_mb=config.min_free_disk_mb)
+        return EdgeVectorStore(
+            config.path, optimize_every_points=config.optimize_every_points, min_free_mb=config.min_free_disk_mb
+        )
     api_key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
     return ServerVectorStore(config.qdrant_url or "", api_key=api_key, timeout=config.timeout_s)
 
@@ -73,7 +76,12 @@ class VectorService:
         return self._store
 
     async def search(
-        self, collection: str, query: str, top_k: int, filter: dict[str, Scalar] | None = None, mode: RetrievalMode = "dense",
+        self,
+        collection: str,
+        query: str,
+        top_k: int,
+        filter: dict[str, Scalar] | None = None,
+        mode: RetrievalMode = "dense",
         query_vector: list[float] | None = None,
     ) -> VectorResult:
         """Dense hits (query embedding) and/or lexical hits (BM25), as `mode` asks, searched concurrently.
@@ -230,7 +238,9 @@ class VectorService:
 
     def _snapshots(self) -> EdgeVectorStore:
         if not isinstance(self.store, EdgeVectorStore):
-            raise BadRequest("snapshots here cover the embedded engine (vector.path); back up a Qdrant server with its own snapshot API")
+            raise BadRequest(
+                "snapshots here cover the embedded engine (vector.path); back up a Qdrant server with its own snapshot API"
+            )
         return self.store
 
     async def ping(self) -> str:
@@ -239,5 +249,3 @@ class VectorService:
     async def aclose(self) -> None:
         if self._store is not None:
             await self._store.aclose()
-
-

@@ -1,4 +1,5 @@
 """The vector-store contract both Qdrant engines implement, and the point/payload helpers they share."""
+
 from __future__ import annotations
 
 import re
@@ -99,13 +100,23 @@ class VectorStore(Protocol):
         """Removes the whole collection; False when it did not exist (idempotent)."""
 
     async def search(
-        self, collection: str, vector: list[float], limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+        self,
+        collection: str,
+        vector: list[float],
+        limit: int,
+        filter: dict[str, Scalar],
+        vectors: HitVectors | None = None,
     ) -> list[ScoredChunk]:
         """Raises CollectionNotFound for a missing collection. With `vectors`, each hit's stored dense vector is
         added to it, read with the hits (no second lookup)."""
 
     async def search_lexical(
-        self, collection: str, terms: SparseTerms, limit: int, filter: dict[str, Scalar], vectors: HitVectors | None = None
+        self,
+        collection: str,
+        terms: SparseTerms,
+        limit: int,
+        filter: dict[str, Scalar],
+        vectors: HitVectors | None = None,
     ) -> list[ScoredChunk]:
         """BM25 over the sparse vector (`vectors` as in `search`). Raises CollectionNotFound for a missing collection."""
 
@@ -139,5 +150,3 @@ class VectorStore(Protocol):
     async def ping(self) -> str: ...
 
     async def aclose(self) -> None: ...
-
-

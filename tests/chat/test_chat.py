@@ -1,4 +1,5 @@
 """Chat stage against the local OpenAI-protocol test double: answers, retry/backoff policy, extractive mode."""
+
 from __future__ import annotations
 
 import time
@@ -207,7 +208,9 @@ async def test_extractive_cites_passages_with_query_terms():
         "Marie Curie was born in Warsaw in 1867. She later moved to Paris.",
         "Warsaw is the capital of Poland.",
     ]
-    result = await chat.answer("Where was Marie Curie born?", passages, ["Marie Curie —BORN_IN→ Warsaw", "Eiffel Tower —IN→ Paris"])
+    result = await chat.answer(
+        "Where was Marie Curie born?", passages, ["Marie Curie —BORN_IN→ Warsaw", "Eiffel Tower —IN→ Paris"]
+    )
     assert result.model == "extractive"
     cited = parse_citations(result.answer, len(passages))
     assert cited and cited[0] == 2 and 1 not in cited
@@ -285,7 +288,10 @@ async def test_chat_service_streams_the_backend_and_closes_it_when_the_caller_st
     service = ChatService(ChatConfig(), Backend())
     passages = ["Qdrant is a vector search engine written in Rust. It stores points."]
     whole = (await service.answer("Which engine is written in Rust?", passages, [])).answer
-    assert "".join([p.content async for p in service.answer_stream("Which engine is written in Rust?", passages, [])]) == whole
+    assert (
+        "".join([p.content async for p in service.answer_stream("Which engine is written in Rust?", passages, [])])
+        == whole
+    )
     stream = service.answer_stream("Which engine is written in Rust?", passages, [])
     await anext(stream)
     await stream.aclose()  # the caller went away after the first piece

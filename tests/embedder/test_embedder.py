@@ -82,14 +82,19 @@ async def test_openai_embedder_discovers_dimension_and_normalizes(openai_srv):
         assert all(b["encoding_format"] == "float" and b["model"] == "e5" for b in bodies)
 
         # A server answering out of order with unnormalized vectors: order by `index`, normalize here.
-        openai_srv.fault("embeddings", status=200, body={
-            "object": "list", "model": "e5",
-            "data": [
-                {"object": "embedding", "index": 1, "embedding": [0.0, 3.0] + [0.0] * 46},
-                {"object": "embedding", "index": 0, "embedding": [4.0, 0.0] + [0.0] * 46},
-            ],
-            "usage": {"prompt_tokens": 2, "total_tokens": 2},
-        })
+        openai_srv.fault(
+            "embeddings",
+            status=200,
+            body={
+                "object": "list",
+                "model": "e5",
+                "data": [
+                    {"object": "embedding", "index": 1, "embedding": [0.0, 3.0] + [0.0] * 46},
+                    {"object": "embedding", "index": 0, "embedding": [4.0, 0.0] + [0.0] * 46},
+                ],
+                "usage": {"prompt_tokens": 2, "total_tokens": 2},
+            },
+        )
         first, second = await emb.embed(["a", "b"])
         assert first[:2] == [1.0, 0.0] and second[:2] == [0.0, 1.0]
         assert (await emb.ping()).startswith("openai:e5@")

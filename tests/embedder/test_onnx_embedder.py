@@ -1,4 +1,5 @@
 """The ONNX Runtime backend: exported locally from the shipped weights, same vectors as sentence-transformers."""
+
 import json
 import shutil
 
@@ -84,7 +85,9 @@ def test_the_cache_key_follows_the_weights(tmp_path):
 
 def test_other_pooling_is_refused(tmp_path):
     (tmp_path / "1_Pooling").mkdir()
-    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
     with pytest.raises(ValueError, match="mean pooling only"):
         onnx_backend._check_mean_pooling(tmp_path)
 
@@ -97,7 +100,10 @@ def test_the_app_caches_exports_in_its_data_folder(tmp_path):
 
 async def test_both_local_backends_count_the_tokens_they_embed(cache):
     """The usage of POST /v1/embeddings: the model's tokens with [CLS] and [SEP], cut at the model's 256."""
-    onnx, torch = OnnxEmbedder(EmbedderConfig(cache_dir=str(cache))), SentenceTransformerEmbedder(EmbedderConfig(backend="torch"))
+    onnx, torch = (
+        OnnxEmbedder(EmbedderConfig(cache_dir=str(cache))),
+        SentenceTransformerEmbedder(EmbedderConfig(backend="torch")),
+    )
     try:
         assert await onnx.count_tokens(["The cat sat on the mat."]) == 9  # [CLS] the cat sat on the mat . [SEP]
         assert await onnx.count_tokens([TEXTS[3]]) == 256

@@ -176,6 +176,8 @@ def test_the_deployment_picks_the_port_and_keeps_it_across_restarts(tmp_path):
         assert server_port(config) != port  # unless something else holds it now
     fixed = free_port()
     assert server_port(config.model_copy(update={"embedded_port": fixed})) == fixed
+
+
 def listening_ports(pid: int) -> set[int]:
     """Ports of the LISTEN sockets process `pid` holds (its socket inodes matched in /proc/net/tcp{,6})."""
     inodes = set()
@@ -205,7 +207,10 @@ def test_store_passwords_are_random_per_folder_and_bolt_is_the_only_listener(tmp
         path = credentials_path(config.path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         creds = server.credentials
-        assert min(len(creds.root_password), len(creds.reader_password)) >= 32 and creds.root_password != creds.reader_password
+        assert (
+            min(len(creds.root_password), len(creds.reader_password)) >= 32
+            and creds.root_password != creds.reader_password
+        )
         assert load_or_create(tmp_path / "another").root_password != creds.root_password
 
         assert listening_ports(server.pid) == {config.embedded_port}  # Bolt only: no HTTP listener

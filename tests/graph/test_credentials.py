@@ -1,4 +1,5 @@
 """The embedded store's per-folder passwords (issue 10, finding 4), without a server."""
+
 from __future__ import annotations
 
 import os

@@ -29,10 +29,12 @@ def test_normalize_name():
 
 
 def test_named_spans_acronyms_and_quoted_terms():
-    ex = extract(chunk(
-        'The Bank of England raised rates. Andrew Bailey said the MPC voted. The "quantitative tightening" plan continues. '
-        "Officials met at the Federal Reserve."
-    ))
+    ex = extract(
+        chunk(
+            'The Bank of England raised rates. Andrew Bailey said the MPC voted. The "quantitative tightening" plan continues. '
+            "Officials met at the Federal Reserve."
+        )
+    )
     found = by_key(ex)
     assert found["bank of england"].type == "ENTITY" and found["bank of england"].name == "Bank of England"
     assert found["andrew bailey"].type == "ENTITY"
@@ -46,10 +48,12 @@ def test_named_spans_acronyms_and_quoted_terms():
 
 
 def test_frequent_phrases_become_concepts_and_stop_words_never_do():
-    ex = extract(chunk(
-        "Graph databases store relations. The graph databases scale well. Some people like cats. "
-        "These graph databases are fast."
-    ))
+    ex = extract(
+        chunk(
+            "Graph databases store relations. The graph databases scale well. Some people like cats. "
+            "These graph databases are fast."
+        )
+    )
     found = by_key(ex)
     assert found["graph databases"].type == "CONCEPT"
     assert "cats" not in found  # seen once
@@ -57,9 +61,9 @@ def test_frequent_phrases_become_concepts_and_stop_words_never_do():
 
 
 def test_relations_count_shared_sentences():
-    ex = extract(chunk(
-        "Alice Smith met Bob Jones in Paris. Alice Smith and Bob Jones wrote a paper. Carol King stayed home."
-    ))
+    ex = extract(
+        chunk("Alice Smith met Bob Jones in Paris. Alice Smith and Bob Jones wrote a paper. Carol King stayed home.")
+    )
     rels = {(r.source, r.target): r for r in ex.relations}
     assert rels[("alice smith", "bob jones")].weight == 2.0
     assert rels[("alice smith", "paris")].weight == 1.0
@@ -100,7 +104,9 @@ def test_query_keys():
 
 
 def test_possessives_and_repeated_heading_words_split_names():
-    found = by_key(extract(chunk("ArcadeDB ArcadeDB is a database. It serves ArcadeDB's Bolt plugin to Neo4j drivers.")))
+    found = by_key(
+        extract(chunk("ArcadeDB ArcadeDB is a database. It serves ArcadeDB's Bolt plugin to Neo4j drivers."))
+    )
     assert "arcadedb" in found and "bolt" in found
     assert "arcadedb arcadedb" not in found and "arcadedbs bolt" not in found and "arcadedb bolt" not in found
 

@@ -1,4 +1,5 @@
 """GraphService.query / entity / schema against the real ArcadeDB Bolt server, and injection safety by construction."""
+
 from __future__ import annotations
 
 import ast
@@ -77,7 +78,9 @@ async def test_slow_query_hits_the_timeout(graph_config):  # noqa: F811
     service = GraphService(graph_config.model_copy(update={"user_query_timeout_s": 0.5}), graph_config.bolt_uri)
     try:
         with pytest.raises(StageUnavailable, match="within 0.5s"):
-            await service.query("UNWIND range(1, 3000) AS a UNWIND range(1, 3000) AS b WITH a, b WHERE a * b < 0 RETURN count(*)")
+            await service.query(
+                "UNWIND range(1, 3000) AS a UNWIND range(1, 3000) AS b WITH a, b WHERE a * b < 0 RETURN count(*)"
+            )
     finally:
         await service.aclose()
 
@@ -119,7 +122,9 @@ async def test_entity_found_by_its_alias_lists_its_aliases(graph, collection):
 
 
 async def test_entity_neighbourhood_is_bounded(graph_config, collection):  # noqa: F811
-    service = GraphService(graph_config.model_copy(update={"entity_neighbours": 1, "max_edges": 1}), graph_config.bolt_uri)
+    service = GraphService(
+        graph_config.model_copy(update={"entity_neighbours": 1, "max_edges": 1}), graph_config.bolt_uri
+    )
     try:
         await service.upsert(collection, chunks_of(DOCS))
         acme = await service.entity(collection, "Acme Corp", hops=3)
@@ -152,7 +157,8 @@ async def test_schema_statements_are_idempotent(graph_config):  # noqa: F811
 
 
 @pytest.mark.parametrize(
-    "raw_type", ["works for`]->(x) DETACH DELETE x //", "ＦＯＵＮＤＥＤ", "DЕLETE", "a\u200bb", "`", " ", "9lives", "x" * 500]
+    "raw_type",
+    ["works for`]->(x) DETACH DELETE x //", "ＦＯＵＮＤＥＤ", "DЕLETE", "a\u200bb", "`", " ", "9lives", "x" * 500],
 )
 def test_relation_types_from_extraction_are_plain_identifiers(raw_type):
     t = normalize_relation_type(raw_type)

@@ -1,5 +1,6 @@
 """The Graph replicas' in-memory index: the walk (no store), and its build and upkeep from a real ArcadeDB store
 with two GraphService instances standing for two Graph replicas."""
+
 import asyncio
 
 import numpy as np
@@ -21,7 +22,12 @@ ROWS = [
     chunk("mentions_nolan", ("nolan", "batman"), lead=("batman",)),
     chunk("unrelated", ("paris",), lead=("paris",)),
 ]
-VECTORS = {"q": [1.0, 0.0, 0.0], "about_nolan": [0.0, 1.0, 0.0], "mentions_nolan": [0.0, 0.9, 0.1], "unrelated": [0.0, 0.0, 1.0]}
+VECTORS = {
+    "q": [1.0, 0.0, 0.0],
+    "about_nolan": [0.0, 1.0, 0.0],
+    "mentions_nolan": [0.0, 0.9, 0.1],
+    "unrelated": [0.0, 0.0, 1.0],
+}
 
 
 def index_of(rows=ROWS, **params) -> CollectionIndex:
@@ -39,7 +45,9 @@ def test_walk_from_the_most_similar_passage_reaches_the_passage_about_what_it_me
 
 
 def test_without_lead_weight_about_and_mentions_tie():
-    found = dict((c.doc_id, s) for c, s in index_of(passage_seeds=1, lead_weight=0.0).search("x", 10, [1.0, 0.0, 0.0]).chunks)
+    found = dict(
+        (c.doc_id, s) for c, s in index_of(passage_seeds=1, lead_weight=0.0).search("x", 10, [1.0, 0.0, 0.0]).chunks
+    )
     assert found["about_nolan"] == pytest.approx(found["mentions_nolan"])
 
 
@@ -59,7 +67,9 @@ def test_restart_weight_keeps_the_seed_passage_ahead_of_what_the_walk_reaches():
     rows = [chunk("q", ("nolan",)), *ROWS[1:]]  # q only mentions nolan, so the walk carries little back to it
 
     def scores(**params):
-        return {c.doc_id: s for c, s in index_of(rows, passage_seeds=1, **params).search("x", 10, [1.0, 0.0, 0.0]).chunks}
+        return {
+            c.doc_id: s for c, s in index_of(rows, passage_seeds=1, **params).search("x", 10, [1.0, 0.0, 0.0]).chunks
+        }
 
     walk_only, with_restart = scores(), scores(restart_weight=1.0)
     assert walk_only["q"] < walk_only["about_nolan"]
@@ -207,7 +217,9 @@ async def test_a_query_vector_sent_with_the_search_seeds_the_walk_without_an_emb
         assert [c.doc_id for c in seeded.chunks][:2] == ["d1", "d2"]
         carried = seeded.vectors.unpack()  # the chunks' stored vectors travel with them (for the reranker)
         assert set(carried) == {c.chunk_id for c in seeded.chunks} and np.allclose(carried["d1#0"], [1.0, 0.0])
-        assert [c.doc_id for c in (await bare.search(collection, "what garage story?", 1, 10, [1.0, 0.0])).chunks][:2] == ["d1", "d2"]
+        assert [c.doc_id for c in (await bare.search(collection, "what garage story?", 1, 10, [1.0, 0.0])).chunks][
+            :2
+        ] == ["d1", "d2"]
         assert (await bare.search(collection, "what garage story?", 1, 10)).chunks == []
     finally:
         await service.aclose()
@@ -350,7 +362,9 @@ def test_mass_flows_along_typed_relations_not_co_occurrence():
 def test_aliases_and_name_variants_link_the_entity():
     index = CollectionIndex()
     index.describe_entities({"rudolph giuliani": ("Rudolph Giuliani", "PERSON")})
-    index.upsert([*REL_ROWS, IndexedChunk("rg#0", "rg", "rg", "{}", keys=("rudolph giuliani",), lead=("rudolph giuliani",))])
+    index.upsert(
+        [*REL_ROWS, IndexedChunk("rg#0", "rg", "rg", "{}", keys=("rudolph giuliani",), lead=("rudolph giuliani",))]
+    )
     assert index.link("Who is Rudy Dee?") == ["dee"]  # an alias a chunk states
     assert index.link("When was Rudy Giuliani born?") == ["rudolph giuliani"]  # a name variant: Rudy / Rudolph
     assert index.canonical("rudy giuliani") == "rudolph giuliani"

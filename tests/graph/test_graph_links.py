@@ -1,4 +1,5 @@
 """Multi-hop link boost: GraphService.links against ArcadeDB, and how the pipeline applies it."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,7 +32,10 @@ async def test_links_count_shared_entities_the_query_does_not_name(graph, reques
 def test_specificity_and_longest_match():
     assert specificity(1) == 1.0 and specificity(10) > specificity(100) > 0
     assert longest_matches(["nolan", "christopher nolan", "film", "north carolina", "carolina"]) == [
-        "christopher nolan", "film", "north carolina"]
+        "christopher nolan",
+        "film",
+        "north carolina",
+    ]
 
 
 class LinkedStages(FakeStages):
@@ -49,18 +53,24 @@ class LinkedStages(FakeStages):
 async def test_pipeline_raises_linked_candidates_after_rerank():
     # The fake reranker scores the fused list 0, 1, 2: c#0 (2) > b#0 (1) > a#0 (0) (fused order a, c, b).
     fake = LinkedStages(links={"a#0": 3.0})
-    resp = await make(fake, retrieval={"link_weight": 0.6}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    resp = await make(fake, retrieval={"link_weight": 0.6}).retrieve(
+        RetrieveRequest(query="q", top_k=3, mode="hybrid+graph")
+    )
     seeds, rest = fake.link_calls[0]
     assert len(seeds) == 1 and seeds[0] == resp.hits[0].chunk_id and seeds[0] not in rest
     # a#0 gained 0.6 × the score range (2): 0 + 1.2 > b#0's 1.
     assert [h.chunk_id for h in resp.hits][1:] == ["a#0", "b#0"] and resp.degraded == []
     # However strong the tie, a linked hit stays behind the seed that leads to it.
     strong = LinkedStages(links={"a#0": 3.0})
-    resp = await make(strong, retrieval={"link_weight": 5}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    resp = await make(strong, retrieval={"link_weight": 5}).retrieve(
+        RetrieveRequest(query="q", top_k=3, mode="hybrid+graph")
+    )
     assert [h.chunk_id for h in resp.hits] == ["c#0", "a#0", "b#0"] and resp.hits[1].score < resp.hits[0].score
 
     off = LinkedStages(links={"a#0": 3.0})
-    resp = await make(off, retrieval={"link_weight": 0}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    resp = await make(off, retrieval={"link_weight": 0}).retrieve(
+        RetrieveRequest(query="q", top_k=3, mode="hybrid+graph")
+    )
     assert off.link_calls == [] and [h.chunk_id for h in resp.hits][-1] == "a#0"
     no_graph = LinkedStages(links={"a#0": 3.0})
     await make(no_graph).retrieve(RetrieveRequest(query="q", mode="hybrid+graph", use_graph=False))
@@ -70,7 +80,9 @@ async def test_pipeline_raises_linked_candidates_after_rerank():
 
 async def test_pipeline_link_failure_is_degraded_not_fatal():
     fake = LinkedStages(fail=StageUnavailable("graph", "down"))
-    resp = await make(fake, retrieval={"link_weight": 0.3}).retrieve(RetrieveRequest(query="q", top_k=3, mode="hybrid+graph"))
+    resp = await make(fake, retrieval={"link_weight": 0.3}).retrieve(
+        RetrieveRequest(query="q", top_k=3, mode="hybrid+graph")
+    )
     assert [d.stage for d in resp.degraded] == ["graph"] and "down" in resp.degraded[0].error
     assert [h.chunk_id for h in resp.hits] == ["c#0", "b#0", "a#0"]  # the reranked order stays
 
@@ -115,7 +127,9 @@ def test_lead_entities_are_the_first_sentences():
     from deployments.graph.extraction.offline import extract
     from deployments.models import Chunk
 
-    ex = extract(Chunk(chunk_id="c", doc_id="d", index=0, text="Blue Harbour\n\nAlice Smith wrote it. Bob Jones read it."))
+    ex = extract(
+        Chunk(chunk_id="c", doc_id="d", index=0, text="Blue Harbour\n\nAlice Smith wrote it. Bob Jones read it.")
+    )
     assert {e.key for e in ex.entities if e.lead} == {"blue harbour"}
     graph = LLMGraph.model_validate({"entities": [{"name": "Blue Harbour"}, {"name": "Bob Jones"}]})
     assert [e.lead for e in normalize(graph, "c", ExtractionConfig(), "Blue Harbour").entities] == [True, False]

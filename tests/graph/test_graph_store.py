@@ -52,11 +52,14 @@ async def test_upsert_counts_and_reupsert_is_idempotent(graph, graph_config, col
         await graph.upsert(collection, chunks_of(DOCS))
     assert await graph.counts(collection) == counts
     # Re-ingest replaced the chunks' contributions instead of adding to them.
-    assert await raw(
-        graph_config,
-        "MATCH (a:Entity)-[r:RELATED]->(b:Entity) WHERE a.collection = $c RETURN a.key AS s, b.key AS t, r.weight AS w ORDER BY s, t",
-        c=collection,
-    ) == weights
+    assert (
+        await raw(
+            graph_config,
+            "MATCH (a:Entity)-[r:RELATED]->(b:Entity) WHERE a.collection = $c RETURN a.key AS s, b.key AS t, r.weight AS w ORDER BY s, t",
+            c=collection,
+        )
+        == weights
+    )
     assert [w["w"] for w in weights] == [1.0, 1.0, 1.0]
 
 
@@ -87,7 +90,10 @@ async def test_search_links_entities_and_expands_hops(graph, collection):
     ids = [c.chunk_id for c in two.chunks]
     assert "d3#0" in ids and "d3#0" not in {c.chunk_id for c in one.chunks}  # reached only at 2 hops
     assert dict((n.id, n.hops) for n in two.subgraph.nodes)["bob jones"] == 2
-    assert {(e.source, e.target) for e in two.subgraph.edges} == {("acme corp", "alice smith"), ("acme corp", "bob jones")}
+    assert {(e.source, e.target) for e in two.subgraph.edges} == {
+        ("acme corp", "alice smith"),
+        ("acme corp", "bob jones"),
+    }
     assert all(e.type == "CO_OCCURS" and e.weight == 1.0 for e in two.subgraph.edges)
     scores = [c.score for c in two.chunks]
     assert scores == sorted(scores, reverse=True)
@@ -99,7 +105,9 @@ async def test_search_links_entities_and_expands_hops(graph, collection):
 
 
 async def test_search_caps_nodes_and_edges(graph_config, collection):  # noqa: F811
-    capped = GraphService(store_search(graph_config).model_copy(update={"max_nodes": 2, "max_edges": 1}), graph_config.bolt_uri)
+    capped = GraphService(
+        store_search(graph_config).model_copy(update={"max_nodes": 2, "max_edges": 1}), graph_config.bolt_uri
+    )
     try:
         await capped.upsert(collection, chunks_of(DOCS))
         result = await capped.search(collection, "Alice Smith", 3, 10)
@@ -146,7 +154,9 @@ async def test_delete_documents(graph, collection):
 def hostile_extractor(chunk: Chunk) -> Extraction:
     entities = [Entity(key=normalize_name(n) or f"k{i}", name=n, type=n) for i, n in enumerate(INJECTIONS)]
     entities.append(Entity(key="`raw key`", name="raw", type="ENTITY`]->() DELETE r //"))
-    relations = [Relation(source=entities[0].key, target=e.key, type="REL`]->(x) DELETE x //", weight=1) for e in entities[1:]]
+    relations = [
+        Relation(source=entities[0].key, target=e.key, type="REL`]->(x) DELETE x //", weight=1) for e in entities[1:]
+    ]
     return Extraction(chunk_id=chunk.chunk_id, entities=entities, relations=relations)
 
 
@@ -157,10 +167,16 @@ async def test_injection_attempts_are_stored_as_data(graph_config, collection): 
         await plain.upsert(collection + "_safe", chunks_of(DOCS))
         written = await service.upsert(collection, [Chunk(chunk_id="h#0", doc_id="h`}) //", index=0, text="anything")])
         assert written["entities"] == len(INJECTIONS) + 1
-        stored = await raw(graph_config, "MATCH (e:Entity) WHERE e.collection = $c RETURN e.name AS name, e.type AS type", c=collection)
+        stored = await raw(
+            graph_config, "MATCH (e:Entity) WHERE e.collection = $c RETURN e.name AS name, e.type AS type", c=collection
+        )
         assert {r["name"] for r in stored} == set(INJECTIONS) | {"raw"}
         assert {r["type"] for r in stored} == set(INJECTIONS) | {"ENTITY`]->() DELETE r //"}
-        rel_types = await raw(graph_config, "MATCH (a:Entity)-[r:RELATED]->() WHERE a.collection = $c RETURN DISTINCT r.type AS t", c=collection)
+        rel_types = await raw(
+            graph_config,
+            "MATCH (a:Entity)-[r:RELATED]->() WHERE a.collection = $c RETURN DISTINCT r.type AS t",
+            c=collection,
+        )
         assert rel_types == [{"t": "REL`]->(x) DELETE x //"}]
         # The other collection is untouched, and hostile names are found like any other.
         assert await plain.counts(collection + "_safe") == {"chunks": 3, "entities": 4, "relations": 3}
@@ -184,7 +200,9 @@ async def test_concurrent_upserts_sharing_entities(graph, collection):
 
 async def test_unreachable_server_raises_stage_unavailable(graph_config):  # noqa: F811
     port = free_port()
-    service = GraphService(graph_config.model_copy(update={"bolt_uri": f"bolt://127.0.0.1:{port}"}), f"bolt://127.0.0.1:{port}")
+    service = GraphService(
+        graph_config.model_copy(update={"bolt_uri": f"bolt://127.0.0.1:{port}"}), f"bolt://127.0.0.1:{port}"
+    )
     try:
         with pytest.raises(StageUnavailable, match="cannot reach"):
             await service.counts("default")
@@ -207,4 +225,7 @@ async def test_chunk_ids_and_orphan_entities(graph, graph_config, collection):  
     orphans = await graph.orphan_entities(collection)
     assert orphans == [normalize_name("Paris")]
     assert await graph.orphan_entities(collection, remove=True) == orphans
-    assert await graph.orphan_entities(collection) == [] and await graph.chunk_ids(collection) == {"d1#0": "d1", "d2#0": "d2"}
+    assert await graph.orphan_entities(collection) == [] and await graph.chunk_ids(collection) == {
+        "d1#0": "d1",
+        "d2#0": "d2",
+    }

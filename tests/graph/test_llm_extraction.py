@@ -1,4 +1,5 @@
 """LLM extraction as a provider race, against local OpenAI-protocol servers (test doubles scripted per request)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,10 +10,17 @@ import pytest
 
 from deployments.config import ExtractionConfig, ExtractionProvider
 from deployments.errors import StageError
-from deployments.graph.extraction.llm import LLMExtractor, LLMGraph, make_extractor, normalize, offline_extractor, parse_reply
+from deployments.graph.extraction.llm import (
+    LLMExtractor,
+    LLMGraph,
+    make_extractor,
+    normalize,
+    offline_extractor,
+    parse_reply,
+)
 from deployments.graph.extraction.offline import extract as offline_extract
-from deployments.graph.service import GraphService
 from deployments.graph.extraction.spacy import SpacyExtractor
+from deployments.graph.service import GraphService
 from deployments.models import Chunk
 from tests.openai_server import OpenAIProtocolServer
 
@@ -48,7 +56,9 @@ async def test_valid_provider_wins_slow_one_cancelled_invalid_one_repaired(serve
     slow.fault("chat", delay=30, content=VALID)
     invalid.fault("chat", times=2, content='{"entities": [{"name": "Alice"')  # truncated JSON, twice
     valid.fault("chat", delay=0.5, content=VALID)  # after the invalid one has used its repair
-    config = ExtractionConfig(providers=[provider(slow, "slow"), provider(invalid, "invalid"), provider(valid, "valid")])
+    config = ExtractionConfig(
+        providers=[provider(slow, "slow"), provider(invalid, "invalid"), provider(valid, "valid")]
+    )
     extractor = LLMExtractor(config)
     try:
         result = await extractor(CHUNK)
@@ -60,7 +70,9 @@ async def test_valid_provider_wins_slow_one_cancelled_invalid_one_repaired(serve
     assert result.failures["invalid"].startswith("invalid JSON after one repair attempt")
     assert {e.key: e.type for e in result.entities} == {"alice smith": "PERSON", "acme corp": "ORG", "paris": "GPE"}
     assert {(r.source, r.target, r.type) for r in result.relations} == {
-        ("alice smith", "acme corp", "FOUNDED"), ("acme corp", "paris", "BASED_IN")}
+        ("alice smith", "acme corp", "FOUNDED"),
+        ("acme corp", "paris", "BASED_IN"),
+    }
     # All three started concurrently: each server saw its first request before the winner answered.
     firsts = [s.requests("chat")[0].t for s in servers]
     assert max(firsts) - min(firsts) < 0.5
@@ -70,7 +82,10 @@ async def test_valid_provider_wins_slow_one_cancelled_invalid_one_repaired(serve
     first, repair = invalid.requests("chat")
     messages = repair.body["messages"]
     assert messages[-2] == {"role": "assistant", "content": '{"entities": [{"name": "Alice"'}
-    assert "not valid for the required JSON schema" in messages[-1]["content"] and "json" in messages[-1]["content"].lower()
+    assert (
+        "not valid for the required JSON schema" in messages[-1]["content"]
+        and "json" in messages[-1]["content"].lower()
+    )
     assert first.body["response_format"] == {"type": "json_object"}
 
 
@@ -144,7 +159,10 @@ def test_normalization_merges_types_and_drops_dangling_relations():
         ],
     })  # fmt: skip
     ex = normalize(graph, "c#0", ExtractionConfig())
-    assert [(e.key, e.name, e.type) for e in ex.entities] == [("acme corp", "Acme Corp", "ORG"), ("bob", "Bob", "OTHER")]
+    assert [(e.key, e.name, e.type) for e in ex.entities] == [
+        ("acme corp", "Acme Corp", "ORG"),
+        ("bob", "Bob", "OTHER"),
+    ]
     types = [r.type for r in ex.relations]
     assert types == ["WORKS_FOR_X_DETACH_DELETE_X", "R_2ND_TAGE", "RELATED_TO"]
     assert ex.relations[0].weight == 2.0  # the two spellings merged

@@ -1,5 +1,6 @@
 """The offline extractor on spaCy's parse (deployments/graph/extraction/spacy.py): typed entities, relations typed by
 the words that tie them, in-chunk aliases, common words refused; and the shape both extractors share."""
+
 import pytest
 
 from deployments.config import ExtractionConfig
@@ -93,7 +94,11 @@ def test_both_extractors_emit_one_shape():
         "relations": [{"source": "Giuliani", "target": "New York City", "type": "mayor of"}],
     })  # fmt: skip
     ex = normalize(graph, "d#0", ExtractionConfig())
-    assert {e.key: e.type for e in ex.entities} == {"rudolph giuliani": "PERSON", "new york city": "GPE", "vanity fair": "ORG"}
+    assert {e.key: e.type for e in ex.entities} == {
+        "rudolph giuliani": "PERSON",
+        "new york city": "GPE",
+        "vanity fair": "ORG",
+    }
     assert ex.entities[0].aliases == ["giuliani", "rudy giuliani"]
     assert [(r.source, r.type, r.target) for r in ex.relations] == [("rudolph giuliani", "MAYOR_OF", "new york city")]
     assert relation_type("mayor of") == "MAYOR_OF"  # the spaCy extractor's spelling of the same words

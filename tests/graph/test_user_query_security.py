@@ -1,5 +1,6 @@
 """Issue 10, findings 1-3, against the real ArcadeDB Bolt server: user Cypher cannot write or read files even
 when the static guard lets it through, a timed-out user query stops in the store, and responses have a size cap."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,6 +51,7 @@ HEAVY = "UNWIND range(1, 1000) AS a UNWIND range(1, 1000) AS b UNWIND range(1, 2
 def snapshot(graph_config) -> bytes:
     """The whole store as bytes: every node and relationship with labels, type and properties, and the schema."""
     with GraphDatabase.driver(graph_config.bolt_uri, auth=("root", graph_config.password.get_secret_value())) as driver:
+
         def rows(query: str) -> list:
             records, _, _ = driver.execute_query(query, database_=graph_config.database)
             return sorted(json.dumps(r.data(), sort_keys=True, default=str) for r in records)
@@ -113,12 +115,16 @@ def test_load_csv_file_access_is_off_even_for_root(graph_config):
     """The embedded server's setting: no user, root included, reads files from Cypher."""
     with GraphDatabase.driver(graph_config.bolt_uri, auth=("root", graph_config.password.get_secret_value())) as driver:
         with pytest.raises(Neo4jError) as info:
-            driver.execute_query("LOAD CSV FROM 'file:///etc/passwd' AS line RETURN line LIMIT 1", database_=graph_config.database)
+            driver.execute_query(
+                "LOAD CSV FROM 'file:///etc/passwd' AS line RETURN line LIMIT 1", database_=graph_config.database
+            )
     assert "root:" not in str(info.value)
 
 
 async def test_reads_still_work_as_the_read_only_user(seeded):
-    result = await seeded.query("MATCH (e:Entity) WHERE e.collection = $c RETURN e.key AS key ORDER BY key", {"c": "security"})
+    result = await seeded.query(
+        "MATCH (e:Entity) WHERE e.collection = $c RETURN e.key AS key ORDER BY key", {"c": "security"}
+    )
     assert [r[0] for r in result.rows] == ["acme corp", "alice smith", "bob jones", "paris"]
     labels = await seeded.query("CALL db.labels()")
     assert ["Entity"] in labels.rows
@@ -135,7 +141,9 @@ def hidden_writes(draw) -> str:
     core = draw(st.sampled_from(FORBIDDEN))
     first, _, rest = core.partition(" ")
     core = _case(draw, first) + " " + rest
-    start = draw(st.sampled_from(["WITH 1 AS x", "MATCH (n)", "UNWIND [1] AS i WITH i", "OPTIONAL MATCH (m)", "RETURN 1 AS y"]))
+    start = draw(
+        st.sampled_from(["WITH 1 AS x", "MATCH (n)", "UNWIND [1] AS i WITH i", "OPTIONAL MATCH (m)", "RETURN 1 AS y"])
+    )
     junk = "".join(draw(st.lists(st.sampled_from(list("ab */'\"`\\") + TERMINATORS), max_size=6)))
     term = draw(st.sampled_from(TERMINATORS))
     space = "".join(draw(st.lists(st.sampled_from([" ", "\t"] + TERMINATORS), min_size=1, max_size=3)))
@@ -179,7 +187,9 @@ def test_hidden_writes_are_refused_or_change_nothing(graph_config, monkeypatch, 
 
 
 async def test_an_external_server_without_a_reader_user_runs_no_user_queries(graph_config):
-    service = GraphService(graph_config.model_copy(update={"reader_user": None, "reader_password": None}), graph_config.bolt_uri)
+    service = GraphService(
+        graph_config.model_copy(update={"reader_user": None, "reader_password": None}), graph_config.bolt_uri
+    )
     try:
         with pytest.raises(StageError, match="graph.reader_user"):
             await service.query("RETURN 1 AS one")
@@ -239,7 +249,11 @@ async def test_rows_are_cut_at_the_byte_cap(graph_config):
     service = GraphService(graph_config.model_copy(update={"user_query_max_bytes": 2048}), graph_config.bolt_uri)
     try:
         result = await service.query("UNWIND range(1, 500) AS i RETURN i, 'padding padding padding' AS pad")
-        assert result.truncated and 0 < len(result.rows) < 500 and [r[0] for r in result.rows] == list(range(1, len(result.rows) + 1))
+        assert (
+            result.truncated
+            and 0 < len(result.rows) < 500
+            and [r[0] for r in result.rows] == list(range(1, len(result.rows) + 1))
+        )
         assert 2 + sum(json_size(r) for r in result.rows) <= 2048
         assert len(json.dumps(result.rows, ensure_ascii=False, separators=(",", ":")).encode()) <= 2048
         small = await service.query("UNWIND range(1, 5) AS i RETURN i")

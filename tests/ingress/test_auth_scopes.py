@@ -1,4 +1,5 @@
 """API-key scopes (read, write, admin) and per-key collection allow-lists, over HTTP without Ray."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,9 +11,8 @@ from deployments.ingress.deployment import app
 from deployments.models import Chunk, GraphQueryResponse
 from deployments.vector.edge import EdgeVectorStore
 from deployments.vector.service import VectorService
+from tests.fakes import FakeEmbedder, FakeStages
 from tests.ingress_harness import ingress_client
-from tests.fakes import FakeStages
-from tests.fakes import FakeEmbedder
 
 KEYS = {
     "legacy": None,  # auth.api_key_hashes: full access
@@ -40,7 +40,12 @@ class Stages(FakeStages):
 REQUESTS = {  # name: (method, path, json body, scope)
     "retrieve": ("POST", "/v1/retrieve", {"query": "q", "collection": "a"}, "read"),
     "answer": ("POST", "/v1/answer", {"query": "q", "collection": "a"}, "read"),
-    "chat": ("POST", "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "q"}], "collection": "a"}, "read"),
+    "chat": (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "q"}], "collection": "a"},
+        "read",
+    ),
     "stats": ("GET", "/v1/collections/a", None, "read"),
     "collections": ("GET", "/v1/collections", None, "read"),
     "documents": ("GET", "/v1/collections/a/documents?limit=10", None, "read"),
@@ -84,11 +89,14 @@ async def test_collection_listing_shows_a_limited_key_only_its_collections(monke
     """Over the real vector service (Qdrant Edge): a key limited to `a` sees `a` only, full keys see all."""
     vector = VectorService(VectorConfig(), FakeEmbedder(), store=EdgeVectorStore(tmp_path / "qdrant"))  # type: ignore[arg-type]
     for collection in ("a", "b", "c"):
-        await vector.upsert(collection, [Chunk(chunk_id=f"{collection}-doc#0", doc_id=f"{collection}-doc", index=0, text="t")])
+        await vector.upsert(
+            collection, [Chunk(chunk_id=f"{collection}-doc#0", doc_id=f"{collection}-doc", index=0, text="t")]
+        )
     stages = Stages().stages()
     stages.vector = vector
     try:
         with ingress_client(stages, monkeypatch, {"auth": AUTH}) as client:
+
             async def names(key):
                 resp = await _send(client, key, "GET", "/v1/collections", None)
                 assert resp.status_code == 200, resp.text
@@ -102,11 +110,19 @@ async def test_collection_listing_shows_a_limited_key_only_its_collections(monke
             assert docs.json()["documents"] == [{"doc_id": "a-doc", "chunks": 1}] and docs.json()["next_cursor"] is None
             assert (await _send(client, "reader-a", "GET", "/v1/collections/b/documents", None)).status_code == 403
             assert (await _send(client, "reader", "GET", "/v1/collections/nope/documents", None)).status_code == 404
-            assert (await _send(client, "reader", "GET", "/v1/collections/a/documents?cursor=x", None)).status_code == 422
-            assert (await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={'-' * 36}", None)).status_code == 422
+            assert (
+                await _send(client, "reader", "GET", "/v1/collections/a/documents?cursor=x", None)
+            ).status_code == 422
+            assert (
+                await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={'-' * 36}", None)
+            ).status_code == 422
             cursor = "0" * 8 + "-0000-0000-0000-" + "0" * 12  # before every point id: the whole first page
-            assert (await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={cursor}", None)).json() == docs.json()
-            assert (await _send(client, "reader", "GET", "/v1/collections/a/documents?limit=0", None)).status_code == 422
+            assert (
+                await _send(client, "reader", "GET", f"/v1/collections/a/documents?cursor={cursor}", None)
+            ).json() == docs.json()
+            assert (
+                await _send(client, "reader", "GET", "/v1/collections/a/documents?limit=0", None)
+            ).status_code == 422
             assert (await _send(client, "writer", "GET", "/v1/collections", None)).status_code == 403  # no read scope
     finally:
         await vector.aclose()
@@ -151,12 +167,27 @@ def test_key_config():
     assert not legacy.open and legacy.keys == []
     assert AppConfig.from_args({"data_dir": "/tmp/x"}).auth.open
     with pytest.raises(ValidationError, match="admin scope"):
-        AppConfig.from_args({"data_dir": "/tmp/x", "auth": {"keys": [{"sha256": hash_key("k"), "scopes": ["admin"], "collections": ["a"]}]}})
+        AppConfig.from_args(
+            {
+                "data_dir": "/tmp/x",
+                "auth": {"keys": [{"sha256": hash_key("k"), "scopes": ["admin"], "collections": ["a"]}]},
+            }
+        )
     with pytest.raises(ValidationError, match="appears twice"):
-        AppConfig.from_args({"data_dir": "/tmp/x", "auth": {"api_key_hashes": [hash_key("k")], "keys": [{"sha256": hash_key("k"), "scopes": ["read"]}]}})
+        AppConfig.from_args(
+            {
+                "data_dir": "/tmp/x",
+                "auth": {"api_key_hashes": [hash_key("k")], "keys": [{"sha256": hash_key("k"), "scopes": ["read"]}]},
+            }
+        )
     with pytest.raises(ValidationError, match="never the keys"):
         AppConfig.from_args({"data_dir": "/tmp/x", "auth": {"keys": [{"sha256": "k", "scopes": ["read"]}]}})
     with pytest.raises(ValidationError):
         AppConfig.from_args({"data_dir": "/tmp/x", "auth": {"keys": [{"sha256": hash_key("k"), "scopes": ["root"]}]}})
     with pytest.raises(ValidationError, match="collection name"):
-        AppConfig.from_args({"data_dir": "/tmp/x", "auth": {"keys": [{"sha256": hash_key("k"), "scopes": ["read"], "collections": ["a b"]}]}})
+        AppConfig.from_args(
+            {
+                "data_dir": "/tmp/x",
+                "auth": {"keys": [{"sha256": hash_key("k"), "scopes": ["read"], "collections": ["a b"]}]},
+            }
+        )

@@ -1,5 +1,6 @@
 """Snapshot and restore (ingress/backups.py) over the real engines in one process: Qdrant Edge, ArcadeDB's Bolt
 server, the OpenAI-protocol test double as embeddings endpoint. And the intent log's pause, on its own."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,14 @@ from deployments.models import Document, IngestRequest, RetrieveRequest
 from tests.fakes import sample_documents
 from tests.openai_server import OpenAIProtocolServer
 
-QUERIES = ["Which database ships a Bolt protocol plugin?", "What does Qdrant Edge embed?", "How does Ray Serve scale?",
-           "What is reciprocal rank fusion?", "Which model embeds the passages?", "What is GraphRAG?"]
+QUERIES = [
+    "Which database ships a Bolt protocol plugin?",
+    "What does Qdrant Edge embed?",
+    "How does Ray Serve scale?",
+    "What is reciprocal rank fusion?",
+    "Which model embeds the passages?",
+    "What is GraphRAG?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +137,14 @@ def test_ingest_cli_snapshot_and_restore_send_the_folder_and_report(tmp_path, ca
         if request.url.path == "/v1/admin/snapshot":
             return httpx.Response(200, json={"dir": body["dir"], "seconds": 0.1, "collections": {}})
         consistent = body["collections"] != ["bad"]
-        return httpx.Response(200, json={"dir": body["dir"], "seconds": 0.1, "collections": {"c": {"consistent": consistent}}})
+        return httpx.Response(
+            200, json={"dir": body["dir"], "seconds": 0.1, "collections": {"c": {"consistent": consistent}}}
+        )
 
     real_client = httpx.Client
-    monkeypatch.setattr(cli.httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), base_url=kw["base_url"]))
+    monkeypatch.setattr(
+        cli.httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), base_url=kw["base_url"])
+    )
     assert cli.main(["--snapshot", str(tmp_path / "s")]) == 0
     assert cli.main(["--restore", str(tmp_path / "s"), "--collection", "docs"]) == 0
     assert cli.main(["--restore", str(tmp_path / "s"), "--collection", "bad"]) == 3

@@ -1,5 +1,5 @@
-from deployments.ingress.chunking import chunk_document
 from deployments.config import ChunkingConfig
+from deployments.ingress.chunking import chunk_document
 from deployments.models import Document
 
 
@@ -21,7 +21,9 @@ def test_long_sentence_is_cut_and_short_doc_is_one_chunk():
 
 
 def test_metadata_is_copied_per_chunk():
-    chunks = chunk_document(Document(id="d", text="a. " * 400, metadata={"lang": "en"}), ChunkingConfig(max_words=50, overlap_words=5))
+    chunks = chunk_document(
+        Document(id="d", text="a. " * 400, metadata={"lang": "en"}), ChunkingConfig(max_words=50, overlap_words=5)
+    )
     assert len(chunks) > 1 and all(c.metadata == {"lang": "en"} for c in chunks)
 
 

@@ -1,5 +1,6 @@
 """DELETE /v1/collections/{c} and OpenAI-compatible POST /v1/embeddings over HTTP without Ray (the real routes,
 guards and pipeline over in-process stages), the embeddings through the official `openai` client."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,10 @@ from tests.ingress_harness import ingress_client
 
 KEYS = {"reader": ["read"], "writer": ["read", "write"], "admin": ["read", "write", "admin"]}
 AUTH = {"auth": {"keys": [{"sha256": hash_key(name), "name": name, "scopes": scopes} for name, scopes in KEYS.items()]}}
-INGEST = {"collection": "c", "documents": [{"id": "d1", "text": "Alice founded Acme."}, {"id": "d2", "text": "Bob joined Acme."}]}
+INGEST = {
+    "collection": "c",
+    "documents": [{"id": "d1", "text": "Alice founded Acme."}, {"id": "d2", "text": "Bob joined Acme."}],
+}
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -41,12 +45,15 @@ async def test_delete_collection_drops_both_stores_and_then_answers_404(monkeypa
         assert again.status_code == 404 and "'c' does not exist" in again.json()["detail"]
 
 
-@pytest.mark.parametrize(("key", "path", "status"), [
-    ("reader", "/v1/collections/c", 403),  # read scope
-    ("writer", "/v1/collections/c", 403),  # write scope: documents yes, a whole collection no
-    ("admin", "/v1/collections/bad%20name", 422),
-    ("admin", "/v1/collections/" + "x" * 65, 422),
-])
+@pytest.mark.parametrize(
+    ("key", "path", "status"),
+    [
+        ("reader", "/v1/collections/c", 403),  # read scope
+        ("writer", "/v1/collections/c", 403),  # write scope: documents yes, a whole collection no
+        ("admin", "/v1/collections/bad%20name", 422),
+        ("admin", "/v1/collections/" + "x" * 65, 422),
+    ],
+)
 async def test_refused_or_malformed_delete_collection_changes_nothing(monkeypatch, key, path, status):
     fake = FakeStages()
     with ingress_client(fake.stages(), monkeypatch, AUTH) as client:
@@ -102,7 +109,9 @@ async def test_a_drop_cut_short_by_a_crash_is_finished_at_the_next_start(tmp_pat
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    pending.path.write_text(json.dumps({**json.loads(record), "owner": {**json.loads(record)["owner"], "pid": _exited_pid()}}))
+    pending.path.write_text(
+        json.dumps({**json.loads(record), "owner": {**json.loads(record)["owner"], "pid": _exited_pid()}})
+    )
     assert fake.stored["graph"] == {"d1", "d2"}
 
     [done] = await Pipeline(config, fake.stages(), IntentLog(tmp_path / "intents")).recover()
@@ -137,7 +146,9 @@ class Embedding(FakeStages):
 
 
 def openai_client(transport: httpx.AsyncBaseTransport, key: str = "unused") -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url="http://ingress/v1", api_key=key, max_retries=0, http_client=httpx.AsyncClient(transport=transport))
+    return openai.AsyncOpenAI(
+        base_url="http://ingress/v1", api_key=key, max_retries=0, http_client=httpx.AsyncClient(transport=transport)
+    )
 
 
 @pytest.mark.parametrize("encoding", ["base64", "float"])  # the client asks for base64 unless told otherwise
@@ -155,16 +166,19 @@ async def test_the_openai_client_embeds_with_the_served_model(monkeypatch, encod
         assert "all-MiniLM-L6-v2" in [m.id for m in models.data]
 
 
-@pytest.mark.parametrize(("body", "status", "says"), [
-    ({"input": [[1, 2, 3]], "model": "all-MiniLM-L6-v2"}, 422, "token arrays are not accepted"),
-    ({"input": [1, 2, 3], "model": "all-MiniLM-L6-v2"}, 422, "token arrays are not accepted"),
-    ({"input": [], "model": "all-MiniLM-L6-v2"}, 422, "must not be an empty list"),
-    ({"input": ["ok", "  "], "model": "all-MiniLM-L6-v2"}, 422, "input[1] must not be empty"),
-    ({"input": "x"}, 422, "model"),
-    ({"input": "x", "model": "text-embedding-3-large"}, 404, "the embedding model is 'all-MiniLM-L6-v2'"),
-    ({"input": "x", "model": "all-MiniLM-L6-v2", "dimensions": 256}, 400, "only gives its own dimension"),
-    ({"input": "x", "model": "all-MiniLM-L6-v2", "encoding_format": "int8"}, 422, "encoding_format"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"input": [[1, 2, 3]], "model": "all-MiniLM-L6-v2"}, 422, "token arrays are not accepted"),
+        ({"input": [1, 2, 3], "model": "all-MiniLM-L6-v2"}, 422, "token arrays are not accepted"),
+        ({"input": [], "model": "all-MiniLM-L6-v2"}, 422, "must not be an empty list"),
+        ({"input": ["ok", "  "], "model": "all-MiniLM-L6-v2"}, 422, "input[1] must not be empty"),
+        ({"input": "x"}, 422, "model"),
+        ({"input": "x", "model": "text-embedding-3-large"}, 404, "the embedding model is 'all-MiniLM-L6-v2'"),
+        ({"input": "x", "model": "all-MiniLM-L6-v2", "dimensions": 256}, 400, "only gives its own dimension"),
+        ({"input": "x", "model": "all-MiniLM-L6-v2", "encoding_format": "int8"}, 422, "encoding_format"),
+    ],
+)
 async def test_bad_embedding_requests_get_a_clear_error_and_embed_nothing(monkeypatch, body, status, says):
     fake = Embedding()
     calls = []

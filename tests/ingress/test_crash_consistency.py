@@ -1,5 +1,6 @@
 """Crash consistency of ingest without Ray: intent records, the start-up roll-back, verify and repair.
 (The real kill -9 of the whole app is benchmarks/reliability/crash_ingest.py.)"""
+
 from __future__ import annotations
 
 import asyncio
@@ -78,10 +79,23 @@ class Stores:
 
         return Stages(
             embedder=SimpleNamespace(ping=unused),
-            vector=SimpleNamespace(search=unused, upsert=self.vector_upsert, delete_documents=self.vector_delete,
-                                   count=unused, chunk_ids=self.vector_chunk_ids, ping=unused),
-            graph=SimpleNamespace(search=unused, upsert=self.graph_upsert, delete_documents=self.graph_delete,
-                                  counts=unused, chunk_ids=self.graph_chunk_ids, orphan_entities=self.graph_orphans, ping=unused),
+            vector=SimpleNamespace(
+                search=unused,
+                upsert=self.vector_upsert,
+                delete_documents=self.vector_delete,
+                count=unused,
+                chunk_ids=self.vector_chunk_ids,
+                ping=unused,
+            ),
+            graph=SimpleNamespace(
+                search=unused,
+                upsert=self.graph_upsert,
+                delete_documents=self.graph_delete,
+                counts=unused,
+                chunk_ids=self.graph_chunk_ids,
+                orphan_entities=self.graph_orphans,
+                ping=unused,
+            ),
             reranker=SimpleNamespace(rerank=unused, ping=unused),
             chat=SimpleNamespace(answer=unused, answer_stream=unused, ping=unused),
         )
@@ -175,10 +189,18 @@ async def test_verify_finds_each_inconsistency_and_repair_removes_them(tmp_path)
     pipe = pipeline(stores, intents)
     report = await pipe.verify("c")
     assert not report.consistent
-    assert (report.only_in_vector, report.only_in_graph, report.mismatched, report.orphan_entities, report.pending_intents) == (2, 1, 1, 1, 1)
+    assert (
+        report.only_in_vector,
+        report.only_in_graph,
+        report.mismatched,
+        report.orphan_entities,
+        report.pending_intents,
+    ) == (2, 1, 1, 1, 1)
     assert report.inconsistent_doc_ids == ["graph-only", "in-flight", "mismatch", "vector-only"]
     repaired = await pipe.repair("c")
-    assert repaired.removed_doc_ids == ["graph-only", "mismatch", "vector-only"] and repaired.removed_orphan_entities == 1
+    assert (
+        repaired.removed_doc_ids == ["graph-only", "mismatch", "vector-only"] and repaired.removed_orphan_entities == 1
+    )
     assert set(stores.vector.values()) == {"good", "in-flight"} and set(stores.graph.values()) == {"good"}
     assert stores.entities == {"fine": {"good#0"}}
     assert repaired.after.only_in_vector == 1 and repaired.after.pending_intents == 1  # the live ingest, untouched
@@ -191,7 +213,9 @@ async def test_verify_over_http(monkeypatch, tmp_path):
         resp = await client.get("/v1/collections/c/verify")
         assert resp.status_code == 200 and resp.json()["only_in_vector"] == 1 and not resp.json()["consistent"]
         resp = await client.post("/v1/collections/c/repair")
-        assert resp.status_code == 200 and resp.json()["removed_doc_ids"] == ["b"] and resp.json()["after"]["consistent"]
+        assert (
+            resp.status_code == 200 and resp.json()["removed_doc_ids"] == ["b"] and resp.json()["after"]["consistent"]
+        )
 
 
 def test_ingest_cli_verify_exit_codes(capsys, monkeypatch):
@@ -202,19 +226,42 @@ def test_ingest_cli_verify_exit_codes(capsys, monkeypatch):
     from deployments.models import RepairResponse, VerifyResponse
 
     def report(consistent: bool) -> VerifyResponse:
-        return VerifyResponse(collection="c", consistent=consistent, documents=2, vector_chunks=2, graph_chunks=1, only_in_vector=0,
-                              only_in_graph=0, mismatched=int(not consistent), orphan_entities=0, pending_intents=0,
-                              inconsistent_doc_ids=[] if consistent else ["d"], orphan_entity_keys=[])
+        return VerifyResponse(
+            collection="c",
+            consistent=consistent,
+            documents=2,
+            vector_chunks=2,
+            graph_chunks=1,
+            only_in_vector=0,
+            only_in_graph=0,
+            mismatched=int(not consistent),
+            orphan_entities=0,
+            pending_intents=0,
+            inconsistent_doc_ids=[] if consistent else ["d"],
+            orphan_entity_keys=[],
+        )
 
-    repaired = RepairResponse(collection="c", removed_doc_ids=["d"], removed_documents=2, removed_orphan_entities=0, after=report(True))
-    answers = {"/v1/collections/ok/verify": report(True), "/v1/collections/bad/verify": report(False), "/v1/collections/bad/repair": repaired}
+    repaired = RepairResponse(
+        collection="c", removed_doc_ids=["d"], removed_documents=2, removed_orphan_entities=0, after=report(True)
+    )
+    answers = {
+        "/v1/collections/ok/verify": report(True),
+        "/v1/collections/bad/verify": report(False),
+        "/v1/collections/bad/repair": repaired,
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path in answers:
             return httpx.Response(200, json=answers[request.url.path].model_dump())
         return httpx.Response(404, json={"detail": "collection 'missing' does not exist"})
 
-    monkeypatch.setattr(cli, "make_client", lambda url, key, timeout: GraphRAGClient(url, key, http_client=httpx.Client(transport=httpx.MockTransport(handler))))
+    monkeypatch.setattr(
+        cli,
+        "make_client",
+        lambda url, key, timeout: GraphRAGClient(
+            url, key, http_client=httpx.Client(transport=httpx.MockTransport(handler))
+        ),
+    )
     assert cli.main(["--verify", "--collection", "ok"]) == 0
     assert cli.main(["--verify", "--collection", "bad"]) == 3
     assert cli.main(["--repair", "--collection", "bad"]) == 0

@@ -1,6 +1,7 @@
 """A full disk during ingest, on the real engines (Qdrant Edge, ArcadeDB's Bolt server) with the data folder on a
 size-limited tmpfs this test mounts (root only; skipped otherwise): the ingest is refused clearly (507), reads go
 on, and once space is back nothing is half-written (verify consistent, no intent pending)."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,12 @@ def small_disk(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m", "tmpfs", str(mnt)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
@@ -55,11 +61,16 @@ def documents(prefix: str, n: int) -> list[Document]:
 
 async def test_full_disk_refuses_ingest_keeps_reads_and_leaves_nothing_half_written(small_disk):
     with OpenAIProtocolServer() as embeddings:
-        args = {"data_dir": str(small_disk / "data"), "embedder": {"openai_base_url": embeddings.base_url, "max_retries": 0},
-                "vector": {"min_free_disk_mb": KEEP_FREE_MB}}
+        args = {
+            "data_dir": str(small_disk / "data"),
+            "embedder": {"openai_base_url": embeddings.base_url, "max_retries": 0},
+            "vector": {"min_free_disk_mb": KEEP_FREE_MB},
+        }
         async with in_process_pipeline(args) as pipeline:
             pipeline.intents = IntentLog(small_disk / "data" / "intents")
-            await pipeline.ingest(IngestRequest(collection="docs", documents=[Document(**d) for d in sample_documents()]))
+            await pipeline.ingest(
+                IngestRequest(collection="docs", documents=[Document(**d) for d in sample_documents()])
+            )
             query = RetrieveRequest(collection="docs", query="What is Qdrant Edge?", top_k=5, mode="hybrid+graph")
             assert (await pipeline.retrieve(query)).hits
             filler = fill(small_disk, leave_bytes=(KEEP_FREE_MB + 2) * 2**20)

@@ -1,18 +1,22 @@
 """Error statuses of the ingress over HTTP, without Ray: bugs answer 500 with the request id."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
 
-from tests.ingress_harness import ingress_client
 from tests.fakes import FakeStages
+from tests.ingress_harness import ingress_client
 
 
 async def test_bug_in_a_stage_is_a_500_with_the_request_id_and_a_logged_traceback(monkeypatch, caplog):
     fake = FakeStages()
     fake.fail["graph"] = TypeError("unsupported operand type(s)")
-    with ingress_client(fake.stages(), monkeypatch, {"retrieval.mode": "hybrid+graph"}) as client, caplog.at_level(logging.ERROR):
+    with (
+        ingress_client(fake.stages(), monkeypatch, {"retrieval.mode": "hybrid+graph"}) as client,
+        caplog.at_level(logging.ERROR),
+    ):
         resp = await client.post("/v1/retrieve", json={"query": "q"}, headers={"X-Request-ID": "req-42"})
     assert resp.status_code == 500, resp.text
     assert resp.json()["request_id"] == "req-42" and "req-42" in resp.json()["detail"]
@@ -52,9 +56,12 @@ async def test_malformed_json_values_are_4xx(monkeypatch, path, body):
 
 async def test_lone_surrogates_in_ingested_documents_are_4xx(monkeypatch):
     fake = FakeStages()
-    bodies = [b'{"documents": [{"id": "\\ud800", "text": "t"}]}', b'{"documents": [{"id": "a", "text": "x \\udfff y"}]}',
-              b'{"documents": [{"id": "a", "text": "t", "metadata": {"k": ["\\ud800"]}}]}',
-              b'{"documents": [{"id": "a", "text": "t", "metadata": {"k": NaN}}]}']
+    bodies = [
+        b'{"documents": [{"id": "\\ud800", "text": "t"}]}',
+        b'{"documents": [{"id": "a", "text": "x \\udfff y"}]}',
+        b'{"documents": [{"id": "a", "text": "t", "metadata": {"k": ["\\ud800"]}}]}',
+        b'{"documents": [{"id": "a", "text": "t", "metadata": {"k": NaN}}]}',
+    ]
     with ingress_client(fake.stages(), monkeypatch) as client:
         for body in bodies:
             resp = await client.post("/v1/ingest", content=body, headers={"content-type": "application/json"})
@@ -64,8 +71,10 @@ async def test_lone_surrogates_in_ingested_documents_are_4xx(monkeypatch):
 
 async def test_valid_surrogate_pairs_pass(monkeypatch):
     with ingress_client(FakeStages().stages(), monkeypatch) as client:
-        resp = await client.post("/v1/retrieve", content=b'{"query": "\\ud83d\\ude00 rust"}', headers={"content-type": "application/json"})
-    assert resp.status_code == 200 and resp.json()["query"] == "\U0001F600 rust"
+        resp = await client.post(
+            "/v1/retrieve", content=b'{"query": "\\ud83d\\ude00 rust"}', headers={"content-type": "application/json"}
+        )
+    assert resp.status_code == 200 and resp.json()["query"] == "\U0001f600 rust"
 
 
 async def test_422_echoes_only_an_excerpt_of_the_input(monkeypatch):
@@ -81,7 +90,9 @@ async def test_422_echoes_only_an_excerpt_of_the_input(monkeypatch):
                 assert error["input"].startswith("aaaa") and error["input"].endswith("(200001 characters)")
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/octet-stream", "application/x-www-form-urlencoded"]
+)
 async def test_a_body_of_another_content_type_is_a_4xx(monkeypatch, content_type):
     with ingress_client(FakeStages().stages(), monkeypatch) as client:
         for path in ("/v1/retrieve", "/v1/ingest"):

@@ -1,5 +1,6 @@
 """The ASGI guards in front of every route (deployments/ingress/http_guards.py), without Ray: API keys, body
 limit, the request timeout (504, and the route's task cancelled)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -68,9 +69,15 @@ async def test_body_over_the_limit_is_413_with_or_without_content_length():
     assert "limits.max_body_bytes" in chunked.json()["detail"]
 
 
-@pytest.mark.parametrize("headers,status", [
-    ({}, 401), ({"X-API-Key": "wrong"}, 401), ({"X-API-Key": KEY}, 200), ({"Authorization": f"Bearer {KEY}"}, 200),
-])
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ({}, 401),
+        ({"X-API-Key": "wrong"}, 401),
+        ({"X-API-Key": KEY}, 200),
+        ({"Authorization": f"Bearer {KEY}"}, 200),
+    ],
+)
 async def test_keys_are_checked_except_on_open_paths(headers, status):
     app, _ = guarded_app(LimitsConfig(), keys=[KEY])
     async with client(app) as c:

@@ -1,5 +1,6 @@
 """The ingress's routes over HTTP without Ray: Ingress.over_stages (in-process fake stages), served by the same
 FastAPI app (its guards, exception handlers and response models) through httpx's ASGI transport."""
+
 from __future__ import annotations
 
 import inspect
@@ -63,7 +64,7 @@ async def test_answer_whole_and_streamed(served):
     assert whole["model"] == "test-llm" and [c["n"] for c in whole["citations"]] == [1, 2]
     streamed = await client.post("/v1/answer", json={"query": "q", "stream": True})
     assert streamed.headers["content-type"].startswith("text/event-stream")
-    events = [line[len("data: "):] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    events = [line[len("data: ") :] for line in streamed.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     kinds = [json.loads(e)["type"] for e in events[:-1]]
     assert kinds[0] == "references" and kinds[-1] == "done" and "delta" in kinds

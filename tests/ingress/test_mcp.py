@@ -1,5 +1,6 @@
 """The MCP server at /mcp, driven by the official `mcp` Python client (streamable HTTP) over the ingress app's
 real routes and guards, the pipeline over in-process stages (no Ray)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,15 @@ AUTH = {"auth": {"keys": [{"sha256": hash_key(name), "name": name, **grant} for 
 class Stages(FakeStages):
     async def entity(self, collection, name, hops=1):
         node = GraphNode(id="alice smith", name="Alice Smith", type="PERSON")
-        return EntityResponse(collection=collection, entity=node, doc_ids=["d1"], chunk_ids=["d1#0"], neighbours=[], edges=[], relations=[])
+        return EntityResponse(
+            collection=collection,
+            entity=node,
+            doc_ids=["d1"],
+            chunk_ids=["d1#0"],
+            neighbours=[],
+            edges=[],
+            relations=[],
+        )
 
     def stages(self):
         stages = super().stages()
@@ -47,7 +56,9 @@ class Stages(FakeStages):
 async def mcp_session(key: str | None) -> AsyncIterator[ClientSession]:
     """The official client's streamable-HTTP transport, its requests served in-process by the ingress app."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1", headers=headers, timeout=30)
+    http = httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1", headers=headers, timeout=30
+    )
     async with (
         http,
         streamable_http_client("http://127.0.0.1/mcp", http_client=http) as (read, write),
@@ -87,14 +98,20 @@ async def test_each_read_tool_answers_with_the_apis_result(stages):
 
         answered = await session.call_tool("answer", {"query": "Who founded Acme?", "collection": "a"})
         answer = AnswerResponse.model_validate(answered.structured_content)
-        assert answer.answer.startswith("Answer from the first passage [1]") and [c.n for c in answer.citations] == [1, 2]
+        assert answer.answer.startswith("Answer from the first passage [1]") and [c.n for c in answer.citations] == [
+            1,
+            2,
+        ]
         assert answer.degraded == [] and text(answered).startswith(answer.answer)
 
         entity = await session.call_tool("graph_entity", {"name": "Alice Smith", "collection": "a"})
         assert EntityResponse.model_validate(entity.structured_content).doc_ids == ["d1"]
 
         listed = await session.call_tool("list_collections", {})
-        assert [c.collection for c in CollectionList.model_validate(listed.structured_content).collections] == ["a", "b"]
+        assert [c.collection for c in CollectionList.model_validate(listed.structured_content).collections] == [
+            "a",
+            "b",
+        ]
 
 
 async def test_a_failed_stage_is_reported_in_degraded(stages):
@@ -122,16 +139,19 @@ async def test_scopes_and_the_collection_allow_list_hold_and_change_nothing(stag
     assert stages.stored["vector"] == {"d1"}
 
 
-@pytest.mark.parametrize(("tool", "arguments", "says"), [
-    ("retrieve", {}, "query: Field required"),
-    ("retrieve", {"query": "q", "top_k": 0}, "top_k: Input should be greater than or equal to 1"),
-    ("retrieve", {"query": "q", "top_k": "5"}, "top_k: Input should be a valid integer"),
-    ("answer", {"query": "q", "collection": "../etc"}, "collection: String should match pattern"),
-    ("graph_entity", {"name": "x", "hops": 9}, "hops: Input should be less than or equal to 3"),
-    ("list_collections", {"surprise": 1}, "surprise: Extra inputs are not permitted"),
-    ("ingest", {"documents": []}, "documents: List should have at least 1 item"),
-    ("no_such_tool", {}, "unknown tool 'no_such_tool'"),
-])
+@pytest.mark.parametrize(
+    ("tool", "arguments", "says"),
+    [
+        ("retrieve", {}, "query: Field required"),
+        ("retrieve", {"query": "q", "top_k": 0}, "top_k: Input should be greater than or equal to 1"),
+        ("retrieve", {"query": "q", "top_k": "5"}, "top_k: Input should be a valid integer"),
+        ("answer", {"query": "q", "collection": "../etc"}, "collection: String should match pattern"),
+        ("graph_entity", {"name": "x", "hops": 9}, "hops: Input should be less than or equal to 3"),
+        ("list_collections", {"surprise": 1}, "surprise: Extra inputs are not permitted"),
+        ("ingest", {"documents": []}, "documents: List should have at least 1 item"),
+        ("no_such_tool", {}, "unknown tool 'no_such_tool'"),
+    ],
+)
 async def test_a_bad_argument_is_a_clear_tool_error_and_runs_nothing(stages, tool, arguments, says):
     async with mcp_session("writer") as session:
         result = await session.call_tool(tool, arguments)
@@ -150,8 +170,11 @@ async def test_no_key_or_a_wrong_one_never_reaches_the_tools(stages):
     for key in (None, "wrong"):
         http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1")
         async with http:
-            resp = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                                   headers={"Authorization": f"Bearer {key}"} if key else {})
+            resp = await http.post(
+                "/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"Authorization": f"Bearer {key}"} if key else {},
+            )
         assert resp.status_code == 401
 
 
@@ -167,5 +190,7 @@ async def test_the_ingest_tool_waits_for_the_start_up_roll_back_like_the_route(s
     async with mcp_session("writer") as session:
         refused = await session.call_tool("ingest", {"collection": "a", "documents": [{"id": "d1", "text": "t."}]})
         found = await session.call_tool("retrieve", {"query": "q", "collection": "a"})  # reads do not wait for it
-    assert refused.is_error and "a stage failed: ConnectionError: graph store unreachable" in text(refused), text(refused)
+    assert refused.is_error and "a stage failed: ConnectionError: graph store unreachable" in text(refused), text(
+        refused
+    )
     assert not found.is_error and stages.stored == {"vector": set(), "graph": set()}

@@ -1,11 +1,12 @@
 """Pipeline logic without Ray: fan-out concurrency, fusion, degradation, all-or-nothing ingest."""
+
 from __future__ import annotations
 
 import pytest
 
 from deployments.errors import CollectionNotFound, StageUnavailable
-from deployments.models import AnswerRequest, Document, IngestRequest, RetrieveRequest
 from deployments.ingress.fusion import reciprocal_rank_fusion
+from deployments.models import AnswerRequest, Document, IngestRequest, RetrieveRequest
 from tests.fakes import FakeStages, chunk, make
 
 
@@ -123,9 +124,14 @@ def _stage_failures() -> list[BaseException]:
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     return [
-        ConnectionError("refused"), TimeoutError("slow"), StageUnavailable("graph", "bolt down"),
-        _remote(StageUnavailable("graph", "bolt down")), ActorDiedError(), ActorUnavailableError("gone", None),
-        BackPressureError(num_queued_requests=10, max_queued_requests=10), DeploymentUnavailableError("Graph"),
+        ConnectionError("refused"),
+        TimeoutError("slow"),
+        StageUnavailable("graph", "bolt down"),
+        _remote(StageUnavailable("graph", "bolt down")),
+        ActorDiedError(),
+        ActorUnavailableError("gone", None),
+        BackPressureError(num_queued_requests=10, max_queued_requests=10),
+        DeploymentUnavailableError("Graph"),
         _remote(ConnectionError("refused inside the replica")),
     ]
 
@@ -139,9 +145,17 @@ async def test_stage_failures_degrade(failure):
     assert {h.chunk_id for h in resp.hits} == {"a#0", "b#0"}
 
 
-@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), AttributeError("no attribute 'hits'"), KeyError("x"),
-                                 _remote(TypeError("remote bug")), _remote(ValueError("remote bug"))],
-                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "bug",
+    [
+        TypeError("unsupported operand"),
+        AttributeError("no attribute 'hits'"),
+        KeyError("x"),
+        _remote(TypeError("remote bug")),
+        _remote(ValueError("remote bug")),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 @pytest.mark.parametrize("stage", ["vector", "graph", "rerank", "chat"])
 async def test_programming_errors_are_not_degraded_but_raised(stage, bug):
     fake = FakeStages()

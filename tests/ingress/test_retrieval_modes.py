@@ -1,12 +1,13 @@
 """Retrieval modes and fusion in the pipeline (no Ray): which stages each mode calls, what it fuses, how a
 collection without the lexical vector is reported."""
+
 from __future__ import annotations
 
 import pytest
 
 from deployments.errors import StageUnavailable
-from deployments.models import PackedVectors, RetrieveRequest
 from deployments.ingress.fusion import min_max, reciprocal_rank_fusion, source_scores, weighted_score_fusion
+from deployments.models import PackedVectors, RetrieveRequest
 from tests.fakes import FakeStages, chunk, make
 
 
@@ -52,7 +53,10 @@ async def test_rerank_gets_each_sources_scores_and_can_be_skipped():
     assert resp.reranker == "test-scorer"
     ids = fake.hints.chunk_ids
     assert set(fake.hints.signals) == {"vector", "lexical"}
-    assert fake.hints.signals["lexical"][ids.index("d#0")] == 3.0 and fake.hints.signals["vector"][ids.index("d#0")] is None
+    assert (
+        fake.hints.signals["lexical"][ids.index("d#0")] == 3.0
+        and fake.hints.signals["vector"][ids.index("d#0")] is None
+    )
     fake = lexical_fake()
     resp = await make(fake).retrieve(RetrieveRequest(query="q", mode="hybrid", rerank=False))
     assert resp.reranker is None and "rerank" not in fake.spans and resp.timings.rerank is None

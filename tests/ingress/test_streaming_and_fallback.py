@@ -1,5 +1,6 @@
 """Streamed answers and the chat provider chain, without Ray: the chat stage against the OpenAI-protocol test
 double (streaming, retry before the first piece, fallback in order) and the pipeline's streamed answer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,8 @@ from deployments.chat.extractive import ExtractiveChat, split_for_streaming
 from deployments.config import AppConfig, ChatConfig
 from deployments.errors import StageUnavailable
 from deployments.models import AnswerRequest, ChatDelta, StreamDelta, StreamDone, StreamError, StreamReferences
-from tests.openai_server import OpenAIProtocolServer
 from tests.fakes import FakeStages, make
+from tests.openai_server import OpenAIProtocolServer
 
 PASSAGES = ["Marie Curie was born in Warsaw in 1867. She studied physics in Paris.", "The Eiffel Tower is in Paris."]
 QUESTION = "Where was Marie Curie born?"
@@ -34,7 +35,9 @@ def pair(servers):
 
 
 def config(primary, fallback=None, **overrides) -> ChatConfig:
-    opts = dict(base_url=primary.base_url, model="m", backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=10, max_attempts=2)
+    opts = dict(
+        base_url=primary.base_url, model="m", backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=10, max_attempts=2
+    )
     if fallback is not None:
         opts["fallbacks"] = [{"base_url": fallback.base_url, "model": "f"}]
     opts.update(overrides)

@@ -1,5 +1,6 @@
 """Graph endpoints, document deletion and the ingest CLI over real HTTP against the real app (Ray Serve,
 MiniLM, Qdrant Edge, ArcadeDB's Bolt server)."""
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,9 @@ def test_graph_query_refuses_writes_with_400(api, ingested, query):
     assert stats(api) == before
 
 
-@pytest.mark.parametrize("body", [{"query": ""}, {"query": "MATCH (n) RETURN n", "parameters": {"bad name": 1}}, {"query": "x" * 20_001}])
+@pytest.mark.parametrize(
+    "body", [{"query": ""}, {"query": "MATCH (n) RETURN n", "parameters": {"bad name": 1}}, {"query": "x" * 20_001}]
+)
 def test_graph_query_bad_input_is_422(api, body):
     assert api.post("/v1/graph/query", json=body).status_code == 422
 
@@ -99,7 +102,12 @@ def test_graph_query_response_bytes_are_capped(api, ingested):
     resp = api.post("/v1/graph/query", json={"query": "RETURN range(1, 100000) AS r"})
     assert resp.status_code == 200, resp.text
     assert len(resp.content) < 65536 and resp.json()["truncated"] and resp.json()["byte_cap"] == 65536
-    many = api.post("/v1/graph/query", json={"query": "UNWIND range(1, 40) AS i RETURN i, reduce(s = '', j IN range(1, 200) | s + 'xxxxxxxxxx') AS pad"})
+    many = api.post(
+        "/v1/graph/query",
+        json={
+            "query": "UNWIND range(1, 40) AS i RETURN i, reduce(s = '', j IN range(1, 200) | s + 'xxxxxxxxxx') AS pad"
+        },
+    )
     assert many.status_code == 200 and len(many.content) < 65536 + 1024
     assert many.json()["truncated"] and 0 < len(many.json()["rows"]) < 40
 
@@ -136,7 +144,9 @@ def test_delete_document_from_both_stores(api):
     # Only document a supported Zebulon Quark; Alice Smith and Acme Corp (and their relation) live on through b.
     assert api.get("/v1/graph/entities/Zebulon Quark", params={"collection": collection}).status_code == 404
     alice = api.get("/v1/graph/entities/Alice Smith", params={"collection": collection}).json()
-    assert alice["doc_ids"] == ["b"] and {r["target"] for r in alice["relations"]} | {r["source"] for r in alice["relations"]} >= {"acme corp"}
+    assert alice["doc_ids"] == ["b"] and {r["target"] for r in alice["relations"]} | {
+        r["source"] for r in alice["relations"]
+    } >= {"acme corp"}
     assert all(r["doc_ids"] == ["b"] for r in alice["relations"])
     hits = api.post("/v1/retrieve", json={"collection": collection, "query": "Zebulon Quark"}).json()["hits"]
     assert {h["doc_id"] for h in hits} == {"b"}
@@ -168,7 +178,8 @@ def test_ingest_cli_folder_skip_unchanged_and_resume(api, tmp_path):
     (folder / "one.md").write_text("# One\n\nQdrant Edge runs inside the process.")
     (folder / "two.txt").write_text("Ray Serve scales deployments.")
     (folder / "sub" / "three.html").write_text(
-        "<html><head><title>Three</title><script>var x = 1;</script></head><body><p>ArcadeDB speaks Bolt.</p></body></html>")
+        "<html><head><title>Three</title><script>var x = 1;</script></head><body><p>ArcadeDB speaks Bolt.</p></body></html>"
+    )
     (folder / "four.md").write_text("Neo4j is a graph database.")
     (folder / "skip.pdf").write_bytes(b"%PDF")
     docs = list(read_source(folder))
@@ -181,12 +192,31 @@ def test_ingest_cli_folder_skip_unchanged_and_resume(api, tmp_path):
     # Interrupted after the first batch of two: that batch is recorded, the rest is not.
     with httpx.Client(base_url=api.base_url, timeout=120, transport=_FailAfter(1)) as flaky:
         with pytest.raises(IngestError):
-            ingest(GraphRAGClient(str(api.base_url), http_client=flaky), "cli", docs, state, batch_size=2, attempts=1, progress=False)
+            ingest(
+                GraphRAGClient(str(api.base_url), http_client=flaky),
+                "cli",
+                docs,
+                state,
+                batch_size=2,
+                attempts=1,
+                progress=False,
+            )
     assert sorted(IngestState.for_target(state_dir, str(api.base_url), "cli").hashes) == ["four.md", "one.md"]
     assert stats(api, "cli")["points"] == 2
 
     # Resumed by the command: only the two missing documents are sent.
-    argv = [str(folder), "--url", str(api.base_url), "--collection", "cli", "--state-dir", str(state_dir), "--batch-size", "2", "--no-progress"]
+    argv = [
+        str(folder),
+        "--url",
+        str(api.base_url),
+        "--collection",
+        "cli",
+        "--state-dir",
+        str(state_dir),
+        "--batch-size",
+        "2",
+        "--no-progress",
+    ]
     assert ingest_main(argv) == 0
     assert stats(api, "cli")["points"] == 4
     resumed = IngestState.for_target(state_dir, str(api.base_url), "cli")
@@ -195,18 +225,31 @@ def test_ingest_cli_folder_skip_unchanged_and_resume(api, tmp_path):
     # Unchanged documents are skipped; a changed one is sent again and replaces its old version.
     state = IngestState.for_target(state_dir, str(api.base_url), "cli")
     (folder / "two.txt").write_text("Ray Serve scales deployments independently, one by one.")
-    report = ingest(GraphRAGClient(str(api.base_url), http_client=api), "cli", list(read_source(folder)), state, batch_size=2, progress=False)
+    report = ingest(
+        GraphRAGClient(str(api.base_url), http_client=api),
+        "cli",
+        list(read_source(folder)),
+        state,
+        batch_size=2,
+        progress=False,
+    )
     assert report.sent == 1 and report.skipped_unchanged == 3
     assert stats(api, "cli")["points"] == 4
 
 
 def test_ingest_cli_beir_corpus(api, tmp_path, capsys):
     corpus = tmp_path / "corpus.jsonl"
-    rows = [{"_id": "d1", "title": "Qdrant", "text": "A vector search engine."}, {"_id": "d2", "title": "", "text": "Untitled passage."}]
+    rows = [
+        {"_id": "d1", "title": "Qdrant", "text": "A vector search engine."},
+        {"_id": "d2", "title": "", "text": "Untitled passage."},
+    ]
     corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     docs = list(read_source(corpus))
     assert docs[0]["text"] == "Qdrant\n\nA vector search engine." and docs[0]["metadata"] == {"title": "Qdrant"}
-    assert ingest_main([str(corpus), "--url", str(api.base_url), "--collection", "beir", "--no-state", "--no-progress"]) == 0
+    assert (
+        ingest_main([str(corpus), "--url", str(api.base_url), "--collection", "beir", "--no-state", "--no-progress"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sent"] == 2
     assert stats(api, "beir")["points"] == 2
     bad = tmp_path / "bad.jsonl"

@@ -1,5 +1,6 @@
 """The real app over real HTTP: Ray Serve, MiniLM, Qdrant Edge, ArcadeDB's Bolt server, and a local
 OpenAI-protocol server (a test double) for the chat stage."""
+
 from __future__ import annotations
 
 import os
@@ -77,7 +78,10 @@ def test_ingest_retrieve_answer_with_citations(api, ingested, llm):
     assert body["degraded"] == [] and {"arcadedb", "neo4j"} <= {h["doc_id"] for h in body["hits"][:2]}
     assert any("graph" in h["sources"] for h in body["hits"]) and body["graph"]["nodes"]
 
-    resp = api.post("/v1/answer", json={"collection": COLLECTION, "query": "What does Qdrant Edge embed inside an application process?"})
+    resp = api.post(
+        "/v1/answer",
+        json={"collection": COLLECTION, "query": "What does Qdrant Edge embed inside an application process?"},
+    )
     assert resp.status_code == 200, resp.text
     answer = resp.json()
     assert answer["model"] == "test-model-testdouble" and answer["citations"], answer
@@ -95,7 +99,10 @@ def test_stores_verify_consistent_and_the_roll_back_ran(api, ingested):
     assert api.get("/readyz").json()["recovery"] == "done"
     report = api.get(f"/v1/collections/{COLLECTION}/verify").json()
     assert report["consistent"], report
-    assert report["documents"] == len(sample_documents()) and report["vector_chunks"] == report["graph_chunks"] == ingested["chunks"]
+    assert (
+        report["documents"] == len(sample_documents())
+        and report["vector_chunks"] == report["graph_chunks"] == ingested["chunks"]
+    )
 
 
 def test_reingest_replaces_not_duplicates(api, ingested):
@@ -180,7 +187,9 @@ def test_retrieval_modes_over_http(api, ingested):
         assert body["mode"] == mode and body["hits"] and body["degraded"] == [], body
         assert set().union(*(h["sources"] for h in body["hits"])) <= allowed, mode
         assert body["timings"]["graph"] is None and body["graph"] == {"nodes": [], "edges": []}  # never called
-    assert api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query}).json()["mode"] == "hybrid+graph"  # the default
+    assert (
+        api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query}).json()["mode"] == "hybrid+graph"
+    )  # the default
     resp = api.post("/v1/retrieve", json={"collection": COLLECTION, "query": query, "mode": "semantic"})
     assert resp.status_code == 422 and "mode" in resp.text
 
@@ -188,8 +197,17 @@ def test_retrieval_modes_over_http(api, ingested):
 def test_graph_mode_searches_the_replicas_index_kept_current_on_ingest_and_delete(api, ingested):
     """hybrid+graph on the real engines: the Graph replica's in-memory index answers, and an ingested (then
     deleted) document is found (then gone) through the graph source within the index's check interval."""
-    query = {"collection": COLLECTION, "query": "Which company makes the Zorblax quantum toaster?", "mode": "hybrid+graph", "top_k": 8}
-    doc = {"id": "zorblax", "text": "Zorblax Industries makes the Quantum Toaster. Zorblax Industries is based in Oslo.", "metadata": {}}
+    query = {
+        "collection": COLLECTION,
+        "query": "Which company makes the Zorblax quantum toaster?",
+        "mode": "hybrid+graph",
+        "top_k": 8,
+    }
+    doc = {
+        "id": "zorblax",
+        "text": "Zorblax Industries makes the Quantum Toaster. Zorblax Industries is based in Oslo.",
+        "metadata": {},
+    }
     assert api.post("/v1/ingest", json={"collection": COLLECTION, "documents": [doc]}).status_code == 200
 
     def graph_docs() -> set[str]:

@@ -2,6 +2,7 @@
 `openai` client, chat and embeddings), streamed answers, cancellation reaching the chat provider, the request
 timeout (504), body limits (413), request ids in every deployment's log lines, the provider fallback chain,
 Prometheus metrics; the MCP server through the official `mcp` client, the Python client, dropping a collection."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ import pytest
 import ray
 
 from deployments.ingress.auth import hash_key
+from tests.fakes import sample_documents
 from tests.local_app import local_app
 from tests.openai_server import OpenAIProtocolServer
-from tests.fakes import sample_documents
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +42,19 @@ def base_url(tmp_path_factory, llms):
     args = {
         "data_dir": str(tmp_path_factory.mktemp("graphrag-prod")),
         # Timeouts nest (AppConfig validates it): the chat budget ends before the pipeline's, which ends before the request's.
-        "chat": {"base_url": primary.base_url, "model": "primary", "max_attempts": 2, "backoff_base_s": 0.05, "timeout_s": 10,
-                 "fallbacks": [{"base_url": fallback.base_url, "model": "second"}]},
+        "chat": {
+            "base_url": primary.base_url,
+            "model": "primary",
+            "max_attempts": 2,
+            "backoff_base_s": 0.05,
+            "timeout_s": 10,
+            "fallbacks": [{"base_url": fallback.base_url, "model": "second"}],
+        },
         "retrieval": {"chat_timeout_s": 12},
-        "auth": {"api_key_hashes": [hash_key(KEY)], "keys": [{"sha256": hash_key(READER), "name": "reader", "scopes": ["read"]}]},
+        "auth": {
+            "api_key_hashes": [hash_key(KEY)],
+            "keys": [{"sha256": hash_key(READER), "name": "reader", "scopes": ["read"]}],
+        },
         "limits": {"max_body_bytes": BODY_LIMIT, "request_timeout_s": REQUEST_TIMEOUT_S},
     }
     with local_app(args, "graphrag-prod-itest") as base:
@@ -86,7 +96,8 @@ def test_openai_client_chat_completion_with_citations(base_url, api, clean):
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0)
     assert [m.id for m in client.models.list()] == ["graphrag", "all-MiniLM-L6-v2"]  # and the embedding model
     resp = client.chat.completions.create(
-        model="graphrag", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": QUESTION}],
+        model="graphrag",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": QUESTION}],
         extra_body={"collection": COLLECTION},
     )
     content = resp.choices[0].message.content
@@ -101,7 +112,10 @@ def test_openai_client_chat_completion_with_citations(base_url, api, clean):
 def test_openai_client_streams_references_before_the_first_token(base_url, api, clean):
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0)
     stream = client.chat.completions.create(
-        model="graphrag", messages=[{"role": "user", "content": QUESTION}], stream=True, extra_body={"collection": COLLECTION}
+        model="graphrag",
+        messages=[{"role": "user", "content": QUESTION}],
+        stream=True,
+        extra_body={"collection": COLLECTION},
     )
     chunks = list(stream)
     assert chunks[0].model_extra["references"] and not chunks[0].choices[0].delta.content
@@ -113,7 +127,7 @@ def test_openai_client_streams_references_before_the_first_token(base_url, api, 
 
 
 def sse_events(resp: httpx.Response) -> list:
-    return [line[len("data: "):] for line in resp.iter_lines() if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in resp.iter_lines() if line.startswith("data: ")]
 
 
 def test_answer_streams_references_pieces_and_done(api, clean):
@@ -159,7 +173,9 @@ def test_body_over_the_limit_is_413(api):
     big = {"collection": COLLECTION, "documents": [{"id": "big", "text": "word " * (BODY_LIMIT // 5 + 10)}]}
     resp = api.post("/v1/ingest", json=big)
     assert resp.status_code == 413 and "max_body_bytes" in resp.json()["detail"]
-    chunked = api.post("/v1/ingest", content=iter([json.dumps(big).encode()]), headers={"content-type": "application/json"})
+    chunked = api.post(
+        "/v1/ingest", content=iter([json.dumps(big).encode()]), headers={"content-type": "application/json"}
+    )
     assert chunked.status_code == 413 and "max_body_bytes" in chunked.json()["detail"]
 
 
@@ -184,31 +200,45 @@ def test_request_id_reaches_every_deployment_log_line(api, clean):
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
     deadline = time.monotonic() + 30
     while True:
-        lines = [line for f in logs.rglob("*") if f.is_file() and f.suffix in (".log", ".err", ".out")
-                 for line in f.read_text(errors="replace").splitlines() if rid in line]
-        chat_lines = [l for l in lines if "deployments.chat" in l]
-        ingress_lines = [l for l in lines if "graphrag.pipeline" in l]
+        lines = [
+            line
+            for f in logs.rglob("*")
+            if f.is_file() and f.suffix in (".log", ".err", ".out")
+            for line in f.read_text(errors="replace").splitlines()
+            if rid in line
+        ]
+        chat_lines = [line for line in lines if "deployments.chat" in line]
+        ingress_lines = [line for line in lines if "graphrag.pipeline" in line]
         if (chat_lines and ingress_lines) or time.monotonic() > deadline:
             break
         time.sleep(1)
     # The chat replica (its retries and the provider chain) and the ingress (the degraded stage) both logged it.
     assert chat_lines and ingress_lines, lines
-    assert all(f"request_id={rid}" in l for l in chat_lines + ingress_lines)
-    assert not any(KEY in f.read_text(errors="replace") for f in logs.rglob("*") if f.is_file() and f.suffix in (".log", ".err", ".out"))
+    assert all(f"request_id={rid}" in line for line in chat_lines + ingress_lines)
+    assert not any(
+        KEY in f.read_text(errors="replace")
+        for f in logs.rglob("*")
+        if f.is_file() and f.suffix in (".log", ".err", ".out")
+    )
 
 
 def test_stage_metrics_are_exported_for_prometheus(api):
     assert api.post("/v1/retrieve", json={"collection": COLLECTION, "query": QUESTION}).status_code == 200
     port = ray._private.worker._global_node.metrics_export_port
     deadline = time.monotonic() + 90
-    wanted = ['graphrag_stage_latency_seconds_bucket{', 'stage="vector"', 'stage="rerank"', "graphrag_ingest_documents_total"]
+    wanted = [
+        "graphrag_stage_latency_seconds_bucket{",
+        'stage="vector"',
+        'stage="rerank"',
+        "graphrag_ingest_documents_total",
+    ]
     while True:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        latency = [l for l in text.splitlines() if l.startswith("ray_graphrag_")]
-        if all(any(w in l for l in latency) for w in wanted) or time.monotonic() > deadline:
+        latency = [line for line in text.splitlines() if line.startswith("ray_graphrag_")]
+        if all(any(w in line for line in latency) for w in wanted) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert all(any(w in l for l in latency) for w in wanted), "\n".join(latency)[:3000]
+    assert all(any(w in line for line in latency) for w in wanted), "\n".join(latency)[:3000]
 
 
 def _listeners() -> dict[int, tuple[str, str]]:
@@ -237,7 +267,11 @@ def _listeners() -> dict[int, tuple[str, str]]:
 def test_every_listener_of_the_app_binds_loopback(api):
     """The fast path (HAProxy ingress, gRPC between replicas) is on, and none of Ray's, Serve's or HAProxy's
     listeners takes every interface: Ray 2.60 binds replica gRPC to [::] and HAProxy's stats/metrics to *."""
-    ours = {inode: (addr, cmd) for inode, (addr, cmd) in _listeners().items() if any(k in cmd for k in ("ray", "haproxy", "arcadedb"))}
+    ours = {
+        inode: (addr, cmd)
+        for inode, (addr, cmd) in _listeners().items()
+        if any(k in cmd for k in ("ray", "haproxy", "arcadedb"))
+    }
     assert any("haproxy" in cmd for _, cmd in ours.values()), "HAProxy ingress is not running"
     everywhere = {"00000000", "00000000000000000000000000000000"}
     assert not [cmd[:80] for addr, cmd in ours.values() if addr in everywhere]
@@ -248,7 +282,9 @@ def test_every_listener_of_the_app_binds_loopback(api):
 
 def test_openai_client_embeds_with_the_served_model(base_url, api):
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=READER, max_retries=0)
-    resp = client.embeddings.create(input=["Qdrant is a vector database.", "Qdrant stores vectors.", "A cat sat."], model="all-MiniLM-L6-v2")
+    resp = client.embeddings.create(
+        input=["Qdrant is a vector database.", "Qdrant stores vectors.", "A cat sat."], model="all-MiniLM-L6-v2"
+    )
     vectors = [np.asarray(d.embedding) for d in resp.data]
     assert [len(v) for v in vectors] == [384] * 3 and np.allclose([np.linalg.norm(v) for v in vectors], 1.0, atol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2  # the model's meaning, not noise
@@ -276,35 +312,55 @@ async def test_mcp_client_calls_each_tool_on_the_running_app(base_url, api, clea
             names = [t.name for t in (await session.list_tools()).tools]
             return names, [await session.call_tool(name, arguments) for name, arguments in calls]
 
-    names, (found, answered, listed, bad) = await session_calls(KEY, [
-        ("retrieve", {"query": QUESTION, "collection": COLLECTION, "top_k": 3}),
-        ("answer", {"query": QUESTION, "collection": COLLECTION}),
-        ("list_collections", {}),
-        ("retrieve", {"query": "", "collection": COLLECTION}),
-    ])
+    names, (found, answered, listed, bad) = await session_calls(
+        KEY,
+        [
+            ("retrieve", {"query": QUESTION, "collection": COLLECTION, "top_k": 3}),
+            ("answer", {"query": QUESTION, "collection": COLLECTION}),
+            ("list_collections", {}),
+            ("retrieve", {"query": "", "collection": COLLECTION}),
+        ],
+    )
     assert {"retrieve", "answer", "graph_entity", "list_collections", "ingest"} <= set(names)
-    assert not found.is_error and len(found.structured_content["hits"]) == 3 and found.structured_content["degraded"] == []
-    assert not answered.is_error and answered.structured_content["citations"] and "[1]" in answered.structured_content["answer"]
+    assert (
+        not found.is_error and len(found.structured_content["hits"]) == 3 and found.structured_content["degraded"] == []
+    )
+    assert (
+        not answered.is_error
+        and answered.structured_content["citations"]
+        and "[1]" in answered.structured_content["answer"]
+    )
     assert COLLECTION in [c["collection"] for c in listed.structured_content["collections"]]
     assert bad.is_error and "query" in bad.content[0].text
     node = found.structured_content["graph"]["nodes"][0]["name"]
-    _, (entity, refused) = await session_calls(READER, [
-        ("graph_entity", {"name": node, "collection": COLLECTION}),
-        ("ingest", {"collection": COLLECTION, "documents": [{"id": "mcp-doc", "text": "Written through MCP."}]}),
-    ])
+    _, (entity, refused) = await session_calls(
+        READER,
+        [
+            ("graph_entity", {"name": node, "collection": COLLECTION}),
+            ("ingest", {"collection": COLLECTION, "documents": [{"id": "mcp-doc", "text": "Written through MCP."}]}),
+        ],
+    )
     assert not entity.is_error and entity.structured_content["doc_ids"]
     assert refused.is_error and "'write' scope" in refused.content[0].text
-    assert "mcp-doc" not in [d["doc_id"] for d in api.get(f"/v1/collections/{COLLECTION}/documents").json()["documents"]]
+    assert "mcp-doc" not in [
+        d["doc_id"] for d in api.get(f"/v1/collections/{COLLECTION}/documents").json()["documents"]
+    ]
 
 
 def test_python_client_ingests_retrieves_and_drops_a_collection(base_url, api):
     from deployments.client import GraphRAGClient, NotFoundError, PermissionDeniedError
 
-    docs = [{"id": "drop-1", "text": "Marie Curie discovered polonium in Paris."}, {"id": "drop-2", "text": "Pierre Curie worked with Marie Curie."}]
+    docs = [
+        {"id": "drop-1", "text": "Marie Curie discovered polonium in Paris."},
+        {"id": "drop-2", "text": "Pierre Curie worked with Marie Curie."},
+    ]
     with GraphRAGClient(base_url, api_key=KEY) as client, GraphRAGClient(base_url, api_key=READER) as reader:
         before = client.collection_stats(COLLECTION)
         assert client.ingest(docs, collection="dropme").documents == 2
-        assert {h.doc_id for h in client.retrieve("Who discovered polonium?", collection="dropme").hits} == {"drop-1", "drop-2"}
+        assert {h.doc_id for h in client.retrieve("Who discovered polonium?", collection="dropme").hits} == {
+            "drop-1",
+            "drop-2",
+        }
         with pytest.raises(PermissionDeniedError):
             reader.delete_collection("dropme")
         dropped = client.delete_collection("dropme")

@@ -2,6 +2,7 @@
 process group, leaves nothing behind: no process of its run (Ray's node, workers, HAProxy, the Bolt server's JVM)
 and no port held, within 30 s; and a second start on the same ports and data folder answers, with both stores
 consistent. `python graph.py demo` is started in a session of its own, as an operator's shell or a service would."""
+
 from __future__ import annotations
 
 import signal
@@ -29,7 +30,9 @@ def test_sigterm_then_sigint_leave_nothing_and_a_restart_on_the_same_ports_answe
             # The run really held the HTTP port and HAProxy's listeners: the check below is not vacuous.
             assert {app.port, app.stats_port, app.metrics_port} <= set(stopped["ports"]), stopped
             assert "haproxy" in stopped["process_kinds"] and "bolt_server" in stopped["process_kinds"], stopped
-            assert stopped["left"] == [], f"{sig.name}: still running {STOP_WITHIN_S}s later: {stopped['left']}\n{app.tail()}"
+            assert stopped["left"] == [], (
+                f"{sig.name}: still running {STOP_WITHIN_S}s later: {stopped['left']}\n{app.tail()}"
+            )
             assert stopped["ports_held"] == [], f"{sig.name}: ports still held: {stopped['ports_held']}"
     finally:
         app.kill_leftovers()  # marked processes of this run only; nothing else on the machine

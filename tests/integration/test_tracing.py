@@ -1,6 +1,7 @@
 """Ray Serve's OpenTelemetry tracing through our exporter (`deployments/tracing.py`): one `/v1/answer` request
 yields spans in every stage's deployment under one trace id carrying our request id, written to files and sent
 to an OTLP/HTTP collector (an in-process one here). The exporter's pieces are tested without Ray first."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from deployments import tracing
-from tests.local_app import local_app
 from tests.fakes import sample_documents
+from tests.local_app import local_app
 
 STAGES = {"Ingress", "Vector", "Embedder", "Graph", "Reranker", "Chat"}
 
@@ -54,7 +55,7 @@ class OTLPCollector:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
 
-    def __enter__(self) -> "OTLPCollector":
+    def __enter__(self) -> OTLPCollector:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -99,7 +100,9 @@ def test_span_processors_follow_the_environment(tmp_path, monkeypatch):
     assert tracing.span_processors() == []
     monkeypatch.setenv(tracing.TRACE_DIR_ENV, str(tmp_path))
     (only_file,) = tracing.span_processors()
-    assert isinstance(only_file, SimpleSpanProcessor) and isinstance(only_file.span_exporter, tracing.JsonLinesSpanExporter)
+    assert isinstance(only_file, SimpleSpanProcessor) and isinstance(
+        only_file.span_exporter, tracing.JsonLinesSpanExporter
+    )
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     file_sink, otlp_sink = tracing.span_processors()
     assert isinstance(otlp_sink, BatchSpanProcessor) and isinstance(otlp_sink.span_exporter, OTLPSpanExporter)
@@ -110,13 +113,16 @@ def test_span_processors_follow_the_environment(tmp_path, monkeypatch):
 @pytest.mark.integration
 def test_one_answer_is_one_trace_across_every_stage(tmp_path):
     trace_dir = tmp_path / "spans"
-    with OTLPCollector() as collector, environment(
-        # Read by every Ray process started below (the replicas inherit the raylet's environment).
-        RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH="deployments.tracing:span_processors",
-        RAY_SERVE_TRACING_SAMPLING_RATIO="1.0",
-        GRAPHRAG_TRACE_DIR=str(trace_dir),
-        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.endpoint,
-        OTEL_BSP_SCHEDULE_DELAY="200",
+    with (
+        OTLPCollector() as collector,
+        environment(
+            # Read by every Ray process started below (the replicas inherit the raylet's environment).
+            RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH="deployments.tracing:span_processors",
+            RAY_SERVE_TRACING_SAMPLING_RATIO="1.0",
+            GRAPHRAG_TRACE_DIR=str(trace_dir),
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="200",
+        ),
     ):
         with local_app({"data_dir": str(tmp_path / "data")}, "graphrag-tracing-itest") as base:
             with httpx.Client(base_url=base, timeout=120) as client:

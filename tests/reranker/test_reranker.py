@@ -1,5 +1,6 @@
 """Rerank stage: HTTP rerankers (TEI and Cohere/Jina shapes) against the local test double, and the
 embedded dense + lexical scorer with the real MiniLM model."""
+
 from __future__ import annotations
 
 import asyncio
@@ -228,7 +229,11 @@ async def test_embedded_scorer_blends_the_retrieval_signals(minilm_embed):
     assert with_graph.scores[0] == pytest.approx(blend.scores[0], abs=1e-4)  # no graph mass, no change
     # ... but never past the graph_keep best dense + lexical texts, which keep their scores and order.
     hints.signals["graph"] = [None, 5.0, None]
-    kept = (await EmbeddedScorer(counting_embed, dense_weight=0.5, graph_weight=10.0, graph_keep=2).rerank(query, texts, hints)).scores
+    kept = (
+        await EmbeddedScorer(counting_embed, dense_weight=0.5, graph_weight=10.0, graph_keep=2).rerank(
+            query, texts, hints
+        )
+    ).scores
     best_two = sorted(range(3), key=lambda i: -blend.scores[i])[:2]
     assert 1 not in best_two  # the photosynthesis text is the weakest without the graph
     assert [kept[i] for i in best_two] == pytest.approx([blend.scores[i] for i in best_two], abs=1e-4)
@@ -277,10 +282,14 @@ async def test_embedded_scorer_uses_the_vectors_that_came_with_the_hits(minilm_e
     scorer = EmbeddedScorer(counting_embed, fetch_vectors=fetch)
     signals = {"vector": [0.8, 0.1, None], "lexical": [3.0, None, 1.0]}
     carried = PackedVectors.pack({"a#0": vectors[1], "b#0": vectors[2], "c#0": vectors[3]})
-    hints = RerankHints(collection="c", chunk_ids=["a#0", "b#0", "c#0"], query_vector=vectors[0], vectors=carried, signals=signals)
+    hints = RerankHints(
+        collection="c", chunk_ids=["a#0", "b#0", "c#0"], query_vector=vectors[0], vectors=carried, signals=signals
+    )
     result = await scorer.rerank(query, texts, hints)
     assert fetched == [] and embedded == []
-    reference = await EmbeddedScorer(minilm_embed).rerank(query, texts, RerankHints(collection="c", chunk_ids=["a#0", "b#0", "c#0"], signals=signals))
+    reference = await EmbeddedScorer(minilm_embed).rerank(
+        query, texts, RerankHints(collection="c", chunk_ids=["a#0", "b#0", "c#0"], signals=signals)
+    )
     assert result.scores == pytest.approx(reference.scores, abs=1e-4)
     # A chunk the graph alone found has no carried vector: only it is fetched.
     hints.vectors = PackedVectors.pack({"a#0": vectors[1], "b#0": vectors[2]})

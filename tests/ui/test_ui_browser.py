@@ -1,6 +1,7 @@
 """The web page end to end in a real browser: Debian's headless Chromium driven by Playwright (no browser download)
 against the real app (embedded default, an API key configured), on the sample corpus. Saves a screenshot of each
 view to benchmarks/results/ui-*.png (shown in the README)."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,16 @@ SAMPLE = ROOT / "configs" / "sample"
 SHOTS = ROOT / "benchmarks" / "results"
 CHROMIUM = "/usr/bin/chromium"
 # As root in a container: no sandbox, no GPU, nothing that talks to the outside.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # GRAPHRAG_UI_TEST_URL (+ _KEY): drive an app that is already running (with `demo` ingested) instead of starting one.
 KEY = os.environ.get("GRAPHRAG_UI_TEST_KEY", "ui-test-key")
 LIMITED_KEY = "ui-test-key-uitest-only"
@@ -40,13 +49,24 @@ def app_url(tmp_path_factory):
     args["data_dir"] = str(tmp_path_factory.mktemp("graphrag-ui"))
     # The page works with a read + write key: no admin scope (the arbitrary-Cypher route) needed. A second key,
     # limited to `uitest`, checks that the page lists only the collections a key may access.
-    args["auth"] = {"keys": [
-        {"sha256": hash_key(KEY), "name": "ui", "scopes": ["read", "write"]},
-        {"sha256": hash_key(LIMITED_KEY), "name": "ui-limited", "scopes": ["read", "write"], "collections": ["uitest"]},
-    ]}
+    args["auth"] = {
+        "keys": [
+            {"sha256": hash_key(KEY), "name": "ui", "scopes": ["read", "write"]},
+            {
+                "sha256": hash_key(LIMITED_KEY),
+                "name": "ui-limited",
+                "scopes": ["read", "write"],
+                "collections": ["uitest"],
+            },
+        ]
+    }
     with local_app(args, "graphrag") as base:
-        docs = [{"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}} for p in sorted(SAMPLE.glob("*.md"))]
-        resp = httpx.post(f"{base}/v1/ingest", json={"collection": "demo", "documents": docs}, headers={"X-API-Key": KEY}, timeout=600)
+        docs = [
+            {"id": p.stem, "text": p.read_text(), "metadata": {"source": p.name}} for p in sorted(SAMPLE.glob("*.md"))
+        ]
+        resp = httpx.post(
+            f"{base}/v1/ingest", json={"collection": "demo", "documents": docs}, headers={"X-API-Key": KEY}, timeout=600
+        )
         assert resp.status_code == 200, resp.text
         yield base
 
@@ -54,15 +74,20 @@ def app_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(app_url, tmp_path_factory):
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium chromium-driver)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium chromium-driver)"
+        )
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1440, "height": 900}, device_scale_factor=1,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1440, "height": 900},
+            device_scale_factor=1,
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
@@ -128,12 +153,19 @@ def test_the_page_loads_without_a_key_and_asks_for_one(app_url, page):
 
 def test_ask_streams_a_cited_answer_with_scored_passages_and_their_sources(app_url, page):
     ask(page, "demo", QUESTION)
-    expected = api(app_url, "POST", "/v1/answer", json={"collection": "demo", "query": QUESTION, "mode": "hybrid+graph", "top_k": 5})
+    expected = api(
+        app_url,
+        "POST",
+        "/v1/answer",
+        json={"collection": "demo", "query": QUESTION, "mode": "hybrid+graph", "top_k": 5},
+    )
     # The extractive answer is deterministic: the page shows what the API answers, citations included.
     assert page.text_content("#answer").strip() == expected["answer"].strip()
     cites = page.locator("#answer a.cite")
     assert cites.count() >= 1
-    assert {int(n) for n in cites.evaluate_all("els => els.map(e => e.dataset.n)")} == {c["n"] for c in expected["citations"]}
+    assert {int(n) for n in cites.evaluate_all("els => els.map(e => e.dataset.n)")} == {
+        c["n"] for c in expected["citations"]
+    }
     passages = page.locator("#passages > li")
     assert passages.count() == len(expected["hits"]) == 5
     for i, hit in enumerate(expected["hits"]):
@@ -152,7 +184,12 @@ def test_ask_streams_a_cited_answer_with_scored_passages_and_their_sources(app_u
 
 
 def test_graph_draws_the_answers_subgraph_and_loads_a_neighbourhood(app_url, page):
-    expected = api(app_url, "POST", "/v1/retrieve", json={"collection": "demo", "query": QUESTION, "mode": "hybrid+graph", "top_k": 5})
+    expected = api(
+        app_url,
+        "POST",
+        "/v1/retrieve",
+        json={"collection": "demo", "query": QUESTION, "mode": "hybrid+graph", "top_k": 5},
+    )
     page.click("button[data-view=graph]")
     wait_js(page, "state.cy && state.cy.nodes().length > 0")
     nodes = page.evaluate("state.cy.nodes().length")
@@ -164,7 +201,10 @@ def test_graph_draws_the_answers_subgraph_and_loads_a_neighbourhood(app_url, pag
         const r = document.getElementById('cy').getBoundingClientRect(); return [r.left + p.x, r.top + p.y]; }""")
     name = page.evaluate("state.cy.nodes('.linked')[0].data('name')")
     page.mouse.click(x, y)
-    wait_js(page, "document.querySelector('#entity .kv') && document.querySelector('#entity .kv').textContent.includes('neighbours')")
+    wait_js(
+        page,
+        "document.querySelector('#entity .kv') && document.querySelector('#entity .kv').textContent.includes('neighbours')",
+    )
     entity = api(app_url, "GET", f"/v1/graph/entities/{name}", params={"collection": "demo", "hops": 1})
     assert page.text_content("#entity h3") == entity["entity"]["name"]
     drawn = set(page.evaluate("state.cy.nodes().map(n => n.id())"))
@@ -176,7 +216,10 @@ def test_graph_draws_the_answers_subgraph_and_loads_a_neighbourhood(app_url, pag
         const p = n.renderedPosition(); const r = document.getElementById('cy').getBoundingClientRect();
         return [n.data('name'), r.left + p.x, r.top + p.y]; }""")
     page.mouse.click(outer[1], outer[2])
-    wait_js(page, f"document.querySelector('#entity h3').textContent === {outer[0]!r} && document.querySelector('#entity .kv').textContent.includes('neighbours')")
+    wait_js(
+        page,
+        f"document.querySelector('#entity h3').textContent === {outer[0]!r} && document.querySelector('#entity .kv').textContent.includes('neighbours')",
+    )
     entity = api(app_url, "GET", f"/v1/graph/entities/{outer[0]}", params={"collection": "demo", "hops": 1})
     assert {n["id"] for n in entity["neighbours"]} <= set(page.evaluate("state.cy.nodes().map(n => n.id())"))
 
@@ -186,7 +229,12 @@ def test_timing_waterfall_shows_vector_and_graph_side_by_side(page):
     for stage in ("embed", "vector", "graph", "rerank", "chat", "total"):
         assert page.locator(f"#waterfall .wf-row[data-stage={stage}] .wf-bar").count() == 1, stage
     result = page.evaluate("state.result.timings")
-    bar = lambda s: page.evaluate(f"(() => {{ const b = document.querySelector('#waterfall .wf-row[data-stage={s}] .wf-bar').getBoundingClientRect(); return [b.left, b.right]; }})()")  # noqa: E731
+
+    def bar(s: str) -> list[float]:
+        return page.evaluate(
+            f"(() => {{ const b = document.querySelector('#waterfall .wf-row[data-stage={s}] .wf-bar').getBoundingClientRect(); return [b.left, b.right]; }})()"
+        )
+
     (v_left, v_right), (g_left, g_right) = bar("vector"), bar("graph")
     # Drawn from the response's offsets: the two stages are awaited together, so their bars overlap.
     assert result["graph"]["start_ms"] < result["vector"]["start_ms"] + result["vector"]["duration_ms"]
@@ -205,13 +253,17 @@ def test_timing_waterfall_shows_vector_and_graph_side_by_side(page):
 
 def test_ingest_through_the_page_then_find_it_and_delete_it(app_url, page, tmp_path):
     upload = tmp_path / "lighthouse-log.md"
-    upload.write_text("# Lighthouse log\n\nThe Zephyrine lighthouse on Quorvex Island is kept by Ottilie Marchbank. "
-                      "She logs every ship that passes the Quorvex strait in a green ledger.\n")
+    upload.write_text(
+        "# Lighthouse log\n\nThe Zephyrine lighthouse on Quorvex Island is kept by Ottilie Marchbank. "
+        "She logs every ship that passes the Quorvex strait in a green ledger.\n"
+    )
     page.click("button[data-view=ingest]")
     page.fill("#ingest-collection", "uitest")
     page.set_input_files("#ingest-files", str(upload))
     page.fill("#paste-id", "harbour-notes")
-    page.fill("#paste-text", "The harbour of Quorvex Island freezes every February, so the ferry from Brindlemouth stops.")
+    page.fill(
+        "#paste-text", "The harbour of Quorvex Island freezes every February, so the ferry from Brindlemouth stops."
+    )
     page.click("#ingest-submit")
     wait_js(page, "document.getElementById('ingest-log').textContent.includes('2 of 2 ingested into uitest')")
     assert page.evaluate("document.getElementById('ingest-bar').style.width") == "100%"
@@ -241,7 +293,9 @@ def test_stages_show_replicas_and_the_stage_window(page):
     assert all(int(t) >= 1 for t in page.locator("#replicas .running").all_text_contents())
     assert "HEALTHY" in page.text_content("#replicas tr[data-deployment=Vector]")
     # The answers asked above went through this ingress: its window counts them per stage.
-    wait_js(page, "Number(document.querySelector('#stage-stats tr[data-stage=vector] td:nth-child(6)').textContent) >= 2")
+    wait_js(
+        page, "Number(document.querySelector('#stage-stats tr[data-stage=vector] td:nth-child(6)').textContent) >= 2"
+    )
     assert page.locator("#stage-stats tr[data-stage=graph] svg.spark polyline").count() >= 1
     assert page.text_content("#stage-stats tr[data-stage=vector] td:nth-child(4)") != "—"
     page.evaluate("hideBanner()")

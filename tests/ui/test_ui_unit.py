@@ -1,4 +1,5 @@
 """The web page's server side without Ray: the stage window, replica counts, static files and which paths need a key."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deployments.ingress.auth import ApiKeyAuth, hash_key
 from deployments.config import LimitsConfig
+from deployments.ingress.auth import ApiKeyAuth, hash_key
 from deployments.ingress.http_guards import HttpGuards
 from deployments.models import Degraded, RetrieveResponse, StageTiming, Subgraph, Timings
 from deployments.ui.paths import STATIC_DIR, STATIC_FILES
@@ -28,11 +29,17 @@ class Clock:
         return self.now
 
 
-def response(vector_ms: float, graph_ms: float | None = None, degraded: list[Degraded] | None = None) -> RetrieveResponse:
-    timings = Timings(vector=StageTiming(start_ms=0, duration_ms=vector_ms), total=StageTiming(start_ms=0, duration_ms=vector_ms + 5))
+def response(
+    vector_ms: float, graph_ms: float | None = None, degraded: list[Degraded] | None = None
+) -> RetrieveResponse:
+    timings = Timings(
+        vector=StageTiming(start_ms=0, duration_ms=vector_ms), total=StageTiming(start_ms=0, duration_ms=vector_ms + 5)
+    )
     if graph_ms is not None:
         timings.graph = StageTiming(start_ms=0.5, duration_ms=graph_ms)
-    return RetrieveResponse(query="q", collection="c", hits=[], graph=Subgraph(), timings=timings, degraded=degraded or [])
+    return RetrieveResponse(
+        query="q", collection="c", hits=[], graph=Subgraph(), timings=timings, degraded=degraded or []
+    )
 
 
 def test_percentile_is_nearest_rank():
@@ -81,12 +88,18 @@ class FakeMetrics:
         outer = self
 
         class Histogram:
-            def __init__(self, *a, **k): pass
-            def observe(self, value, tags=None): outer.observed.append((value, tags))
+            def __init__(self, *a, **k):
+                pass
+
+            def observe(self, value, tags=None):
+                outer.observed.append((value, tags))
 
         class Counter:
-            def __init__(self, *a, **k): pass
-            def inc(self, value=1, tags=None): pass
+            def __init__(self, *a, **k):
+                pass
+
+            def inc(self, value=1, tags=None):
+                pass
 
         self.Histogram, self.Counter = Histogram, Counter
 
@@ -102,12 +115,34 @@ def test_windowed_metrics_feed_prometheus_and_the_window():
 def test_replicas_from_serve_details():
     from ray.serve._private.common import ReplicaState  # Serve's details hold its enums, not their names
 
-    details = {"applications": {"graphrag": {"deployments": {
-        "Vector": {"status": "UPSCALING", "target_num_replicas": 3, "message": "scaling up",
-                   "replicas": [{"state": ReplicaState.RUNNING}, {"state": "RUNNING"}, {"state": ReplicaState.STARTING}],
-                   "deployment_config": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}}},
-        "Chat": {"status": "HEALTHY", "target_num_replicas": 1, "replicas": [{"state": "RUNNING"}], "deployment_config": {}},
-    }}, "other": {"deployments": {"X": {}}}}}
+    details = {
+        "applications": {
+            "graphrag": {
+                "deployments": {
+                    "Vector": {
+                        "status": "UPSCALING",
+                        "target_num_replicas": 3,
+                        "message": "scaling up",
+                        "replicas": [
+                            {"state": ReplicaState.RUNNING},
+                            {"state": "RUNNING"},
+                            {"state": ReplicaState.STARTING},
+                        ],
+                        "deployment_config": {
+                            "autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}
+                        },
+                    },
+                    "Chat": {
+                        "status": "HEALTHY",
+                        "target_num_replicas": 1,
+                        "replicas": [{"state": "RUNNING"}],
+                        "deployment_config": {},
+                    },
+                }
+            },
+            "other": {"deployments": {"X": {}}},
+        }
+    }
     rows = replicas_from_details(details, "graphrag")
     assert [r["deployment"] for r in rows] == ["Chat", "Vector"]
     vector = rows[1]

@@ -1,5 +1,6 @@
 """Lexical (BM25 sparse) retrieval in both Qdrant engines: encoding, IDF-weighted search, hybrid search in the
 vector service, and collections created before the sparse vector existed."""
+
 from __future__ import annotations
 
 import uuid
@@ -11,12 +12,12 @@ import pytest
 from deployments.config import EmbedderConfig, VectorConfig
 from deployments.embedder.backends import SentenceTransformerEmbedder
 from deployments.errors import StageError
-from deployments.vector.lexical import LexicalEncoder
 from deployments.models import Chunk
 from deployments.vector.edge import EdgeVectorStore
+from deployments.vector.lexical import LexicalEncoder
 from deployments.vector.server import ServerVectorStore
-from deployments.vector.store import no_lexical_index, StoredPoint, chunk_payload, point_id
 from deployments.vector.service import VectorService
+from deployments.vector.store import StoredPoint, chunk_payload, no_lexical_index, point_id
 
 DIM = 8
 TEXTS = {

@@ -6,15 +6,15 @@ import pytest
 from ray import serve
 
 from deployments.config import AppConfig, EmbedderConfig, VectorConfig
-from deployments.embedder.deployment import Embedder
 from deployments.embedder.backends import SentenceTransformerEmbedder
+from deployments.embedder.deployment import Embedder
 from deployments.errors import CollectionNotFound, StageError, StageUnavailable
 from deployments.models import Chunk
+from deployments.vector.deployment import Vector
 from deployments.vector.edge import EdgeVectorStore
 from deployments.vector.server import ServerVectorStore
-from deployments.vector.store import StoredPoint, chunk_payload, point_id
-from deployments.vector.deployment import Vector
 from deployments.vector.service import VectorService, make_vector_store
+from deployments.vector.store import StoredPoint, chunk_payload, point_id
 from tests.fakes import FAKE_DIM, FakeEmbedder
 
 DIM = FAKE_DIM
@@ -30,11 +30,19 @@ def unit(*hot: float) -> list[float]:
 def points(collection: str, doc_id: str, n: int, metadata: dict | None = None, axis: int = 0) -> list[StoredPoint]:
     out = []
     for i in range(n):
-        chunk = Chunk(chunk_id=f"{doc_id}#{i}", doc_id=doc_id, index=i, text=f"{doc_id} chunk {i}", metadata=metadata or {})
+        chunk = Chunk(
+            chunk_id=f"{doc_id}#{i}", doc_id=doc_id, index=i, text=f"{doc_id} chunk {i}", metadata=metadata or {}
+        )
         vec = np.full(DIM, 0.01, dtype=np.float32)
         vec[axis] = 1.0
         vec[(axis + 1 + i) % DIM] += 0.1 * (i + 1)  # distinct vectors per chunk
-        out.append(StoredPoint(point_id(collection, chunk.chunk_id), (vec / np.linalg.norm(vec)).tolist(), chunk_payload(collection, chunk)))
+        out.append(
+            StoredPoint(
+                point_id(collection, chunk.chunk_id),
+                (vec / np.linalg.norm(vec)).tolist(),
+                chunk_payload(collection, chunk),
+            )
+        )
     return out
 
 
@@ -62,7 +70,9 @@ async def test_missing_collection_is_reported_not_empty(store):
 async def test_upsert_search_payload_and_scores(store):
     await store.create("c", DIM)
     assert await store.exists("c")
-    written = await store.replace_documents("c", ["a", "b"], points("c", "a", 3, {"lang": "en"}, axis=0) + points("c", "b", 2, {"lang": "de"}, axis=4))
+    written = await store.replace_documents(
+        "c", ["a", "b"], points("c", "a", 3, {"lang": "en"}, axis=0) + points("c", "b", 2, {"lang": "de"}, axis=4)
+    )
     assert written == 5 and await store.count("c") == 5
     hits = await store.search("c", unit(0, 0, 0, 0, 1), 3, {})
     assert [h.doc_id for h in hits[:2]] == ["b", "b"]
@@ -83,11 +93,15 @@ async def test_stored_vectors_by_chunk_id(store):
 
 async def test_metadata_filter_matches_by_equality(store):
     await store.create("f", DIM)
-    await store.replace_documents("f", ["x", "y", "z"], (
-        points("f", "x", 2, {"lang": "en", "year": 2020, "draft": True, "score": 0.5, "tags": ["ai", "graphs"]})
-        + points("f", "y", 2, {"lang": "de", "year": 2021, "draft": False, "score": 1.5, "tags": ["ai"]})
-        + points("f", "z", 1, {})
-    ))
+    await store.replace_documents(
+        "f",
+        ["x", "y", "z"],
+        (
+            points("f", "x", 2, {"lang": "en", "year": 2020, "draft": True, "score": 0.5, "tags": ["ai", "graphs"]})
+            + points("f", "y", 2, {"lang": "de", "year": 2021, "draft": False, "score": 1.5, "tags": ["ai"]})
+            + points("f", "z", 1, {})
+        ),
+    )
     q = unit(1)
 
     async def docs(flt):
@@ -249,7 +263,9 @@ async def test_service_creates_collection_with_embedder_dimension(service, minil
     hits = (await service.search("dims", "sentence number 3", 1, {})).hits
     assert hits[0].chunk_id == "long#3"
     with pytest.raises((StageError, ValueError), match="dimension"):  # the collection refuses other dimensions
-        await service.store.replace_documents("dims", ["x"], [StoredPoint(point_id("dims", "x#0"), unit(1), {"doc_id": "x"})])
+        await service.store.replace_documents(
+            "dims", ["x"], [StoredPoint(point_id("dims", "x#0"), unit(1), {"doc_id": "x"})]
+        )
 
 
 # ---- the Serve deployments together, in local testing mode --------------------------------------
@@ -326,7 +342,11 @@ async def test_service_lists_collections_with_counts_and_pages_documents(store):
     service = VectorService(VectorConfig(), FakeEmbedder(), store=store)  # type: ignore[arg-type]
     assert await service.collections() == []
     for collection, docs in {"kb": {"a": 3, "b": 1, "c": 2}, "other": {"x": 1}}.items():
-        chunks = [Chunk(chunk_id=f"{d}#{i}", doc_id=d, index=i, text=f"{d} text {i}") for d, n in docs.items() for i in range(n)]
+        chunks = [
+            Chunk(chunk_id=f"{d}#{i}", doc_id=d, index=i, text=f"{d} text {i}")
+            for d, n in docs.items()
+            for i in range(n)
+        ]
         await service.upsert(collection, chunks)
     listed = await service.collections()
     assert [(c.collection, c.points, c.documents) for c in listed] == [("kb", 6, 3), ("other", 1, 1)]

@@ -1,4 +1,5 @@
 """The embedded Bolt server as a Serve deployment: one replica owns the data folder, picks the port and reports it."""
+
 from __future__ import annotations
 
 import logging
@@ -62,7 +63,9 @@ class BoltServer:
 
     def check_health(self) -> None:
         if not self.server.alive():
-            raise BoltServerError(f"the embedded Bolt server (pid {self.server.pid}) died; output:\n{self.server.output_tail(10)}")
+            raise BoltServerError(
+                f"the embedded Bolt server (pid {self.server.pid}) died; output:\n{self.server.output_tail(10)}"
+            )
 
     def __del__(self):
         server = getattr(self, "server", None)

@@ -10,6 +10,7 @@ Cypher runs as a user whose group may only read records (writes, schema changes 
 refused by the engine), LOAD CSV is switched off for files and URLs, and a reaper terminates that user's queries
 once they run longer than the user-query timeout, so a query the client gave up on stops using the engine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,6 @@ REAPER_PERIOD_S = 0.1
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
 class BoltServerError(RuntimeError):
     """The embedded Bolt server could not be started or died."""
 
@@ -54,7 +53,10 @@ class BoltServerError(RuntimeError):
 
 # No file or URL reads from Cypher, whoever asks (the reader's group could not read files anyway). JVM-wide
 # settings: the engine reads them from the global configuration, not from the server's.
-LOAD_CSV_OFF = {"arcadedb.opencypher.loadCsv.allowFileUrls": False, "arcadedb.opencypher.loadCsv.allowRemoteUrls": False}
+LOAD_CSV_OFF = {
+    "arcadedb.opencypher.loadCsv.allowFileUrls": False,
+    "arcadedb.opencypher.loadCsv.allowRemoteUrls": False,
+}
 
 
 def _no_load_csv() -> None:
@@ -102,7 +104,11 @@ def _reap_user_queries(server, limit_ms: int, stop: threading.Event) -> None:
             for query in list(registry.getRunning()):
                 if str(query.getUser()) == READER_USER and query.getElapsedMillis() > limit_ms:
                     if query.terminate("graphrag user-query timeout"):
-                        print(f"terminated user query {query.getId()} after {query.getElapsedMillis()} ms", file=sys.stderr, flush=True)
+                        print(
+                            f"terminated user query {query.getId()} after {query.getElapsedMillis()} ms",
+                            file=sys.stderr,
+                            flush=True,
+                        )
         except Exception as exc:  # noqa: BLE001 - a failed round is retried; the reaper must not die
             print(f"user-query reaper: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
@@ -169,7 +175,10 @@ def _serve(args: argparse.Namespace, password: str, reader_password: str) -> int
             server.create_database(args.database)
         _secure(server, args.database, password, reader_password)
         threading.Thread(
-            target=_reap_user_queries, args=(server, args.user_query_timeout_ms, stop), name="user-query-reaper", daemon=True
+            target=_reap_user_queries,
+            args=(server, args.user_query_timeout_ms, stop),
+            name="user-query-reaper",
+            daemon=True,
         ).start()
         print(READY_LINE, flush=True)
         while not stop.wait(1.0):
@@ -188,8 +197,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="Bolt port")
     parser.add_argument("--data", required=True, help="data folder (databases, config, logs)")
     parser.add_argument("--database", default=DEFAULT_DATABASE)
-    parser.add_argument("--http-port", type=int, default=0, help="ArcadeDB's HTTP API port while starting (stopped once up; 0 = free port)")
-    parser.add_argument("--user-query-timeout-ms", type=int, default=5000, help="the read-only user's queries are terminated after this")
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=0,
+        help="ArcadeDB's HTTP API port while starting (stopped once up; 0 = free port)",
+    )
+    parser.add_argument(
+        "--user-query-timeout-ms", type=int, default=5000, help="the read-only user's queries are terminated after this"
+    )
     parser.add_argument("--heap", default=DEFAULT_HEAP, help="JVM max heap, e.g. 1g")
     parser.add_argument("--parent-pid", type=int, default=0, help="stop when this process is no longer the parent")
     parser.add_argument("--start-retry-s", type=float, default=20.0)
@@ -198,7 +214,10 @@ def main(argv: list[str] | None = None) -> None:
     password = sys.stdin.readline().rstrip("\r\n")
     reader_password = sys.stdin.readline().rstrip("\r\n")
     if min(len(password), len(reader_password)) < MIN_PASSWORD_CHARS:
-        print(f"the root and reader passwords (first two lines of standard input) need at least {MIN_PASSWORD_CHARS} characters", file=sys.stderr)
+        print(
+            f"the root and reader passwords (first two lines of standard input) need at least {MIN_PASSWORD_CHARS} characters",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     code = _serve(args, password, reader_password)
     sys.stdout.flush()
@@ -322,7 +341,9 @@ class EmbeddedBoltServer:
                             return
                 except AuthError as exc:
                     # Not transient: the data folder was created with another root password.
-                    raise BoltServerError(f"the embedded Bolt server at {self.uri} refused the data folder's root password: {exc}") from exc
+                    raise BoltServerError(
+                        f"the embedded Bolt server at {self.uri} refused the data folder's root password: {exc}"
+                    ) from exc
                 except Exception as exc:  # noqa: BLE001 - retried until the deadline
                     last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2)
@@ -378,8 +399,6 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ A reply that is not valid JSON for the schema gets one repair attempt, which is 
 validation error. When every provider fails, the offline extractor answers (or the chunk fails, if
 `fallback_offline` is off). Who won and why each other provider did not is kept in the `Extraction` and logged.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,10 +24,10 @@ from pydantic import BaseModel, Field, ValidationError
 from deployments.config import ExtractionConfig, ExtractionProvider
 from deployments.errors import StageError
 from deployments.graph.extraction.offline import extract as offline_extract
+from deployments.graph.extraction.ontology import DEFAULT_RELATION_TYPE, relation_type
 from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.net import redact_url
 from deployments.openai_client import openai_client
-from deployments.graph.extraction.ontology import DEFAULT_RELATION_TYPE, relation_type
 from deployments.text import STOP_WORDS, normalize_name, split_sentences
 
 log = logging.getLogger("graphrag.extraction")
@@ -34,13 +35,36 @@ log = logging.getLogger("graphrag.extraction")
 MAX_NAME_CHARS = 200
 # Common spellings of the schema's types (ontology.ENTITY_TYPES); an unknown type becomes the allow-list's last entry.
 _TYPE_SYNONYMS = {
-    "PER": "PERSON", "PEOPLE": "PERSON", "HUMAN": "PERSON", "CHARACTER": "PERSON",
-    "ORGANIZATION": "ORG", "ORGANISATION": "ORG", "COMPANY": "ORG", "INSTITUTION": "ORG", "BAND": "ORG", "TEAM": "ORG",
+    "PER": "PERSON",
+    "PEOPLE": "PERSON",
+    "HUMAN": "PERSON",
+    "CHARACTER": "PERSON",
+    "ORGANIZATION": "ORG",
+    "ORGANISATION": "ORG",
+    "COMPANY": "ORG",
+    "INSTITUTION": "ORG",
+    "BAND": "ORG",
+    "TEAM": "ORG",
     "GROUP": "ORG",
-    "LOCATION": "LOC", "PLACE": "LOC", "REGION": "LOC", "CITY": "GPE", "COUNTRY": "GPE", "STATE": "GPE", "TOWN": "GPE",
-    "NATIONALITY": "NORP", "FACILITY": "FAC", "BUILDING": "FAC", "AIRPORT": "FAC",
-    "FILM": "WORK", "BOOK": "WORK", "ALBUM": "WORK", "SONG": "WORK", "MOVIE": "WORK", "WORK_OF_ART": "WORK",
-    "TIME": "DATE", "YEAR": "DATE",
+    "LOCATION": "LOC",
+    "PLACE": "LOC",
+    "REGION": "LOC",
+    "CITY": "GPE",
+    "COUNTRY": "GPE",
+    "STATE": "GPE",
+    "TOWN": "GPE",
+    "NATIONALITY": "NORP",
+    "FACILITY": "FAC",
+    "BUILDING": "FAC",
+    "AIRPORT": "FAC",
+    "FILM": "WORK",
+    "BOOK": "WORK",
+    "ALBUM": "WORK",
+    "SONG": "WORK",
+    "MOVIE": "WORK",
+    "WORK_OF_ART": "WORK",
+    "TIME": "DATE",
+    "YEAR": "DATE",
 }
 
 
@@ -204,7 +228,9 @@ class LLMExtractor:
             return result.model_copy(update={"extractor": winner, "failures": failures})
         summary = "; ".join(f"{k}: {v}" for k, v in failures.items())
         if not self.config.fallback_offline:
-            raise StageError("graph", f"LLM extraction of chunk {chunk.chunk_id!r} failed on every provider ({summary})")
+            raise StageError(
+                "graph", f"LLM extraction of chunk {chunk.chunk_id!r} failed on every provider ({summary})"
+            )
         log.warning("extraction %s: every provider failed, using the offline extractor (%s)", chunk.chunk_id, summary)
         fallback = await asyncio.to_thread(self._offline, chunk)  # spaCy's parse: off the event loop
         return fallback.model_copy(update={"extractor": "offline", "failures": failures})
@@ -216,7 +242,7 @@ class LLMExtractor:
             async with gate:
                 try:
                     return await asyncio.wait_for(self._attempt(p, chunk), p.timeout_s)
-                except (asyncio.TimeoutError, TimeoutError):
+                except TimeoutError:
                     raise ProviderFailed(f"no valid reply within {p.timeout_s:g}s") from None
 
         tasks = {asyncio.create_task(attempt(p), name=f"extract:{p.label}"): p.label for p in self.config.providers}
@@ -257,7 +283,10 @@ class LLMExtractor:
             graph = parse_reply(content)
         except ValueError as first_error:
             # One repair: the model sees its own reply and what was wrong with it.
-            messages += [{"role": "assistant", "content": content or ""}, {"role": "user", "content": repair_prompt(str(first_error))}]
+            messages += [
+                {"role": "assistant", "content": content or ""},
+                {"role": "user", "content": repair_prompt(str(first_error))},
+            ]
             content = await self._complete(p, messages)
             try:
                 graph = parse_reply(content)

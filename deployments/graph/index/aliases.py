@@ -6,6 +6,7 @@ first words agree as written forms of one given name: one is an initial of the o
 share their first three letters ("Rudy" / "Rudolph"); the shorter's middle words must appear in the longer.
 Only names typed PERSON take part when types are known (a place "North Carolina" has no nicknames).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -44,7 +45,7 @@ class NameVariants:
         self._by_last = {w: sorted(ks) for w, ks in self._by_last.items() if len(ks) <= MAX_GROUP}
 
     def pairs(self) -> list[tuple[str, str]]:
-        out = []
+        out: list[tuple[str, str]] = []
         for keys in self._by_last.values():
             for i, a in enumerate(keys):
                 out.extend((a, b) for b in keys[i + 1 :] if variants(a, b))

@@ -10,6 +10,7 @@ when a query vector is given, at the passages most similar to it (their dense sc
 entity -> passage, so a passage that shares a specific entity with a passage like the question (the second hop
 of a multi-hop question) gains, while an entity mentioned by hundreds of chunks spreads its mass thin.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ class PPRParams:
     entity_seed_weight: float = 0.0  # restart mass on the query's linked names (vs 1 on the seed passages)
     passage_seeds: int = 3  # how many of the passages most similar to the query vector are seeds
     seed_temperature: float = 0.05  # softmax temperature over the seed passages' cosines
-    lead_weight: float = 10.0  # entity -> passage: a passage about the entity (named in its first sentence) weighs 1 + this
+    lead_weight: float = (
+        10.0  # entity -> passage: a passage about the entity (named in its first sentence) weighs 1 + this
+    )
     idf_power: float = 0.0  # passage -> entity: an entity weighs idf ** this (0: all mentions alike)
     # A seed passage keeps this share of its restart mass in its score (PPR's teleport term): the passage most
     # like the question stays ahead of the passages the walk reaches from it (0: the walk's mass alone).
@@ -162,10 +165,19 @@ class CollectionIndex:
                 rel.append((slot, self._entity_id(source), self._entity_id(target), float(weight)))
             for alias, key in chunk.aliases:
                 rel.append((slot, self._entity_id(alias), self._entity_id(key), 1.0))
-        self._m_parts.append((np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(lead, dtype=bool)))
+        self._m_parts.append(
+            (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(lead, dtype=bool))
+        )
         if rel:
             r = np.asarray(rel, dtype=np.float64).reshape(-1, 4)
-            self._r_parts.append((r[:, 0].astype(np.int64), r[:, 1].astype(np.int64), r[:, 2].astype(np.int64), r[:, 3].astype(np.float32)))
+            self._r_parts.append(
+                (
+                    r[:, 0].astype(np.int64),
+                    r[:, 1].astype(np.int64),
+                    r[:, 2].astype(np.int64),
+                    r[:, 3].astype(np.float32),
+                )
+            )
         if vectors is not None:
             self.set_vectors({c.chunk_id: v for c, v in zip(chunks, vectors) if v is not None})
         self._stale = True
@@ -363,7 +375,9 @@ class CollectionIndex:
             return e
         return e + w * (self._related @ e)
 
-    def search(self, query: str, limit: int, query_vector: list[float] | np.ndarray | None = None, hops: int | None = None) -> SearchResult:
+    def search(
+        self, query: str, limit: int, query_vector: list[float] | np.ndarray | None = None, hops: int | None = None
+    ) -> SearchResult:
         """Chunks ranked by the mass a walk from the query's most similar passages (and linked entities) brings.
 
         Without a query vector (or stored passage vectors), or with hops = 0, the walk starts at the linked
@@ -423,5 +437,7 @@ class CollectionIndex:
         n_top = min(len(linked) + 10, len(entity_mass))
         e_top = np.argpartition(-entity_mass, n_top - 1)[:n_top] if n_top else np.zeros(0, dtype=np.int64)
         e_top = e_top[np.argsort(-entity_mass[e_top], kind="stable")]
-        reached = [self._entity_keys[j] for j in e_top if entity_mass[j] > 0 and self._entity_keys[j] not in linked_set][:10]
+        reached = [
+            self._entity_keys[j] for j in e_top if entity_mass[j] > 0 and self._entity_keys[j] not in linked_set
+        ][:10]
         return SearchResult(chunks=chunks, linked=linked, reached=reached)

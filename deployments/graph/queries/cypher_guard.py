@@ -12,6 +12,7 @@ A `//` comment ends at the first character any lexer may take for a line end (CR
 form feed, vertical tab), never later than the engine's: the text after it is checked as code, so a comment
 cannot hide what the engine runs.
 """
+
 from __future__ import annotations
 
 import re
@@ -164,8 +165,15 @@ def check_read_only(query: str) -> None:
                 continue  # a subquery: its clauses are checked like the rest
             name, _ = _dotted_name(toks, k + 1)
             if name.lower() not in READ_PROCEDURES:
-                raise UnsafeQuery(f"CALL {name} is not allowed; allowed procedures: {', '.join(sorted(READ_PROCEDURES))}")
-        elif nxt is not None and nxt.text == "." and not after_dot and not (prev is not None and prev.kind == "word" and prev.text.upper() == "CALL"):
+                raise UnsafeQuery(
+                    f"CALL {name} is not allowed; allowed procedures: {', '.join(sorted(READ_PROCEDURES))}"
+                )
+        elif (
+            nxt is not None
+            and nxt.text == "."
+            and not after_dot
+            and not (prev is not None and prev.kind == "word" and prev.text.upper() == "CALL")
+        ):
             # namespace.function(...): only the built-in temporal and spatial functions (procedures: above).
             name, after = _dotted_name(toks, k)
             if after < len(toks) and toks[after].text == "(":

@@ -1,5 +1,6 @@
 """The graph explorer's endpoints: a user's read-only Cypher (POST /v1/graph/query) and an entity with its
 neighbourhood and provenance (GET /v1/graph/entities/{name})."""
+
 from __future__ import annotations
 
 import base64
@@ -24,7 +25,8 @@ def entity_work(collection: str, key: str, hops: int, cfg: GraphConfig) -> Work:
             await tx.run(
                 f"MATCH (e:{ENTITY}) WHERE e.key = $key AND e.collection = $collection "
                 "RETURN e.key AS key, e.name AS name, e.type AS type",
-                key=key, collection=collection,
+                key=key,
+                collection=collection,
             )  # fmt: skip
         ).single()
         if row is None:
@@ -40,7 +42,9 @@ def entity_work(collection: str, key: str, hops: int, cfg: GraphConfig) -> Work:
                 "RETURN c.id AS id, c.doc_id AS doc_id, c.rel_src AS s, c.rel_tgt AS t, c.rel_type AS type, "
                 "c.alias_src AS alias_src, c.alias_tgt AS alias_tgt "
                 "ORDER BY c.doc_id, c.id LIMIT $limit",
-                key=key, collection=collection, limit=cfg.max_chunks,
+                key=key,
+                collection=collection,
+                limit=cfg.max_chunks,
             )  # fmt: skip
         ).data()
         support: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
@@ -53,7 +57,10 @@ def entity_work(collection: str, key: str, hops: int, cfg: GraphConfig) -> Work:
                     support.setdefault((s, t, typ), []).append((m["doc_id"], m["id"]))
         relations = [
             RelationProvenance(
-                source=e.source, target=e.target, type=e.type, weight=e.weight,
+                source=e.source,
+                target=e.target,
+                type=e.type,
+                weight=e.weight,
                 doc_ids=sorted({d for d, _ in support.get((e.source, e.target, e.type), [])}),
                 chunk_ids=sorted({c for _, c in support.get((e.source, e.target, e.type), [])}),
             )  # fmt: skip
@@ -80,7 +87,11 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, Node):
-        return {"id": value.element_id, "labels": sorted(value.labels), "properties": {k: jsonable(v) for k, v in value.items()}}
+        return {
+            "id": value.element_id,
+            "labels": sorted(value.labels),
+            "properties": {k: jsonable(v) for k, v in value.items()},
+        }
     if isinstance(value, Relationship):
         return {
             "id": value.element_id, "type": value.type,
@@ -89,7 +100,10 @@ def jsonable(value: Any) -> Any:
             "properties": {k: jsonable(v) for k, v in value.items()},
         }  # fmt: skip
     if isinstance(value, Path):
-        return {"nodes": [jsonable(n) for n in value.nodes], "relationships": [jsonable(r) for r in value.relationships]}
+        return {
+            "nodes": [jsonable(n) for n in value.nodes],
+            "relationships": [jsonable(r) for r in value.relationships],
+        }
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if isinstance(value, dict):

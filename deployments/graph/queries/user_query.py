@@ -8,12 +8,14 @@ reader's queries past it), and the client stops waiting then too (504); a replic
 `user_query_max_concurrent` at once (more get 503), so user queries cannot take the store from retrieval. Size:
 rows and their JSON bytes are capped (`truncated`).
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from neo4j import READ_ACCESS, AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, unit_of_work
 from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavailable, SessionExpired
@@ -29,7 +31,11 @@ from deployments.models import GraphQueryResponse
 log = logging.getLogger("graphrag.graph")
 
 # Codes of a transaction the server stopped: Neo4j's timeout, ArcadeDB's terminated query.
-_STOPPED_CODES = ("Transaction.TransactionTimedOut", "Transaction.Terminated", "Transaction.TransactionTimedOutClientConfiguration")
+_STOPPED_CODES = (
+    "Transaction.TransactionTimedOut",
+    "Transaction.Terminated",
+    "Transaction.TransactionTimedOutClientConfiguration",
+)
 _CONNECT_ATTEMPTS = 2
 
 
@@ -73,7 +79,9 @@ class UserQueries(DriverOwner):
                 )  # fmt: skip
         return self._driver
 
-    async def run(self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None) -> GraphQueryResponse:
+    async def run(
+        self, cypher: str, parameters: dict[str, Any] | None = None, max_rows: int | None = None
+    ) -> GraphQueryResponse:
         try:
             check_read_only(cypher)
         except UnsafeQuery as exc:
@@ -81,7 +89,8 @@ class UserQueries(DriverOwner):
         cfg = self.config
         if self._running >= cfg.user_query_max_concurrent:
             raise StageUnavailable(
-                "graph", f"{self._running} user queries are running in this replica (graph.user_query_max_concurrent); retry later"
+                "graph",
+                f"{self._running} user queries are running in this replica (graph.user_query_max_concurrent); retry later",
             )
         self._running += 1
         try:
@@ -110,7 +119,9 @@ class UserQueries(DriverOwner):
                     truncated = True
                     break
                 rows.append(row)
-            return GraphQueryResponse(columns=columns, rows=rows, truncated=truncated, row_cap=row_cap, byte_cap=byte_cap)
+            return GraphQueryResponse(
+                columns=columns, rows=rows, truncated=truncated, row_cap=row_cap, byte_cap=byte_cap
+            )
 
         async def attempt() -> GraphQueryResponse:
             tx_work = unit_of_work(timeout=timeout)(work)
@@ -131,8 +142,10 @@ class UserQueries(DriverOwner):
         where = "the graph store"
         try:
             return await asyncio.wait_for(attempt(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise StageTimeout("graph", f"the query did not finish within {timeout:g}s (graph.user_query_timeout_s) and was stopped") from None
+        except TimeoutError:
+            raise StageTimeout(
+                "graph", f"the query did not finish within {timeout:g}s (graph.user_query_timeout_s) and was stopped"
+            ) from None
         except AuthError as exc:
             raise StageUnavailable("graph", f"{where} refused the read-only user's credentials: {exc.message}") from exc
         except (ServiceUnavailable, SessionExpired) as exc:
@@ -140,7 +153,10 @@ class UserQueries(DriverOwner):
         except Neo4jError as exc:
             code, message = exc.code or "", exc.message or exc.code or ""
             if _stopped(exc):
-                raise StageTimeout("graph", f"the query did not finish within {timeout:g}s (graph.user_query_timeout_s) and was stopped") from None
+                raise StageTimeout(
+                    "graph",
+                    f"the query did not finish within {timeout:g}s (graph.user_query_timeout_s) and was stopped",
+                ) from None
             if code.startswith("Neo.ClientError.Security"):
                 # The guard let it through; the store's read-only user did not: the second barrier held.
                 log.warning("user query passed the static guard but the store refused it: %s", code)

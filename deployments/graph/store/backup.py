@@ -5,6 +5,7 @@ A logical backup through the Bolt protocol: the same for the embedded ArcadeDB a
 own BACKUP DATABASE is not reachable over Bolt, and covers every collection at once). Nodes are told apart by
 their key within the collection: a chunk's `id`, an entity's `key`.
 """
+
 from __future__ import annotations
 
 import gzip

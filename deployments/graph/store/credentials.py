@@ -4,6 +4,7 @@ The file (mode 0600, next to the databases) holds the root password (the app's o
 read-only user's password (user Cypher from POST /v1/graph/query). Nothing in the source or the config knows
 them; they are never logged, passed on a command line or put in an environment.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,9 @@ def load(folder: str | Path) -> StoreCredentials:
         data = json.loads(path.read_text())
         return StoreCredentials(root_password=str(data["root"]), reader_password=str(data["reader"]))
     except FileNotFoundError:
-        raise CredentialsError(f"{path} does not exist: the embedded graph store has not been started on this folder") from None
+        raise CredentialsError(
+            f"{path} does not exist: the embedded graph store has not been started on this folder"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CredentialsError(f"cannot read {path}: {type(exc).__name__}") from None
 

@@ -1,5 +1,6 @@
 """The graph stage's retrieval: entity linking plus multi-hop expansion (`search`), and the entity ties between
 passages that the pipeline's link boost asks for (`links`)."""
+
 from __future__ import annotations
 
 from neo4j import AsyncManagedTransaction
@@ -27,7 +28,9 @@ def search_work(collection: str, keys: list[str], hops: int, limit: int, cfg: Gr
             await tx.run(
                 f"MATCH (e:{ENTITY}) WHERE e.key IN $keys AND e.collection = $collection "
                 "RETURN e.key AS key, e.name AS name, e.type AS type ORDER BY key LIMIT $max_nodes",
-                keys=keys, collection=collection, max_nodes=cfg.max_nodes,
+                keys=keys,
+                collection=collection,
+                max_nodes=cfg.max_nodes,
             )  # fmt: skip
         ).data()
         if not linked:
@@ -48,19 +51,26 @@ def search_work(collection: str, keys: list[str], hops: int, limit: int, cfg: Gr
                 f"MATCH (e:{ENTITY})<-[:{MENTIONS}]-(c:{CHUNK}) WHERE e.key IN $keys AND e.collection = $collection "
                 "WITH c, sum($weights[e.key]) AS score ORDER BY score DESC, c.id LIMIT $limit "
                 "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata, score",
-                keys=node_keys, weights=weights,
-                collection=collection, limit=limit,
+                keys=node_keys,
+                weights=weights,
+                collection=collection,
+                limit=limit,
             )  # fmt: skip
         ).data()
         chunks = [
             ScoredChunk(
-                chunk_id=row["id"], doc_id=row["doc_id"], text=row["text"], score=float(row["score"]),
+                chunk_id=row["id"],
+                doc_id=row["doc_id"],
+                text=row["text"],
+                score=float(row["score"]),
                 metadata=metadata(row["metadata"]),
             )  # fmt: skip
             for row in sorted(rows, key=lambda r: (-r["score"], r["id"]))
         ]
         ordered = sorted(nodes.values(), key=lambda n: (n.hops, n.id))
-        return GraphResult(chunks=chunks, subgraph=Subgraph(nodes=ordered, edges=edges), linked=[r["key"] for r in linked])
+        return GraphResult(
+            chunks=chunks, subgraph=Subgraph(nodes=ordered, edges=edges), linked=[r["key"] for r in linked]
+        )
 
     return work
 
@@ -76,7 +86,9 @@ def links_work(collection: str, seeds: list[str], candidates: list[str], exclude
                 "WHERE s.id IN $seeds AND s.collection = $collection AND c.id IN $candidates "
                 "AND c.collection = $collection "
                 "RETURN c.id AS id, c.lead AS c_lead, s.lead AS s_lead, collect(DISTINCT e.key) AS keys",
-                seeds=seeds, candidates=candidates, collection=collection,
+                seeds=seeds,
+                candidates=candidates,
+                collection=collection,
             )  # fmt: skip
         ).data()
         shared: dict[str, set[str]] = {}

@@ -1,4 +1,5 @@
 """Labels, relationship types and schema of the graph store, and how its write conflicts look."""
+
 from __future__ import annotations
 
 import re
@@ -36,10 +37,11 @@ SCHEMA = (
     f"CREATE INDEX graph_change IF NOT EXISTS FOR (g:{CHANGE}) ON (g.collection, g.version)",
 )
 
+
 def is_conflict(exc: Neo4jError) -> bool:
     # ArcadeDB reports optimistic-concurrency conflicts as generic errors naming the Java exception, and a
     # concurrent MERGE of the same entity as a uniqueness violation: both succeed when run again.
     text = f"{exc.code} {exc.message}"
-    return any(s in text for s in ("ConcurrentModification", "NeedRetry", "ConstraintValidationFailed", "DuplicatedKey"))
-
-
+    return any(
+        s in text for s in ("ConcurrentModification", "NeedRetry", "ConstraintValidationFailed", "DuplicatedKey")
+    )

@@ -1,5 +1,6 @@
 """The graph stage's connection to its Neo4j-protocol server: one driver, transactions with a deadline, retried
 after write conflicts and dropped connections, and driver errors mapped to stage errors."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,7 +56,9 @@ class BoltSession(DriverOwner):
         self.uri = uri
         self._driver: AsyncDriver | None = None
         self._schema_done = False
-        self.breaker = config.breaker.make("graph", self.where(), probe=lambda: self._run(False, server_agent, config.query_timeout_s))
+        self.breaker = config.breaker.make(
+            "graph", self.where(), probe=lambda: self._run(False, server_agent, config.query_timeout_s)
+        )
 
     def _get_driver(self) -> AsyncDriver:
         if self._driver is None:  # created lazily: the server may come up after this replica
@@ -97,7 +100,9 @@ class BoltSession(DriverOwner):
                         return await session.execute_read(tx_work)
                 except Neo4jError as exc:
                     # Concurrent writers: each round one of them commits, so retry (jittered) up to the deadline.
-                    if attempt < self.config.conflict_attempts and (isinstance(exc, TransientError) or is_conflict(exc)):
+                    if attempt < self.config.conflict_attempts and (
+                        isinstance(exc, TransientError) or is_conflict(exc)
+                    ):
                         log.debug("graph transaction conflict, retrying (attempt %d): %s", attempt, exc.code)
                         await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
                         continue
@@ -119,14 +124,16 @@ class BoltSession(DriverOwner):
 
         try:
             return await asyncio.wait_for(attempt_all(), timeout)
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise StageUnavailable("graph", f"{self.where()} did not answer within {timeout:g}s") from exc
         except AuthError as exc:
             raise StageUnavailable("graph", f"{self.where()} refused the credentials: {exc.message}") from exc
         except (ServiceUnavailable, SessionExpired) as exc:
             raise StageUnavailable("graph", f"cannot reach {self.where()}: {exc}") from exc
         except TransientError as exc:
-            raise StageUnavailable("graph", f"{self.where()} kept failing transiently: {exc.code}: {exc.message}") from exc
+            raise StageUnavailable(
+                "graph", f"{self.where()} kept failing transiently: {exc.code}: {exc.message}"
+            ) from exc
         except Neo4jError as exc:
             error = StorageFull if is_disk_full(exc.message or "") else StageError
             raise error("graph", f"{exc.code}: {exc.message}") from exc
@@ -145,7 +152,6 @@ class BoltSession(DriverOwner):
     async def ping(self) -> str:
         agent = await self.run(False, server_agent, self.config.query_timeout_s)
         return f"bolt {agent} at {self.where()}"
-
 
 
 async def server_agent(tx: AsyncManagedTransaction) -> str:

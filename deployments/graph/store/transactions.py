@@ -1,4 +1,5 @@
 """Read pieces shared by retrieval and the explorer: expansion, mention counts, edges, specificity."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,11 @@ from deployments.models import GraphEdge, GraphNode
 
 
 async def expand(
-    tx: AsyncManagedTransaction, collection: str, nodes: dict[str, GraphNode], hops: int, max_nodes: int,
+    tx: AsyncManagedTransaction,
+    collection: str,
+    nodes: dict[str, GraphNode],
+    hops: int,
+    max_nodes: int,
     weights: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Adds to `nodes` (the seeds, hops 0) the entities reached within `hops` RELATED hops, at most `max_nodes`
@@ -37,7 +42,10 @@ async def expand(
                 "WHERE s.key IN $frontier AND s.collection = $collection AND NOT x.key IN $seen "
                 "RETURN x.key AS key, x.name AS name, x.type AS type, sum(r.weight * $w[s.key]) AS strength "
                 "ORDER BY strength DESC, key LIMIT $room",
-                frontier=frontier, seen=list(nodes), collection=collection, room=room,
+                frontier=frontier,
+                seen=list(nodes),
+                collection=collection,
+                room=room,
                 w={k: weights[k] for k in frontier},
             )  # fmt: skip
         ).data()
@@ -70,7 +78,8 @@ async def mention_counts(tx: AsyncManagedTransaction, collection: str, keys: lis
         await tx.run(
             f"MATCH (e:{ENTITY})<-[m:{MENTIONS}]-() WHERE e.key IN $keys AND e.collection = $collection "
             "RETURN e.key AS key, count(m) AS n",
-            keys=keys, collection=collection,
+            keys=keys,
+            collection=collection,
         )  # fmt: skip
     ).data()
     return {row["key"]: int(row["n"]) for row in rows}
@@ -83,7 +92,9 @@ async def edges_among(tx: AsyncManagedTransaction, collection: str, keys: list[s
             "WHERE a.key IN $keys AND a.collection = $collection AND b.key IN $keys "
             "RETURN a.key AS s, b.key AS t, r.type AS type, r.weight AS w "
             "ORDER BY w DESC, s, t LIMIT $max_edges",
-            keys=keys, collection=collection, max_edges=max_edges,
+            keys=keys,
+            collection=collection,
+            max_edges=max_edges,
         )  # fmt: skip
     ).data()
     return [GraphEdge(source=row["s"], target=row["t"], type=row["type"], weight=row["w"]) for row in rows]
@@ -97,5 +108,3 @@ def metadata(raw: Any) -> dict:
     except (TypeError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-

@@ -1,5 +1,6 @@
 """The graph stage's writes: the rows an ingest stores (chunks, entities, what each chunk adds to RELATED
 weights), and the transactions that replace, delete and count them."""
+
 from __future__ import annotations
 
 import json
@@ -112,13 +113,18 @@ def drop_work(collection: str) -> Work:
     far behind) drops them at its next check, and a re-created collection never reuses a version number."""
 
     async def work(tx: AsyncManagedTransaction) -> int | None:
-        rows = await (await tx.run(
-            f"MATCH (c:{CHUNK}) WHERE c.collection = $collection RETURN c.doc_id AS doc_id",
-            collection=collection,
-        )).data()
-        entities = (await (await tx.run(
-            f"MATCH (e:{ENTITY}) WHERE e.collection = $collection RETURN count(e) AS n", collection=collection
-        )).single())["n"]
+        rows = await (
+            await tx.run(
+                f"MATCH (c:{CHUNK}) WHERE c.collection = $collection RETURN c.doc_id AS doc_id",
+                collection=collection,
+            )
+        ).data()
+        counted = await (
+            await tx.run(
+                f"MATCH (e:{ENTITY}) WHERE e.collection = $collection RETURN count(e) AS n", collection=collection
+            )
+        ).single()
+        entities = counted["n"] if counted is not None else 0
         if not rows and not entities:
             return None
         await tx.run(f"MATCH (n:{CHUNK}) WHERE n.collection = $collection DETACH DELETE n", collection=collection)
@@ -135,7 +141,10 @@ def counts_work(collection: str) -> Work:
         for name, query in (
             ("chunks", f"MATCH (c:{CHUNK}) WHERE c.collection = $collection RETURN count(c) AS n"),
             ("entities", f"MATCH (e:{ENTITY}) WHERE e.collection = $collection RETURN count(e) AS n"),
-            ("relations", f"MATCH (a:{ENTITY})-[r:{RELATED}]->(:{ENTITY}) WHERE a.collection = $collection RETURN count(r) AS n"),
+            (
+                "relations",
+                f"MATCH (a:{ENTITY})-[r:{RELATED}]->(:{ENTITY}) WHERE a.collection = $collection RETURN count(r) AS n",
+            ),
         ):
             out[name] = (await (await tx.run(query, collection=collection)).single(strict=True))["n"]
         return out
@@ -190,7 +199,8 @@ async def remove_chunks(tx: AsyncManagedTransaction, collection: str, doc_ids: l
         await tx.run(
             f"MATCH (c:{CHUNK}) WHERE c.doc_id IN $doc_ids AND c.collection = $collection "
             "RETURN c.keys AS keys, c.rel_src AS s, c.rel_tgt AS t, c.rel_type AS type, c.rel_w AS w",
-            doc_ids=doc_ids, collection=collection,
+            doc_ids=doc_ids,
+            collection=collection,
         )  # fmt: skip
     ).data()
     for row in rows:
