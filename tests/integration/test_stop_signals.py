@@ -47,6 +47,7 @@ def test_stopped_under_load_leaves_nothing_and_a_restart_is_consistent(tmp_path:
         app.wait_ready()
         # 404: run 1's ingest never created the collection; otherwise both stores must agree.
         verify = httpx.get(f"http://127.0.0.1:{app.port}/v1/collections/demo/verify", timeout=60)
+        print(f"restart after the interrupted ingest: verify {verify.status_code} {verify.text}")
         assert verify.status_code == 404 or verify.json()["consistent"], f"after the interrupted ingest: {verify.text}"
         app.wait_answering()  # posts the sample corpus, then /v1/retrieve answers
         assert app.verify()["consistent"]
