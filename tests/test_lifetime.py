@@ -159,23 +159,25 @@ def test_a_repeated_sigterm_does_not_cut_the_orderly_stop_short():
     """`make demo` stopped by SIGTERM to its group: make forwards the signal to its child, so the driver gets two.
     The second must not abort the stop the first started (Serve's drain, then Ray); a second Ctrl-C still does."""
     driver = textwrap.dedent("""
-        import time
+        import sys, time
         from deployments.lifetime import stop_on_signals
         stop_on_signals()
         try:
             print("ready", flush=True)
             time.sleep(30)
         except KeyboardInterrupt:
-            print("stopping", flush=True)
+            pass
         finally:
-            time.sleep(1.5)  # serve.shutdown(), ray.shutdown()
+            print("stopping", flush=True)
+            sys.stdin.readline()  # serve.shutdown(), ray.shutdown(): done when the test says so, after the second signal
             print("stopped", flush=True)
     """)
     for second, finished in ((signal.SIGTERM, True), (signal.SIGINT, False)):
-        proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", driver], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
         assert proc.stdout.readline().strip() == "stopping"
         proc.send_signal(second)
-        out = proc.communicate(timeout=20)[0]
+        out = proc.communicate("\n", timeout=20)[0]
         assert ("stopped" in out) is finished, f"after SIGTERM then {second.name}: {out!r}"
