@@ -71,7 +71,17 @@ def node_in_own_process_group() -> Iterator[None]:
         services.ConsolePopen = original
 
 
+_stopping: list[int] = []  # the signal that started the stop, once one has
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    # A SIGTERM after the first signal is ignored: make forwards the group's SIGTERM to its child, and a supervisor
+    # repeats it, but both escalate with SIGKILL; a second KeyboardInterrupt would abort Serve's drain half-way.
+    # A second Ctrl-C still interrupts the stop, as an operator pressing it twice means.
+    if _stopping and signum == signal.SIGTERM:
+        log.warning("already stopping: SIGTERM again ignored (SIGKILL stops at once)")
+        return
+    _stopping.append(signum)
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 

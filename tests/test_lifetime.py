@@ -168,3 +168,36 @@ def test_the_exported_hook_is_what_ray_loads():
     from deployments.lifetime import hook_env, runtime_env_hook
 
     assert load_class(hook_env()["RAY_RUNTIME_ENV_HOOK"]) is runtime_env_hook
+
+
+def test_a_repeated_sigterm_does_not_cut_the_orderly_stop_short():
+    """`make demo` stopped by SIGTERM to its group: make forwards the signal to its child, so the driver gets two.
+    The second must not abort the stop the first started (Serve's drain, then Ray); a second Ctrl-C still does."""
+    driver = textwrap.dedent("""
+        import sys, time
+        from deployments.lifetime import stop_on_signals
+        stop_on_signals()
+        try:
+            print("ready", flush=True)
+            time.sleep(30)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print("stopping", flush=True)
+            sys.stdin.readline()  # serve.shutdown(), ray.shutdown(): done when the test says so, after the second signal
+            print("stopped", flush=True)
+    """)
+    for second, finished in ((signal.SIGTERM, True), (signal.SIGINT, False)):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", driver],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline().strip() == "stopping"
+        proc.send_signal(second)
+        out = proc.communicate("\n", timeout=20)[0]
+        assert ("stopped" in out) is finished, f"after SIGTERM then {second.name}: {out!r}"

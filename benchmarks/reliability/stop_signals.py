@@ -34,9 +34,14 @@ from benchmarks.harness import quiet_port as free_port
 from deployments.lifetime import hook_env, socket_inodes, tcp_listeners
 
 ROOT = Path(__file__).resolve().parents[2]
+# The checkout whose code the started app runs: this one, or another commit's worktree to see a test fail before a fix.
+APP_ROOT = Path(os.environ.get("GRAPHRAG_STOP_APP_ROOT", ROOT)).resolve()
 MARK = "GRAPHRAG_STOP_MARK"
 ENTRY_POINTS = ("graph.py", "serve-run", "make")
 RESULTS = ROOT / "benchmarks" / "results" / "stop_signals.json"
+# What a request under way when the app is stopped may get: its answer (or the app's own 4xx, e.g. a collection the
+# interrupted ingest never created), a 503, or a closed connection. A timeout, a 500/502/504 or no end at all is a bug.
+CLEAN_ENDS = {"200", "404", "503", "ConnectError", "RemoteProtocolError", "ReadError"}
 
 
 def marked_pids(mark: str) -> list[int]:
@@ -86,7 +91,7 @@ class App:
         return self.workdir / "serve.yaml"
 
     def write_config(self) -> None:
-        with open(ROOT / "configs" / "local.yaml") as f:
+        with open(APP_ROOT / "configs" / "local.yaml") as f:
             config = yaml.safe_load(f)
         config["http_options"]["port"] = self.port
         config["applications"][0]["args"]["data_dir"] = str(self.workdir / "data")
@@ -95,12 +100,12 @@ class App:
     def command(self) -> list[str]:
         python = sys.executable
         if self.entry == "graph.py":
-            return [python, str(ROOT / "graph.py"), "demo", "--config", str(self.config)]
+            return [python, str(APP_ROOT / "graph.py"), "demo", "--config", str(self.config)]
         if self.entry == "serve-run":
             return [str(Path(python).with_name("serve")), "run", str(self.config)]
         if self.entry == "make":
             # STAMP= : this venv is set up already (make's own would build .venv in the checkout).
-            return ["make", "-s", "-C", str(ROOT), "demo", f"PY={python}", "STAMP=", f"CONFIG={self.config}"]
+            return ["make", "-s", "-C", str(APP_ROOT), "demo", f"PY={python}", "STAMP=", f"CONFIG={self.config}"]
         raise ValueError(f"unknown entry point {self.entry!r}; one of {ENTRY_POINTS}")
 
     def env(self) -> dict[str, str]:
@@ -109,7 +114,7 @@ class App:
 
         env = dict(os.environ)
         env[MARK] = self.mark
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = str(APP_ROOT)
         env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(self.stats_port)
         env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(self.metrics_port)
         if self.entry == "serve-run":
@@ -153,6 +158,27 @@ class App:
         hit.raise_for_status()
         return time.monotonic() - started
 
+    def wait_ready(self, timeout_s: float = 300) -> float:
+        """Seconds until /readyz says 200: the issue's moment to stop `make demo` (its own ingest is then under way)."""
+        started = time.monotonic()
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.entry} exited with {self.proc.returncode}:\n{self.tail()}")
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"{self.entry} was not ready within {timeout_s:g}s:\n{self.tail()}")
+            time.sleep(0.5)
+
+    def verify(self) -> dict:
+        resp = httpx.get(f"http://127.0.0.1:{self.port}/v1/collections/demo/verify", timeout=60)
+        resp.raise_for_status()
+        return resp.json()
+
     def _ingested(self, base: str) -> bool:
         if self.entry != "serve-run":
             return "serving at http" in self.tail(400)
@@ -161,7 +187,7 @@ class App:
                 return False
             docs = [
                 {"id": p.stem, "text": p.read_text(), "metadata": {"source": str(p)}}
-                for p in sorted((ROOT / "configs" / "sample").glob("*.md"))
+                for p in sorted((APP_ROOT / "configs" / "sample").glob("*.md"))
             ]
             httpx.post(
                 f"{base}/v1/ingest", json={"collection": "demo", "documents": docs}, timeout=300
@@ -171,19 +197,28 @@ class App:
             return False
 
     def stop(self, sig: signal.Signals, timeout_s: float = 30, inflight: int = 0) -> dict:
-        """Signals the entry point's process group (with `inflight` answer requests under way); measures until no
-        marked process and no held port is left, and what those requests got."""
+        """Signals the entry point's process group while `inflight` clients keep /v1/answer requests under way;
+        measures until no marked process and no held port is left, and how the requests under way at the signal
+        ended (outcome, and the latest end in seconds after the signal; a request still open then counts as "hung")."""
         assert self.proc is not None
         pids = marked_pids(self.mark)
         ports = listening_ports(pids)
         names = sorted({_short(process_name(p)) for p in pids})
-        outcomes: list[str] = []
-        threads = [threading.Thread(target=self._ask, args=(outcomes,)) for _ in range(inflight)]
-        for thread in threads:
-            thread.start()
-        if threads:
-            time.sleep(0.3)  # the requests are in HAProxy / the replicas when the signal lands
+        signalled = threading.Event()
+        asking = threading.Semaphore(0)  # released by each client as it sends its first request
+        ends: list[tuple[str, float]] = []  # (outcome, monotonic end) of every request
+        clients = [
+            threading.Thread(target=self._keep_asking, args=(signalled, asking, ends), daemon=True)
+            for _ in range(inflight)
+        ]
+        for client in clients:
+            client.start()
+        for _ in clients:
+            asking.acquire(timeout=60)
+        if clients:
+            time.sleep(1.0)  # every client has a request in HAProxy / the replicas when the signal lands
         sent = time.monotonic()
+        signalled.set()
         os.killpg(self.proc.pid, sig)
         gone_s = ports_free_s = None
         while time.monotonic() - sent < timeout_s:
@@ -196,10 +231,14 @@ class App:
                 break
             time.sleep(0.1)
         left = marked_pids(self.mark)
-        for thread in threads:
-            thread.join(60)
+        for client in clients:
+            client.join(max(0.0, sent + timeout_s - time.monotonic()))
+        under_way = [(o, end - sent) for o, end in list(ends) if end >= sent]
+        under_way += [("hung", timeout_s)] * sum(c.is_alive() for c in clients)
+        outcomes = [o for o, _ in under_way]
         return {
             "inflight": {o: outcomes.count(o) for o in sorted(set(outcomes))},
+            "inflight_ended_s": _round(max((s for _, s in under_way), default=None)),
             "signal": sig.name,
             "processes": len(pids),
             "process_kinds": names,
@@ -210,16 +249,22 @@ class App:
             "ports_held": sorted(ports_in_use(ports)),
         }
 
-    def _ask(self, outcomes: list[str]) -> None:
-        try:
-            resp = httpx.post(
-                f"http://127.0.0.1:{self.port}/v1/answer",
-                timeout=60,
-                json={"collection": "demo", "query": "Which protocol does the graph stage use?", "top_k": 5},
-            )
-            outcomes.append(str(resp.status_code))
-        except httpx.HTTPError as exc:
-            outcomes.append(type(exc).__name__)
+    def _keep_asking(
+        self, signalled: threading.Event, asking: threading.Semaphore, ends: list[tuple[str, float]]
+    ) -> None:
+        """One client: /v1/answer after /v1/answer until the signal is sent; the one under way then is let finish."""
+        with httpx.Client(timeout=120) as client:
+            asking.release()
+            while not signalled.is_set():
+                try:
+                    resp = client.post(
+                        f"http://127.0.0.1:{self.port}/v1/answer",
+                        json={"collection": "demo", "query": "Which protocol does the graph stage use?", "top_k": 5},
+                    )
+                    outcome = str(resp.status_code)
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                ends.append((outcome, time.monotonic()))
 
     def tail(self, n: int = 40) -> str:
         try:
