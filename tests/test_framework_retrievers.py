@@ -53,7 +53,7 @@ def clients(monkeypatch):
 def check_metadata(metadata: dict) -> None:
     assert metadata["doc_id"] and metadata["chunk_id"].startswith(metadata["doc_id"] + "#")
     assert isinstance(metadata["score"], float) and set(metadata["sources"]) <= {"vector", "lexical", "graph"}
-    assert metadata["graph_facts"] == ["Alice Smith -[FOUNDED]- Acme Corp"] and metadata["degraded"] == []
+    assert metadata["graph_facts"] == ["Alice Smith —FOUNDED→ Acme Corp"] and metadata["degraded"] == []
 
 
 async def test_langchain_retriever_sync_and_async(clients):
@@ -94,7 +94,7 @@ async def test_langchain_retriever_in_an_lcel_chain(clients):
         | StrOutputParser()
     )
     assert await chain.ainvoke("Who founded Acme?") == "Alice Smith [1]."
-    assert "Question: Who founded Acme?" in prompts[0] and "Facts: Alice Smith -[FOUNDED]- Acme Corp" in prompts[0]
+    assert "Question: Who founded Acme?" in prompts[0] and "Facts: Alice Smith —FOUNDED→ Acme Corp" in prompts[0]
     assert prompts[0].count("\n[") == 2  # the two passages the retriever returned
     assert chain.invoke("Who founded Acme?") == "Alice Smith [1]."  # sync, through the same chain
 
@@ -113,11 +113,11 @@ async def test_llamaindex_retriever_sync_async_and_in_a_query_engine(clients):
     ]
     # What an LLM reads: the passage with its document and facts, not the scores and ids.
     text = next(n for n in nodes if n.node.node_id == "c#0").node.get_content(metadata_mode=MetadataMode.LLM)
-    assert "Alice Smith -[FOUNDED]- Acme Corp" in text and "doc_id: c" in text and "score" not in text
+    assert "Alice Smith —FOUNDED→ Acme Corp" in text and "doc_id: c" in text and "score" not in text
     # A query engine answers from them: llama-index's MockLLM echoes its prompt, so the answer shows what it was given.
     response = RetrieverQueryEngine.from_args(retriever, llm=MockLLM()).query("Who founded Acme?")
     assert [n.node.node_id for n in response.source_nodes] == [n.node.node_id for n in nodes]
-    assert "Alice Smith founded Acme Corp." in str(response) and "Alice Smith -[FOUNDED]- Acme Corp" in str(response)
+    assert "Alice Smith founded Acme Corp." in str(response) and "Alice Smith —FOUNDED→ Acme Corp" in str(response)
 
 
 async def test_a_missing_collection_raises_the_clients_error_in_both(monkeypatch):

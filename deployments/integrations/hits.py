@@ -17,7 +17,7 @@ def hit_metadata(response: RetrieveResponse, hit: Hit) -> dict[str, Any]:
         "collection": response.collection,
         "score": hit.score,
         "sources": list(hit.sources),
-        # The query's subgraph as facts ("A -[TYPE]- B"), the same ones the chat stage is given.
+        # The query's subgraph as facts ("A —TYPE→ B", typed relations only), the same ones the chat stage is given.
         "graph_facts": graph_facts(response.graph),
         "degraded": [d.stage for d in response.degraded],
     }

@@ -24,7 +24,11 @@ from tests.fakes import DOCS, INJECTIONS, WRITES, chunks_of, raw
 
 @pytest.fixture
 async def graph(graph_config):  # noqa: F811
-    service = GraphService(graph_config, graph_config.bolt_uri)
+    # The explorer over the typed graph (typed relations, aliases): the spaCy extractor, not the default patterns.
+    config = graph_config.model_copy(
+        update={"extraction": graph_config.extraction.model_copy(update={"offline": "spacy"})}
+    )
+    service = GraphService(config, graph_config.bolt_uri)
     yield service
     await service.aclose()
 
