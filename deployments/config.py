@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.auth_config import AuthConfig
 from deployments.breaker import CircuitBreaker
+from deployments.graph.extraction.ontology import ENTITY_TYPES
 from deployments.models import MAX_HOPS, MAX_TOP_K, RetrievalMode
 from deployments.net import require_loopback
 from deployments.serve_options import DeploymentsConfig
@@ -124,23 +125,9 @@ class ExtractionProvider(_Section):
         return self.name or f"{self.model}@{urlparse(self.base_url).netloc or self.base_url}"
 
 
-# Entity types the LLM may use: the offline extractor's (deployments/graph/ontology.py, the graph schema); anything
+# Entity types the LLM may use: the offline extractors' (graph/extraction/ontology.py, the graph schema); anything
 # else is normalized to one of them (or to the last, OTHER).
-DEFAULT_ENTITY_TYPES = [
-    "PERSON",
-    "ORG",
-    "GPE",
-    "LOC",
-    "NORP",
-    "FAC",
-    "WORK",
-    "EVENT",
-    "PRODUCT",
-    "LAW",
-    "LANGUAGE",
-    "DATE",
-    "OTHER",
-]
+DEFAULT_ENTITY_TYPES = list(ENTITY_TYPES)
 
 
 class ExtractionConfig(_Section):
