@@ -42,6 +42,17 @@ __all__ = [
 ]  # fmt: skip
 
 
+# Questions about the sample corpus (configs/sample/), cycled by the load of the cluster and fault-tolerance runs.
+QUERIES = [
+    "Which database ships a Bolt protocol plugin?",
+    "What does Qdrant Edge embed?",
+    "How does Ray Serve scale?",
+    "What is reciprocal rank fusion?",
+    "Which model embeds the passages?",
+    "What is GraphRAG?",
+]
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -32,20 +32,12 @@ import yaml
 
 from benchmarks import harness  # noqa: E402
 from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
-from benchmarks.harness import RESULTS, ROOT, quiet_port  # noqa: E402
+from benchmarks.harness import QUERIES, RESULTS, ROOT, quiet_port  # noqa: E402
 from deployments.local_env import LOCAL_ENV
 from deployments.throughput import throughput_env
 
 APP = "graphrag"
 COLLECTION = "cluster"
-QUERIES = [
-    "Which database ships a Bolt protocol plugin?",
-    "What does Qdrant Edge embed?",
-    "How does Ray Serve scale?",
-    "What is reciprocal rank fusion?",
-    "Which model embeds the passages?",
-    "What is GraphRAG?",
-]
 STATELESS = ("Ingress", "Embedder", "Reranker", "Chat")
 PINNED = ("Vector", "BoltServer", "Graph")
 

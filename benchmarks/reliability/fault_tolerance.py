@@ -34,20 +34,12 @@ use_local_env()
 import httpx  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.harness import quiet_port  # noqa: E402
+from benchmarks.harness import QUERIES, quiet_port  # noqa: E402
 from benchmarks.loadgen import closed_loop, open_loop, outcomes, percentile  # noqa: E402
 
 APP = "graphrag-ft"
 # Every request uses the graph stage, so graph failures are exercised (the default mode skips it).
 GRAPH_MODE = "hybrid+graph"
-QUERIES = [
-    "Which database ships a Bolt protocol plugin?",
-    "What does Qdrant Edge embed?",
-    "How does Ray Serve scale?",
-    "What is reciprocal rank fusion?",
-    "Which model embeds the passages?",
-    "What is GraphRAG?",
-]
 # Ingress capacity: requests in flight + queued at the proxy; beyond it Serve sheds with 503 + Retry-After.
 INGRESS_ONGOING, INGRESS_QUEUED = 4, 4
 
