@@ -396,6 +396,12 @@ class LimitsConfig(_Section):
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s of an unavailable or overloaded stage.")
 
 
+class BackupConfig(_Section):
+    # The only folder the admin snapshot/restore routes read or write: a request names a snapshot inside it, so
+    # an admin key cannot make the server write or read anywhere else.
+    root: str | None = None  # default: <data_dir>/backups
+
+
 # Old top-level key -> (section, key) it moved to.
 MOVED_KEYS = {"chat_fallback_extractive": ("chat", "fallback_extractive")}
 
@@ -416,6 +422,7 @@ class AppConfig(BaseSettings):
     deployments: DeploymentsConfig = DeploymentsConfig()
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+    backup: BackupConfig = BackupConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -444,6 +451,7 @@ class AppConfig(BaseSettings):
     @model_validator(mode="after")
     def _resolve(self) -> AppConfig:
         self.embedder.cache_dir = self.embedder.cache_dir or str(Path(self.data_dir) / "models")
+        self.backup.root = str(Path(self.backup.root or Path(self.data_dir) / "backups").expanduser().resolve())
         if self.vector.hit_vectors is None:  # only the embedded scorer uses them
             self.vector.hit_vectors = not self.reranker.url
         if self.vector.embedded:

@@ -12,6 +12,7 @@ from ray import serve
 
 from deployments.config import AppConfig
 from deployments.ingress.auth import ApiKeyAuth
+from deployments.ingress.backups import Backups
 from deployments.ingress.deployment import Ingress, app
 from deployments.ingress.pipeline import Pipeline
 from deployments.stages import Stages
@@ -36,6 +37,7 @@ def ingress_client(
     config = AppConfig.from_args({"data_dir": "/tmp/graphrag-unit", **(args or {})})
     ingress = object.__new__(_TestIngress)
     ingress.config, ingress.pipeline, ingress.metrics = config, Pipeline(config, stages), _NoMetrics()
+    ingress.backups = Backups(ingress.pipeline)
     monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
     monkeypatch.setattr(app.state, "guards", (ApiKeyAuth(config.auth), config.limits), raising=False)
     monkeypatch.setattr(app.state, "metrics", None, raising=False)

@@ -38,8 +38,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ROOT / "benchmarks" / ".cache" / "models"  # the ONNX export, shared: not redone per data folder
 
 
-def app_args(data_dir: Path) -> dict:
-    return {"data_dir": str(data_dir), "embedder": {"cache_dir": str(MODELS)}}
+def app_args(data_dir: Path, backup_root: Path) -> dict:
+    return {"data_dir": str(data_dir), "embedder": {"cache_dir": str(MODELS)}, "backup": {"root": str(backup_root)}}
 
 
 async def ingest(pipeline, collection: str, docs: list[dict], batch: int) -> None:
@@ -76,8 +76,8 @@ async def run(args: argparse.Namespace) -> dict:
         "load_average_1m_start": round(os.getloadavg()[0], 2),
     }
     with tempfile.TemporaryDirectory(prefix="graphrag-backup-") as tmp:
-        snap = Path(tmp) / "snapshot"
-        async with in_process_pipeline(app_args(Path(tmp) / "a")) as pipeline:
+        snap = Path(tmp) / "backups" / "snapshot"  # the backup root both servers share
+        async with in_process_pipeline(app_args(Path(tmp) / "a", snap.parent)) as pipeline:
             pipeline.intents = IntentLog(Path(tmp) / "a" / "intents")
             t0 = time.monotonic()
             await ingest(pipeline, "scifact", docs, 64)
@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace) -> dict:
             before = await top10(pipeline, queries)
             busy = asyncio.ensure_future(ingest(pipeline, "busy", busy_docs, 8))  # ingest goes on during the snapshot
             await asyncio.sleep(2)
-            taken = await Backups(pipeline).snapshot(str(snap))
+            taken = await Backups(pipeline).snapshot(snap.name)
             busy_during = not busy.done()
             await busy
             out["snapshot"] = {
@@ -97,9 +97,9 @@ async def run(args: argparse.Namespace) -> dict:
                 + folder_bytes(Path(tmp) / "a" / "arcadedb"),
             }
             out["source_verify"] = {n: (await pipeline.verify(n)).consistent for n in ("scifact", "busy")}
-        async with in_process_pipeline(app_args(Path(tmp) / "b")) as pipeline:
+        async with in_process_pipeline(app_args(Path(tmp) / "b", snap.parent)) as pipeline:
             pipeline.intents = IntentLog(Path(tmp) / "b" / "intents")
-            restored = await Backups(pipeline).restore(str(snap))
+            restored = await Backups(pipeline).restore(snap.name)
             out["restore"] = {
                 "seconds": restored.seconds,
                 "verify": {

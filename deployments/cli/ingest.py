@@ -4,8 +4,8 @@
     graphrag-ingest corpus.jsonl.gz --collection scifact --batch-size 64
     graphrag-ingest --verify --collection demo            # after a crash: do both stores agree? (exit 3 if not)
     graphrag-ingest --repair --collection demo            # remove what they disagree on, then re-run the ingest
-    graphrag-ingest --snapshot /backups/2026-12-05          # both stores of every collection (or --collection C)
-    graphrag-ingest --restore /backups/2026-12-05           # into a server whose data folder does not hold them
+    graphrag-ingest --snapshot 2026-12-05     # both stores of every collection (or --collection C), into the
+    graphrag-ingest --restore 2026-12-05      # server's backup root; a restore goes into a server lacking them
 
 Documents go in batches to POST /v1/ingest, through the Python client (deployments/client). A state file (in --state-dir, default ~/.cache/graphrag-ingest,
 never the repository) records each ingested document's content hash after every successful batch, so an
@@ -323,10 +323,11 @@ def make_client(url: str, api_key: str | None, timeout: float) -> GraphRAGClient
     return GraphRAGClient(url, api_key, timeout=timeout)
 
 
-def backup(client: httpx.Client, action: str, folder: Path, collection: str | None) -> int:
-    """POST /v1/admin/snapshot or /restore (the folder is on the server's machine); prints the report. 0 when done
-    (and, for a restore, every collection consistent), 3 when a restored collection is not, 1 on failure."""
-    body = {"dir": str(folder.expanduser().absolute()), "collections": [collection] if collection else None}
+def backup(client: httpx.Client, action: str, name: str, collection: str | None) -> int:
+    """POST /v1/admin/snapshot or /restore of the snapshot `name` (a folder in the server's backup root, on its
+    machine); prints the report. 0 when done (and, for a restore, every collection consistent), 3 when a restored
+    collection is not, 1 on failure (also a name outside the root: 400)."""
+    body = {"dir": name, "collections": [collection] if collection else None}
     report = _report(client, "POST", f"/v1/admin/{action}", body)
     if report is None:
         return 1
@@ -351,15 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the graphrag-serve base URL")
     parser.add_argument(
         "--snapshot",
-        type=Path,
-        metavar="DIR",
-        help="copy both stores of every collection (or --collection) into DIR, a new folder on the server's machine",
+        metavar="NAME",
+        help="copy both stores of every collection (or --collection) into NAME, a new folder in the server's backup "
+        "root (backup.root, default <data_dir>/backups)",
     )
     parser.add_argument(
         "--restore",
-        type=Path,
-        metavar="DIR",
-        help="load a snapshot's collections (or --collection) into a server that lacks them",
+        metavar="NAME",
+        help="load the snapshot NAME's collections (or --collection), from the server's backup root, into a server "
+        "that lacks them",
     )
     parser.add_argument(
         "--collection", default=None, help=f"default: {DEFAULT_COLLECTION} (for --snapshot / --restore: all)"

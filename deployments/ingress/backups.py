@@ -4,7 +4,9 @@ A snapshot pauses the intent log (ingress/intents.py): new ingests and deletes w
 then each collection's Qdrant Edge shard is copied (flushed, under the vector store's write lock) and its graph
 exported in one read transaction, and the log resumes. Reads go on throughout. Documents of an ingest a crash
 left half-done (an intent of a dead process) are listed in the manifest and removed again on restore, as the
-start-up recovery would. Layout of a snapshot folder:
+start-up recovery would. Snapshots live only under the backup root (`backup.root`, default <data_dir>/backups): a
+request names one there, and a path that resolves elsewhere (absolute, `..`, a symlink out) is refused. Layout of a
+snapshot folder:
 
     manifest.json                   what was taken, when, with counts
     <collection>/qdrant/            the shard's files (qdrant-edge)
@@ -32,6 +34,7 @@ FORMAT = 1
 class Backups:
     def __init__(self, pipeline, wait_s: float = 120.0):  # pipeline: ingress.pipeline.Pipeline
         self.pipeline = pipeline
+        self.root = Path(pipeline.config.backup.root)
         self.stages = pipeline.stages
         self.intents = pipeline.intents
         self.wait_s = wait_s  # for the ingests under way to finish
@@ -60,7 +63,7 @@ class Backups:
 
     async def snapshot(self, dest: str, collections: list[str] | None = None) -> SnapshotResponse:
         started = time.monotonic()
-        folder = _absolute(dest)
+        folder = self._inside_root(dest)
         if folder.exists() and any(folder.iterdir()):
             raise BadRequest(f"{folder} is not empty: a snapshot goes into a new or empty folder")
         names = (
@@ -97,7 +100,7 @@ class Backups:
         """Each collection's graph first (one transaction: all or nothing), then its shard (appears whole or not
         at all); a shard that fails takes the restored graph out again. Both must not hold the collection."""
         started = time.monotonic()
-        folder = _absolute(src)
+        folder = self._inside_root(src)
         try:
             manifest = json.loads(await asyncio.to_thread((folder / MANIFEST).read_text, "utf-8"))
         except FileNotFoundError:
@@ -124,9 +127,15 @@ class Backups:
         log.info("restored %s from %s in %.1fs", ", ".join(names), folder, seconds)
         return RestoreResponse(dir=str(folder), seconds=seconds, collections=restored)
 
-
-def _absolute(path: str) -> Path:
-    folder = Path(path)
-    if not folder.is_absolute():
-        raise BadRequest(f"{path!r} is not an absolute path (the folder is on the server's machine)")
-    return folder
+    def _inside_root(self, name: str) -> Path:
+        """The snapshot folder `name` names: relative to the backup root, or an absolute path inside it. Resolved
+        (`..` and symlinks followed) before the check, so no spelling reaches outside; refused before anything is
+        written or read."""
+        root = self.root.resolve()
+        folder = (root / name).resolve()  # an absolute `name` replaces the root here, and is checked the same
+        if folder == root or not folder.is_relative_to(root):
+            raise BadRequest(
+                f"{name!r} is outside the backup root: a snapshot is a folder inside {root} (backup.root), named "
+                "relative to it ('..' and symlinks may not lead out of it)"
+            )
+        return folder

@@ -389,7 +389,12 @@ class RepairResponse(BaseModel):
 
 class SnapshotRequest(_Strict):
     dir: str = Field(
-        min_length=1, description="An absolute folder on the server's machine: new or empty for a snapshot."
+        min_length=1,
+        description=(
+            "The snapshot's folder, named relative to the server's backup root (`backup.root`, default "
+            "<data_dir>/backups), or an absolute path inside it; new or empty for a snapshot. A path that resolves "
+            "outside the root gets 400."
+        ),
     )
     collections: list[Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)]] | None = Field(
         None, description="The collections (default: all the snapshot holds, or all the vector store holds)."

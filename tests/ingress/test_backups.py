@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,8 +38,8 @@ def embeddings():
         yield server
 
 
-def app_args(data_dir, embeddings) -> dict:
-    return {"data_dir": str(data_dir), "embedder": {"openai_base_url": embeddings.base_url, "max_retries": 0}}
+def app_args(data_dir, embeddings, **more) -> dict:
+    return {"data_dir": str(data_dir), "embedder": {"openai_base_url": embeddings.base_url, "max_retries": 0}, **more}
 
 
 async def top10(pipeline) -> list[list[tuple[str, float]]]:
@@ -56,8 +57,9 @@ def many_documents(n: int) -> list[Document]:
 
 
 async def test_snapshot_while_ingesting_restores_the_same_answers_into_an_empty_folder(tmp_path, embeddings):
-    snap = tmp_path / "snap"
-    async with in_process_pipeline(app_args(tmp_path / "a", embeddings)) as pipeline:
+    snap = tmp_path / "backups" / "snap"  # both servers' backup root: a shared volume
+    shared = {"backup": {"root": str(tmp_path / "backups")}}
+    async with in_process_pipeline(app_args(tmp_path / "a", embeddings, **shared)) as pipeline:
         pipeline.intents = IntentLog(tmp_path / "a" / "intents")
         docs = [Document(**d) for d in sample_documents()]
         await pipeline.ingest(IngestRequest(collection="docs", documents=docs))
@@ -73,25 +75,50 @@ async def test_snapshot_while_ingesting_restores_the_same_answers_into_an_empty_
 
         writer = asyncio.ensure_future(keep_ingesting())
         await asyncio.sleep(0.3)
-        taken = await backups.snapshot(str(snap))
+        taken = await backups.snapshot("snap")
         written = await writer
         assert set(taken.collections) == {"docs", "busy"} and written > 0
         assert taken.collections["docs"].points == (await pipeline.stats("docs")).points
         with pytest.raises(BadRequest, match="not empty"):
-            await backups.snapshot(str(snap))
+            await backups.snapshot(str(snap))  # an absolute path inside the root names it too
     manifest = json.loads((snap / "manifest.json").read_text())
     assert manifest["collections"]["docs"]["graph"]["chunks"] == taken.collections["docs"].points
 
-    async with in_process_pipeline(app_args(tmp_path / "b", embeddings)) as pipeline:
+    async with in_process_pipeline(app_args(tmp_path / "b", embeddings, **shared)) as pipeline:
         pipeline.intents = IntentLog(tmp_path / "b" / "intents")
-        restored = await Backups(pipeline).restore(str(snap))
+        restored = await Backups(pipeline).restore("snap")
         for name, report in restored.collections.items():
             assert report.consistent, (name, report)
         assert restored.collections["busy"].vector_chunks == taken.collections["busy"].points
         assert await top10(pipeline) == before  # same ids, same scores
         with pytest.raises(BadRequest, match="already holds collection"):
-            await Backups(pipeline).restore(str(snap), ["docs"])
+            await Backups(pipeline).restore("snap", ["docs"])
         assert (await pipeline.verify("docs")).consistent
+
+
+async def test_a_snapshot_name_leading_out_of_the_backup_root_is_refused_and_nothing_is_written(tmp_path, embeddings):
+    root, outside = tmp_path / "a" / "backups", tmp_path / "outside"
+    root.mkdir(parents=True)
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    escapes = [str(outside / "snap"), "../../outside/snap", "nightly/../../../outside/snap", "link/snap", "link"]
+    async with in_process_pipeline(app_args(tmp_path / "a", embeddings)) as pipeline:
+        assert pipeline.config.backup.root == str(root.resolve())  # the default: inside the data folder
+        await pipeline.ingest(IngestRequest(collection="docs", documents=[Document(**d) for d in sample_documents()]))
+        backups = Backups(pipeline)
+        for name in [*escapes, str(root), ".", "/"]:
+            with pytest.raises(BadRequest, match="outside the backup root"):
+                await backups.snapshot(name)
+        assert list(outside.iterdir()) == [] and [p.name for p in root.iterdir()] == ["link"]
+
+        taken = await backups.snapshot("nightly/1")  # a nested name inside the root is fine
+        assert taken.dir == str(root.resolve() / "nightly" / "1")
+        shutil.copytree(root / "nightly" / "1", outside / "snap")  # a real snapshot, but outside: not readable
+        await pipeline.drop_collection("docs")
+        for name in escapes[:4]:
+            with pytest.raises(BadRequest, match="outside the backup root"):
+                await backups.restore(name)
+        assert [s.collection for s in await pipeline.stages.vector.collections()] == []
 
 
 def test_begin_waits_while_a_snapshot_holds_the_log(tmp_path):
@@ -124,6 +151,17 @@ def test_a_dead_snapshot_pauses_nothing_and_a_long_one_gives_up(tmp_path):
     assert log.pending() == []
 
 
+@pytest.mark.parametrize("route", ["snapshot", "restore"])
+async def test_the_admin_routes_answer_400_naming_the_rule_for_a_folder_outside_the_root(tmp_path, monkeypatch, route):
+    from tests.fakes import FakeStages
+    from tests.ingress_harness import ingress_client
+
+    with ingress_client(FakeStages().stages(), monkeypatch, {"backup.root": str(tmp_path / "root")}) as client:
+        r = await client.post(f"/v1/admin/{route}", json={"dir": str(tmp_path / "elsewhere")})
+    assert r.status_code == 400 and "outside the backup root" in r.text and "backup.root" in r.text
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_ingest_cli_snapshot_and_restore_send_the_folder_and_report(tmp_path, capsys, monkeypatch):
     import httpx
 
@@ -145,11 +183,11 @@ def test_ingest_cli_snapshot_and_restore_send_the_folder_and_report(tmp_path, ca
     monkeypatch.setattr(
         cli.httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), base_url=kw["base_url"])
     )
-    assert cli.main(["--snapshot", str(tmp_path / "s")]) == 0
-    assert cli.main(["--restore", str(tmp_path / "s"), "--collection", "docs"]) == 0
-    assert cli.main(["--restore", str(tmp_path / "s"), "--collection", "bad"]) == 3
-    assert sent[0] == ("/v1/admin/snapshot", {"dir": str(tmp_path / "s"), "collections": None})
-    assert sent[1] == ("/v1/admin/restore", {"dir": str(tmp_path / "s"), "collections": ["docs"]})
+    assert cli.main(["--snapshot", "nightly"]) == 0
+    assert cli.main(["--restore", "nightly", "--collection", "docs"]) == 0
+    assert cli.main(["--restore", "nightly", "--collection", "bad"]) == 3
+    assert sent[0] == ("/v1/admin/snapshot", {"dir": "nightly", "collections": None})  # named in the server's root
+    assert sent[1] == ("/v1/admin/restore", {"dir": "nightly", "collections": ["docs"]})
 
 
 def test_shard_files_are_copied_with_their_holes(tmp_path):
