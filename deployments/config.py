@@ -456,17 +456,18 @@ class AppConfig(BaseSettings):
             self.vector.hit_vectors = not self.reranker.url
         if self.vector.embedded:
             self.vector.path = self.vector.path or str(Path(self.data_dir) / "qdrant")
-            if self.deployments.vector.max_replicas() > 1:
+            if self.deployments.vector.max_replicas() > 1 or self.deployments.vector.max_surge_percent:
                 raise ValueError(
                     "the embedded Qdrant store has exactly one owner process: deployments.vector must keep "
-                    "one replica; set vector.qdrant_url to a Qdrant server to scale it"
+                    "one replica (and no max_surge_percent); set vector.qdrant_url to a Qdrant server to scale it"
                 )
         if self.graph.embedded:
             self.graph.path = self.graph.path or str(Path(self.data_dir) / "arcadedb")
             require_loopback(self.graph.embedded_host)
-            if self.deployments.bolt_server.max_replicas() > 1:
+            if self.deployments.bolt_server.max_replicas() > 1 or self.deployments.bolt_server.max_surge_percent:
                 raise ValueError(
-                    "the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica"
+                    "the embedded Bolt server owns its data folder: deployments.bolt_server keeps one replica "
+                    "(and no max_surge_percent)"
                 )
         return self
 

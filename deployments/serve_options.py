@@ -26,6 +26,10 @@ class DeploymentOptions(_Strict):
     # On a stop (SIGTERM, Ctrl-C, a redeploy) a replica finishes its in-flight requests for up to this long, then is
     # killed (Serve: 20 s). The stop timeout of a container or unit must exceed it (configs/README.md, "Stopping").
     graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
+    # A rolling update (`serve deploy` of new code or args) starts replacements before it stops old replicas, up to
+    # this share of the target (Serve's default, 0, stops first: a one-replica deployment is gone meanwhile). Not for
+    # the embedded stores: their folder has one owner process.
+    max_surge_percent: int | None = Field(None, ge=0, le=100)
     # Serve's LoggingConfig, e.g. {enable_access_log: false}; unset: see DeploymentsConfig._access_logs.
     logging_config: dict[str, Any] | None = None
 
@@ -55,6 +59,17 @@ class DeploymentsConfig(_Strict):
     bolt_server: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100, health_check_period_s=2.0)
     reranker: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
     chat: DeploymentOptions = DeploymentOptions(max_ongoing_requests=100)
+
+    @model_validator(mode="after")
+    def _surge(self) -> DeploymentsConfig:
+        """Stateless stages surge by default: a rolling update adds the new replica before it stops the old one,
+        so a one-replica stage never has none (benchmarks/README.md, "Rolling upgrades"). The stores keep Serve's 0:
+        an embedded store's folder has one owner process."""
+        for name in type(self).model_fields:
+            options: DeploymentOptions = getattr(self, name)
+            if name not in ("vector", "bolt_server") and options.max_surge_percent is None:
+                options.max_surge_percent = 100
+        return self
 
     @model_validator(mode="after")
     def _access_logs(self) -> DeploymentsConfig:

@@ -24,6 +24,23 @@ def test_embedded_vector_store_keeps_one_replica():
     assert cfg.deployments.vector.serve_options()["autoscaling_config"]["max_replicas"] == 3
 
 
+def test_stateless_stages_surge_in_a_rolling_update_and_the_embedded_stores_cannot():
+    cfg = AppConfig.from_args(
+        {"deployments": {"ingress": {"max_ongoing_requests": 50}, "chat": {"max_surge_percent": 0}}}
+    )
+    surge = {
+        n: getattr(cfg.deployments, n).serve_options().get("max_surge_percent") for n in ("ingress", "graph", "chat")
+    }
+    assert surge == {"ingress": 100, "graph": 100, "chat": 0}  # also when the section is given; unless set
+    assert "max_surge_percent" not in cfg.deployments.vector.serve_options()
+    assert "max_surge_percent" not in cfg.deployments.bolt_server.serve_options()
+    for store in ("vector", "bolt_server"):  # two processes on one folder during the update
+        with pytest.raises(ValidationError, match="no max_surge_percent"):
+            AppConfig.from_args({"deployments": {store: {"max_surge_percent": 100}}})
+    cfg = AppConfig.from_args({"vector.qdrant_url": "http://qdrant:6333", "deployments.vector.max_surge_percent": 50})
+    assert cfg.deployments.vector.serve_options()["max_surge_percent"] == 50  # a Qdrant server: no folder to own
+
+
 def test_embedded_services_bind_loopback_only():
     with pytest.raises(ValidationError, match="loopback"):
         AppConfig.from_args({"graph.embedded_host": "0.0.0.0"})
