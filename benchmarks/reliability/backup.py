@@ -42,11 +42,18 @@ def app_args(data_dir: Path, backup_root: Path) -> dict:
     return {"data_dir": str(data_dir), "embedder": {"cache_dir": str(MODELS)}, "backup": {"root": str(backup_root)}}
 
 
-async def ingest(pipeline, collection: str, docs: list[dict], batch: int) -> None:
+async def ingest(pipeline, collection: str, docs: list[dict], batch: int, max_s: float = float("inf")) -> int:
+    """Batches in order until done or `max_s` has passed; returns how many documents went in."""
+    deadline = time.monotonic() + max_s
+    done = 0
     for i in range(0, len(docs), batch):
+        if time.monotonic() > deadline:
+            break
         await pipeline.ingest(
             IngestRequest(collection=collection, documents=[Document(**d) for d in docs[i : i + batch]])
         )
+        done = min(i + batch, len(docs))
+    return done
 
 
 async def top10(pipeline, queries: list[str]) -> list[list[tuple[str, float]]]:
@@ -80,8 +87,9 @@ async def run(args: argparse.Namespace) -> dict:
         async with in_process_pipeline(app_args(Path(tmp) / "a", snap.parent)) as pipeline:
             pipeline.intents = IntentLog(Path(tmp) / "a" / "intents")
             t0 = time.monotonic()
-            await ingest(pipeline, "scifact", docs, 64)
+            out["documents"] = await ingest(pipeline, "scifact", docs, 64, args.max_ingest_s)
             out["ingest_s"] = round(time.monotonic() - t0, 1)
+            print(f"ingested {out['documents']} documents in {out['ingest_s']}s", flush=True)
             before = await top10(pipeline, queries)
             busy = asyncio.ensure_future(ingest(pipeline, "busy", busy_docs, 8))  # ingest goes on during the snapshot
             await asyncio.sleep(2)
@@ -128,6 +136,9 @@ def main() -> None:
         "--busy-docs", type=int, default=200, help="documents ingested into another collection meanwhile"
     )
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument(
+        "--max-ingest-s", type=float, default=float("inf"), help="stop ingesting after this long (a bounded run)"
+    )
     args = parser.parse_args()
     out = asyncio.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -304,3 +304,21 @@ def test_packed_vectors_round_trip():
     restored = PackedVectors.model_validate(packed.model_dump()).unpack()
     assert list(restored) == ["a", "b"] and np.allclose(restored["b"], vectors["b"])
     assert PackedVectors.pack({}).unpack() == {}
+
+
+async def test_settings_change_live_through_serves_user_config(minilm_embed):
+    from types import SimpleNamespace
+
+    from pydantic import ValidationError
+
+    from deployments.reranker.service import RerankerService
+
+    service = RerankerService(RerankerConfig(dense_weight=0.7), SimpleNamespace(embed=minilm_embed))
+    assert "dense weight 0.7" in await service.ping()
+    await service.reconfigure({"dense_weight": 0.6, "graph_keep": 3})
+    assert "dense weight 0.6" in await service.ping() and "keep 3" in await service.ping()
+    assert (await service.rerank(QUERY, TEXTS)).scores  # the new backend answers
+    for bad in ({"dense_weight": 2}, {"no_such_setting": 1}):  # refused whole; the running settings stay
+        with pytest.raises(ValidationError):
+            await service.reconfigure(bad)
+    assert service.config.dense_weight == 0.6 and "dense weight 0.6" in await service.ping()
