@@ -267,7 +267,7 @@ def main() -> None:
         result["verify"] = {
             c: {
                 k: v
-                for k, v in post_json(f"{base}/v1/collections/{c}/verify", {}).items()
+                for k, v in get_json(f"{base}/v1/collections/{c}/verify", 120).items()
                 if k != "inconsistent_doc_ids"
             }
             for c in (READS, CHURN)
