@@ -137,7 +137,8 @@ def ingress_app(config: Any, stages: Any) -> Any:
 
     from ray import serve
 
-    from deployments.ingress.deployment import Ingress, app
+    from deployments.ingress.deployment import Ingress
+    from deployments.ingress.http_app import app
     from deployments.ui.stats import WindowedStageMetrics
 
     routes: list[Any] = []
