@@ -41,8 +41,8 @@ from pathlib import Path
 import yaml
 
 from benchmarks import harness
-from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
 from benchmarks.cluster.cluster_view import ClusterView, get_json, post_json, wait_for
+from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
 from benchmarks.harness import QUERIES, ROOT, quiet_port
 from benchmarks.loadgen import Sample, closed_loop, outcomes, percentile
 from deployments.local_env import LOCAL_ENV

@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks import harness
-from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
 from benchmarks.cluster.cluster_view import ClusterView, get_json, post_json, wait_for
+from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
 from benchmarks.harness import QUERIES, ROOT, quiet_port
 from benchmarks.loadgen import percentile
 from benchmarks.reliability.rolling_upgrade import base_config, on_new_version, serve_deploy, upgrade_env
