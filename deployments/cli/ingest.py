@@ -34,6 +34,7 @@ import httpx
 from pydantic import ValidationError
 
 from deployments.cli.rows import read_jsonl_rows, read_parquet_rows
+from deployments.cli.state import IngestState
 from deployments.client import (
     APIConnectionError,
     APIStatusError,
@@ -169,41 +170,6 @@ def content_hash(doc: dict) -> str:
         fields["vector"] = doc["vector"]
     payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-# ---- state ----------------------------------------------------------------------------------------
-
-
-class IngestState:
-    """doc id -> content hash of what the server holds, for one (server, collection); saved atomically."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.hashes: dict[str, str] = {}
-        if path is not None and path.exists():
-            try:
-                self.hashes = dict(json.loads(path.read_text())["hashes"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"the state file {path} is not valid ({exc}); delete it to re-ingest everything"
-                ) from exc
-
-    @staticmethod
-    def for_target(state_dir: Path, url: str, collection: str) -> IngestState:
-        name = hashlib.sha256(f"{url.rstrip('/')}\n{collection}".encode()).hexdigest()[:16]
-        return IngestState(state_dir / f"{collection}-{name}.json")
-
-    def unchanged(self, doc_id: str, digest: str) -> bool:
-        return self.hashes.get(doc_id) == digest
-
-    def record(self, digests: dict[str, str]) -> None:
-        self.hashes.update(digests)
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"hashes": self.hashes}))
-        tmp.replace(self.path)  # an interruption leaves the previous state, never half a file
 
 
 # ---- ingesting ------------------------------------------------------------------------------------

@@ -306,3 +306,26 @@ def test_a_row_changes_state_when_only_its_vector_changed():
     doc = {"id": "a", "text": "t", "metadata": {}, "vector": [0.1, 0.2]}
     assert cli.content_hash(doc) != cli.content_hash({**doc, "vector": [0.2, 0.1]})
     assert cli.content_hash({"id": "a", "text": "t"}) == cli.content_hash({**doc, "vector": None})
+
+
+def test_the_resume_state_is_a_journal_one_line_per_batch_and_a_torn_last_line_is_ignored(tmp_path):
+    state = cli.IngestState.for_target(tmp_path, "http://server", "big")
+    for batch in range(3):
+        state.record({f"d{batch}-{i}": f"h{batch}" for i in range(2)})
+    lines = state.path.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[1]) == {"d1-0": "h1", "d1-1": "h1"}  # each hash written once
+    with open(state.path, "a") as f:
+        f.write('{"d3-0": "h3", "d3-')  # the run was killed while appending its fourth batch
+    resumed = cli.IngestState.for_target(tmp_path, "http://server", "big")
+    assert sorted(resumed.hashes) == ["d0-0", "d0-1", "d1-0", "d1-1", "d2-0", "d2-1"]
+    assert len(resumed.path.read_text().splitlines()) == 1  # compacted on load
+    state.path.write_text('{"a": "1"}\nnot json\n{"b": "2"}\n')
+    with pytest.raises(ValueError, match=r":2 is not valid"):
+        cli.IngestState(state.path)
+
+
+def test_a_state_file_of_the_older_format_is_read_and_replaced(tmp_path):
+    state = cli.IngestState.for_target(tmp_path, "http://server", "old")
+    state.path.with_suffix(".json").write_text(json.dumps({"hashes": {"a": "1"}}))
+    assert cli.IngestState(state.path).hashes == {"a": "1"}
+    assert not state.path.with_suffix(".json").exists() and json.loads(state.path.read_text()) == {"a": "1"}
