@@ -21,6 +21,7 @@ from deployments.models import (
     EntityResponse,
     GraphQueryResponse,
     GraphResult,
+    PackedVectors,
     RerankHints,
     RerankResult,
     RetrievalMode,
@@ -54,7 +55,13 @@ class VectorStage(Protocol):
         """`query_vector`: the query's embedding when the caller has it (else the stage embeds the query)."""
         ...
 
-    async def upsert(self, collection: str, chunks: list[Chunk]) -> int: ...
+    async def upsert(self, collection: str, chunks: list[Chunk], given: PackedVectors | None = None) -> int:
+        """`given`: the vectors callers brought, by chunk id (those chunks are not embedded)."""
+        ...
+
+    async def dimension(self, collection: str) -> int:
+        """The collection's vector size (the embedder's for a collection not created yet)."""
+        ...
 
     async def delete_documents(self, collection: str, doc_ids: list[str]) -> int: ...
 

@@ -87,7 +87,7 @@ class FakeStages:
         result = await self.chat(query, passages, facts)
         yield ChatDelta(content=result.answer, model=result.model)
 
-    async def vector_upsert(self, collection, chunks):
+    async def vector_upsert(self, collection, chunks, given=None):
         await self._stage("vector", 0)
         self.stored["vector"] |= {c.doc_id for c in chunks}
         return len(chunks)

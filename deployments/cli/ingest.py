@@ -1,7 +1,8 @@
-"""`graphrag-ingest`: ingest a folder (md, txt, html) or a BEIR corpus.jsonl(.gz) through the HTTP API.
+"""`graphrag-ingest`: ingest a folder (md, txt, html), a BEIR corpus.jsonl(.gz), or rows with their own vectors.
 
     graphrag-ingest docs/ --url http://127.0.0.1:8000 --collection demo
     graphrag-ingest corpus.jsonl.gz --collection scifact --batch-size 64
+    graphrag-ingest rows.parquet --collection big --batch-size 256   # rows {id, text, metadata, vector} (cli/rows.py)
     graphrag-ingest --verify --collection demo            # after a crash: do both stores agree? (exit 3 if not)
     graphrag-ingest --repair --collection demo            # remove what they disagree on, then re-run the ingest
     graphrag-ingest --snapshot 2026-12-05     # both stores of every collection (or --collection C), into the
@@ -32,6 +33,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from deployments.cli.rows import read_jsonl_rows, read_parquet_rows
+from deployments.cli.state import IngestState
 from deployments.client import (
     APIConnectionError,
     APIStatusError,
@@ -140,54 +143,33 @@ def read_beir_corpus(path: Path) -> Iterator[dict]:
             yield {"id": doc_id, "text": f"{title}\n\n{text}" if title else text, "metadata": metadata}
 
 
+def _is_beir(path: Path) -> bool:
+    """Whether a JSONL file holds BEIR corpus lines (`_id`) rather than bulk rows (`id`): its first line says."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        return "_id" in json.loads(first)
+    except (ValueError, TypeError):
+        return False  # the row reader names the line
+
+
 def read_source(path: Path) -> Iterator[dict]:
     if path.is_dir():
         return read_folder(path)
+    if path.suffix.lower() == ".parquet":
+        return read_parquet_rows(path)
     if re.search(r"\.jsonl(\.gz)?$", path.name):
-        return read_beir_corpus(path)
-    raise ValueError(f"{path}: expected a folder or a BEIR corpus.jsonl(.gz)")
+        return read_beir_corpus(path) if _is_beir(path) else read_jsonl_rows(path)
+    raise ValueError(f"{path}: expected a folder, a BEIR corpus.jsonl(.gz), or rows in .jsonl(.gz) or .parquet")
 
 
 def content_hash(doc: dict) -> str:
-    payload = json.dumps(
-        {"text": doc["text"], "metadata": doc.get("metadata") or {}}, sort_keys=True, ensure_ascii=False
-    )
+    fields = {"text": doc["text"], "metadata": doc.get("metadata") or {}}
+    if doc.get("vector") is not None:  # a new vector for the same text is a change too
+        fields["vector"] = doc["vector"]
+    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-# ---- state ----------------------------------------------------------------------------------------
-
-
-class IngestState:
-    """doc id -> content hash of what the server holds, for one (server, collection); saved atomically."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.hashes: dict[str, str] = {}
-        if path is not None and path.exists():
-            try:
-                self.hashes = dict(json.loads(path.read_text())["hashes"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"the state file {path} is not valid ({exc}); delete it to re-ingest everything"
-                ) from exc
-
-    @staticmethod
-    def for_target(state_dir: Path, url: str, collection: str) -> IngestState:
-        name = hashlib.sha256(f"{url.rstrip('/')}\n{collection}".encode()).hexdigest()[:16]
-        return IngestState(state_dir / f"{collection}-{name}.json")
-
-    def unchanged(self, doc_id: str, digest: str) -> bool:
-        return self.hashes.get(doc_id) == digest
-
-    def record(self, digests: dict[str, str]) -> None:
-        self.hashes.update(digests)
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"hashes": self.hashes}))
-        tmp.replace(self.path)  # an interruption leaves the previous state, never half a file
 
 
 # ---- ingesting ------------------------------------------------------------------------------------
@@ -212,11 +194,13 @@ def _batches(docs: Iterable[dict], size: int) -> Iterator[list[dict]]:
     batch: list[dict] = []
     chars = 0
     for doc in docs:
-        if batch and (len(batch) >= size or chars + len(doc["text"]) > MAX_BATCH_CHARS):
+        # A vector's value is up to ~20 characters of JSON.
+        size_of = len(doc["text"]) + 20 * len(doc.get("vector") or ())
+        if batch and (len(batch) >= size or chars + size_of > MAX_BATCH_CHARS):
             yield batch
             batch, chars = [], 0
         batch.append(doc)
-        chars += len(doc["text"])
+        chars += size_of
     if batch:
         yield batch
 
@@ -339,7 +323,11 @@ def backup(client: httpx.Client, action: str, name: str, collection: str | None)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphrag-ingest", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "source", type=Path, nargs="?", help="a folder of .md/.txt/.html files, or a BEIR corpus.jsonl(.gz)"
+        "source",
+        type=Path,
+        nargs="?",
+        help="a folder of .md/.txt/.html files, a BEIR corpus.jsonl(.gz), or rows {id, text, metadata, vector} "
+        "in .jsonl(.gz) or .parquet",
     )
     parser.add_argument(
         "--verify", action="store_true", help="check that both stores hold the same chunks per document (no ingest)"
@@ -388,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.source is None:
         parser.error("a source is required (or --verify / --repair)")
 
-    try:
-        docs = list(read_source(args.source))
+    try:  # a first pass reads every row: a bad one stops the run before anything is sent (and gives the total)
+        total = sum(1 for _ in read_source(args.source))
     except (OSError, ValueError) as exc:
         print(f"graphrag-ingest: {exc}", file=sys.stderr)
         return 2
@@ -397,9 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with make_client(args.url, args.api_key, args.timeout) as client:
             report = ingest(
-                client, args.collection, docs, state, args.batch_size, progress=not args.no_progress, total=len(docs)
+                client,
+                args.collection,
+                read_source(args.source),  # read again as it is sent: memory stays bounded for any size
+                state,
+                args.batch_size,
+                progress=not args.no_progress,
+                total=total,
             )
-    except IngestError as exc:
+    except (IngestError, OSError, ValueError) as exc:  # ValueError: the source changed since the first pass
         print(f"graphrag-ingest: {exc}; documents already accepted are recorded, run again to resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -115,7 +115,7 @@ def answer(query: str, options: RetrieveOptions) -> Call[AnswerResponse]:
 
 
 def ingest(documents: Iterable[Document | Mapping[str, Any]], collection: str) -> Call[IngestResponse]:
-    docs = [d.model_dump() if isinstance(d, Document) else dict(d) for d in documents]
+    docs = [d.model_dump(exclude_unset=True) if isinstance(d, Document) else dict(d) for d in documents]
     return Call(
         "POST", "/v1/ingest", IngestResponse, _request_body(IngestRequest, collection=collection, documents=docs)
     )

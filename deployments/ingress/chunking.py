@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from deployments.config import ChunkingConfig
+from deployments.errors import BadRequest
 from deployments.models import Chunk, Document
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -66,3 +67,33 @@ def chunk_document(doc: Document, config: ChunkingConfig) -> list[Chunk]:
         Chunk(chunk_id=f"{doc.id}#{n}", doc_id=doc.id, index=n, text=text, metadata=dict(doc.metadata))
         for n, text in enumerate(t for t in texts if t)
     ]
+
+
+def chunk_documents(docs: list[Document], config: ChunkingConfig) -> tuple[list[Chunk], dict[str, list[float]]]:
+    """Every document's chunks, and the vectors documents brought, by chunk id. A document with a vector is one
+    chunk, its whole text (one vector cannot stand for several chunks): a text over `max_words` is refused (400),
+    before any write."""
+    chunks: list[Chunk] = []
+    brought: dict[str, list[float]] = {}
+    for doc in docs:
+        if doc.vector is None:
+            chunks += chunk_document(doc, config)
+            continue
+        words = len(doc.text.split())
+        if words > config.max_words:
+            raise BadRequest(
+                f"document {doc.id!r} brings a vector but its text is {words} words, more than one chunk "
+                f"(chunking.max_words={config.max_words}): send it without a vector, or as documents of one chunk "
+                "with a vector each"
+            )
+        chunks.append(
+            Chunk(
+                chunk_id=f"{doc.id}#0",
+                doc_id=doc.id,
+                index=0,
+                text=_text(_tokens(doc.text)),
+                metadata=dict(doc.metadata),
+            )
+        )
+        brought[chunks[-1].chunk_id] = doc.vector
+    return chunks, brought

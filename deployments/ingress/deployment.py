@@ -214,7 +214,18 @@ class Ingress:
         elif recovery is not None:
             recovery.result()
 
-    @app.post("/v1/ingest", response_model=IngestResponse, responses={503: ERRORS[503]})
+    @app.post(
+        "/v1/ingest",
+        response_model=IngestResponse,
+        responses={
+            400: {
+                "model": ErrorResponse,
+                "description": "Not valid JSON, or a document's `vector` is not the collection's dimension or its "
+                "text is over one chunk: nothing was written.",
+            },
+            503: ERRORS[503],
+        },
+    )
     async def ingest(self, req: IngestRequest, request: Request) -> IngestResponse:
         allow(request, req.collection)
         await self._recovered()

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from deployments.config import AppConfig
 from deployments.errors import (
+    BadRequest,
     CollectionNotFound,
     NotFound,
     StageError,
@@ -26,7 +27,7 @@ from deployments.errors import (
     require_free_space,
 )
 from deployments.ingress.answering import Answering
-from deployments.ingress.chunking import chunk_document
+from deployments.ingress.chunking import chunk_documents
 from deployments.ingress.intents import Intent, IntentLog, owner_alive
 from deployments.ingress.retrieval import Retrieval
 from deployments.ingress.stage_calls import Clock, failure_reason, run_stage
@@ -44,6 +45,7 @@ from deployments.models import (
     GraphQueryResponse,
     IngestRequest,
     IngestResponse,
+    PackedVectors,
     RepairResponse,
     RetrieveRequest,
     RetrieveResponse,
@@ -150,14 +152,15 @@ class Pipeline:
         of the process mid-way leaves an intent record that the next start rolls back (`recover`)."""
         clock = Clock()
         timeout = self.config.retrieval.ingest_timeout_s
-        chunks = [c for doc in req.documents for c in chunk_document(doc, self.config.chunking)]
+        chunks, brought = chunk_documents(req.documents, self.config.chunking)  # 400 before any write
+        given = await self._vectors_brought(req, brought, clock) if brought else None
         doc_ids = [doc.id for doc in req.documents]
         # Refused before any store is touched while the data folder's disk is nearly full (507).
         await asyncio.to_thread(require_free_space, self.config.data_dir, self.config.vector.min_free_disk_mb, "ingest")
         async with self._intent("ingest", req.collection, doc_ids):
             try:
                 runs = await asyncio.gather(
-                    run_stage("vector", self.stages.vector.upsert(req.collection, chunks), timeout, clock),
+                    run_stage("vector", self.stages.vector.upsert(req.collection, chunks, given), timeout, clock),
                     run_stage("graph", self.stages.graph.upsert(req.collection, chunks), timeout, clock),
                     return_exceptions=True,  # both writes end before anything is removed, even when one raised
                 )
@@ -188,6 +191,23 @@ class Pipeline:
             extractors={str(k): int(v) for k, v in (graph_counts.get("extractors") or {}).items()},
             dropped_relations=int(graph_counts.get("dropped_relations", 0)),
         )
+
+    async def _vectors_brought(
+        self, req: IngestRequest, brought: dict[str, list[float]], clock: Clock
+    ) -> PackedVectors:
+        """The vectors the documents brought, once each has the collection's dimension (else 400, nothing written)."""
+        timeout = self.config.retrieval.ingest_timeout_s
+        expected, err, _ = await run_stage("vector", self.stages.vector.dimension(req.collection), timeout, clock)
+        if err or expected is None:
+            raise StageUnavailable("vector", err.error if err else "no dimension")
+        wrong = [d for d in req.documents if d.vector is not None and len(d.vector) != expected]
+        if wrong:
+            named = ", ".join(f"{d.id!r} ({len(d.vector or [])})" for d in wrong[:5])
+            raise BadRequest(
+                f"collection {req.collection!r} holds {expected}-dimensional vectors; {len(wrong)} documents bring "
+                f"another size: {named}{' ...' if len(wrong) > 5 else ''}; nothing was written"
+            )
+        return PackedVectors.pack(brought)
 
     @contextlib.asynccontextmanager
     async def _intent(self, action: str, collection: str, doc_ids: list[str]) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ Import them all from `deployments.models`: this module re-exports the messages, 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,7 @@ MAX_HOPS = 3
 MAX_DOCUMENTS_PER_INGEST = 256
 MAX_DOCUMENT_CHARS = 200_000
 MAX_DOC_ID_CHARS = 256
+MAX_VECTOR_DIMENSION = 65_536  # Qdrant's bound on a dense vector's size
 COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_COLLECTION = "default"
 
@@ -65,6 +67,14 @@ class Document(_Strict):
     )
     text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)
     metadata: dict[str, Scalar | list[Scalar] | None] = Field(default_factory=dict)
+    vector: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_VECTOR_DIMENSION,
+        description="The text's embedding, made by the caller with the server's model (Qdrant's `vector`): the "
+        "document is stored as one chunk with this vector, not chunked or embedded. Its size must be the "
+        "collection's dimension and the text must fit one chunk (chunking.max_words), else 400.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -77,6 +87,17 @@ class Document(_Strict):
     @classmethod
     def _text(cls, v: str) -> str:
         return _non_blank(v, "document text")
+
+    @field_validator("vector")
+    @classmethod
+    def _vector(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError("vector values must be finite numbers")
+        if not any(v):  # cosine distance: a zero vector has no direction
+            raise ValueError("vector must not be all zeros")
+        return v
 
 
 class IngestRequest(_Strict):

@@ -142,12 +142,21 @@ class EdgeVectorStore:
                 "created qdrant-edge collection %s (%d-d cosine + BM25 sparse) in %s", collection, dimension, directory
             )
 
+    async def _config(self, collection: str) -> dict[str, Any]:
+        """The collection's config as the engine wrote it (the engine does not expose it otherwise)."""
+        path = self._dir(collection) / "edge_config.json"
+        if not path.exists():
+            raise CollectionNotFound(collection)
+        return json.loads(await asyncio.to_thread(path.read_text))
+
+    async def dimension(self, collection: str) -> int | None:
+        if not await self.exists(collection):
+            return None
+        return int((await self._config(collection))["vectors"][""]["size"])
+
     async def has_lexical(self, collection: str) -> bool:
-        if collection not in self._lexical:  # the engine does not expose its config: read the file it writes
-            path = self._dir(collection) / "edge_config.json"
-            if not path.exists():
-                raise CollectionNotFound(collection)
-            config = json.loads(await asyncio.to_thread(path.read_text))
+        if collection not in self._lexical:
+            config = await self._config(collection)
             self._lexical[collection] = LEXICAL_VECTOR in (config.get("sparse_vectors") or {})
         return self._lexical[collection]
 

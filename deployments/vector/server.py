@@ -142,6 +142,13 @@ class ServerVectorStore:
             self._known.add(collection)
             log.info("created Qdrant collection %s (%d-d cosine + BM25 sparse) on %s", collection, dimension, self.name)
 
+    async def dimension(self, collection: str) -> int | None:
+        if not await self.exists(collection):
+            return None
+        info = await self._on_collection(collection, "get_collection", self._get_client().get_collection(collection))
+        vectors = info.config.params.vectors
+        return int((vectors[""] if isinstance(vectors, dict) else vectors).size)
+
     async def has_lexical(self, collection: str) -> bool:
         if collection not in self._lexical:
             await self._require(collection)

@@ -145,12 +145,23 @@ class VectorService:
             raise StageError(STAGE, f"the embedder returned {len(vectors)} vectors for {len(texts)} texts")
         return vectors
 
-    async def upsert(self, collection: str, chunks: list[Chunk]) -> int:
-        """Replace the documents of `chunks` by these chunks (a document that shrank leaves no stale chunks)."""
+    async def dimension(self, collection: str) -> int:
+        """The size of the vectors the collection holds: its own, or the embedder's when it does not exist yet
+        (what an ingest would create it with)."""
+        check_collection(collection)
+        size = await self.store.dimension(collection)
+        return size if size is not None else await self.embedder.dimension()
+
+    async def upsert(self, collection: str, chunks: list[Chunk], given: PackedVectors | None = None) -> int:
+        """Replace the documents of `chunks` by these chunks (a document that shrank leaves no stale chunks).
+        `given`: vectors the caller brought, by chunk id (bulk import); only the other chunks are embedded."""
         check_collection(collection)
         if not chunks:
             return 0
-        vectors = await self._embed_all([c.text for c in chunks])
+        brought = given.unpack() if given is not None else {}
+        missing = [c.text for c in chunks if c.chunk_id not in brought]
+        embedded = iter(await self._embed_all(missing) if missing else [])
+        vectors = [brought[c.chunk_id].tolist() if c.chunk_id in brought else next(embedded) for c in chunks]
         if not await self.store.exists(collection):
             await self.store.create(collection, await self.embedder.dimension())
         sparse: list[SparseTerms | None] = [None] * len(chunks)

@@ -87,6 +87,9 @@ class VectorStore(Protocol):
     async def create(self, collection: str, dimension: int) -> None:
         """Create a collection (cosine dense vector, IDF-weighted sparse LEXICAL_VECTOR) unless it exists (never recreates)."""
 
+    async def dimension(self, collection: str) -> int | None:
+        """The size of the collection's dense vectors; None when the collection does not exist."""
+
     async def has_lexical(self, collection: str) -> bool:
         """Whether the collection has the sparse LEXICAL_VECTOR (collections created before it do not)."""
 

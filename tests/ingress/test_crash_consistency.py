@@ -30,7 +30,7 @@ class Stores:
         for i in range(n):
             store[f"{doc_id}#{i}"] = doc_id
 
-    async def vector_upsert(self, collection, chunks):
+    async def vector_upsert(self, collection, chunks, given=None):
         for c in chunks:
             self.vector[c.chunk_id] = c.doc_id
         self.vector_written.set()

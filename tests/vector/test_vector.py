@@ -155,6 +155,14 @@ async def test_create_never_recreates_an_existing_collection(store):
     assert "qdrant" in await store.ping()
 
 
+async def test_dimension_is_the_collections_own_or_none(store):
+    assert await store.dimension("c") is None
+    await store.create("c", DIM + 3)
+    assert await store.dimension("c") == DIM + 3
+    service = VectorService(VectorConfig(), FakeEmbedder(), store=store)
+    assert (await service.dimension("c"), await service.dimension("new")) == (DIM + 3, DIM)  # new: the embedder's
+
+
 def test_point_ids_are_deterministic_per_collection():
     assert point_id("c", "doc#1") == point_id("c", "doc#1")
     assert point_id("c", "doc#1") != point_id("other", "doc#1")
