@@ -146,7 +146,7 @@ def extract_all(chunks: list, extractor: str) -> list:
 def indexed(chunk, ex) -> IndexedChunk:
     """A chunk as the server's index holds it (live_index.py reads the same from the store)."""
     return IndexedChunk(
-        chunk.chunk_id, chunk.doc_id, chunk.text, "{}", tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead),
+        chunk.chunk_id, chunk.doc_id, tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead),
         tuple((r.source, r.type, r.target, r.weight) for r in ex.relations),
         tuple((a, e.key) for e in ex.entities for a in e.aliases),
     )  # fmt: skip
@@ -175,8 +175,13 @@ class Corpus:
         self.bm25 = Bm25([c.text for c in self.chunks])
         self.index = CollectionIndex()
         self.index.describe_entities({e.key: (e.name, e.type) for ex in self.extractions for e in ex.entities})
-        self.index.upsert([indexed(c, ex) for c, ex in zip(self.chunks, self.extractions)], [v for v in self.vectors])
+        self.index.upsert([indexed(c, ex) for c, ex in zip(self.chunks, self.extractions)])
         self.pos = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+
+    def seeds(self, qi: int, cos: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """The seed passages the server's vector stage finds for the question: its exact dense top `passage_seeds`."""
+        cos = self.vectors @ self.qvectors[qi] if cos is None else cos
+        return [(self.chunks[i].chunk_id, float(cos[i])) for i in top(cos, self.index.params.passage_seeds)]
 
 
 def rrf(lists: dict[str, list[int]], weights: dict[str, float], k: int = 60) -> list[int]:
@@ -210,7 +215,7 @@ def ranking(c: Corpus, qi: int, method: str, cfg: dict) -> list[str]:
             params = PPRParams(**cfg.get("params", {}))
             if c.index.params != params:
                 c.index.configure(params)
-            res = c.index.search(q["question"], n, c.qvectors[qi])
+            res = c.index.search(q["question"], n, c.seeds(qi, cos))
             graph = {c.pos[ch.chunk_id]: s for ch, s in res.chunks}
             lists["graph"] = list(graph)
         cands = rrf(lists, {"vector": 1.0, "lexical": 1.0, "graph": cfg.get("fusion_graph", 0.2)})[:n]
@@ -269,7 +274,7 @@ def coverage(c: Corpus, qids: range) -> dict:
         keys_of[ch.doc_id].update(e.key for e in ex.entities)
     for qi in qids:
         q = c.questions[qi]
-        res = c.index.search(q["question"], 30, c.qvectors[qi])  # with the settings evaluated last
+        res = c.index.search(q["question"], 30, c.seeds(qi))  # with the settings evaluated last
         linked = set(res.linked)
         named = linked & named_query_keys(q["question"])  # what seeds the walk beside the passages
         with_link += bool(linked)

@@ -5,8 +5,7 @@ Every write transaction (GraphService.upsert / delete_documents, store/writes.py
 or removed on a `GraphChange` node — in the same transaction, so a replica that sees version v also sees
 everything written up to v. A replica checks the version at most every `index_check_ms` (one tiny read), and on
 a change reads only what changed since its own version: it drops the touched documents and adds their current
-chunks. Passage vectors come from the vector stage (`fetch_vectors`); a chunk whose vector is not there yet
-(the vector write runs beside the graph write) is fetched again on the next check.
+chunks. The index holds no texts and no passage vectors: only ids, entity keys and relations are read.
 """
 
 from __future__ import annotations
@@ -19,14 +18,13 @@ from typing import Any
 
 from neo4j import AsyncManagedTransaction
 
-from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams
+from deployments.graph.index.collection import CollectionIndex, PPRParams
+from deployments.graph.index.columns import IndexedChunk
 from deployments.graph.store.schema import CHANGE, CHUNK, ENTITY, VERSION
 
 log = logging.getLogger("graphrag.graph.index")
 
 RunRead = Callable[[Callable[[AsyncManagedTransaction], Awaitable[Any]], float], Awaitable[Any]]  # (work, timeout)
-FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
-_VECTOR_BATCH = 1024  # chunk ids per vector fetch
 
 
 async def read_version(tx: AsyncManagedTransaction, collection: str) -> int:
@@ -62,7 +60,7 @@ async def read_changes(
     chunks = await (
         await tx.run(
             f"MATCH (c:{CHUNK}) WHERE {where} "
-            "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata, c.keys AS keys, c.lead AS lead, "
+            "RETURN c.id AS id, c.doc_id AS doc_id, c.keys AS keys, c.lead AS lead, "
             "c.rel_src AS rel_src, c.rel_type AS rel_type, c.rel_tgt AS rel_tgt, c.rel_w AS rel_w, "
             "c.alias_src AS alias_src, c.alias_tgt AS alias_tgt",
             collection=collection,
@@ -96,8 +94,7 @@ async def read_collections(tx: AsyncManagedTransaction) -> list[str]:
 
 def _indexed(row: dict) -> IndexedChunk:
     return IndexedChunk(
-        chunk_id=row["id"], doc_id=row["doc_id"], text=row["text"] or "", metadata=row["metadata"] or "{}",
-        keys=tuple(row["keys"] or ()), lead=tuple(row["lead"] or ()),
+        chunk_id=row["id"], doc_id=row["doc_id"], keys=tuple(row["keys"] or ()), lead=tuple(row["lead"] or ()),
         relations=tuple(zip(row.get("rel_src") or (), row.get("rel_type") or (), row.get("rel_tgt") or (), row.get("rel_w") or ())),
         aliases=tuple(zip(row.get("alias_src") or (), row.get("alias_tgt") or ())),
     )  # fmt: skip
@@ -111,7 +108,6 @@ class LiveIndexes:
         read: RunRead,
         params: PPRParams,
         check_interval_s: float,
-        fetch_vectors: FetchVectors | None = None,
         check_timeout_s: float = 5.0,
         build_timeout_s: float = 300.0,
     ):
@@ -120,10 +116,8 @@ class LiveIndexes:
         self._build_timeout = build_timeout_s  # a read of the whole collection
         self._params = params
         self._interval = check_interval_s
-        self._fetch = fetch_vectors
         self._indexes: dict[str, CollectionIndex] = {}
         self._checked: dict[str, float] = {}
-        self._missing_vectors: dict[str, set[str]] = {}
         self._refreshing: dict[str, asyncio.Task] = {}
 
     def cached(self, collection: str) -> CollectionIndex | None:
@@ -134,7 +128,6 @@ class LiveIndexes:
         reads the store afresh."""
         self._indexes.pop(collection, None)
         self._checked.pop(collection, None)
-        self._missing_vectors.pop(collection, None)
 
     async def warm(self) -> list[str]:
         """Builds the index of every collection in the store (a replica's start: its first searches then find
@@ -166,7 +159,6 @@ class LiveIndexes:
             version = await self._read(lambda tx: read_version(tx, collection), self._check_timeout)
             if version == index.version:
                 self._checked[collection] = checked
-                await self._fill_vectors(collection, index, set())
                 return index
         since = index.version if index is not None else 0
         started = time.perf_counter()
@@ -184,34 +176,9 @@ class LiveIndexes:
         index.version = version
         self._indexes[collection] = index
         self._checked[collection] = checked
-        await self._fill_vectors(collection, index, {r["id"] for r in rows})
         index.ensure_built()
         log.info(
             "graph index %s at version %d: %d chunks (+%d rows, %d documents touched) in %.1f ms",
             collection, version, len(index), len(rows), len(touched), 1000 * (time.perf_counter() - started),
         )  # fmt: skip
         return index
-
-    async def _fill_vectors(self, collection: str, index: CollectionIndex, new_ids: set[str]) -> None:
-        if self._fetch is None:
-            return
-        wanted = sorted((self._missing_vectors.get(collection, set()) | new_ids) & index.chunk_ids())
-        if not wanted:
-            self._missing_vectors.pop(collection, None)
-            return
-        # Recorded before the fetch: a search that times out cancels it mid-way, and the ids must still be fetched
-        # on the next check (else a first build cut short keeps an index without passage vectors for good).
-        self._missing_vectors[collection] = set(wanted)
-        found: dict[str, list[float]] = {}
-        try:
-            for i in range(0, len(wanted), _VECTOR_BATCH):
-                found.update(await self._fetch(collection, wanted[i : i + _VECTOR_BATCH]))
-        except Exception as exc:  # vectors only add passage seeds: search on with entity seeds, fetch again later
-            log.warning(
-                "graph index %s: passage vectors unavailable (%s: %s); retrying on the next check",
-                collection,
-                type(exc).__name__,
-                exc,
-            )
-        index.set_vectors(found)
-        self._missing_vectors[collection] = set(wanted) - set(found)
