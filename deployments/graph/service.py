@@ -91,6 +91,8 @@ class GraphService:
                 config.index.check_interval_ms / 1000,
                 check_timeout_s=config.query_timeout_s,
                 build_timeout_s=config.index.build_timeout_s,
+                snapshots=Path(config.index.snapshot_dir) if config.index.snapshot_dir else None,
+                snapshot_interval_s=config.index.snapshot_interval_s,
             )  # fmt: skip
             if config.index.enabled
             else None

@@ -6,6 +6,10 @@ or removed on a `GraphChange` node — in the same transaction, so a replica tha
 everything written up to v. A replica checks the version at most every `index_check_ms` (one tiny read), and on
 a change reads only what changed since its own version: it drops the touched documents and adds their current
 chunks. The index holds no texts and no passage vectors: only ids, entity keys and relations are read.
+
+With a snapshot folder (graph.index.snapshot_dir), a replica's first use of a collection loads its snapshot
+(index/snapshot.py) and catches up from its version through the same change read, instead of reading the whole
+collection; after a change, a snapshot older than `snapshot_interval_s` is written again in the background.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from neo4j import AsyncManagedTransaction
 
+from deployments.graph.index import snapshot
 from deployments.graph.index.collection import CollectionIndex, PPRParams
 from deployments.graph.index.columns import IndexedChunk
 from deployments.graph.store.schema import CHANGE, CHUNK, ENTITY, VERSION
@@ -110,6 +116,8 @@ class LiveIndexes:
         check_interval_s: float,
         check_timeout_s: float = 5.0,
         build_timeout_s: float = 300.0,
+        snapshots: Path | None = None,
+        snapshot_interval_s: float = 300.0,
     ):
         self._read = read
         self._check_timeout = check_timeout_s  # a version check or a change read
@@ -119,6 +127,11 @@ class LiveIndexes:
         self._indexes: dict[str, CollectionIndex] = {}
         self._checked: dict[str, float] = {}
         self._refreshing: dict[str, asyncio.Task] = {}
+        self._snapshots = snapshots
+        self._snapshot_interval = snapshot_interval_s
+        self._saved: dict[str, tuple[int, float]] = {}  # collection -> (version, time) of its snapshot on disk
+        self._saving: dict[str, asyncio.Task] = {}
+        self.loaded: dict[str, int] = {}  # collection -> the snapshot version its index started from
 
     def cached(self, collection: str) -> CollectionIndex | None:
         return self._indexes.get(collection)
@@ -128,6 +141,9 @@ class LiveIndexes:
         reads the store afresh."""
         self._indexes.pop(collection, None)
         self._checked.pop(collection, None)
+        self._saved.pop(collection, None)
+        if self._snapshots is not None:
+            self._snapshot_path(collection).unlink(missing_ok=True)
 
     async def warm(self) -> list[str]:
         """Builds the index of every collection in the store (a replica's start: its first searches then find
@@ -155,9 +171,12 @@ class LiveIndexes:
 
     async def _refresh(self, collection: str, index: CollectionIndex | None) -> CollectionIndex:
         checked = time.monotonic()
+        if index is None:
+            index = await self._load_snapshot(collection)
         if index is not None:
             version = await self._read(lambda tx: read_version(tx, collection), self._check_timeout)
             if version == index.version:
+                self._indexes[collection] = index
                 self._checked[collection] = checked
                 return index
         since = index.version if index is not None else 0
@@ -181,4 +200,49 @@ class LiveIndexes:
             "graph index %s at version %d: %d chunks (+%d rows, %d documents touched) in %.1f ms",
             collection, version, len(index), len(rows), len(touched), 1000 * (time.perf_counter() - started),
         )  # fmt: skip
+        self._save_snapshot(collection, index)
         return index
+
+    def _snapshot_path(self, collection: str) -> Path:
+        assert self._snapshots is not None
+        return self._snapshots / f"{collection}.npz"
+
+    async def _load_snapshot(self, collection: str) -> CollectionIndex | None:
+        if self._snapshots is None or not self._snapshot_path(collection).exists():
+            return None
+        started = time.perf_counter()
+        try:
+            index = await asyncio.to_thread(snapshot.load, self._snapshot_path(collection), self._params)
+        except Exception as exc:  # a snapshot only saves time: build from the store instead
+            log.warning(
+                "graph index snapshot of %s unreadable (%s: %s); reading the store", collection, type(exc).__name__, exc
+            )
+            return None
+        self._saved[collection] = (index.version, time.monotonic())
+        self.loaded[collection] = index.version
+        log.info(
+            "graph index %s loaded from its snapshot at version %d: %d chunks in %.1f s",
+            collection, index.version, len(index), time.perf_counter() - started,
+        )  # fmt: skip
+        return index
+
+    def _save_snapshot(self, collection: str, index: CollectionIndex) -> None:
+        """Writes the index's snapshot in the background when none is on disk or it is older than the interval."""
+        if self._snapshots is None or collection in self._saving:
+            return
+        version, at = self._saved.get(collection, (-1, 0.0))
+        if version == index.version or (version >= 0 and time.monotonic() - at < self._snapshot_interval):
+            return
+        arrays = snapshot.capture(index)  # here: writes do not change the index while it is read
+        self._saved[collection] = (index.version, time.monotonic())
+
+        async def write() -> None:
+            try:
+                size = await asyncio.to_thread(snapshot.write, arrays, self._snapshot_path(collection))
+                log.info("graph index snapshot of %s at version %d: %.1f MB", collection, index.version, size / 2**20)
+            except Exception as exc:
+                log.warning("graph index snapshot of %s not written (%s: %s)", collection, type(exc).__name__, exc)
+            finally:
+                self._saving.pop(collection, None)
+
+        self._saving[collection] = asyncio.ensure_future(write())
