@@ -6,7 +6,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import GraphConfig
-from deployments.graph.service import GraphService, Passages
+from deployments.graph.service import GraphService, StagePassages
 from deployments.handles import Remote
 from deployments.observability import configure_logging
 
@@ -31,22 +31,8 @@ class Graph(GraphService):
             raise ValueError("Graph needs graph.bolt_uri or the BoltServer deployment's handle")
         # The in-memory index seeds its walk with the Vector stage's nearest passages to the query's vector (sent
         # by the ingress with each search); it holds no passage vectors itself.
-        super().__init__(config, uri, passages=VectorStagePassages(vector) if vector is not None else None)
+        super().__init__(config, uri, passages=StagePassages(Remote(vector)) if vector is not None else None)
         self.start_warming()
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
         await self.aclose()
-
-
-class VectorStagePassages(Passages):
-    """The Vector deployment as the graph search's passage lookup: its dense (HNSW) search, its stored vectors."""
-
-    def __init__(self, vector: DeploymentHandle):
-        self._vector = Remote(vector)
-
-    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
-        found = await self._vector.search(collection, "", k, None, "dense", vector)
-        return [(hit.chunk_id, hit.score) for hit in found.hits]
-
-    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
-        return await self._vector.vectors(collection, chunk_ids)

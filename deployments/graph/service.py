@@ -64,6 +64,21 @@ class Passages(Protocol):
         ...
 
 
+class StagePassages(Passages):
+    """The vector stage (a VectorService, or the Vector deployment through `Remote`) as the graph search's passage
+    lookup: its dense search (HNSW) for the seed passages, its stored vectors for the chunks found."""
+
+    def __init__(self, vector: Any):
+        self._vector = vector
+
+    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
+        found = await self._vector.search(collection, "", k, None, "dense", vector)
+        return [(hit.chunk_id, hit.score) for hit in found.hits]
+
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        return await self._vector.vectors(collection, chunk_ids)
+
+
 async def _awaited(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 

@@ -183,19 +183,23 @@ class LiveIndexes:
         started = time.perf_counter()
         timeout = self._check_timeout if since else self._build_timeout
         version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, since), timeout)
-        if index is None or version < since:  # first use, or the store was reset: build from scratch
+        fresh = index is None or version < since
+        if fresh:  # first use, or the store was reset: build from scratch
             index = CollectionIndex(self._params)
             if since:
                 version, touched, rows, entities = await self._read(
                     lambda tx: read_changes(tx, collection, 0), self._build_timeout
                 )
+        assert index is not None
         index.remove_docs(touched)
         index.upsert([_indexed(r) for r in rows])
         index.describe_entities({e["key"]: (e["name"] or e["key"], e["type"] or "ENTITY") for e in entities})
         index.version = version
+        if fresh:  # no search sees it yet: built off the event loop (seconds at 1M chunks)
+            await asyncio.to_thread(index.ensure_built)
+        index.ensure_built()
         self._indexes[collection] = index
         self._checked[collection] = checked
-        index.ensure_built()
         log.info(
             "graph index %s at version %d: %d chunks (+%d rows, %d documents touched) in %.1f ms",
             collection, version, len(index), len(rows), len(touched), 1000 * (time.perf_counter() - started),
