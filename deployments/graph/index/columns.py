@@ -174,6 +174,7 @@ class Columns:
         new_slot = np.full(n, -1, dtype=np.int32)
         new_slot[live] = np.arange(len(live), dtype=np.int32)
         self._m_slot, self._r_slot = new_slot[self._m_slot], new_slot[self._r_slot]
+        self._stale = True  # the walk's rows name the old slots
         self._ids = [self._ids[i] for i in live.tolist()]
         self._docs = [self._docs[i] for i in live.tolist()]
         self._alive = np.ones(len(live), dtype=bool)
@@ -200,3 +201,65 @@ class Columns:
     def column_bytes(self) -> int:
         arrays = (self._m_slot, self._m_ent, self._m_lead, self._r_slot, self._r_src, self._r_tgt, self._r_w)
         return sum(a.nbytes for a in arrays) + self._r_type.nbytes + self._alive.nbytes
+
+    # ---- as arrays (index/snapshot.py) -------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The content as arrays, live slots only (compacted); strings as one UTF-8 buffer and lengths each."""
+        self._drop_dead()
+        n = len(self._ids)
+        live = np.flatnonzero(self._alive[:n])
+        new_slot = np.full(n, -1, dtype=np.int32)
+        new_slot[live] = np.arange(len(live), dtype=np.int32)
+        keys = self._entity_keys
+        info = [self._entity_info.get(k) for k in keys]
+        entity_types = sorted({i[1] for i in info if i is not None})
+        type_of = {t: n for n, t in enumerate(entity_types)}
+        arrays = {
+            "version": np.asarray(self.version),
+            "m_slot": new_slot[self._m_slot], "m_ent": self._m_ent, "m_lead": self._m_lead,
+            "r_slot": new_slot[self._r_slot], "r_src": self._r_src, "r_tgt": self._r_tgt, "r_w": self._r_w,
+            "r_type": self._r_type,
+            "entity_type": np.asarray([type_of[i[1]] if i is not None else -1 for i in info], dtype=np.int16),
+        }  # fmt: skip
+        strings = {
+            "ids": [self._ids[i] for i in live.tolist()],
+            "docs": [self._docs[i] for i in live.tolist()],
+            "keys": keys,
+            "names": ["" if i is None or i[0] == k else i[0] for k, i in zip(keys, info)],  # a name that is its key: ""
+            "types": self._types,
+            "entity_types": entity_types,
+        }
+        for name, values in strings.items():
+            arrays[f"{name}_text"] = np.frombuffer("".join(values).encode(), dtype=np.uint8)
+            arrays[f"{name}_lengths"] = np.asarray([len(v) for v in values], dtype=np.int64)
+        return arrays
+
+    def from_arrays(self, a: dict[str, np.ndarray]) -> None:
+        """Takes the content `to_arrays` gave (into an empty index)."""
+        s = {n: _unstrings(a[f"{n}_text"], a[f"{n}_lengths"]) for n in ("ids", "docs", "keys", "names", "types", "entity_types")}  # fmt: skip
+        self.version = int(a["version"])
+        self._ids, self._docs = s["ids"], s["docs"]
+        self._slot = {c: i for i, c in enumerate(self._ids)}
+        for i, d in enumerate(self._docs):
+            self._by_doc.setdefault(d, []).append(i)
+        self._alive = np.ones(len(self._ids), dtype=bool)
+        self._entity_keys = s["keys"]
+        self._entity_pos = {k: j for j, k in enumerate(s["keys"])}
+        types = a["entity_type"].tolist()
+        self._entity_info = {
+            k: (name or k, s["entity_types"][t]) for k, name, t in zip(s["keys"], s["names"], types) if t >= 0
+        }
+        self._types = s["types"]
+        self._type_pos = {t: n for n, t in enumerate(s["types"])}
+        self._m_slot, self._m_ent, self._m_lead = a["m_slot"], a["m_ent"], a["m_lead"]
+        self._r_slot, self._r_src, self._r_tgt, self._r_w, self._r_type = (
+            a[k] for k in ("r_slot", "r_src", "r_tgt", "r_w", "r_type")
+        )
+        self._stale = True
+
+
+def _unstrings(text: np.ndarray, lengths: np.ndarray) -> list[str]:
+    joined = text.tobytes().decode()
+    ends = np.cumsum(lengths).tolist()
+    return [joined[a:b] for a, b in zip([0, *ends[:-1]], ends)]
