@@ -54,7 +54,7 @@ class PPRParams:
     # Entity -> entity: this share of an entity's mass also flows along its relations (typed relations and
     # aliases), so "X -MOTHER_OF-> Y" stated in the passage about X carries X's mass to Y and on to Y's passages.
     relation_weight: float = 0.0
-    relation_types: str = "typed"  # "typed": CO_OCCURS/RELATED_TO edges take no part; "all": they do
+    relation_types: str = "typed"  # "typed": CO_OCCURS/RELATED_TO edges take no part (not even kept); "all": they do
     # Entity -> passage: an entity passes mass to at most this many of its passages (those about it first), so a
     # hub mentioned by a large share of the collection costs a search no more than this; 0: no cap. The passages
     # a search returns are scored exactly; only a passage reached through nothing but such a hub can be missed.
@@ -86,8 +86,9 @@ class CollectionIndex(Columns):
     loop over the collection), so a batch of writes costs one rebuild."""
 
     def __init__(self, params: PPRParams | None = None):
-        super().__init__()
-        self.params = params or PPRParams()
+        params = params or PPRParams()
+        super().__init__(untyped_relations=params.relation_types == "all")
+        self.params = params
         # Built by _build():
         self._to_entities = walk.Rows.of(*(np.zeros(0, dtype=np.int64),) * 3, 0)  # passage -> its entities
         self._to_passages = walk.Rows.of(*(np.zeros(0, dtype=np.int64),) * 3, 0)  # entity -> passages, heaviest first
@@ -99,7 +100,9 @@ class CollectionIndex(Columns):
         self._variants = NameVariants()
 
     def configure(self, params: PPRParams) -> None:
+        """New settings for the next search (co-occurrence rows dropped before stay dropped: see Columns)."""
         self.params = params
+        self._untyped = params.relation_types == "all"
         self._stale = True
 
     # ---- derived structures ---------------------------------------------------------------------

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deployments.graph.extraction.ontology import UNTYPED
+
 Relation = tuple[str, str, str, float]  # (source key, type, target key, weight)
 ALIAS = -1  # the relation type of a stated alias ("giuliani" -> "rudolph giuliani")
 
@@ -37,7 +39,10 @@ def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 class Columns:
     """Chunk ids and documents by slot, entity keys by position, mention and relation rows."""
 
-    def __init__(self) -> None:
+    def __init__(self, untyped_relations: bool = False) -> None:
+        # Co-occurrence (CO_OCCURS, RELATED_TO) is no fact: kept only when the walk follows it (relation_types
+        # "all"); the offline extractor states ~40 such pairs per chunk, most of the relation rows.
+        self._untyped = untyped_relations
         self.version = 0  # the store's version this index reflects (index/live.py)
         self._slot: dict[str, int] = {}  # live chunk id -> slot
         self._ids: list[str] = []  # slot -> chunk id
@@ -105,6 +110,8 @@ class Columns:
             about = set(chunk.lead)
             m.extend((slot, self._entity_id(key), key in about) for key in dict.fromkeys(chunk.keys))
             for source, type_, target, weight in chunk.relations:
+                if type_ in UNTYPED and not self._untyped:
+                    continue
                 r.append((slot, self._entity_id(source), self._entity_id(target), float(weight), self._type_id(type_)))
             r.extend((slot, self._entity_id(a), self._entity_id(k), 1.0, ALIAS) for a, k in chunk.aliases)
         mentions = np.asarray(m, dtype=np.int64).reshape(-1, 3)
