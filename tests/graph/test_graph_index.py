@@ -472,3 +472,19 @@ async def test_a_replica_started_from_a_snapshot_answers_as_one_built_from_the_s
     finally:
         for s in (a, b, c):
             await s.aclose()
+
+
+def test_name_variant_groups_are_kept_across_builds_and_redone_when_their_names_change():
+    index = CollectionIndex()
+    index.upsert([chunk("a", ("rudolph giuliani",)), chunk("b", ("ann lee",))])
+    assert index.link("Rudy Giuliani") == ["rudolph giuliani"]
+    kept = index._variants.groups["lee"]
+    index.upsert([chunk("c", ("rudy giuliani",))])  # the "giuliani" group changes, "lee" does not
+    index.ensure_built()
+    assert index._variants.groups["lee"] is kept
+    assert ("rudolph giuliani", "rudy giuliani") in index._variants.pairs() or (
+        "rudy giuliani",
+        "rudolph giuliani",
+    ) in index._variants.pairs()
+    index.remove_docs(["a"])
+    assert index.aliases_of("rudy giuliani") == []  # the group without Rudolph: no pair left

@@ -28,7 +28,7 @@ import numpy as np
 from deployments.graph.extraction.offline import named_query_keys, query_keys
 from deployments.graph.extraction.ontology import UNTYPED
 from deployments.graph.index import walk
-from deployments.graph.index.aliases import NameVariants
+from deployments.graph.index.aliases import Groups, NameVariants
 from deployments.graph.index.columns import Columns, IndexedChunk, Relation
 
 __all__ = ["CollectionIndex", "Found", "IndexedChunk", "PPRParams", "SearchResult"]
@@ -98,6 +98,7 @@ class CollectionIndex(Columns):
         self._idf: np.ndarray = np.zeros(0)
         self._alias_of: dict[str, str] = {}  # alias key -> entity key (built)
         self._variants = NameVariants()
+        self._loaded_groups: Groups = {}  # name-variant groups a snapshot brought
 
     def configure(self, params: PPRParams) -> None:
         """New settings for the next search (co-occurrence rows dropped before stay dropped: see Columns)."""
@@ -145,7 +146,8 @@ class CollectionIndex(Columns):
             if not mentioned[s] and mentioned[t]:
                 self._alias_of.setdefault(self._entity_keys[s], self._entity_keys[t])
         keys = [self._entity_keys[j] for j in np.flatnonzero(mentioned)]
-        self._variants = NameVariants(keys, self.persons())
+        self._variants = NameVariants(keys, self.persons(), known=self._variants.groups or self._loaded_groups)
+        self._loaded_groups = {}
         pairs = [(self._entity_pos[a], self._entity_pos[b]) for a, b in self._variants.pairs()]
         if pairs:
             v = np.asarray(pairs, dtype=np.int64)
@@ -191,6 +193,33 @@ class CollectionIndex(Columns):
             "matrix_bytes": self._to_entities.nbytes + self._to_passages.nbytes + self._related.nbytes,
             "column_bytes": self.column_bytes(),
         }
+
+    # ---- as arrays (index/snapshot.py) -------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Columns.to_arrays, and the name-variant groups with their pairs (the costly part of a build)."""
+        self.ensure_built()
+        arrays = super().to_arrays()
+        pos = self._entity_pos
+        groups = list(self._variants.groups.values())
+        arrays["vg_keys"] = np.asarray([pos[k] for keys, _ in groups for k in keys], dtype=np.int32)
+        arrays["vg_sizes"] = np.asarray([len(keys) for keys, _ in groups], dtype=np.int32)
+        arrays["vg_pairs"] = np.asarray([(pos[a], pos[b]) for _, p in groups for a, b in p], dtype=np.int32).reshape(
+            -1, 2
+        )
+        arrays["vg_pair_counts"] = np.asarray([len(p) for _, p in groups], dtype=np.int32)
+        return arrays
+
+    def from_arrays(self, a: dict[str, np.ndarray]) -> None:
+        super().from_arrays(a)
+        keys = self._entity_keys
+        members, pairs = a["vg_keys"].tolist(), a["vg_pairs"].tolist()
+        at = done = 0
+        for size, count in zip(a["vg_sizes"].tolist(), a["vg_pair_counts"].tolist()):
+            names = [keys[j] for j in members[at : at + size]]
+            found = [(keys[x], keys[y]) for x, y in pairs[done : done + count]]
+            self._loaded_groups[names[0].split()[-1]] = (names, found)
+            at, done = at + size, done + count
 
     # ---- search ---------------------------------------------------------------------------------
 
