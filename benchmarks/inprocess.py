@@ -16,7 +16,7 @@ from deployments.chat.service import ChatService
 from deployments.config import AppConfig
 from deployments.embedder.service import EmbedderService
 from deployments.graph.embedded.server import EmbeddedBoltServer
-from deployments.graph.service import GraphService
+from deployments.graph.service import GraphService, StagePassages
 from deployments.ingress.pipeline import Pipeline
 from deployments.reranker.service import RerankerService
 from deployments.stages import Stages
@@ -32,7 +32,7 @@ async def in_process_pipeline(args: dict[str, Any]) -> AsyncIterator[Pipeline]:
     try:
         await embedder.warmup()
         vector = VectorService(config.vector, embedder)
-        graph = GraphService(config.graph, bolt.uri, embed=embedder.embed, fetch_vectors=vector.vectors)
+        graph = GraphService(config.graph, bolt.uri, embed=embedder.embed, passages=StagePassages(vector))
         reranker = RerankerService(config.reranker, embedder, vector)
         chat = ChatService(config.chat)
         try:

@@ -66,7 +66,7 @@ def ranking(c: Corpus, qi: int, method: str, cfg: dict) -> list[str]:
             params = PPRParams(**cfg.get("params", {}))
             if c.index.params != params:
                 c.index.configure(params)
-            res = c.index.search(q["question"], n, c.qvectors[qi])
+            res = c.index.search(q["question"], n, c.seeds(qi, cos))
             graph = {c.pos[ch.chunk_id]: s for ch, s in res.chunks}
             lists["graph"] = list(graph)
         cands = rrf(lists, {"vector": 1.0, "lexical": 1.0, "graph": cfg.get("fusion_graph", 0.2)})[:n]
@@ -125,7 +125,7 @@ def coverage(c: Corpus, qids: range) -> dict:
         keys_of[ch.doc_id].update(e.key for e in ex.entities)
     for qi in qids:
         q = c.questions[qi]
-        res = c.index.search(q["question"], 30, c.qvectors[qi])  # with the settings evaluated last
+        res = c.index.search(q["question"], 30, c.seeds(qi))  # with the settings evaluated last
         linked = set(res.linked)
         named = linked & named_query_keys(q["question"])  # what seeds the walk beside the passages
         with_link += bool(linked)

@@ -127,7 +127,7 @@ def extract_all(chunks: list, extractor: str) -> list:
 def indexed(chunk, ex) -> IndexedChunk:
     """A chunk as the server's index holds it (live_index.py reads the same from the store)."""
     return IndexedChunk(
-        chunk.chunk_id, chunk.doc_id, chunk.text, "{}", tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead),
+        chunk.chunk_id, chunk.doc_id, tuple(e.key for e in ex.entities), tuple(e.key for e in ex.entities if e.lead),
         tuple((r.source, r.type, r.target, r.weight) for r in ex.relations),
         tuple((a, e.key) for e in ex.entities for a in e.aliases),
     )  # fmt: skip
@@ -156,5 +156,10 @@ class Corpus:
         self.bm25 = Bm25([c.text for c in self.chunks])
         self.index = CollectionIndex()
         self.index.describe_entities({e.key: (e.name, e.type) for ex in self.extractions for e in ex.entities})
-        self.index.upsert([indexed(c, ex) for c, ex in zip(self.chunks, self.extractions)], [v for v in self.vectors])
+        self.index.upsert([indexed(c, ex) for c, ex in zip(self.chunks, self.extractions)])
         self.pos = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+
+    def seeds(self, qi: int, cos: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """The seed passages the server's vector stage finds for the question: its exact dense top `passage_seeds`."""
+        cos = self.vectors @ self.qvectors[qi] if cos is None else cos
+        return [(self.chunks[i].chunk_id, float(cos[i])) for i in top(cos, self.index.params.passage_seeds)]

@@ -75,6 +75,8 @@ class AppConfig(BaseSettings):
     def _resolve(self) -> AppConfig:
         self.embedder.cache_dir = self.embedder.cache_dir or str(Path(self.data_dir) / "models")
         self.backup.root = str(Path(self.backup.root or Path(self.data_dir) / "backups").expanduser().resolve())
+        if self.graph.index.snapshot_dir is None:
+            self.graph.index.snapshot_dir = str(Path(self.data_dir) / "graph-index")
         if self.vector.hit_vectors is None:  # only the embedded scorer uses them
             self.vector.hit_vectors = not self.reranker.url
         if self.vector.embedded:

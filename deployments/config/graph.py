@@ -50,6 +50,17 @@ class GraphIndexConfig(Section):
     query_vectors: bool = Field(
         True, description="Seed the walk with the passages most like the query (its vector comes with the request)."
     )
+    max_entity_passages: int = Field(
+        2000,
+        ge=0,
+        description="Entity -> passage: a hub entity passes mass to at most this many of its passages (0: no cap).",
+    )
+    snapshot_dir: str | None = Field(
+        None, description="Index snapshots for fast replica starts (default: <data_dir>/graph-index; '' turns off)."
+    )
+    snapshot_interval_s: float = Field(
+        300.0, ge=0, description="After a change, a collection's snapshot older than this is written again."
+    )
 
     def params(self) -> PPRParamsLike:
         from deployments.graph.index.collection import PPRParams
@@ -58,6 +69,7 @@ class GraphIndexConfig(Section):
             damping=self.damping, entity_seed_weight=self.entity_seed_weight, passage_seeds=self.passage_seeds,
             seed_temperature=self.seed_temperature, lead_weight=self.lead_weight, idf_power=self.idf_power,
             restart_weight=self.restart_weight, relation_weight=self.relation_weight,
+            max_entity_passages=self.max_entity_passages,
         )  # fmt: skip
 
 

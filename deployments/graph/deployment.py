@@ -6,7 +6,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import GraphConfig
-from deployments.graph.service import GraphService
+from deployments.graph.service import GraphService, StagePassages
 from deployments.handles import Remote
 from deployments.observability import configure_logging
 
@@ -29,9 +29,9 @@ class Graph(GraphService):
             uri = (await Remote(bolt).info())["uri"]
         else:
             raise ValueError("Graph needs graph.bolt_uri or the BoltServer deployment's handle")
-        # The in-memory index seeds its walk with the query's vector (sent by the ingress with each search) and
-        # the passages' (read from the Vector stage when the index loads them).
-        super().__init__(config, uri, fetch_vectors=Remote(vector).vectors if vector is not None else None)
+        # The in-memory index seeds its walk with the Vector stage's nearest passages to the query's vector (sent
+        # by the ingress with each search); it holds no passage vectors itself.
+        super().__init__(config, uri, passages=StagePassages(Remote(vector)) if vector is not None else None)
         self.start_warming()
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown

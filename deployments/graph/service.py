@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from neo4j import AsyncManagedTransaction
 
@@ -23,11 +23,11 @@ from deployments.errors import BadRequest, NotFound
 from deployments.graph.extraction.llm import make_extractor
 from deployments.graph.extraction.offline import query_keys
 from deployments.graph.index.collection import CollectionIndex
-from deployments.graph.index.live import FetchVectors, LiveIndexes
+from deployments.graph.index.live import LiveIndexes
 from deployments.graph.queries.explorer import entity_work
 from deployments.graph.queries.user_query import UserQueries
 from deployments.graph.store.backup import dump_counts, export_work, import_work, read_dump, write_dump
-from deployments.graph.store.retrieval import links_work, search_work
+from deployments.graph.store.retrieval import chunks_work, links_work, search_work
 from deployments.graph.store.schema import CHUNK, ENTITY, MENTIONS
 from deployments.graph.store.session import BoltSession
 from deployments.graph.store.transactions import metadata
@@ -52,6 +52,33 @@ log = logging.getLogger("graphrag.graph")
 Extractor = Callable[[Chunk], Extraction | Awaitable[Extraction]]
 
 
+class Passages(Protocol):
+    """The vector stage as the graph stage's index search uses it (a Graph replica holds no passage vectors)."""
+
+    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine) of the k stored passages most similar to `vector` (the walk's seed passages)."""
+        ...
+
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        """The stored vectors of these chunks (sent on with the chunks a search returns, for the reranker)."""
+        ...
+
+
+class StagePassages(Passages):
+    """The vector stage (a VectorService, or the Vector deployment through `Remote`) as the graph search's passage
+    lookup: its dense search (HNSW) for the seed passages, its stored vectors for the chunks found."""
+
+    def __init__(self, vector: Any):
+        self._vector = vector
+
+    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
+        found = await self._vector.search(collection, "", k, None, "dense", vector)
+        return [(hit.chunk_id, hit.score) for hit in found.hits]
+
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        return await self._vector.vectors(collection, chunk_ids)
+
+
 async def _awaited(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
@@ -65,20 +92,22 @@ class GraphService:
         uri: str,
         extractor: Extractor | None = None,
         embed: Callable[[list[str]], Awaitable[list[list[float]]]] | None = None,
-        fetch_vectors: FetchVectors | None = None,
+        passages: Passages | None = None,
     ):
         self.config = config
         self.session = BoltSession(config, uri)
         # Searches run on an in-memory index of each collection (graph.index), kept current from the store.
         self._embed = embed if config.index.query_vectors else None
+        self._passages = passages
         self._live = (
             LiveIndexes(
                 lambda work, timeout: self.session.run(False, work, timeout),
                 config.index.params(),
                 config.index.check_interval_ms / 1000,
-                fetch_vectors if config.index.query_vectors else None,
                 check_timeout_s=config.query_timeout_s,
                 build_timeout_s=config.index.build_timeout_s,
+                snapshots=Path(config.index.snapshot_dir) if config.index.snapshot_dir else None,
+                snapshot_interval_s=config.index.snapshot_interval_s,
             )  # fmt: skip
             if config.index.enabled
             else None
@@ -258,30 +287,68 @@ class GraphService:
     async def _index_search(
         self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None
     ) -> GraphResult:
-        """The search on this replica's in-memory index: a walk from the passages most similar to the query (its
-        vector as given, else from the embedder concurrently with the index's version check) to the passages
-        about the entities they mention (index/collection.py). Without a vector: from the entities the query names."""
+        """The search on this replica's in-memory index: a walk from the passages most similar to the query (the
+        vector stage's dense hits for its vector, as given, else from the embedder; looked up concurrently with the
+        index's version check) to the passages about the entities they mention (index/collection.py). Without
+        a vector: from the entities the query names. The texts of the chunks found are read from the store, their
+        vectors from the vector stage, for those chunks only."""
         live = self._live
         assert live is not None  # searched only when the in-memory index is on
-        seeded = hops > 0 and self.config.index.passage_seeds > 0 and self.config.index.query_vectors
-        vector: list[float] | None
-        if seeded and query_vector is None and self._embed is not None:
-            index, vectors = await asyncio.gather(live.get(collection), self._embed([query]))
-            vector = vectors[0]
-        else:
-            index, vector = await live.get(collection), (query_vector if seeded else None)
-        found = index.search(query, limit, vector, hops=hops)
+        cfg = self.config.index
+        seeded = hops > 0 and cfg.passage_seeds > 0 and cfg.query_vectors and self._passages is not None
+        index, seeds = await asyncio.gather(
+            live.get(collection), self._seeds(collection, query, query_vector) if seeded else _none()
+        )
+        found = index.search(query, limit, seeds, hops=hops)
+        ids = [c.chunk_id for c, _ in found.chunks]
+        rows, vectors = await asyncio.gather(
+            self.session.run(False, chunks_work(collection, ids), self.config.query_timeout_s) if ids else _awaited({}),
+            self._vectors(collection, ids),
+        )
         chunks = [
-            ScoredChunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text=c.text, score=score, metadata=metadata(c.metadata))
+            ScoredChunk(
+                chunk_id=c.chunk_id,
+                doc_id=c.doc_id,
+                text=rows[c.chunk_id]["text"] or "",
+                score=score,
+                metadata=metadata(rows[c.chunk_id]["metadata"]),
+            )
             for c, score in found.chunks
+            if c.chunk_id in rows  # deleted since the index's last check: the store is the truth
         ]
-        packed = PackedVectors.pack(index.vectors_of([c.chunk_id for c in chunks])) if index.has_vectors else None
         return GraphResult(
             chunks=chunks,
             subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges),
             linked=found.linked,
-            vectors=packed,
+            vectors=PackedVectors.pack({c.chunk_id: vectors[c.chunk_id] for c in chunks if c.chunk_id in vectors})
+            if vectors is not None
+            else None,
         )
+
+    async def _seeds(self, collection: str, query: str, vector: list[float] | None) -> list[tuple[str, float]] | None:
+        """The seed passages: the vector stage's nearest passages to the query's vector. Unavailable (no vector, the
+        vector stage failing), the walk starts from the entities the query names alone."""
+        passages = self._passages
+        assert passages is not None
+        try:
+            if vector is None and self._embed is not None:
+                vector = (await self._embed([query]))[0]
+            if vector is None:
+                return None
+            return await passages.nearest(collection, vector, self.config.index.passage_seeds)
+        except Exception as exc:  # a failed vector stage is its own stage's report; the graph answers on
+            log.warning("graph search: seed passages unavailable (%s: %s); entity seeds only", type(exc).__name__, exc)
+            return None
+
+    async def _vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]] | None:
+        """The found chunks' stored vectors (the reranker scores with them); None when unavailable."""
+        if self._passages is None or not chunk_ids:
+            return None
+        try:
+            return await self._passages.vectors(collection, chunk_ids)
+        except Exception as exc:
+            log.warning("graph search: chunk vectors unavailable (%s: %s)", type(exc).__name__, exc)
+            return None
 
     def index_of(self, collection: str) -> CollectionIndex | None:
         """This replica's index of the collection, as last refreshed (tests, stats)."""
@@ -337,6 +404,10 @@ class GraphService:
         return found
 
 
+async def _none() -> None:
+    return None
+
+
 def _subgraph(found, index: CollectionIndex, max_nodes: int, max_edges: int) -> Subgraph:
     """The linked (hops 0) and most reached (hops 1) entities, and the typed relations the found chunks state
     about them ("ArcadeDB -SHIPS-> Bolt plugin"); a relation's other end joins the nodes (hops 1). Co-occurrence
@@ -347,7 +418,7 @@ def _subgraph(found, index: CollectionIndex, max_nodes: int, max_edges: int) -> 
         return GraphNode(id=key, name=name, type=type_, hops=hops, aliases=index.aliases_of(key)[:8])
 
     keys = list(dict.fromkeys([*found.linked, *found.reached]))[:max_nodes]
-    relations = index.relations_of([c for c, _ in found.chunks], set(keys))
+    relations = index.relations_of([c for c, _ in found.chunks], set(keys))  # the chunks the index found
     edges: list[GraphEdge] = []
     for source, type_, target, weight in relations:
         for end in (source, target):

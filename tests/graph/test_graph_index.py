@@ -6,13 +6,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams
+from deployments.graph.index.collection import CollectionIndex, Found, IndexedChunk, PPRParams
 from deployments.graph.service import GraphService
 from deployments.models import Chunk
 
 
-def chunk(cid: str, keys: tuple[str, ...], lead: tuple[str, ...] = (), text: str = "") -> IndexedChunk:
-    return IndexedChunk(chunk_id=f"{cid}#0", doc_id=cid, text=text or cid, metadata="{}", keys=keys, lead=lead)
+def chunk(cid: str, keys: tuple[str, ...], lead: tuple[str, ...] = ()) -> IndexedChunk:
+    return IndexedChunk(chunk_id=f"{cid}#0", doc_id=cid, keys=keys, lead=lead)
 
 
 # q is like the question; it mentions "nolan", which `about_nolan` is about and `mentions_nolan` only names.
@@ -32,12 +32,36 @@ VECTORS = {
 
 def index_of(rows=ROWS, **params) -> CollectionIndex:
     index = CollectionIndex(PPRParams(**params))
-    index.upsert(rows, [VECTORS.get(r.doc_id) for r in rows])
+    index.upsert(rows)
     return index
 
 
+def nearest(vector, vectors=None) -> list[tuple[str, float]]:
+    """(chunk id, cosine) of every passage with a vector, most similar first: what the vector stage's dense search
+    gives the graph stage as seed passages."""
+    vectors = vectors or {f"{d}#0": v for d, v in VECTORS.items()}
+    q = np.asarray(vector, dtype=float) / np.linalg.norm(vector)
+    cos = {c: float(np.dot(q, v) / np.linalg.norm(v)) for c, v in vectors.items()}
+    return sorted(cos.items(), key=lambda kv: -kv[1])
+
+
+class DictPassages:
+    """The vector stage's two lookups over a dict of passage vectors (numpy cosines), recording what was asked."""
+
+    def __init__(self, vectors: dict[str, list[float]]):
+        self.stored = vectors
+        self.asked: list[list[str]] = []
+
+    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
+        return nearest(vector, self.stored)[:k]
+
+    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        self.asked.append(list(chunk_ids))
+        return {c: self.stored[c] for c in chunk_ids if c in self.stored}
+
+
 def test_walk_from_the_most_similar_passage_reaches_the_passage_about_what_it_mentions():
-    found = index_of(passage_seeds=1).search("anything", 10, query_vector=[1.0, 0.0, 0.0])
+    found = index_of(passage_seeds=1).search("anything", 10, seeds=nearest([1.0, 0.0, 0.0]))
     ids = [c.doc_id for c, _ in found.chunks]
     assert ids.index("about_nolan") < ids.index("mentions_nolan")  # lead weight: about beats mentions
     assert "unrelated" not in ids  # no shared entity, no mass
@@ -46,7 +70,8 @@ def test_walk_from_the_most_similar_passage_reaches_the_passage_about_what_it_me
 
 def test_without_lead_weight_about_and_mentions_tie():
     found = dict(
-        (c.doc_id, s) for c, s in index_of(passage_seeds=1, lead_weight=0.0).search("x", 10, [1.0, 0.0, 0.0]).chunks
+        (c.doc_id, s)
+        for c, s in index_of(passage_seeds=1, lead_weight=0.0).search("x", 10, nearest([1.0, 0.0, 0.0])).chunks
     )
     assert found["about_nolan"] == pytest.approx(found["mentions_nolan"])
 
@@ -57,7 +82,9 @@ def test_entity_seeds_without_a_vector_and_with_hops_zero():
     by_entities = [c.doc_id for c, _ in index.search("Where is Paris?", 10).chunks]
     assert by_entities == ["unrelated"]
     # hops = 0: the vector is ignored, only passages mentioning linked entities
-    assert [c.doc_id for c, _ in index.search("Where is Paris?", 10, [1.0, 0.0, 0.0], hops=0).chunks] == ["unrelated"]
+    assert [c.doc_id for c, _ in index.search("Where is Paris?", 10, nearest([1.0, 0.0, 0.0]), hops=0).chunks] == [
+        "unrelated"
+    ]
     assert index.search("no known words here", 10).chunks == []
 
 
@@ -68,7 +95,8 @@ def test_restart_weight_keeps_the_seed_passage_ahead_of_what_the_walk_reaches():
 
     def scores(**params):
         return {
-            c.doc_id: s for c, s in index_of(rows, passage_seeds=1, **params).search("x", 10, [1.0, 0.0, 0.0]).chunks
+            c.doc_id: s
+            for c, s in index_of(rows, passage_seeds=1, **params).search("x", 10, nearest([1.0, 0.0, 0.0])).chunks
         }
 
     walk_only, with_restart = scores(), scores(restart_weight=1.0)
@@ -81,14 +109,18 @@ def test_beside_passage_seeds_only_the_names_a_query_writes_seed_the_walk():
     # "paris" as a name seeds the walk; "london" written as a common lower-case word does not, though both link.
     index = index_of(passage_seeds=1, entity_seed_weight=1.0)
     assert set(index.link("born in london, moved to Paris")) == {"london", "paris"}
-    ids = [c.doc_id for c, _ in index.search("born in london, moved to Paris", 10, [1.0, 0.0, 0.0]).chunks]
+    ids = [c.doc_id for c, _ in index.search("born in london, moved to Paris", 10, nearest([1.0, 0.0, 0.0])).chunks]
     assert "unrelated" in ids  # about Paris: reached only through the entity seed
-    lowercase = {c.doc_id: s for c, s in index.search("born in london, moved to paris", 10, [1.0, 0.0, 0.0]).chunks}
-    named = {c.doc_id: s for c, s in index.search("born in london, moved to Paris", 10, [1.0, 0.0, 0.0]).chunks}
+    lowercase = {
+        c.doc_id: s for c, s in index.search("born in london, moved to paris", 10, nearest([1.0, 0.0, 0.0])).chunks
+    }
+    named = {
+        c.doc_id: s for c, s in index.search("born in london, moved to Paris", 10, nearest([1.0, 0.0, 0.0])).chunks
+    }
     assert "unrelated" not in lowercase
     # the "london" link adds nothing beside the passage seed: about_nolan (which mentions London) scores the same
     # as with no entity seed at all
-    plain = {c.doc_id: s for c, s in index_of(passage_seeds=1).search("x", 10, [1.0, 0.0, 0.0]).chunks}
+    plain = {c.doc_id: s for c, s in index_of(passage_seeds=1).search("x", 10, nearest([1.0, 0.0, 0.0])).chunks}
     assert lowercase["about_nolan"] == pytest.approx(plain["about_nolan"])
     assert named["unrelated"] > 0
 
@@ -96,17 +128,17 @@ def test_beside_passage_seeds_only_the_names_a_query_writes_seed_the_walk():
 def test_remove_and_replace_documents():
     index = index_of(passage_seeds=1)
     assert index.remove_docs(["about_nolan"]) == 1
-    ids = [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks]
+    ids = [c.doc_id for c, _ in index.search("x", 10, nearest([1.0, 0.0, 0.0])).chunks]
     assert "about_nolan" not in ids and "mentions_nolan" in ids
-    index.upsert([chunk("unrelated", ("paris", "nolan"), lead=("nolan",))], [VECTORS["unrelated"]])
+    index.upsert([chunk("unrelated", ("paris", "nolan"), lead=("nolan",))])
     index.remove_docs([])  # no-op
-    ids = [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks]
+    ids = [c.doc_id for c, _ in index.search("x", 10, nearest([1.0, 0.0, 0.0])).chunks]
     assert ids.index("unrelated") < ids.index("mentions_nolan")  # now about nolan
     assert index.stats()["chunks"] == 3
 
 
 def test_empty_index():
-    assert CollectionIndex().search("Nolan", 5, np.ones(3)).chunks == []
+    assert CollectionIndex().search("Nolan", 5, [("q#0", 1.0)]).chunks == []
 
 
 # ---- against the store: build, upkeep on ingest and delete, two replicas ------------------------------------------
@@ -171,28 +203,26 @@ async def test_index_built_from_the_store_and_kept_current_on_both_replicas(repl
     assert text == {"d3": "Bob Jones moved to Rome after retiring."}
 
 
-async def test_passage_seeds_use_the_query_vector_and_the_stored_passage_vectors(graph_config, collection):
-    """With an embedder and the vector stage's vectors, the walk starts at the most similar passage (d1) and
-    reaches d2, the passage about Acme Corp, which d1 mentions; the query names neither."""
-    vectors = {"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]}
-    fetched: list[list[str]] = []
-
-    async def fetch(coll: str, ids: list[str]) -> dict[str, list[float]]:
-        fetched.append(list(ids))
-        return {i: vectors[i] for i in ids if i in vectors}
+async def test_passage_seeds_are_the_vector_stages_nearest_passages_to_the_query(graph_config, collection):
+    """With an embedder and the vector stage, the walk starts at the passage most similar to the query (d1) and
+    reaches d2, the passage about Acme Corp, which d1 mentions; the query names neither. The index holds no
+    vectors: the vector stage is asked for the stored vectors of the chunks found, and only those."""
+    passages = DictPassages({"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]})
 
     async def embed(texts: list[str]) -> list[list[float]]:
         return [[1.0, 0.0] for _ in texts]
 
     docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
-    service = GraphService(graph_config, graph_config.bolt_uri, embed=embed, fetch_vectors=fetch)
+    service = GraphService(graph_config, graph_config.bolt_uri, embed=embed, passages=passages)
     try:
         await service.upsert(collection, chunks_of(docs))
         result = await service.search(collection, "what garage story?", 1, 10)
         ids = [c.doc_id for c in result.chunks]
         assert ids[:2] == ["d1", "d2"]
-        assert sorted(fetched[0]) == ["d1#0", "d2#0", "d3#0"]
+        assert result.chunks[0].text == DOCS["d1"] and result.chunks[0].metadata == {"source": "d1"}  # from the store
+        assert passages.asked == [[c.chunk_id for c in result.chunks]]
         assert "acme corp" in {n.id for n in result.subgraph.nodes}
+        assert not hasattr(service.index_of(collection), "_vecs")
     finally:
         await service.aclose()
 
@@ -200,17 +230,14 @@ async def test_passage_seeds_use_the_query_vector_and_the_stored_passage_vectors
 async def test_a_query_vector_sent_with_the_search_seeds_the_walk_without_an_embedder(graph_config, collection):
     """The ingress embeds the query once and sends the vector to the graph stage, which then embeds nothing; without
     a vector, the walk starts from the entities the query names (none here: no result)."""
-    vectors = {"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]}
-
-    async def fetch(coll: str, ids: list[str]) -> dict[str, list[float]]:
-        return {i: vectors[i] for i in ids if i in vectors}
+    passages = DictPassages({"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]})
 
     async def no_embedding(texts: list[str]) -> list[list[float]]:
         raise AssertionError("the query's vector came with the search")
 
     docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
-    service = GraphService(graph_config, graph_config.bolt_uri, embed=no_embedding, fetch_vectors=fetch)
-    bare = GraphService(graph_config, graph_config.bolt_uri, fetch_vectors=fetch)
+    service = GraphService(graph_config, graph_config.bolt_uri, embed=no_embedding, passages=passages)
+    bare = GraphService(graph_config, graph_config.bolt_uri, passages=passages)
     try:
         await service.upsert(collection, chunks_of(docs))
         seeded = await service.search(collection, "what garage story?", 1, 10, [1.0, 0.0])
@@ -226,51 +253,54 @@ async def test_a_query_vector_sent_with_the_search_seeds_the_walk_without_an_emb
         await bare.aclose()
 
 
+async def test_a_failing_vector_stage_leaves_the_walk_its_entity_seeds(graph_config, collection):
+    class Down(DictPassages):
+        async def nearest(self, collection, vector, k):
+            raise ConnectionError("vector stage down")
+
+        async def vectors(self, collection, chunk_ids):
+            raise ConnectionError("vector stage down")
+
+    service = GraphService(graph_config, graph_config.bolt_uri, passages=Down({}))
+    try:
+        await service.upsert(collection, chunks_of(DOCS))
+        result = await service.search(collection, "Who is Bob Jones?", 1, 10, [1.0, 0.0])
+        assert {c.doc_id for c in result.chunks} == {"d2", "d3"} and result.vectors is None
+    finally:
+        await service.aclose()
+
+
 def test_many_replacements_compact_the_slots_and_keep_results():
     index = index_of(passage_seeds=1)
-    expected = [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks]
+    expected = [c.doc_id for c, _ in index.search("x", 10, nearest([1.0, 0.0, 0.0])).chunks]
     for _ in range(700):  # 2,800 replaced chunks: dead slots pass the compaction threshold
-        index.upsert(ROWS, [VECTORS[r.doc_id] for r in ROWS])
+        index.upsert(ROWS)
         index.ensure_built()
     stats = index.stats()
     assert stats["chunks"] == 4 and stats["slots"] < 2000
-    assert [c.doc_id for c, _ in index.search("x", 10, [1.0, 0.0, 0.0]).chunks] == expected
+    assert [c.doc_id for c, _ in index.search("x", 10, nearest([1.0, 0.0, 0.0])).chunks] == expected
 
 
-def test_the_index_hands_out_the_stored_vectors_of_its_chunks():
-    rows = [*ROWS, chunk("no_vector", ("paris",))]
-    index = index_of(rows)
-    found = index.vectors_of(["mentions_nolan#0", "no_vector#0", "unknown#0"])
-    assert set(found) == {"mentions_nolan#0"}
-    assert np.allclose(found["mentions_nolan#0"], np.array([0.0, 0.9, 0.1]) / np.linalg.norm([0.0, 0.9, 0.1]))
+async def test_a_first_build_that_outlasts_a_search_timeout_completes_once():
+    """A first search whose index build outlasts its timeout (a large collection) must not cancel the build: the
+    build goes on, and the next search gets it without reading the collection again."""
+    from deployments.graph.index.live import LiveIndexes
 
+    builds = 0
+    row = {"id": "d1#0", "doc_id": "d1", "keys": ["acme"], "lead": ["acme"]}
 
-async def test_a_first_build_that_outlasts_a_search_timeout_completes_once_with_its_vectors(graph_config, collection):
-    """A first search whose index build outlasts its timeout (a large collection: reading the chunks and their
-    passage vectors) must not cancel the build nor lose the vectors: the build goes on, the next search gets it
-    (vectors fetched once), and the walk is seeded at the passage most similar to the query again (d1, then d2
-    about what d1 mentions). Before, the build was cancelled mid-fetch and the index stayed without vectors."""
-    vectors = {"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]}
-    calls = 0
+    async def read(work, timeout):
+        nonlocal builds
+        if timeout == 300:
+            builds += 1
+            await asyncio.sleep(1.0)  # longer than the first search waits
+            return 1, [], [row], []
+        return 1
 
-    async def fetch(coll: str, ids: list[str]) -> dict[str, list[float]]:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(2.0)  # longer than the first search waits
-        return {i: vectors[i] for i in ids if i in vectors}
-
-    docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
-    service = GraphService(graph_config, graph_config.bolt_uri, fetch_vectors=fetch)
-    try:
-        await service.upsert(collection, chunks_of(docs))
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(service.search(collection, "what garage story?", 1, 10, [1.0, 0.0]), timeout=0.5)
-        result = await service.search(collection, "what garage story?", 1, 10, [1.0, 0.0])
-        assert calls == 1
-        assert service.index_of(collection).has_vectors
-        assert [c.doc_id for c in result.chunks][:2] == ["d1", "d2"]
-    finally:
-        await service.aclose()
+    live = LiveIndexes(read, PPRParams(), check_interval_s=0, check_timeout_s=5, build_timeout_s=300)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(live.get("c"), timeout=0.2)
+    assert len(await live.get("c")) == 1 and builds == 1
 
 
 async def test_a_replica_warms_the_index_of_every_stored_collection_at_start(replicas, collection):
@@ -286,7 +316,7 @@ async def test_a_whole_collection_is_read_under_the_build_timeout_and_changes_un
     from deployments.graph.index.live import LiveIndexes
 
     timeouts: list[float] = []
-    row = {"id": "d1#0", "doc_id": "d1", "text": "t", "metadata": "{}", "keys": ["acme"], "lead": ["acme"]}
+    row = {"id": "d1#0", "doc_id": "d1", "keys": ["acme"], "lead": ["acme"]}
 
     async def read(work, timeout):
         timeouts.append(timeout)
@@ -334,11 +364,11 @@ async def test_a_dropped_collection_leaves_the_store_and_both_replicas_indexes(r
 # The question's passage states "Ann Lee -MOTHER_OF-> Bo Lee" without Bo's passage sharing a name with it, except
 # through that relation: Bo's passage is about "bo lee"; the question names only Ann.
 REL_ROWS = [
-    IndexedChunk("ann#0", "ann", "ann", "{}", keys=("ann lee", "bo lee"), lead=("ann lee",),
+    IndexedChunk("ann#0", "ann", keys=("ann lee", "bo lee"), lead=("ann lee",),
                  relations=(("ann lee", "MOTHER_OF", "bo lee", 1.0),)),
-    IndexedChunk("bo#0", "bo", "bo", "{}", keys=("bo lee", "paris"), lead=("bo lee",)),
-    IndexedChunk("cy#0", "cy", "cy", "{}", keys=("cy", "ann lee"), lead=("cy",), relations=(("cy", "CO_OCCURS", "ann lee", 1.0),)),
-    IndexedChunk("dee#0", "dee", "dee", "{}", keys=("dee",), lead=("dee",), aliases=(("rudy dee", "dee"),)),
+    IndexedChunk("bo#0", "bo", keys=("bo lee", "paris"), lead=("bo lee",)),
+    IndexedChunk("cy#0", "cy", keys=("cy", "ann lee"), lead=("cy",), relations=(("cy", "CO_OCCURS", "ann lee", 1.0),)),
+    IndexedChunk("dee#0", "dee", keys=("dee",), lead=("dee",), aliases=(("rudy dee", "dee"),)),
 ]  # fmt: skip
 
 
@@ -356,15 +386,14 @@ def test_mass_flows_along_typed_relations_not_co_occurrence():
     everything = CollectionIndex(PPRParams(relation_weight=1.0, relation_types="all"))
     everything.upsert(REL_ROWS)
     assert {c.doc_id: s for c, s in everything.search("Ann Lee", 10).chunks}["cy"] > walk["cy"]  # as it would
-    assert related.relations_of([REL_ROWS[0], REL_ROWS[2]], {"ann lee"}) == [("ann lee", "MOTHER_OF", "bo lee", 1.0)]
+    found = [Found(r.chunk_id, r.doc_id) for r in (REL_ROWS[0], REL_ROWS[2])]
+    assert related.relations_of(found, {"ann lee"}) == [("ann lee", "MOTHER_OF", "bo lee", 1.0)]
 
 
 def test_aliases_and_name_variants_link_the_entity():
     index = CollectionIndex()
     index.describe_entities({"rudolph giuliani": ("Rudolph Giuliani", "PERSON")})
-    index.upsert(
-        [*REL_ROWS, IndexedChunk("rg#0", "rg", "rg", "{}", keys=("rudolph giuliani",), lead=("rudolph giuliani",))]
-    )
+    index.upsert([*REL_ROWS, IndexedChunk("rg#0", "rg", keys=("rudolph giuliani",), lead=("rudolph giuliani",))])
     assert index.link("Who is Rudy Dee?") == ["dee"]  # an alias a chunk states
     assert index.link("When was Rudy Giuliani born?") == ["rudolph giuliani"]  # a name variant: Rudy / Rudolph
     assert index.canonical("rudy giuliani") == "rudolph giuliani"
@@ -380,3 +409,82 @@ def test_name_variants():
     assert not variants("john smith", "jonathan smith")  # two letters shared: not enough
     assert not variants("albert e smith", "alan b smith")  # middle initials disagree
     assert not variants("giuliani", "rudolph giuliani")  # a lone surname is an in-chunk alias, not a variant
+
+
+# ---- snapshots: a new replica starts from the file, then catches up through the change log -------------------------
+
+
+def test_a_snapshot_loads_the_index_it_was_taken_of(tmp_path):
+    from deployments.graph.index import snapshot
+
+    index = CollectionIndex(PPRParams(relation_weight=1.0))
+    index.describe_entities({"ann lee": ("Ann Lee", "PERSON"), "bo lee": ("bo lee", "PERSON")})
+    index.upsert([*REL_ROWS, chunk("gone", ("ann lee",))])
+    index.remove_docs(["gone"])  # a dead slot: not written
+    index.version = 7
+    snapshot.save(index, tmp_path / "c.npz")
+    loaded = snapshot.load(tmp_path / "c.npz", index.params)
+    assert loaded.version == 7 and len(loaded) == 4 and "gone#0" not in loaded
+    assert loaded.entity_info("ann lee") == ("Ann Lee", "PERSON") and loaded.entity_info("bo lee") == (
+        "bo lee",
+        "PERSON",
+    )
+    for query in ("Ann Lee", "Who is Rudy Dee?", "Paris"):
+        assert loaded.search(query, 10).chunks == index.search(query, 10).chunks
+        assert loaded.search(query, 10).reached == index.search(query, 10).reached
+    found = [Found("ann#0", "ann")]
+    assert loaded.relations_of(found, {"ann lee"}) == [("ann lee", "MOTHER_OF", "bo lee", 1.0)]
+    loaded.upsert([chunk("later", ("bo lee",), lead=("bo lee",))])  # and it takes writes like any index
+    assert "later" in {c.doc_id for c, _ in loaded.search("Bo Lee", 10).chunks}
+
+
+async def test_a_replica_started_from_a_snapshot_answers_as_one_built_from_the_store(
+    graph_config, collection, tmp_path
+):
+    """Replica a builds from the store and writes its snapshot; more documents arrive; replica b starts from the
+    snapshot and catches up through the change log; replica c (no snapshots) reads the whole store. b and c answer
+    alike, and b did not read the whole collection."""
+    snap = graph_config.index.model_copy(update={"snapshot_dir": str(tmp_path), "relation_weight": 0.5})
+    with_snap = graph_config.model_copy(update={"index": snap})
+    plain = graph_config.model_copy(update={"index": snap.model_copy(update={"snapshot_dir": None})})
+    passages = DictPassages({"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0], "d4#0": [0.6, 0.8]})
+    a = GraphService(with_snap, with_snap.bolt_uri, passages=passages)
+    b = GraphService(with_snap, with_snap.bolt_uri, passages=passages)
+    c = GraphService(plain, plain.bolt_uri, passages=passages)
+    try:
+        await a.upsert(collection, chunks_of({"d1": DOCS["d1"], "d2": DOCS["d2"]}))
+        await a.index_stats(collection)  # a's first build writes the snapshot (in the background)
+        for _ in range(100):
+            if (tmp_path / f"{collection}.npz").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert (tmp_path / f"{collection}.npz").exists()
+        taken = (await a.index_stats(collection))["version"]
+        await a.upsert(collection, chunks_of({"d3": DOCS["d3"], "d4": "Alice Smith met Bob Jones in Paris."}))
+        await a.delete_documents(collection, ["d2"])
+        stats_b, stats_c = await b.index_stats(collection), await c.index_stats(collection)
+        assert b._live.loaded == {collection: taken} and stats_b["version"] > taken  # started from it, caught up
+        same = ("version", "chunks", "entities", "mentions")
+        assert {k: stats_b[k] for k in same} == {k: stats_c[k] for k in same}  # slots: b's dead one stays a while
+        for query, vector in [("Who is Bob Jones?", None), ("garage", [1.0, 0.0]), ("Alice Smith", [0.6, 0.8])]:
+            rb, rc = await b.search(collection, query, 1, 10, vector), await c.search(collection, query, 1, 10, vector)
+            assert rb.chunks and rb.model_dump() == rc.model_dump()
+    finally:
+        for s in (a, b, c):
+            await s.aclose()
+
+
+def test_name_variant_groups_are_kept_across_builds_and_redone_when_their_names_change():
+    index = CollectionIndex()
+    index.upsert([chunk("a", ("rudolph giuliani",)), chunk("b", ("ann lee",))])
+    assert index.link("Rudy Giuliani") == ["rudolph giuliani"]
+    kept = index._variants.groups["lee"]
+    index.upsert([chunk("c", ("rudy giuliani",))])  # the "giuliani" group changes, "lee" does not
+    index.ensure_built()
+    assert index._variants.groups["lee"] is kept
+    assert ("rudolph giuliani", "rudy giuliani") in index._variants.pairs() or (
+        "rudy giuliani",
+        "rudolph giuliani",
+    ) in index._variants.pairs()
+    index.remove_docs(["a"])
+    assert index.aliases_of("rudy giuliani") == []  # the group without Rudolph: no pair left

@@ -91,7 +91,7 @@ def monolith_main(data_dir: str, port: int, http_layer: str) -> None:
     from deployments.config import AppConfig
     from deployments.embedder.service import EmbedderService
     from deployments.graph.embedded.server import EmbeddedBoltServer
-    from deployments.graph.service import GraphService
+    from deployments.graph.service import GraphService, StagePassages
     from deployments.ingress.pipeline import Pipeline
     from deployments.models import AnswerRequest, AnswerResponse, RetrieveRequest, RetrieveResponse
     from deployments.reranker.backends import make_reranker
@@ -104,7 +104,7 @@ def monolith_main(data_dir: str, port: int, http_layer: str) -> None:
     # The Embedder deployment's own service: the same batching and the same shared-query cache as in Serve.
     embedder = EmbedderService(config.embedder)
     vector = VectorService(config.vector, embedder)
-    graph = GraphService(config.graph, bolt.uri, embed=embedder.embed, fetch_vectors=vector.vectors)
+    graph = GraphService(config.graph, bolt.uri, embed=embedder.embed, passages=StagePassages(vector))
     reranker = make_reranker(config.reranker, embedder.embed, vector.vectors)
     stages = Stages(
         embedder=embedder, vector=vector, graph=graph, reranker=reranker, chat=ChatAdapter(make_chat(config.chat))

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 PREFIX = 3  # letters two forms of a given name share: Rud-y / Rud-olph, Bill / Bil-ly (not Jo-hn / Jo-nathan)
 MAX_GROUP = 200  # names ending in one word; a larger group is a common word ("cells"), not a surname
 
+Groups = dict[str, tuple[list[str], list[tuple[str, str]]]]  # last word -> (its names, their variant pairs)
+
 
 def _first_words_agree(a: str, b: str) -> bool:
     if len(a) == 1 or len(b) == 1:
@@ -36,7 +38,11 @@ def variants(a: str, b: str) -> bool:
 class NameVariants:
     """The variant pairs among a collection's entity keys, and the keys a query's name may stand for."""
 
-    def __init__(self, keys: Iterable[str] = (), persons: set[str] | None = None):
+    def __init__(self, keys: Iterable[str] = (), persons: set[str] | None = None, known: Groups | None = None):
+        """`known`: the groups (and their pairs) of an earlier instance; a group whose names are unchanged keeps its
+        pairs, so a rebuild after a write compares only the names of the groups it touched."""
+        self.groups: Groups = {}
+        self._known = known or {}
         self._by_last: dict[str, list[str]] = {}
         for key in keys:
             words = key.split()
@@ -46,9 +52,12 @@ class NameVariants:
 
     def pairs(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        for keys in self._by_last.values():
-            for i, a in enumerate(keys):
-                out.extend((a, b) for b in keys[i + 1 :] if variants(a, b))
+        for word, keys in self._by_last.items():
+            group = self._known.get(word)
+            if group is None or group[0] != keys:
+                group = (keys, [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :] if variants(a, b)])
+            self.groups[word] = group
+            out.extend(group[1])
         return out
 
     def of(self, key: str) -> list[str]:

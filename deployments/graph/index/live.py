@@ -5,8 +5,11 @@ Every write transaction (GraphService.upsert / delete_documents, store/writes.py
 or removed on a `GraphChange` node — in the same transaction, so a replica that sees version v also sees
 everything written up to v. A replica checks the version at most every `index_check_ms` (one tiny read), and on
 a change reads only what changed since its own version: it drops the touched documents and adds their current
-chunks. Passage vectors come from the vector stage (`fetch_vectors`); a chunk whose vector is not there yet
-(the vector write runs beside the graph write) is fetched again on the next check.
+chunks. The index holds no texts and no passage vectors: only ids, entity keys and relations are read.
+
+With a snapshot folder (graph.index.snapshot_dir), a replica's first use of a collection loads its snapshot
+(index/snapshot.py) and catches up from its version through the same change read, instead of reading the whole
+collection; after a change, a snapshot older than `snapshot_interval_s` is written again in the background.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from neo4j import AsyncManagedTransaction
 
-from deployments.graph.index.collection import CollectionIndex, IndexedChunk, PPRParams
+from deployments.graph.index import snapshot
+from deployments.graph.index.collection import CollectionIndex, PPRParams
+from deployments.graph.index.columns import IndexedChunk
 from deployments.graph.store.schema import CHANGE, CHUNK, ENTITY, VERSION
 
 log = logging.getLogger("graphrag.graph.index")
 
 RunRead = Callable[[Callable[[AsyncManagedTransaction], Awaitable[Any]], float], Awaitable[Any]]  # (work, timeout)
-FetchVectors = Callable[[str, list[str]], Awaitable[dict[str, list[float]]]]
-_VECTOR_BATCH = 1024  # chunk ids per vector fetch
 
 
 async def read_version(tx: AsyncManagedTransaction, collection: str) -> int:
@@ -62,7 +66,7 @@ async def read_changes(
     chunks = await (
         await tx.run(
             f"MATCH (c:{CHUNK}) WHERE {where} "
-            "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata, c.keys AS keys, c.lead AS lead, "
+            "RETURN c.id AS id, c.doc_id AS doc_id, c.keys AS keys, c.lead AS lead, "
             "c.rel_src AS rel_src, c.rel_type AS rel_type, c.rel_tgt AS rel_tgt, c.rel_w AS rel_w, "
             "c.alias_src AS alias_src, c.alias_tgt AS alias_tgt",
             collection=collection,
@@ -96,8 +100,7 @@ async def read_collections(tx: AsyncManagedTransaction) -> list[str]:
 
 def _indexed(row: dict) -> IndexedChunk:
     return IndexedChunk(
-        chunk_id=row["id"], doc_id=row["doc_id"], text=row["text"] or "", metadata=row["metadata"] or "{}",
-        keys=tuple(row["keys"] or ()), lead=tuple(row["lead"] or ()),
+        chunk_id=row["id"], doc_id=row["doc_id"], keys=tuple(row["keys"] or ()), lead=tuple(row["lead"] or ()),
         relations=tuple(zip(row.get("rel_src") or (), row.get("rel_type") or (), row.get("rel_tgt") or (), row.get("rel_w") or ())),
         aliases=tuple(zip(row.get("alias_src") or (), row.get("alias_tgt") or ())),
     )  # fmt: skip
@@ -111,20 +114,24 @@ class LiveIndexes:
         read: RunRead,
         params: PPRParams,
         check_interval_s: float,
-        fetch_vectors: FetchVectors | None = None,
         check_timeout_s: float = 5.0,
         build_timeout_s: float = 300.0,
+        snapshots: Path | None = None,
+        snapshot_interval_s: float = 300.0,
     ):
         self._read = read
         self._check_timeout = check_timeout_s  # a version check or a change read
         self._build_timeout = build_timeout_s  # a read of the whole collection
         self._params = params
         self._interval = check_interval_s
-        self._fetch = fetch_vectors
         self._indexes: dict[str, CollectionIndex] = {}
         self._checked: dict[str, float] = {}
-        self._missing_vectors: dict[str, set[str]] = {}
         self._refreshing: dict[str, asyncio.Task] = {}
+        self._snapshots = snapshots
+        self._snapshot_interval = snapshot_interval_s
+        self._saved: dict[str, tuple[int, float]] = {}  # collection -> (version, time) of its snapshot on disk
+        self._saving: dict[str, asyncio.Task] = {}
+        self.loaded: dict[str, int] = {}  # collection -> the snapshot version its index started from
 
     def cached(self, collection: str) -> CollectionIndex | None:
         return self._indexes.get(collection)
@@ -134,7 +141,9 @@ class LiveIndexes:
         reads the store afresh."""
         self._indexes.pop(collection, None)
         self._checked.pop(collection, None)
-        self._missing_vectors.pop(collection, None)
+        self._saved.pop(collection, None)
+        if self._snapshots is not None:
+            self._snapshot_path(collection).unlink(missing_ok=True)
 
     async def warm(self) -> list[str]:
         """Builds the index of every collection in the store (a replica's start: its first searches then find
@@ -162,56 +171,82 @@ class LiveIndexes:
 
     async def _refresh(self, collection: str, index: CollectionIndex | None) -> CollectionIndex:
         checked = time.monotonic()
+        if index is None:
+            index = await self._load_snapshot(collection)
         if index is not None:
             version = await self._read(lambda tx: read_version(tx, collection), self._check_timeout)
             if version == index.version:
+                self._indexes[collection] = index
                 self._checked[collection] = checked
-                await self._fill_vectors(collection, index, set())
                 return index
         since = index.version if index is not None else 0
         started = time.perf_counter()
         timeout = self._check_timeout if since else self._build_timeout
         version, touched, rows, entities = await self._read(lambda tx: read_changes(tx, collection, since), timeout)
-        if index is None or version < since:  # first use, or the store was reset: build from scratch
+        fresh = index is None or version < since
+        if fresh:  # first use, or the store was reset: build from scratch
             index = CollectionIndex(self._params)
             if since:
                 version, touched, rows, entities = await self._read(
                     lambda tx: read_changes(tx, collection, 0), self._build_timeout
                 )
+        assert index is not None
         index.remove_docs(touched)
         index.upsert([_indexed(r) for r in rows])
         index.describe_entities({e["key"]: (e["name"] or e["key"], e["type"] or "ENTITY") for e in entities})
         index.version = version
+        if fresh:  # no search sees it yet: built off the event loop (seconds at 1M chunks)
+            await asyncio.to_thread(index.ensure_built)
+        index.ensure_built()
         self._indexes[collection] = index
         self._checked[collection] = checked
-        await self._fill_vectors(collection, index, {r["id"] for r in rows})
-        index.ensure_built()
         log.info(
             "graph index %s at version %d: %d chunks (+%d rows, %d documents touched) in %.1f ms",
             collection, version, len(index), len(rows), len(touched), 1000 * (time.perf_counter() - started),
         )  # fmt: skip
+        self._save_snapshot(collection, index)
         return index
 
-    async def _fill_vectors(self, collection: str, index: CollectionIndex, new_ids: set[str]) -> None:
-        if self._fetch is None:
-            return
-        wanted = sorted((self._missing_vectors.get(collection, set()) | new_ids) & index.chunk_ids())
-        if not wanted:
-            self._missing_vectors.pop(collection, None)
-            return
-        # Recorded before the fetch: a search that times out cancels it mid-way, and the ids must still be fetched
-        # on the next check (else a first build cut short keeps an index without passage vectors for good).
-        self._missing_vectors[collection] = set(wanted)
-        found: dict[str, list[float]] = {}
+    def _snapshot_path(self, collection: str) -> Path:
+        assert self._snapshots is not None
+        return self._snapshots / f"{collection}.npz"
+
+    async def _load_snapshot(self, collection: str) -> CollectionIndex | None:
+        if self._snapshots is None or not self._snapshot_path(collection).exists():
+            return None
+        started = time.perf_counter()
         try:
-            for i in range(0, len(wanted), _VECTOR_BATCH):
-                found.update(await self._fetch(collection, wanted[i : i + _VECTOR_BATCH]))
-        except Exception as exc:  # vectors only add passage seeds: search on with entity seeds, fetch again later
+            index = await asyncio.to_thread(snapshot.load, self._snapshot_path(collection), self._params)
+        except Exception as exc:  # a snapshot only saves time: build from the store instead
             log.warning(
-                "graph index %s: passage vectors unavailable (%s: %s); retrying on the next check",
-                collection,
-                type(exc).__name__,
-                exc,
+                "graph index snapshot of %s unreadable (%s: %s); reading the store", collection, type(exc).__name__, exc
             )
-        index.set_vectors(found)
-        self._missing_vectors[collection] = set(wanted) - set(found)
+            return None
+        self._saved[collection] = (index.version, time.monotonic())
+        self.loaded[collection] = index.version
+        log.info(
+            "graph index %s loaded from its snapshot at version %d: %d chunks in %.1f s",
+            collection, index.version, len(index), time.perf_counter() - started,
+        )  # fmt: skip
+        return index
+
+    def _save_snapshot(self, collection: str, index: CollectionIndex) -> None:
+        """Writes the index's snapshot in the background when none is on disk or it is older than the interval."""
+        if self._snapshots is None or collection in self._saving:
+            return
+        version, at = self._saved.get(collection, (-1, 0.0))
+        if version == index.version or (version >= 0 and time.monotonic() - at < self._snapshot_interval):
+            return
+        arrays = snapshot.capture(index)  # here: writes do not change the index while it is read
+        self._saved[collection] = (index.version, time.monotonic())
+
+        async def write() -> None:
+            try:
+                size = await asyncio.to_thread(snapshot.write, arrays, self._snapshot_path(collection))
+                log.info("graph index snapshot of %s at version %d: %.1f MB", collection, index.version, size / 2**20)
+            except Exception as exc:
+                log.warning("graph index snapshot of %s not written (%s: %s)", collection, type(exc).__name__, exc)
+            finally:
+                self._saving.pop(collection, None)
+
+        self._saving[collection] = asyncio.ensure_future(write())

@@ -101,3 +101,20 @@ def links_work(collection: str, seeds: list[str], candidates: list[str], exclude
         return {cid: sum(specificity(mentions.get(k, 1)) for k in keys) for cid, keys in shared.items()}
 
     return work
+
+
+def chunks_work(collection: str, chunk_ids: list[str]) -> Work:
+    """The text, document and metadata of these chunks, by id (the few an index search returns)."""
+
+    async def work(tx: AsyncManagedTransaction) -> dict[str, dict]:
+        rows = await (
+            await tx.run(
+                f"MATCH (c:{CHUNK}) WHERE c.id IN $ids AND c.collection = $collection "
+                "RETURN c.id AS id, c.doc_id AS doc_id, c.text AS text, c.metadata AS metadata",
+                ids=chunk_ids,
+                collection=collection,
+            )  # fmt: skip
+        ).data()
+        return {row["id"]: row for row in rows}
+
+    return work
