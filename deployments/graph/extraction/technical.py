@@ -1,8 +1,9 @@
 """Technical names in a spaCy parse: what `en_core_web_sm`, trained on news, misreads in software documentation.
 
 The small model types "ArcadeDB", "Bolt" and "Cypher" as PERSON and misses "Neo4j" and "Qdrant" half the time, so
-a page about a database had no typed neighbourhood. A chunk that writes technical names (at least two words with
-inner capitals or digits, or code such as `execute_read`) is read as technical text:
+a page about a database had no typed neighbourhood. A document that writes an identifier (`execute_read`,
+`serve.batch`) or at least three words with inner capitals or digits ("ArcadeDB", "PyPI", "Neo4j") is read as
+technical text:
 
 - a name written like code ("ArcadeDB", "PyPI", "Neo4j", "MiniLM") is TECH, unless the recognizer called it an
   organisation, product, work or event ("YouTube" stays ORG);
@@ -24,11 +25,12 @@ from deployments.models import Entity, Relation
 TECH = "TECH"
 # "McDonald", "DeMarco", "MacArthur", "O'Brien", "LaGuardia": inner capitals of a person's or place's name.
 _NAME_PREFIX = re.compile(r"^(?:Mc|Mac|De|Di|Da|Du|La|Le|Van|Von|O['’])[A-Z][a-z]+$")
-_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[_.][A-Za-z0-9]+)+$")  # execute_read, serve.run, os.path
+_CODE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$|^[a-z]{2,}(?:\.[a-z_]{2,})+$")  # execute_read, serve.batch
 # Types the recognizer gets right on technical text too (an organisation, a product, a work, an event).
 _KEEP = frozenset(("ORG", "PRODUCT", "WORK", "EVENT", "FAC", "LAW", "DATE"))
 _PEOPLE_OR_PLACES = frozenset(("PERSON", "GPE", "LOC", "NORP", "OTHER"))
-MIN_TECH_WORDS = 2
+_URL = re.compile(r"^(?:https?:|www\.)|\.(?:com|org|net|gov|edu|io|uk|de|pdf|html?)$")  # a web address is no code
+MIN_TECH_WORDS = 3  # distinct code-like words; 2 also caught band and game names in HotpotQA prose
 
 
 def written_like_code(word: str) -> bool:
@@ -42,6 +44,8 @@ def written_like_code(word: str) -> bool:
         or acronym(core)
     ):
         return False
+    if not core.isascii() or not core.isalnum():
+        return False
     return any(ch.isupper() or ch.isdigit() for ch in core[1:]) and any(ch.islower() for ch in core)
 
 
@@ -53,16 +57,16 @@ def acronym(word: str) -> bool:
 
 def code_words(doc) -> set[str]:
     """The parse's words written like code ("ArcadeDB", "execute_read", "serve.batch")."""
-    return {t.text for t in doc if written_like_code(t.text) or _CODE.match(t.text)}
+    return {t.text for t in doc if not _URL.search(t.text) and (written_like_code(t.text) or _CODE.match(t.text))}
 
 
 def technical_documents(docs, doc_ids: list[str]) -> set[str]:
-    """The documents (of a batch of parsed chunks) that write at least MIN_TECH_WORDS distinct code-like words:
-    a page's later chunks are technical text too when its first names the software."""
+    """The documents (of a batch of parsed chunks) that write an identifier (`execute_read`, `serve.batch`) or at
+    least MIN_TECH_WORDS distinct code-like words: a page's later chunks are technical text too."""
     seen: dict[str, set[str]] = {}
     for doc, doc_id in zip(docs, doc_ids):
-        seen.setdefault(doc_id, set()).update(code_words(doc))
-    return {d for d, words in seen.items() if len(words) >= MIN_TECH_WORDS}
+        seen.setdefault(doc_id, set()).update(w.lower() for w in code_words(doc))
+    return {d for d, words in seen.items() if len(words) >= MIN_TECH_WORDS or any(_CODE.match(w) for w in words)}
 
 
 def retype(type_: str, words: list[str]) -> str:
