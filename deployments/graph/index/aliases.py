@@ -36,7 +36,17 @@ def variants(a: str, b: str) -> bool:
 class NameVariants:
     """The variant pairs among a collection's entity keys, and the keys a query's name may stand for."""
 
-    def __init__(self, keys: Iterable[str] = (), persons: set[str] | None = None):
+    def __init__(
+        self, keys: Iterable[str] = (), persons: set[str] | None = None, synonyms: Iterable[tuple[str, str]] = ()
+    ):
+        """`synonyms`: pairs tied by name embeddings (index/synonyms.py), kept where both names are among `keys`."""
+        keys = list(keys)
+        known = set(keys)
+        self._synonyms: dict[str, list[str]] = {}
+        for a, b in synonyms:
+            if a in known and b in known and a != b:
+                self._synonyms.setdefault(a, []).append(b)
+                self._synonyms.setdefault(b, []).append(a)
         self._by_last: dict[str, list[str]] = {}
         for key in keys:
             words = key.split()
@@ -49,11 +59,14 @@ class NameVariants:
         for keys in self._by_last.values():
             for i, a in enumerate(keys):
                 out.extend((a, b) for b in keys[i + 1 :] if variants(a, b))
+        seen = set(out)
+        out.extend((a, b) for a, bs in sorted(self._synonyms.items()) for b in bs if a < b and (a, b) not in seen)
         return out
 
     def of(self, key: str) -> list[str]:
         words = key.split()
-        return [k for k in self._by_last.get(words[-1], ()) if variants(key, k)] if words else []
+        found = [k for k in self._by_last.get(words[-1], ()) if variants(key, k)] if words else []
+        return found + [k for k in self._synonyms.get(key, ()) if k not in found]
 
     def match(self, key: str) -> list[str]:
         """Keys of the collection that `key` (a name not itself in the collection) may stand for."""

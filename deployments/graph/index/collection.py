@@ -97,6 +97,7 @@ class CollectionIndex:
         self._r_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._alias_of: dict[str, str] = {}  # alias key -> entity key (built)
         self._variants = NameVariants()
+        self.synonyms: list[tuple[str, str]] = []  # close by name embedding (index/synonyms.py); read at each build
         self._vecs = np.zeros((0, dim or 0), dtype=np.float32)
         self._has_vec = np.zeros(0, dtype=bool)
         self._stale = True
@@ -303,7 +304,7 @@ class CollectionIndex:
             if a not in mentioned and k in mentioned:
                 self._alias_of.setdefault(a, k)
         persons = {k for k, (_, t) in self._entity_info.items() if t == "PERSON"} if self._entity_info else None
-        self._variants = NameVariants(mentioned, persons)
+        self._variants = NameVariants(mentioned, persons, self.synonyms)
         pairs = [(self._entity_pos[a], self._entity_pos[b]) for a, b in self._variants.pairs()]
         if pairs:
             v = np.asarray(pairs, dtype=np.int64)
