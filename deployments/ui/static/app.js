@@ -383,7 +383,7 @@ const GRAPH_STYLE = [
     "text-background-color": "#fbfbfd", "text-background-opacity": 0.9, "text-background-padding": 1,
   } },
   { selector: "edge.focus", style: { "line-color": "#6366f1", "target-arrow-color": "#6366f1", opacity: 1 } },
-  { selector: "edge.focus:not(.typed)", style: { opacity: 0.5 } },
+  { selector: "edge.focus.faint", style: { opacity: 0.5 } },
 ];
 
 function graphElements(nodes, edges, extra = {}) {
@@ -397,7 +397,7 @@ function graphElements(nodes, edges, extra = {}) {
       group: "edges",
       data: { id: `${e.source}|${e.type}|${e.target}`, source: e.source, target: e.target, type: e.type, weight: e.weight,
         label: isTyped(e.type) ? relationLabel(e.type) : "" },
-      classes: isTyped(e.type) ? "typed" : "",
+      classes: isTyped(e.type) ? "typed" : "faint",
     });
   }
   return els;
