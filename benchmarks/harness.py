@@ -57,16 +57,24 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _main_module() -> str | None:
+    """The module run with `python -m`; a benchmark split into a package runs as `<package>.__main__`."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return spec.name.removesuffix(".__main__") if spec is not None else None
+
+
 def cli(doc: str | None) -> argparse.ArgumentParser:
     """A benchmark's command line, its module docstring as the help (so `--help` shows how to run it)."""
-    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    module = _main_module()
+    prog = module.rsplit(".", 1)[-1] + ".py" if module and sys.argv[0].endswith("__main__.py") else None
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def command() -> str:
     """How this run was started, for the `command` each result records: `python -m benchmarks.<group>.<name> ...`."""
     main = sys.modules["__main__"]
-    spec = getattr(main, "__spec__", None)
-    target = f"-m {spec.name}" if spec is not None else os.path.relpath(getattr(main, "__file__", "?"), ROOT)
+    module = _main_module()
+    target = f"-m {module}" if module is not None else os.path.relpath(getattr(main, "__file__", "?"), ROOT)
     return f"python {target} {shlex.join(sys.argv[1:])}".rstrip()
 
 

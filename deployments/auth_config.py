@@ -1,4 +1,4 @@
-"""The `auth` section of the one typed config (deployments/config.py): API keys as SHA-256 digests, their scopes
+"""The `auth` section of the one typed config (deployments/config/): API keys as SHA-256 digests, their scopes
 and collection allow-lists. Checked by deployments/ingress/auth.py."""
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from ray import serve
 
 from deployments.config import AppConfig
 from deployments.ingress.auth import ApiKeyAuth
-from deployments.ingress.deployment import Ingress, app
+from deployments.ingress.deployment import Ingress
+from deployments.ingress.http_app import app
 from deployments.ingress.pipeline import Pipeline
 from deployments.stages import Stages
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
 import json
-import math
 import re
 import socket
 import struct
@@ -27,107 +25,24 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-ROUTES = {
-    "chat": "/v1/chat/completions",
-    "embeddings": "/v1/embeddings",
-    "models": "/v1/models",
-    "rerank": "/rerank",  # TEI shape
-    "cohere_rerank": "/v1/rerank",  # Cohere / Jina shape
-}
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-
-
-def route_path(route: str) -> str:
-    """Accept an alias ("chat") or a path ("/v1/chat/completions")."""
-    path = ROUTES.get(route, route)
-    if path not in ROUTES.values():
-        raise ValueError(f"unknown route {route!r}; use one of {sorted(ROUTES)} or {sorted(ROUTES.values())}")
-    return path
-
-
-@dataclass
-class Fault:
-    """What to do to one request: wait `delay` s, then answer `status` (with Retry-After) or invalid JSON."""
-
-    status: int | None = None
-    retry_after: float | str | None = None  # seconds, or an HTTP date string, sent as Retry-After
-    delay: float = 0.0
-    invalid_json: bool = False
-    body: Any = None  # error body; an OpenAI-style error by default
-    content: str | None = None  # chat: reply with this assistant message content instead of the default answer
-
-
-@dataclass
-class RecordedRequest:
-    route: str
-    method: str
-    body: Any
-    headers: dict[str, str]
-    t: float  # wall clock, comparable across processes
-    mono: float  # monotonic clock of the server process: use for gaps
-    status: int | None = None
-    fault: dict[str, Any] | None = None
-    disconnected: bool = False  # the client went away (e.g. cancelled) before the reply was sent
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def words(text: str) -> list[str]:
-    return [w.lower() for w in _TOKEN.findall(text)]
-
-
-def hashed_embedding(text: str, dim: int) -> list[float]:
-    """Deterministic unit vector: signed hashed bag of words (texts sharing words are close)."""
-    vec = [0.0] * dim
-    for w in words(text):
-        h = hashlib.md5(w.encode()).digest()
-        idx = int.from_bytes(h[:4], "little") % dim
-        vec[idx] += 1.0 if h[4] & 1 else -1.0
-    norm = math.sqrt(sum(v * v for v in vec))
-    if norm == 0:
-        vec[0] = 1.0
-        return vec
-    return [v / norm for v in vec]
-
-
-def overlap_score(query: str, text: str) -> float:
-    """Share of the query's distinct words found in the text, in [0, 1]."""
-    q = set(words(query))
-    if not q:
-        return 0.0
-    return len(q & set(words(text))) / len(q)
-
-
-def _first_passage(messages: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The first "[n] text" line of the last user message."""
-    for msg in reversed(messages):
-        if msg.get("role") != "user":
-            continue
-        content = msg.get("content")
-        if isinstance(content, list):  # content parts
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        for line in str(content or "").splitlines():
-            m = re.match(r"\s*\[(\d+)\]\s*(.+)", line)
-            if m:
-                return m.group(1), m.group(2).strip()
-        return None
-    return None
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None, body: Any = None) -> JSONResponse:
-    kind = {429: "rate_limit_exceeded", 400: "invalid_request_error", 401: "invalid_api_key"}.get(
-        status, "server_error"
-    )
-    content = body if body is not None else {"error": {"message": message, "type": kind, "code": kind}}
-    return JSONResponse(content, status_code=status, headers=headers)
+from tests.openai_protocol import (
+    ROUTES,
+    Fault,
+    RecordedRequest,
+    error_response,
+    first_passage,
+    hashed_embedding,
+    overlap_score,
+    route_path,
+    words,
+)
 
 
 class OpenAIProtocolServer:
@@ -315,19 +230,19 @@ class OpenAIProtocolServer:
                     return Response(status_code=499)
         if fault and fault.status:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            return _error(fault.status, f"scripted fault: HTTP {fault.status}", headers, fault.body)
+            return error_response(fault.status, f"scripted fault: HTTP {fault.status}", headers, fault.body)
         if fault and fault.invalid_json:
             return Response(b'{"this is": not json', media_type="application/json")
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _error(401, "missing or wrong API key")
+            return error_response(401, "missing or wrong API key")
         if request.method == "POST" and not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object")
+            return error_response(400, "the body must be a JSON object")
         try:
             if fault and fault.content is not None and isinstance(body, dict) and "messages" in body:
                 return self._scripted_chat(body, fault.content)
             return handler(body)
         except (KeyError, TypeError, ValueError) as exc:
-            return _error(400, f"bad request: {exc!r}")
+            return error_response(400, f"bad request: {exc!r}")
 
     def _mark_disconnected(self, request: Request) -> None:
         record = request.scope.get("testdouble.record")
@@ -367,7 +282,7 @@ class OpenAIProtocolServer:
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list")
         model = self._served_model(str(body["model"]))
-        first = _first_passage(messages)
+        first = first_passage(messages)
         answer = f"{first[1]} [{first[0]}]" if first else "I don't know: no passages were given."
         created = int(time.time())
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"

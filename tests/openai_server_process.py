@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.openai_server import Fault, RecordedRequest
+from tests.openai_protocol import Fault, RecordedRequest
 
 
 class OpenAIProtocolServerProcess:

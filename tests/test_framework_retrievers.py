@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from deployments.client import AsyncGraphRAGClient, GraphRAGClient, NotFoundError
 from deployments.errors import CollectionNotFound
-from deployments.ingress.deployment import app
+from deployments.ingress.http_app import app
 from deployments.integrations.langchain import GraphRAGRetriever
 from deployments.integrations.llamaindex import GraphRAGLlamaRetriever
 from deployments.models import GraphEdge, GraphNode, GraphResult, Subgraph

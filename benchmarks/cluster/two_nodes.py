@@ -23,158 +23,21 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import yaml
 
 from benchmarks import harness  # noqa: E402
+from benchmarks.cluster.answer_load import COLLECTION, Load, payload, summarize
+from benchmarks.cluster.cluster_view import ClusterView, get_json, post_json, start_head, start_worker, wait_for
 from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
-from benchmarks.harness import QUERIES, RESULTS, ROOT, quiet_port  # noqa: E402
+from benchmarks.harness import RESULTS, ROOT, quiet_port  # noqa: E402
 from deployments.local_env import LOCAL_ENV
 from deployments.throughput import throughput_env
 
-APP = "graphrag"
-COLLECTION = "cluster"
 STATELESS = ("Ingress", "Embedder", "Reranker", "Chat")
 PINNED = ("Vector", "BoltServer", "Graph")
-
-
-def get_json(url: str, timeout: float = 10) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def post_json(url: str, body: dict, timeout: float = 300) -> dict:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-class ClusterView:
-    """Serve's own status (the dashboard's REST API) and Ray's node list."""
-
-    def __init__(self, dashboard: str):
-        self.dashboard = dashboard
-
-    def serve(self) -> dict:
-        return get_json(f"{self.dashboard}/api/serve/applications/")
-
-    def nodes(self) -> list[dict]:
-        return get_json(f"{self.dashboard}/api/v0/nodes")["data"]["result"]["result"]
-
-    def alive_nodes(self) -> list[dict]:
-        return [n for n in self.nodes() if n["state"] == "ALIVE"]
-
-    def app(self) -> dict | None:
-        return self.serve().get("applications", {}).get(APP)
-
-    def replicas_by_node(self, names: dict[str, str]) -> dict[str, dict[str, int]]:
-        """Running replicas per deployment and node (nodes named by `names`: node id → "head"/"worker"/...)."""
-        app = self.app() or {"deployments": {}}
-        out = {}
-        for deployment, details in sorted(app["deployments"].items()):
-            counts = Counter(
-                names.get(r.get("node_id", ""), (r.get("node_id") or "?")[:8])
-                for r in details["replicas"]
-                if r["state"] == "RUNNING"
-            )
-            out[deployment] = dict(sorted(counts.items()))
-        return out
-
-    def only_on(self, node_ids: set[str]) -> bool:
-        """No replica, in any state, listed on a node outside `node_ids`."""
-        app = self.app() or {"deployments": {}}
-        return all(
-            r.get("node_id") in node_ids for d in app["deployments"].values() for r in d["replicas"] if r.get("node_id")
-        )
-
-    def replica_nodes_by_pid(self) -> dict[int, tuple[str, str]]:
-        """Replica process id → (deployment, node id)."""
-        app = self.app() or {"deployments": {}}
-        return {
-            r["pid"]: (name, r.get("node_id", ""))
-            for name, d in app["deployments"].items()
-            for r in d["replicas"]
-            if r.get("pid")
-        }
-
-    def healthy_on(self, node_ids: set[str]) -> bool:
-        """The app RUNNING, every deployment HEALTHY with its target of RUNNING replicas, all on `node_ids`."""
-        app = self.app()
-        if not app or app["status"] != "RUNNING":
-            return False
-        for details in app["deployments"].values():
-            running = [r for r in details["replicas"] if r["state"] == "RUNNING"]
-            if details["status"] != "HEALTHY" or any(r.get("node_id") not in node_ids for r in running):
-                return False
-            if len(running) < max(1, details.get("target_num_replicas") or 1):
-                return False
-        return True
-
-
-def wait_for(what: str, check, timeout_s: float, every_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # the dashboard or the app still starting: retry until the deadline
-            last_error = exc
-        time.sleep(every_s)
-    raise TimeoutError(f"{what}: not within {timeout_s:.0f}s (last error: {last_error!r})")
-
-
-def start_head(tmp: Path, env: dict[str, str], nodes: list[RayNode], attempts: int = 3) -> tuple[RayNode, str, int]:
-    """`ray start --head` until its node is ALIVE (on a busy machine its raylet may give up on its dashboard agent)."""
-    for attempt in range(1, attempts + 1):
-        head = RayNode(
-            "head", tmp / f"head-{attempt}", node_env(env, worker=False), num_cpus=1, resources={"graphrag_store": 1}
-        )
-        nodes.append(head)
-        head.start(tmp / f"head-{attempt}.log")
-        view = ClusterView(f"http://127.0.0.1:{head.dashboard_port}")
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and head.proc.poll() is None:
-            try:
-                alive = [n["node_id"] for n in view.alive_nodes() if n["is_head_node"]]
-            except Exception:  # the dashboard is not up yet
-                alive = []
-            if alive and head.raylet_pid():
-                return head, alive[0], attempt
-            time.sleep(1)
-        head.stop()
-    raise RuntimeError(f"no head node in {attempts} attempts (logs under {tmp})")
-
-
-def start_worker(
-    view: ClusterView,
-    name: str,
-    tmp: Path,
-    env: dict[str, str],
-    head_gcs: str,
-    known: set[str],
-    nodes: list[RayNode],
-    attempts: int = 3,
-) -> tuple[RayNode, str, int]:
-    """Starts a worker node and returns it with its node id once ALIVE. On a busy machine a raylet sometimes gives up
-    waiting for its dashboard agent (a hard-coded 15 s) and exits: then it is started again, at most `attempts` times."""
-    for attempt in range(1, attempts + 1):
-        node = RayNode(name, tmp / f"{name}-{attempt}", env, head_address=head_gcs, num_cpus=1)
-        nodes.append(node)
-        node.start(tmp / f"{name}-{attempt}.log")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and node.proc.poll() is None:
-            new = [n["node_id"] for n in view.alive_nodes() if n["node_id"] not in known]
-            if new:
-                return node, new[0], attempt
-            time.sleep(1)
-        node.stop()
-    raise RuntimeError(f"{name}: no node joined in {attempts} attempts (logs under {tmp})")
 
 
 def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trace_dir: Path) -> Path:
@@ -194,65 +57,6 @@ def cluster_config(source: Path, out: Path, data_dir: Path, http_port: int, trac
     args.setdefault("graph", {})["embedded_port"] = quiet_port()
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
-
-
-def payload(n: int) -> dict:
-    return {"collection": COLLECTION, "query": QUERIES[n % len(QUERIES)], "top_k": 5, "mode": "hybrid+graph"}
-
-
-class Load:
-    """Closed-loop /v1/answer clients; every response is recorded with its send time and outcome."""
-
-    def __init__(self, base: str, concurrency: int, timeout_s: float = 60):
-        self.base, self.concurrency, self.timeout_s = base, concurrency, timeout_s
-        self.records: list[dict] = []
-        self._stop = asyncio.Event()
-
-    async def _one(self, session: aiohttp.ClientSession, n: int) -> dict:
-        sent = time.monotonic()
-        try:
-            async with session.post(f"{self.base}/v1/answer", json=payload(n)) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return {"sent": sent, "done": time.monotonic(), "status": 0, "error": type(exc).__name__, "degraded": []}
-        degraded = (
-            [f"{d['stage']}: {d['error'][:100]}" for d in json.loads(body).get("degraded", [])] if status == 200 else []
-        )
-        error = None if status == 200 else body[:200].decode(errors="replace")
-        return {"sent": sent, "done": time.monotonic(), "status": status, "error": error, "degraded": degraded}
-
-    async def run(self) -> None:
-        counter = iter(range(10**9))
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=self.concurrency)
-        ) as session:
-
-            async def client() -> None:
-                while not self._stop.is_set():
-                    self.records.append(await self._one(session, next(counter)))
-
-            await asyncio.gather(*(client() for _ in range(self.concurrency)))
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def summarize(records: list[dict]) -> dict:
-    failed = [r for r in records if r["status"] != 200]
-    degraded = [r for r in records if r["status"] == 200 and r["degraded"]]
-    return {
-        "requests": len(records),
-        "failed": len(failed),
-        "degraded": len(degraded),
-        "failed_pct": round(100 * len(failed) / max(len(records), 1), 2),
-        "degraded_pct": round(100 * len(degraded) / max(len(records), 1), 2),
-        "statuses": dict(Counter(str(r["status"]) for r in records)),
-        "failure_reasons": dict(Counter((r["error"] or "")[:120] for r in failed)),
-        "degraded_stages": dict(Counter(s.split(":")[0] for r in degraded for s in r["degraded"])),
-        "degraded_reasons": dict(Counter(s for r in degraded for s in r["degraded"]).most_common(5)),
-    }
 
 
 async def node_kill(

@@ -1,5 +1,5 @@
 """Joint tuning of the walk on the tuning splits only: HotpotQA-100 questions 0-49 (both passage layouts, R@5) and
-SciFact train (nDCG@10), in one process with benchmarks/quality/graph_eval.py's offline pipeline.
+SciFact train (nDCG@10), in one process with benchmarks/quality/graph_eval.py's offline pipeline (its corpus: offline_corpus.py).
 
     python -m benchmarks.quality.graph_tune            # writes benchmarks/results/graph-tune-dev-train.json
 
@@ -17,7 +17,8 @@ import time
 
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
-from benchmarks.quality.graph_eval import SPLITS, Corpus, evaluate, evaluate_scifact  # noqa: E402
+from benchmarks.quality.graph_eval import evaluate, evaluate_scifact  # noqa: E402
+from benchmarks.quality.offline_corpus import SPLITS, Corpus  # noqa: E402
 
 GRID = {
     "graph_norm": ["max", "mass"],  # the graph score over its best, or the walk's own mass share

@@ -5,7 +5,7 @@ dev questions' gold titles found as entities, and the share of relations that ar
     python -m benchmarks.quality.kg_quality score     # figures from the labelled samples -> results/kg-quality.json
 
 Samples come from HotpotQA-100 dev passages only (the context passages of questions 0-49), extracted by the
-default extractor (spaCy) as graph_eval.py ingests them. The labelling rule is LABELS.md beside the samples.
+default extractor (spaCy) as graph_eval.py ingests them (offline_corpus.py). The labelling rule is LABELS.md beside the samples.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
-from benchmarks.quality.graph_eval import DATASET, extract_all, passage_text  # noqa: E402
+from benchmarks.quality.offline_corpus import DATASET, extract_all, passage_text  # noqa: E402
 from deployments.config import ChunkingConfig  # noqa: E402
 from deployments.graph.extraction.ontology import UNTYPED  # noqa: E402
 from deployments.ingress.chunking import chunk_document  # noqa: E402

@@ -183,7 +183,7 @@ def main() -> None:
     from graph import start_local
     from tests.arcadedb_fixture import EmbeddedBoltServer, make_graph_config
     from tests.fakes import sample_documents
-    from tests.openai_server import OpenAIProtocolServerProcess
+    from tests.openai_server_process import OpenAIProtocolServerProcess
 
     breaker = not args.no_breaker
     results: dict = {

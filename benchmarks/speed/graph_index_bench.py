@@ -43,7 +43,8 @@ def unit(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def scifact_rows() -> tuple[list[IndexedChunk], np.ndarray | None, list[str]]:
-    from benchmarks.quality.graph_eval import CACHE, scifact_docs
+    from benchmarks.harness import CACHE
+    from benchmarks.quality.offline_corpus import scifact_docs
     from deployments.config import ChunkingConfig
     from deployments.graph.extraction.offline import extract
     from deployments.ingress.chunking import chunk_document

@@ -306,7 +306,7 @@ def main() -> None:
         "date": harness.utc_now(),
     }
     path = RESULTS / "performance.json"
-    # The real-stage figures (benchmarks/speed/real_stages.py) live in the same file, under "real": keep them.
+    # The real-stage figures (benchmarks/speed/real_stages/) live in the same file, under "real": keep them.
     previous = json.loads(path.read_text()) if path.exists() else {}
     harness.write_json(path, {**results, **({"real": previous["real"]} if "real" in previous else {})})
     plot(

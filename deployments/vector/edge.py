@@ -6,15 +6,12 @@ import asyncio
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from deployments.errors import (
     BadRequest,
@@ -26,10 +23,11 @@ from deployments.errors import (
     require_free_space,
 )
 from deployments.models import Scalar, ScoredChunk
+from deployments.vector.edge_filters import documents_filter, edge_point, first_chunks_filter, metadata_filter
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
+from deployments.vector.sparse_copy import copy_sparse
 from deployments.vector.store import (
     FIRST_CHUNK_FIELD,
-    FIRST_CHUNK_INDEX,
     STAGE,
     HitVectors,
     StoredPoint,
@@ -40,35 +38,7 @@ from deployments.vector.store import (
     scored_chunk,
 )
 
-if TYPE_CHECKING:
-    from qdrant_edge import ConditionType
-
 log = logging.getLogger(__name__)
-
-
-# ---- embedded: qdrant-edge ----------------------------------------------------------------------
-
-
-def copy_sparse(src: str, dst: str) -> None:
-    """Copies a file's data regions only: the engine's files are mostly holes (a 32 MB WAL segment holding a few
-    points), which a plain copy would write out as zeros (a 300 KB shard became 180 MB)."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size, pos = os.fstat(fin.fileno()).st_size, 0
-        while pos < size:
-            try:
-                start = os.lseek(fin.fileno(), pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                break
-            end = os.lseek(fin.fileno(), start, os.SEEK_HOLE)
-            fin.seek(start)
-            fout.seek(start)
-            while start < end:
-                block = fin.read(min(end - start, 1 << 20))
-                fout.write(block)
-                start += len(block)
-            pos = end
-        fout.truncate(size)
-    shutil.copystat(src, dst)
 
 
 class EdgeVectorStore:
@@ -181,44 +151,6 @@ class EdgeVectorStore:
             self._lexical[collection] = LEXICAL_VECTOR in (config.get("sparse_vectors") or {})
         return self._lexical[collection]
 
-    @staticmethod
-    def _point(p: StoredPoint, lexical: bool) -> Any:
-        import qdrant_edge as qe
-
-        if lexical and p.sparse is not None:
-            vector: Any = {"": p.vector, LEXICAL_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values)}
-        else:
-            vector = p.vector
-        return qe.Point(id=uuid.UUID(p.id), vector=vector, payload=p.payload)
-
-    @staticmethod
-    def _doc_filter(doc_ids: list[str], keep: list[str] | None = None) -> Any:
-        """Points of `doc_ids`, except the point ids in `keep`."""
-        import qdrant_edge as qe
-
-        must_not: list[ConditionType] | None = [qe.HasIdCondition({uuid.UUID(i) for i in keep})] if keep else None
-        must: list[ConditionType] = [qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))]
-        return qe.Filter(must=must, must_not=must_not)
-
-    @staticmethod
-    def _filter(filter: dict[str, Scalar]) -> Any:
-        import qdrant_edge as qe
-
-        if not filter:
-            return None
-        conditions: list[ConditionType] = []
-        for key, value in filter.items():
-            field = f"metadata.{key}"
-            if isinstance(value, float):  # MatchValue takes str/int/bool only: a float matches as a point range
-                conditions.append(qe.FieldCondition(key=field, range=qe.RangeFloat(gte=value, lte=value)))
-            elif isinstance(value, bool):
-                # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 (never matching a stored true/false);
-                # numpy's bool is no int subclass and arrives as a bool.
-                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(np.bool_(value))))  # type: ignore[arg-type]  # see above
-            else:
-                conditions.append(qe.FieldCondition(key=field, match=qe.MatchValue(value)))
-        return qe.Filter(must=conditions)
-
     def _after_write(self, collection: str, shard: Any, written: int) -> None:
         """In a worker thread, under the lock: flush, and optimize once enough points changed."""
         shard.flush()
@@ -244,9 +176,9 @@ class EdgeVectorStore:
                 # Insert first, then drop the documents' other (stale) points: readers never see a document
                 # vanish, and a refused insert leaves the previous version in place.
                 if points:
-                    shard.update(qe.UpdateOperation.upsert_points([self._point(p, lexical) for p in points]))
+                    shard.update(qe.UpdateOperation.upsert_points([edge_point(p, lexical) for p in points]))
                 if doc_ids:
-                    stale = self._doc_filter(doc_ids, keep=[p.id for p in points])
+                    stale = documents_filter(doc_ids, keep=[p.id for p in points])
                     shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
                 self._after_write(collection, shard, len(points))
                 return len(points)
@@ -262,7 +194,7 @@ class EdgeVectorStore:
             shard = await self._open(collection)
 
             def delete() -> int:
-                doc_filter = self._doc_filter(doc_ids)
+                doc_filter = documents_filter(doc_ids)
                 removed = shard.count(qe.CountRequest(exact=True, filter=doc_filter))
                 if removed:
                     shard.update(qe.UpdateOperation.delete_points_by_filter(doc_filter))
@@ -330,7 +262,7 @@ class EdgeVectorStore:
         request = qe.QueryRequest(
             limit=limit,
             query=query,
-            filter=self._filter(filter),
+            filter=metadata_filter(filter),
             with_payload=True,
             with_vector=[""] if vectors is not None else False,
         )
@@ -380,17 +312,11 @@ class EdgeVectorStore:
 
         return await asyncio.to_thread(listing)
 
-    @staticmethod
-    def _first_chunks() -> Any:
-        import qdrant_edge as qe
-
-        return qe.Filter(must=[qe.FieldCondition(key=FIRST_CHUNK_FIELD, match=qe.MatchValue(FIRST_CHUNK_INDEX))])
-
     async def document_count(self, collection: str) -> int:
         import qdrant_edge as qe
 
         shard = await self._shard(collection)
-        return await self._engine(collection, shard.count, qe.CountRequest(exact=True, filter=self._first_chunks()))
+        return await self._engine(collection, shard.count, qe.CountRequest(exact=True, filter=first_chunks_filter()))
 
     async def documents(self, collection: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
         import qdrant_edge as qe
@@ -399,7 +325,7 @@ class EdgeVectorStore:
         request = qe.ScrollRequest(
             offset=uuid.UUID(cursor) if cursor else None,
             limit=limit,
-            filter=self._first_chunks(),
+            filter=first_chunks_filter(),
             with_payload=["doc_id"],
             with_vector=False,
         )
@@ -409,7 +335,7 @@ class EdgeVectorStore:
     async def chunk_counts(self, collection: str, doc_ids: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
         if doc_ids:
-            for p in await self._scroll_all(collection, ["doc_id"], self._doc_filter(doc_ids)):
+            for p in await self._scroll_all(collection, ["doc_id"], documents_filter(doc_ids)):
                 counts[p["doc_id"]] = counts.get(p["doc_id"], 0) + 1
         return counts
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from deployments.config import AppConfig, VectorConfig
 from deployments.ingress.auth import ROUTE_SCOPES, hash_key, required_scope
-from deployments.ingress.deployment import app
+from deployments.ingress.http_app import app
 from deployments.models import Chunk, GraphQueryResponse
 from deployments.vector.edge import EdgeVectorStore
 from deployments.vector.service import VectorService

@@ -153,7 +153,7 @@ def test_ingest_cli_snapshot_and_restore_send_the_folder_and_report(tmp_path, ca
 
 
 def test_shard_files_are_copied_with_their_holes(tmp_path):
-    from deployments.vector.edge import copy_sparse
+    from deployments.vector.sparse_copy import copy_sparse
 
     src, dst = tmp_path / "wal", tmp_path / "copy"
     with open(src, "wb") as f:  # 32 MB with 8 KB of data at the start and 4 KB in the middle, the rest holes

@@ -14,7 +14,7 @@ import pytest
 
 from deployments.config import AppConfig
 from deployments.ingress.auth import hash_key
-from deployments.ingress.deployment import app
+from deployments.ingress.http_app import app
 from deployments.ingress.intents import IntentLog
 from deployments.ingress.pipeline import Pipeline
 from deployments.vector.edge import EdgeVectorStore

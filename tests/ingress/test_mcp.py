@@ -14,7 +14,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from deployments.errors import CollectionNotFound
 from deployments.ingress.auth import hash_key
-from deployments.ingress.deployment import app
+from deployments.ingress.http_app import app
 from deployments.models import (
     AnswerResponse,
     CollectionList,

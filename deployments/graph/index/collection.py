@@ -25,7 +25,7 @@ from deployments.graph.index.aliases import NameVariants
 
 @dataclass(frozen=True)
 class PPRParams:
-    """Search settings. The server's come from `graph.index` (deployments/config.py), chosen on HotpotQA-100
+    """Search settings. The server's come from `graph.index` (deployments/config/graph.py), chosen on HotpotQA-100
     questions 0–49 and SciFact train only (benchmarks/graph_tune.py); these defaults are for direct use."""
 
     damping: float = 0.5  # share of mass that walks on each step; the rest restarts at the seeds
