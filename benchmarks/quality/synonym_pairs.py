@@ -20,7 +20,9 @@ import time
 from dataclasses import asdict
 
 from benchmarks import harness
-from benchmarks.quality.graph_eval import DATASET, RESULTS, SPLITS, Corpus, evaluate, extract_all, passage_text
+from benchmarks.harness import RESULTS
+from benchmarks.quality.graph_eval import evaluate
+from benchmarks.quality.offline_corpus import DATASET, SPLITS, Corpus, extract_all, passage_text
 from deployments.config import ChunkingConfig, EmbedderConfig, GraphIndexConfig
 from deployments.embedder.backends import make_embedder
 from deployments.graph.index.synonyms import THRESHOLD, NameSynonyms
