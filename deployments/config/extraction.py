@@ -36,12 +36,13 @@ class ExtractionConfig(Section):
     """LLM extraction: the providers race per chunk, the first valid result wins. No provider: offline extraction."""
 
     providers: list[ExtractionProvider] = Field(default_factory=list)
-    # The default stays `patterns` until the spaCy extractor is measured on SciFact, ingest speed and latency, and
-    # gives the sample corpus' entities relations (on technical text en_core_web_sm finds few typed relations).
+    # spaCy by default: typed entities and relations on prose (HotpotQA) and, with the technical-name rules
+    # (graph/extraction/technical.py), on documentation such as the sample corpus. Figures: benchmarks/README.md.
     offline: Literal["spacy", "patterns"] = Field(
-        "patterns",
-        description="The extractor without an LLM (and the LLM race's fallback): the capitalization patterns (no "
-        "model; CO_OCCURS only) or spaCy en_core_web_sm (typed entities, relations from the parse).",
+        "spacy",
+        description="The extractor without an LLM (and the LLM race's fallback): spaCy en_core_web_sm (typed "
+        "entities, relations from the parse, technical names typed TECH) or the capitalization patterns (no model; "
+        "CO_OCCURS only).",
     )
     max_concurrent_providers: int = Field(3, ge=1, le=16, description="Providers in flight at once for one chunk.")
     max_concurrent_chunks: int = Field(4, ge=1, le=64, description="Chunks extracted at once by one graph replica.")

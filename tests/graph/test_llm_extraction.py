@@ -180,8 +180,8 @@ def test_parse_reply_reports_what_is_wrong():
 
 
 def test_offline_is_the_default():
-    assert make_extractor(ExtractionConfig()) is offline_extract  # patterns, until spaCy's figures are in
-    assert isinstance(make_extractor(ExtractionConfig(offline="spacy")), SpacyExtractor)
+    assert isinstance(make_extractor(ExtractionConfig()), SpacyExtractor)  # spaCy + technical names
+    assert make_extractor(ExtractionConfig(offline="patterns")) is offline_extract
     with pytest.raises(ValueError, match="distinct"):
         LLMExtractor(ExtractionConfig(providers=[ExtractionProvider(base_url="http://127.0.0.1:1/v1", model="m")] * 2))
 

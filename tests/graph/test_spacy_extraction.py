@@ -103,3 +103,63 @@ def test_both_extractors_emit_one_shape():
     assert [(r.source, r.type, r.target) for r in ex.relations] == [("rudolph giuliani", "MAYOR_OF", "new york city")]
     assert relation_type("mayor of") == "MAYOR_OF"  # the spaCy extractor's spelling of the same words
     assert ExtractionConfig().entity_types == list(ENTITY_TYPES)
+
+
+ARCADEDB = (
+    "# ArcadeDB\n\nArcadeDB is a multi-model database written in Java. It answers SQL, Cypher and Gremlin queries. "
+    "ArcadeDB ships a Bolt protocol plugin, so the official neo4j driver can connect to it. The arcadedb-embedded "
+    "package on PyPI bundles ArcadeDB with its own Java runtime, and the app reaches it with AsyncGraphDatabase."
+)
+
+
+def test_technical_names_are_typed_never_people(extractor):
+    """en_core_web_sm alone types ArcadeDB, Bolt, Cypher and Java as PERSON (and keeps the heading's "#")."""
+    ex = run(extractor, ARCADEDB)
+    types = {e.key: e.type for e in ex.entities}
+    for key in ("arcadedb", "java", "cypher", "gremlin", "bolt", "sql", "asyncgraphdatabase"):
+        assert types.get(key) == "TECH", (key, types)
+    assert "PERSON" not in types.values() and "# arcadedb" not in types
+    assert next(e for e in ex.entities if e.key == "arcadedb").lead
+    assert not {"database", "queries", "plugin", "driver", "package", "runtime", "app"} & types.keys()
+
+
+def test_technical_text_relations_and_a_neighbourhood_for_its_subject(extractor):
+    ex = run(extractor, ARCADEDB)
+    found = facts(ex)
+    assert ("arcadedb", "WRITTEN_IN", "java") in found  # copula + "written in"
+    typed = {(s, o) for s, t, o in found if t not in UNTYPED}
+    # What the parse ties to nothing is named beside the page's subject, never as a fact.
+    beside = {o for s, t, o in found if t == "CO_OCCURS"} | {s for s, t, o in found if t == "CO_OCCURS"}
+    assert {"bolt", "cypher", "gremlin"} <= beside and "arcadedb" in beside
+    assert all(k not in {x for pair in typed for x in pair} for k in beside - {"arcadedb"})
+
+
+def test_prose_keeps_the_recognizer_and_states_no_co_occurrence(extractor):
+    ex = run(extractor, "Bolt was born in Kingston. He ran for Jamaica, and Glen Mills coached Bolt in Kingston.")
+    types = {e.key: e.type for e in ex.entities}
+    assert types.get("bolt") == "PERSON" and types.get("kingston") == "GPE"
+    assert not [r for r in ex.relations if r.type == "CO_OCCURS"]
+
+
+def test_a_code_like_name_is_never_a_place_or_person_but_name_prefixes_are_names(extractor):
+    ex = run(extractor, "GraphRAG was presented by Paul McCartney in Dublin.")
+    types = {e.key: e.type for e in ex.entities}
+    assert types.get("graphrag") == "TECH"
+    assert types.get("paul mccartney") == "PERSON" and types.get("dublin") == "GPE"
+
+
+def test_a_document_is_technical_as_a_whole(extractor):
+    """The page's first chunk writes the code-like names; its second chunk, plain prose about Serve, is read as
+    technical text too (one document in one batch)."""
+    first = Chunk(chunk_id="rs#0", doc_id="rs", index=0, text="Ray Serve wraps FastAPI; use serve.batch for models.")
+    second = Chunk(chunk_id="rs#1", doc_id="rs", index=1, text="Under load, Bolt adds replicas on Ray.")
+    alone = {e.key: e.type for e in extractor(second).entities}
+    together = {e.key: e.type for e in extractor.extract_many([first, second])[1].entities}
+    assert together.get("bolt") == "TECH" and alone.get("bolt") != "TECH", (together, alone)
+
+
+def test_a_titles_first_name_is_the_hub_of_what_the_parse_leaves_untied(extractor):
+    ex = run(extractor, "# Neo4j and the Bolt protocol\n\n" + ARCADEDB.split("\n\n", 1)[1])
+    beside = {(r.source, r.target) for r in ex.relations if r.type == "CO_OCCURS"}
+    assert ("bolt", "neo4j") in beside  # both lead the title: the second is named beside the first
+    assert all("neo4j" in pair for pair in beside)

@@ -130,7 +130,7 @@ def test_delete_document_from_both_stores(api):
     collection = "graphapi_delete"
     docs = [
         {"id": "shared/a.md", "text": "Alice Smith founded Acme Corp. Zebulon Quark joined Acme Corp later."},
-        {"id": "b", "text": "Alice Smith and Acme Corp appear here too."},
+        {"id": "b", "text": "Alice Smith still runs Acme Corp."},  # a stated relation (co-occurrence is none)
     ]
     assert api.post("/v1/ingest", json={"collection": collection, "documents": docs}).status_code == 200
     before = stats(api, collection)

@@ -224,6 +224,118 @@ def test_graph_draws_the_answers_subgraph_and_loads_a_neighbourhood(app_url, pag
     assert {n["id"] for n in entity["neighbours"]} <= set(page.evaluate("state.cy.nodes().map(n => n.id())"))
 
 
+def redraw(page) -> None:
+    """Draws state.result's subgraph again, as the "Answer's subgraph" button does."""
+    page.click("#graph-reset")
+    wait_js(page, "state.graphLoaded && state.cy.nodes().length > 0")
+
+
+def colour(css: str) -> str:
+    return css.replace(" ", "")
+
+
+def test_graph_colours_entities_by_type_with_a_legend_of_the_types_drawn(page):
+    """Fails on main's page: nodes were coloured by hop (all 1-hop entities one blue) and the legend was fixed."""
+    page.click("button[data-view=graph]")
+    redraw(page)
+    drawn = page.evaluate("state.cy.nodes().map(n => [n.data('type'), n.style('background-color')])")
+    by_type: dict[str, set[str]] = {}
+    for type_, css in drawn:
+        by_type.setdefault(type_, set()).add(colour(css))
+    assert "PERSON" not in by_type, by_type  # ArcadeDB, Bolt, Cypher: TECH on the demo (en_core_web_sm: PERSON)
+    assert all(len(c) == 1 for c in by_type.values()), by_type  # one colour per type, whatever the hop
+    assert len({c for cs in by_type.values() for c in cs}) == len(by_type)  # and a different one for each type
+    legend = page.evaluate(
+        """[...document.querySelectorAll('#graph-legend .legend-type')].map(s => [s.dataset.type, s.textContent,
+        getComputedStyle(s.querySelector('.dot')).backgroundColor])"""
+    )
+    assert {t for t, _, _ in legend} == set(by_type)
+    for type_, text, css in legend:
+        assert by_type[type_] == {colour(css)}
+        assert text.endswith(str(sum(t == type_ for t, _ in drawn)))
+
+
+def test_relations_are_labelled_by_type_and_co_occurrence_is_faint_and_unlabelled(page):
+    """Fails on main's page: every edge was the same grey line, none labelled."""
+    page.click("button[data-view=graph]")
+    real = page.evaluate("state.result")
+    nodes = [
+        {"id": "arcadedb", "name": "ArcadeDB", "type": "PRODUCT", "hops": 0, "aliases": []},
+        {"id": "bolt", "name": "Bolt", "type": "TECH", "hops": 1, "aliases": []},
+        {"id": "neo4j", "name": "Neo4j", "type": "ORG", "hops": 1, "aliases": []},
+    ]
+    edges = [
+        {"source": "arcadedb", "target": "bolt", "type": "SHIPS", "weight": 1},
+        {"source": "bolt", "target": "neo4j", "type": "PROTOCOL_OF", "weight": 2},
+        {"source": "arcadedb", "target": "neo4j", "type": "CO_OCCURS", "weight": 3},
+    ]
+    try:
+        page.evaluate("g => setResult({...state.result, graph: g}, true)", {"nodes": nodes, "edges": edges})
+        redraw(page)
+        shown = page.evaluate(
+            """state.cy.edges().map(e => [e.data('type'), e.style('label'), Number(e.style('opacity')),
+            e.style('target-arrow-shape')])"""
+        )
+        shown = {t: (label, opacity, arrow) for t, label, opacity, arrow in shown}
+        colours = page.evaluate("state.cy.nodes().map(n => n.style('background-color'))")
+        assert len(set(colours)) == 3  # PRODUCT, TECH, ORG: three colours
+        assert shown["SHIPS"][0] == "ships" and shown["PROTOCOL_OF"][0] == "protocol of"
+        assert shown["SHIPS"][2] == "triangle"  # typed relations have a direction
+        assert shown["CO_OCCURS"][0] == "" and shown["CO_OCCURS"][1] < 0.5 < shown["SHIPS"][1]
+        assert "co-occurrence (1)" in page.text_content("#graph-key")
+    finally:
+        page.evaluate("r => setResult(r, true)", real)
+        redraw(page)
+
+
+def test_the_demo_graph_states_typed_relations_and_the_panel_shows_them(app_url, page):
+    """On the demo collection with the default extractor: the answer's subgraph has labelled, typed relations
+    (main's pattern extractor stated only co-occurrence), ArcadeDB is TECH (not PERSON) with a neighbourhood, and
+    the side panel shows its type, its typed relations and what it is only named beside."""
+    page.click("button[data-view=graph]")
+    redraw(page)
+    entity = api(app_url, "GET", "/v1/graph/entities/ArcadeDB", params={"collection": "demo", "hops": 1})
+    assert entity["entity"]["type"] == "TECH" and entity["neighbours"]
+    page.evaluate(
+        """e => loadEntity(state.cy.getElementById(e.id).nonempty() ? state.cy.getElementById(e.id)
+        : state.cy.add(graphElements([e], [], {loaded: true})))""",
+        entity["entity"],
+    )
+    wait_js(page, "document.querySelector('#entity .type-badge') !== null")
+    assert page.text_content("#entity h3") == entity["entity"]["name"]
+    assert page.text_content("#entity .type-badge") == "TECH"
+    typed = [r for r in entity["relations"] if r["type"] not in ("CO_OCCURS", "RELATED_TO")]
+    assert typed, entity["relations"]  # "ArcadeDB is a multi-model database written in Java"
+    shown = page.locator("#entity ul.relations li").evaluate_all("ls => ls.map(l => l.dataset.type)")
+    assert shown == [r["type"] for r in typed[:25]]
+    beside = [r for r in entity["relations"] if r["type"] == "CO_OCCURS"]
+    if beside:
+        assert page.text_content("#entity .cooccurs")
+    # Drawn: "ArcadeDB —written in→ Java" as a labelled arrow, what it is only named beside as faint lines.
+    drawn = page.evaluate(
+        "state.cy.edges().map(e => [e.source().id(), e.data('type'), e.target().id(), e.style('label'), e.hasClass('typed')])"
+    )
+    assert ["arcadedb", "WRITTEN_IN", "java", "written in", True] in drawn, drawn
+    assert all(label == "" and not typed for _, t, _, label, typed in drawn if t == "CO_OCCURS")
+    shot(page, "graph-entity")
+
+
+def test_the_side_panel_lists_an_entitys_aliases(app_url, page):
+    """Main's panel showed no aliases: here the explorer's aliases of an entity are listed under "Also called"."""
+    text = "Rudolph Giuliani was the mayor of New York City. Giuliani was born in Brooklyn."
+    api(app_url, "POST", "/v1/ingest", json={"collection": "uialias", "documents": [{"id": "giuliani", "text": text}]})
+    entity = api(app_url, "GET", "/v1/graph/entities/Giuliani", params={"collection": "uialias", "hops": 1})
+    assert "giuliani" in entity["entity"]["aliases"]
+    page.click("button[data-view=graph]")
+    page.evaluate(
+        """async () => { const e = await api("GET", "v1/graph/entities/Giuliani?collection=uialias&hops=1");
+        document.getElementById("entity").replaceChildren(...entityPanel(e, 0)); }"""
+    )
+    assert page.text_content("#entity h3") == entity["entity"]["name"] == "Rudolph Giuliani"
+    assert page.locator("#entity ul.aliases li").all_text_contents() == entity["entity"]["aliases"]
+    assert page.text_content("#entity .type-badge") == "PERSON"
+
+
 def test_timing_waterfall_shows_vector_and_graph_side_by_side(page):
     page.click("button[data-view=timing]")
     for stage in ("embed", "vector", "graph", "rerank", "chat", "total"):

@@ -19,6 +19,7 @@ ENTITY_TYPES = (
     "WORK",
     "EVENT",
     "PRODUCT",
+    "TECH",  # a technical name: software, protocol, format, language of computing ("ArcadeDB", "Bolt", "JSON")
     "LAW",
     "LANGUAGE",
     "DATE",

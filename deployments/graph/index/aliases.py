@@ -38,11 +38,25 @@ def variants(a: str, b: str) -> bool:
 class NameVariants:
     """The variant pairs among a collection's entity keys, and the keys a query's name may stand for."""
 
-    def __init__(self, keys: Iterable[str] = (), persons: set[str] | None = None, known: Groups | None = None):
+    def __init__(
+        self,
+        keys: Iterable[str] = (),
+        persons: set[str] | None = None,
+        known: Groups | None = None,
+        synonyms: Iterable[tuple[str, str]] = (),
+    ):
         """`known`: the groups (and their pairs) of an earlier instance; a group whose names are unchanged keeps its
-        pairs, so a rebuild after a write compares only the names of the groups it touched."""
+        pairs, so a rebuild after a write compares only the names of the groups it touched. `synonyms`: pairs tied
+        by name embeddings (index/synonyms.py), kept where both names are among `keys`."""
         self.groups: Groups = {}
         self._known = known or {}
+        keys = list(keys)
+        present = set(keys)
+        self._synonyms: dict[str, list[str]] = {}
+        for a, b in synonyms:
+            if a in present and b in present and a != b:
+                self._synonyms.setdefault(a, []).append(b)
+                self._synonyms.setdefault(b, []).append(a)
         self._by_last: dict[str, list[str]] = {}
         for key in keys:
             words = key.split()
@@ -58,11 +72,14 @@ class NameVariants:
                 group = (keys, [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :] if variants(a, b)])
             self.groups[word] = group
             out.extend(group[1])
+        seen = set(out)
+        out.extend((a, b) for a, bs in sorted(self._synonyms.items()) for b in bs if a < b and (a, b) not in seen)
         return out
 
     def of(self, key: str) -> list[str]:
         words = key.split()
-        return [k for k in self._by_last.get(words[-1], ()) if variants(key, k)] if words else []
+        found = [k for k in self._by_last.get(words[-1], ()) if variants(key, k)] if words else []
+        return found + [k for k in self._synonyms.get(key, ()) if k not in found]
 
     def match(self, key: str) -> list[str]:
         """Keys of the collection that `key` (a name not itself in the collection) may stand for."""

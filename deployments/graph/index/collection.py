@@ -89,6 +89,7 @@ class CollectionIndex(Columns):
         params = params or PPRParams()
         super().__init__(untyped_relations=params.relation_types == "all")
         self.params = params
+        self.synonyms: list[tuple[str, str]] = []  # close by name embedding (index/synonyms.py); read at each build
         # Built by _build():
         self._to_entities = walk.Rows.of(*(np.zeros(0, dtype=np.int64),) * 3, 0)  # passage -> its entities
         self._to_passages = walk.Rows.of(*(np.zeros(0, dtype=np.int64),) * 3, 0)  # entity -> passages, heaviest first
@@ -146,7 +147,9 @@ class CollectionIndex(Columns):
             if not mentioned[s] and mentioned[t]:
                 self._alias_of.setdefault(self._entity_keys[s], self._entity_keys[t])
         keys = [self._entity_keys[j] for j in np.flatnonzero(mentioned)]
-        self._variants = NameVariants(keys, self.persons(), known=self._variants.groups or self._loaded_groups)
+        self._variants = NameVariants(
+            keys, self.persons(), known=self._variants.groups or self._loaded_groups, synonyms=self.synonyms
+        )
         self._loaded_groups = {}
         pairs = [(self._entity_pos[a], self._entity_pos[b]) for a, b in self._variants.pairs()]
         if pairs:

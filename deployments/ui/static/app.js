@@ -340,33 +340,85 @@ function drawWaterfall(container, r, { compact }) {
 
 // ---- Graph --------------------------------------------------------------------------------------------
 
+// Entities are coloured by their type (the graph schema's, deployments/README.md "Graph schema"); the hop from the
+// question is drawn as size and ring. Typed relations are labelled arrows; co-occurrence (named in one sentence,
+// nothing parsed between) is no fact: a faint, unlabelled line.
+const TYPE_COLOURS = {
+  PERSON: "#e11d48", ORG: "#2563eb", GPE: "#059669", LOC: "#0d9488", NORP: "#a16207", FAC: "#7c2d12",
+  WORK: "#9333ea", EVENT: "#ea580c", PRODUCT: "#0891b2", TECH: "#4f46e5", LAW: "#64748b", LANGUAGE: "#be185d",
+  DATE: "#ca8a04", ACRONYM: "#0369a1", ENTITY: "#475569", TERM: "#7e22ce", CONCEPT: "#94a3b8", OTHER: "#94a3b8",
+};
+const UNTYPED_RELATIONS = new Set(["CO_OCCURS", "RELATED_TO"]);
+
+function typeColour(type) {
+  if (TYPE_COLOURS[type]) return TYPE_COLOURS[type];
+  let h = 0; // a type outside the schema (an LLM's own): a stable hue from its name
+  for (const ch of String(type)) h = (h * 31 + ch.charCodeAt(0)) % 360;
+  return `hsl(${h}, 55%, 45%)`;
+}
+
+const relationLabel = (type) => type.toLowerCase().replace(/_/g, " ");
+const isTyped = (type) => !UNTYPED_RELATIONS.has(type);
+
 const GRAPH_STYLE = [
   { selector: "node", style: {
-    "background-color": "#cbd5e1", label: "data(label)", "font-size": 10, color: "#1f2937", "text-valign": "bottom",
-    "text-margin-y": 4, width: 16, height: 16, "text-wrap": "ellipsis", "text-max-width": 120,
+    "background-color": "data(colour)", label: "data(label)", "font-size": 10, color: "#1f2937", "text-valign": "bottom",
+    "text-margin-y": 4, width: 14, height: 14, "text-wrap": "ellipsis", "text-max-width": 120,
     "text-background-color": "#fbfbfd", "text-background-opacity": 0.85, "text-background-padding": 1,
   } },
-  { selector: "node[hops = 1]", style: { "background-color": "#60a5fa", width: 20, height: 20 } },
+  { selector: "node[hops = 1]", style: { width: 20, height: 20 } },
   { selector: "node.linked", style: {
-    "background-color": "#4f46e5", width: 30, height: 30, "font-size": 12, "font-weight": 700,
-    "border-width": 4, "border-color": "#c7d2fe",
+    width: 30, height: 30, "font-size": 12, "font-weight": 700, "border-width": 4, "border-color": "#111827",
+    "border-opacity": 0.25,
   } },
-  { selector: "node.loaded", style: { "background-color": "#fbbf24" } },
-  { selector: "node:selected", style: { "border-width": 4, "border-color": "#111827" } },
+  { selector: "node.loaded", style: { "border-width": 2, "border-style": "dashed", "border-color": "#475569" } },
+  { selector: "node:selected", style: { "border-width": 4, "border-color": "#111827", "border-opacity": 1 } },
   { selector: "edge", style: {
-    width: "mapData(weight, 1, 10, 1, 5)", "line-color": "#cbd5e1", "curve-style": "haystack", opacity: 0.8,
+    width: 1, "line-color": "#cbd5e1", "curve-style": "haystack", opacity: 0.35,
   } },
-  { selector: "edge.focus", style: { "line-color": "#6366f1", opacity: 1 } },
+  { selector: "edge.typed", style: {
+    width: "mapData(weight, 1, 10, 1.5, 4)", "line-color": "#64748b", "curve-style": "bezier", opacity: 0.95,
+    "target-arrow-shape": "triangle", "target-arrow-color": "#64748b", "arrow-scale": 0.8,
+    label: "data(label)", "font-size": 9, color: "#334155", "text-rotation": "autorotate",
+    "text-background-color": "#fbfbfd", "text-background-opacity": 0.9, "text-background-padding": 1,
+  } },
+  { selector: "edge.focus", style: { "line-color": "#6366f1", "target-arrow-color": "#6366f1", opacity: 1 } },
+  { selector: "edge.focus.faint", style: { opacity: 0.5 } },
 ];
 
 function graphElements(nodes, edges, extra = {}) {
   const els = nodes.map((n) => ({
-    group: "nodes", data: { id: n.id, label: n.name, name: n.name, type: n.type, hops: n.hops }, classes: n.hops === 0 && !extra.loaded ? "linked" : extra.loaded ? "loaded" : "",
+    group: "nodes",
+    data: { id: n.id, label: n.name, name: n.name, type: n.type, hops: n.hops, aliases: n.aliases || [], colour: typeColour(n.type) },
+    classes: n.hops === 0 && !extra.loaded ? "linked" : extra.loaded ? "loaded" : "",
   }));
   for (const e of edges) {
-    els.push({ group: "edges", data: { id: `${e.source}|${e.type}|${e.target}`, source: e.source, target: e.target, type: e.type, weight: e.weight } });
+    els.push({
+      group: "edges",
+      data: { id: `${e.source}|${e.type}|${e.target}`, source: e.source, target: e.target, type: e.type, weight: e.weight,
+        label: isTyped(e.type) ? relationLabel(e.type) : "" },
+      classes: isTyped(e.type) ? "typed" : "faint",
+    });
   }
   return els;
+}
+
+// The legend lists the types drawn, in their colours, with how many of each; then what sizes and lines mean.
+function drawLegend() {
+  const counts = new Map();
+  if (state.cy) state.cy.nodes().forEach((n) => counts.set(n.data("type"), (counts.get(n.data("type")) || 0) + 1));
+  const types = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  $("graph-legend").replaceChildren(
+    ...types.map(([type, n]) => el("span", { class: "legend-type", "data-type": type },
+      el("i", { class: "dot", style: { background: typeColour(type) } }), `${type.toLowerCase()} ${n}`)),
+  );
+  const cooccurs = state.cy ? state.cy.edges().not(".typed").length : 0;
+  $("graph-key").replaceChildren(
+    el("span", {}, el("i", { class: "dot big" }), "linked by the question"),
+    el("span", {}, el("i", { class: "dot dashed" }), "loaded on click"),
+    el("span", {}, el("i", { class: "line typed" }), "typed relation (labelled)"),
+    el("span", {}, el("i", { class: "line faint" }), `co-occurrence${cooccurs ? ` (${cooccurs})` : ""}`),
+  );
 }
 
 function ensureCy() {
@@ -398,12 +450,43 @@ function drawGraph() {
   // Draw after the view is laid out, so the canvas has its size.
   requestAnimationFrame(() => { cy.resize(); runLayout(cy, true); });
   state.graphLoaded = true;
+  drawLegend();
   $("entity").replaceChildren(el("span", { class: "muted" }, "Click an entity to load its neighbourhood."));
 }
 
 function nameOf(id) {
   const n = state.cy && state.cy.getElementById(id);
   return n && n.nonempty() ? n.data("name") : id;
+}
+
+// The side panel: the entity's type (in its colour), its other names, its typed relations as sentences
+// ("ArcadeDB — ships → Bolt"), then what it is only named beside (co-occurrence), then its documents.
+function entityPanel(e, added) {
+  const typed = e.relations.filter((r) => isTyped(r.type));
+  const beside = e.relations.filter((r) => !isTyped(r.type)).sort((a, b) => b.weight - a.weight);
+  const other = (r) => nameOf(r.source === e.entity.id ? r.target : r.source);
+  const parts = [
+    el("h3", {}, e.entity.name),
+    el("div", { class: "kv" },
+      el("span", { class: "type-badge", "data-type": e.entity.type, style: { background: typeColour(e.entity.type) } }, e.entity.type),
+      ` · ${e.neighbours.length} neighbours · ${added} added to the drawing`),
+    el("strong", {}, "Also called"),
+    e.entity.aliases.length
+      ? el("ul", { class: "aliases" }, e.entity.aliases.map((a) => el("li", {}, a)))
+      : el("p", { class: "aliases muted" }, "no other names found"),
+    el("strong", {}, `Relations (${typed.length})`),
+    typed.length
+      ? el("ul", { class: "relations" }, typed.slice(0, 25).map((r) => el("li", { "data-type": r.type },
+        `${nameOf(r.source)} `, el("span", { class: "rel-type" }, `— ${relationLabel(r.type)} →`), ` ${nameOf(r.target)}`,
+        el("span", { class: "muted" }, ` ×${r.weight}`))))
+      : el("p", { class: "relations muted" }, "no typed relation stated about it"),
+  ];
+  if (beside.length) {
+    parts.push(el("strong", {}, `Named beside (${beside.length})`),
+      el("p", { class: "cooccurs muted" }, beside.slice(0, 15).map(other).join(", ")));
+  }
+  parts.push(el("strong", {}, "Mentioned in"), el("ul", {}, e.doc_ids.map((d) => el("li", {}, d))));
+  return parts;
 }
 
 async function loadEntity(node) {
@@ -426,15 +509,8 @@ async function loadEntity(node) {
     self.select();
     if (fresh.length) runLayout(cy, false);
     $("graph-status").textContent = `${cy.nodes().length} entities · ${cy.edges().length} relations`;
-    box.replaceChildren(
-      el("h3", {}, e.entity.name),
-      el("div", { class: "kv" }, `${e.entity.type} · ${e.neighbours.length} neighbours · ${fresh.length} added to the drawing`),
-      el("strong", {}, "Relations"),
-      el("ul", {}, e.relations.slice(0, 25).map((r) => el("li", {}, `${nameOf(r.source)} — ${nameOf(r.target)} `,
-        el("span", { class: "rel-type" }, `${r.type.toLowerCase().replace(/_/g, " ")} ×${r.weight}`)))),
-      el("strong", {}, "Mentioned in"),
-      el("ul", {}, e.doc_ids.map((d) => el("li", {}, d))),
-    );
+    drawLegend();
+    box.replaceChildren(...entityPanel(e, fresh.length));
   } catch (err) {
     box.replaceChildren(el("h3", {}, name), el("div", { class: "kv bad" }, `could not load: ${err.message}`));
   }
