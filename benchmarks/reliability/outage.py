@@ -29,6 +29,7 @@ use_local_env()
 
 import httpx  # noqa: E402  (after the environment is set)
 
+from benchmarks.harness import QUERIES  # noqa: E402
 from benchmarks.loadgen import Sample, closed_loop, outcomes, percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +37,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 APP = "graphrag-outage"
 MODE = "hybrid+graph"
 CONCURRENCY = 8
-QUERIES = [
-    "Which database ships a Bolt protocol plugin?",
-    "What does Qdrant Edge embed?",
-    "How does Ray Serve scale?",
-    "What is reciprocal rank fusion?",
-    "Which model embeds the passages?",
-    "What is GraphRAG?",
-]
 # The stage each backend serves, as named in an answer's `degraded`.
 STAGE = {"chat": "chat", "rerank": "rerank", "embeddings": "embed", "bolt": "graph"}
 
