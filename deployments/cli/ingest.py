@@ -16,7 +16,6 @@ unchanged document is skipped and a run that was interrupted resumes where it st
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import html
 import json
@@ -33,7 +32,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from deployments.cli.rows import read_jsonl_rows, read_parquet_rows
+from deployments.cli.rows import json_lines, read_jsonl_rows, read_parquet_rows
 from deployments.cli.state import IngestState
 from deployments.client import (
     APIConnectionError,
@@ -125,29 +124,25 @@ def read_folder(root: Path) -> Iterator[dict]:
 
 def read_beir_corpus(path: Path) -> Iterator[dict]:
     """BEIR corpus lines {"_id", "title", "text", "metadata"?}: the title leads the text, as BEIR evaluates it."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                doc_id = str(row["_id"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{n}: not a BEIR corpus line ({type(exc).__name__}: {exc})") from exc
-            title = str(row.get("title") or "").strip()
-            text = str(row.get("text") or "")
-            metadata = {k: v for k, v in (row.get("metadata") or {}).items() if isinstance(v, (str, int, float, bool))}
-            if title:
-                metadata["title"] = title
-            yield {"id": doc_id, "text": f"{title}\n\n{text}" if title else text, "metadata": metadata}
+    for n, line in json_lines(path):
+        try:
+            row = json.loads(line)
+            doc_id = str(row["_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{n}: not a BEIR corpus line ({type(exc).__name__}: {exc})") from exc
+        title = str(row.get("title") or "").strip()
+        text = str(row.get("text") or "")
+        metadata = {k: v for k, v in (row.get("metadata") or {}).items() if isinstance(v, (str, int, float, bool))}
+        if title:
+            metadata["title"] = title
+        yield {"id": doc_id, "text": f"{title}\n\n{text}" if title else text, "metadata": metadata}
 
 
 def _is_beir(path: Path) -> bool:
     """Whether a JSONL file holds BEIR corpus lines (`_id`) rather than bulk rows (`id`): its first line says."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        first = next((line for line in f if line.strip()), "")
+    lines = json_lines(path)
+    first = next(lines, (0, ""))[1]
+    lines.close()
     try:
         return "_id" in json.loads(first)
     except (ValueError, TypeError):

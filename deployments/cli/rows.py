@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +63,22 @@ def document_of(row: Any, where: str) -> dict:
     return doc
 
 
-def read_jsonl_rows(path: Path) -> Iterator[dict]:
+def json_lines(path: Path) -> Generator[tuple[int, str], None, None]:
+    """The non-blank lines of a `.jsonl` (or `.jsonl.gz`) file with their line numbers, counted from 1."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise RowError(f"{path}:{n}: not a JSON line ({exc})") from exc
-            yield document_of(row, f"{path}:{n}")
+            if line.strip():
+                yield n, line
+
+
+def read_jsonl_rows(path: Path) -> Iterator[dict]:
+    for n, line in json_lines(path):
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise RowError(f"{path}:{n}: not a JSON line ({exc})") from exc
+        yield document_of(row, f"{path}:{n}")
 
 
 def read_parquet_rows(path: Path) -> Iterator[dict]:
