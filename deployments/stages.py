@@ -73,6 +73,10 @@ class VectorStage(Protocol):
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]: ...
 
+    async def chunks(self, collection: str, chunk_ids: list[str]) -> VectorResult:
+        """These chunks as stored (score 0), their vectors as `hit_vectors`; ids not stored are absent."""
+        ...
+
     async def chunk_ids(self, collection: str) -> dict[str, str]:
         """Every stored chunk id with its document id (the consistency check); {} for a missing collection."""
         ...
@@ -96,9 +100,16 @@ class VectorStage(Protocol):
 
 class GraphStage(Protocol):
     async def search(
-        self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None
+        self,
+        collection: str,
+        query: str,
+        max_hops: int,
+        limit: int,
+        query_vector: list[float] | None = None,
+        texts: bool = True,
     ) -> GraphResult:
-        """`query_vector` seeds the walk with the passages most like the query; without it, entity links alone."""
+        """`query_vector` seeds the walk with the passages most like the query; without it, entity links alone.
+        `texts=False`: the chunks may come as ids and scores (`GraphResult.texts` false); the caller reads them."""
         ...
 
     async def links(

@@ -21,6 +21,7 @@ from deployments.models import (
     DocumentPage,
     DocumentSummary,
     GraphResult,
+    PackedVectors,
     RerankResult,
     ScoredChunk,
     Span,
@@ -64,10 +65,22 @@ class FakeStages:
         hits = [chunk("a#0"), chunk("b#0")] if mode != "lexical" else []
         return VectorResult(hits=hits, lexical_hits=lexical, embed=Span(start=time.time(), end=time.time()))
 
-    async def graph_search(self, collection, query, hops, limit, query_vector=None):
+    async def graph_search(self, collection, query, hops, limit, query_vector=None, texts=True):
+        """As the in-memory index answers: asked without texts, ids and scores only (`texts` false)."""
         self.graph_query_vector = query_vector
+        self.graph_texts = [*getattr(self, "graph_texts", []), texts]
         await self._stage("graph", self.graph_delay)
-        return GraphResult(chunks=[chunk("c#0"), chunk("a#0")], subgraph=Subgraph())
+        found = [chunk("c#0"), chunk("a#0")]
+        if not texts:
+            found = [c.model_copy(update={"text": ""}) for c in found]
+        return GraphResult(chunks=found, subgraph=Subgraph(), texts=texts)
+
+    async def vector_chunks(self, collection, chunk_ids):
+        """The stored chunks (texts and vectors) of these ids: every id but those in `self.unstored`."""
+        self.chunk_reads = [*getattr(self, "chunk_reads", []), list(chunk_ids)]
+        await self._stage("vector_chunks", 0)
+        found = [chunk(cid, score=0.0) for cid in chunk_ids if cid not in getattr(self, "unstored", set())]
+        return VectorResult(hits=found, hit_vectors=PackedVectors.pack({c.chunk_id: [0.0, 1.0] for c in found}))
 
     async def graph_links(self, collection, query, seeds, chunk_ids):
         return {}
@@ -154,6 +167,7 @@ class FakeStages:
             ),
             vector=SimpleNamespace(
                 search=self.vector_search,
+                chunks=self.vector_chunks,
                 upsert=self.vector_upsert,
                 delete_documents=self.vector_delete,
                 drop_collection=self.vector_drop,

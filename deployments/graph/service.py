@@ -262,10 +262,18 @@ class GraphService:
         return await self.session.run(remove, work, self.config.write_timeout_s)
 
     async def search(
-        self, collection: str, query: str, max_hops: int, limit: int, query_vector: list[float] | None = None
+        self,
+        collection: str,
+        query: str,
+        max_hops: int,
+        limit: int,
+        query_vector: list[float] | None = None,
+        texts: bool = True,
     ) -> GraphResult:
         """Chunks mentioning entities linked from the query or reached from them within `max_hops` RELATED hops.
-        `query_vector` (the query's embedding, from the ingress) seeds the in-memory index's walk.
+        `query_vector` (the query's embedding, from the ingress) seeds the in-memory index's walk. `texts=False`:
+        the in-memory index's chunks come as ids and scores, their texts and vectors left to the caller (the
+        ingress reads those it lacks from the vector stage: one hop fewer than this replica reading them).
 
         A chunk scores the sum of its mentioned entities' weights: a linked entity weighs its specificity (fewer
         chunks mentioning it, more weight), a reached one its tie to the linked ones, specificity and depth.
@@ -276,7 +284,7 @@ class GraphService:
             raise ValueError(f"max_hops must be within 0..{MAX_HOPS}, not {max_hops}")
         limit = max(1, min(int(limit), self.config.max_chunks))
         if self._live is not None:
-            return await self._index_search(collection, query, hops, limit, query_vector)
+            return await self._index_search(collection, query, hops, limit, query_vector, texts)
         keys = query_keys(query)
         if not keys:
             return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
@@ -285,13 +293,13 @@ class GraphService:
         )
 
     async def _index_search(
-        self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None
+        self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None, texts: bool
     ) -> GraphResult:
         """The search on this replica's in-memory index: a walk from the passages most similar to the query (the
         vector stage's dense hits for its vector, as given, else from the embedder; looked up concurrently with the
         index's version check) to the passages about the entities they mention (index/collection.py). Without
         a vector: from the entities the query names. The texts of the chunks found are read from the store, their
-        vectors from the vector stage, for those chunks only."""
+        vectors from the vector stage, for those chunks only; with `texts` false, neither (the caller's part)."""
         live = self._live
         assert live is not None  # searched only when the in-memory index is on
         cfg = self.config.index
@@ -300,6 +308,10 @@ class GraphService:
             live.get(collection), self._seeds(collection, query, query_vector) if seeded else _none()
         )
         found = index.search(query, limit, seeds, hops=hops)
+        subgraph = _subgraph(found, index, self.config.max_nodes, self.config.max_edges)
+        if not texts:
+            chunks = [ScoredChunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text="", score=s) for c, s in found.chunks]
+            return GraphResult(chunks=chunks, subgraph=subgraph, linked=found.linked, texts=False)
         ids = [c.chunk_id for c, _ in found.chunks]
         rows, vectors = await asyncio.gather(
             self.session.run(False, chunks_work(collection, ids), self.config.query_timeout_s) if ids else _awaited({}),
@@ -318,7 +330,7 @@ class GraphService:
         ]
         return GraphResult(
             chunks=chunks,
-            subgraph=_subgraph(found, index, self.config.max_nodes, self.config.max_edges),
+            subgraph=subgraph,
             linked=found.linked,
             vectors=PackedVectors.pack({c.chunk_id: vectors[c.chunk_id] for c in chunks if c.chunk_id in vectors})
             if vectors is not None

@@ -106,7 +106,9 @@ class Retrieval:
         )
         vector_run = run_stage("vector", vector_call, cfg.vector_timeout_s, run.clock)
         if run.use_graph:
-            graph_call = self.stages.graph.search(req.collection, req.query, run.hops, run.candidates, run.query_vector)
+            graph_call = self.stages.graph.search(
+                req.collection, req.query, run.hops, run.candidates, run.query_vector, texts=False
+            )
             (run.vec, vec_err, run.timings.vector), (run.grf, grf_err, run.timings.graph) = await asyncio.gather(
                 vector_run, run_stage("graph", graph_call, cfg.graph_timeout_s, run.clock)
             )
@@ -117,6 +119,45 @@ class Retrieval:
             raise StageUnavailable("vector+graph", f"vector: {vec_err.error}; graph: {grf_err.error}")
         if vec_err and not run.use_graph:
             raise StageUnavailable("vector", vec_err.error)
+        if run.grf is not None and not run.grf.texts:
+            await self._graph_texts(run, run.grf)
+
+    async def _graph_texts(self, run: _Run, grf: GraphResult) -> None:
+        """The graph's chunks came as ids and scores: their texts are the vector hits' where the vector stage found
+        them too, the rest read from the vector stage in one call (texts and vectors; its time counts in the
+        graph's). Chunks it no longer stores (deleted since the graph's index looked) are left out. With the vector
+        stage failing, the graph stage is asked again for its chunks with their texts (from its own store)."""
+        vec = run.vec
+        known = {c.chunk_id: c for c in (vec.hits + (vec.lexical_hits or []) if vec else [])}
+        missing = [c.chunk_id for c in grf.chunks if c.chunk_id not in known]
+        if missing and vec is not None:
+            call = self.stages.vector.chunks(run.req.collection, missing)
+            read, err, timing = await run_stage("vector", call, self.config.retrieval.vector_timeout_s, run.clock)
+            if read is not None:
+                known.update((c.chunk_id, c) for c in read.hits)
+                grf.vectors = read.hit_vectors
+                if (graph := run.timings.graph) is not None:  # the graph's evidence ends with its texts
+                    graph.duration_ms = round(timing.start_ms + timing.duration_ms - graph.start_ms, 3)
+                missing = []
+            elif err is not None:
+                run.degraded.append(Degraded(stage="vector", error=f"graph chunks' texts: {err.error}"))
+        if missing:
+            await self._graph_with_texts(run)
+            return
+        grf.chunks = [
+            known[c.chunk_id].model_copy(update={"score": c.score}) for c in grf.chunks if c.chunk_id in known
+        ]
+        grf.texts = True
+
+    async def _graph_with_texts(self, run: _Run) -> None:
+        """The graph stage's chunks with the texts from its own store (the vector stage failing to give them)."""
+        req = run.req
+        call = self.stages.graph.search(req.collection, req.query, run.hops, run.candidates, run.query_vector)
+        run.grf, err, _ = await run_stage("graph", call, self.config.retrieval.graph_timeout_s, run.clock)
+        if err is not None:
+            run.degraded.append(err)
+        if run.vec is None and run.grf is None:
+            raise StageUnavailable("vector+graph", "; ".join(d.error for d in run.degraded))
 
     def _fuse(self, run: _Run) -> list[Hit]:
         """Each source's ranking, fused into the candidates (RRF or weighted scores)."""

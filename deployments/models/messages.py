@@ -133,10 +133,13 @@ class VectorResult(BaseModel):
 class GraphResult(BaseModel):
     chunks: list[ScoredChunk]
     subgraph: Subgraph
-    # The chunks' stored vectors, when the in-memory index holds them: the embedded reranker scores the chunks
-    # the graph alone found with them instead of calling the vector stage.
+    # The chunks' stored vectors, when the stage read them: the embedded reranker scores the chunks the graph
+    # alone found with them instead of calling the vector stage.
     vectors: PackedVectors | None = None
     linked: list[str] = Field(default_factory=list)  # entity keys linked from the query
+    # False: `chunks` are ids, documents and scores with empty texts (asked with texts=False of the in-memory
+    # index); the caller reads the texts and vectors (the ingress: from the vector stage, one call).
+    texts: bool = True
 
 
 class RerankHints(BaseModel):

@@ -349,10 +349,13 @@ class EdgeVectorStore:
         return counts
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        return {cid: vector for cid, (_, vector) in (await self.chunks(collection, chunk_ids)).items()}
+
+    async def chunks(self, collection: str, chunk_ids: list[str]) -> dict[str, tuple[ScoredChunk, list[float]]]:
         shard = await self._shard(collection)
         ids = [uuid.UUID(point_id(collection, c)) for c in chunk_ids]
         records = await self._engine(collection, shard.retrieve, ids, True, True)
-        return {r.payload["chunk_id"]: dense_vector(r.vector) for r in records}
+        return {r.payload["chunk_id"]: (scored_chunk(r.payload, 0.0), dense_vector(r.vector)) for r in records}
 
     async def snapshot(self, collection: str, dest: Path) -> int:
         """Copies the collection's shard, flushed, to `dest` while writes wait (reads go on); returns bytes copied."""

@@ -358,17 +358,17 @@ class ServerVectorStore:
         return counts
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
+        return {cid: vector for cid, (_, vector) in (await self.chunks(collection, chunk_ids)).items()}
+
+    async def chunks(self, collection: str, chunk_ids: list[str]) -> dict[str, tuple[ScoredChunk, list[float]]]:
         await self._require(collection)
         records = await self._call(
             "retrieve",
             self._get_client().retrieve(
-                collection,
-                ids=[point_id(collection, c) for c in chunk_ids],
-                with_payload=["chunk_id"],
-                with_vectors=True,
+                collection, ids=[point_id(collection, c) for c in chunk_ids], with_payload=True, with_vectors=True
             ),
         )
-        return {r.payload["chunk_id"]: dense_vector(r.vector) for r in records}
+        return {r.payload["chunk_id"]: (scored_chunk(r.payload, 0.0), dense_vector(r.vector)) for r in records}
 
     async def ping(self) -> str:
         collections = await self._call("get_collections", self._get_client().get_collections())

@@ -238,6 +238,16 @@ class VectorService:
         check_collection(collection)
         return await self.store.vectors(collection, list(chunk_ids))
 
+    async def chunks(self, collection: str, chunk_ids: list[str]) -> VectorResult:
+        """These chunks as stored (score 0; ids not stored are absent), their vectors as `hit_vectors`: the texts
+        of the chunks the graph stage alone found (a Graph replica holds ids, not texts)."""
+        check_collection(collection)
+        found = await self.store.chunks(collection, list(chunk_ids))
+        return VectorResult(
+            hits=[c for c, _ in found.values()],
+            hit_vectors=PackedVectors.pack({cid: vector for cid, (_, vector) in found.items()}),
+        )
+
     async def snapshot(self, collection: str, dest: str) -> int:
         """The collection's shard copied to `dest` (a folder on this machine); bytes copied."""
         check_collection(collection)

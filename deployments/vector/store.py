@@ -150,6 +150,9 @@ class VectorStore(Protocol):
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         """Stored vectors by chunk id; ids that are not stored are absent."""
 
+    async def chunks(self, collection: str, chunk_ids: list[str]) -> dict[str, tuple[ScoredChunk, list[float]]]:
+        """Stored chunks (score 0) with their vectors, by chunk id; ids that are not stored are absent."""
+
     async def ping(self) -> str: ...
 
     async def aclose(self) -> None: ...

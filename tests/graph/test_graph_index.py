@@ -253,6 +253,27 @@ async def test_a_query_vector_sent_with_the_search_seeds_the_walk_without_an_emb
         await bare.aclose()
 
 
+async def test_asked_without_texts_the_index_answers_ids_and_scores_and_reads_nothing(graph_config, collection):
+    """texts=False (how the ingress asks): the same chunks and scores as with texts, none read from the store or
+    the vector stage (the ingress reads those it lacks from the vector stage itself)."""
+    passages = DictPassages({"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]})
+    docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
+    service = GraphService(graph_config, graph_config.bolt_uri, passages=passages)
+    try:
+        await service.upsert(collection, chunks_of(docs))
+        full = await service.search(collection, "what garage story?", 1, 10, [1.0, 0.0])
+        asked = list(passages.asked)
+        bare = await service.search(collection, "what garage story?", 1, 10, [1.0, 0.0], texts=False)
+        assert passages.asked == asked  # no vectors read
+        assert not bare.texts and bare.vectors is None and {c.text for c in bare.chunks} == {""}
+        assert [(c.chunk_id, c.doc_id, c.score) for c in bare.chunks] == [
+            (c.chunk_id, c.doc_id, c.score) for c in full.chunks
+        ]
+        assert full.texts and bare.subgraph == full.subgraph
+    finally:
+        await service.aclose()
+
+
 async def test_a_failing_vector_stage_leaves_the_walk_its_entity_seeds(graph_config, collection):
     class Down(DictPassages):
         async def nearest(self, collection, vector, k):

@@ -144,8 +144,8 @@ async def test_the_reranker_gets_the_stored_vectors_of_vector_and_graph_hits():
     fake = lexical_fake()
     real_graph = fake.graph_search
 
-    async def graph_with_vectors(*args):
-        result = await real_graph(*args)
+    async def graph_with_vectors(*args, **kwargs):
+        result = await real_graph(*args, **kwargs)
         result.vectors = PackedVectors.pack({"c#0": [0.0, 1.0], "a#0": [9.0, 9.0]})
         return result
 

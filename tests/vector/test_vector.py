@@ -91,6 +91,17 @@ async def test_stored_vectors_by_chunk_id(store):
     assert np.allclose(got["a#1"], written[1].vector, atol=1e-5)
 
 
+async def test_stored_chunks_with_their_texts_and_vectors(store):
+    await store.create("c", DIM)
+    written = points("c", "a", 2, {"lang": "de"})
+    await store.replace_documents("c", ["a"], written)
+    got = await store.chunks("c", ["a#1", "missing#0"])
+    assert set(got) == {"a#1"}
+    found, vector = got["a#1"]
+    assert (found.doc_id, found.text, found.metadata, found.score) == ("a", "a chunk 1", {"lang": "de"}, 0.0)
+    assert np.allclose(vector, written[1].vector, atol=1e-5)
+
+
 async def test_metadata_filter_matches_by_equality(store):
     await store.create("f", DIM)
     await store.replace_documents(

@@ -32,7 +32,7 @@ def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str
         backend = make_embedder(config.embedder)
         vectors = await backend.embed(asked)
         await backend.aclose()
-        await graph.search.remote("scifact", asked[0], hops, limit, vectors[0])  # the index is loaded
+        await graph.search.remote("scifact", asked[0], hops, limit, vectors[0], texts=False)  # the index is loaded
 
         async def level(c: int) -> dict:
             latencies: list[float] = []
@@ -42,7 +42,9 @@ def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str
                 n = i
                 while time.monotonic() < stop:
                     t = time.perf_counter()
-                    await graph.search.remote("scifact", asked[n % len(asked)], hops, limit, vectors[n % len(asked)])
+                    await graph.search.remote(
+                        "scifact", asked[n % len(asked)], hops, limit, vectors[n % len(asked)], texts=False
+                    )
                     latencies.append(time.perf_counter() - t)
                     n += c
 
