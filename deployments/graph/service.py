@@ -383,6 +383,8 @@ class GraphService:
         if not seeds or not candidates:
             return {}
         exclude = set(query_keys(query))
+        if self._live is not None:  # from this replica's index: no store round trip
+            return (await self._live.get(collection)).links(seeds, candidates, exclude)
         return await self.session.run(
             False, links_work(collection, seeds, candidates, exclude), self.config.query_timeout_s
         )

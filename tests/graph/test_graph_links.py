@@ -11,9 +11,13 @@ from deployments.models import RetrieveRequest
 from tests.fakes import DOCS, FakeStages, chunks_of, make
 
 
-@pytest.fixture
-async def graph(graph_config):  # noqa: F811
-    service = GraphService(graph_config, graph_config.bolt_uri)
+@pytest.fixture(params=["index", "store"])
+async def graph(graph_config, request):  # noqa: F811
+    """Links from a replica's in-memory index and from the store's query: the same ties either way."""
+    config = graph_config.model_copy(
+        update={"index": graph_config.index.model_copy(update={"enabled": request.param == "index"})}
+    )
+    service = GraphService(config, config.bolt_uri)
     yield service
     await service.aclose()
 
@@ -133,3 +137,32 @@ def test_lead_entities_are_the_first_sentences():
     assert {e.key for e in ex.entities if e.lead} == {"blue harbour"}
     graph = LLMGraph.model_validate({"entities": [{"name": "Blue Harbour"}, {"name": "Bob Jones"}]})
     assert [e.lead for e in normalize(graph, "c", ExtractionConfig(), "Blue Harbour").entities] == [True, False]
+
+
+async def test_the_index_ties_every_pair_as_the_store_query_does(graph_config, request):
+    collection = request.node.name[:64]
+    docs = {
+        **DOCS,
+        "seed": "Alice Smith wrote Blue Harbour. Years later she toured Paris with Bob Jones.",
+        "about": "Blue Harbour is a novel. It sold well in Paris.",
+        "paris": "Paris is the capital of France. Alice Smith lived there.",
+        "passing": "Zed Quinn paints. He once toured Paris too.",
+    }
+    off = graph_config.index.model_copy(update={"enabled": False})
+    store = GraphService(graph_config.model_copy(update={"index": off}), graph_config.bolt_uri)
+    index = GraphService(graph_config, graph_config.bolt_uri)
+    try:
+        await store.upsert(collection, chunks_of(docs))
+        ids = [f"{d}#0" for d in docs]
+        tied = 0
+        for query in ("Who wrote the novel?", "Where did Alice Smith travel?"):
+            for seed in ids:
+                expected = await store.links(collection, query, [seed], ids)
+                got = await index.links(collection, query, [seed], ids)
+                assert set(got) == set(expected), (query, seed)
+                assert all(got[c] == pytest.approx(expected[c]) for c in got), (query, seed)
+                tied += len(got)
+        assert tied >= 4  # the corpus ties some pairs (the comparison is not of empty results)
+    finally:
+        await store.aclose()
+        await index.aclose()

@@ -30,6 +30,7 @@ from deployments.graph.extraction.ontology import UNTYPED
 from deployments.graph.index import walk
 from deployments.graph.index.aliases import Groups, NameVariants
 from deployments.graph.index.columns import Columns, IndexedChunk, Relation
+from deployments.graph.store.transactions import specificity
 
 __all__ = ["CollectionIndex", "Found", "IndexedChunk", "PPRParams", "SearchResult"]
 
@@ -181,6 +182,29 @@ class CollectionIndex(Columns):
             if type_ not in UNTYPED and (source in keys or target in keys):
                 summed[(source, type_, target)] = summed.get((source, type_, target), 0.0) + weight
         return [(s, t, o, w) for (s, t, o), w in sorted(summed.items(), key=lambda kv: -kv[1])]
+
+    def links(self, seed_ids: Sequence[str], chunk_ids: Sequence[str], exclude: set[str]) -> dict[str, float]:
+        """How strongly each chunk is tied to the seed chunks: the summed specificity of the entities both mention
+        and one of them is about (names in its first sentence), `exclude` (the query's keys) left out; as the
+        store's links query (store/retrieval.py) counts them, from this index's mention rows."""
+        self.ensure_built()
+        seeds = [self._mentions(s) for s in seed_ids]
+        ties: dict[str, float] = {}
+        for chunk_id in chunk_ids:
+            mine = self._mentions(chunk_id)
+            shared = {e for seed in seeds for e, lead in mine.items() if e in seed and (lead or seed[e])}
+            shared = {e for e in shared if self._entity_keys[e] not in exclude}
+            if shared:
+                ties[chunk_id] = sum(specificity(int(self._df[e])) for e in shared)
+        return ties
+
+    def _mentions(self, chunk_id: str) -> dict[int, bool]:
+        """A chunk's entities, each with whether the chunk is about it (the mention rows are in slot order)."""
+        slot = self._slot.get(chunk_id)
+        if slot is None:
+            return {}
+        lo, hi = int(self._to_entities.indptr[slot]), int(self._to_entities.indptr[slot + 1])
+        return dict(zip(self._to_entities.indices[lo:hi].tolist(), self._m_lead[lo:hi].tolist(), strict=True))
 
     def ensure_built(self) -> None:
         if self._stale:
