@@ -18,8 +18,8 @@ from deployments.stages import ChatStage, EmbedderStage, GraphStage, RerankerSta
 def cancelling(method: Any) -> Callable:
     """A handle method whose call is cancelled downstream when the awaiting task is."""
 
-    async def call(*args: Any) -> Any:
-        response = method.remote(*args)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        response = method.remote(*args, **kwargs)
         try:
             return await response
         except asyncio.CancelledError:
@@ -32,8 +32,8 @@ def cancelling(method: Any) -> Callable:
 def cancelling_stream(method: Any) -> Callable:
     """The same for a streaming handle method: closing or cancelling the iterator cancels the remote generator."""
 
-    async def call(*args: Any) -> AsyncIterator:
-        stream = method.remote(*args)
+    async def call(*args: Any, **kwargs: Any) -> AsyncIterator:
+        stream = method.remote(*args, **kwargs)
         finished = False
         try:
             async for item in stream:

@@ -13,8 +13,8 @@ from deployments.handles import Remote
 class Response:
     """Stands in for a DeploymentResponse: awaitable, cancellable."""
 
-    def __init__(self, args):
-        self.args, self.cancelled = args, False
+    def __init__(self, args, kwargs=None):
+        self.args, self.kwargs, self.cancelled = args, kwargs or {}, False
         self._result = asyncio.get_running_loop().create_future()
 
     def __await__(self):
@@ -57,8 +57,8 @@ class Handle:
         handle = self
 
         class Method:
-            def remote(self, *args):
-                call = (Stream if handle.streaming else Response)(args)
+            def remote(self, *args, **kwargs):
+                call = Stream(args) if handle.streaming else Response(args, kwargs)
                 handle.calls.append((method, call))
                 return call
 
@@ -83,6 +83,15 @@ async def test_a_finished_call_is_not_cancelled():
     await asyncio.sleep(0.01)
     handle.calls[0][1]._result.set_result("pong")
     assert await task == "pong" and not handle.calls[0][1].cancelled
+
+
+async def test_keyword_arguments_reach_the_remote_method():
+    """The ingress asks the graph stage `search(..., texts=False)`: a keyword the handle call must carry."""
+    handle = Handle()
+    task = asyncio.ensure_future(Remote(handle).search("kb", "query", 1, 5, None, texts=False))
+    await asyncio.sleep(0.01)
+    handle.calls[0][1]._result.set_result("found")
+    assert await task == "found" and handle.calls[0][1].kwargs == {"texts": False}
 
 
 async def test_a_stream_closed_early_is_cancelled_and_a_finished_one_is_not():
