@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
 from benchmarks.quality.offline_corpus import SPLITS, Corpus, top  # noqa: E402
-from deployments.config import GraphIndexConfig  # noqa: E402
+from deployments.config import GraphIndexConfig, RerankerConfig  # noqa: E402
 from deployments.graph.extraction.offline import named_query_keys  # noqa: E402
 from deployments.graph.index.collection import PPRParams  # noqa: E402
 from deployments.reranker.backends import lift  # noqa: E402
@@ -69,6 +69,10 @@ def ranking(c: Corpus, qi: int, method: str, cfg: dict) -> list[str]:
             res = c.index.search(q["question"], n, c.seeds(qi, cos))
             graph = {c.pos[ch.chunk_id]: s for ch, s in res.chunks}
             lists["graph"] = list(graph)
+            # An entity-centric question (it links an entity of these types) gets the stronger lift, as the server's
+            types = cfg.get("entity_types") or []
+            if any(c.index.entity_info(k)[1] in types for k in res.linked):
+                cfg = {**cfg, "graph_weight": cfg["entity_graph_weight"], "graph_keep": cfg["entity_graph_keep"]}
         cands = rrf(lists, {"vector": 1.0, "lexical": 1.0, "graph": cfg.get("fusion_graph", 0.2)})[:n]
         lex_found = {i: float(lex[i]) for i in lists["lexical"]}
         blend = 0.7 * cos[cands] + 0.3 * found(lex_found, cands)
@@ -226,6 +230,10 @@ def main() -> None:
         help="cap: the server's lift, never past --graph-keep",
     )
     ap.add_argument("--graph-keep", type=int, default=2)
+    lift = RerankerConfig()  # the entity-centric questions' lift: the server's by default
+    ap.add_argument("--entity-types", default=",".join(lift.entity_types), help="comma-separated; '' turns it off")
+    ap.add_argument("--entity-graph-weight", type=float, default=lift.entity_graph_weight)
+    ap.add_argument("--entity-graph-keep", type=int, default=lift.entity_graph_keep)
     ap.add_argument("--out", type=Path)
     ap.add_argument(
         "--misses", type=Path, help="also write the failure study (questions whose gold passage ppr misses at 5)"
@@ -251,6 +259,7 @@ def main() -> None:
         "graph_norm": args.graph_norm,
         "graph_combine": args.graph_combine,
         "graph_keep": args.graph_keep,
+        **entity_lift(args),
     }
     if args.grid:
         trials = []
@@ -296,6 +305,14 @@ def main() -> None:
             print(t)
 
 
+def entity_lift(args: argparse.Namespace) -> dict:
+    return {
+        "entity_types": [t for t in args.entity_types.split(",") if t],
+        "entity_graph_weight": args.entity_graph_weight,
+        "entity_graph_keep": args.entity_graph_keep,
+    }
+
+
 def main_scifact(args: argparse.Namespace) -> None:
     """hybrid vs the walk on SciFact (train for tuning, test to report), offline: a quick check that a setting
     chosen on HotpotQA does not cost single-hop ranking (benchmarks/quality/scifact.py measures it through the app)."""
@@ -310,6 +327,7 @@ def main_scifact(args: argparse.Namespace) -> None:
         "graph_norm": args.graph_norm,
         "graph_combine": args.graph_combine,
         "graph_keep": args.graph_keep,
+        **entity_lift(args),
     }
     out = {
         "dataset": "scifact",

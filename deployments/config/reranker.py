@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from deployments.config.section import BreakerConfig, Section
+from deployments.graph.extraction.ontology import ENTITY_TYPES
 
 
 class RerankerConfig(Section):
@@ -23,3 +24,19 @@ class RerankerConfig(Section):
     graph_keep: int = Field(
         2, ge=0, le=100, description="Embedded scorer: the graph never lifts a candidate past this many best ones."
     )
+    # An entity-centric question (it names a person or a work: "When did X's mother die?") gets a stronger lift that
+    # may pass all but the best candidate: its second hop rarely resembles the question. Chosen on the same tuning
+    # splits (benchmarks/README.md, "Entity-centric questions"); other questions keep graph_weight / graph_keep.
+    entity_types: list[str] = Field(
+        ["PERSON", "WORK"], description="A question linking an entity of one of these types is entity-centric."
+    )
+    entity_graph_weight: float = Field(4.0, ge=0, description="Embedded scorer: graph_weight for those questions.")
+    entity_graph_keep: int = Field(1, ge=0, le=100, description="Embedded scorer: graph_keep for those questions.")
+
+    @field_validator("entity_types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        unknown = sorted(set(types) - set(ENTITY_TYPES))
+        if unknown:
+            raise ValueError(f"unknown entity types {unknown}: the graph's types are {list(ENTITY_TYPES)}")
+        return types

@@ -202,6 +202,7 @@ class Retrieval:
                 run.grf.vectors if run.grf is not None else None,
             ),
             signals=source_scores(run.ranked, chunk_ids),
+            linked_types=linked_types(run.grf.subgraph) if run.grf is not None else [],
         )
         call = self.stages.reranker.rerank(req.query, [h.text for h in hits], hints)
         result, err, run.timings.rerank = await run_stage("rerank", call, cfg.rerank_timeout_s, run.clock)
@@ -253,3 +254,8 @@ class Retrieval:
             reranker=run.scorer,
             mode=run.mode,
         )
+
+
+def linked_types(subgraph: Subgraph) -> list[str]:
+    """The types of the entities the question links (the subgraph's hops-0 nodes), each once."""
+    return sorted({node.type for node in subgraph.nodes if node.hops == 0 and node.type})

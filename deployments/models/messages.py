@@ -152,6 +152,9 @@ class RerankHints(BaseModel):
     vectors: PackedVectors | None = None
     # Per retrieval source ("vector", "lexical", "graph"), its own score of each text; None where it missed it.
     signals: dict[str, list[float | None]] = Field(default_factory=dict)
+    # The types of the entities the question links (the graph stage's): one of reranker.entity_types makes it
+    # entity-centric, and the embedded scorer lifts the graph's candidates with its entity-centric weights.
+    linked_types: list[str] = Field(default_factory=list)
 
 
 class RerankResult(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -185,16 +185,21 @@ class EmbeddedScorer:
         fetch_vectors: FetchVectors | None = None,
         graph_weight: float = 0.0,
         graph_keep: int = 0,
+        entity_lift: tuple[float, int] | None = None,
+        entity_types: Sequence[str] = (),
     ):
         if not 0 <= dense_weight <= 1:
             raise ValueError("dense_weight must be within [0, 1]")
-        if graph_weight < 0 or graph_keep < 0:
-            raise ValueError("graph_weight and graph_keep must be >= 0")
+        if min(graph_weight, graph_keep, *(entity_lift or ())) < 0:
+            raise ValueError("graph weights and keeps must be >= 0")
         self.graph_keep = graph_keep
         self._embed = embed
         self._fetch = fetch_vectors
         self.dense_weight = dense_weight
         self.graph_weight = graph_weight
+        # (graph_weight, graph_keep) for an entity-centric question (one linking an entity of `entity_types`).
+        self.entity_lift = entity_lift or (graph_weight, graph_keep)
+        self.entity_types = frozenset(entity_types)
 
     async def _vectors(self, texts: list[str]) -> np.ndarray:
         try:
@@ -241,14 +246,16 @@ class EmbeddedScorer:
             blend.append((1 - self.dense_weight, _found_scores(signals["lexical"])))
         total = sum(w for w, _ in blend)
         graph = np.minimum([max(s or 0.0, 0.0) for s in signals["graph"]], 1.0) if "graph" in signals else None
-        if total <= 0 and graph is not None and self.graph_weight > 0:
+        entity_centric = hints is not None and not self.entity_types.isdisjoint(hints.linked_types)
+        weight, keep = self.entity_lift if entity_centric else (self.graph_weight, self.graph_keep)
+        if total <= 0 and graph is not None and weight > 0:
             fused = graph  # the graph alone found something (the vector stage degraded)
         else:
             if total <= 0:  # every used source weighs 0: keep the retrieval order
                 blend, total = [(1.0, np.linspace(1.0, 0.0, len(texts)))], 1.0
             fused = np.asarray(sum(w * x for w, x in blend)) / total
-            if graph is not None and self.graph_weight > 0:
-                fused = lift(fused, self.graph_weight * graph, self.graph_keep)
+            if graph is not None and weight > 0:
+                fused = lift(fused, weight * graph, keep)
         return RerankResult(scores=[round(float(s), 6) for s in fused], scorer=self.scorer)
 
     async def _cosine(self, query: str, texts: list[str], hints: RerankHints | None) -> np.ndarray:
@@ -265,7 +272,11 @@ class EmbeddedScorer:
 
     async def ping(self) -> str:
         await self._vectors(["ping"])
-        return f"{self.scorer} (dense weight {self.dense_weight}, graph weight {self.graph_weight}, keep {self.graph_keep})"
+        weight, keep = self.entity_lift
+        return (
+            f"{self.scorer} (dense weight {self.dense_weight}, graph weight {self.graph_weight}, keep {self.graph_keep};"
+            f" entity-centric questions {weight}, keep {keep})"
+        )
 
     async def aclose(self) -> None:
         return None
@@ -278,4 +289,12 @@ def make_reranker(
         return HttpReranker(config)
     if embed is None:
         raise ValueError("the embedded scorer needs an embed callable (no reranker.url is set)")
-    return EmbeddedScorer(embed, config.dense_weight, fetch_vectors, config.graph_weight, config.graph_keep)
+    return EmbeddedScorer(
+        embed,
+        config.dense_weight,
+        fetch_vectors,
+        config.graph_weight,
+        config.graph_keep,
+        (config.entity_graph_weight, config.entity_graph_keep),
+        config.entity_types,
+    )

@@ -3,7 +3,7 @@ stage in one call, and falls back to the graph stage's own store when the vector
 
 from __future__ import annotations
 
-from deployments.models import RetrieveRequest
+from deployments.models import GraphNode, RetrieveRequest, Subgraph
 from tests.fakes import FakeStages, make
 
 
@@ -44,3 +44,26 @@ async def test_with_the_vector_stage_down_the_graph_answers_with_its_own_texts()
     assert fake.graph_texts == [False, True] and not hasattr(fake, "chunk_reads")  # no read from a failed stage
     assert {h.chunk_id for h in resp.hits} == {"c#0", "a#0"} and all(h.text for h in resp.hits)
     assert [d.stage for d in resp.degraded] == ["vector"]
+
+
+async def test_the_reranker_hears_the_types_of_the_entities_the_question_links():
+    fake = FakeStages()
+    real = fake.graph_search
+
+    async def graph_search(*args, **kwargs):
+        found = await real(*args, **kwargs)
+        found.subgraph = Subgraph(
+            nodes=[
+                GraphNode(id="ann lee", name="Ann Lee", type="PERSON", hops=0),
+                GraphNode(id="acme", name="Acme", type="ORG", hops=1),  # reached, not linked
+                GraphNode(id="paris", name="Paris", type="GPE", hops=0),
+            ]
+        )
+        return found
+
+    fake.graph_search = graph_search
+    await make(fake).retrieve(RetrieveRequest(query="Where did Ann Lee live in Paris?"))
+    assert fake.hints.linked_types == ["GPE", "PERSON"]
+    plain = FakeStages()
+    await make(plain).retrieve(RetrieveRequest(query="q", mode="hybrid"))
+    assert plain.hints.linked_types == []  # no graph, no types

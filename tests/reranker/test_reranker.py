@@ -243,6 +243,44 @@ async def test_embedded_scorer_blends_the_retrieval_signals(minilm_embed):
         await EmbeddedScorer(counting_embed).rerank(query, texts, hints)
 
 
+async def test_an_entity_centric_question_gets_the_stronger_lift():
+    """A question linking a PERSON (reranker.entity_types) lifts the graph's candidate past all but the best hit
+    (entity_graph_keep 1); one linking only an ORG keeps the usual bound (graph_keep 2)."""
+
+    async def embed(batch: list[str]) -> list[list[float]]:
+        assert batch == ["ping"]  # the candidates' vectors came with the hints
+        return [[1.0, 0.0]]
+
+    texts = ["first", "second", "graph's"]
+    hints = RerankHints(
+        collection="c",
+        chunk_ids=["a", "b", "c"],
+        query_vector=[1.0, 0.0],
+        vectors=PackedVectors.pack({"a": [1.0, 0.0], "b": [0.8, 0.6], "c": [0.0, 1.0]}),
+        signals={"vector": [1.0, 0.8, None], "graph": [None, None, 1.0]},
+    )
+    scorer = EmbeddedScorer(
+        embed, dense_weight=1.0, graph_weight=10.0, graph_keep=2, entity_lift=(10.0, 1), entity_types=["PERSON"]
+    )
+
+    async def order(linked_types: list[str]) -> list[str]:
+        scores = (await scorer.rerank("q", texts, hints.model_copy(update={"linked_types": linked_types}))).scores
+        return [t for _, t in sorted(zip(scores, texts), reverse=True)]
+
+    assert await order(["ORG"]) == ["first", "second", "graph's"]  # kept behind the two best
+    assert await order([]) == ["first", "second", "graph's"]
+    assert await order(["ORG", "PERSON"]) == ["first", "graph's", "second"]  # behind the best one only
+    assert "entity-centric questions 10.0, keep 1" in await scorer.ping()
+
+
+def test_entity_types_must_be_the_graphs():
+    from pydantic import ValidationError
+
+    assert RerankerConfig().entity_types == ["PERSON", "WORK"]
+    with pytest.raises(ValidationError, match="unknown entity types"):
+        RerankerConfig(entity_types=["PERSN"])
+
+
 async def test_reranker_service_embeds_through_the_embedder_stage(minilm_embed):
     from types import SimpleNamespace
 
