@@ -19,6 +19,7 @@ import itertools
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -119,6 +120,20 @@ def evaluate_scifact(c: Corpus, qids: list[int], method: str, cfg: dict | None =
     qrels = {str(qi): c.questions[qi]["qrels"] for qi in qids}
     run = {str(qi): ranking(c, qi, method, cfg) for qi in qids}
     return {k: round(v, 4) for k, v in beir(qrels, run).items()}
+
+
+def entity_centric(c: Corpus, qids: range | list[int], cfg: dict) -> dict:
+    """The questions the gate lifts (they link an entity of `entity_types`) and the types the questions link."""
+    types = set(cfg.get("entity_types") or [])
+    lifted, seen = 0, Counter()
+    for qi in qids:
+        res = c.index.search(
+            c.questions[qi]["question"], cfg.get("candidates", 30), c.seeds(qi, c.vectors @ c.qvectors[qi])
+        )
+        linked = {c.index.entity_info(k)[1] for k in res.linked}
+        lifted += bool(linked & types)
+        seen.update(linked)
+    return {"share": round(lifted / len(qids), 4), "questions_linking_type": dict(seen.most_common())}
 
 
 def coverage(c: Corpus, qids: range) -> dict:
@@ -286,6 +301,7 @@ def main() -> None:
     results["ppr"] = evaluate(c, qids, "ppr", chosen)
     results["ppr_settings"] = {**chosen, "params": asdict(replace(PPRParams(), **chosen["params"]))}
     results["linking"] = coverage(c, qids)
+    results["entity_centric"] = entity_centric(c, qids, chosen)
     if args.misses:
         args.misses.write_text(json.dumps(misses(c, qids, chosen), indent=1) + "\n")
     out = {
@@ -338,6 +354,7 @@ def main_scifact(args: argparse.Namespace) -> None:
         "hybrid": evaluate_scifact(c, qids, "hybrid"),
         "ppr": evaluate_scifact(c, qids, "ppr", cfg),
         "ppr_settings": {**cfg, "params": asdict(replace(PPRParams(), **cfg["params"]))},
+        "entity_centric": entity_centric(c, qids, cfg),
     }
     path = args.out or RESULTS / f"graph-eval-scifact-{args.split}.json"
     harness.write_json(path, out)
