@@ -60,8 +60,9 @@ class _Response:
 
 
 class InProcessClient:
-    """`post("/v1/retrieve" | "/v1/ingest", json=...)` like an httpx.Client against the app, served by an
-    in-process pipeline on its own event loop thread (so synchronous benchmark code can drive it)."""
+    """`post("/v1/retrieve" | "/v1/ingest", json=...)` like an httpx.Client against the app and `ingest` like a
+    GraphRAGClient (graphrag-ingest's loop calls it), served by an in-process pipeline on its own event loop thread
+    (so synchronous benchmark code can drive it)."""
 
     def __init__(self, args: dict[str, Any]):
         import asyncio
@@ -86,6 +87,12 @@ class InProcessClient:
         if path == "/v1/ingest":
             return _Response(self._call(self.pipeline.ingest(IngestRequest(**json))).model_dump(mode="json"))
         raise ValueError(f"InProcessClient does not serve {path}")
+
+    def ingest(self, documents: list[dict], collection: str) -> Any:
+        """As GraphRAGClient.ingest (what graphrag-ingest's loop calls): the IngestResponse."""
+        from deployments.models import IngestRequest
+
+        return self._call(self.pipeline.ingest(IngestRequest(collection=collection, documents=documents)))
 
     def close(self) -> None:
         try:

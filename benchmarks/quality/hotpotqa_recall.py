@@ -29,6 +29,7 @@ import httpx  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import DATASETS, RESULTS  # noqa: E402
 from deployments.cli.ingest import IngestState, ingest  # noqa: E402
+from deployments.client import GraphRAGClient  # noqa: E402
 
 DEFAULT_DATASET = DATASETS / "hotpotqa-100"
 KS = (2, 5)
@@ -102,9 +103,11 @@ def measure(client: httpx.Client, collection: str, questions: list[dict], varian
     }
 
 
-def run_with(client, args: argparse.Namespace) -> dict:
+def run_with(client, args: argparse.Namespace, ingest_client=None) -> dict:
+    """`client.post` retrieves; `ingest_client` (a GraphRAGClient; default `client`) takes graphrag-ingest's batches."""
     docs, questions = load(args.dataset)
-    report = ingest(client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs))
+    batches = ingest_client or client
+    report = ingest(batches, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs))
     print(f"ingested {report.sent} passages ({report.chunks} chunks) in {report.seconds:.1f}s", file=sys.stderr)
     results = {name: measure(client, args.collection, questions, v) for name, v in VARIANTS.items()}
     results["ingest_seconds"] = report.seconds
@@ -114,8 +117,11 @@ def run_with(client, args: argparse.Namespace) -> dict:
 
 def run(url: str, args: argparse.Namespace) -> dict:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    with httpx.Client(base_url=url, timeout=600, headers=headers) as client:
-        return run_with(client, args)
+    with (
+        httpx.Client(base_url=url, timeout=600, headers=headers) as client,
+        GraphRAGClient(url, api_key=args.api_key, http_client=client) as typed,
+    ):
+        return run_with(client, args, typed)
 
 
 def table(results: dict) -> str:

@@ -34,6 +34,7 @@ from benchmarks import harness  # noqa: E402
 from benchmarks.harness import DATASETS, RESULTS, ROOT  # noqa: E402
 from benchmarks.metrics import docs_by_max_score, evaluate  # noqa: E402
 from deployments.cli.ingest import IngestState, ingest, read_beir_corpus  # noqa: E402
+from deployments.client import GraphRAGClient  # noqa: E402
 
 DEFAULT_DATASET = DATASETS / "scifact"
 MODES = ("dense", "lexical", "hybrid", "hybrid+graph")
@@ -198,7 +199,7 @@ def main() -> None:
         ingest_report = None
         if not args.skip_ingest:
             docs = list(read_beir_corpus(args.dataset / "corpus.jsonl.gz"))
-            with httpx.Client(base_url=url, timeout=900) if client is None else nullcontext(client) as sync_client:
+            with GraphRAGClient(url, timeout=900) if client is None else nullcontext(client) as sync_client:
                 report = ingest(
                     sync_client, args.collection, docs, IngestState(None), batch_size=args.batch_size, total=len(docs)
                 )
