@@ -71,7 +71,9 @@ def folder_bytes(path: Path) -> int:
 
 async def run(args: argparse.Namespace) -> dict:
     corpus = list(read_beir_corpus(DATASET / "corpus.jsonl.gz"))
-    docs, busy_docs = corpus[: args.docs], corpus[args.docs : args.docs + args.busy_docs]
+    # The busy collection takes the documents after the snapshotted ones, wrapping around to the first when the
+    # snapshotted collection is the whole corpus (another collection: the same ids do not clash).
+    docs, busy_docs = corpus[: args.docs], (corpus[args.docs :] + corpus)[: args.busy_docs]
     lines = (DATASET / "queries.test.jsonl").read_text(encoding="utf-8").splitlines()
     queries = [json.loads(line)["text"] for line in lines if line.strip()][: args.queries]
     out: dict = {
