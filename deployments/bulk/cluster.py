@@ -1,4 +1,4 @@
-"""The bulk path over a Ray cluster: one ChunkWorker actor per node (num_cpus each, pinned to its node), fed
+"""The bulk path over a Ray cluster: one ChunkWorker actor per node (`num_cpus` each, pinned to its node), fed
 batches of rows; the documents they return are handed to `write` on the caller's process as they arrive, so the
 store node writes while the workers compute. The stores keep their single owner: only the work before the
 write is spread.
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from deployments.bulk.worker import ChunkWorker
 from deployments.config import AppConfig
+from deployments.models import MAX_DOCUMENTS_PER_INGEST
 
 
 @dataclass
@@ -26,7 +27,6 @@ class BulkReport:
     documents: int = 0  # one-chunk documents written (= chunks)
     seconds: float = 0.0
     write_seconds: float = 0.0  # inside `write`, on the caller's process
-    nodes: list[str] = field(default_factory=list)
 
     @property
     def chunks_per_s(self) -> float:
@@ -86,7 +86,7 @@ def spread(
 ) -> BulkReport:
     """Rows in batches of `batch_rows` to the workers (`in_flight` batches queued per worker, so none waits while
     the caller writes); their documents to `write` in groups of at least `write_documents` (fewer, larger store
-    transactions; at most the API's 256 per request). `write` None: compute only (the benchmark's own part)."""
+    transactions; at most the API's MAX_DOCUMENTS_PER_INGEST a request). `write` None: compute only (the benchmark's own part)."""
     import ray
 
     report = BulkReport()
@@ -108,7 +108,7 @@ def spread(
     def flush(limit: int) -> None:
         nonlocal ready
         while len(ready) >= limit and ready:
-            group, ready = ready[:256], ready[256:]
+            group, ready = ready[:MAX_DOCUMENTS_PER_INGEST], ready[MAX_DOCUMENTS_PER_INGEST:]
             t0 = time.perf_counter()
             if write is not None:
                 write(group)
