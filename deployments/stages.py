@@ -19,6 +19,7 @@ from deployments.models import (
     CollectionSummary,
     DocumentPage,
     EntityResponse,
+    Extraction,
     GraphQueryResponse,
     GraphResult,
     PackedVectors,
@@ -116,7 +117,9 @@ class GraphStage(Protocol):
         self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]
     ) -> dict[str, float]: ...
 
-    async def upsert(self, collection: str, chunks: list[Chunk]) -> dict: ...
+    async def upsert(
+        self, collection: str, chunks: list[Chunk], given: dict[str, Extraction] | None = None
+    ) -> dict: ...
 
     async def delete_documents(self, collection: str, doc_ids: list[str]) -> int: ...
 

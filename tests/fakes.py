@@ -105,7 +105,7 @@ class FakeStages:
         self.stored["vector"] |= {c.doc_id for c in chunks}
         return len(chunks)
 
-    async def graph_upsert(self, collection, chunks):
+    async def graph_upsert(self, collection, chunks, given=None):
         await self._stage("graph", 0)
         self.stored["graph"] |= {c.doc_id for c in chunks}
         return {"entities": 3, "relations": 2}

@@ -3,6 +3,7 @@
     graphrag-ingest docs/ --url http://127.0.0.1:8000 --collection demo
     graphrag-ingest corpus.jsonl.gz --collection scifact --batch-size 64
     graphrag-ingest rows.parquet --collection big --batch-size 256   # rows {id, text, metadata, vector} (cli/rows.py)
+    graphrag-ingest corpus.jsonl.gz --ray auto   # chunk, embed and extract on every node of a Ray cluster (bulk/)
     graphrag-ingest --verify --collection demo            # after a crash: do both stores agree? (exit 3 if not)
     graphrag-ingest --repair --collection demo            # remove what they disagree on, then re-run the ingest
     graphrag-ingest --snapshot 2026-12-05     # both stores of every collection (or --collection C), into the
@@ -265,6 +266,33 @@ def ingest(
     return report
 
 
+def ingest_on_cluster(
+    client: GraphRAGClient, collection: str, docs: Iterable[dict], address: str, data_dir: str, attempts: int = 4
+) -> IngestReport:
+    """`--ray`: one worker per node of the Ray cluster at `address` chunks, embeds and extracts (deployments/bulk/);
+    each group of one-chunk documents is posted as it is ready, and the server only writes. Every document is sent
+    (no resume state); the workers read their settings (model, chunking, extractor) from GRAPHRAG_* like the server."""
+    import ray
+
+    from deployments.bulk.cluster import alive_nodes, spread, start_workers
+
+    report = IngestReport()
+
+    def write(batch: list[dict]) -> None:
+        result = _post(client, collection, batch, attempts)
+        report.chunks += result.chunks
+        report.entities += result.entities
+        report.relations += result.relations
+
+    ray.init(address=address)
+    try:
+        bulk = spread(docs, write, start_workers({"data_dir": data_dir}, alive_nodes()))
+    finally:
+        ray.shutdown()
+    report.sent, report.seconds = bulk.rows, round(bulk.seconds, 3)
+    return report
+
+
 def _report(client: httpx.Client, method: str, path: str, body: dict | None = None) -> dict | None:
     """The server's JSON answer to an admin call, printed; None (said on stderr) when it did not answer 200."""
     try:
@@ -358,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         "--api-key", default=os.environ.get("GRAPHRAG_API_KEY"), help="bearer token (default: $GRAPHRAG_API_KEY)"
     )
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="chunk, embed and extract on every node of this Ray cluster ('auto': the one this machine is in), one "
+        "worker per node; the server only writes; no resume state",
+    )
+    parser.add_argument("--ray-data-dir", default="data", help="the workers' folder for the exported ONNX model")
     args = parser.parse_args(argv)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     if args.snapshot or args.restore:
@@ -379,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     state = IngestState(None) if args.no_state else IngestState.for_target(args.state_dir, args.url, args.collection)
     try:
         with make_client(args.url, args.api_key, args.timeout) as client:
+            if args.ray:
+                report = ingest_on_cluster(
+                    client, args.collection, read_source(args.source), args.ray, args.ray_data_dir
+                )
+                print(json.dumps({"collection": args.collection, **report.__dict__}))
+                return 0
             report = ingest(
                 client,
                 args.collection,

@@ -172,8 +172,9 @@ class GraphService:
             return list(await asyncio.gather(*(_awaited(r) for r in results)))
         return cast(list[Extraction], results)
 
-    async def upsert(self, collection: str, chunks: list[Chunk]) -> dict:
-        """Replaces the chunks of these chunks' documents and their graph, in one transaction.
+    async def upsert(self, collection: str, chunks: list[Chunk], given: dict[str, Extraction] | None = None) -> dict:
+        """Replaces the chunks of these chunks' documents and their graph, in one transaction. `given`: extractions
+        the caller made (by chunk id; the cluster bulk path's workers), stored as they are; the rest are extracted.
 
         Returns what this batch holds: {"chunks", "entities" (distinct), "relations" (distinct pairs)}.
         """
@@ -181,7 +182,10 @@ class GraphService:
             return {"chunks": 0, "entities": 0, "relations": 0}
         chunks = list({c.chunk_id: c for c in chunks}.values())  # a repeated chunk id: the last one wins
         doc_ids = sorted({c.doc_id for c in chunks})
-        extractions = await self._extract_all(chunks)
+        given = given or {}
+        missing = [c for c in chunks if c.chunk_id not in given]
+        found = dict(zip((c.chunk_id for c in missing), await self._extract_all(missing))) if missing else {}
+        extractions = [given.get(c.chunk_id) or found[c.chunk_id] for c in chunks]
         rows = ingest_rows(chunks, extractions)
         await self.session.run(True, upsert_work(collection, doc_ids, rows), self.config.write_timeout_s)
         return {

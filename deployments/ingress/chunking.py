@@ -6,7 +6,7 @@ import re
 
 from deployments.config import ChunkingConfig
 from deployments.errors import BadRequest
-from deployments.models import Chunk, Document
+from deployments.models import Chunk, Document, Extraction
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n|\n(?=\s*#)|(?<=\n)(?=\s*#)")
@@ -97,3 +97,8 @@ def chunk_documents(docs: list[Document], config: ChunkingConfig) -> tuple[list[
         )
         brought[chunks[-1].chunk_id] = doc.vector
     return chunks, brought
+
+
+def extractions_brought(docs: list[Document]) -> dict[str, Extraction]:
+    """The extractions documents brought for their one chunk (a document with a vector), by chunk id."""
+    return {f"{d.id}#0": d.extraction.to_extraction(f"{d.id}#0") for d in docs if d.extraction is not None}

@@ -27,7 +27,7 @@ from deployments.errors import (
     require_free_space,
 )
 from deployments.ingress.answering import Answering
-from deployments.ingress.chunking import chunk_documents
+from deployments.ingress.chunking import chunk_documents, extractions_brought
 from deployments.ingress.intents import Intent, IntentLog, owner_alive
 from deployments.ingress.retrieval import Retrieval
 from deployments.ingress.stage_calls import Clock, failure_reason, run_stage
@@ -154,6 +154,7 @@ class Pipeline:
         timeout = self.config.retrieval.ingest_timeout_s
         chunks, brought = chunk_documents(req.documents, self.config.chunking)  # 400 before any write
         given = await self._vectors_brought(req, brought, clock) if brought else None
+        extracted = extractions_brought(req.documents) or None  # stored as given, not extracted again
         doc_ids = [doc.id for doc in req.documents]
         # Refused before any store is touched while the data folder's disk is nearly full (507).
         await asyncio.to_thread(require_free_space, self.config.data_dir, self.config.vector.min_free_disk_mb, "ingest")
@@ -161,7 +162,7 @@ class Pipeline:
             try:
                 runs = await asyncio.gather(
                     run_stage("vector", self.stages.vector.upsert(req.collection, chunks, given), timeout, clock),
-                    run_stage("graph", self.stages.graph.upsert(req.collection, chunks), timeout, clock),
+                    run_stage("graph", self.stages.graph.upsert(req.collection, chunks, extracted), timeout, clock),
                     return_exceptions=True,  # both writes end before anything is removed, even when one raised
                 )
             except asyncio.CancelledError:  # client gone or request timeout: undo what may have been written

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from deployments.models.messages import (  # re-exported: see the docstring
     ChatDelta,
@@ -28,6 +28,7 @@ from deployments.models.messages import (  # re-exported: see the docstring
     Subgraph,
     VectorResult,
 )
+from deployments.text import normalize_name
 
 # Hard bounds of the API; the config may only tighten them.
 MAX_QUERY_CHARS = 2_000
@@ -37,6 +38,9 @@ MAX_DOCUMENTS_PER_INGEST = 256
 MAX_DOCUMENT_CHARS = 200_000
 MAX_DOC_ID_CHARS = 256
 MAX_VECTOR_DIMENSION = 65_536  # Qdrant's bound on a dense vector's size
+MAX_CHUNK_ENTITIES = 500  # entities and relations a document may bring for its one chunk (Document.extraction)
+MAX_CHUNK_RELATIONS = 2_000
+MAX_ENTITY_NAME_CHARS = 1_000
 COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_COLLECTION = "default"
 
@@ -60,6 +64,81 @@ def _non_blank(value: str, what: str) -> str:
 
 # ---- requests ---------------------------------------------------------------------------------
 
+# Entity and relation types are data in the graph (never labels); the extractors' types look like this.
+_GRAPH_TYPE = r"^[A-Z][A-Z0-9_]{0,63}$"
+
+
+def _entity_key(value: str) -> str:
+    if not value or normalize_name(value) != value:
+        raise ValueError(f"entity key {value!r} is not a linking key (deployments.text.normalize_name of a name)")
+    return value
+
+
+class ChunkEntity(_Strict):
+    key: str = Field(max_length=MAX_ENTITY_NAME_CHARS, description="The linking key: normalize_name(name).")
+    name: str = Field(min_length=1, max_length=MAX_ENTITY_NAME_CHARS)
+    type: str = Field(pattern=_GRAPH_TYPE)
+    lead: bool = Field(False, description="Named in the chunk's first sentence: what the chunk is about.")
+    aliases: list[str] = Field(default_factory=list, max_length=20, description="Keys of its other names here.")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _entity_key(v)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: list[str]) -> list[str]:
+        return [_entity_key(a) for a in v]
+
+
+class ChunkRelation(_Strict):
+    source: str = Field(min_length=1, max_length=MAX_ENTITY_NAME_CHARS, description="An entity key of the chunk.")
+    target: str = Field(min_length=1, max_length=MAX_ENTITY_NAME_CHARS)
+    type: str = Field(pattern=_GRAPH_TYPE)
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+
+class ChunkExtraction(_Strict):
+    """A one-chunk document's graph, extracted by the caller (the cluster bulk path, deployments/bulk/), stored as
+    the graph stage's own extraction would be. Its entities' keys are unique; a relation joins two of them."""
+
+    entities: list[ChunkEntity] = Field(default_factory=list, max_length=MAX_CHUNK_ENTITIES)
+    relations: list[ChunkRelation] = Field(default_factory=list, max_length=MAX_CHUNK_RELATIONS)
+    extractor: str = Field(
+        "client", pattern=r"^[A-Za-z0-9_.:@/-]{1,64}$", description="Who extracted it (IngestResponse.extractors)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChunkExtraction:
+        keys = [e.key for e in self.entities]
+        if len(set(keys)) != len(keys):
+            raise ValueError("entity keys must be unique within a chunk")
+        known = set(keys)
+        for r in self.relations:
+            if r.source not in known or r.target not in known or r.source == r.target:
+                raise ValueError(
+                    f"relation {r.source!r} -{r.type}-> {r.target!r} must join two of the chunk's entities"
+                )
+        return self
+
+    def to_extraction(self, chunk_id: str) -> Extraction:
+        return Extraction(
+            chunk_id=chunk_id,
+            entities=[Entity(**e.model_dump()) for e in self.entities],
+            relations=[Relation(**r.model_dump()) for r in self.relations],
+            extractor=self.extractor,
+        )
+
+    @classmethod
+    def of(cls, extraction: Extraction) -> ChunkExtraction:
+        """The wire form of an extractor's result (what the bulk path's workers send)."""
+        return cls(
+            entities=[ChunkEntity(**e.model_dump()) for e in extraction.entities],
+            relations=[ChunkRelation(**r.model_dump()) for r in extraction.relations],
+            extractor=extraction.extractor,
+        )
+
 
 class Document(_Strict):
     id: str = Field(
@@ -74,6 +153,11 @@ class Document(_Strict):
         description="The text's embedding, made by the caller with the server's model (Qdrant's `vector`): the "
         "document is stored as one chunk with this vector, not chunked or embedded. Its size must be the "
         "collection's dimension and the text must fit one chunk (chunking.max_words), else 400.",
+    )
+    extraction: ChunkExtraction | None = Field(
+        None,
+        description="The one chunk's entities and relations, extracted by the caller with the server's extractor "
+        "(the cluster bulk path): stored as given, not extracted again. Only with `vector` (one chunk), else 422.",
     )
 
     @field_validator("id")
@@ -98,6 +182,12 @@ class Document(_Strict):
         if not any(v):  # cosine distance: a zero vector has no direction
             raise ValueError("vector must not be all zeros")
         return v
+
+    @model_validator(mode="after")
+    def _extraction_needs_vector(self) -> Document:
+        if self.extraction is not None and self.vector is None:
+            raise ValueError("an extraction is given for one chunk: the document must bring its `vector` too")
+        return self
 
 
 class IngestRequest(_Strict):

@@ -36,7 +36,7 @@ class Stores:
         self.vector_written.set()
         return len(chunks)
 
-    async def graph_upsert(self, collection, chunks):
+    async def graph_upsert(self, collection, chunks, given=None):
         if self.graph_gate is not None:
             await self.graph_gate.wait()
         for c in chunks:
