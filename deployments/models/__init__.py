@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from deployments.models.base import Strict as _Strict
+from deployments.models.extraction import ChunkExtraction  # re-exported: a one-chunk document's own extraction
 from deployments.models.messages import (  # re-exported: see the docstring
     ChatDelta,
     ChatResult,
@@ -28,7 +30,6 @@ from deployments.models.messages import (  # re-exported: see the docstring
     Subgraph,
     VectorResult,
 )
-from deployments.text import normalize_name
 
 # Hard bounds of the API; the config may only tighten them.
 MAX_QUERY_CHARS = 2_000
@@ -38,9 +39,6 @@ MAX_DOCUMENTS_PER_INGEST = 256
 MAX_DOCUMENT_CHARS = 200_000
 MAX_DOC_ID_CHARS = 256
 MAX_VECTOR_DIMENSION = 65_536  # Qdrant's bound on a dense vector's size
-MAX_CHUNK_ENTITIES = 500  # entities and relations a document may bring for its one chunk (Document.extraction)
-MAX_CHUNK_RELATIONS = 2_000
-MAX_ENTITY_NAME_CHARS = 1_000
 COLLECTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_COLLECTION = "default"
 
@@ -51,11 +49,6 @@ Stage = Literal["embed", "vector", "lexical", "graph", "rerank", "chat", "ingest
 RetrievalMode = Literal["dense", "lexical", "hybrid", "hybrid+graph"]
 
 
-class _Strict(BaseModel):
-    # strict: no coercion (0 is not false, "5" is not 5), so a malformed request is a 422, never silently reinterpreted.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
 def _non_blank(value: str, what: str) -> str:
     if not value.strip():
         raise ValueError(f"{what} must not be empty or only white space")
@@ -63,81 +56,6 @@ def _non_blank(value: str, what: str) -> str:
 
 
 # ---- requests ---------------------------------------------------------------------------------
-
-# Entity and relation types are data in the graph (never labels); the extractors' types look like this.
-_GRAPH_TYPE = r"^[A-Z][A-Z0-9_]{0,63}$"
-
-
-def _entity_key(value: str) -> str:
-    if not value or normalize_name(value) != value:
-        raise ValueError(f"entity key {value!r} is not a linking key (deployments.text.normalize_name of a name)")
-    return value
-
-
-class ChunkEntity(_Strict):
-    key: str = Field(max_length=MAX_ENTITY_NAME_CHARS, description="The linking key: normalize_name(name).")
-    name: str = Field(min_length=1, max_length=MAX_ENTITY_NAME_CHARS)
-    type: str = Field(pattern=_GRAPH_TYPE)
-    lead: bool = Field(False, description="Named in the chunk's first sentence: what the chunk is about.")
-    aliases: list[str] = Field(default_factory=list, max_length=20, description="Keys of its other names here.")
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        return _entity_key(v)
-
-    @field_validator("aliases")
-    @classmethod
-    def _aliases(cls, v: list[str]) -> list[str]:
-        return [_entity_key(a) for a in v]
-
-
-class ChunkRelation(_Strict):
-    source: str = Field(min_length=1, max_length=MAX_ENTITY_NAME_CHARS, description="An entity key of the chunk.")
-    target: str = Field(min_length=1, max_length=MAX_ENTITY_NAME_CHARS)
-    type: str = Field(pattern=_GRAPH_TYPE)
-    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
-
-
-class ChunkExtraction(_Strict):
-    """A one-chunk document's graph, extracted by the caller (the cluster bulk path, deployments/bulk/), stored as
-    the graph stage's own extraction would be. Its entities' keys are unique; a relation joins two of them."""
-
-    entities: list[ChunkEntity] = Field(default_factory=list, max_length=MAX_CHUNK_ENTITIES)
-    relations: list[ChunkRelation] = Field(default_factory=list, max_length=MAX_CHUNK_RELATIONS)
-    extractor: str = Field(
-        "client", pattern=r"^[A-Za-z0-9_.:@/-]{1,64}$", description="Who extracted it (IngestResponse.extractors)."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ChunkExtraction:
-        keys = [e.key for e in self.entities]
-        if len(set(keys)) != len(keys):
-            raise ValueError("entity keys must be unique within a chunk")
-        known = set(keys)
-        for r in self.relations:
-            if r.source not in known or r.target not in known or r.source == r.target:
-                raise ValueError(
-                    f"relation {r.source!r} -{r.type}-> {r.target!r} must join two of the chunk's entities"
-                )
-        return self
-
-    def to_extraction(self, chunk_id: str) -> Extraction:
-        return Extraction(
-            chunk_id=chunk_id,
-            entities=[Entity(**e.model_dump()) for e in self.entities],
-            relations=[Relation(**r.model_dump()) for r in self.relations],
-            extractor=self.extractor,
-        )
-
-    @classmethod
-    def of(cls, extraction: Extraction) -> ChunkExtraction:
-        """The wire form of an extractor's result (what the bulk path's workers send)."""
-        return cls(
-            entities=[ChunkEntity(**e.model_dump()) for e in extraction.entities],
-            relations=[ChunkRelation(**r.model_dump()) for r in extraction.relations],
-            extractor=extraction.extractor,
-        )
 
 
 class Document(_Strict):
