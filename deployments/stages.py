@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from deployments.graph.ties import MentionTable
 from deployments.models import (
     ChatDelta,
     ChatResult,
@@ -116,6 +117,10 @@ class GraphStage(Protocol):
     async def links(
         self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]
     ) -> dict[str, float]: ...
+
+    async def mention_table(self, collection: str, query: str, chunk_ids: list[str]) -> MentionTable | None:
+        """The chunks' entities for graph/ties.py; None when the replica has no in-memory index."""
+        ...
 
     async def upsert(
         self, collection: str, chunks: list[Chunk], given: dict[str, Extraction] | None = None

@@ -85,6 +85,10 @@ class FakeStages:
     async def graph_links(self, collection, query, seeds, chunk_ids):
         return {}
 
+    async def graph_mention_table(self, collection, query, chunk_ids):
+        """A replica without its in-memory index answers None: the ingress asks `links` after the rerank."""
+        return None
+
     async def rerank(self, query, texts, hints):
         self.hints = hints
         await self._stage("rerank", 0)
@@ -179,6 +183,7 @@ class FakeStages:
             graph=SimpleNamespace(
                 search=self.graph_search,
                 links=self.graph_links,
+                mention_table=self.graph_mention_table,
                 upsert=self.graph_upsert,
                 delete_documents=self.graph_delete,
                 drop_collection=self.graph_drop,

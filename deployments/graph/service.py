@@ -1,10 +1,7 @@
-"""The knowledge-graph stage: chunks, extracted entities and co-occurrence relations in a Neo4j-protocol store
-(the embedded ArcadeDB Bolt server or Neo4j), searched by entity linking plus multi-hop expansion.
-
-What runs in the store lives beside it: the connection and its retries (store/session.py), the writes
-(store/writes.py), retrieval (store/retrieval.py), the explorer's endpoints (queries/explorer.py); this class
-checks the requests and wires them.
-"""
+"""The knowledge-graph stage: chunks, typed entities and relations in a Neo4j-protocol store (the embedded ArcadeDB
+Bolt server or Neo4j), searched by a local walk over each replica's in-memory index (index/). What runs in the store
+lives beside it: the connection and its retries (store/session.py), the writes (store/writes.py), retrieval
+(store/retrieval.py), the explorer's endpoints (queries/explorer.py); this class checks the requests and wires them."""
 
 from __future__ import annotations
 
@@ -32,6 +29,7 @@ from deployments.graph.store.schema import CHUNK, ENTITY, MENTIONS
 from deployments.graph.store.session import BoltSession
 from deployments.graph.store.transactions import metadata
 from deployments.graph.store.writes import counts_work, delete_work, drop_orphans, drop_work, ingest_rows, upsert_work
+from deployments.graph.ties import MentionTable
 from deployments.models import (
     MAX_HOPS,
     Chunk,
@@ -175,9 +173,7 @@ class GraphService:
     async def upsert(self, collection: str, chunks: list[Chunk], given: dict[str, Extraction] | None = None) -> dict:
         """Replaces the chunks of these chunks' documents and their graph, in one transaction. `given`: extractions
         the caller made (by chunk id; the cluster bulk path's workers), stored as they are; the rest are extracted.
-
-        Returns what this batch holds: {"chunks", "entities" (distinct), "relations" (distinct pairs)}.
-        """
+        Returns what this batch holds: {"chunks", "entities" (distinct), "relations" (distinct pairs)}."""
         if not chunks:
             return {"chunks": 0, "entities": 0, "relations": 0}
         chunks = list({c.chunk_id: c for c in chunks}.values())  # a repeated chunk id: the last one wins
@@ -378,10 +374,8 @@ class GraphService:
         return {"version": index.version, **index.stats()}
 
     async def links(self, collection: str, query: str, seed_ids: list[str], chunk_ids: list[str]) -> dict[str, float]:
-        """How strongly each of `chunk_ids` is tied to the seed chunks: the summed specificity of the entities
-        one is about (names in its first sentence) and the other mentions, leaving out entities the query
-        names (those tie every candidate to the topic, not to the seeds). A passage about what the best
-        passage mentions scores high: the second hop of a multi-hop question. Chunks with no tie are absent."""
+        """How strongly each of `chunk_ids` is tied to the seed chunks (graph/ties.py), leaving out the entities the
+        query names (they tie every candidate to the topic, not to the seeds): the second hop of a multi-hop question."""
         seeds = sorted(set(seed_ids))
         candidates = sorted(set(chunk_ids) - set(seeds))
         if not seeds or not candidates:
@@ -392,6 +386,12 @@ class GraphService:
         return await self.session.run(
             False, links_work(collection, seeds, candidates, exclude), self.config.query_timeout_s
         )
+
+    async def mention_table(self, collection: str, query: str, chunk_ids: list[str]) -> MentionTable | None:
+        """The chunks' entities for the caller's own graph/ties.py (as `links`); None without an in-memory index."""
+        if self._live is None:
+            return None
+        return (await self._live.get(collection)).mention_table(sorted(set(chunk_ids)), set(query_keys(query)))
 
     # ---- explorer -------------------------------------------------------------------------------
 

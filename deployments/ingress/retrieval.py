@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from deployments.config import AppConfig
 from deployments.errors import StageUnavailable
+from deployments.graph.ties import ties
 from deployments.ingress.fusion import Fused, reciprocal_rank_fusion, source_scores, weighted_score_fusion
 from deployments.ingress.stage_calls import Clock, run_stage
 from deployments.models import (
@@ -64,9 +65,14 @@ class Retrieval:
         await self._embed(run)
         await self._search(run)
         hits = self._fuse(run)
-        await self._rerank(run, hits)
-        if run.use_graph and run.grf is not None:
-            await self._link_boost(run, hits)
+        mentions = self._ask_mentions(run, hits)  # for the link boost, while the reranker runs
+        try:
+            await self._rerank(run, hits)
+            if mentions is not None:
+                await self._link_boost(run, hits, mentions)
+        finally:
+            if mentions is not None:
+                mentions.cancel()
         return self._response(run, hits)
 
     def _start(self, req: RetrieveRequest, clock: Clock) -> _Run:
@@ -215,17 +221,26 @@ class Retrieval:
             hit.score = float(score)
         hits.sort(key=lambda h: h.score, reverse=True)
 
-    async def _link_boost(self, run: _Run, hits: list[Hit]) -> None:
+    def _ask_mentions(self, run: _Run, hits: list[Hit]) -> asyncio.Task | None:
+        """The graph stage's mention table of every candidate, asked before the rerank: whichever hits the reranker
+        puts first, the ties to them are computed here (graph/ties.py), with no graph call after the rerank."""
+        cfg = self.config.retrieval
+        if not run.use_graph or run.grf is None or cfg.link_weight <= 0 or len(hits) <= cfg.link_seeds:
+            return None
+        call = self.stages.graph.mention_table(run.req.collection, run.req.query, [h.chunk_id for h in hits])
+        return asyncio.ensure_future(run_stage("graph", call, cfg.graph_timeout_s, run.clock))
+
+    async def _link_boost(self, run: _Run, hits: list[Hit], mentions: asyncio.Task) -> None:
         """Raises the candidates tied through specific entities to the best hits (GraphService.links), by up to
         `link_weight` of the score range, and re-sorts: the second hop of a multi-hop question rarely resembles
         the question itself, but the passage that answers its first hop names it."""
-        cfg = self.config.retrieval
-        n_seeds = cfg.link_seeds
-        if cfg.link_weight <= 0 or len(hits) <= n_seeds:
-            return
-        seeds = [h.chunk_id for h in hits[:n_seeds]]
-        call = self.stages.graph.links(run.req.collection, run.req.query, seeds, [h.chunk_id for h in hits[n_seeds:]])
-        links, err, _ = await run_stage("graph", call, cfg.graph_timeout_s, run.clock)
+        cfg, n_seeds = self.config.retrieval, self.config.retrieval.link_seeds
+        seeds, rest = [h.chunk_id for h in hits[:n_seeds]], [h.chunk_id for h in hits[n_seeds:]]
+        table, err, _ = await mentions
+        links = ties(table, seeds, rest) if table is not None else None
+        if links is None and err is None:  # a replica without its in-memory index: the store's query, now
+            call = self.stages.graph.links(run.req.collection, run.req.query, seeds, rest)
+            links, err, _ = await run_stage("graph", call, cfg.graph_timeout_s, run.clock)
         if err:
             run.degraded.append(err)  # keep the reranked order
             return

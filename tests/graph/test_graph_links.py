@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from deployments.errors import NotFound, StageUnavailable
 from deployments.graph.service import GraphService
 from deployments.graph.store.transactions import longest_matches, specificity
+from deployments.graph.ties import ties
 from deployments.models import RetrieveRequest
 from tests.fakes import DOCS, FakeStages, chunks_of, make
 
@@ -31,6 +34,22 @@ async def test_links_count_shared_entities_the_query_does_not_name(graph, reques
     # Named in the query, Bob Jones ties every candidate to the topic, not to the seed: no link.
     assert await graph.links(collection, "Where did Bob Jones move?", ["d3#0"], ["d1#0", "d2#0"]) == {}
     assert await graph.links(collection, "anything", ["d3#0"], ["d3#0"]) == {}
+
+
+async def test_the_mention_table_gives_the_ties_links_gives(graph, request):
+    """The ingress computes the ties from the table (graph/ties.py) as the replica's `links` does; a replica without
+    its in-memory index has no table (None: the ingress asks `links`)."""
+    collection = request.node.name[:64]
+    await graph.upsert(collection, chunks_of(DOCS))
+    query, ids = "Where did the engineer move after retiring?", ["d1#0", "d2#0", "d3#0"]
+    table = await graph.mention_table(collection, query, ids)
+    if not graph.config.index.enabled:
+        assert table is None
+        return
+    expected = await graph.links(collection, query, ["d3#0"], ["d1#0", "d2#0"])
+    assert expected and ties(table, ["d3#0"], ["d1#0", "d2#0"]) == pytest.approx(expected)
+    named = await graph.mention_table(collection, "Where did Bob Jones move?", ids)  # the query's keys left out
+    assert ties(named, ["d3#0"], ["d1#0", "d2#0"]) == {}
 
 
 def test_specificity_and_longest_match():
@@ -80,6 +99,45 @@ async def test_pipeline_raises_linked_candidates_after_rerank():
     await make(no_graph).retrieve(RetrieveRequest(query="q", mode="hybrid+graph", use_graph=False))
     await make(no_graph).retrieve(RetrieveRequest(query="q", mode="hybrid"))
     assert no_graph.link_calls == []
+
+
+class TableStages(LinkedStages):
+    """A replica with its index: the ingress asks for the candidates' mention table while the reranker runs."""
+
+    def __init__(self, table=None, fail=None):
+        super().__init__()
+        self.table, self.table_fail, self.events, self.table_ids = table, fail, [], None
+
+    async def graph_mention_table(self, collection, query, chunk_ids):
+        self.events.append("mentions asked")
+        self.table_ids = chunk_ids
+        if self.table_fail:
+            raise self.table_fail
+        return self.table
+
+    async def rerank(self, query, texts, hints):
+        await asyncio.sleep(0.05)
+        self.events.append("rerank done")
+        return await super().rerank(query, texts, hints)
+
+
+async def test_link_boost_from_the_mention_table_asked_during_the_rerank():
+    # Reranked c#0 > b#0 > a#0; a#0 mentions what the top hit c#0 is about: the same boost as from `links`.
+    table = {"c#0": {"bob jones": (True, 3.0)}, "a#0": {"bob jones": (False, 3.0)}, "b#0": {"other": (True, 1.0)}}
+    fake = TableStages(table)
+    resp = await make(fake, retrieval={"link_weight": 0.6}).retrieve(
+        RetrieveRequest(query="q", top_k=3, mode="hybrid+graph")
+    )
+    assert fake.events == ["mentions asked", "rerank done"] and fake.link_calls == []  # no graph call after it
+    assert sorted(fake.table_ids) == ["a#0", "b#0", "c#0"]
+    assert [h.chunk_id for h in resp.hits] == ["c#0", "a#0", "b#0"] and resp.degraded == []
+
+    failing = TableStages(fail=StageUnavailable("graph", "down"))
+    resp = await make(failing, retrieval={"link_weight": 0.6}).retrieve(
+        RetrieveRequest(query="q", top_k=3, mode="hybrid+graph")
+    )
+    assert [d.stage for d in resp.degraded] == ["graph"] and failing.link_calls == []
+    assert [h.chunk_id for h in resp.hits] == ["c#0", "b#0", "a#0"]  # the reranked order stays
 
 
 async def test_pipeline_link_failure_is_degraded_not_fatal():

@@ -31,6 +31,7 @@ from deployments.graph.index import walk
 from deployments.graph.index.aliases import Groups, NameVariants
 from deployments.graph.index.columns import Columns, IndexedChunk, Relation
 from deployments.graph.store.transactions import specificity
+from deployments.graph.ties import MentionTable, ties
 
 __all__ = ["CollectionIndex", "Found", "IndexedChunk", "PPRParams", "SearchResult"]
 
@@ -184,19 +185,18 @@ class CollectionIndex(Columns):
         return [(s, t, o, w) for (s, t, o), w in sorted(summed.items(), key=lambda kv: -kv[1])]
 
     def links(self, seed_ids: Sequence[str], chunk_ids: Sequence[str], exclude: set[str]) -> dict[str, float]:
-        """How strongly each chunk is tied to the seed chunks: the summed specificity of the entities both mention
-        and one of them is about (names in its first sentence), `exclude` (the query's keys) left out; as the
-        store's links query (store/retrieval.py) counts them, from this index's mention rows."""
+        """How strongly each chunk is tied to the seed chunks (graph/ties.py), `exclude` (the query's keys) left
+        out; as the store's links query (store/retrieval.py) counts them, from this index's mention rows."""
+        return ties(self.mention_table([*seed_ids, *chunk_ids], exclude), seed_ids, chunk_ids)
+
+    def mention_table(self, chunk_ids: Sequence[str], exclude: set[str]) -> MentionTable:
+        """Each chunk's entities (keys not in `exclude`) with whether it is about them and their specificity."""
         self.ensure_built()
-        seeds = [self._mentions(s) for s in seed_ids]
-        ties: dict[str, float] = {}
+        table: MentionTable = {}
         for chunk_id in chunk_ids:
-            mine = self._mentions(chunk_id)
-            shared = {e for seed in seeds for e, lead in mine.items() if e in seed and (lead or seed[e])}
-            shared = {e for e in shared if self._entity_keys[e] not in exclude}
-            if shared:
-                ties[chunk_id] = sum(specificity(int(self._df[e])) for e in shared)
-        return ties
+            keys = ((self._entity_keys[e], e, lead) for e, lead in self._mentions(chunk_id).items())
+            table[chunk_id] = {k: (lead, specificity(int(self._df[e]))) for k, e, lead in keys if k not in exclude}
+        return table
 
     def _mentions(self, chunk_id: str) -> dict[int, bool]:
         """A chunk's entities, each with whether the chunk is about it (the mention rows are in slot order)."""
