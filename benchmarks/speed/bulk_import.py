@@ -4,9 +4,10 @@ one chunk under max_words=512). In one process, no Ray, each part on a fresh dat
 
     python -m benchmarks.speed.bulk_import                  # -> results/bulk_import.json
     python -m benchmarks.speed.bulk_import --rows 2000      # a prefix of the corpus
+    python -m benchmarks.speed.bulk_import --extractor patterns --out bulk_import-patterns.json
 
 - `read_rows_per_s`: the importer's own side: graphrag-ingest reading and checking the Parquet rows (cli/rows.py).
-- `extractor_chunks_per_s`: the app's offline extractor (graph.extraction.offline, `patterns` by default) on the
+- `extractor_chunks_per_s`: the app's offline extractor (graph.extraction.offline: spaCy, the default, or `patterns`) on the
   rows' texts, in-process: the work each chunk needs for the graph, without a store.
 - `bulk_vector_chunks_per_s`: the vector store alone: VectorService.upsert of the rows with their vectors (BM25
   encoding and the qdrant-edge writes, each flushed; nothing embedded), 1,024 chunks per write;
@@ -45,8 +46,11 @@ VECTOR_BATCH = 1024  # chunks per vector-stage write when measured alone (each w
 COLLECTION = "bulk"
 
 
+EXTRACTOR = {"offline": "spacy"}  # the app's default; --extractor patterns for the capitalization patterns
+
+
 def _args(data_dir: str) -> dict:
-    return {"data_dir": data_dir, "chunking": CHUNKING.model_dump()}
+    return {"data_dir": data_dir, "chunking": CHUNKING.model_dump(), "graph": {"extraction": EXTRACTOR}}
 
 
 def read_rows(path: Path, limit: int) -> tuple[list[dict], float]:
@@ -140,7 +144,10 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=CACHE / "10000.parquet")
     ap.add_argument("--rows", type=int, default=10_000, help="a prefix of the corpus")
     ap.add_argument("--skip-import", action="store_true", help="only the reader, the extractor and the vector store")
+    ap.add_argument("--extractor", choices=("spacy", "patterns"), default="spacy", help="graph.extraction.offline")
+    ap.add_argument("--out", default="bulk_import.json", help="file name under benchmarks/results/")
     args = ap.parse_args()
+    EXTRACTOR["offline"] = args.extractor
     load_before = os.getloadavg()
     rows, read_s = read_rows(args.corpus, args.rows)
     docs = [Document(**r) for r in rows]
@@ -178,7 +185,7 @@ def main() -> None:
         "date": harness.utc_now(),
     }
     print(json.dumps(result, indent=2))
-    harness.write_json("bulk_import.json", result)
+    harness.write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,14 @@ from benchmarks.speed.real_stages import APP_ARGS, RAMP_S
 from benchmarks.speed.real_stages.load import own_process_cpu, payload_for
 
 
-def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str) -> dict:
+def graph_stage(
+    app_name: str,
+    queries: list[str],
+    seconds: float,
+    data_dir: str,
+    collection: str = "scifact",
+    app_args: dict | None = None,
+) -> dict:
     """The Graph deployment alone, called over its handle as the ingress calls it (query vectors embedded
     beforehand, in this process): p50 at c=1, and searches/s at c=32 (its replicas share the machine's 2 cores)."""
     import numpy as np
@@ -23,7 +30,7 @@ def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str
     from deployments.config import AppConfig
     from deployments.embedder.backends import make_embedder
 
-    config = AppConfig.from_args({**APP_ARGS, "data_dir": data_dir})
+    config = AppConfig.from_args({**(APP_ARGS if app_args is None else app_args), "data_dir": data_dir})
     hops, limit = config.graph.max_hops, config.retrieval.candidates
 
     async def run() -> dict:
@@ -32,7 +39,7 @@ def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str
         backend = make_embedder(config.embedder)
         vectors = await backend.embed(asked)
         await backend.aclose()
-        await graph.search.remote("scifact", asked[0], hops, limit, vectors[0], texts=False)  # the index is loaded
+        await graph.search.remote(collection, asked[0], hops, limit, vectors[0], texts=False)  # the index is loaded
 
         async def level(c: int) -> dict:
             latencies: list[float] = []
@@ -43,7 +50,7 @@ def graph_stage(app_name: str, queries: list[str], seconds: float, data_dir: str
                 while time.monotonic() < stop:
                     t = time.perf_counter()
                     await graph.search.remote(
-                        "scifact", asked[n % len(asked)], hops, limit, vectors[n % len(asked)], texts=False
+                        collection, asked[n % len(asked)], hops, limit, vectors[n % len(asked)], texts=False
                     )
                     latencies.append(time.perf_counter() - t)
                     n += c

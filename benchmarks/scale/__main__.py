@@ -1,0 +1,105 @@
+"""python -m benchmarks.scale: see benchmarks/scale/__init__.py."""
+
+from __future__ import annotations
+
+from benchmarks import use_local_env
+
+use_local_env()  # before anything imports Ray or transformers
+
+import json  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import RESULTS  # noqa: E402
+from benchmarks.scale import __doc__ as DOC  # noqa: E402
+from benchmarks.scale import data  # noqa: E402
+from benchmarks.scale.serve_part import measure, questions  # noqa: E402
+
+FIGURES = (
+    "graph_search_cpu_ms_p50", "graph_search_p50_ms_c1", "graph_searches_per_s_c32", "retrieve_p50_ms_c1",
+    "retrieve_qps_c32", "ingest_chunks_per_s", "work_raw_chunks_per_s", "default_test_recall@5", "hybrid_test_recall@5",
+)  # fmt: skip
+
+
+def search_cpu(n: int, data_dir: Path) -> dict:
+    """CPU per search of the index a Graph replica holds (its snapshot, as a new replica loads it), one thread;
+    seeds: the exact dense top `passage_seeds` of the collection's vectors for each question (outside the clock)."""
+    from benchmarks.speed.graph_scale import cpu_ms, p50
+    from deployments.config import AppConfig, GraphIndexConfig
+    from deployments.embedder.backends import make_embedder
+    from deployments.graph.index import snapshot
+
+    path = data_dir / "graph-index" / f"{data.COLLECTION}.npz"
+    if not path.is_file():
+        return {"error": f"no snapshot at {path}"}
+    params = GraphIndexConfig().params()
+    index = snapshot.load(path, params)
+    asked, _ = questions()
+    asked = asked[:200]
+    import asyncio
+
+    config = AppConfig.from_args({**data.APP_ARGS, "data_dir": str(data_dir)})
+
+    async def embed() -> np.ndarray:
+        backend = make_embedder(config.embedder)
+        try:
+            return np.asarray(await backend.embed(asked), dtype=np.float32)
+        finally:
+            await backend.aclose()
+
+    qvecs = asyncio.run(embed())
+    ids, vectors = data.read_vectors(n)
+    k = params.passage_seeds
+    seeds = []
+    for q in qvecs:
+        cos = vectors @ q
+        top = np.argpartition(-cos, k)[:k]
+        seeds.append([(ids[i], float(cos[i])) for i in top])
+    times = cpu_ms(lambda q, s: index.search(q, 100, s), list(zip(asked, seeds)) * 2)
+    return {
+        "graph_search_cpu_ms_p50": p50(times),
+        "graph_search_cpu_ms_p95": round(times[int(len(times) * 0.95)], 3),
+        **index.stats(),
+    }
+
+
+def plot(sizes: dict) -> None:
+    plt = harness.pyplot()
+    ns = sorted(sizes, key=int)
+    fig, axes = plt.subplots(3, 3, figsize=(12, 9))
+    for ax, name in zip(axes.flat, FIGURES):
+        xs = [int(n) for n in ns if sizes[n].get(name) is not None]
+        ax.plot(xs, [sizes[str(n)][name] for n in xs], "o-")
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("chunks")
+    fig.tight_layout()
+    harness.save_figure(fig, "scale.png")
+
+
+def main() -> None:
+    parser = harness.cli(DOC)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
+    args = parser.parse_args()
+    path = RESULTS / "scale.json"
+    result = json.loads(path.read_text()) if path.exists() else {"sizes": {}}
+    for n in args.sizes:
+        folder = data.build(n)
+        load_before = os.getloadavg()
+        figures = measure(n, folder, args.seconds)
+        figures.update(search_cpu(n, folder))
+        figures["loaded"] = json.loads((folder / "loaded.json").read_text())
+        figures["load_average_before"] = [round(x, 2) for x in load_before]
+        figures["command"], figures["date"] = harness.command(), harness.utc_now()
+        result["sizes"][str(n)] = figures
+        harness.write_json("scale.json", result)
+        print(json.dumps({k: figures.get(k) for k in FIGURES}, indent=2), flush=True)
+    plot(result["sizes"])
+
+
+if __name__ == "__main__":
+    main()
