@@ -97,7 +97,10 @@ def build(n: int, log=print) -> Path:
     chunks, vectors = chunk_documents(docs, config.chunking)
     del docs
     found = extractions(chunks, log)
+    from deployments.graph.extraction import spacy as spacy_extractor
+
     loaded = {
+        "extractor": f"spacy VERSION {spacy_extractor.VERSION}",
         "vector": asyncio.run(_vector_load(config, chunks, vectors, PackedVectors)),
         "graph": _graph_load(config, chunks, found, log),
     }
