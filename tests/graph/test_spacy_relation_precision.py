@@ -76,6 +76,41 @@ LEFT_OUT = {
         "Fuller.",
         ("army wives", "PORTRAYED_BY", "drew fuller"),
     ),
+    # VERSION 7: the wrong relations of the VERSION 6 sample (relations-v6.jsonl), written again.
+    "a number before the name": (
+        "The four semifinalists qualified for the 2009 FIFA U-20 World Cup, which was hosted by Egypt.",
+        ("fifa u 20 world cup", "HOSTED_BY", "egypt"),
+    ),
+    "a number right after the name": (
+        "Kunia Camp, Hawaii\n\nKunia Camp is an unincorporated community on the island of Oahu. It lies along "
+        "Hawaii Route 750 northwest of downtown Honolulu.",
+        "hawaii route",
+    ),
+    "more name after a parenthesised acronym": (
+        "Lusia Harris\n\nLusia Harris (born February 10, 1955) is a former American basketball player. She played "
+        "for Delta State University and won three consecutive Association for Intercollegiate Athletics for Women "
+        "(AIAW) National Championships, the predecessors to the NCAA championships, from 1975 to 1977.",
+        "association for intercollegiate athletics for women",
+    ),
+    "half a quotation": (
+        'Britain\'s first Olympic ski jumper, Eddie "The Eagle" Edwards, appears live on the show.',
+        ("the eagle edwards", "JUMPER_OF", "britain"),
+    ),
+    "a preposition inside a name": (
+        "Direct Action Committee\n\nThe Direct Action Committee (DAC) was a pacifist organization. It existed from "
+        "1957 to 1961.",
+        ("direct action committee", "EXIST_TO", "1957 to 1961"),
+    ),
+    "one title of office cut at 'of'": (
+        "The Governor performs the same functions at the state level as does the Governor-General of Australia at "
+        "the national level.",
+        ("governor general", "OF", "australia"),
+    ),
+    "a pronoun for a lead named only by a cut name": (
+        'Bleddyn ap Cynfyn\n\nBleddyn ap Cynfyn (Old Welsh: "Bledẏnt uab Kẏnỽẏn" ; 1073) was an 11th-century Welsh '
+        "king. He became king of Powys on his brother's death in 1069.",
+        "uab kẏnỽẏn",
+    ),
 }
 
 
@@ -114,6 +149,18 @@ KEPT = {
     "a participle without a comma": (
         "Dune is a film directed by David Lynch.",
         ("dune", "DIRECTED_BY", "david lynch"),
+    ),
+    "a pronoun for a piece of the heading": (
+        "Moses Ali\n\nMoses Ali (born April 1939) is a Ugandan politician. He served in the Cabinet of Uganda.",
+        ("moses ali", "SERVE_IN", "cabinet of uganda"),
+    ),
+    "a common word that starts the sentence before a person's name": (
+        "Businessman Ross Perot ran as candidate for the Reform Party with economist Pat Choate as his running mate.",
+        ("ross perot", "RUN_WITH", "pat choate"),
+    ),
+    "a king of a country": (
+        "Campaigns followed, such as those of King Sweyn Estrithson of Denmark in 1069.",
+        ("sweyn estrithson", "OF", "denmark"),
     ),
 }
 

@@ -8,9 +8,14 @@ across a clause ("... the lead role of Bruce Wayne, with a returning cast: Micha
   pieces the recognizer made of it ("Bleum").
 - A name that is cut is no end of a relation: a capitalised word or a number joined to it in the parse right
   before or after it ("Deputy Leader of ...", "BBC Radio 4", "John F. Kennedy"), or a dash glued to it
-  ("Anheuser–Busch"), a generation after a comma ("Hank Williams, Jr."), or escaped markup ("Forbes &amp"). Before a person's name such a word is a title ("President
-  Obama") unless it is a name itself, and a number before a name is an edition or a year ("the 1986 Aloha Bowl"):
-  neither is a cut.
+  ("Anheuser–Busch"), a number written right after it ("Hawaii Route 750"), a parenthesised acronym and more name
+  ("... for Women (AIAW) National Championships"), half a quotation ('The Eagle" Edwards'), a generation after a
+  comma ("Hank Williams, Jr."), escaped markup ("Forbes &amp"). A number before a name is a cut too: "the 2009 FIFA
+  U-20 World Cup" was hosted by Egypt, the tournament as such was not. Before a person's name a title is no cut
+  ("President Barack Obama"; TITLES), nor a word that starts the sentence ("Businessman Ross Perot ran ..."). The
+  chunk's heading's own name is never cut: it is the heading.
+- The words that tie two names are outside both: no preposition inside a name ("existed from 1957 to 1961" is no
+  EXIST_TO "1957 to 1961").
 - A noun's preposition or participle after a comma ("his grandmother, Haer, daughter of Cynfyn"; "the series
   "Army Wives", portrayed by ...") and an apposition across a colon or semicolon are the parser's guesses: left out.
 """
@@ -25,6 +30,15 @@ CLAUSE_BREAKS = frozenset((";", ":", "—", "–"))
 _GLUE = frozenset(("-", "–", "—", "&", "/"))
 _JOINS = frozenset(("compound", "nummod", "amod", "nmod", "flat"))
 RELATIVE = frozenset(("who", "which", "that", "whom"))
+# Words before a person's name that are a title, not part of the name ("President Barack Obama", "Sir Elton John").
+TITLES = frozenset(
+    "president vice king queen prince princess emperor empress sultan pope saint st sir dame lord lady baron baroness "
+    "duke duchess earl count countess mr mrs ms miss dr doctor professor prof rev reverend father brother sister "
+    "general gen colonel col major captain capt lieutenant lt sergeant sgt admiral commander marshal private corporal "
+    "senator sen governor gov mayor judge justice chancellor minister premier chairman chairwoman director coach "
+    "commissioner ambassador bishop archbishop cardinal rabbi imam sheikh chief deputy representative rep secretary "
+    "speaker congressman congresswoman councillor councilman officer agent detective inspector".split()
+)
 _SUFFIX = frozenset(("jr", "jr.", "sr", "sr.", "ii", "iii", "iv"))  # "Hank Williams, Jr.": the name goes on
 _MARKUP = re.compile(r"&(?:amp|quot|lt|gt|apos|nbsp)\b")  # "Forbes &amp" of "Harris, Forbes &amp; Co."
 
@@ -36,14 +50,14 @@ def relation_ends(
     on any), but not a name cut from a longer one; the heading written again in the body is the heading's entity
     (the module's rules)."""
     body_start = heading[1] if heading else 0
+    title = next((m for m in mentions if heading and m.sentence == -1 and m.end == body_start), None)
+    title_key: str = alias_of.get(title.key, title.key) if title else ""
     root_of: dict[int, str] = {}
     for m in mentions:
         key = alias_of.get(m.key, m.key)
-        if key in entities and not cut(doc, m.start, m.end, m.type == "PERSON"):
-            for i in range(m.start, m.end):
+        if key in entities and (key == title_key or not cut(doc, m.start, m.end, m.type == "PERSON")):
+            for i in range(m.start, m.end):  # the heading's own name is the heading, whatever stands around it
                 root_of[i] = key
-    title = next((m for m in mentions if heading and m.sentence == -1 and m.end == body_start), None)
-    title_key: str = alias_of.get(title.key, title.key) if title else ""
     if title and title_key in entities:
         named = [(m.start, m.end) for m in mentions]
         for start, end in title_spans(doc, title.start, title.end, body_start, named):
@@ -79,6 +93,12 @@ def _name_word(tok) -> bool:
     return tok.text[:1].isupper() or tok.text[:1].isdigit()
 
 
+def _continues(tok) -> bool:
+    """A name goes on in `tok`, right after a parenthesis (no full stop between): a capitalised word, not a function
+    word (the parser may start a sentence there: "(AIAW) | National Championships")."""
+    return tok.text[:1].isupper() and not tok.is_stop and tok.is_alpha
+
+
 def _joined(a, b) -> bool:
     return (a.head.i == b.i and a.dep_ in _JOINS) or (b.head.i == a.i and b.dep_ in _JOINS)
 
@@ -86,6 +106,7 @@ def _joined(a, b) -> bool:
 def cut(doc, start: int, end: int, person: bool) -> bool:
     """doc[start:end] is part of a longer name (see the module's rules)."""
     first, last = doc[start], doc[end - 1]
+    span_text = doc[start:end].text
     if _MARKUP.search(doc.text[max(first.idx - 6, 0) : last.idx + len(last.text) + 6]):
         return True  # a name torn by escaped markup
     if all(t.lower_ in _SUFFIX or t.is_punct for t in doc[start:end]):
@@ -98,14 +119,20 @@ def cut(doc, start: int, end: int, person: bool) -> bool:
             return True  # "Anheuser–Busch InBev"
         if _name_word(after) and any(_joined(t, after) for t in doc[start:end]):
             return True  # "BBC Radio 4", "John F. Kennedy"
+        if after.text.isdigit() and after.ent_type_ != "DATE" and last.whitespace_ and last.text[:1].isupper():
+            return True  # "Hawaii Route 750" (the parse hangs the number elsewhere)
+        if after.text == "(" and end + 3 < len(doc) and doc[end + 2].text == ")" and _continues(doc[end + 3]):
+            return True  # "Association for Intercollegiate Athletics for Women (AIAW) National Championships"
+    if span_text.count('"') % 2:
+        return True  # 'The Eagle" Edwards' of 'Eddie "The Eagle" Edwards'
     if start > 0:
         before = doc[start - 1]
         if before.text in _GLUE and not before.whitespace_ and start > 1 and not doc[start - 2].whitespace_:
             return True  # "Busch InBev" of "Anheuser–Busch InBev"
-        # "President Obama": a title, compounded, of no name of its own ("American Jack Russell ..." is no title)
-        titled = person and before.dep_ == "compound" and not before.ent_type_
-        if not titled and before.text[:1].isupper() and any(_joined(t, before) for t in doc[start:end]):
-            return True  # "Deputy Leader of Government Business", "American Russell Terrier Club"
+        # "President Obama", "Businessman Ross Perot": a title, or a common word capitalised as a sentence's first
+        titled = person and (before.lower_.rstrip(".") in TITLES or (before.is_sent_start and not before.ent_type_))
+        if not titled and _name_word(before) and any(_joined(t, before) for t in doc[start:end]):
+            return True  # "Deputy Leader of Government Business", "American Russell Terrier Club", "2009 FIFA ..."
     return False
 
 

