@@ -5,6 +5,8 @@ dev questions' gold titles found as entities, and the share of relations that ar
     python -m benchmarks.quality.kg_quality score     # figures from the labelled samples -> results/kg-quality.json
     python -m benchmarks.quality.kg_quality sample --relations-only --seed 6 --relations-file relations-v6.jsonl
                                                       # a fresh relation sample of the current extractor (new seed)
+    python -m benchmarks.quality.kg_quality sample --relations-only --passages test --n-relations 50 --seed 7 \
+        --relations-file relations-v7-test.jsonl      # relations of the test questions' own passages (held out)
 
 Samples come from HotpotQA-100 dev passages only (the context passages of questions 0-49), extracted by the
 default extractor (spaCy) as graph_eval.py ingests them (offline_corpus.py). The labelling rule is LABELS.md beside the samples.
@@ -65,10 +67,18 @@ def _keep_labels(path: Path, rows: list[dict], ident) -> list[dict]:
 
 
 def sample(
-    extractor: str, seed: int = SEED, relations_file: str = "relations.jsonl", relations_only: bool = False
+    extractor: str,
+    seed: int = SEED,
+    relations_file: str = "relations.jsonl",
+    relations_only: bool = False,
+    passages: str = "dev",
+    n_relations: int = N_RELATIONS,
 ) -> None:
+    """`passages` "test": relations from the test questions' passages that no dev question has (a held-out check
+    of rules written from dev samples); entities are always drawn from dev."""
     questions, chunks, extractions = corpus(extractor)
     dev = dev_titles(questions)
+    pool = dev if passages == "dev" else {t for q in questions[50:100] for t, _ in q["context"]} - dev
     rng = random.Random(seed)
     mentions = sorted(
         {
@@ -90,9 +100,9 @@ def sample(
         rows = _keep_labels(path, rows, lambda r: (r["chunk"], r["name"]))
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     names = {(c.chunk_id, e.key): e.name for c, ex in zip(chunks, extractions) for e in ex.entities}
-    rels = sorted({(c.doc_id, c.chunk_id, r.source, r.type, r.target) for c, ex in zip(chunks, extractions) if c.doc_id in dev
+    rels = sorted({(c.doc_id, c.chunk_id, r.source, r.type, r.target) for c, ex in zip(chunks, extractions) if c.doc_id in pool
                    for r in ex.relations if r.type not in UNTYPED})  # fmt: skip
-    picked = rng.sample(rels, min(N_RELATIONS, len(rels)))
+    picked = rng.sample(rels, min(n_relations, len(rels)))
     rows = [
         {"doc": d, "chunk": ch, "source": names.get((ch, s), s), "type": t, "target": names.get((ch, o), o),
          "context": text[ch][:1200], "label": None}
@@ -176,10 +186,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=SEED, help="sample: the draw's seed")
     ap.add_argument("--relations-file", default="relations.jsonl", help="sample: where the relations go (kg-labels/)")
     ap.add_argument("--relations-only", action="store_true", help="sample: leave entities.jsonl as it is")
+    ap.add_argument(
+        "--passages", choices=["dev", "test"], default="dev", help="sample: whose passages the relations are from"
+    )
+    ap.add_argument("--n-relations", type=int, default=N_RELATIONS)
     ap.add_argument("--out", help="score: the result file (default results/kg-quality-EXTRACTOR.json)")
     args = ap.parse_args()
     if args.what == "sample":
-        return sample(args.extractor, args.seed, args.relations_file, args.relations_only)
+        return sample(
+            args.extractor, args.seed, args.relations_file, args.relations_only, args.passages, args.n_relations
+        )
     out = score(args.extractor)
     out["command"] = harness.command()
     out["date"] = datetime.now(UTC).isoformat(timespec="seconds")
