@@ -67,15 +67,24 @@ def search_cpu(n: int, data_dir: Path) -> dict:
 
 
 def plot(sizes: dict) -> None:
+    """One panel per figure (from 0, so a flat line looks flat); recall@5 of both modes in the last."""
     plt = harness.pyplot()
-    ns = sorted(sizes, key=int)
+    ns = sorted(int(n) for n in sizes)
     fig, axes = plt.subplots(3, 3, figsize=(12, 9))
-    for ax, name in zip(axes.flat, FIGURES):
-        xs = [int(n) for n in ns if sizes[n].get(name) is not None]
-        ax.plot(xs, [sizes[str(n)][name] for n in xs], "o-")
+    for figures in sizes.values():
+        figures["graph_rss_mb"] = figures.get("rss_mb", {}).get("Graph")
+    panels = [(name, (name,)) for name in FIGURES[:-2]] + [("test recall@5", FIGURES[-2:])]
+    panels.append(("Graph replica rss_mb", ("graph_rss_mb",)))
+    for ax, (title, names) in zip(axes.flat, panels):
+        for name in names:
+            xs = [n for n in ns if sizes[str(n)].get(name) is not None]
+            ax.plot(xs, [sizes[str(n)][name] for n in xs], "o-", label=name.split("_")[0])
         ax.set_xscale("log")
-        ax.set_title(name, fontsize=9)
+        ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("chunks")
+        if len(names) > 1:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     harness.save_figure(fig, "scale.png")
 
@@ -84,9 +93,13 @@ def main() -> None:
     parser = harness.cli(DOC)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
+    parser.add_argument("--plot-only", action="store_true", help="draw scale.png from scale.json")
     args = parser.parse_args()
     path = RESULTS / "scale.json"
     result = json.loads(path.read_text()) if path.exists() else {"sizes": {}}
+    if args.plot_only:
+        plot(result["sizes"])
+        return
     for n in args.sizes:
         folder = data.build(n)
         load_before = os.getloadavg()
