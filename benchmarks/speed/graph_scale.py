@@ -41,8 +41,37 @@ SCALE = CACHE / "scale"
 TILED_FROM = 100_000
 
 
+EXTRACTOR = {"name": "patterns"}  # --extractor spacy: the app's default, from benchmarks/scale's cached extractions
+
+
+def spacy_rows(n: int) -> tuple[list[str], list[tuple], np.ndarray]:
+    """The first n rows with the spaCy extractions benchmarks/scale cached for its collections, turned into index
+    rows by the store's own code (writes.ingest_rows: the keys, leads, relations and aliases a chunk row holds)."""
+    from benchmarks.scale import data
+    from deployments.graph.store.writes import ingest_rows
+    from deployments.ingress.chunking import chunk_documents
+    from deployments.models import Document
+
+    cached = sorted(SCALE.glob("extract-spacy-v*-*.pkl"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    path = next((p for p in cached if int(p.stem.rsplit("-", 1)[1]) >= n), None)
+    if path is None:
+        raise SystemExit(f"no cached spaCy extractions of {n} rows: run python -m benchmarks.scale --sizes {n} first")
+    found = pickle.loads(path.read_bytes())[:n]
+    docs = [Document(**{**r, "vector": None}) for r in data.read_rows(n)]
+    chunks, _ = chunk_documents(docs, data.CHUNKING)
+    ids, vectors = data.read_vectors(n)
+    rows = [
+        (tuple(c["keys"]), tuple(c["lead"]), tuple(zip(c["rel_src"], c["rel_type"], c["rel_tgt"], c["rel_w"])),
+         tuple(zip(c["alias_src"], c["alias_tgt"])))
+        for c in ingest_rows(chunks, found).chunks
+    ]  # fmt: skip
+    return ids, rows, vectors
+
+
 def extractions(n: int) -> tuple[list[str], list[tuple], np.ndarray]:
     """(ids, (keys, lead, relations, aliases) per row, vectors) of the first n rows of the scale corpus."""
+    if EXTRACTOR["name"] == "spacy":
+        return spacy_rows(n)
     import pyarrow.parquet as pq
 
     from deployments.graph.extraction.offline import extract
@@ -152,7 +181,8 @@ def measure(n: int, former_path: Path | None, questions: list[str], qvecs: np.nd
         top = np.argpartition(-cos, k)[:k]
         seeds.append([(ids[i], float(cos[i])) for i in top])
     del cos_all
-    out: dict = {"chunks": n, "corpus": "tiled from 100k" if n > TILED_FROM else "scale corpus + pattern extractor"}
+    corpus = f"scale corpus + {EXTRACTOR['name']} extractor"
+    out: dict = {"chunks": n, "corpus": f"tiled from 100k ({corpus})" if n > TILED_FROM else corpus}
     # the new index
     chunks = [IndexedChunk(i, i, *r) for i, r in zip(ids, rows)]
     gc.collect()
@@ -216,7 +246,12 @@ def main() -> None:
     ap.add_argument("--former", type=Path, help="a copy of the former deployments/graph/index/collection.py")
     ap.add_argument("--former-max", type=int, default=1_000_000, help="measure the former walk up to this size")
     ap.add_argument("--out", type=Path, default=RESULTS / "scale-graph.json")
+    ap.add_argument(
+        "--extractor", choices=("patterns", "spacy"), default="patterns",
+        help="spacy: the default extractor's extractions cached by python -m benchmarks.scale (100k rows at most)",
+    )  # fmt: skip
     args = ap.parse_args()
+    EXTRACTOR["name"] = args.extractor
     hotpot = json.loads((DATASETS / "hotpotqa-100" / "hotpotqa_train.json").read_text())
     questions = [q["question"] for q in hotpot]
     qvecs = np.load(sorted(CACHE.glob("hotpotqa-questions-*.npy"))[-1]).astype(np.float32)
