@@ -60,7 +60,7 @@ class PPRParams:
     # Entity -> passage: an entity passes mass to at most this many of its passages (those about it first), so a
     # hub mentioned by a large share of the collection costs a search no more than this; 0: no cap. The passages
     # a search returns are scored exactly; only a passage reached through nothing but such a hub can be missed.
-    max_entity_passages: int = 2000
+    max_entity_passages: int = 500
 
 
 class Found(NamedTuple):
