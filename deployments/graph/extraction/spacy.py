@@ -300,6 +300,7 @@ def _relations(
                 for prep, target in preps(child):
                     out.append((source, relation_type(f"{child.lower_} {prep}"), target))
 
+    heading_words = {t.lemma_.lower() for t in doc[:body]}  # once per chunk, not per subject
     for tok in doc:
         source = entity_at(tok)
         if source is None:
@@ -310,7 +311,6 @@ def _relations(
             # Not a verb inside a title ("I Notes Einai 7psyhes"), nor the heading line as a second subject of the
             # first sentence's verb ("Islam in West Bengal / Since 1947, the majority ... have lived in Bangladesh"),
             # unless that subject is the heading's own noun ("Tornado outbreak of ... / a tornado outbreak occurred").
-            heading_words = {t.lemma_.lower() for t in doc[:body]}
             second = tok.i < body and any(
                 c.dep_ in _SUBJECTS and c.i >= body and c.lemma_.lower() not in heading_words for c in verb.children
             )
@@ -384,7 +384,8 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
         if m.key != key and m.key not in entity.aliases:
             entity.aliases.append(m.key)
     _mark_lead(doc, mentions, alias_of, entities)
-    root_of = boundaries.relation_ends(doc, mentions, alias_of, entities, _heading(doc))
+    heading = _heading(doc)
+    root_of = boundaries.relation_ends(doc, mentions, alias_of, entities, heading)
     # A pronoun subject stands for what the chunk is about ("David Smith ... He was born in Faversham"): the
     # heading's or first sentence's entity, when there is exactly one of the pronoun's kind.
     leads = [
@@ -400,7 +401,6 @@ def extract_doc(doc, chunk: Chunk, tech: bool | None = None) -> Extraction:
     counted: dict[tuple[str, str, str], float] = {}
     dates = {k for k, e in entities.items() if e.type == "DATE"}
     persons = frozenset(k for k, e in entities.items() if e.type == "PERSON")
-    heading = _heading(doc)
     for s, t, o in _relations(doc, root_of, tech, persons, heading[1] if heading else 0):
         if s in dates or (o in dates and t in _BARE_TYPES):  # "1858 IN Grooverville" is a misparse, not a fact
             continue
