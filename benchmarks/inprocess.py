@@ -8,9 +8,10 @@ retrieval code and engines are the ones the server runs; only the transport betw
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from deployments.chat.service import ChatService
 from deployments.config import AppConfig
@@ -21,6 +22,27 @@ from deployments.ingress.pipeline import Pipeline
 from deployments.reranker.service import RerankerService
 from deployments.stages import Stages
 from deployments.vector.service import VectorService
+
+T = TypeVar("T")
+
+
+def with_graph_service(config: Any, work: Callable[[GraphService], Awaitable[T]]) -> T:
+    """`work(graph)` on a GraphService over the embedded Bolt server of `config` (a GraphConfig), started and stopped
+    around it in this process: the benchmarks' bulk loads into the graph store before any server opens the folder."""
+    bolt = EmbeddedBoltServer(config)
+    bolt.start()
+
+    async def run() -> T:
+        graph = GraphService(config, bolt.uri)
+        try:
+            return await work(graph)
+        finally:
+            await graph.aclose()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        bolt.stop()
 
 
 @asynccontextmanager

@@ -134,29 +134,21 @@ async def _vector_load(config, chunks: list, vectors: dict, packed) -> dict:
 def _graph_load(config, chunks: list, found: list, log) -> dict:
     """GraphService.upsert of the chunks with their extractions; the write rate per tenth of the load shows
     whether a write costs more as the collection grows."""
-    from deployments.graph.embedded.server import EmbeddedBoltServer
-    from deployments.graph.service import GraphService
+    from benchmarks.inprocess import with_graph_service
 
-    bolt = EmbeddedBoltServer(config.graph)
-    bolt.start()
-
-    async def load() -> dict:
-        graph = GraphService(config.graph, bolt.uri)
+    async def load(graph) -> dict:
         rates, started = [], time.perf_counter()
         tenth, mark, mark_t = max(GRAPH_BATCH, len(chunks) // 10), 0, started
-        try:
-            for i in range(0, len(chunks), GRAPH_BATCH):
-                part = chunks[i : i + GRAPH_BATCH]
-                await graph.upsert(COLLECTION, part, {c.chunk_id: e for c, e in zip(part, found[i : i + GRAPH_BATCH])})
-                done = i + len(part)
-                if done - mark >= tenth or done == len(chunks):
-                    now = time.perf_counter()
-                    rates.append({"at_chunks": done, "chunks_per_s": round((done - mark) / (now - mark_t), 1)})
-                    log(f"  graph store: {done:,}/{len(chunks):,}, {rates[-1]['chunks_per_s']}/s")
-                    mark, mark_t = done, now
-            counts = await graph.counts(COLLECTION)
-        finally:
-            await graph.aclose()
+        for i in range(0, len(chunks), GRAPH_BATCH):
+            part = chunks[i : i + GRAPH_BATCH]
+            await graph.upsert(COLLECTION, part, {c.chunk_id: e for c, e in zip(part, found[i : i + GRAPH_BATCH])})
+            done = i + len(part)
+            if done - mark >= tenth or done == len(chunks):
+                now = time.perf_counter()
+                rates.append({"at_chunks": done, "chunks_per_s": round((done - mark) / (now - mark_t), 1)})
+                log(f"  graph store: {done:,}/{len(chunks):,}, {rates[-1]['chunks_per_s']}/s")
+                mark, mark_t = done, now
+        counts = await graph.counts(COLLECTION)
         seconds = time.perf_counter() - started
         return {
             **counts,
@@ -165,7 +157,4 @@ def _graph_load(config, chunks: list, found: list, log) -> dict:
             "rate_by_tenth": rates,
         }
 
-    try:
-        return asyncio.run(load())
-    finally:
-        bolt.stop()
+    return with_graph_service(config.graph, load)

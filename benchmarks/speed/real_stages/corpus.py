@@ -81,29 +81,22 @@ def bulk_load_scifact(data_dir: str, max_docs: int | None = None) -> dict:
 def bulk_load_scifact_graph(data_dir: str, max_docs: int | None = None) -> dict:
     """SciFact into the graph store, in this process, before any server opens it: the app's chunker, offline
     extractor and GraphService.upsert (the code path of /v1/ingest's graph half), in batches of 256 chunks."""
+    from benchmarks.inprocess import with_graph_service
     from deployments.cli.ingest import read_beir_corpus
     from deployments.config import AppConfig
-    from deployments.graph.embedded.server import EmbeddedBoltServer
-    from deployments.graph.service import GraphService
     from deployments.ingress.chunking import chunk_document
     from deployments.models import Document
 
     config = AppConfig.from_args({**APP_ARGS, "data_dir": data_dir})
     rows = list(read_beir_corpus(DATASETS / "scifact" / "corpus.jsonl.gz"))[:max_docs]
     chunks = [c for row in rows for c in chunk_document(Document(**row), config.chunking)]
-    bolt = EmbeddedBoltServer(config.graph)
-    bolt.start()
 
-    async def load() -> dict:
-        graph = GraphService(config.graph, bolt.uri)
+    async def load(graph) -> dict:
         start = time.perf_counter()
-        try:
-            for i in range(0, len(chunks), 256):
-                await graph.upsert("scifact", chunks[i : i + 256])
-                print(f"  scifact graph: {min(i + 256, len(chunks))}/{len(chunks)} chunks", flush=True)
-            counts = await graph.counts("scifact")
-        finally:
-            await graph.aclose()
+        for i in range(0, len(chunks), 256):
+            await graph.upsert("scifact", chunks[i : i + 256])
+            print(f"  scifact graph: {min(i + 256, len(chunks))}/{len(chunks)} chunks", flush=True)
+        counts = await graph.counts("scifact")
         seconds = time.perf_counter() - start
         return {
             **counts,
@@ -112,10 +105,7 @@ def bulk_load_scifact_graph(data_dir: str, max_docs: int | None = None) -> dict:
             "how": "graph store, in-process bulk load (GraphService.upsert, offline extractor)",
         }
 
-    try:
-        return asyncio.run(load())
-    finally:
-        bolt.stop()
+    return with_graph_service(config.graph, load)
 
 
 def ingest_all(url: str, names: list[str]) -> dict:
