@@ -73,6 +73,10 @@ class VectorStage(Protocol):
 
     async def count(self, collection: str) -> int: ...
 
+    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine) of the k stored passages nearest `vector` (the graph stage's seed passages)."""
+        ...
+
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]: ...
 
     async def chunks(self, collection: str, chunk_ids: list[str]) -> VectorResult:
@@ -109,8 +113,10 @@ class GraphStage(Protocol):
         limit: int,
         query_vector: list[float] | None = None,
         texts: bool = True,
+        seeds: list[tuple[str, float]] | None = None,
     ) -> GraphResult:
-        """`query_vector` seeds the walk with the passages most like the query; without it, entity links alone.
+        """`query_vector` seeds the walk with the passages most like the query (`seeds`: those passages, (chunk id,
+        cosine), when the caller has them); without either, entity links alone.
         `texts=False`: the chunks may come as ids and scores (`GraphResult.texts` false); the caller reads them."""
         ...
 

@@ -65,9 +65,10 @@ class FakeStages:
         hits = [chunk("a#0"), chunk("b#0")] if mode != "lexical" else []
         return VectorResult(hits=hits, lexical_hits=lexical, embed=Span(start=time.time(), end=time.time()))
 
-    async def graph_search(self, collection, query, hops, limit, query_vector=None, texts=True):
+    async def graph_search(self, collection, query, hops, limit, query_vector=None, texts=True, seeds=None):
         """As the in-memory index answers: asked without texts, ids and scores only (`texts` false)."""
         self.graph_query_vector = query_vector
+        self.graph_seeds = [*getattr(self, "graph_seeds", []), seeds]
         self.graph_texts = [*getattr(self, "graph_texts", []), texts]
         await self._stage("graph", self.graph_delay)
         found = [chunk("c#0"), chunk("a#0")]

@@ -42,6 +42,13 @@ class RetrievalConfig(Section):
         "multi-hop question. 0 = off.",
     )
     link_seeds: int = Field(1, ge=1, le=10)
+    graph_seeds: Literal["auto", "vector_hits", "lookup"] = Field(
+        "auto",
+        description="Where the graph's walk gets its seed passages. vector_hits: the vector stage's dense hits, the "
+        "graph stage called once they are in (one vector request fewer); lookup: the graph stage asks the vector "
+        "stage itself, beside the ingress's search. auto: vector_hits with the embedded store (one Vector replica "
+        "would serve the lookup after the search it runs beside), lookup with a Qdrant server.",
+    )
     rerank: bool = Field(True, description="Rerank the fused candidates (reranker.url, else the embedded scorer).")
     vector_timeout_s: float = Field(5.0, gt=0)
     graph_timeout_s: float = Field(5.0, gt=0)

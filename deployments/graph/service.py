@@ -70,8 +70,7 @@ class StagePassages(Passages):
         self._vector = vector
 
     async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
-        found = await self._vector.search(collection, "", k, None, "dense", vector)
-        return [(hit.chunk_id, hit.score) for hit in found.hits]
+        return [(chunk_id, score) for chunk_id, score in await self._vector.nearest(collection, vector, k)]
 
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         return await self._vector.vectors(collection, chunk_ids)
@@ -269,9 +268,11 @@ class GraphService:
         limit: int,
         query_vector: list[float] | None = None,
         texts: bool = True,
+        seeds: list[tuple[str, float]] | None = None,
     ) -> GraphResult:
         """Chunks mentioning entities linked from the query or reached from them within `max_hops` RELATED hops.
-        `query_vector` (the query's embedding, from the ingress) seeds the in-memory index's walk. `texts=False`:
+        `query_vector` (the query's embedding, from the ingress) seeds the in-memory index's walk with the passages
+        nearest it; `seeds` (chunk id, cosine), when the caller has them, are those passages. `texts=False`:
         the in-memory index's chunks come as ids and scores, their texts and vectors left to the caller (the
         ingress reads those it lacks from the vector stage: one hop fewer than this replica reading them).
 
@@ -284,7 +285,7 @@ class GraphService:
             raise ValueError(f"max_hops must be within 0..{MAX_HOPS}, not {max_hops}")
         limit = max(1, min(int(limit), self.config.max_chunks))
         if self._live is not None:
-            return await self._index_search(collection, query, hops, limit, query_vector, texts)
+            return await self._index_search(collection, query, hops, limit, query_vector, texts, seeds)
         keys = query_keys(query)
         if not keys:
             return GraphResult(chunks=[], subgraph=Subgraph(), linked=[])
@@ -293,7 +294,14 @@ class GraphService:
         )
 
     async def _index_search(
-        self, collection: str, query: str, hops: int, limit: int, query_vector: list[float] | None, texts: bool
+        self,
+        collection: str,
+        query: str,
+        hops: int,
+        limit: int,
+        query_vector: list[float] | None,
+        texts: bool,
+        seeds: list[tuple[str, float]] | None,
     ) -> GraphResult:
         """The search on this replica's in-memory index: a walk from the passages most similar to the query (the
         vector stage's dense hits for its vector, as given, else from the embedder; looked up concurrently with the
@@ -303,10 +311,14 @@ class GraphService:
         live = self._live
         assert live is not None  # searched only when the in-memory index is on
         cfg = self.config.index
-        seeded = hops > 0 and cfg.passage_seeds > 0 and cfg.query_vectors and self._passages is not None
-        index, seeds = await asyncio.gather(
-            live.get(collection), self._seeds(collection, query, query_vector) if seeded else _none()
-        )
+        seeded = hops > 0 and cfg.passage_seeds > 0 and cfg.query_vectors
+        if seeded and seeds is not None:  # the caller's (the vector stage's dense hits)
+            index, seeds = await live.get(collection), [(str(c), float(s)) for c, s in seeds[: cfg.passage_seeds]]
+        else:
+            lookup = seeded and self._passages is not None
+            index, seeds = await asyncio.gather(
+                live.get(collection), self._seeds(collection, query, query_vector) if lookup else _none()
+            )
         found = index.search(query, limit, seeds, hops=hops)
         subgraph = _subgraph(found, index, self.config.max_nodes, self.config.max_edges)
         if not texts:

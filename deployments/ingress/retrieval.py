@@ -26,6 +26,7 @@ from deployments.models import (
     RetrieveRequest,
     RetrieveResponse,
     ScoredChunk,
+    StageTiming,
     Subgraph,
     Timings,
     VectorResult,
@@ -59,6 +60,8 @@ class Retrieval:
         self.config = config
         self.stages = stages
         self.fusion_weights = config.retrieval.weights.model_dump()  # per source, read on every request
+        seeds = config.retrieval.graph_seeds
+        self.seeds_from_hits = seeds == "vector_hits" or (seeds == "auto" and config.vector.embedded)
 
     async def run(self, req: RetrieveRequest, clock: Clock) -> RetrieveResponse:
         run = self._start(req, clock)
@@ -105,18 +108,21 @@ class Retrieval:
             run.vector_mode = "lexical"  # without the query's vector, the hybrid modes still answer with BM25
 
     async def _search(self, run: _Run) -> None:
-        """The vector stage and (hybrid+graph) the graph stage, concurrently; 503 only when no source is left."""
+        """The vector stage and (hybrid+graph) the graph stage, concurrently, or the graph once the vector's dense
+        hits are in, as its seed passages (`retrieval.graph_seeds`); 503 only when no source is left."""
         cfg, req = self.config.retrieval, run.req
         vector_call = self.stages.vector.search(
             req.collection, req.query, run.candidates, req.filter, run.vector_mode, run.query_vector
         )
         vector_run = run_stage("vector", vector_call, cfg.vector_timeout_s, run.clock)
-        if run.use_graph:
-            graph_call = self.stages.graph.search(
-                req.collection, req.query, run.hops, run.candidates, run.query_vector, texts=False
-            )
+        if run.use_graph and self.seeds_from_hits and run.vector_mode != "lexical":
+            run.vec, vec_err, run.timings.vector = await vector_run
+            n_seeds = self.config.graph.index.passage_seeds
+            seeds = [(h.chunk_id, h.score) for h in run.vec.hits[:n_seeds]] if run.vec is not None else None
+            run.grf, grf_err, run.timings.graph = await self._graph_stage(run, seeds)
+        elif run.use_graph:
             (run.vec, vec_err, run.timings.vector), (run.grf, grf_err, run.timings.graph) = await asyncio.gather(
-                vector_run, run_stage("graph", graph_call, cfg.graph_timeout_s, run.clock)
+                vector_run, self._graph_stage(run)
             )
         else:
             (run.vec, vec_err, run.timings.vector), grf_err = await vector_run, None
@@ -127,6 +133,17 @@ class Retrieval:
             raise StageUnavailable("vector", vec_err.error)
         if run.grf is not None and not run.grf.texts:
             await self._graph_texts(run, run.grf)
+
+    async def _graph_stage(
+        self, run: _Run, seeds: list[tuple[str, float]] | None = None
+    ) -> tuple[GraphResult | None, Degraded | None, StageTiming]:
+        """The graph stage's search as ids and scores; its seed passages given, or looked up by the query's vector."""
+        req = run.req
+        extra = {"seeds": seeds} if seeds is not None else {}
+        call = self.stages.graph.search(
+            req.collection, req.query, run.hops, run.candidates, run.query_vector, texts=False, **extra
+        )
+        return await run_stage("graph", call, self.config.retrieval.graph_timeout_s, run.clock)
 
     async def _graph_texts(self, run: _Run, grf: GraphResult) -> None:
         """The graph's chunks came as ids and scores: their texts are the vector hits' where the vector stage found

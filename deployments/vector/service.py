@@ -233,6 +233,12 @@ class VectorService:
             next_cursor=next_cursor,
         )
 
+    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine) of the k stored passages nearest `vector`: the graph stage's seed passages, sent as ids
+        and scores alone (no texts, no vectors: the walk needs neither)."""
+        check_collection(collection)
+        return [(hit.chunk_id, hit.score) for hit in await self.store.search(collection, vector, k, {}, None)]
+
     async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
         """The stored vectors of these chunks (the embedded reranker reuses them instead of re-embedding)."""
         check_collection(collection)

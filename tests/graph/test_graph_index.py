@@ -274,6 +274,35 @@ async def test_asked_without_texts_the_index_answers_ids_and_scores_and_reads_no
         await service.aclose()
 
 
+async def test_seed_passages_sent_with_the_search_answer_as_the_lookup_and_ask_nothing(graph_config, collection):
+    """The ingress sends the vector stage's dense hits as `seeds`: the same chunks and scores as when the replica
+    looks them up, with no call to the vector stage; other seeds walk elsewhere."""
+
+    class Counted(DictPassages):
+        looked_up = 0
+
+        async def nearest(self, collection, vector, k):
+            self.looked_up += 1
+            return await super().nearest(collection, vector, k)
+
+    passages = Counted({"d1#0": [1.0, 0.0], "d2#0": [0.0, 1.0], "d3#0": [0.0, 1.0]})
+    docs = {"d1": DOCS["d1"], "d2": "Acme Corp makes anvils. It hired Bob Jones.", "d3": DOCS["d3"]}
+    service = GraphService(graph_config, graph_config.bolt_uri, passages=passages)
+    try:
+        await service.upsert(collection, chunks_of(docs))
+        looked = await service.search(collection, "what garage story?", 1, 10, [1.0, 0.0], texts=False)
+        assert passages.looked_up == 1
+        given = await service.search(
+            collection, "what garage story?", 1, 10, [1.0, 0.0], texts=False, seeds=[("d1#0", 1.0), ("d2#0", 0.0)]
+        )
+        assert passages.looked_up == 1  # asked nothing
+        assert [(c.chunk_id, c.score) for c in given.chunks] == [(c.chunk_id, c.score) for c in looked.chunks]
+        other = await service.search(collection, "what garage story?", 1, 10, None, texts=False, seeds=[("d3#0", 1.0)])
+        assert other.chunks[0].chunk_id == "d3#0" and passages.looked_up == 1
+    finally:
+        await service.aclose()
+
+
 async def test_a_failing_vector_stage_leaves_the_walk_its_entity_seeds(graph_config, collection):
     class Down(DictPassages):
         async def nearest(self, collection, vector, k):

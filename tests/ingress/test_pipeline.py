@@ -10,14 +10,37 @@ from deployments.models import AnswerRequest, Document, IngestRequest, RetrieveR
 from tests.fakes import FakeStages, chunk, make
 
 
-async def test_vector_and_graph_run_concurrently():
+@pytest.mark.parametrize("seeds", [{"retrieval.graph_seeds": "lookup"}, {"vector.qdrant_url": "http://127.0.0.1:1"}])
+async def test_vector_and_graph_run_concurrently(seeds):
+    """The graph looking its seed passages up itself (asked to, or `auto` with a Qdrant server)."""
     fake = FakeStages(vector_delay=0.2, graph_delay=0.2)
-    resp = await make(fake).retrieve(RetrieveRequest(query="q"))
+    resp = await make(fake, **seeds).retrieve(RetrieveRequest(query="q"))
     (vs, ve), (gs, ge) = fake.spans["vector"], fake.spans["graph"]
     assert max(vs, gs) < min(ve, ge), "the stages did not overlap"
     t = resp.timings
     assert t.graph.start_ms < t.vector.start_ms + t.vector.duration_ms
     assert t.vector.start_ms < t.graph.start_ms + t.graph.duration_ms
+    assert fake.graph_seeds == [None] and fake.graph_query_vector == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("seeds", [{}, {"retrieval.graph_seeds": "vector_hits"}])
+async def test_the_graph_seeds_from_the_vector_hits_with_the_embedded_store(seeds):
+    """`auto` with the embedded store (one Vector replica): the graph is called once the dense hits are in, with
+    the best `passage_seeds` of them, and asks the vector stage nothing itself."""
+    fake = FakeStages(vector_delay=0.05)
+    resp = await make(fake, **{"graph.index.passage_seeds": 2, **seeds}).retrieve(RetrieveRequest(query="q"))
+    (_, vector_end), (graph_start, _) = fake.spans["vector"], fake.spans["graph"]
+    assert vector_end <= graph_start
+    assert fake.graph_seeds == [[("a#0", 1.0), ("b#0", 1.0)]]
+    assert {h.chunk_id for h in resp.hits} == {"a#0", "b#0", "c#0"} and resp.degraded == []
+
+
+async def test_with_the_vector_stage_down_the_graph_looks_its_seeds_up_itself():
+    fake = FakeStages()
+    fake.fail["vector"] = ConnectionError("vector down")
+    resp = await make(fake).retrieve(RetrieveRequest(query="q"))
+    assert fake.graph_seeds[0] is None and fake.graph_query_vector == [1.0, 0.0]
+    assert [d.stage for d in resp.degraded] == ["vector"] and {h.chunk_id for h in resp.hits} == {"c#0", "a#0"}
 
 
 async def test_fusion_merges_sources_and_reranker_orders():

@@ -383,3 +383,17 @@ async def test_service_lists_collections_with_counts_and_pages_documents(store):
         await service.documents("kb", limit=0)
     with pytest.raises(CollectionNotFound):
         await service.documents("missing")
+
+
+async def test_service_nearest_gives_the_dense_search_as_ids_and_scores(store):
+    """The graph stage's seed lookup: the dense search's best k, as (chunk id, cosine) and nothing else."""
+    service = VectorService(VectorConfig(), FakeEmbedder(), store=store)  # type: ignore[arg-type]
+    chunks = [Chunk(chunk_id=f"{d}#0", doc_id=d, index=0, text=f"{d} text") for d in "abcd"]
+    await service.upsert("kb", chunks)
+    query = (await FakeEmbedder().embed(["b text"]))[0]
+    dense = await service.search("kb", "", 3, None, "dense", query)
+    nearest = await service.nearest("kb", query, 3)
+    assert [c for c, _ in nearest] == [h.chunk_id for h in dense.hits] and len(nearest) == 3
+    assert [s for _, s in nearest] == pytest.approx([h.score for h in dense.hits], abs=1e-6)
+    assert all(type(c) is str and type(s) is float for c, s in nearest)
+    assert [c for c, _ in await service.nearest("kb", query, 1)] == [nearest[0][0]]
