@@ -61,3 +61,29 @@ def test_perturbed_vectors_are_unit_length_hard_negatives():
     assert all(abs(np.linalg.norm(perturbed(parent, i)) - 1) < 1e-5 for i in range(5))
     assert 0.85 < min(cosines) and max(cosines) < 0.95
     assert not np.allclose(perturbed(parent, 1), perturbed(parent, 2))
+
+
+def test_tiled_extractions_rename_each_copys_keys_but_the_hubs():
+    """Past 100k rows the 1M collection borrows the graph of row i mod 100k: copy k's own keys (`key~k`) in its
+    entities, aliases and relations, the hubs' shared; copy 0 is the row's own extraction."""
+    from benchmarks.scale.tiled import TILED_FROM, tiled
+    from deployments.models import Entity, Extraction, Relation
+
+    own = Extraction(
+        chunk_id="a#0",
+        entities=[
+            Entity(key="ada lovelace", name="Ada Lovelace", type="PERSON", lead=True, aliases=["lovelace"]),
+            Entity(key="london", name="London", type="GPE"),
+        ],
+        relations=[Relation(source="ada lovelace", target="london", type="LIVED_IN")],
+    )
+    base = [own] * TILED_FROM
+    assert tiled(base, {"london"}, 5, "a#0") is own
+    copy = tiled(base, {"london"}, 2 * TILED_FROM + 5, "x#0")
+    assert copy.chunk_id == "x#0"
+    assert [(e.key, e.name, e.aliases, e.lead) for e in copy.entities] == [
+        ("ada lovelace~2", "Ada Lovelace~2", ["lovelace~2"], True),
+        ("london", "London", [], False),
+    ]
+    assert [(r.source, r.type, r.target) for r in copy.relations] == [("ada lovelace~2", "LIVED_IN", "london")]
+    assert own.entities[0].key == "ada lovelace"  # the base row is left as it was

@@ -2,7 +2,8 @@
 data folder `benchmarks/.cache/scale-data/<n>/`, written in this process before any server opens it, by the code
 paths of /v1/ingest's halves: VectorService.upsert with the rows' own vectors (1,024 per write) and
 GraphService.upsert with the app's offline extractor's extractions (256 chunks per write, as one API request).
-Extractions are cached per size (`scale/extract-spacy-v<VERSION>-<n>.pkl`, a larger size starts from a smaller one's)."""
+Extractions are cached per size (`scale/extract-spacy-v<VERSION>-<n>.pkl`, a larger size starts from a smaller one's);
+past 100k rows they are the 100k rows' tiled, and the stores are written a slice at a time (scale/tiled.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.harness import CACHE
+from benchmarks.scale import tiled
 from benchmarks.speed.scale_corpus import CACHE as CORPUS
 from benchmarks.speed.scale_corpus import CHUNKING
 from benchmarks.speed.scale_corpus import build as build_corpus
@@ -93,6 +95,11 @@ def build(n: int, log=print) -> Path:
     if folder.exists():
         raise RuntimeError(f"{folder} is half-built (no loaded.json): remove it and run again")
     config = AppConfig.from_args({**APP_ARGS, "data_dir": str(folder)})
+    if n > tiled.TILED_FROM:
+        loaded = tiled.build(n, folder, config, corpus_path(n), CORPUS, log)
+        (folder / "loaded.json").write_text(json.dumps(loaded, indent=2))
+        log(f"  {n:,}: {loaded}")
+        return folder
     docs = [Document(**r) for r in read_rows(n)]
     chunks, vectors = chunk_documents(docs, config.chunking)
     del docs
