@@ -5,6 +5,11 @@ one chunk under max_words=512). In one process, no Ray, each part on a fresh dat
     python -m benchmarks.speed.bulk_import                  # -> results/bulk_import.json
     python -m benchmarks.speed.bulk_import --rows 2000      # a prefix of the corpus
     python -m benchmarks.speed.bulk_import --extractor patterns --out bulk_import-patterns.json
+    python -m benchmarks.speed.bulk_import --rows 6000 --into benchmarks/.cache/scale-data/1000000 --out bulk_import-1M.json
+
+`--into DIR`: each part writes into the existing collection `--collection` (default `scale`) of the data folder DIR
+(the scale benchmark's 1M one) instead of a fresh folder, the rows under new ids (`bulk-<id>`), and deletes them
+again afterwards (Pipeline.delete_document), so the collection keeps its size.
 
 - `read_rows_per_s`: the importer's own side: graphrag-ingest reading and checking the Parquet rows (cli/rows.py).
 - `extractor_chunks_per_s`: the app's offline extractor (graph.extraction.offline: spaCy, the default, or `patterns`) on the
@@ -20,10 +25,12 @@ one chunk under max_words=512). In one process, no Ray, each part on a fresh dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks import use_local_env
@@ -44,6 +51,7 @@ from deployments.vector.service import VectorService  # noqa: E402
 BATCH = 256  # documents per request: the API's MAX_DOCUMENTS_PER_INGEST
 VECTOR_BATCH = 1024  # chunks per vector-stage write when measured alone (each write ends with a flush)
 COLLECTION = "bulk"
+INTO: dict = {"dir": None, "collection": COLLECTION}  # --into: an existing collection instead of a fresh folder
 
 
 EXTRACTOR = {"offline": "spacy"}  # the app's default; --extractor patterns for the capitalization patterns
@@ -101,11 +109,14 @@ async def vector_alone(docs: list[Document], data_dir: str, batch: int) -> dict:
         for i in range(0, len(chunks), batch)
     ]
     vector = VectorService(config.vector, _DimensionOnly(len(docs[0].vector or [])))
+    collection = INTO["collection"]
     try:
         start, written = time.perf_counter(), 0
         for part, given in parts:
-            written += await vector.upsert(COLLECTION, part, given)
+            written += await vector.upsert(collection, part, given)
         seconds = time.perf_counter() - start
+        if INTO["dir"]:
+            await vector.delete_documents(collection, [d.id for d in docs])
     finally:
         await vector.aclose()
     return {"chunks": written, "batch": batch, **_rate(written, seconds)}
@@ -116,15 +127,18 @@ async def whole_import(docs: list[Document], data_dir: str) -> dict:
         pipeline.intents = IntentLog(Path(data_dir) / "intents")  # as the ingress keeps it
         start, chunks, entities = time.perf_counter(), 0, 0
         stage_ms = {"vector": 0.0, "graph": 0.0}
+        collection = INTO["collection"]
         for i in range(0, len(docs), BATCH):
-            resp = await pipeline.ingest(IngestRequest(collection=COLLECTION, documents=docs[i : i + BATCH]))
+            resp = await pipeline.ingest(IngestRequest(collection=collection, documents=docs[i : i + BATCH]))
             chunks, entities = chunks + resp.chunks, entities + resp.entities
             for stage in stage_ms:
                 stage_ms[stage] += resp.timings[stage].duration_ms
             print(f"  {chunks} chunks, {chunks / (time.perf_counter() - start):.1f}/s", flush=True)
         seconds = time.perf_counter() - start
-        counts = await pipeline.stats(COLLECTION)
-        consistent = (await pipeline.verify(COLLECTION)).consistent
+        counts = await pipeline.stats(collection)
+        consistent = (await pipeline.verify(collection)).consistent
+        if INTO["dir"]:
+            await _delete_all(pipeline, collection, [d.id for d in docs])
     return {
         "chunks": chunks,
         **_rate(chunks, seconds),
@@ -135,8 +149,29 @@ async def whole_import(docs: list[Document], data_dir: str) -> dict:
     }
 
 
+async def _delete_all(pipeline, collection: str, doc_ids: list[str]) -> None:
+    """The imported documents deleted again by the API's path, eight at a time."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(doc_id: str) -> None:
+        async with gate:
+            await pipeline.delete_document(collection, doc_id)
+
+    await asyncio.gather(*(one(d) for d in doc_ids))
+
+
 def _rate(n: int, seconds: float) -> dict:
     return {"seconds": round(seconds, 2), "chunks_per_s": round(n / seconds, 1)}
+
+
+@contextlib.contextmanager
+def _data_dir() -> Iterator[str]:
+    """The data folder a part writes into: --into's, else a fresh one removed afterwards."""
+    if INTO["dir"]:
+        yield INTO["dir"]
+        return
+    with tempfile.TemporaryDirectory(prefix="graphrag-bulk-") as folder:
+        yield folder
 
 
 def main() -> None:
@@ -146,22 +181,26 @@ def main() -> None:
     ap.add_argument("--skip-import", action="store_true", help="only the reader, the extractor and the vector store")
     ap.add_argument("--extractor", choices=("spacy", "patterns"), default="spacy", help="graph.extraction.offline")
     ap.add_argument("--out", default="bulk_import.json", help="file name under benchmarks/results/")
+    ap.add_argument("--into", type=Path, help="a data folder whose collection the parts write into (see above)")
+    ap.add_argument("--collection", default="scale", help="with --into: the collection")
     args = ap.parse_args()
     EXTRACTOR["offline"] = args.extractor
+    if args.into:
+        INTO.update(dir=str(args.into), collection=args.collection)
     load_before = os.getloadavg()
     rows, read_s = read_rows(args.corpus, args.rows)
-    docs = [Document(**r) for r in rows]
+    docs = [Document(**{**r, "id": f"bulk-{r['id']}" if args.into else r["id"]}) for r in rows]
     print(f"read {len(rows)} rows in {read_s:.1f}s", flush=True)
     extractor = extractor_alone(docs)
     print(f"extractor alone: {extractor}", flush=True)
     vector = {}
     for batch in (BATCH, VECTOR_BATCH):
-        with tempfile.TemporaryDirectory(prefix="graphrag-bulk-") as folder:
+        with _data_dir() as folder:
             vector[batch] = asyncio.run(vector_alone(docs, folder, batch))
         print(f"vector store alone: {vector[batch]}", flush=True)
     whole = None
     if not args.skip_import:
-        with tempfile.TemporaryDirectory(prefix="graphrag-bulk-") as folder:
+        with _data_dir() as folder:
             whole = asyncio.run(whole_import(docs, folder))
         print(f"bulk import: {whole}", flush=True)
     result = {
@@ -169,6 +208,7 @@ def main() -> None:
             args.corpus.relative_to(harness.ROOT) if args.corpus.is_relative_to(harness.ROOT) else args.corpus
         ),
         "rows": len(rows),
+        "into": {"data_dir": INTO["dir"], "collection": INTO["collection"]} if INTO["dir"] else "a fresh data folder",
         "batch_documents": BATCH,
         "read_rows_per_s": round(len(rows) / read_s, 1),
         "extractor_chunks_per_s": extractor["chunks_per_s"],
