@@ -68,7 +68,7 @@ class NameVariants:
         self._by_last_initial: dict[tuple[str, str], list[str]] = {}
         for word, ks in self._by_last.items():
             for key in ks:
-                self._by_last_initial.setdefault((word, key[0]), []).append(key)
+                self._by_last_initial.setdefault((word, key.split()[0][0]), []).append(key)
 
     def pairs(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -84,7 +84,7 @@ class NameVariants:
 
     def of(self, key: str) -> list[str]:
         words = key.split()
-        near = self._by_last_initial.get((words[-1], key[0]), ()) if words else ()
+        near = self._by_last_initial.get((words[-1], words[0][0]), ()) if words else ()
         found = [k for k in near if variants(key, k)]
         return found + [k for k in self._synonyms.get(key, ()) if k not in found]
 
