@@ -55,6 +55,12 @@ class GraphIndexConfig(Section):
         ge=0,
         description="Entity -> passage: a hub entity passes mass to at most this many of its passages (0: no cap).",
     )
+    push_budget: int = Field(
+        1000,  # added 2026-12-05 (benchmarks/README.md, "Scale"): the same HotpotQA recall at 10k, 100k and 1M chunks
+        ge=0,
+        description="Entity -> passage: a search moves mass along at most this many mentions, from the entities that "
+        "can give one passage the most (0: no budget). The passages returned are scored exactly.",
+    )
     snapshot_dir: str | None = Field(
         None, description="Index snapshots for fast replica starts (default: <data_dir>/graph-index; '' turns off)."
     )
@@ -69,7 +75,7 @@ class GraphIndexConfig(Section):
             damping=self.damping, entity_seed_weight=self.entity_seed_weight, passage_seeds=self.passage_seeds,
             seed_temperature=self.seed_temperature, lead_weight=self.lead_weight, idf_power=self.idf_power,
             restart_weight=self.restart_weight, relation_weight=self.relation_weight,
-            max_entity_passages=self.max_entity_passages,
+            max_entity_passages=self.max_entity_passages, push_budget=self.push_budget,
         )  # fmt: skip
 
 

@@ -132,17 +132,19 @@ def test_the_local_walk_scores_as_the_full_matrix_walk_on_hotpotqa_dev(setting):
     assert compared > 50 * 10  # the walks reached something
 
 
-def test_a_hub_past_the_cap_keeps_the_returned_passages_scores_exact():
+@pytest.mark.parametrize("limit", [{"max_entity_passages": 50}, {"push_budget": 100}])
+def test_a_hub_past_the_cap_keeps_the_returned_passages_scores_exact(limit):
     """A hub entity in 40% of the collection: with the cap its mass reaches only its first passages (those about it
-    first), yet every returned passage scores what the full walk gives it, and the top ones stay the full walk's."""
+    first), with a push budget only the entities that give a passage the most push; yet every returned passage
+    scores what the full walk gives it, and the top ones stay the full walk's."""
     rows, questions = hotpot()
     hub_rows = [
         IndexedChunk(r.chunk_id, r.doc_id, (*r.keys, "hub"), r.lead, r.relations, r.aliases) if i % 5 < 2 else r
         for i, r in enumerate(rows)
     ]
     base = {**GraphIndexConfig().params().__dict__, "entity_seed_weight": 1.0}
-    capped = CollectionIndex(PPRParams(**{**base, "max_entity_passages": 50}))
-    full = CollectionIndex(PPRParams(**{**base, "max_entity_passages": 0}))
+    capped = CollectionIndex(PPRParams(**{**base, "max_entity_passages": 0, "push_budget": 0, **limit}))
+    full = CollectionIndex(PPRParams(**{**base, "max_entity_passages": 0, "push_budget": 0}))
     for index in (capped, full):
         index.upsert(hub_rows)
     for qi, question in enumerate(questions[:20]):

@@ -63,6 +63,12 @@ class NameVariants:
             if len(words) >= 2 and words[-1].isalpha() and (persons is None or key in persons):
                 self._by_last.setdefault(words[-1], []).append(key)
         self._by_last = {w: sorted(ks) for w, ks in self._by_last.items() if len(ks) <= MAX_GROUP}
+        # A variant's first word starts with the same letter (initial or shared prefix): a query's name is compared
+        # with those names only, not with its whole surname group (which grows with the collection).
+        self._by_last_initial: dict[tuple[str, str], list[str]] = {}
+        for word, ks in self._by_last.items():
+            for key in ks:
+                self._by_last_initial.setdefault((word, key.split()[0][0]), []).append(key)
 
     def pairs(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -78,7 +84,8 @@ class NameVariants:
 
     def of(self, key: str) -> list[str]:
         words = key.split()
-        found = [k for k in self._by_last.get(words[-1], ()) if variants(key, k)] if words else []
+        near = self._by_last_initial.get((words[-1], words[0][0]), ()) if words else ()
+        found = [k for k in near if variants(key, k)]
         return found + [k for k in self._synonyms.get(key, ()) if k not in found]
 
     def match(self, key: str) -> list[str]:

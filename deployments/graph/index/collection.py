@@ -61,6 +61,11 @@ class PPRParams:
     # hub mentioned by a large share of the collection costs a search no more than this; 0: no cap. The passages
     # a search returns are scored exactly; only a passage reached through nothing but such a hub can be missed.
     max_entity_passages: int = 500
+    # Entity -> passage, at the walk's last step: mass moves along at most this many mentions (besides one entity's
+    # capped passages), from the entities that give one passage the most (mass x the heaviest share) down; 0: no
+    # budget. As with the cap, the passages returned are scored exactly; a passage reached only through the entities
+    # left out can be missed (a hub's relations reach hundreds of entities at 1M chunks, each with a few passages).
+    push_budget: int = 1000
 
 
 class Found(NamedTuple):
@@ -159,10 +164,11 @@ class CollectionIndex(Columns):
             src, tgt = np.concatenate([src, v[:, 0]]), np.concatenate([tgt, v[:, 1]])
             w = np.concatenate([w, np.ones(len(v), dtype=np.float32)])
         src, tgt = np.concatenate([src, tgt]).astype(np.int64), np.concatenate([tgt, src]).astype(np.int64)
-        ids, w = walk.merge(src * n_e + tgt, np.concatenate([w, w]).astype(np.float64))  # summed per pair
+        ids, pair = np.unique(src * n_e + tgt, return_inverse=True)
+        summed = np.bincount(pair, weights=np.concatenate([w, w]).astype(np.float64))  # per pair
         src, tgt = ids // max(n_e, 1), ids % max(n_e, 1)
-        out = np.bincount(src, weights=w, minlength=n_e)
-        return walk.Rows.of(src, tgt, w / np.maximum(out[src], 1e-12), n_e)
+        out = np.bincount(src, weights=summed, minlength=n_e)
+        return walk.Rows.of(src, tgt, summed / np.maximum(out[src], 1e-12), n_e)
 
     def canonical(self, key: str) -> str:
         """The entity a key names: itself, the entity it is an alias of, or its one name variant."""
@@ -279,7 +285,6 @@ class CollectionIndex(Columns):
         best = sorted(known.items(), key=lambda cs: -cs[1])[: p.passage_seeds]
         if not best:
             return walk.EMPTY
-        best.sort()  # a sparse vector's ids are sorted
         ids, cos = np.asarray([i for i, _ in best], dtype=np.int64), np.asarray([c for _, c in best])
         mass = np.exp((cos - cos.max()) / p.seed_temperature)
         return ids, mass / mass.sum()
@@ -327,14 +332,14 @@ class CollectionIndex(Columns):
             p = walk.push(self._to_passages, e, cap)[0]
             e = self._spread(walk.push(self._to_entities, p)[0])
             entity_mass = walk.add(entity_mass, e, scales=(1.0, scale))
-        p, cut = walk.push(self._to_passages, entity_mass, cap)
+        p, cut = walk.push(self._to_passages, entity_mass, cap, params.push_budget)
         if params.restart_weight > 0:
             p = walk.add(p, seed_p, scales=(1.0, params.restart_weight))
         ids, score = walk.top(p, min(limit, len(p[0])) if not cut else min(2 * limit + 10, len(p[0])))
-        if cut:  # a capped hub left out some mass: score the best candidates exactly, then rank them
+        if cut:  # a capped hub or the budget left out some mass: score the best candidates exactly, then rank them
             score = self._exact_scores(ids, entity_mass) + params.restart_weight * walk.lookup(seed_p, ids)
             ids, score = walk.top((ids, score), min(limit, len(ids)))
-        chunks = [(Found(self._ids[i], self._docs[i]), float(s)) for i, s in zip(ids.tolist(), score) if s > 0]
+        chunks = [(Found(self._ids[i], self._docs[i]), float(s)) for i, s in zip(ids.tolist(), score.tolist()) if s > 0]
         linked_set = set(linked)
         e_top, e_mass = walk.top(entity_mass, len(linked) + 10)
         reached = [
@@ -345,11 +350,13 @@ class CollectionIndex(Columns):
     def _exact_scores(self, slots: np.ndarray, entity_mass: walk.Sparse) -> np.ndarray:
         """Each passage's full share of the entity mass: over all its entities, none capped."""
         rows = self._to_entities
-        lens = rows.degree(slots)
-        pos = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(
-            rows.indptr[slots] - (np.cumsum(lens) - lens), lens
-        )
-        ent = rows.indices[pos].astype(np.int64)
-        lead = self._m_lead[pos]  # the mention arrays are in slot order: the rows' edges are theirs, in order
-        share = walk.lookup(entity_mass, ent) * (1.0 + self.params.lead_weight * lead) / self._in_sum[ent]
-        return np.bincount(np.repeat(np.arange(len(slots)), lens), weights=share, minlength=len(slots))
+        starts = rows.indptr[slots]
+        lens = rows.indptr[slots + 1] - starts
+        pos = walk.edges(starts, lens)
+        ent = rows.indices[pos]
+        mass = walk.lookup(entity_mass, ent)
+        held = np.flatnonzero(mass)  # most of a passage's entities hold no mass: their weights are not read
+        lead = self._m_lead[pos[held]]  # the mention arrays are in slot order: the rows' edges are theirs, in order
+        share = mass[held] * (1.0 + self.params.lead_weight * lead) / self._in_sum[ent[held]]
+        owner = np.repeat(np.arange(len(slots)), lens)[held]
+        return np.bincount(owner, weights=share, minlength=len(slots))

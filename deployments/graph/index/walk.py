@@ -3,18 +3,32 @@
 A search's mass sits on a handful of nodes (its seed passages, their entities, those entities' passages), so each
 step gathers only the rows holding mass (a CSR row = a node's out-edges) and sums what they send. The walk is linear:
 this gives exactly what a full sparse matrix–vector product gives, at a cost set by the seeds' neighbourhood instead
-of the collection's size.
+of the collection's size. Summing what several rows send to one node takes a few passes over the edges through a
+scratch array indexed by node id, never a sort nor anything the size of the graph.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-# A sparse vector: sorted node ids and their mass.
+# A sparse vector: distinct node ids, in no particular order, and their mass.
 Sparse = tuple[np.ndarray, np.ndarray]
 EMPTY: Sparse = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+_local = threading.local()
+
+
+def scratch(size: int) -> np.ndarray:
+    """This thread's int array of at least `size` entries (positions within one call: fewer than 2**31). It is never
+    cleared: a call (merge, lookup) reads only what it wrote or checks what it read, so nothing is zeroed per search
+    and every index searched on the thread shares it."""
+    held: np.ndarray | None = getattr(_local, "scratch", None)
+    if held is None or len(held) < size:
+        held = _local.scratch = np.zeros(max(size, 2 * len(held) if held is not None else 0), dtype=np.int32)
+    return held
 
 
 @dataclass
@@ -46,11 +60,17 @@ class Rows:
 
 
 def merge(ids: np.ndarray, mass: np.ndarray) -> Sparse:
-    """Sums the mass of repeated ids."""
+    """Sums the mass of repeated ids, each id's in the order given (the same floats as summing after a sort); the
+    ids come in the order of their last repeat."""
     if not len(ids):
         return EMPTY
-    unique, inverse = np.unique(ids, return_inverse=True)
-    return unique, np.bincount(inverse, weights=mass)
+    last = scratch(int(ids.max()) + 1)
+    at = np.arange(len(ids), dtype=last.dtype)
+    last[ids] = at  # an id's last write wins: every repeat of it reads back the position of its last one
+    last_of = last[ids]
+    kept = last_of == at
+    place = np.cumsum(kept) - 1  # each distinct id's place in the result, read at its last position
+    return ids[kept], np.bincount(place[last_of], weights=mass)
 
 
 def add(*vectors: Sparse, scales: tuple[float, ...] | None = None) -> Sparse:
@@ -60,9 +80,10 @@ def add(*vectors: Sparse, scales: tuple[float, ...] | None = None) -> Sparse:
     return merge(ids, mass)
 
 
-def push(rows: Rows, source: Sparse, cap: int = 0) -> tuple[Sparse, bool]:
-    """What `source`'s nodes send along their rows, summed by target; with `cap`, only each row's first `cap` edges
-    (its heaviest) carry mass. Also says whether any row was cut short."""
+def push(rows: Rows, source: Sparse, cap: int = 0, budget: int = 0) -> tuple[Sparse, bool]:
+    """What `source`'s nodes send along their rows, summed by target. With `cap`, only each row's first `cap` edges
+    (its heaviest) carry mass; with `budget`, only the rows whose first edge carries the most (mass x its weight),
+    as many as fit in `budget` edges (at least one). Also says whether any mass was left out."""
     ids, mass = source
     if not len(ids):
         return EMPTY, False
@@ -72,11 +93,22 @@ def push(rows: Rows, source: Sparse, cap: int = 0) -> tuple[Sparse, bool]:
     if cut:
         lens = np.minimum(lens, cap)
     total = int(lens.sum())
+    if budget and total > budget:
+        heaviest = rows.data[np.minimum(starts, rows.nnz - 1)] * (lens > 0)
+        order = np.argsort(-(mass * heaviest))
+        order = order[: max(1, int(np.searchsorted(np.cumsum(lens[order]), budget, side="right")))]
+        mass, starts, lens, cut = mass[order], starts[order], lens[order], True
+        total = int(lens.sum())
     if not total:
         return EMPTY, cut
-    # positions of every gathered edge: each row's range, laid end to end
-    pos = np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    pos = edges(starts, lens)
     return merge(rows.indices[pos], rows.data[pos] * np.repeat(mass, lens)), cut
+
+
+def edges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The positions of `lens[i]` edges from `starts[i]`, for every i, laid end to end."""
+    ends = np.cumsum(lens)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lens), lens)
 
 
 def lookup(vector: Sparse, ids: np.ndarray) -> np.ndarray:
@@ -84,15 +116,20 @@ def lookup(vector: Sparse, ids: np.ndarray) -> np.ndarray:
     keys, mass = vector
     if not len(keys):
         return np.zeros(len(ids))
-    at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
-    return np.where(keys[at] == ids, mass[at], 0.0)
+    at = scratch(int(keys.max()) + 1)
+    at[keys] = np.arange(len(keys), dtype=at.dtype)
+    found = np.take(at, ids, mode="clip")  # an id not in `keys` reads whatever is there: checked next
+    return np.where(np.take(keys, found, mode="clip") == ids, np.take(mass, found, mode="clip"), 0.0)
 
 
 def top(vector: Sparse, k: int) -> Sparse:
-    """The k entries of most mass, most first (ties: lower id first)."""
+    """The k entries of most mass, most first (ties: lower id first, also for the last places kept)."""
     ids, mass = vector
+    if k <= 0:
+        return ids[:0], mass[:0]
     if len(ids) > k:
-        keep = np.argpartition(-mass, k - 1)[:k]
+        kth = np.partition(mass, len(mass) - k)[len(mass) - k]  # the k-th most mass
+        keep = np.flatnonzero(mass >= kth)  # those above it and all tied with it
         ids, mass = ids[keep], mass[keep]
-    order = np.lexsort((ids, -mass))
+    order = np.lexsort((ids, -mass))[:k]
     return ids[order], mass[order]
