@@ -8,6 +8,8 @@ use_local_env()  # before anything imports Ray or transformers
 
 import json  # noqa: E402
 import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -66,6 +68,17 @@ def search_cpu(n: int, data_dir: Path) -> dict:
     }
 
 
+def bulk_import(n: int, folder: Path, rows: int) -> dict:
+    """benchmarks.speed.bulk_import into the size's collection (rows of the 10k corpus under new ids, deleted
+    again): both stores with extraction, and the vector store alone, against the extractor's own rate."""
+    out = f"bulk_import-{n}.json"
+    command = [sys.executable, "-m", "benchmarks.speed.bulk_import", "--rows", str(rows), "--into", str(folder)]
+    subprocess.run([*command, "--out", out], cwd=harness.ROOT, check=True)
+    found = json.loads((RESULTS / out).read_text())
+    keys = ("bulk_import_chunks_per_s", "extractor_chunks_per_s", "import_vs_extractor", "bulk_vector_chunks_per_s")
+    return {**{k: found[k] for k in keys}, "bulk_import_file": f"results/{out}"}
+
+
 def plot(sizes: dict) -> None:
     """One panel per figure (from 0, so a flat line looks flat); recall@5 of both modes in the last."""
     plt = harness.pyplot()
@@ -94,6 +107,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
     parser.add_argument("--plot-only", action="store_true", help="draw scale.png from scale.json")
+    parser.add_argument(
+        "--bulk-rows", type=int, default=0, help="then bulk-import this many rows into each size's collection"
+    )
     args = parser.parse_args()
     path = RESULTS / "scale.json"
     result = json.loads(path.read_text()) if path.exists() else {"sizes": {}}
@@ -105,6 +121,8 @@ def main() -> None:
         load_before = os.getloadavg()
         figures = measure(n, folder, args.seconds)
         figures.update(search_cpu(n, folder))
+        if args.bulk_rows:
+            figures.update(bulk_import(n, folder, args.bulk_rows))
         figures["loaded"] = json.loads((folder / "loaded.json").read_text())
         figures["load_average_before"] = [round(x, 2) for x in load_before]
         figures["command"], figures["date"] = harness.command(), harness.utc_now()
