@@ -131,13 +131,14 @@ def main() -> None:
         load_before = os.getloadavg()
         figures = measure(n, folder, args.seconds)
         figures.update(search_cpu(n, folder))
-        if args.bulk_rows:
-            figures.update(bulk_import(n, folder, args.bulk_rows))
         figures["loaded"] = json.loads((folder / "loaded.json").read_text())
         figures["load_average_before"] = [round(x, 2) for x in load_before]
         figures["command"], figures["date"] = harness.command(), harness.utc_now()
         result["sizes"][str(n)] = figures
-        harness.write_json("scale.json", result)
+        harness.write_json("scale.json", result)  # before the bulk import: a failure there keeps the rest
+        if args.bulk_rows:
+            figures.update(bulk_import(n, folder, args.bulk_rows))
+            harness.write_json("scale.json", result)
         print(json.dumps({k: figures.get(k) for k in FIGURES}, indent=2), flush=True)
     plot(result["sizes"])
 
