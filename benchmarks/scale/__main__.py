@@ -18,7 +18,7 @@ from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
 from benchmarks.scale import __doc__ as DOC  # noqa: E402
 from benchmarks.scale import data  # noqa: E402
-from benchmarks.scale.serve_part import measure, questions, replica_only  # noqa: E402
+from benchmarks.scale.serve_part import measure, one_part, questions  # noqa: E402
 
 FIGURES = (
     "graph_search_cpu_ms_p50", "graph_search_p50_ms_c1", "graph_searches_per_s_c32", "retrieve_p50_ms_c1",
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
     parser.add_argument("--plot-only", action="store_true", help="draw scale.png from scale.json")
     parser.add_argument(
-        "--replica-only", action="store_true", help="measure only the second Graph replica, into the sizes' entries"
+        "--only", choices=("replica", "recall"), help="measure one part again, into the sizes' entries (see serve_part)"
     )
     parser.add_argument(
         "--bulk-rows", type=int, default=0, help="then bulk-import this many rows into each size's collection"
@@ -121,12 +121,12 @@ def main() -> None:
         return
     for n in args.sizes:
         folder = data.build(n)
-        if args.replica_only:
-            figures = result["sizes"][str(n)]
-            figures["second_replica"] = replica_only(folder)
-            figures["second_replica"].update(command=harness.command(), date=harness.utc_now())
+        if args.only:
+            again = one_part(folder, args.only)
+            again[f"{args.only}_again"] = {"command": harness.command(), "date": harness.utc_now()}
+            result["sizes"][str(n)].update(again)
             harness.write_json("scale.json", result)
-            print(json.dumps(figures["second_replica"], indent=2), flush=True)
+            print(json.dumps(again, indent=2), flush=True)
             continue
         load_before = os.getloadavg()
         figures = measure(n, folder, args.seconds)

@@ -215,15 +215,19 @@ def _stop_leftovers() -> None:
             pass
 
 
-def replica_only(data_dir: Path) -> dict:
-    """The app on the folder, then only `second_replica` (a size's run whose second replica timed out)."""
+def one_part(data_dir: Path, part: str) -> dict:
+    """The app on the folder, then one part of `measure` alone: "replica" (second_replica) or "recall"."""
     from graph import build_app
 
-    queries, _ = questions()
+    queries, hotpot = questions()
     with harness.ray_session(attempts=8, cleanup=_stop_leftovers):
         url = harness.deploy(build_app(app_args(data_dir)), "scale", attempts=3)
         _wait(url)
-        return second_replica(url, "scale", data_dir, queries)
+        if part == "replica":
+            return {"second_replica": second_replica(url, "scale", data_dir, queries)}
+        found = recall(url, hotpot)
+        flat = {f"{v}_test_recall@{k}": r["test"][f"recall@{k}"] for v, r in found.items() for k in (2, 5)}
+        return {"recall": found, **flat}
 
 
 def measure(n: int, data_dir: Path, seconds: float) -> dict:
