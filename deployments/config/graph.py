@@ -27,6 +27,12 @@ class GraphIndexConfig(Section):
         True,
         description="A Graph replica builds the index of every stored collection when it starts, in the background.",
     )
+    warm_before_serving: bool = Field(
+        True,
+        description="With warm_on_start, a Graph replica's constructor waits for that build (Serve routes to a replica "
+        "once its constructor returns): a replica the autoscaler adds answers from its index from its first search "
+        "instead of making searches wait out graph_timeout_s while a large index loads.",
+    )
     passage_seeds: int = Field(
         1, ge=0, le=100, description="Passages most similar to the query that start the walk (0: entities only)."
     )

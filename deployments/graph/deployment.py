@@ -32,7 +32,9 @@ class Graph(GraphService):
         # The in-memory index seeds its walk with the Vector stage's nearest passages to the query's vector (sent
         # by the ingress with each search); it holds no passage vectors itself.
         super().__init__(config, uri, passages=StagePassages(Remote(vector)) if vector is not None else None)
-        self.start_warming()
+        warming = self.start_warming()
+        if warming is not None and config.index.warm_before_serving:
+            await warming  # logs and swallows a failed build: the first search then builds again
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ on replica shutdown
         await self.aclose()

@@ -365,6 +365,25 @@ async def test_a_replica_warms_the_index_of_every_stored_collection_at_start(rep
     assert warmed is not None and len(warmed) == 2  # built before any search asked for it
 
 
+@pytest.mark.filterwarnings("ignore:coroutine 'Graph.__del__' was never awaited")  # Serve awaits it; GC cannot
+async def test_a_graph_replica_takes_traffic_only_once_its_indexes_are_warm(replicas, graph_config, collection):
+    """Serve routes to a replica when its constructor returns: the Graph deployment's waits for the warm-up
+    (`warm_before_serving`), so a replica the autoscaler adds never makes a search wait for its index to load."""
+    from deployments.graph.deployment import Graph
+
+    writer, _ = replicas
+    await writer.upsert(collection, chunks_of({"d1": DOCS["d1"], "d2": DOCS["d2"]}))
+    cls = Graph.func_or_class
+    for wait, warmed in ((True, True), (False, False)):
+        index = graph_config.index.model_copy(update={"warm_before_serving": wait})
+        replica = cls.__new__(cls)
+        await replica.__init__(graph_config.model_copy(update={"index": index}))
+        try:
+            assert (replica.index_of(collection) is not None) is warmed
+        finally:
+            await replica.aclose()
+
+
 async def test_a_whole_collection_is_read_under_the_build_timeout_and_changes_under_the_check_timeout():
     from deployments.graph.index.live import LiveIndexes
 
