@@ -17,7 +17,8 @@ from deployments.chat.service import ChatService
 from deployments.config import AppConfig
 from deployments.embedder.service import EmbedderService
 from deployments.graph.embedded.server import EmbeddedBoltServer
-from deployments.graph.service import GraphService, StagePassages
+from deployments.graph.passages import StagePassages
+from deployments.graph.service import GraphService
 from deployments.ingress.pipeline import Pipeline
 from deployments.reranker.service import RerankerService
 from deployments.stages import Stages

@@ -6,7 +6,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import GraphConfig
-from deployments.graph.service import GraphService, StagePassages
+from deployments.graph.passages import StagePassages
+from deployments.graph.service import GraphService
 from deployments.handles import Remote
 from deployments.observability import configure_logging
 

@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from neo4j import AsyncManagedTransaction
 
@@ -21,6 +21,7 @@ from deployments.graph.extraction.llm import make_extractor
 from deployments.graph.extraction.offline import query_keys
 from deployments.graph.index.collection import CollectionIndex
 from deployments.graph.index.live import LiveIndexes
+from deployments.graph.passages import Passages
 from deployments.graph.queries.explorer import entity_work
 from deployments.graph.queries.user_query import UserQueries
 from deployments.graph.store.backup import dump_counts, export_work, import_work, read_dump, write_dump
@@ -48,32 +49,6 @@ from deployments.text import normalize_name
 log = logging.getLogger("graphrag.graph")
 
 Extractor = Callable[[Chunk], Extraction | Awaitable[Extraction]]
-
-
-class Passages(Protocol):
-    """The vector stage as the graph stage's index search uses it (a Graph replica holds no passage vectors)."""
-
-    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
-        """(chunk id, cosine) of the k stored passages most similar to `vector` (the walk's seed passages)."""
-        ...
-
-    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
-        """The stored vectors of these chunks (sent on with the chunks a search returns, for the reranker)."""
-        ...
-
-
-class StagePassages(Passages):
-    """The vector stage (a VectorService, or the Vector deployment through `Remote`) as the graph search's passage
-    lookup: its dense search (HNSW) for the seed passages, its stored vectors for the chunks found."""
-
-    def __init__(self, vector: Any):
-        self._vector = vector
-
-    async def nearest(self, collection: str, vector: list[float], k: int) -> list[tuple[str, float]]:
-        return [(chunk_id, score) for chunk_id, score in await self._vector.nearest(collection, vector, k)]
-
-    async def vectors(self, collection: str, chunk_ids: list[str]) -> dict[str, list[float]]:
-        return await self._vector.vectors(collection, chunk_ids)
 
 
 async def _awaited(value: Any) -> Any:

@@ -91,7 +91,8 @@ def monolith_main(data_dir: str, port: int, http_layer: str) -> None:
     from deployments.config import AppConfig
     from deployments.embedder.service import EmbedderService
     from deployments.graph.embedded.server import EmbeddedBoltServer
-    from deployments.graph.service import GraphService, StagePassages
+    from deployments.graph.passages import StagePassages
+    from deployments.graph.service import GraphService
     from deployments.ingress.pipeline import Pipeline
     from deployments.models import AnswerRequest, AnswerResponse, RetrieveRequest, RetrieveResponse
     from deployments.reranker.backends import make_reranker
