@@ -26,7 +26,7 @@ from tests.ingress_harness import ingress_client
 class Stages(FakeStages):
     """Hits with metadata of their own, and a subgraph with one relation: the facts the metadata carries."""
 
-    async def graph_search(self, collection, query, hops, limit, query_vector=None, texts=True):
+    async def graph_search(self, collection, query, hops, limit, query_vector=None, texts=True, seeds=None):
         """Its chunk with its text whatever `texts` asks (as a replica reading its store answers)."""
         await self._stage("graph", 0)
         nodes = [

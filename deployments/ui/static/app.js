@@ -333,6 +333,7 @@ function drawWaterfall(container, r, { compact }) {
       const from = Math.max(timings.vector.start_ms, timings.graph.start_ms);
       const to = Math.min(timings.vector.start_ms + timings.vector.duration_ms, timings.graph.start_ms + timings.graph.duration_ms);
       if (to > from) rows.push(el("div", { class: "wf-caption" }, el("b", {}, "vector ∥ graph"), ` ran at the same time for ${fmtMs(to - from)}`));
+      else rows.push(el("div", { class: "wf-caption" }, el("b", {}, "vector → graph"), " the graph walked from the vector stage's best passages (retrieval.graph_seeds)"));
     }
   }
   container.replaceChildren(...rows);
