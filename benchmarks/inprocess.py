@@ -27,6 +27,20 @@ from deployments.vector.service import VectorService
 T = TypeVar("T")
 
 
+class VectorsBrought:
+    """The vector stage's embedder when every chunk brings its vector (bulk loads): asked for the dimension, never
+    to embed."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    async def dimension(self) -> int:
+        return self.dim
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        raise AssertionError(f"asked to embed {len(texts)} texts: every row brings its vector")
+
+
 def with_graph_service(config: Any, work: Callable[[GraphService], Awaitable[T]]) -> T:
     """`work(graph)` on a GraphService over the embedded Bolt server of `config` (a GraphConfig), started and stopped
     around it in this process: the benchmarks' bulk loads into the graph store before any server opens the folder."""

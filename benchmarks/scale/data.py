@@ -117,16 +117,10 @@ def build(n: int, log=print) -> Path:
 
 
 async def _vector_load(config, chunks: list, vectors: dict, packed) -> dict:
+    from benchmarks.inprocess import VectorsBrought
     from deployments.vector.service import VectorService
 
-    class DimensionOnly:
-        async def dimension(self) -> int:
-            return len(next(iter(vectors.values())))
-
-        async def embed(self, texts: list[str]) -> list[list[float]]:
-            raise AssertionError("every row brings its vector")
-
-    vector = VectorService(config.vector, DimensionOnly())
+    vector = VectorService(config.vector, VectorsBrought(len(next(iter(vectors.values())))))
     started = time.perf_counter()
     try:
         for i in range(0, len(chunks), VECTOR_BATCH):

@@ -90,18 +90,12 @@ def _chunks(rows: list[dict], config):
 
 
 async def _vector_load(n: int, config, corpus: Path, log) -> dict:
+    from benchmarks.inprocess import VectorsBrought
     from benchmarks.scale.data import COLLECTION, VECTOR_BATCH
     from deployments.models import PackedVectors
     from deployments.vector.service import VectorService
 
-    class DimensionOnly:
-        async def dimension(self) -> int:
-            return 384
-
-        async def embed(self, texts: list[str]) -> list[list[float]]:
-            raise AssertionError("every row brings its vector")
-
-    vector = VectorService(config.vector, DimensionOnly())  # type: ignore[arg-type]
+    vector = VectorService(config.vector, VectorsBrought(384))  # type: ignore[arg-type]  # MiniLM's, the corpus's
     started, done = time.perf_counter(), 0
     try:
         for rows in row_slices(corpus, n):

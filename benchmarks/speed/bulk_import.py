@@ -38,7 +38,7 @@ from benchmarks import use_local_env
 use_local_env(fast_path=False)
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.inprocess import in_process_pipeline  # noqa: E402
+from benchmarks.inprocess import VectorsBrought, in_process_pipeline  # noqa: E402
 from benchmarks.speed.scale_corpus import CACHE, CHUNKING  # noqa: E402
 from deployments.cli.rows import read_parquet_rows  # noqa: E402
 from deployments.config import AppConfig  # noqa: E402
@@ -87,19 +87,6 @@ def extractor_alone(docs: list[Document]) -> dict:
     }
 
 
-class _DimensionOnly:
-    """The vector stage's embedder when every chunk brings its vector: asked for the dimension, never to embed."""
-
-    def __init__(self, dim: int):
-        self.dim = dim
-
-    async def dimension(self) -> int:
-        return self.dim
-
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        raise AssertionError(f"asked to embed {len(texts)} texts: every row brings its vector")
-
-
 async def vector_alone(docs: list[Document], data_dir: str, batch: int) -> dict:
     """VectorService.upsert of the rows (chunked before the clock starts), `batch` chunks per call."""
     config = AppConfig.from_args(_args(data_dir))
@@ -108,7 +95,7 @@ async def vector_alone(docs: list[Document], data_dir: str, batch: int) -> dict:
         (chunks[i : i + batch], PackedVectors.pack({c.chunk_id: brought[c.chunk_id] for c in chunks[i : i + batch]}))
         for i in range(0, len(chunks), batch)
     ]
-    vector = VectorService(config.vector, _DimensionOnly(len(docs[0].vector or [])))
+    vector = VectorService(config.vector, VectorsBrought(len(docs[0].vector or [])))
     collection = INTO["collection"]
     try:
         start, written = time.perf_counter(), 0
