@@ -108,7 +108,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
     parser.add_argument("--plot-only", action="store_true", help="draw scale.png from scale.json")
     parser.add_argument(
-        "--only", choices=("replica", "recall"), help="measure one part again, into the sizes' entries (see serve_part)"
+        "--only",
+        choices=("replica", "recall", "search"),
+        help="measure one part again, into the sizes' entries (serve_part; search: search_cpu, no Ray)",
     )
     parser.add_argument(
         "--bulk-rows", type=int, default=0, help="then bulk-import this many rows into each size's collection"
@@ -122,7 +124,7 @@ def main() -> None:
     for n in args.sizes:
         folder = data.build(n)
         if args.only:
-            again = one_part(folder, args.only)
+            again = search_cpu(n, folder) if args.only == "search" else one_part(folder, args.only)
             again[f"{args.only}_again"] = {"command": harness.command(), "date": harness.utc_now()}
             result["sizes"][str(n)].update(again)
             harness.write_json("scale.json", result)
