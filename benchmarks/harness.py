@@ -78,6 +78,20 @@ def command() -> str:
     return f"python {target} {shlex.join(sys.argv[1:])}".rstrip()
 
 
+MACHINE_PROBE = (
+    "import time\nt = time.perf_counter()\nsum(i * i for i in range(300_000))\nprint(time.perf_counter() - t)"
+)
+
+
+def machine_probe_ms() -> float:
+    """Wall ms of one fixed piece of pure-Python work in a process of its own (start-up not counted): the
+    machine's speed of the moment, for telling a drift of the app from a drift of this shared 2-core box."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", MACHINE_PROBE], capture_output=True, text=True, check=True)
+    return round(float(out.stdout) * 1000, 2)
+
+
 def quiet_port() -> int:
     """A loopback port that is free now and that the kernel does not hand out to outgoing connections."""
     for _ in range(200):

@@ -9,8 +9,10 @@ chat completions 20 % (read to the last chunk), ingest 5 % and delete 5 % (of a 
 in a second collection). Every `--sample-s`, per replica (Serve's status API gives the pids): RSS, open file
 descriptors; and the Bolt server's established connections. Figures: per replica RSS at the start and end and its
 growth over the last 20 minutes (target ≤ 5 %), fds and Bolt connections first → last (no growth); p95 per
-5-minute window and its drift from the first window (target ≤ 15 %); `failed` (target 0) per kind; `verify`
-consistent for both collections at the end. Results: benchmarks/results/soak.json (or --out).
+5-minute window and its drift from the first window (target ≤ 15 %), next to the same drift of a fixed piece of
+CPU work timed in a process of its own at every sample (harness.machine_probe_ms: the shared machine's speed of the
+moment) and the correlation of the two; `failed` (target 0) per kind; `verify` consistent for both collections at
+the end. Results: benchmarks/results/soak.json (or --out).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 
 from benchmarks import harness
 from benchmarks.cluster.cluster_view import ClusterView, get_json, post_json, wait_for
 from benchmarks.cluster.ray_nodes import RayNode, node_env, session_pids
-from benchmarks.harness import QUERIES, ROOT, quiet_port
+from benchmarks.harness import QUERIES, ROOT, machine_probe_ms, quiet_port
 from benchmarks.loadgen import percentile
 from benchmarks.reliability.rolling_upgrade import base_config, on_new_version, serve_deploy, upgrade_env
 
@@ -141,6 +144,7 @@ async def sampler(view: ClusterView, bolt_port: int, every_s: float, stop: async
     while not stop.is_set():
         app = await asyncio.to_thread(view.app) or {"deployments": {}}
         row: dict = {"t": time.time(), "bolt_connections": established_to(bolt_port), "replicas": {}}
+        row["machine_probe_ms"] = await asyncio.to_thread(machine_probe_ms)
         for name, d in app["deployments"].items():
             for r in d["replicas"]:
                 if r.get("pid") and r["state"] == "RUNNING":
@@ -177,6 +181,11 @@ async def soak(base: str, rate: float, seconds: float, view: ClusterView, bolt_p
     return {"records": traffic.records, "samples": samples}
 
 
+def drift(values: list[float]) -> float:
+    """The largest move of a window's figure from the first window's, as a fraction of it."""
+    return round(max(abs(v / values[0] - 1) for v in values), 3)
+
+
 def figures(records: list, samples: list, started: float) -> dict:
     out: dict = {"by_kind": {}}
     for kind in MIX:
@@ -193,14 +202,23 @@ def figures(records: list, samples: list, started: float) -> dict:
     for w in range(int((records[-1][0] - started) // WINDOW_S) + 1 if records else 0):
         lo = started + w * WINDOW_S
         lat = sorted(r[3] for r in records if lo <= r[0] < lo + WINDOW_S and r[2] == 200 and r[1] != "ingest")
+        probes = sorted(s["machine_probe_ms"] for s in samples if lo <= s["t"] < lo + WINDOW_S)
         if len(lat) >= 20:
             windows.append(
-                {"from_min": w * WINDOW_S // 60, "requests": len(lat), "p95_ms": round(percentile(lat, 95) * 1000, 1)}
+                {
+                    "from_min": w * WINDOW_S // 60,
+                    "requests": len(lat),
+                    "p95_ms": round(percentile(lat, 95) * 1000, 1),
+                    "machine_probe_ms_p50": probes[len(probes) // 2] if probes else None,
+                }
             )
     out["p95_windows_reads"] = windows
     if windows:
-        first = windows[0]["p95_ms"]
-        out["p95_drift_vs_first_window"] = round(max(abs(w["p95_ms"] / first - 1) for w in windows), 3)
+        out["p95_drift_vs_first_window"] = drift([w["p95_ms"] for w in windows])
+        probes = [w["machine_probe_ms_p50"] for w in windows]
+        if None not in probes:  # the machine's own drift over the same windows, and how the p95 followed it
+            out["machine_probe_drift_vs_first_window"] = drift(probes)
+            out["p95_machine_correlation"] = round(float(np.corrcoef([w["p95_ms"] for w in windows], probes)[0, 1]), 3)
     if samples:
         first, last = samples[0], samples[-1]
         mark = last["t"] - 20 * 60

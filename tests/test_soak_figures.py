@@ -1,0 +1,28 @@
+"""The soak's per-window figures on records and samples made by hand."""
+
+import pytest
+
+from benchmarks.reliability.soak import WINDOW_S, drift, figures
+
+
+def test_drift_is_the_largest_move_from_the_first_window_either_way():
+    assert drift([100.0, 110.0, 80.0]) == pytest.approx(0.2)
+    assert drift([100.0, 100.0]) == 0.0
+
+
+def test_windows_carry_the_machine_probe_and_its_drift_next_to_the_p95s():
+    started = 1_000.0
+    records, samples = [], []
+    for w, (latency_s, probe_ms) in enumerate([(0.10, 10.0), (0.13, 13.0), (0.10, 10.0)]):
+        lo = started + w * WINDOW_S
+        records += [(lo + i, "retrieve", 200, latency_s) for i in range(40)]
+        records.append((lo + 50, "ingest", 200, 9.0))  # writes are not in the reads' p95
+        samples += [
+            {"t": lo + i * 20, "machine_probe_ms": probe_ms, "bolt_connections": 1, "replicas": {}} for i in range(3)
+        ]
+    out = figures(records, samples, started)
+    assert [w["p95_ms"] for w in out["p95_windows_reads"]] == [100.0, 130.0, 100.0]
+    assert [w["machine_probe_ms_p50"] for w in out["p95_windows_reads"]] == [10.0, 13.0, 10.0]
+    assert out["p95_drift_vs_first_window"] == pytest.approx(0.3)
+    assert out["machine_probe_drift_vs_first_window"] == pytest.approx(0.3)
+    assert out["p95_machine_correlation"] == pytest.approx(1.0)
