@@ -3,6 +3,7 @@
     python -m benchmarks.scale --sizes 10000 100000        # -> benchmarks/results/scale.json, scale.png
     python -m benchmarks.scale --sizes 1000000 --bulk-rows 6000    # 1M, then a bulk import into it
     python -m benchmarks.scale --only search    # the search CPU again at every size, one run (no Ray)
+    python -m benchmarks.scale --sizes 1000000 --only bulk_vector --bulk-rows 10000    # the vector store alone
 
 Per size (`sizes.<n>` in scale.json, a run adds or replaces its sizes and keeps the others):
 - the collection: the first n rows of benchmarks/speed/scale_corpus.py's corpus in both stores of a data folder

@@ -68,13 +68,16 @@ def search_cpu(n: int, data_dir: Path) -> dict:
     }
 
 
-def bulk_import(n: int, folder: Path, rows: int) -> dict:
+def bulk_import(n: int, folder: Path, rows: int, vector_only: bool = False) -> dict:
     """benchmarks.speed.bulk_import into the size's collection (rows of the 10k corpus under new ids, deleted
-    again): both stores with extraction, and the vector store alone, against the extractor's own rate."""
-    out = f"bulk_import-{n}.json"
+    again): both stores with extraction, and the vector store alone, against the extractor's own rate;
+    `vector_only`: the vector store alone (its `bulk_vector_*` figures, from a file of its own)."""
+    out = f"bulk_vector-{n}.json" if vector_only else f"bulk_import-{n}.json"
     command = [sys.executable, "-m", "benchmarks.speed.bulk_import", "--rows", str(rows), "--into", str(folder)]
-    subprocess.run([*command, "--out", out], cwd=harness.ROOT, check=True)
+    subprocess.run([*command, "--out", out, *(["--skip-import"] if vector_only else [])], cwd=harness.ROOT, check=True)
     found = json.loads((RESULTS / out).read_text())
+    if vector_only:
+        return {"bulk_vector_chunks_per_s": found["bulk_vector_chunks_per_s"], "bulk_vector_file": f"results/{out}"}
     keys = ("bulk_import_chunks_per_s", "extractor_chunks_per_s", "import_vs_extractor", "bulk_vector_chunks_per_s")
     return {**{k: found[k] for k in keys}, "bulk_import_file": f"results/{out}"}
 
@@ -109,8 +112,9 @@ def main() -> None:
     parser.add_argument("--plot-only", action="store_true", help="draw scale.png from scale.json")
     parser.add_argument(
         "--only",
-        choices=("replica", "recall", "search"),
-        help="measure one part again, into the sizes' entries (serve_part; search: search_cpu, no Ray)",
+        choices=("replica", "recall", "search", "bulk_vector"),
+        help="measure one part again, into the sizes' entries (serve_part; search: search_cpu, no Ray; bulk_vector:"
+        " the vector store alone, --bulk-rows rows)",
     )
     parser.add_argument(
         "--bulk-rows", type=int, default=0, help="then bulk-import this many rows into each size's collection"
@@ -124,7 +128,12 @@ def main() -> None:
     for n in args.sizes:
         folder = data.build(n)
         if args.only:
-            again = search_cpu(n, folder) if args.only == "search" else one_part(folder, args.only)
+            if args.only == "search":
+                again = search_cpu(n, folder)
+            elif args.only == "bulk_vector":
+                again = bulk_import(n, folder, args.bulk_rows or 10_000, vector_only=True)
+            else:
+                again = one_part(folder, args.only)
             again[f"{args.only}_again"] = {"command": harness.command(), "date": harness.utc_now()}
             result["sizes"][str(n)].update(again)
             harness.write_json("scale.json", result)

@@ -21,6 +21,11 @@ class VectorConfig(Section):
     optimize_every_points: int = Field(
         1024, ge=1, description="Embedded store: run the optimizer (HNSW build, vacuum) after this many written points."
     )
+    segments: int = Field(
+        8,
+        ge=1,
+        description="Embedded store: the segments its optimizer keeps a collection in (Qdrant's default_segment_number).",
+    )
     # Qdrant Edge writes through memory-mapped files: a write that finds the disk full kills the process (SIGBUS)
     # instead of failing. So ingests are refused (507) while the data folder has less room than this; make it
     # larger than the largest ingest request's growth.

@@ -23,7 +23,13 @@ from deployments.errors import (
     require_free_space,
 )
 from deployments.models import Scalar, ScoredChunk
-from deployments.vector.edge_filters import documents_filter, edge_point, first_chunks_filter, metadata_filter
+from deployments.vector.edge_filters import (
+    documents_filter,
+    edge_point,
+    first_chunks_filter,
+    metadata_filter,
+    stored_config,
+)
 from deployments.vector.lexical import LEXICAL_VECTOR, SparseTerms
 from deployments.vector.sparse_copy import copy_sparse
 from deployments.vector.store import (
@@ -54,8 +60,14 @@ class EdgeVectorStore:
         optimize_every_points: int = 1024,
         indexing_threshold_kb: int | None = None,
         min_free_mb: int = 0,
+        segments: int = 8,
     ):
         self.path = Path(path)
+        # Qdrant's default_segment_number. The engine's own default, the CPU count, is below the segments a large
+        # collection already has, so every optimize merged the newest small segment into a big one (15 s per
+        # ~7k points written into a 1M collection on 2 cores); with room for more, small segments merge among
+        # themselves and the big ones are left alone.
+        self.segments = segments
         self.min_free_mb = min_free_mb  # writes refused below it: a full disk under mmap is a SIGBUS, not an error
         self.optimize_every_points = optimize_every_points
         self.indexing_threshold_kb = indexing_threshold_kb  # None: the engine default (10 MB per segment)
@@ -99,8 +111,13 @@ class EdgeVectorStore:
         directory = self._dir(collection)
         if not (directory / "edge_config.json").exists():
             raise CollectionNotFound(collection)
+        stored = await self._config(collection)
+        wanted = self._optimizers(stored.get("optimizers"))
+        load: tuple[Any, ...] = (str(directory),)
+        if wanted != stored.get("optimizers"):  # a collection written with other settings: rewrite them
+            load += (stored_config(stored, qdrant_edge.EdgeOptimizersConfig(**wanted)),)
         try:
-            shard = await asyncio.to_thread(qdrant_edge.EdgeShard.load, str(directory))
+            shard = await asyncio.to_thread(qdrant_edge.EdgeShard.load, *load)
         except Exception as exc:
             # Typically "failed to open WAL ... WouldBlock": another process owns the shard.
             raise StageUnavailable(STAGE, f"cannot open the qdrant-edge shard {directory}: {exc}") from exc
@@ -115,15 +132,10 @@ class EdgeVectorStore:
                 return
             await asyncio.to_thread(require_free_space, self.path, self.min_free_mb, STAGE)
             directory = self._dir(collection)
-            optimizers = (
-                qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
-                if self.indexing_threshold_kb is not None
-                else None
-            )
             config = qe.EdgeConfig(
                 vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
                 sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-                optimizers=optimizers,
+                optimizers=qe.EdgeOptimizersConfig(**self._optimizers(None)),
             )
 
             def create() -> Any:
@@ -148,6 +160,14 @@ class EdgeVectorStore:
         if not path.exists():
             raise CollectionNotFound(collection)
         return json.loads(await asyncio.to_thread(path.read_text))
+
+    def _optimizers(self, stored: dict[str, Any] | None) -> dict[str, Any]:
+        """The optimizer settings a collection should have: the stored ones with this store's set over them."""
+        wanted = dict(stored or {})
+        wanted["default_segment_number"] = self.segments
+        if self.indexing_threshold_kb is not None:
+            wanted["indexing_threshold"] = self.indexing_threshold_kb
+        return wanted
 
     async def dimension(self, collection: str) -> int | None:
         if not await self.exists(collection):

@@ -1,4 +1,5 @@
-"""The qdrant-edge points and filters the embedded store (deployments/vector/edge.py) writes and searches with."""
+"""The qdrant-edge points, filters and configs the embedded store (deployments/vector/edge.py) writes and searches
+with."""
 
 from __future__ import annotations
 
@@ -57,3 +58,21 @@ def first_chunks_filter() -> Any:
     import qdrant_edge as qe
 
     return qe.Filter(must=[qe.FieldCondition(key=FIRST_CHUNK_FIELD, match=qe.MatchValue(FIRST_CHUNK_INDEX))])
+
+
+def stored_config(stored: dict[str, Any], optimizers: Any) -> Any:
+    """An EdgeConfig of the shard's stored vectors (its edge_config.json) with other optimizer settings: given to
+    EdgeShard.load, it rewrites them; unspecified settings keep their stored values."""
+    import qdrant_edge as qe
+
+    vectors = {
+        name: qe.EdgeVectorParams(size=v["size"], distance=getattr(qe.Distance, v["distance"]))
+        for name, v in stored["vectors"].items()
+    }
+    sparse = {
+        name: qe.EdgeSparseVectorParams(
+            modifier=getattr(qe.Modifier, v["modifier"].capitalize()) if v.get("modifier") else None
+        )
+        for name, v in (stored.get("sparse_vectors") or {}).items()
+    }
+    return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None, optimizers=optimizers)

@@ -46,7 +46,10 @@ def make_vector_store(config: VectorConfig) -> VectorStore:
         if not config.path:
             raise ValueError("vector.path is required for the embedded store (AppConfig sets <data_dir>/qdrant)")
         return EdgeVectorStore(
-            config.path, optimize_every_points=config.optimize_every_points, min_free_mb=config.min_free_disk_mb
+            config.path,
+            optimize_every_points=config.optimize_every_points,
+            min_free_mb=config.min_free_disk_mb,
+            segments=config.segments,
         )
     api_key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
     return ServerVectorStore(config.qdrant_url or "", api_key=api_key, timeout=config.timeout_s)

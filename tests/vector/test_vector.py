@@ -1,4 +1,5 @@
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -208,6 +209,27 @@ async def test_edge_store_builds_hnsw_after_enough_writes(tmp_path):
         assert (await s.search("h", unit(0, 0, 1), 1, {}))[0].doc_id == "b"
     finally:
         await s.aclose()
+
+
+async def test_edge_store_keeps_a_collection_in_the_segments_it_is_given(tmp_path):
+    """The optimizer's target segment count is written at creation and rewritten when a store with another one
+    opens the collection; the other optimizer settings and the data stay (a 1M collection opened with the engine's
+    default, the CPU count, merged every new segment into a big one: 15 s per ~7k points)."""
+    s = EdgeVectorStore(tmp_path, indexing_threshold_kb=1)
+    await s.create("g", DIM)
+    await s.replace_documents("g", ["a"], points("g", "a", 3))
+    await s.aclose()
+    stored = json.loads((tmp_path / "g" / "edge_config.json").read_text())["optimizers"]
+    assert stored["default_segment_number"] == 8 and stored["indexing_threshold"] == 1
+    reopened = EdgeVectorStore(tmp_path, segments=3)
+    try:
+        assert await reopened.count("g") == 3
+        assert (await reopened.search("g", unit(1), 1, {}))[0].doc_id == "a"
+        stored = json.loads((tmp_path / "g" / "edge_config.json").read_text())["optimizers"]
+        assert stored["default_segment_number"] == 3 and stored["indexing_threshold"] == 1
+        assert await reopened.has_lexical("g")
+    finally:
+        await reopened.aclose()
 
 
 async def test_unreachable_qdrant_server_raises_instead_of_missing():
