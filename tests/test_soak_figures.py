@@ -18,7 +18,13 @@ def test_windows_carry_the_machine_probe_and_its_drift_next_to_the_p95s():
         records += [(lo + i, "retrieve", 200, latency_s) for i in range(40)]
         records.append((lo + 50, "ingest", 200, 9.0))  # writes are not in the reads' p95
         samples += [
-            {"t": lo + i * 20, "machine_probe_ms": probe_ms, "bolt_connections": 1, "replicas": {}} for i in range(3)
+            {
+                "t": lo + i * 20,
+                "machine_probe_ms": probe_ms,
+                "bolt_connections": 1,
+                "replicas": {"Vector#1": {"rss_mb": 100.0, "fds": 10, "cpu_s": 10.0 * w + i}},  # 1 CPU-s per sample
+            }
+            for i in range(3)
         ]
     out = figures(records, samples, started)
     assert [w["p95_ms"] for w in out["p95_windows_reads"]] == [100.0, 130.0, 100.0]
@@ -26,3 +32,5 @@ def test_windows_carry_the_machine_probe_and_its_drift_next_to_the_p95s():
     assert out["p95_drift_vs_first_window"] == pytest.approx(0.3)
     assert out["machine_probe_drift_vs_first_window"] == pytest.approx(0.3)
     assert out["p95_machine_correlation"] == pytest.approx(1.0)
+    # 2 CPU-seconds between a window's first and last sample (40 s apart), 40 requests started in between
+    assert [w["app_cpu_ms_per_request"] for w in out["p95_windows_reads"]] == [50.0, 50.0, 50.0]

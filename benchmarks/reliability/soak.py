@@ -119,10 +119,12 @@ def proc_stats(pid: int) -> dict | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         fds = len(os.listdir(f"/proc/{pid}/fd"))
+        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
     except OSError:
         return None
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return {"rss_mb": round(rss_kb / 1024, 1), "fds": fds}
+    cpu_s = sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
+    return {"rss_mb": round(rss_kb / 1024, 1), "fds": fds, "cpu_s": round(cpu_s, 2)}
 
 
 def established_to(port: int) -> int:
@@ -186,6 +188,20 @@ def drift(values: list[float]) -> float:
     return round(max(abs(v / values[0] - 1) for v in values), 3)
 
 
+def app_cpu_ms_per_request(samples: list, records: list) -> float | None:
+    """The replicas' CPU time between the first and last of `samples`, per request finished in between: the app's
+    own work per request, which a slower machine does not change but a drift of the app would."""
+    if len(samples) < 2:
+        return None
+    first, last = samples[0], samples[-1]
+    both = set(first["replicas"]) & set(last["replicas"])
+    if not all("cpu_s" in first["replicas"][n] for n in both):
+        return None
+    cpu = sum(last["replicas"][n]["cpu_s"] - first["replicas"][n]["cpu_s"] for n in both)
+    done = sum(1 for r in records if first["t"] <= r[0] < last["t"])
+    return round(cpu / done * 1000, 2) if done else None
+
+
 def figures(records: list, samples: list, started: float) -> dict:
     out: dict = {"by_kind": {}}
     for kind in MIX:
@@ -202,7 +218,8 @@ def figures(records: list, samples: list, started: float) -> dict:
     for w in range(int((records[-1][0] - started) // WINDOW_S) + 1 if records else 0):
         lo = started + w * WINDOW_S
         lat = sorted(r[3] for r in records if lo <= r[0] < lo + WINDOW_S and r[2] == 200 and r[1] != "ingest")
-        probes = sorted(s["machine_probe_ms"] for s in samples if lo <= s["t"] < lo + WINDOW_S)
+        inside = [s for s in samples if lo <= s["t"] < lo + WINDOW_S]
+        probes = sorted(s["machine_probe_ms"] for s in inside)
         if len(lat) >= 20:
             windows.append(
                 {
@@ -210,6 +227,7 @@ def figures(records: list, samples: list, started: float) -> dict:
                     "requests": len(lat),
                     "p95_ms": round(percentile(lat, 95) * 1000, 1),
                     "machine_probe_ms_p50": probes[len(probes) // 2] if probes else None,
+                    "app_cpu_ms_per_request": app_cpu_ms_per_request(inside, records),
                 }
             )
     out["p95_windows_reads"] = windows
