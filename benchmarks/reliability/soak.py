@@ -189,7 +189,7 @@ def drift(values: list[float]) -> float:
 
 
 def app_cpu_ms_per_request(samples: list, records: list) -> float | None:
-    """The replicas' CPU time between the first and last of `samples`, per request finished in between: the app's
+    """The replicas' CPU time between the first and last of `samples`, per request started in between: the app's
     own work per request, which a slower machine does not change but a drift of the app would."""
     if len(samples) < 2:
         return None
