@@ -22,7 +22,7 @@ STAGES = ("embed", "vector", "graph", "rerank", "chat", "total")
 WINDOW_S = 300.0
 BUCKET_S = 10.0
 RATE_WINDOW_S = 60.0  # the rate is over the last minute: it follows an autoscaling experiment more closely
-MAX_SAMPLES = 200_000  # a bound on memory at any request rate (~10 MB)
+MAX_SAMPLES = 200_000  # a bound on memory at any request rate (~25 MB); below it, the window's requests bound it
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -53,8 +53,18 @@ class RollingStageStats:
         self._lock = threading.Lock()  # snapshots may be taken from another thread than the one recording
 
     def record(self, stage: str, duration_ms: float | None, degraded: bool = False) -> None:
+        now = self.clock()
         with self._lock:
-            self._samples.append((self.clock(), stage, duration_ms if duration_ms is not None else math.nan, degraded))
+            self._drop_older_than(now - self.window_s)  # held: the window's samples, whether the page reads or not
+            self._samples.append((now, stage, duration_ms if duration_ms is not None else math.nan, degraded))
+
+    def __len__(self) -> int:
+        """Samples held."""
+        return len(self._samples)
+
+    def _drop_older_than(self, cutoff: float) -> None:
+        while self._samples and self._samples[0][0] < cutoff:
+            self._samples.popleft()
 
     def record_retrieval(self, resp: RetrieveResponse) -> None:
         failed = {d.stage for d in resp.degraded}
@@ -67,8 +77,7 @@ class RollingStageStats:
 
     def _recent(self, now: float) -> list[tuple[float, str, float, bool]]:
         with self._lock:
-            while self._samples and self._samples[0][0] < now - self.window_s:
-                self._samples.popleft()
+            self._drop_older_than(now - self.window_s)
             return list(self._samples)
 
     def snapshot(self) -> dict[str, Any]:

@@ -73,6 +73,20 @@ def test_window_rates_percentiles_buckets_and_expiry():
     assert stats.snapshot()["stages"]["vector"]["count"] == 0
 
 
+def test_the_window_holds_only_its_own_samples_when_nobody_reads_it():
+    # The soak found the ingress's RSS growing for its first ~15 minutes: samples left only when the page took a
+    # snapshot, so with nobody looking the deque filled to max_samples (tracemalloc: ui/stats.py's append).
+    clock = Clock()
+    stats = RollingStageStats(window_s=300, clock=clock)
+    for _ in range(1000):  # 10 requests a second for 1,000 s, 3 samples each (vector, graph and the total)
+        for _ in range(10):
+            stats.record_retrieval(response(vector_ms=5.0, graph_ms=7.0))
+        clock.now += 1
+    held = len(stats)
+    assert held <= 301 * 10 * 3
+    assert sum(s["count"] for s in stats.snapshot()["stages"].values()) == 300 * 10 * 3  # the last 300 s, all there
+
+
 def test_a_stage_that_failed_before_it_was_timed_is_counted_as_degraded():
     stats = RollingStageStats(clock=Clock())
     stats.record_retrieval(response(vector_ms=10, degraded=[Degraded(stage="rerank", error="unavailable")]))
