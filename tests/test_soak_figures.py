@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.reliability.soak import WINDOW_S, drift, figures
+from benchmarks.reliability.soak import WINDOW_S, drift, figures, warmup_figures
 
 
 def test_drift_is_the_largest_move_from_the_first_window_either_way():
@@ -34,3 +34,16 @@ def test_windows_carry_the_machine_probe_and_its_drift_next_to_the_p95s():
     assert out["p95_machine_correlation"] == pytest.approx(1.0)
     # 2 CPU-seconds between a window's first and last sample (40 s apart), 40 requests started in between
     assert [w["app_cpu_ms_per_request"] for w in out["p95_windows_reads"]] == [50.0, 50.0, 50.0]
+
+
+def test_minutes_show_the_reads_p95_minute_by_minute_from_the_start():
+    started = 1_000.0
+    records = [(started - 30 + i * 0.5, "retrieve", 200, 5.0) for i in range(40)]  # warm-up: not in the minutes
+    for m, latency_s in enumerate([0.3, 0.1, 0.1]):
+        records += [(started + 60 * m + i, "answer", 200, latency_s) for i in range(30)]
+    records += [(started + 10, "ingest", 200, 9.0), (started + 11, "retrieve", 503, 0.01)]  # neither is a read's p95
+    records += [(started + 60 * 3 + i, "retrieve", 200, 0.1) for i in range(5)]  # too few to give a p95
+    out = figures([r for r in records if r[0] >= started], [], started)
+    assert out["p95_minutes_reads"] == [300.0, 100.0, 100.0, None]
+    warm = warmup_figures(records, started)
+    assert warm == {"requests": 40, "failed": 0, "p95_ms_reads": 5000.0}
