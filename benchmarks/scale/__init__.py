@@ -2,7 +2,7 @@
 
     python -m benchmarks.scale --sizes 10000 100000        # -> benchmarks/results/scale.json, scale.png
     python -m benchmarks.scale --sizes 1000000 --bulk-rows 6000    # 1M, then a bulk import into it
-    python -m benchmarks.scale --only search    # the search CPU again at every size, one run (no Ray)
+    python -m benchmarks.scale --only search    # the search CPU again, the sizes block-interleaved (no Ray)
     python -m benchmarks.scale --sizes 1000000 --only bulk_vector --bulk-rows 10000    # the vector store alone
 
 Per size (`sizes.<n>` in scale.json, a run adds or replaces its sizes and keeps the others):
@@ -18,7 +18,8 @@ Per size (`sizes.<n>` in scale.json, a run adds or replaces its sizes and keeps 
   "Adding 1 replica" to the replica's "graph indexes ready", with the degraded graph calls meanwhile);
 - in this process: `work_raw_chunks_per_s` (the same 1,000 texts through the embedding backend and the extractor
   alone), `graph_search_cpu_ms_p50` (the Graph replica's index, loaded from the snapshot it wrote, one thread, seeds
-  given), `disk_mb` per store folder;
+  given; with --only search every size's index is loaded and the sizes are measured in interleaved blocks, so their
+  p50s come from the same minutes: search_cpu.py; top-level `graph_search_cpu_ratio`), `disk_mb` per store folder;
 - with `--bulk-rows R`: benchmarks.speed.bulk_import into the collection (R rows under new ids, deleted again):
   `bulk_import_chunks_per_s` vs `extractor_chunks_per_s`, `bulk_vector_chunks_per_s`.
 """

@@ -12,13 +12,11 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import RESULTS  # noqa: E402
 from benchmarks.scale import __doc__ as DOC  # noqa: E402
 from benchmarks.scale import data  # noqa: E402
-from benchmarks.scale.serve_part import measure, one_part, questions  # noqa: E402
+from benchmarks.scale.serve_part import measure, one_part  # noqa: E402
 
 FIGURES = (
     "graph_search_cpu_ms_p50", "graph_search_p50_ms_c1", "graph_searches_per_s_c32", "retrieve_p50_ms_c1",
@@ -27,45 +25,14 @@ FIGURES = (
 
 
 def search_cpu(n: int, data_dir: Path) -> dict:
-    """CPU per search of the index a Graph replica holds (its snapshot, as a new replica loads it), one thread;
-    seeds: the exact dense top `passage_seeds` of the collection's vectors for each question (outside the clock)."""
-    from benchmarks.speed.graph_scale import cpu_ms, p50
-    from deployments.config import AppConfig, GraphIndexConfig
-    from deployments.embedder.backends import make_embedder
-    from deployments.graph.index import snapshot
+    """The search CPU of one size alone (a full run measures one size at a time): benchmarks/scale/search_cpu.py."""
+    return search_cpu_all({n: data_dir})[0][n]
 
-    path = data_dir / "graph-index" / f"{data.COLLECTION}.npz"
-    if not path.is_file():
-        return {"error": f"no snapshot at {path}"}
-    params = GraphIndexConfig().params()
-    index = snapshot.load(path, params)
-    asked, _ = questions()
-    asked = asked[:200]
-    import asyncio
 
-    config = AppConfig.from_args({**data.APP_ARGS, "data_dir": str(data_dir)})
+def search_cpu_all(folders: dict[int, Path], one_by_one: bool = False) -> tuple[dict[int, dict], dict]:
+    from benchmarks.scale import search_cpu as measure_cpu
 
-    async def embed() -> np.ndarray:
-        backend = make_embedder(config.embedder)
-        try:
-            return np.asarray(await backend.embed(asked), dtype=np.float32)
-        finally:
-            await backend.aclose()
-
-    qvecs = asyncio.run(embed())
-    ids, vectors = data.read_vectors(n)
-    k = params.passage_seeds
-    seeds = []
-    for q in qvecs:
-        cos = vectors @ q
-        top = np.argpartition(-cos, k)[:k]
-        seeds.append([(ids[i], float(cos[i])) for i in top])
-    times = cpu_ms(lambda q, s: index.search(q, 100, s), list(zip(asked, seeds)) * 2)
-    return {
-        "graph_search_cpu_ms_p50": p50(times),
-        "graph_search_cpu_ms_p95": round(times[int(len(times) * 0.95)], 3),
-        **index.stats(),
-    }
+    return measure_cpu.measure(folders, one_by_one=one_by_one)
 
 
 def bulk_import(n: int, folder: Path, rows: int, vector_only: bool = False) -> dict:
@@ -119,18 +86,32 @@ def main() -> None:
     parser.add_argument(
         "--bulk-rows", type=int, default=0, help="then bulk-import this many rows into each size's collection"
     )
+    parser.add_argument(
+        "--out", type=Path, help="with --only search: write the whole result here instead of results/scale.json"
+    )
+    parser.add_argument(
+        "--sequential", action="store_true", help="with --only search: the sizes one after another (the former way)"
+    )
     args = parser.parse_args()
     path = RESULTS / "scale.json"
     result = json.loads(path.read_text()) if path.exists() else {"sizes": {}}
     if args.plot_only:
         plot(result["sizes"])
         return
+    if args.only == "search":  # every size loaded, then measured block-interleaved (search_cpu.py)
+        found, ratio = search_cpu_all({n: data.build(n) for n in args.sizes}, args.sequential)
+        for n, again in found.items():
+            again["search_again"] = {"command": harness.command(), "date": harness.utc_now()}
+            result["sizes"][str(n)].update(again)
+        if ratio:
+            result["graph_search_cpu_ratio"] = {**ratio, "command": harness.command(), "date": harness.utc_now()}
+        harness.write_json(args.out or "scale.json", result)
+        print(json.dumps({"sizes": found, "graph_search_cpu_ratio": ratio}, indent=2), flush=True)
+        return
     for n in args.sizes:
         folder = data.build(n)
         if args.only:
-            if args.only == "search":
-                again = search_cpu(n, folder)
-            elif args.only == "bulk_vector":
+            if args.only == "bulk_vector":
                 again = bulk_import(n, folder, args.bulk_rows or 10_000, vector_only=True)
             else:
                 again = one_part(folder, args.only)
