@@ -18,8 +18,10 @@ Per size (`sizes.<n>` in scale.json, a run adds or replaces its sizes and keeps 
   "Adding 1 replica" to the replica's "graph indexes ready", with the degraded graph calls meanwhile);
 - in this process: `work_raw_chunks_per_s` (the same 1,000 texts through the embedding backend and the extractor
   alone), `graph_search_cpu_ms_p50` (the Graph replica's index, loaded from the snapshot it wrote, one thread, seeds
-  given; with --only search every size's index is loaded and the sizes are measured in interleaved blocks, so their
-  p50s come from the same minutes: search_cpu.py; top-level `graph_search_cpu_ratio`), `disk_mb` per store folder;
+  given; at the end of a run, and with --only search, every size's index is loaded and the sizes are measured in
+  interleaved blocks, so their p50s come from the same seconds: search_cpu.py; top-level `graph_search_cpu_ratio`;
+  each size's figure measured alone right after its other figures stays as `graph_search_cpu_ms_p50_alone`),
+  `disk_mb` per store folder;
 - with `--bulk-rows R`: benchmarks.speed.bulk_import into the collection (R rows under new ids, deleted again):
   `bulk_import_chunks_per_s` vs `extractor_chunks_per_s`, `bulk_vector_chunks_per_s`.
 """
