@@ -52,28 +52,31 @@ class RollingStageStats:
         self._samples: deque[tuple[float, str, float, bool]] = deque(maxlen=max_samples)
         self._lock = threading.Lock()  # snapshots may be taken from another thread than the one recording
 
-    def record(self, stage: str, duration_ms: float | None, degraded: bool = False) -> None:
-        now = self.clock()
-        with self._lock:
-            self._drop_older_than(now - self.window_s)  # held: the window's samples, whether the page reads or not
-            self._samples.append((now, stage, duration_ms if duration_ms is not None else math.nan, degraded))
+    def record_retrieval(self, resp: RetrieveResponse) -> None:
+        """Every stage of one response, at one clock reading and under one lock (this runs on every request)."""
+        failed = {d.stage for d in resp.degraded}
+        rows: list[tuple[str, float | None, bool]] = []
+        for stage in STAGES:
+            timing = getattr(resp.timings, stage, None)
+            if timing is not None:
+                rows.append((stage, timing.duration_ms, stage in failed))
+            elif stage in failed:  # failed before it could be timed: counted, no duration
+                rows.append((stage, None, True))
+        self._add(rows)
 
     def __len__(self) -> int:
         """Samples held."""
         return len(self._samples)
 
+    def _add(self, rows: list[tuple[str, float | None, bool]]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._drop_older_than(now - self.window_s)  # held: the window's samples, whether the page reads or not
+            self._samples.extend((now, stage, math.nan if ms is None else ms, degraded) for stage, ms, degraded in rows)
+
     def _drop_older_than(self, cutoff: float) -> None:
         while self._samples and self._samples[0][0] < cutoff:
             self._samples.popleft()
-
-    def record_retrieval(self, resp: RetrieveResponse) -> None:
-        failed = {d.stage for d in resp.degraded}
-        for stage in STAGES:
-            timing = getattr(resp.timings, stage, None)
-            if timing is not None:
-                self.record(stage, timing.duration_ms, stage in failed)
-            elif stage in failed:  # failed before it could be timed: counted, no duration
-                self.record(stage, None, True)
 
     def _recent(self, now: float) -> list[tuple[float, str, float, bool]]:
         with self._lock:
